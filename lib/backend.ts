@@ -1,0 +1,91 @@
+/**
+ * The contract between the TypeScript layer and the two I/O backends.
+ *
+ * Both backends (the native addon in native/, and the pure-TypeScript fallback in js-backend.ts) implement
+ * exactly this interface and produce byte-identical files: the header bytes are always built by format.ts,
+ * the backends only write the data section, fill in the CRC32C placeholders, and commit the file atomically.
+ *
+ * All arguments have been validated by the TypeScript layer before a backend sees them; a backend only asserts its
+ * own invariants.
+ */
+
+/** One `write` call: everything a backend needs to persist one checkpoint file. */
+export interface WritePlan {
+  /** Final path of the checkpoint (absolute). Its directory exists. */
+  path: string;
+  /**
+   * Temp file to create in the same directory (absolute). Must be created exclusively (O_CREAT | O_EXCL), mode 0644
+   * before umask. On any failure it is removed before the promise settles.
+   */
+  tmpPath: string;
+  /**
+   * The complete file prefix: 8-byte little-endian header length N, then N bytes of JSON header padded with spaces.
+   * It contains ASCII "00000000" placeholders for the CRCs, which the backend overwrites (in its own copy) with
+   * lowercase hex before writing it at offset 0. `header.byteLength` is 8 + N and the data section starts there.
+   */
+  header: Uint8Array;
+  /** Byte offset in `header` of the 8 hex digits of the header CRC. */
+  headerCrcOffset: number;
+  /**
+   * Byte offset in `header` of the first tensor CRC; tensor i's 8 hex digits start at
+   * `tensorCrcOffset + 9 * i` (the digits are separated by commas).
+   */
+  tensorCrcOffset: number;
+  /**
+   * Tensor data, in file order: array i is written at `header.byteLength + sum(byteLength of arrays before i)`.
+   * Views are written as they are (byteOffset/byteLength respected). The backend keeps them alive until it settles.
+   */
+  arrays: ArrayBufferView[];
+  /** fsync the temp file before the rename and the directory after it. */
+  durable: boolean;
+}
+
+/** One `read` call: a validated plan of which byte ranges to read and which CRCs to expect. */
+export interface ReadPlan {
+  /** Path of the checkpoint file. */
+  path: string;
+  /** The file size the header implies (8 + N + data length); a different actual size is `corrupt`. */
+  fileSize: number;
+  /** 8 + N: where the data section begins. */
+  dataStart: number;
+  /**
+   * Per tensor (in file order) its [begin, end) in the data section, flattened: [b0, e0, b1, e1, ...].
+   * Ranges are contiguous, ascending, start at 0 and end at fileSize - dataStart (validated by format.ts).
+   */
+  ranges: number[];
+  /** Expected CRC32C of each tensor's bytes, in file order; ignored when `verify` is false. */
+  crcs: number[];
+  /** Compute and compare the CRCs. */
+  verify: boolean;
+}
+
+/**
+ * How a backend reports a failure: the promise rejects with an Error carrying these fields, and errors.ts turns it
+ * into a coded CheckpointError with the caller's stack. No code is derived from message text.
+ */
+export interface BackendFailure {
+  /** 'io': a system call failed (errno, syscall, path set). 'corrupt': the file is not what the plan says
+   * (e.g. the size changed, a short read at EOF). 'checksum': tensor `tensorIndex`'s bytes do not match its CRC. */
+  kind: 'io' | 'corrupt' | 'checksum';
+  /** Positive errno for kind 'io', else 0. */
+  errno: number;
+  /** The failing system call for kind 'io' ('open', 'write', 'fsync', 'rename', ...), else ''. */
+  syscall: string;
+  /** The path the failing call was about. */
+  path: string;
+  /** For kind 'checksum': index (file order) of the tensor whose CRC failed, else -1. */
+  tensorIndex: number;
+  /** For kind 'checksum': the CRC computed from the bytes read. */
+  actualCrc?: number;
+  message: string;
+}
+
+export interface Backend {
+  readonly name: 'native' | 'js';
+  /** Writes plan atomically: temp file, data, header, (fsync), rename, (directory fsync). */
+  write(plan: WritePlan): Promise<void>;
+  /** Reads each range into its own ArrayBuffer (exactly the range's length), verifying CRCs when asked. */
+  read(plan: ReadPlan): Promise<ArrayBuffer[]>;
+  /** CRC32C (Castagnoli, reflected, init/xorout 0xffffffff) of `data`, continuing from `crc` (default 0). */
+  crc32c(data: ArrayBufferView, crc?: number): number;
+}

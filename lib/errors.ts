@@ -1,0 +1,149 @@
+/**
+ * Coded errors. Every error this library throws on purpose is a `CheckpointError` with a stable `code`:
+ * the operating system's (`ENOSPC`, `EACCES`, `ENOENT`, ...) for failed system calls, or one of `ErrorCode` below.
+ * Codes never come from matching message text.
+ */
+import * as util from 'node:util';
+import type { BackendFailure } from './backend';
+
+export const ErrorCode = {
+  /** An argument had the wrong type or value; the message names it. */
+  INVALID_ARGUMENT: 'ERR_CHECKPOINT_INVALID_ARGUMENT',
+  /** A tensor's dtype cannot be stored faithfully (string, complex64) or read (a foreign dtype). */
+  UNSUPPORTED_DTYPE: 'ERR_CHECKPOINT_UNSUPPORTED_DTYPE',
+  /** The file is not a valid checkpoint: bad structure, sizes, offsets, header, or it changed while being read. */
+  CORRUPT: 'ERR_CHECKPOINT_CORRUPT',
+  /** A CRC32C did not match: the header or the named tensor's bytes were altered. */
+  CHECKSUM: 'ERR_CHECKPOINT_CHECKSUM',
+  /** A valid safetensors file without this library's checksums; load it with `{ verify: false }`. */
+  UNVERIFIED: 'ERR_CHECKPOINT_UNVERIFIED',
+  /** The checkpoint does not fit the model: a missing, extra or shape-mismatched weight (strict restore). */
+  MISMATCH: 'ERR_CHECKPOINT_MISMATCH',
+  /** Another writer holds the checkpoint directory. */
+  LOCKED: 'ERR_CHECKPOINT_LOCKED',
+  /** A filename template is invalid or names a key the logs do not have. */
+  TEMPLATE: 'ERR_CHECKPOINT_TEMPLATE',
+  /** The object was used after close(). */
+  CLOSED: 'ERR_CHECKPOINT_CLOSED',
+} as const;
+
+export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface CheckpointErrorDetails {
+  /** The file or directory concerned. */
+  path?: string;
+  /** The tensor concerned, by name. */
+  tensor?: string;
+  /** For system-call failures: the positive errno and the call. */
+  errno?: number;
+  syscall?: string;
+  cause?: unknown;
+}
+
+export class CheckpointError extends Error {
+  readonly code: string;
+  readonly path?: string;
+  readonly tensor?: string;
+  readonly errno?: number;
+  readonly syscall?: string;
+
+  constructor(code: string, message: string, details: CheckpointErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'CheckpointError';
+    this.code = code;
+    if (details.path !== undefined) this.path = details.path;
+    if (details.tensor !== undefined) this.tensor = details.tensor;
+    if (details.errno !== undefined) this.errno = details.errno;
+    if (details.syscall !== undefined) this.syscall = details.syscall;
+  }
+}
+
+/** Throws INVALID_ARGUMENT: "Expected <what> to be <expected>, got <actual>". */
+export function invalidArgument(what: string, expected: string, actual: unknown): never {
+  throw new CheckpointError(ErrorCode.INVALID_ARGUMENT, `Expected ${what} to be ${expected}, got ${describe(actual)}`);
+}
+
+/** A short, safe description of a value for error messages. */
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'string') return JSON.stringify(value.length > 80 ? value.slice(0, 77) + '...' : value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name} of length ${(value as Uint8Array).length}`;
+  const ctor = (value as object).constructor;
+  return ctor && ctor !== Object ? `a ${ctor.name}` : 'an object';
+}
+
+/** The OS's name for a positive errno (28 -> 'ENOSPC'), or 'EIO' when unknown. */
+export function errnoCode(errno: number): string {
+  try {
+    return util.getSystemErrorName(-Math.abs(errno));
+  } catch {
+    return 'EIO';
+  }
+}
+
+/** Wraps an error thrown by node's fs (which has a string code and a negative errno) as a CheckpointError. */
+export function fromNodeError(err: unknown, fallbackPath: string, action: string): CheckpointError {
+  if (err instanceof CheckpointError) return err;
+  const e = err as NodeJS.ErrnoException;
+  const code = typeof e?.code === 'string' ? e.code : 'EIO';
+  const p = typeof e?.path === 'string' ? e.path : fallbackPath;
+  const syscall = typeof e?.syscall === 'string' ? e.syscall : undefined;
+  const reason = typeof e?.message === 'string' ? e.message : String(err);
+  return new CheckpointError(code, `Could not ${action} ${p}: ${reason}`, {
+    path: p,
+    errno: typeof e?.errno === 'number' ? Math.abs(e.errno) : undefined,
+    syscall,
+    cause: err,
+  });
+}
+
+/**
+ * Converts a backend failure (see BackendFailure) into a CheckpointError. `tensorNames` are the file-order names,
+ * used to name the tensor of a checksum failure. `callerStack` is a stack captured in the public API function before
+ * the asynchronous work started, so that the trace points at the user's code.
+ */
+export function fromBackendFailure(
+  err: unknown,
+  action: string,
+  tensorNames: readonly string[],
+  callerStack?: string,
+): CheckpointError {
+  const f = err as Partial<BackendFailure> & Error;
+  let out: CheckpointError;
+  if (f && f.kind === 'checksum') {
+    const index = typeof f.tensorIndex === 'number' ? f.tensorIndex : -1;
+    const name = tensorNames[index] ?? `#${index}`;
+    out = new CheckpointError(
+      ErrorCode.CHECKSUM,
+      `Checksum mismatch in tensor ${JSON.stringify(name)} of ${f.path}: its bytes were altered`,
+      { path: f.path, tensor: name },
+    );
+  } else if (f && f.kind === 'corrupt') {
+    out = new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${f.path}: ${f.message}`, { path: f.path });
+  } else if (f && f.kind === 'io' && typeof f.errno === 'number') {
+    const code = errnoCode(f.errno);
+    const syscall = f.syscall || 'io';
+    out = new CheckpointError(code, `Could not ${action}: ${code} (${syscall} ${f.path})`, {
+      path: f.path,
+      errno: f.errno,
+      syscall,
+    });
+  } else {
+    const message = err instanceof Error ? err.message : String(err);
+    out = new CheckpointError('EIO', `Could not ${action}: ${message}`, { cause: err });
+  }
+  if (callerStack)
+    out.stack = `${out.name} [${out.code}]: ${out.message}\n${callerStack.split('\n').slice(1).join('\n')}`;
+  return out;
+}
+
+/** The current stack, for attaching to errors raised after an await. */
+export function captureStack(): string {
+  const holder: { stack?: string } = {};
+  Error.captureStackTrace(holder, captureStack);
+  return holder.stack ?? '';
+}

@@ -1,0 +1,382 @@
+/**
+ * The low-level API: save named tensors to one checkpoint file, load them back verified, verify, inspect.
+ * Validates every argument here (backends trust their plans), builds the header (format.ts), and hands the byte
+ * work to the backend in use (runtime.ts).
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { ReadPlan } from './backend';
+import {
+  CheckpointError,
+  ErrorCode,
+  captureStack,
+  describe,
+  fromBackendFailure,
+  fromNodeError,
+  invalidArgument,
+} from './errors';
+import {
+  DTYPES,
+  DType,
+  HEADER_CRC_OFFSET,
+  META_PREFIX,
+  ParsedHeader,
+  TENSOR_CRC_OFFSET,
+  TensorArray,
+  TensorEntry,
+  buildHeader,
+  computeHeaderCrc,
+  parseHeader,
+  readHeaderLength,
+  storedHeaderCrc,
+} from './format';
+import { getBackend } from './runtime';
+import { acquireTempPath, releaseTempPath, removeStaleTemps } from './tempfiles';
+
+export type { DType, TensorArray } from './format';
+
+/** One tensor: dtype, shape, and its elements in row-major order. */
+export interface TensorData {
+  dtype: DType;
+  shape: number[];
+  /** Float32Array for float32, Int32Array for int32, Uint8Array of 0/1 for bool. Never copied by a save. */
+  data: TensorArray;
+}
+
+/** Tensors by name (tfjs original weight names, e.g. `dense_Dense1/kernel`). */
+export type NamedTensors = Record<string, TensorData>;
+
+export interface SaveTensorsArgs {
+  /** String-to-string metadata stored in the header's `__metadata__`. Keys starting with `tfjs_checkpoint.` are
+   * reserved. Default: none. */
+  metadata?: Record<string, string>;
+  /** fsync the file before the rename and the directory after it, so that the save survives power loss.
+   * `false` keeps the atomic rename (never a torn file after a crash of the process) but not power-loss safety.
+   * Default: true. */
+  durable?: boolean;
+}
+
+export interface LoadTensorsArgs {
+  /** Verify the header CRC and every tensor's CRC32C. With `false`, also loads plain safetensors files that carry no
+   * checksums. Default: true. */
+  verify?: boolean;
+}
+
+export interface LoadedTensors {
+  tensors: NamedTensors;
+  /** The file's `__metadata__` without this library's own keys. */
+  metadata: Record<string, string>;
+}
+
+/** What a checkpoint's header says, without reading the data. */
+export interface CheckpointInfo {
+  path: string;
+  fileSize: number;
+  /** Where the data section begins (8 + header length). */
+  dataStart: number;
+  /** Tensors in file order. */
+  tensors: { name: string; dtype: DType; shape: number[]; byteLength: number; crc32c?: number }[];
+  metadata: Record<string, string>;
+  /** This library's format version, or undefined for a foreign safetensors file (no checksums). */
+  formatVersion?: string;
+}
+
+const ARRAY_TYPES: Record<DType, { ctor: new (b: ArrayBuffer) => TensorArray; name: string }> = {
+  float32: { ctor: Float32Array, name: 'Float32Array' },
+  int32: { ctor: Int32Array, name: 'Int32Array' },
+  bool: { ctor: Uint8Array, name: 'Uint8Array' },
+};
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Validates a file path argument and returns it absolute. */
+export function checkPath(p: unknown, what = 'path'): string {
+  if (typeof p !== 'string' || p.length === 0) invalidArgument(what, 'a non-empty string', p);
+  if (p.includes('\0')) invalidArgument(what, 'a path without NUL characters', p);
+  const abs = path.resolve(p);
+  const base = path.basename(abs);
+  if (p.endsWith('/') || p.endsWith(path.sep) || base === '' || base === '.' || base === '..') {
+    invalidArgument(what, 'a file path', p);
+  }
+  return abs;
+}
+
+function checkMetadata(metadata: unknown): Record<string, string> {
+  if (metadata === undefined) return {};
+  if (!isPlainObject(metadata)) invalidArgument('options.metadata', 'an object of strings', metadata);
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(metadata)) {
+    if (typeof v !== 'string') invalidArgument(`options.metadata[${JSON.stringify(k)}]`, 'a string', v);
+    if (k.startsWith(META_PREFIX)) {
+      invalidArgument(
+        `options.metadata key ${JSON.stringify(k)}`,
+        `a key not starting with "${META_PREFIX}" (reserved)`,
+        k,
+      );
+    }
+    if (!k.isWellFormed() || !v.isWellFormed()) {
+      invalidArgument(`options.metadata[${JSON.stringify(k)}]`, 'well-formed Unicode (no lone surrogates)', v);
+    }
+    out[k] = v;
+  }
+  return out;
+}
+
+/** Validates one tensor; returns its byte length. */
+function checkTensor(name: string, t: unknown): number {
+  const where = `tensor ${JSON.stringify(name)}`;
+  if (name.length === 0) invalidArgument('a tensor name', 'a non-empty string', name);
+  if (name === '__metadata__') invalidArgument('a tensor name', 'anything but "__metadata__" (reserved)', name);
+  if (!name.isWellFormed()) invalidArgument(`${where}'s name`, 'well-formed Unicode (no lone surrogates)', name);
+  if (t === null || typeof t !== 'object') invalidArgument(where, 'an object { dtype, shape, data }', t);
+  const { dtype, shape, data } = t as Record<string, unknown>;
+  if (dtype === 'string' || dtype === 'complex64') {
+    throw new CheckpointError(
+      ErrorCode.UNSUPPORTED_DTYPE,
+      `Tensor ${JSON.stringify(name)} has dtype ${dtype}, which a safetensors file cannot store faithfully; ` +
+        'tfjs-checkpoint stores float32, int32 and bool',
+      { tensor: name },
+    );
+  }
+  if (typeof dtype !== 'string' || !(dtype in DTYPES))
+    invalidArgument(`${where}'s dtype`, "'float32', 'int32' or 'bool'", dtype);
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    invalidArgument(`${where}'s shape`, 'an array of non-negative integers', shape);
+  }
+  const expected = ARRAY_TYPES[dtype as DType];
+  if (!(data instanceof expected.ctor) || data.constructor !== expected.ctor) {
+    invalidArgument(`${where}'s data`, `a ${expected.name} (dtype ${dtype})`, data);
+  }
+  const size = (shape as number[]).reduce((a, b) => a * b, 1);
+  if (!Number.isSafeInteger(size) || size !== (data as TensorArray).length) {
+    throw new CheckpointError(
+      ErrorCode.INVALID_ARGUMENT,
+      `Expected ${where}'s data to have ${size} elements (shape [${(shape as number[]).join(', ')}]), got ${describe(data)}`,
+      { tensor: name },
+    );
+  }
+  if (dtype === 'bool') {
+    const bytes = data as Uint8Array;
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] > 1) invalidArgument(`${where}'s data[${i}]`, '0 or 1 (dtype bool)', bytes[i]);
+    }
+  }
+  return (data as TensorArray).byteLength;
+}
+
+/**
+ * Saves tensors to `file` atomically: a temp file in the same directory, the data with a CRC32C per tensor, fsync,
+ * rename over `file`, fsync of the directory. Missing parent directories are created. On failure the previous file
+ * under that name is untouched and no temp file remains. Resolves when the file is committed (durable by default).
+ */
+export async function saveTensors(file: string, tensors: NamedTensors, options: SaveTensorsArgs = {}): Promise<void> {
+  const stack = captureStack();
+  const target = checkPath(file);
+  if (!isPlainObject(tensors)) invalidArgument('tensors', 'an object mapping names to { dtype, shape, data }', tensors);
+  if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
+  const durable = options.durable ?? true;
+  if (typeof durable !== 'boolean') invalidArgument('options.durable', 'a boolean', durable);
+  const metadata = checkMetadata(options.metadata);
+  const names = Object.keys(tensors);
+  const inputs = names.map((name) => {
+    const byteLength = checkTensor(name, tensors[name]);
+    return { name, dtype: tensors[name].dtype, shape: [...tensors[name].shape], byteLength };
+  });
+  const header = buildHeader(inputs, metadata);
+  if (!Number.isSafeInteger(header.bytes.length + header.dataLength)) {
+    invalidArgument('the total size of the tensors', 'below 2^53 bytes', header.dataLength);
+  }
+
+  const dir = path.dirname(target);
+  try {
+    await fsp.mkdir(dir, { recursive: true });
+  } catch (e) {
+    throw fromNodeError(e, dir, 'create the directory');
+  }
+  const existing = await fsp.stat(target).catch(() => undefined);
+  if (existing?.isDirectory()) {
+    throw new CheckpointError('EISDIR', `Cannot save to ${target}: it is a directory`, {
+      path: target,
+      syscall: 'rename',
+    });
+  }
+  await removeStaleTemps(dir);
+  const tmpPath = acquireTempPath(dir);
+  try {
+    await getBackend().write({
+      path: target,
+      tmpPath,
+      header: header.bytes,
+      headerCrcOffset: HEADER_CRC_OFFSET,
+      tensorCrcOffset: TENSOR_CRC_OFFSET,
+      arrays: header.order.map((i) => tensors[names[i]].data),
+      durable,
+    });
+  } catch (e) {
+    throw fromBackendFailure(
+      e,
+      `save ${target}`,
+      header.entries.map((t) => t.name),
+      stack,
+    );
+  } finally {
+    releaseTempPath(tmpPath);
+  }
+}
+
+interface OpenedHeader {
+  parsed: ParsedHeader;
+  fileSize: number;
+}
+
+/** Reads, checks (header CRC when `verify`) and parses a file's header. */
+async function openHeader(file: string, verify: boolean): Promise<OpenedHeader> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(file, 'r');
+  } catch (e) {
+    throw fromNodeError(e, file, 'open the checkpoint');
+  }
+  try {
+    const st = await fh.stat();
+    if (st.isDirectory()) throw new CheckpointError('EISDIR', `Cannot load ${file}: it is a directory`, { path: file });
+    const fileSize = st.size;
+    const prefix = new Uint8Array(8);
+    const { bytesRead } = await fh.read(prefix, 0, 8, 0);
+    const n = readHeaderLength(prefix.subarray(0, bytesRead), fileSize, file);
+    const head = new Uint8Array(8 + n);
+    head.set(prefix);
+    let off = 8;
+    while (off < head.length) {
+      const r = await fh.read(head, off, head.length - off, off);
+      if (r.bytesRead === 0) {
+        throw new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${file}: it was truncated while being read`, {
+          path: file,
+        });
+      }
+      off += r.bytesRead;
+    }
+    const stored = storedHeaderCrc(head);
+    if (verify && stored !== undefined && computeHeaderCrc(head, getBackend().crc32c) !== stored) {
+      throw new CheckpointError(ErrorCode.CHECKSUM, `Checksum mismatch in the header of ${file}: it was altered`, {
+        path: file,
+      });
+    }
+    const parsed = parseHeader(head, fileSize, file);
+    if (verify && !parsed.checksummed) {
+      throw new CheckpointError(
+        ErrorCode.UNVERIFIED,
+        `${file} is a safetensors file without tfjs-checkpoint checksums; load it with { verify: false }`,
+        { path: file },
+      );
+    }
+    return { parsed, fileSize };
+  } catch (e) {
+    throw fromNodeError(e, file, 'read the checkpoint');
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
+function readPlan(file: string, opened: OpenedHeader, verify: boolean): ReadPlan {
+  const { parsed } = opened;
+  return {
+    path: file,
+    fileSize: opened.fileSize,
+    dataStart: parsed.dataStart,
+    ranges: parsed.entries.flatMap((e) => [e.begin, e.end]),
+    crcs: parsed.tensorCrcs ?? parsed.entries.map(() => 0),
+    verify: verify && parsed.checksummed,
+  };
+}
+
+async function readData(file: string, opened: OpenedHeader, verify: boolean, stack: string): Promise<ArrayBuffer[]> {
+  try {
+    return await getBackend().read(readPlan(file, opened, verify));
+  } catch (e) {
+    throw fromBackendFailure(
+      e,
+      `load ${file}`,
+      opened.parsed.entries.map((t) => t.name),
+      stack,
+    );
+  }
+}
+
+function toTensor(entry: TensorEntry, buffer: ArrayBuffer, file: string): TensorData {
+  const data = new ARRAY_TYPES[entry.dtype].ctor(buffer);
+  if (entry.dtype === 'bool') {
+    for (let i = 0; i < data.length; i++) {
+      if (data[i] > 1) {
+        throw new CheckpointError(
+          ErrorCode.CORRUPT,
+          `Corrupt checkpoint ${file}: bool tensor ${JSON.stringify(entry.name)} holds the byte ${data[i]} at ${i}`,
+          { path: file, tensor: entry.name },
+        );
+      }
+    }
+  }
+  return { dtype: entry.dtype, shape: entry.shape, data };
+}
+
+/**
+ * Loads every tensor of a checkpoint, each into its own ArrayBuffer (never one buffer for the whole file), verifying
+ * the header CRC and each tensor's CRC32C unless `verify: false`.
+ */
+export async function loadTensors(file: string, options: LoadTensorsArgs = {}): Promise<LoadedTensors> {
+  const stack = captureStack();
+  const abs = checkPath(file);
+  if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
+  const verify = options.verify ?? true;
+  if (typeof verify !== 'boolean') invalidArgument('options.verify', 'a boolean', verify);
+  const opened = await openHeader(abs, verify);
+  const buffers = await readData(abs, opened, verify, stack);
+  const tensors: NamedTensors = {};
+  opened.parsed.entries.forEach((e, i) => (tensors[e.name] = toTensor(e, buffers[i], abs)));
+  return { tensors, metadata: opened.parsed.metadata };
+}
+
+/** Reads a checkpoint's header (verifying its CRC) without reading the tensors. */
+export async function readCheckpointInfo(file: string): Promise<CheckpointInfo> {
+  const abs = checkPath(file);
+  const { parsed, fileSize } = await openHeader(abs, false);
+  if (parsed.checksummed) await openHeader(abs, true);
+  return {
+    path: abs,
+    fileSize,
+    dataStart: parsed.dataStart,
+    tensors: parsed.entries.map((e, i) => ({
+      name: e.name,
+      dtype: e.dtype,
+      shape: e.shape,
+      byteLength: e.end - e.begin,
+      ...(parsed.tensorCrcs ? { crc32c: parsed.tensorCrcs[i] } : {}),
+    })),
+    metadata: parsed.metadata,
+    ...(parsed.formatVersion ? { formatVersion: parsed.formatVersion } : {}),
+  };
+}
+
+export interface VerifyResult {
+  path: string;
+  tensors: number;
+  /** Bytes of tensor data checked. */
+  bytes: number;
+}
+
+/**
+ * Checks every checksum of a checkpoint (header and tensors) and its structure. Resolves with a summary; rejects with
+ * a coded error (ERR_CHECKPOINT_CHECKSUM naming the tensor, ERR_CHECKPOINT_CORRUPT, ERR_CHECKPOINT_UNVERIFIED, ...).
+ */
+export async function verifyCheckpoint(file: string): Promise<VerifyResult> {
+  const stack = captureStack();
+  const abs = checkPath(file);
+  const opened = await openHeader(abs, true);
+  const buffers = await readData(abs, opened, true, stack);
+  opened.parsed.entries.forEach((e, i) => toTensor(e, buffers[i], abs));
+  return { path: abs, tensors: opened.parsed.entries.length, bytes: opened.parsed.dataLength };
+}
