@@ -195,6 +195,13 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
   try {
     await fsp.mkdir(dir, { recursive: true });
   } catch (e) {
+    // mkdir -p reports EEXIST when a component of the path is a file; say what is really wrong.
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new CheckpointError('ENOTDIR', `Cannot save to ${target}: a file is in the way of the directory ${dir}`, {
+        path: dir,
+        syscall: 'mkdir',
+      });
+    }
     throw fromNodeError(e, dir, 'create the directory');
   }
   const existing = await fsp.stat(target).catch(() => undefined);

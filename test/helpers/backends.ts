@@ -1,0 +1,52 @@
+/**
+ * Test helpers shared by the suites that run over both backends.
+ */
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { nativeLoadError, setBackend } from '../../lib/runtime';
+
+/** The backends every suite runs against. The native one must load: a missing build fails the tests loudly. */
+export const BACKENDS = ['native', 'js'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+
+/** Selects `name` for the tests of a describe block (call inside it). */
+export function useBackend(name: BackendName): void {
+  beforeAll(() => {
+    if (name === 'native') {
+      const err = nativeLoadError();
+      if (err)
+        throw new Error(`native backend expected but it did not load (run npm run build:native): ${err.message}`);
+    }
+    setBackend(name);
+  });
+}
+
+/** A fresh temp directory, removed after the test file. */
+export async function tempDir(prefix = 'tfjs-ckpt-test-'): Promise<string> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), prefix));
+  created.push(dir);
+  return dir;
+}
+
+const created: string[] = [];
+afterAll(async () => {
+  await Promise.all(created.splice(0).map((d) => fsp.rm(d, { recursive: true, force: true })));
+});
+
+/** Deterministic pseudo-random generator (mulberry32), so failures reproduce. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Names of temp files (of this library) left in `dir`. */
+export async function leftoverTemps(dir: string): Promise<string[]> {
+  return (await fsp.readdir(dir)).filter((n) => n.startsWith('.tfjs-ckpt-'));
+}

@@ -1,0 +1,293 @@
+/**
+ * The low-level API (saveTensors / loadTensors / verifyCheckpoint / readCheckpointInfo), run over both backends.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import {
+  CheckpointError,
+  ErrorCode,
+  NamedTensors,
+  backendName,
+  loadTensors,
+  readCheckpointInfo,
+  saveTensors,
+  verifyCheckpoint,
+} from '../lib';
+import { BACKENDS, leftoverTemps, rng, tempDir, useBackend } from './helpers/backends';
+import { setBackend } from '../lib/runtime';
+
+function sample(): NamedTensors {
+  const r = rng(42);
+  return {
+    'dense_Dense1/kernel': {
+      dtype: 'float32',
+      shape: [3, 4],
+      data: Float32Array.from({ length: 12 }, () => r() - 0.5),
+    },
+    'dense_Dense1/bias': { dtype: 'float32', shape: [4], data: new Float32Array([0, -0, Infinity, NaN]) },
+    step: { dtype: 'int32', shape: [], data: new Int32Array([-7]) },
+    mask: { dtype: 'bool', shape: [2, 2], data: new Uint8Array([1, 0, 0, 1]) },
+    empty: { dtype: 'float32', shape: [0, 5], data: new Float32Array(0) },
+    'ünïcødé/层/🙂': { dtype: 'int32', shape: [2], data: new Int32Array([2147483647, -2147483648]) },
+  };
+}
+
+function expectBitExact(actual: NamedTensors, expected: NamedTensors): void {
+  expect(Object.keys(actual).sort()).toEqual(Object.keys(expected).sort());
+  for (const [name, t] of Object.entries(expected)) {
+    const a = actual[name];
+    expect({ name, dtype: a.dtype, shape: a.shape }).toEqual({ name, dtype: t.dtype, shape: t.shape });
+    expect(a.data.constructor).toBe(t.data.constructor);
+    expect(Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength)).toEqual(
+      Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+    );
+  }
+}
+
+async function expectCode(p: Promise<unknown>, code: string): Promise<CheckpointError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(CheckpointError);
+  expect((err as CheckpointError).code).toBe(code);
+  return err as CheckpointError;
+}
+
+describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
+  useBackend(name);
+
+  test('reports the backend in use', () => {
+    expect(backendName()).toBe(name);
+  });
+
+  test('round-trips float32, int32, bool, scalars, empty tensors and unicode names bit-exactly with metadata', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'a.safetensors');
+    const tensors = sample();
+    await saveTensors(file, tensors, { metadata: { epoch: '7', note: 'ünïcødé "quoted"' } });
+    const loaded = await loadTensors(file);
+    expectBitExact(loaded.tensors, tensors);
+    expect(loaded.metadata).toEqual({ epoch: '7', note: 'ünïcødé "quoted"' });
+    await expect(verifyCheckpoint(file)).resolves.toMatchObject({ tensors: 6 });
+  });
+
+  test('round-trips 1000 tiny tensors', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'many.safetensors');
+    const tensors: NamedTensors = {};
+    for (let i = 0; i < 1000; i++) {
+      tensors[`layer_${i}/w`] =
+        i % 3 === 0
+          ? { dtype: 'bool', shape: [i % 5], data: new Uint8Array(i % 5).fill(1) }
+          : { dtype: 'float32', shape: [i % 7], data: Float32Array.from({ length: i % 7 }, (_, k) => i + k / 8) };
+    }
+    await saveTensors(file, tensors);
+    expectBitExact((await loadTensors(file)).tensors, tensors);
+  });
+
+  test('a save with durable: false still commits a complete file', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'fast.safetensors');
+    await saveTensors(file, sample(), { durable: false });
+    expectBitExact((await loadTensors(file)).tensors, sample());
+  });
+
+  test('creates missing parent directories', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'a', 'b', 'c', 'x.safetensors');
+    await saveTensors(file, sample());
+    expectBitExact((await loadTensors(file)).tensors, sample());
+  });
+
+  test('overwrites an existing checkpoint atomically and leaves no temp file', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'x.safetensors');
+    await saveTensors(file, sample());
+    const next = { w: { dtype: 'int32' as const, shape: [1], data: new Int32Array([5]) } };
+    await saveTensors(file, next);
+    expectBitExact((await loadTensors(file)).tensors, next);
+    expect(await leftoverTemps(dir)).toEqual([]);
+  });
+
+  test('a save onto a directory fails with EISDIR and leaves no temp file', async () => {
+    const dir = await tempDir();
+    await fsp.mkdir(path.join(dir, 'taken'));
+    const err = await expectCode(saveTensors(path.join(dir, 'taken'), sample()), 'EISDIR');
+    expect(err.path).toBe(path.join(dir, 'taken'));
+    expect(await leftoverTemps(dir)).toEqual([]);
+  });
+
+  test('a save under a parent that is a file fails with a coded OS error', async () => {
+    const dir = await tempDir();
+    await fsp.writeFile(path.join(dir, 'file'), 'x');
+    const err = await expectCode(saveTensors(path.join(dir, 'file', 'x.safetensors'), sample()), 'ENOTDIR');
+    expect(err.message).toContain(path.join(dir, 'file'));
+  });
+
+  test('invalid tensors are refused with coded errors naming the tensor, and the previous file stays intact', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'keep.safetensors');
+    await saveTensors(file, sample());
+    const before = await fsp.readFile(file);
+    const f32 = (shape: number[], n: number) => ({ dtype: 'float32' as const, shape, data: new Float32Array(n) });
+    const cases: [unknown, string, string][] = [
+      [{ w: f32([2, 2], 3) }, ErrorCode.INVALID_ARGUMENT, '"w"'],
+      [{ w: { dtype: 'float32', shape: [2], data: new Int32Array(2) } }, ErrorCode.INVALID_ARGUMENT, 'Float32Array'],
+      [{ w: { dtype: 'float64', shape: [2], data: new Float64Array(2) } }, ErrorCode.INVALID_ARGUMENT, 'dtype'],
+      [{ w: { dtype: 'string', shape: [1], data: ['a'] } }, ErrorCode.UNSUPPORTED_DTYPE, '"w"'],
+      [{ z: { dtype: 'complex64', shape: [1], data: new Float32Array(2) } }, ErrorCode.UNSUPPORTED_DTYPE, '"z"'],
+      [{ w: f32([-1], 0) }, ErrorCode.INVALID_ARGUMENT, 'shape'],
+      [{ w: f32([1.5], 1) }, ErrorCode.INVALID_ARGUMENT, 'shape'],
+      [{ b: { dtype: 'bool', shape: [1], data: new Uint8Array([2]) } }, ErrorCode.INVALID_ARGUMENT, '0 or 1'],
+      [{ __metadata__: f32([1], 1) }, ErrorCode.INVALID_ARGUMENT, '__metadata__'],
+      [{ '': f32([1], 1) }, ErrorCode.INVALID_ARGUMENT, 'tensor name'],
+      [{ ['bad\ud800']: f32([1], 1) }, ErrorCode.INVALID_ARGUMENT, 'surrogate'],
+      [[f32([1], 1)], ErrorCode.INVALID_ARGUMENT, 'tensors'],
+      [null, ErrorCode.INVALID_ARGUMENT, 'tensors'],
+    ];
+    for (const [tensors, code, fragment] of cases) {
+      const err = await expectCode(saveTensors(file, tensors as NamedTensors), code);
+      expect(err.message).toContain(fragment);
+    }
+    expect(await fsp.readFile(file)).toEqual(before);
+    expect(await leftoverTemps(dir)).toEqual([]);
+  });
+
+  test('invalid paths and options are refused with ERR_CHECKPOINT_INVALID_ARGUMENT', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'x.safetensors');
+    await expectCode(saveTensors('' as string, sample()), ErrorCode.INVALID_ARGUMENT);
+    await expectCode(saveTensors(42 as unknown as string, sample()), ErrorCode.INVALID_ARGUMENT);
+    await expectCode(saveTensors(dir + '/', sample()), ErrorCode.INVALID_ARGUMENT);
+    await expectCode(saveTensors('a\0b', sample()), ErrorCode.INVALID_ARGUMENT);
+    await expectCode(saveTensors(file, sample(), { durable: 'yes' as unknown as boolean }), ErrorCode.INVALID_ARGUMENT);
+    await expectCode(
+      saveTensors(file, sample(), { metadata: { a: 1 as unknown as string } }),
+      ErrorCode.INVALID_ARGUMENT,
+    );
+    const reserved = await expectCode(
+      saveTensors(file, sample(), { metadata: { 'tfjs_checkpoint.x': 'y' } }),
+      ErrorCode.INVALID_ARGUMENT,
+    );
+    expect(reserved.message).toContain('reserved');
+    await expectCode(loadTensors(file, { verify: 1 as unknown as boolean }), ErrorCode.INVALID_ARGUMENT);
+    await expect(fsp.access(file)).rejects.toThrow();
+  });
+
+  test('loading a missing file fails with ENOENT naming the path', async () => {
+    const dir = await tempDir();
+    const err = await expectCode(loadTensors(path.join(dir, 'nope.safetensors')), 'ENOENT');
+    expect(err.message).toContain('nope.safetensors');
+  });
+
+  test('a flipped data byte is a checksum error naming the tensor, from loadTensors and verifyCheckpoint', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'x.safetensors');
+    await saveTensors(file, sample());
+    const info = await readCheckpointInfo(file);
+    const kernel = info.tensors.findIndex((t) => t.name === 'dense_Dense1/kernel');
+    const offset = info.dataStart + info.tensors.slice(0, kernel).reduce((s, t) => s + t.byteLength, 0) + 5;
+    const bytes = await fsp.readFile(file);
+    bytes[offset] ^= 0x10;
+    await fsp.writeFile(file, bytes);
+    for (const op of [loadTensors(file), verifyCheckpoint(file)]) {
+      const err = await expectCode(op, ErrorCode.CHECKSUM);
+      expect(err.tensor).toBe('dense_Dense1/kernel');
+      expect(err.message).toContain('dense_Dense1/kernel');
+    }
+  });
+
+  test('a flipped header byte is a header checksum error', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'x.safetensors');
+    await saveTensors(file, sample(), { metadata: { epoch: '3' } });
+    const bytes = await fsp.readFile(file);
+    const at = bytes.indexOf('"epoch":"3"') + 9;
+    bytes[at] = '4'.charCodeAt(0);
+    await fsp.writeFile(file, bytes);
+    const err = await expectCode(loadTensors(file), ErrorCode.CHECKSUM);
+    expect(err.message).toContain('header');
+    await expectCode(readCheckpointInfo(file), ErrorCode.CHECKSUM);
+  });
+
+  test('errors carry the caller stack', async () => {
+    const dir = await tempDir();
+    const bytes = Buffer.alloc(64);
+    await fsp.writeFile(path.join(dir, 'f'), bytes);
+    await saveTensors(path.join(dir, 'x.safetensors'), sample());
+    const file = path.join(dir, 'x.safetensors');
+    const b = await fsp.readFile(file);
+    b[b.length - 1] ^= 1;
+    await fsp.writeFile(file, b);
+    async function callerFunctionName(): Promise<unknown> {
+      return loadTensors(file);
+    }
+    const err = await expectCode(callerFunctionName(), ErrorCode.CHECKSUM);
+    expect(err.stack).toContain('callerFunctionName');
+  });
+
+  test('a plain safetensors file without checksums loads only with verify: false', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'foreign.safetensors');
+    const json = JSON.stringify({
+      a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+      __metadata__: { format: 'pt' },
+    });
+    const header = Buffer.from(json.padEnd(Math.ceil(json.length / 8) * 8, ' '));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(header.length));
+    await fsp.writeFile(file, Buffer.concat([len, header, Buffer.from(new Float32Array([1.5, -2]).buffer)]));
+    await expectCode(loadTensors(file), ErrorCode.UNVERIFIED);
+    const loaded = await loadTensors(file, { verify: false });
+    expect(Array.from(loaded.tensors.a.data)).toEqual([1.5, -2]);
+    expect(loaded.metadata).toEqual({ format: 'pt' });
+  });
+
+  test('readCheckpointInfo lists tensors in file order with sizes and CRCs without reading the data', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'x.safetensors');
+    await saveTensors(file, sample(), { metadata: { epoch: '1' } });
+    const info = await readCheckpointInfo(file);
+    expect(info.formatVersion).toBe('1');
+    expect(info.metadata).toEqual({ epoch: '1' });
+    expect(info.tensors.map((t) => t.name)).toEqual([
+      'dense_Dense1/bias',
+      'dense_Dense1/kernel',
+      'empty',
+      'step',
+      'ünïcødé/层/🙂',
+      'mask',
+    ]);
+    expect(info.tensors.every((t) => typeof t.crc32c === 'number')).toBe(true);
+    const st = await fsp.stat(file);
+    expect(info.fileSize).toBe(st.size);
+  });
+
+  test('stale temp files of dead processes are removed by the next save; live ones are left alone', async () => {
+    const dir = await tempDir();
+    const dead = path.join(dir, '.tfjs-ckpt-999999999-0123456789ab.tmp');
+    const live = path.join(dir, `.tfjs-ckpt-1-0123456789ab.tmp`);
+    const foreign = path.join(dir, 'not-ours.tmp');
+    for (const f of [dead, live, foreign]) await fsp.writeFile(f, 'partial');
+    await saveTensors(path.join(dir, 'x.safetensors'), sample());
+    const names = (await fsp.readdir(dir)).sort();
+    expect(names).toEqual(['.tfjs-ckpt-1-0123456789ab.tmp', 'not-ours.tmp', 'x.safetensors']);
+  });
+});
+
+describe('the two backends', () => {
+  test("write byte-identical files and read each other's files", async () => {
+    const dir = await tempDir();
+    const files = { native: path.join(dir, 'n.safetensors'), js: path.join(dir, 'j.safetensors') };
+    for (const b of BACKENDS) {
+      setBackend(b);
+      await saveTensors(files[b], sample(), { metadata: { k: 'v' } });
+    }
+    expect(await fsp.readFile(files.native)).toEqual(await fsp.readFile(files.js));
+    setBackend('native');
+    expectBitExact((await loadTensors(files.js)).tensors, sample());
+    setBackend('js');
+    expectBitExact((await loadTensors(files.native)).tensors, sample());
+  });
+});
