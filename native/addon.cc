@@ -1,0 +1,371 @@
+// The Node-API boundary, and nothing else: exports, argument unpacking into plain C++ structs, async workers,
+// and conversion of results and failures into JS values.
+//
+// Exports: write(plan): Promise<void>, read(plan): Promise<ArrayBuffer[]>, crc32c(view, crc?): number,
+// crc32cPortable(view, crc?): number, crc32cHardware: boolean. See lib/backend.ts for the plans.
+//
+// Threading rules:
+// - Argument unpacking, OnOK and OnError run on the JS thread of the environment that called (main thread or a
+//   worker_threads worker: the addon keeps no per-process JS state, so it is context-aware).
+// - Execute runs on a libuv pool thread and touches only the plain C++ job: no Napi::Env, no JS values.
+// - The TypedArrays being written are kept alive by an ObjectReference held by the worker until it is destroyed
+//   (on the JS thread, after the promise settles). The header is copied on the JS thread.
+// - Plans are validated in TypeScript; here a wrong type or a broken invariant throws a TypeError/RangeError
+//   synchronously (never an abort).
+#include <napi.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "crc32c.h"
+#include "failure.h"
+#include "tensor_reader.h"
+#include "tensor_writer.h"
+
+namespace tfjs_checkpoint {
+namespace {
+
+// ---- argument unpacking -------------------------------------------------------------------------------------
+
+[[noreturn]] void ThrowType(Napi::Env env, const std::string& message) { throw Napi::TypeError::New(env, message); }
+
+Napi::Value Field(const Napi::Object& plan, const char* name) { return plan.Get(name); }
+
+std::string GetString(Napi::Env env, const Napi::Object& plan, const char* name) {
+  Napi::Value v = Field(plan, name);
+  if (!v.IsString()) ThrowType(env, std::string("plan.") + name + " must be a string");
+  std::string s = v.As<Napi::String>().Utf8Value();
+  if (s.empty() || s.find('\0') != std::string::npos) {
+    ThrowType(env, std::string("plan.") + name + " must be a non-empty path without NUL bytes");
+  }
+  return s;
+}
+
+bool GetBool(Napi::Env env, const Napi::Object& plan, const char* name) {
+  Napi::Value v = Field(plan, name);
+  if (!v.IsBoolean()) ThrowType(env, std::string("plan.") + name + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+// A non-negative integer up to 2^53 - 1 (the exact range of a JS number).
+uint64_t ToIndex(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsNumber()) ThrowType(env, what + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0 || std::floor(d) != d) {
+    ThrowType(env, what + " must be a non-negative safe integer");
+  }
+  return static_cast<uint64_t>(d);
+}
+
+uint64_t GetIndex(Napi::Env env, const Napi::Object& plan, const char* name) {
+  return ToIndex(env, Field(plan, name), std::string("plan.") + name);
+}
+
+// The bytes of any ArrayBufferView (TypedArray, Buffer or DataView), respecting byteOffset and byteLength.
+ByteSpan ViewBytes(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  ByteSpan span;
+  if (v.IsTypedArray()) {
+    Napi::TypedArray t = v.As<Napi::TypedArray>();
+    span.length = t.ByteLength();
+    if (span.length > 0) span.data = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+  } else if (v.IsDataView()) {
+    Napi::DataView d = v.As<Napi::DataView>();
+    span.length = d.ByteLength();
+    if (span.length > 0) span.data = static_cast<const uint8_t*>(d.ArrayBuffer().Data()) + d.ByteOffset();
+  } else {
+    ThrowType(env, what + " must be an ArrayBufferView");
+  }
+  if (span.length > 0 && span.data == nullptr) ThrowType(env, what + " has a detached buffer");
+  return span;
+}
+
+uint32_t OptionalCrc(Napi::Env env, const Napi::Value& v) {
+  if (v.IsUndefined()) return 0;
+  const uint64_t crc = ToIndex(env, v, "crc");
+  if (crc > 0xffffffffu) ThrowType(env, "crc must be a 32-bit unsigned integer");
+  return static_cast<uint32_t>(crc);
+}
+
+Napi::Object PlanArgument(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsObject()) ThrowType(info.Env(), "plan must be an object");
+  return info[0].As<Napi::Object>();
+}
+
+// ---- failures -----------------------------------------------------------------------------------------------
+
+const char* ErrnoName(int e) {
+  switch (e) {
+#define TFJS_CKPT_ERRNO(name) \
+  case name:                  \
+    return #name;
+    TFJS_CKPT_ERRNO(EACCES)
+    TFJS_CKPT_ERRNO(EPERM)
+    TFJS_CKPT_ERRNO(ENOENT)
+    TFJS_CKPT_ERRNO(EEXIST)
+    TFJS_CKPT_ERRNO(ENOTDIR)
+    TFJS_CKPT_ERRNO(EISDIR)
+    TFJS_CKPT_ERRNO(ENOSPC)
+    TFJS_CKPT_ERRNO(EDQUOT)
+    TFJS_CKPT_ERRNO(EFBIG)
+    TFJS_CKPT_ERRNO(EROFS)
+    TFJS_CKPT_ERRNO(EIO)
+    TFJS_CKPT_ERRNO(EMFILE)
+    TFJS_CKPT_ERRNO(ENFILE)
+    TFJS_CKPT_ERRNO(ENAMETOOLONG)
+    TFJS_CKPT_ERRNO(ELOOP)
+    TFJS_CKPT_ERRNO(ENOMEM)
+    TFJS_CKPT_ERRNO(EINVAL)
+    TFJS_CKPT_ERRNO(EBADF)
+    TFJS_CKPT_ERRNO(EBUSY)
+    TFJS_CKPT_ERRNO(EXDEV)
+    TFJS_CKPT_ERRNO(ENOTEMPTY)
+    TFJS_CKPT_ERRNO(ETXTBSY)
+    TFJS_CKPT_ERRNO(EAGAIN)
+#undef TFJS_CKPT_ERRNO
+    default:
+      return "EIO";
+  }
+}
+
+std::string Hex(uint32_t crc) {
+  uint8_t digits[8];
+  FormatCrcHex(crc, digits);
+  return std::string(reinterpret_cast<const char*>(digits), 8);
+}
+
+// The Error object of BackendFailure: message, kind, errno, syscall, path, tensorIndex, actualCrc.
+Napi::Error FailureToError(Napi::Env env, const Failure& f) {
+  std::string kind, message, syscall;
+  int errnum = 0;
+  switch (f.kind) {
+    case Failure::Kind::kIo:
+      kind = "io";
+      errnum = f.sys.errnum;
+      syscall = f.sys.syscall;
+      message = std::string(ErrnoName(errnum)) + ": " + std::generic_category().message(errnum) + ", " + syscall +
+                " '" + f.sys.path + "'";
+      break;
+    case Failure::Kind::kCorrupt:
+      kind = "corrupt";
+      message = f.message;
+      break;
+    case Failure::Kind::kChecksum:
+      kind = "checksum";
+      message = "tensor " + std::to_string(f.tensor_index) + ": " + f.message + " (computed " + Hex(f.actual_crc) + ")";
+      break;
+    case Failure::Kind::kInvalid:
+    case Failure::Kind::kNone:
+      // Unreachable: plans are validated before the job starts. Reported as an EINVAL io failure, not an abort.
+      kind = "io";
+      errnum = EINVAL;
+      syscall = "validate";
+      message = "invalid plan: " + f.message;
+      break;
+  }
+  Napi::Error error = Napi::Error::New(env, message);
+  Napi::Object o = error.Value();
+  o.Set("kind", kind);
+  o.Set("errno", errnum);
+  o.Set("syscall", syscall);
+  o.Set("path", f.path);
+  o.Set("tensorIndex", static_cast<double>(f.tensor_index));
+  if (f.kind == Failure::Kind::kChecksum) o.Set("actualCrc", static_cast<double>(f.actual_crc));
+  return error;
+}
+
+// ---- write ----------------------------------------------------------------------------------------------------
+
+class WriteWorker : public Napi::AsyncWorker {
+ public:
+  // `keep` holds every view of the job; it is released when the worker is destroyed (after the promise settles).
+  WriteWorker(Napi::Env env, WriteJob job, Napi::Object keep)
+      : Napi::AsyncWorker(env, "tfjs_checkpoint.write"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        job_(std::move(job)),
+        keep_(Napi::Persistent(keep)) {}
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    if (!WriteCheckpoint(job_, &failure_)) SetError("write failed");  // details in failure_
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error&) override {
+    Napi::HandleScope scope(Env());
+    deferred_.Reject(FailureToError(Env(), failure_).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  WriteJob job_;
+  Failure failure_;
+  Napi::ObjectReference keep_;
+};
+
+Napi::Value Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object plan = PlanArgument(info);
+  WriteJob job;
+  job.path = GetString(env, plan, "path");
+  job.tmp_path = GetString(env, plan, "tmpPath");
+  job.durable = GetBool(env, plan, "durable");
+  job.header_crc_offset = static_cast<size_t>(GetIndex(env, plan, "headerCrcOffset"));
+  job.tensor_crc_offset = static_cast<size_t>(GetIndex(env, plan, "tensorCrcOffset"));
+
+  Napi::Value header = Field(plan, "header");
+  if (!header.IsTypedArray() || header.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    ThrowType(env, "plan.header must be a Uint8Array");
+  }
+  const ByteSpan header_bytes = ViewBytes(env, header, "plan.header");
+  job.header.assign(header_bytes.data, header_bytes.data + header_bytes.length);
+
+  Napi::Value arrays_value = Field(plan, "arrays");
+  if (!arrays_value.IsArray()) ThrowType(env, "plan.arrays must be an array");
+  Napi::Array arrays = arrays_value.As<Napi::Array>();
+  // Our own array of the views: the caller may mutate plan.arrays while we work, this one it cannot reach.
+  Napi::Array keep = Napi::Array::New(env, arrays.Length());
+  job.arrays.reserve(arrays.Length());
+  for (uint32_t i = 0; i < arrays.Length(); i++) {
+    Napi::Value view = arrays.Get(i);
+    job.arrays.push_back(ViewBytes(env, view, "plan.arrays[" + std::to_string(i) + "]"));
+    keep.Set(i, view);
+  }
+
+  const std::string invalid = ValidateWriteJob(job);
+  if (!invalid.empty()) throw Napi::RangeError::New(env, "invalid write plan: " + invalid);
+
+  auto* worker = new WriteWorker(env, std::move(job), keep);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();  // the worker deletes itself after OnOK/OnError
+  return promise;
+}
+
+// ---- read -----------------------------------------------------------------------------------------------------
+
+class ReadWorker : public Napi::AsyncWorker {
+ public:
+  ReadWorker(Napi::Env env, ReadJob job)
+      : Napi::AsyncWorker(env, "tfjs_checkpoint.read"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        job_(std::move(job)) {}
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    if (!ReadCheckpoint(job_, &buffers_, &failure_)) SetError("read failed");  // details in failure_
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::Array result = Napi::Array::New(env, buffers_.size());
+    for (size_t i = 0; i < buffers_.size(); i++) result.Set(static_cast<uint32_t>(i), TakeBuffer(env, buffers_[i]));
+    buffers_.clear();
+    deferred_.Resolve(result);
+  }
+
+  void OnError(const Napi::Error&) override {
+    Napi::HandleScope scope(Env());
+    buffers_.clear();
+    deferred_.Reject(FailureToError(Env(), failure_).Value());
+  }
+
+ private:
+  // Hands the malloc'd bytes to JS as an external ArrayBuffer freed by its finalizer: no copy, and the memory was
+  // allocated off the JS thread. Where external buffers are not allowed (a V8 sandbox, e.g. Electron), copies into
+  // a V8-allocated ArrayBuffer instead.
+  static Napi::ArrayBuffer TakeBuffer(Napi::Env env, OwnedBuffer& buffer) {
+    if (buffer.length == 0) return Napi::ArrayBuffer::New(env, 0);
+    napi_value value = nullptr;
+    const napi_status status = napi_create_external_arraybuffer(
+        env, buffer.data.get(), buffer.length, [](napi_env, void* data, void*) { std::free(data); }, nullptr, &value);
+    if (status == napi_ok) {
+      buffer.data.release();  // now owned by the ArrayBuffer's finalizer
+      return Napi::ArrayBuffer(env, value);
+    }
+    Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, buffer.length);
+    std::memcpy(copy.Data(), buffer.data.get(), buffer.length);
+    buffer.data.reset();
+    return copy;
+  }
+
+  Napi::Promise::Deferred deferred_;
+  ReadJob job_;
+  std::vector<OwnedBuffer> buffers_;
+  Failure failure_;
+};
+
+Napi::Value Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object plan = PlanArgument(info);
+  ReadJob job;
+  job.path = GetString(env, plan, "path");
+  job.file_size = GetIndex(env, plan, "fileSize");
+  job.data_start = GetIndex(env, plan, "dataStart");
+  job.verify = GetBool(env, plan, "verify");
+
+  Napi::Value ranges_value = Field(plan, "ranges");
+  if (!ranges_value.IsArray()) ThrowType(env, "plan.ranges must be an array");
+  Napi::Array ranges = ranges_value.As<Napi::Array>();
+  job.ranges.reserve(ranges.Length());
+  for (uint32_t i = 0; i < ranges.Length(); i++) {
+    job.ranges.push_back(ToIndex(env, ranges.Get(i), "plan.ranges[" + std::to_string(i) + "]"));
+  }
+  Napi::Value crcs_value = Field(plan, "crcs");
+  if (!crcs_value.IsArray()) ThrowType(env, "plan.crcs must be an array");
+  Napi::Array crcs = crcs_value.As<Napi::Array>();
+  if (job.verify) {
+    job.crcs.reserve(crcs.Length());
+    for (uint32_t i = 0; i < crcs.Length(); i++) {
+      const uint64_t crc = ToIndex(env, crcs.Get(i), "plan.crcs[" + std::to_string(i) + "]");
+      if (crc > 0xffffffffu) ThrowType(env, "plan.crcs[" + std::to_string(i) + "] must be a 32-bit unsigned integer");
+      job.crcs.push_back(static_cast<uint32_t>(crc));
+    }
+  }
+
+  const std::string invalid = ValidateReadJob(job);
+  if (!invalid.empty()) throw Napi::RangeError::New(env, "invalid read plan: " + invalid);
+
+  auto* worker = new ReadWorker(env, std::move(job));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// ---- crc32c ---------------------------------------------------------------------------------------------------
+
+template <uint32_t (*Fn)(const void*, size_t, uint32_t)>
+Napi::Value CrcFunction(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1) ThrowType(env, "data must be an ArrayBufferView");
+  const ByteSpan bytes = ViewBytes(env, info[0], "data");
+  const uint32_t crc = OptionalCrc(env, info.Length() > 1 ? info[1] : env.Undefined());
+  return Napi::Number::New(env, Fn(bytes.data, bytes.length, crc));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("write", Napi::Function::New(env, Write, "write"));
+  exports.Set("read", Napi::Function::New(env, Read, "read"));
+  exports.Set("crc32c", Napi::Function::New(env, CrcFunction<Crc32c>, "crc32c"));
+  exports.Set("crc32cPortable", Napi::Function::New(env, CrcFunction<Crc32cPortable>, "crc32cPortable"));
+  exports.Set("crc32cHardware", Napi::Boolean::New(env, Crc32cHardwareAvailable()));
+  return exports;
+}
+
+}  // namespace
+}  // namespace tfjs_checkpoint
+
+// NODE_API_MODULE pastes its second argument into an identifier: it needs an unqualified name.
+static Napi::Object InitTfjsCheckpoint(Napi::Env env, Napi::Object exports) {
+  return tfjs_checkpoint::Init(env, exports);
+}
+
+NODE_API_MODULE(tfjs_checkpoint, InitTfjsCheckpoint)

@@ -1,0 +1,75 @@
+// POSIX file primitives for atomic, durable saves and verified reads, with the failing call's errno captured.
+//
+// Every function reports failure by returning false and filling a SysError {errno, syscall, path}; none throws,
+// none aborts. EINTR is retried everywhere. Threading: a File is used by one thread at a time (the async worker
+// that owns it); the free functions are thread-safe.
+#ifndef TFJS_CHECKPOINT_ATOMIC_FILE_H_
+#define TFJS_CHECKPOINT_ATOMIC_FILE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "failure.h"
+
+namespace tfjs_checkpoint {
+
+// The largest single write/read request; bigger ones are split (Linux transfers at most 0x7ffff000 bytes per call,
+// macOS refuses more than INT_MAX).
+constexpr size_t kMaxIoRequest = size_t{1} << 30;
+
+// An owned file descriptor. Invariant: fd_ >= 0 exactly while open; the destructor closes it unchecked (error
+// paths only: successful paths call Close() and check it).
+class File {
+ public:
+  File() = default;
+  ~File();
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  File(File&& other) noexcept;
+  File& operator=(File&& other) noexcept;
+
+  // Creates `path` exclusively (O_CREAT | O_EXCL, mode 0644 before umask) for writing.
+  bool CreateExclusive(const std::string& path, SysError* err);
+  // Opens an existing file read-only.
+  bool OpenRead(const std::string& path, SysError* err);
+  // Opens a directory read-only, for FsyncDirectory.
+  bool OpenDirectory(const std::string& path, SysError* err);
+
+  bool is_open() const { return fd_ >= 0; }
+  const std::string& path() const { return path_; }
+
+  // Writes all `length` bytes at `offset`, looping on short writes and EINTR, in requests of at most kMaxIoRequest.
+  // A write that makes no progress (returns 0) fails with ENOSPC.
+  bool PwriteAll(const void* data, size_t length, uint64_t offset, SysError* err);
+  // Writes all bytes at the current position (same looping rules as PwriteAll).
+  bool WriteAll(const void* data, size_t length, SysError* err);
+  // Reads up to `length` bytes at `offset`, looping until `length` bytes or end of file; *got is the count read.
+  bool PreadAll(void* data, size_t length, uint64_t offset, size_t* got, SysError* err);
+  // Reserves `length` bytes so that a full disk fails now (ENOSPC) rather than halfway. Filesystems without
+  // support (EOPNOTSUPP, ENOSYS, EINVAL) and non-Linux systems succeed without reserving anything.
+  bool Preallocate(uint64_t length, SysError* err);
+  // fstat: the size, and whether it is a regular file.
+  bool Stat(uint64_t* size, bool* is_regular, SysError* err);
+  // fsync (F_FULLFSYNC on macOS). A failure means the data may not be on disk: the save has failed.
+  bool Sync(SysError* err);
+  // close, checked (NFS and others report write-back errors here). The descriptor is released either way.
+  bool Close(SysError* err);
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+};
+
+// rename(from, to): atomic replacement of `to` on POSIX filesystems.
+bool RenameFile(const std::string& from, const std::string& to, SysError* err);
+// Opens the directory and fsyncs it, so that a rename or create inside it is durable.
+bool FsyncDirectory(const std::string& dir, SysError* err);
+// unlink, ignoring errors (used to remove a temp file after a failure, when the first error is what matters).
+void UnlinkQuietly(const std::string& path);
+// The directory part of a path ("/a/b/c" -> "/a/b", "c" -> ".", "/c" -> "/").
+std::string DirName(const std::string& path);
+
+}  // namespace tfjs_checkpoint
+
+#endif  // TFJS_CHECKPOINT_ATOMIC_FILE_H_

@@ -1,0 +1,52 @@
+// How the core reports a failed operation: plain data, no Node types. addon.cc turns it into the JS error object
+// described by BackendFailure in lib/backend.ts.
+#ifndef TFJS_CHECKPOINT_FAILURE_H_
+#define TFJS_CHECKPOINT_FAILURE_H_
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+namespace tfjs_checkpoint {
+
+// A failed system call: errno (positive), the call's name ("open", "write", "fsync", ...) and the path it was about.
+struct SysError {
+  int errnum = 0;
+  const char* syscall = "";  // always a string literal
+  std::string path;
+};
+
+struct Failure {
+  enum class Kind {
+    kNone,      // no failure
+    kIo,        // a system call failed: sys is set
+    kCorrupt,   // the file is not what the plan says (size changed, short read at EOF)
+    kChecksum,  // tensor_index's bytes do not match their CRC; actual_crc is what was computed
+    kInvalid,   // the plan broke an invariant the TypeScript layer guarantees (a bug, never bad user input)
+  };
+  Kind kind = Kind::kNone;
+  SysError sys;
+  std::string path;  // the file concerned (for kIo: sys.path)
+  int64_t tensor_index = -1;
+  uint32_t actual_crc = 0;
+  std::string message;  // what went wrong, without the path (addon.cc composes the final message)
+
+  static Failure Io(const SysError& e) {
+    Failure f;
+    f.kind = Kind::kIo;
+    f.sys = e;
+    f.path = e.path;
+    return f;
+  }
+  static Failure Make(Kind kind, std::string path, std::string message) {
+    Failure f;
+    f.kind = kind;
+    f.path = std::move(path);
+    f.message = std::move(message);
+    return f;
+  }
+};
+
+}  // namespace tfjs_checkpoint
+
+#endif  // TFJS_CHECKPOINT_FAILURE_H_

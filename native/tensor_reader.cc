@@ -1,0 +1,105 @@
+// Implementation of the read job. Each range is read in kReadChunk pieces, each piece checksummed right after it
+// lands (cache-hot). Memory use is the sum of the ranges, never one buffer for the whole file.
+#include "tensor_reader.h"
+
+#include <cerrno>
+#include <limits>
+
+#include "atomic_file.h"
+#include "crc32c.h"
+
+namespace tfjs_checkpoint {
+
+std::string ValidateReadJob(const ReadJob& job) {
+  if (job.ranges.size() % 2 != 0) return "ranges has an odd number of bounds";
+  if (job.data_start > job.file_size) return "dataStart is past fileSize";
+  const size_t n = job.ranges.size() / 2;
+  if (job.verify && job.crcs.size() != n) return "crcs does not have one CRC per range";
+  uint64_t expected_begin = 0;
+  for (size_t i = 0; i < n; i++) {
+    const uint64_t begin = job.ranges[2 * i], end = job.ranges[2 * i + 1];
+    if (begin != expected_begin || end < begin) return "ranges are not contiguous and ascending from 0";
+    if (end - begin > std::numeric_limits<size_t>::max()) return "a range is larger than this platform can address";
+    expected_begin = end;
+  }
+  if (expected_begin != job.file_size - job.data_start) return "ranges do not end at fileSize - dataStart";
+  return "";
+}
+
+bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* failure) {
+  out->clear();
+  const std::string invalid = ValidateReadJob(job);
+  if (!invalid.empty()) {
+    *failure = Failure::Make(Failure::Kind::kInvalid, job.path, invalid);
+    return false;
+  }
+
+  auto fail = [&](Failure f) {
+    out->clear();  // frees every buffer read so far
+    *failure = std::move(f);
+    return false;
+  };
+
+  SysError err;
+  File file;
+  if (!file.OpenRead(job.path, &err)) return fail(Failure::Io(err));
+  uint64_t size = 0;
+  bool regular = false;
+  if (!file.Stat(&size, &regular, &err)) return fail(Failure::Io(err));
+  if (!regular) {
+    err.errnum = EISDIR;
+    err.syscall = "read";
+    err.path = job.path;
+    // Not a regular file: a directory is EISDIR; anything else (a FIFO, a device) is refused rather than read.
+    return fail(Failure::Io(err));
+  }
+  if (size != job.file_size) {
+    return fail(Failure::Make(
+        Failure::Kind::kCorrupt, job.path,
+        "file size is " + std::to_string(size) + " bytes, the header implies " + std::to_string(job.file_size)));
+  }
+
+  const size_t n = job.ranges.size() / 2;
+  out->reserve(n);
+  for (size_t i = 0; i < n; i++) {
+    const uint64_t begin = job.ranges[2 * i];
+    const size_t length = static_cast<size_t>(job.ranges[2 * i + 1] - begin);
+    OwnedBuffer buffer;
+    buffer.length = length;
+    if (length > 0) {
+      buffer.data.reset(static_cast<uint8_t*>(std::malloc(length)));
+      if (!buffer.data) {
+        err.errnum = ENOMEM;
+        err.syscall = "malloc";
+        err.path = job.path;
+        return fail(Failure::Io(err));
+      }
+    }
+    uint32_t crc = 0;
+    for (size_t done = 0; done < length;) {
+      const size_t want = length - done < kReadChunk ? length - done : kReadChunk;
+      size_t got = 0;
+      if (!file.PreadAll(buffer.data.get() + done, want, job.data_start + begin + done, &got, &err)) {
+        return fail(Failure::Io(err));
+      }
+      if (got < want) {
+        return fail(
+            Failure::Make(Failure::Kind::kCorrupt, job.path, "file ended early (it was truncated while being read)"));
+      }
+      if (job.verify) crc = Crc32c(buffer.data.get() + done, want, crc);
+      done += want;
+    }
+    if (job.verify && crc != job.crcs[i]) {
+      Failure f = Failure::Make(Failure::Kind::kChecksum, job.path, "tensor bytes do not match their CRC32C");
+      f.tensor_index = static_cast<int64_t>(i);
+      f.actual_crc = crc;
+      return fail(std::move(f));
+    }
+    out->push_back(std::move(buffer));
+  }
+  SysError ignored;
+  file.Close(&ignored);  // read-only: a close error cannot lose data
+  return true;
+}
+
+}  // namespace tfjs_checkpoint

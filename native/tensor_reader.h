@@ -1,0 +1,56 @@
+// The read job: reads each tensor's byte range of a checkpoint into its own buffer, verifying CRC32Cs
+// (see ReadPlan in lib/backend.ts).
+//
+// Threading: a ReadJob is built on the JS thread and executed on one worker thread; ReadCheckpoint touches no JS
+// state. The buffers it returns are plain malloc'd memory owned by the caller (addon.cc hands them to JS as
+// external ArrayBuffers whose finalizer frees them).
+#ifndef TFJS_CHECKPOINT_TENSOR_READER_H_
+#define TFJS_CHECKPOINT_TENSOR_READER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "failure.h"
+
+namespace tfjs_checkpoint {
+
+// Bytes per read request and per CRC step.
+constexpr size_t kReadChunk = size_t{8} << 20;
+
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+
+// One tensor's bytes. Invariant: data is null exactly when length is 0.
+struct OwnedBuffer {
+  std::unique_ptr<uint8_t, FreeDeleter> data;
+  size_t length = 0;
+};
+
+struct ReadJob {
+  std::string path;
+  uint64_t file_size = 0;        // the size the header implies; a different actual size is kCorrupt
+  uint64_t data_start = 0;       // 8 + N
+  std::vector<uint64_t> ranges;  // [b0, e0, b1, e1, ...] relative to data_start
+  std::vector<uint32_t> crcs;    // expected CRC per range (used when verify)
+  bool verify = true;
+};
+
+// Checks the invariants the TypeScript layer guarantees: an even number of range bounds, contiguous ascending
+// ranges from 0 to file_size - data_start, one CRC per range when verifying, sizes addressable on this platform.
+// Returns an empty string when valid, else what is wrong.
+std::string ValidateReadJob(const ReadJob& job);
+
+// Reads every range into its own buffer (a failed allocation is an io failure with ENOMEM, never an abort).
+// On success *out has one buffer per range; on failure *out is empty and *failure says why:
+// kIo (open/fstat/read/malloc), kCorrupt (size differs from file_size, or the file shrank while being read),
+// kChecksum (tensor_index, actual_crc), kInvalid (the plan broke ValidateReadJob).
+bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* failure);
+
+}  // namespace tfjs_checkpoint
+
+#endif  // TFJS_CHECKPOINT_TENSOR_READER_H_
