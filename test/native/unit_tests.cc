@@ -1,0 +1,652 @@
+// Native unit tests of the core (crc32c, atomic_file, tensor_writer, tensor_reader), without Node.
+// Built by CMakeLists.txt with TFJS_CKPT_TESTS=ON (under ASan/UBSan by `npm run test:native`) and run by ctest,
+// one entry per group: `tfjs_checkpoint_unit_tests <group>` runs the tests of that group, no argument runs all.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "atomic_file.h"
+#include "crc32c.h"
+#include "tensor_reader.h"
+#include "tensor_writer.h"
+
+namespace fs = std::filesystem;
+using namespace tfjs_checkpoint;
+
+// ---- a minimal test harness ---------------------------------------------------------------------------------
+
+namespace {
+
+struct TestCase {
+  const char* group;
+  const char* name;
+  std::function<void()> body;
+};
+
+std::vector<TestCase>& Registry() {
+  static std::vector<TestCase> tests;
+  return tests;
+}
+
+int g_failures = 0;
+
+struct Register {
+  Register(const char* group, const char* name, std::function<void()> body) {
+    Registry().push_back({group, name, std::move(body)});
+  }
+};
+
+#define TEST(group, name)                                                   \
+  static void group##_##name();                                             \
+  static Register register_##group##_##name(#group, #name, group##_##name); \
+  static void group##_##name()
+
+#define CHECK(cond)                                                                   \
+  do {                                                                                \
+    if (!(cond)) {                                                                    \
+      std::fprintf(stderr, "  %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+      g_failures++;                                                                   \
+    }                                                                                 \
+  } while (0)
+
+#define CHECK_EQ(a, b)                                                                                 \
+  do {                                                                                                 \
+    const auto va = (a);                                                                               \
+    const auto vb = (b);                                                                               \
+    if (!(va == vb)) {                                                                                 \
+      std::fprintf(stderr, "  %s:%d: CHECK_EQ(%s, %s) failed: %s vs %s\n", __FILE__, __LINE__, #a, #b, \
+                   std::to_string(va).c_str(), std::to_string(vb).c_str());                            \
+      g_failures++;                                                                                    \
+    }                                                                                                  \
+  } while (0)
+
+#define CHECK_STR(a, b)                                                                                         \
+  do {                                                                                                          \
+    const std::string va = (a);                                                                                 \
+    const std::string vb = (b);                                                                                 \
+    if (va != vb) {                                                                                             \
+      std::fprintf(stderr, "  %s:%d: CHECK_STR(%s, %s) failed: \"%s\" vs \"%s\"\n", __FILE__, __LINE__, #a, #b, \
+                   va.c_str(), vb.c_str());                                                                     \
+      g_failures++;                                                                                             \
+    }                                                                                                           \
+  } while (0)
+
+// A fresh directory under $TMPDIR, removed at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/tfjs-ckpt-native-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (!mkdtemp(buf.data())) {
+      std::perror("mkdtemp");
+      std::exit(2);
+    }
+    path_ = buf.data();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
+    fs::remove_all(path_, ec);
+  }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+std::vector<uint8_t> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void WriteWholeFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << contents;
+}
+
+bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+size_t CountEntries(const std::string& dir) {
+  size_t n = 0;
+  for (auto it = fs::directory_iterator(dir); it != fs::directory_iterator(); ++it) n++;
+  return n;
+}
+
+std::string Hex(uint32_t crc) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", crc);
+  return buf;
+}
+
+// A prefix like format.ts builds: length, JSON with "00000000" placeholders, padded with spaces to 8.
+struct Prefix {
+  std::vector<uint8_t> bytes;
+  size_t header_crc_offset;
+  size_t tensor_crc_offset;
+};
+
+Prefix MakePrefix(size_t tensors) {
+  std::string crcs;
+  for (size_t i = 0; i < tensors; i++) crcs += (i ? ",00000000" : "00000000");
+  std::string json = "{\"__metadata__\":{\"h\":\"00000000\",\"c\":\"" + crcs + "\"}}";
+  while ((8 + json.size()) % 8 != 0) json += ' ';
+  Prefix p;
+  p.bytes.resize(8);
+  uint64_t n = json.size();
+  for (int k = 0; k < 8; k++) p.bytes[k] = static_cast<uint8_t>(n >> (8 * k));
+  p.bytes.insert(p.bytes.end(), json.begin(), json.end());
+  p.header_crc_offset = 8 + json.find("\"h\":\"") + 5;
+  p.tensor_crc_offset = 8 + json.find("\"c\":\"") + 5;
+  return p;
+}
+
+WriteJob MakeWriteJob(const TempDir& dir, const std::vector<std::vector<uint8_t>>& arrays, bool durable = true) {
+  Prefix p = MakePrefix(arrays.size());
+  WriteJob job;
+  job.path = dir / "model.safetensors";
+  job.tmp_path = dir / ".model.safetensors.tmp-1";
+  job.header = p.bytes;
+  job.header_crc_offset = p.header_crc_offset;
+  job.tensor_crc_offset = p.tensor_crc_offset;
+  for (const auto& a : arrays) job.arrays.push_back({a.data(), a.size()});
+  job.durable = durable;
+  return job;
+}
+
+ReadJob MakeReadJob(const std::string& path, size_t prefix_size, const std::vector<std::vector<uint8_t>>& arrays) {
+  ReadJob job;
+  job.path = path;
+  job.data_start = prefix_size;
+  uint64_t offset = 0;
+  for (const auto& a : arrays) {
+    job.ranges.push_back(offset);
+    job.ranges.push_back(offset + a.size());
+    job.crcs.push_back(Crc32cPortable(a.data(), a.size()));
+    offset += a.size();
+  }
+  job.file_size = prefix_size + offset;
+  job.verify = true;
+  return job;
+}
+
+// Runs `body` in a forked child (for resource limits); returns its exit status, or -1 if it died of a signal.
+int RunInChild(const std::function<int()>& body) {
+  const pid_t pid = fork();
+  if (pid == 0) _exit(body());
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+// ---- crc32c -------------------------------------------------------------------------------------------------
+
+TEST(crc32c, known_vectors) {
+  const char* digits = "123456789";
+  CHECK_EQ(Crc32cPortable(digits, 9), 0xe3069283u);
+  CHECK_EQ(Crc32c(digits, 9), 0xe3069283u);
+  std::vector<uint8_t> zeros(32, 0), ones(32, 0xff), up(32), down(32);
+  for (int i = 0; i < 32; i++) up[i] = static_cast<uint8_t>(i), down[i] = static_cast<uint8_t>(31 - i);
+  CHECK_EQ(Crc32c(zeros.data(), 32), 0x8a9136aau);  // RFC 3720 B.4
+  CHECK_EQ(Crc32c(ones.data(), 32), 0x62a8ab43u);
+  CHECK_EQ(Crc32c(up.data(), 32), 0x46dd794eu);
+  CHECK_EQ(Crc32c(down.data(), 32), 0x113fdb5cu);
+  CHECK_EQ(Crc32cPortable(down.data(), 32), 0x113fdb5cu);
+  CHECK_EQ(Crc32c(nullptr, 0), 0u);
+  CHECK_EQ(Crc32c(nullptr, 0, 0x12345678u), 0x12345678u);
+}
+
+TEST(crc32c, hardware_matches_portable_for_all_lengths_and_alignments) {
+  if (!Crc32cHardwareAvailable()) {
+    std::fprintf(stderr, "  (no CRC32C instructions on this CPU: checking Crc32c against the portable path)\n");
+  }
+  const std::vector<uint8_t> data = RandomBytes(3 * 8192 * 5 + 100, 1);
+  std::mt19937 rng(2);
+  std::vector<size_t> lengths;
+  for (size_t n = 0; n <= 1000; n++) lengths.push_back(n);
+  for (size_t n : {767, 768, 769, 1535, 1536, 24575, 24576, 24577, 49152, 3 * 24576 + 7}) lengths.push_back(n);
+  for (int i = 0; i < 300; i++) lengths.push_back(rng() % (data.size() - 64));
+  for (size_t len : lengths) {
+    const size_t off = rng() % 64;
+    const uint32_t portable = Crc32cPortable(data.data() + off, len);
+    CHECK_EQ(Crc32c(data.data() + off, len), portable);
+    if (Crc32cHardwareAvailable()) CHECK_EQ(Crc32cHardware(data.data() + off, len), portable);
+  }
+}
+
+TEST(crc32c, continues_a_previous_crc) {
+  const std::vector<uint8_t> data = RandomBytes(100000, 3);
+  const uint32_t whole = Crc32cPortable(data.data(), data.size());
+  for (size_t split : {size_t{0}, size_t{1}, size_t{7}, size_t{768}, size_t{24576}, size_t{50001}, data.size()}) {
+    CHECK_EQ(Crc32c(data.data() + split, data.size() - split, Crc32c(data.data(), split)), whole);
+    CHECK_EQ(Crc32cPortable(data.data() + split, data.size() - split, Crc32cPortable(data.data(), split)), whole);
+  }
+}
+
+// ---- atomic_file --------------------------------------------------------------------------------------------
+
+TEST(atomic_file, create_exclusive_refuses_an_existing_file) {
+  TempDir dir;
+  WriteWholeFile(dir / "a", "x");
+  File f;
+  SysError err;
+  CHECK(!f.CreateExclusive(dir / "a", &err));
+  CHECK_EQ(err.errnum, EEXIST);
+  CHECK_STR(err.syscall, "open");
+  CHECK_STR(err.path, dir / "a");
+  CHECK(!f.is_open());
+}
+
+TEST(atomic_file, open_read_reports_enoent_with_path) {
+  TempDir dir;
+  File f;
+  SysError err;
+  CHECK(!f.OpenRead(dir / "missing", &err));
+  CHECK_EQ(err.errnum, ENOENT);
+  CHECK_STR(err.syscall, "open");
+  CHECK_STR(err.path, dir / "missing");
+}
+
+TEST(atomic_file, pwrite_then_pread_round_trip_and_eof) {
+  TempDir dir;
+  const std::vector<uint8_t> data = RandomBytes(100000, 4);
+  SysError err;
+  {
+    File f;
+    CHECK(f.CreateExclusive(dir / "f", &err));
+    CHECK(f.Preallocate(data.size(), &err));
+    CHECK(f.PwriteAll(data.data() + 10, data.size() - 10, 10, &err));
+    CHECK(f.PwriteAll(data.data(), 10, 0, &err));
+    CHECK(f.Sync(&err));
+    CHECK(f.Close(&err));
+    CHECK(f.Close(&err));  // closing twice is a no-op
+  }
+  File r;
+  CHECK(r.OpenRead(dir / "f", &err));
+  uint64_t size = 0;
+  bool regular = false;
+  CHECK(r.Stat(&size, &regular, &err));
+  CHECK_EQ(size, uint64_t{data.size()});
+  CHECK(regular);
+  std::vector<uint8_t> back(data.size() + 50);
+  size_t got = 0;
+  CHECK(r.PreadAll(back.data(), back.size(), 0, &got, &err));
+  CHECK_EQ(got, data.size());  // stops at end of file
+  back.resize(got);
+  CHECK(back == data);
+  CHECK(r.PreadAll(back.data(), 10, data.size() + 5, &got, &err));
+  CHECK_EQ(got, size_t{0});
+}
+
+TEST(atomic_file, write_all_appends_sequentially) {
+  TempDir dir;
+  SysError err;
+  File f;
+  CHECK(f.CreateExclusive(dir / "w", &err));
+  CHECK(f.WriteAll("abc", 3, &err));
+  CHECK(f.WriteAll("def", 3, &err));
+  CHECK(f.Close(&err));
+  const auto bytes = ReadWholeFile(dir / "w");
+  CHECK_STR(std::string(bytes.begin(), bytes.end()), "abcdef");
+}
+
+TEST(atomic_file, write_beyond_rlimit_fsize_fails_with_efbig) {
+  TempDir dir;
+  const std::string path = dir / "big";
+  const int status = RunInChild([&] {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = {4096, 4096};
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 10;
+    File f;
+    SysError err;
+    if (!f.CreateExclusive(path, &err)) return 11;
+    std::vector<uint8_t> data(10000, 7);
+    if (f.PwriteAll(data.data(), data.size(), 0, &err)) return 12;
+    return err.errnum == EFBIG && std::string(err.syscall) == "write" ? 0 : 13;
+  });
+  CHECK_EQ(status, 0);
+}
+
+TEST(atomic_file, rename_and_directory_fsync_report_errors) {
+  TempDir dir;
+  SysError err;
+  CHECK(!RenameFile(dir / "nope", dir / "target", &err));
+  CHECK_EQ(err.errnum, ENOENT);
+  CHECK_STR(err.syscall, "rename");
+  CHECK_STR(err.path, dir / "target");
+  CHECK(FsyncDirectory(dir.path(), &err));
+  CHECK(!FsyncDirectory(dir / "missing", &err));
+  CHECK_EQ(err.errnum, ENOENT);
+  WriteWholeFile(dir / "file", "x");
+  CHECK(!FsyncDirectory(dir / "file", &err));
+  CHECK_EQ(err.errnum, ENOTDIR);
+}
+
+TEST(atomic_file, dirname) {
+  CHECK_STR(DirName("/a/b/c"), "/a/b");
+  CHECK_STR(DirName("/a/b/c/"), "/a/b");
+  CHECK_STR(DirName("c"), ".");
+  CHECK_STR(DirName("/c"), "/");
+  CHECK_STR(DirName("/"), "/");
+  CHECK_STR(DirName("a/b"), "a");
+}
+
+// ---- tensor_writer ------------------------------------------------------------------------------------------
+
+// Checks the file byte by byte: CRCs recomputed with the portable implementation, header CRC over the prefix
+// with its own digits as '0'.
+void CheckFile(const std::string& path, const Prefix& p, const std::vector<std::vector<uint8_t>>& arrays) {
+  std::vector<uint8_t> expected = p.bytes;
+  for (size_t i = 0; i < arrays.size(); i++) {
+    const std::string h = Hex(Crc32cPortable(arrays[i].data(), arrays[i].size()));
+    std::copy(h.begin(), h.end(), expected.begin() + p.tensor_crc_offset + 9 * i);
+  }
+  const std::string hh = Hex(Crc32cPortable(expected.data(), expected.size()));
+  std::copy(hh.begin(), hh.end(), expected.begin() + p.header_crc_offset);
+  for (const auto& a : arrays) expected.insert(expected.end(), a.begin(), a.end());
+  CHECK(ReadWholeFile(path) == expected);
+}
+
+TEST(writer, writes_the_patched_header_and_data_and_removes_nothing_else) {
+  for (bool durable : {true, false}) {
+    TempDir dir;
+    const std::vector<std::vector<uint8_t>> arrays = {
+        RandomBytes(1000, 1), {}, RandomBytes(kWriteChunk + 3, 2), RandomBytes(5, 3)};
+    WriteJob job = MakeWriteJob(dir, arrays, durable);
+    WriteWholeFile(job.path, "the previous checkpoint");
+    Failure failure;
+    CHECK(WriteCheckpoint(job, &failure));
+    CHECK(failure.kind == Failure::Kind::kNone);
+    CheckFile(job.path, MakePrefix(arrays.size()), arrays);
+    CHECK(!Exists(job.tmp_path));
+    CHECK_EQ(CountEntries(dir.path()), size_t{1});
+  }
+}
+
+TEST(writer, format_crc_hex_is_lowercase_and_zero_padded) {
+  uint8_t out[8];
+  FormatCrcHex(0x00ab0f1eu, out);
+  CHECK_STR(std::string(reinterpret_cast<char*>(out), 8), "00ab0f1e");
+  FormatCrcHex(0xffffffffu, out);
+  CHECK_STR(std::string(reinterpret_cast<char*>(out), 8), "ffffffff");
+}
+
+TEST(writer, missing_directory_is_enoent_on_open_of_the_temp) {
+  TempDir dir;
+  std::vector<std::vector<uint8_t>> arrays = {RandomBytes(10, 1)};
+  WriteJob job = MakeWriteJob(dir, arrays);
+  job.path = dir / "missing/m";
+  job.tmp_path = dir / "missing/.m.tmp";
+  Failure failure;
+  CHECK(!WriteCheckpoint(job, &failure));
+  CHECK(failure.kind == Failure::Kind::kIo);
+  CHECK_EQ(failure.sys.errnum, ENOENT);
+  CHECK_STR(failure.sys.syscall, "open");
+  CHECK_STR(failure.path, job.tmp_path);
+}
+
+TEST(writer, existing_temp_is_eexist_and_left_alone) {
+  TempDir dir;
+  std::vector<std::vector<uint8_t>> arrays = {RandomBytes(10, 1)};
+  WriteJob job = MakeWriteJob(dir, arrays);
+  WriteWholeFile(job.tmp_path, "someone else's");
+  Failure failure;
+  CHECK(!WriteCheckpoint(job, &failure));
+  CHECK_EQ(failure.sys.errnum, EEXIST);
+  const auto left = ReadWholeFile(job.tmp_path);
+  CHECK_STR(std::string(left.begin(), left.end()), "someone else's");
+  CHECK(!Exists(job.path));
+}
+
+TEST(writer, failed_rename_removes_the_temp_and_keeps_the_target) {
+  TempDir dir;
+  std::vector<std::vector<uint8_t>> arrays = {RandomBytes(10, 1)};
+  WriteJob job = MakeWriteJob(dir, arrays);
+  fs::create_directory(job.path);
+  WriteWholeFile(job.path + "/keep", "k");
+  Failure failure;
+  CHECK(!WriteCheckpoint(job, &failure));
+  CHECK(failure.kind == Failure::Kind::kIo);
+  CHECK_STR(failure.sys.syscall, "rename");
+  CHECK(!Exists(job.tmp_path));
+  CHECK(Exists(job.path + "/keep"));
+}
+
+TEST(writer, file_size_limit_fails_with_efbig_and_removes_the_temp) {
+  TempDir dir;
+  std::vector<std::vector<uint8_t>> arrays = {RandomBytes(100000, 1)};
+  WriteJob job = MakeWriteJob(dir, arrays);
+  WriteWholeFile(job.path, "previous");
+  const int status = RunInChild([&] {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = {8192, 8192};
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) return 10;
+    Failure failure;
+    if (WriteCheckpoint(job, &failure)) return 11;
+    if (failure.kind != Failure::Kind::kIo || failure.sys.errnum != EFBIG) return 12;
+    return 0;
+  });
+  CHECK_EQ(status, 0);
+  CHECK(!Exists(job.tmp_path));
+  const auto previous = ReadWholeFile(job.path);
+  CHECK_STR(std::string(previous.begin(), previous.end()), "previous");
+}
+
+TEST(writer, rejects_a_job_that_breaks_the_plan_invariants) {
+  TempDir dir;
+  std::vector<std::vector<uint8_t>> arrays = {RandomBytes(10, 1), RandomBytes(10, 2)};
+  {
+    WriteJob job = MakeWriteJob(dir, arrays);
+    job.header[job.tensor_crc_offset + 9] = 'x';  // second placeholder altered
+    CHECK(!ValidateWriteJob(job).empty());
+    Failure failure;
+    CHECK(!WriteCheckpoint(job, &failure));
+    CHECK(failure.kind == Failure::Kind::kInvalid);
+  }
+  {
+    WriteJob job = MakeWriteJob(dir, arrays);
+    job.tensor_crc_offset = job.header.size() - 9;  // the second tensor's digits would run past the end
+    CHECK(!ValidateWriteJob(job).empty());
+    job.header_crc_offset = job.header.size() - 7;
+    CHECK(!ValidateWriteJob(job).empty());
+  }
+  {
+    WriteJob job = MakeWriteJob(dir, arrays);
+    job.header.resize(4);
+    CHECK(!ValidateWriteJob(job).empty());
+  }
+  CHECK_EQ(CountEntries(dir.path()), size_t{0});
+}
+
+// ---- tensor_reader ------------------------------------------------------------------------------------------
+
+struct WrittenFile {
+  std::vector<std::vector<uint8_t>> arrays;
+  std::string path;
+  size_t prefix_size;
+};
+
+WrittenFile WriteSample(const TempDir& dir) {
+  WrittenFile w;
+  w.arrays = {RandomBytes(3000, 1), {}, RandomBytes(kReadChunk + 17, 2), RandomBytes(1, 3)};
+  WriteJob job = MakeWriteJob(dir, w.arrays);
+  Failure failure;
+  if (!WriteCheckpoint(job, &failure)) std::fprintf(stderr, "  sample write failed\n"), g_failures++;
+  w.path = job.path;
+  w.prefix_size = job.header.size();
+  return w;
+}
+
+TEST(reader, reads_every_range_into_its_own_buffer) {
+  TempDir dir;
+  WrittenFile w = WriteSample(dir);
+  for (bool verify : {true, false}) {
+    ReadJob job = MakeReadJob(w.path, w.prefix_size, w.arrays);
+    job.verify = verify;
+    std::vector<OwnedBuffer> out;
+    Failure failure;
+    CHECK(ReadCheckpoint(job, &out, &failure));
+    CHECK_EQ(out.size(), w.arrays.size());
+    for (size_t i = 0; i < out.size() && i < w.arrays.size(); i++) {
+      CHECK_EQ(out[i].length, w.arrays[i].size());
+      CHECK((out[i].data == nullptr) == (out[i].length == 0));
+      CHECK(out[i].length == 0 || std::memcmp(out[i].data.get(), w.arrays[i].data(), out[i].length) == 0);
+    }
+  }
+}
+
+TEST(reader, size_mismatch_is_corrupt) {
+  TempDir dir;
+  WrittenFile w = WriteSample(dir);
+  ReadJob job = MakeReadJob(w.path, w.prefix_size, w.arrays);
+  ::truncate(w.path.c_str(), static_cast<off_t>(job.file_size + 1));
+  std::vector<OwnedBuffer> out;
+  Failure failure;
+  CHECK(!ReadCheckpoint(job, &out, &failure));
+  CHECK(failure.kind == Failure::Kind::kCorrupt);
+  CHECK_STR(failure.path, w.path);
+  CHECK(out.empty());
+}
+
+TEST(reader, checksum_mismatch_names_the_tensor_and_the_actual_crc) {
+  TempDir dir;
+  WrittenFile w = WriteSample(dir);
+  ReadJob job = MakeReadJob(w.path, w.prefix_size, w.arrays);
+  // Flip one bit in the middle of tensor 2.
+  const uint64_t at = job.data_start + job.ranges[4] + 12345;
+  const int fd = ::open(w.path.c_str(), O_RDWR);
+  uint8_t b = 0;
+  CHECK(::pread(fd, &b, 1, static_cast<off_t>(at)) == 1);
+  b ^= 0x04;
+  CHECK(::pwrite(fd, &b, 1, static_cast<off_t>(at)) == 1);
+  ::close(fd);
+  std::vector<uint8_t> altered = w.arrays[2];
+  altered[12345] ^= 0x04;
+
+  std::vector<OwnedBuffer> out;
+  Failure failure;
+  CHECK(!ReadCheckpoint(job, &out, &failure));
+  CHECK(failure.kind == Failure::Kind::kChecksum);
+  CHECK_EQ(failure.tensor_index, int64_t{2});
+  CHECK_EQ(failure.actual_crc, Crc32cPortable(altered.data(), altered.size()));
+  CHECK(out.empty());
+
+  job.verify = false;
+  CHECK(ReadCheckpoint(job, &out, &failure));
+  CHECK(out.size() == 4 && std::memcmp(out[2].data.get(), altered.data(), altered.size()) == 0);
+}
+
+TEST(reader, missing_file_and_directory_are_io_errors) {
+  TempDir dir;
+  ReadJob job = MakeReadJob(dir / "missing", 16, {});
+  std::vector<OwnedBuffer> out;
+  Failure failure;
+  CHECK(!ReadCheckpoint(job, &out, &failure));
+  CHECK(failure.kind == Failure::Kind::kIo);
+  CHECK_EQ(failure.sys.errnum, ENOENT);
+  CHECK_STR(failure.sys.syscall, "open");
+  job.path = dir.path();
+  CHECK(!ReadCheckpoint(job, &out, &failure));
+  CHECK_EQ(failure.sys.errnum, EISDIR);
+}
+
+TEST(reader, failed_allocation_is_enomem_not_an_abort) {
+  // A sparse 1 TiB file: the header-implied size matches, so the reader gets as far as allocating the tensor.
+  TempDir dir;
+  const std::string path = dir / "huge";
+  const uint64_t tib = uint64_t{1} << 40;
+  WriteWholeFile(path, "");
+  if (::truncate(path.c_str(), static_cast<off_t>(tib)) != 0) {
+    std::fprintf(stderr, "  (cannot create a sparse 1 TiB file here: %s; test not applicable)\n", std::strerror(errno));
+    return;
+  }
+  ReadJob job;
+  job.path = path;
+  job.file_size = tib;
+  job.data_start = 16;
+  job.ranges = {0, tib - 16};
+  job.crcs = {0};
+  std::vector<OwnedBuffer> out;
+  Failure failure;
+  CHECK(!ReadCheckpoint(job, &out, &failure));
+  CHECK(failure.kind == Failure::Kind::kIo);
+  CHECK_EQ(failure.sys.errnum, ENOMEM);
+  CHECK_STR(failure.sys.syscall, "malloc");
+}
+
+TEST(reader, rejects_plans_that_break_the_invariants) {
+  ReadJob job;
+  job.path = "/nonexistent";
+  job.file_size = 100;
+  job.data_start = 16;
+  job.ranges = {0, 40, 40, 84};
+  job.crcs = {0, 0};
+  CHECK_STR(ValidateReadJob(job), "");
+  ReadJob gap = job;
+  gap.ranges = {0, 40, 41, 84};
+  CHECK(!ValidateReadJob(gap).empty());
+  ReadJob shortEnd = job;
+  shortEnd.ranges = {0, 40, 40, 83};
+  CHECK(!ValidateReadJob(shortEnd).empty());
+  ReadJob odd = job;
+  odd.ranges = {0, 40, 40};
+  CHECK(!ValidateReadJob(odd).empty());
+  ReadJob crcs = job;
+  crcs.crcs = {0};
+  CHECK(!ValidateReadJob(crcs).empty());
+  crcs.verify = false;
+  CHECK_STR(ValidateReadJob(crcs), "");
+  ReadJob start = job;
+  start.data_start = 101;
+  CHECK(!ValidateReadJob(start).empty());
+  std::vector<OwnedBuffer> out;
+  Failure failure;
+  CHECK(!ReadCheckpoint(gap, &out, &failure));
+  CHECK(failure.kind == Failure::Kind::kInvalid);
+}
+
+// ---- main ---------------------------------------------------------------------------------------------------
+
+int main(int argc, char** argv) {
+  const std::string only = argc > 1 ? argv[1] : "";
+  int ran = 0;
+  for (const TestCase& t : Registry()) {
+    if (!only.empty() && only != t.group) continue;
+    const int before = g_failures;
+    t.body();
+    std::printf("%s %s.%s\n", g_failures == before ? "ok  " : "FAIL", t.group, t.name);
+    ran++;
+  }
+  if (ran == 0) {
+    std::fprintf(stderr, "no tests in group \"%s\"\n", only.c_str());
+    return 2;
+  }
+  std::printf("%d tests, %d failed checks\n", ran, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
