@@ -1,0 +1,234 @@
+/**
+ * One benchmark job in a fresh process (forked by main.ts with the job as JSON in argv[2]): the weights are allocated
+ * and touched first, the peak RSS is reset, then only the measured operation runs. The result goes back over IPC.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { crc32c as jsCrc32c } from '../lib/crc32c';
+import { loadNativeBackend } from '../lib/native-backend';
+import { setBackend } from '../lib/runtime';
+import { NamedTensors, loadTensors, readCheckpointInfo, saveTensors } from '../lib/tensors';
+import type {
+  ChildReply,
+  CrcResult,
+  Job,
+  NodeLoadContender,
+  NodeSaveContender,
+  OpResult,
+  RoundtripResult,
+} from './jobs';
+import { Layout, allocate, fillTensor, makeLayout } from './layout';
+import { memoryStatus, resetPeak } from './memory';
+import { runStall } from './stall';
+
+function named(layout: Layout, arrays: Float32Array[]): NamedTensors {
+  const out: NamedTensors = {};
+  layout.tensors.forEach((t, i) => (out[t.name] = { dtype: 'float32', shape: t.shape, data: arrays[i] }));
+  return out;
+}
+
+/** Runs `op` between a peak reset and a peak reading. `excludeKiB` is subtracted from the peak (bytes loaded). */
+async function measure(op: () => Promise<unknown>, excludeKiB = 0): Promise<OpResult> {
+  const canReset = resetPeak();
+  const base = memoryStatus().rssKiB;
+  const t0 = process.hrtime.bigint();
+  await op();
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  const peak = memoryStatus().hwmKiB;
+  return { ms, baseRssKiB: base, ...(canReset ? { peakExtraKiB: peak - base - excludeKiB } : {}) };
+}
+
+function concatenate(arrays: Float32Array[]): Uint8Array {
+  const total = arrays.reduce((a, b) => a + b.byteLength, 0);
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const a of arrays) {
+    out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), off);
+    off += a.byteLength;
+  }
+  return out;
+}
+
+async function save(contender: NodeSaveContender, bytes: number, dir: string): Promise<OpResult> {
+  const layout = makeLayout(bytes);
+  const arrays = allocate(layout);
+  switch (contender) {
+    case 'native-durable':
+    case 'native-fast':
+    case 'js-durable': {
+      setBackend(contender === 'js-durable' ? 'js' : 'native');
+      const tensors = named(layout, arrays);
+      const durable = contender !== 'native-fast';
+      return measure(() => saveTensors(path.join(dir, 'model.safetensors'), tensors, { durable }));
+    }
+    case 'tfjs-node': {
+      // What `model.save('file://dir')` does on the pure-JS backend: encodeWeights (which concatenates every
+      // tensor's bytes into one ArrayBuffer) and NodeFileSystem.save (model.json, then weights.bin by writeFile).
+      const tf = require('@tensorflow/tfjs') as typeof import('@tensorflow/tfjs');
+      await tf.setBackend('cpu');
+      await tf.ready();
+      const { NodeFileSystem } = require('@tensorflow/tfjs-node/dist/io/file_system.js') as {
+        NodeFileSystem: new (p: string) => { save(a: unknown): Promise<unknown> };
+      };
+      // tf.tensor keeps a float32 array as its backing store (no copy), like a trained model's variables.
+      const tensors: Record<string, import('@tensorflow/tfjs').Tensor> = {};
+      layout.tensors.forEach((t, i) => (tensors[t.name] = tf.tensor(arrays[i], t.shape, 'float32')));
+      const handler = new NodeFileSystem(path.join(dir, 'tfjs-model'));
+      return measure(async () => {
+        const { data, specs } = await tf.io.encodeWeights(tensors);
+        await handler.save({
+          modelTopology: { class_name: 'Model', config: { name: 'bench', layers: [] } },
+          format: 'layers-model',
+          generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
+          convertedBy: null,
+          weightSpecs: specs,
+          weightData: data,
+        });
+      });
+    }
+    case 'writefile': {
+      // The bytes are concatenated before the measurement (not timed, not counted): this row is the cost of
+      // fs.promises.writeFile itself.
+      const all = concatenate(arrays);
+      arrays.length = 0;
+      return measure(() => fsp.writeFile(path.join(dir, 'weights.bin'), all));
+    }
+  }
+}
+
+async function load(contender: NodeLoadContender, bytes: number, file: string): Promise<OpResult> {
+  const excludeKiB = bytes / 1024;
+  switch (contender) {
+    case 'native-verify':
+    case 'js-verify': {
+      setBackend(contender === 'js-verify' ? 'js' : 'native');
+      let keep: unknown;
+      const r = await measure(async () => {
+        keep = await loadTensors(file);
+      }, excludeKiB);
+      if (!keep) throw new Error('nothing loaded');
+      return r;
+    }
+    case 'raw-read': {
+      // The same destination buffers (one ArrayBuffer per tensor), no checks: the header is parsed beforehand.
+      const info = await readCheckpointInfo(file);
+      const buffers: ArrayBuffer[] = [];
+      return measure(async () => {
+        const fh = await fsp.open(file, 'r');
+        try {
+          let pos = info.dataStart;
+          for (const t of info.tensors) {
+            const buf = new Uint8Array(new ArrayBuffer(t.byteLength));
+            for (let off = 0; off < buf.length;) {
+              const { bytesRead } = await fh.read(buf, off, Math.min(buf.length - off, 1 << 30), pos + off);
+              if (bytesRead === 0) throw new Error('unexpected end of file');
+              off += bytesRead;
+            }
+            pos += t.byteLength;
+            buffers.push(buf.buffer as ArrayBuffer);
+          }
+        } finally {
+          await fh.close();
+        }
+      }, excludeKiB);
+    }
+  }
+}
+
+async function create(bytes: number, file: string): Promise<void> {
+  setBackend('native');
+  const layout = makeLayout(bytes);
+  await saveTensors(file, named(layout, allocate(layout)));
+}
+
+/** Loads (verified) and compares every byte with the regenerated weights, one tensor at a time. */
+async function roundtrip(backend: 'native' | 'js', bytes: number, file: string): Promise<RoundtripResult> {
+  setBackend(backend);
+  const layout = makeLayout(bytes);
+  const { tensors } = await loadTensors(file);
+  const names = Object.keys(tensors);
+  if (names.length !== layout.tensors.length) {
+    return { ok: false, detail: `${names.length} tensors loaded, ${layout.tensors.length} saved` };
+  }
+  let largest = 0;
+  for (let i = 0; i < layout.tensors.length; i++) {
+    const spec = layout.tensors[i];
+    const got = tensors[spec.name];
+    if (!got || got.shape.join() !== spec.shape.join()) return { ok: false, detail: `tensor ${spec.name} differs` };
+    const expected = new Float32Array(spec.size);
+    fillTensor(expected, i);
+    const a = Buffer.from(got.data.buffer, got.data.byteOffset, got.data.byteLength);
+    if (!a.equals(Buffer.from(expected.buffer))) return { ok: false, detail: `tensor ${spec.name}: bytes differ` };
+    largest = Math.max(largest, spec.size * 4);
+    delete tensors[spec.name];
+  }
+  const { size } = await fsp.stat(file);
+  return {
+    ok: true,
+    detail: `${layout.tensors.length} tensors, file ${size} bytes, largest tensor ${largest} bytes, all bytes equal`,
+  };
+}
+
+function crc(bytes: number, reps: number): CrcResult {
+  const loaded = loadNativeBackend();
+  if ('error' in loaded) throw loaded.error;
+  const native = loaded.backend;
+  const data = new Uint8Array(bytes);
+  const f = new Float32Array(data.buffer);
+  fillTensor(f, 0);
+  const impls = {
+    hardware: (d: Uint8Array) => native.crc32c(d),
+    portable: (d: Uint8Array) => native.crc32cPortable(d),
+    js: (d: Uint8Array) => jsCrc32c(d),
+  };
+  const ms: CrcResult['ms'] = { hardware: [], portable: [], js: [] };
+  const values = new Set<number>();
+  for (let r = 0; r < reps; r++) {
+    for (const name of Object.keys(impls) as (keyof typeof impls)[]) {
+      const t0 = process.hrtime.bigint();
+      values.add(impls[name](data));
+      ms[name].push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  }
+  return { ms, hardware: native.crc32cHardware, agree: values.size === 1 };
+}
+
+async function run(job: Job): Promise<unknown> {
+  switch (job.op) {
+    case 'save':
+      return save(job.contender, job.bytes, job.dir);
+    case 'create':
+      return create(job.bytes, job.file);
+    case 'load':
+      return load(job.contender, job.bytes, job.file);
+    case 'roundtrip':
+      return roundtrip(job.backend, job.bytes, job.file);
+    case 'crc':
+      return crc(job.bytes, job.reps);
+    case 'stall':
+      return runStall(job);
+  }
+}
+
+function reply(message: ChildReply): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send) {
+      process.stdout.write(JSON.stringify(message) + '\n');
+      resolve();
+      return;
+    }
+    process.send(message, () => resolve());
+  });
+}
+
+run(JSON.parse(process.argv[2]) as Job).then(
+  async (result) => {
+    await reply({ ok: true, result });
+    process.exit(0);
+  },
+  async (err: unknown) => {
+    const e = err as Error;
+    await reply({ ok: false, error: `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}` });
+    process.exit(1);
+  },
+);

@@ -1,0 +1,56 @@
+/** The messages between the benchmark driver (main.ts) and its one-job child processes (child.ts). */
+
+/** Save contenders that run inside a Node child (dd and torch run as their own processes). */
+export type NodeSaveContender = 'native-durable' | 'native-fast' | 'js-durable' | 'tfjs-node' | 'writefile';
+/** Load contenders that run inside a Node child. */
+export type NodeLoadContender = 'native-verify' | 'js-verify' | 'raw-read';
+
+export type Job =
+  | { op: 'save'; contender: NodeSaveContender; bytes: number; dir: string }
+  | { op: 'create'; bytes: number; file: string }
+  | { op: 'load'; contender: NodeLoadContender; bytes: number; file: string }
+  | { op: 'roundtrip'; backend: 'native' | 'js'; bytes: number; file: string }
+  | { op: 'crc'; bytes: number; reps: number }
+  | {
+      op: 'stall';
+      mode: 'none' | 'sync' | 'async';
+      dir: string;
+      epochs: number;
+      units: number;
+      samples: number;
+    };
+
+export interface OpResult {
+  /** Wall time of the measured operation. */
+  ms: number;
+  /** Peak RSS during the operation minus RSS just before it (weights allocated), KiB; for loads minus the bytes
+   * loaded as well. Undefined when the peak could not be reset. */
+  peakExtraKiB?: number;
+  /** RSS before the operation, KiB. */
+  baseRssKiB: number;
+}
+
+export interface CrcResult {
+  /** Per implementation, the time of each repetition (ms). */
+  ms: Record<'hardware' | 'portable' | 'js', number[]>;
+  hardware: boolean;
+  agree: boolean;
+}
+
+export interface RoundtripResult {
+  ok: boolean;
+  detail: string;
+}
+
+export interface StallResult {
+  /** Time each epoch took (ms), in order. */
+  epochMs: number[];
+  /** Per save: how long `step()` blocked the loop (ms). */
+  stallMs: number[];
+  /** Bytes of the model weights. */
+  weightBytes: number;
+  /** Time `close()` waited for the last background write (ms). */
+  closeMs: number;
+}
+
+export type ChildReply = { ok: true; result: unknown } | { ok: false; error: string };

@@ -1,0 +1,774 @@
+/**
+ * `npm run bench`: save and load throughput against the alternatives, peak memory, training-loop stall, CRC32C.
+ *
+ * Every figure is the median of `--reps` runs (default 3). Contenders are measured side by side in one run,
+ * round-robin: repetition r runs every contender once (the order rotated by r) before repetition r + 1 starts. Each
+ * Node contender runs in a fresh child process (child.ts) so that one's heap and peak RSS cannot affect another's.
+ * Before every save the dirty pages are flushed and the page cache dropped (when permitted), and after it the files
+ * are removed and flushed, so no run pays for another's writeback.
+ *
+ * Options: --large (adds a 5 GiB state dict), --reps N, --sizes 256,1024 (MiB), --dir DIR (where files are
+ * written; default the OS temp dir), --only save,load,crc,stall, --no-profile (skip the strace breakdown).
+ * Writes bench/results/results.json and results.md.
+ */
+import { fork, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type {
+  ChildReply,
+  CrcResult,
+  Job,
+  NodeLoadContender,
+  NodeSaveContender,
+  OpResult,
+  RoundtripResult,
+  StallResult,
+} from './jobs';
+import { makeLayout } from './layout';
+import { findPackageRoot, loadNativeBackend } from '../lib/native-backend';
+import { MiB, fixed, markdownTable, median, mibps, sizeLabel, spread } from './stats';
+import { loadCheckpointManager } from './stall';
+import { ExternalRun, MachineInfo, ddRead, ddWrite, detectTorch, dropCaches, machineInfo, syncAll } from './system';
+
+// ---------------------------------------------------------------------------------------------------------------
+// Options
+
+interface Options {
+  large: boolean;
+  reps: number;
+  sizes: number[];
+  dir: string;
+  sections: Set<string>;
+  profile: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    large: false,
+    reps: 3,
+    sizes: [256 * MiB, 1024 * MiB],
+    dir: os.tmpdir(),
+    sections: new Set(['save', 'load', 'crc', 'stall']),
+    profile: true,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--large') o.large = true;
+    else if (a === '--reps') o.reps = Number(value());
+    else if (a === '--sizes')
+      o.sizes = value()
+        .split(',')
+        .map((s) => Math.round(Number(s) * MiB));
+    else if (a === '--dir') o.dir = path.resolve(value());
+    else if (a === '--only') o.sections = new Set(value().split(','));
+    else if (a === '--no-profile') o.profile = false;
+    else throw new Error(`unknown option ${a} (see the top of bench/main.ts)`);
+  }
+  if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error('--reps must be a positive integer');
+  if (o.sizes.some((s) => !(s >= 65536) || s % 4 !== 0)) throw new Error('--sizes: MiB values, at least 0.0625');
+  if (o.large) o.sizes.push(5 * 1024 * MiB);
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Child processes
+
+const CHILD = path.join(__dirname, 'child.js');
+
+function runChild<T>(job: Job): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const child = fork(CHILD, [JSON.stringify(job)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [] });
+    let reply: ChildReply | undefined;
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+    child.on('message', (m) => (reply = m as ChildReply));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (reply?.ok) resolve(reply.result as T);
+      else if (reply) reject(new Error(reply.error));
+      else reject(new Error(`child exited (${signal ?? code}) without a result: ${stderr.trim().slice(-500)}`));
+    });
+  });
+}
+
+function log(msg: string): void {
+  process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
+}
+
+function rotate<T>(xs: T[], by: number): T[] {
+  const k = by % xs.length;
+  return [...xs.slice(k), ...xs.slice(0, k)];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Rows
+
+type Kind = 'durable' | 'page-cache';
+
+interface Row {
+  section: 'save' | 'load';
+  bytes: number;
+  id: string;
+  label: string;
+  /** save: durable or page cache; load: warm or cold cache. */
+  kind: Kind | 'warm' | 'cold';
+  ms: number[];
+  peakExtraKiB: number[];
+  errors: string[];
+}
+
+function newRow(section: Row['section'], bytes: number, id: string, label: string, kind: Row['kind']): Row {
+  return { section, bytes, id, label, kind, ms: [], peakExtraKiB: [], errors: [] };
+}
+
+function record(row: Row, r: OpResult | ExternalRun | { error: string }, peakFromRss = false): string {
+  if ('error' in r && r.error !== undefined) {
+    row.errors.push(r.error);
+    return `failed: ${r.error.slice(0, 200)}`;
+  }
+  const ok = r as OpResult & ExternalRun;
+  row.ms.push(ok.ms);
+  const peak = peakFromRss ? ok.maxRssKiB : ok.peakExtraKiB;
+  if (peak !== undefined) row.peakExtraKiB.push(peak);
+  return (
+    `${(ok.ms / 1000).toFixed(2)} s, ${mibps(row.bytes, ok.ms).toFixed(0)} MiB/s` +
+    (peak !== undefined ? `, peak +${(peak / 1024).toFixed(0)} MiB` : '')
+  );
+}
+
+const medianMs = (row: Row): number => median(row.ms);
+const rate = (row: Row | undefined): number => (row && row.ms.length ? mibps(row.bytes, medianMs(row)) : NaN);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Section 1+2: saves
+
+interface SaveContender {
+  id: NodeSaveContender | 'dd-fsync' | 'dd' | 'torch';
+  label: string;
+  kind: Kind;
+}
+
+const SAVE_CONTENDERS: SaveContender[] = [
+  { id: 'native-durable', label: 'tfjs-checkpoint native (durable)', kind: 'durable' },
+  { id: 'js-durable', label: 'tfjs-checkpoint JS fallback (durable)', kind: 'durable' },
+  { id: 'dd-fsync', label: 'dd conv=fsync (reference)', kind: 'durable' },
+  { id: 'native-fast', label: 'tfjs-checkpoint native (durable: false)', kind: 'page-cache' },
+  { id: 'tfjs-node', label: 'tfjs-node file:// handler (encodeWeights + NodeFileSystem)', kind: 'page-cache' },
+  { id: 'writefile', label: 'fs.promises.writeFile (pre-concatenated)', kind: 'page-cache' },
+  { id: 'dd', label: 'dd (reference)', kind: 'page-cache' },
+  { id: 'torch', label: 'python torch.save', kind: 'page-cache' },
+];
+
+const TORCH_SCRIPT = path.join(__dirname, '..', '..', 'bench', 'torch_save.py');
+
+function runTorch(bytes: number, dir: string): OpResult | { error: string } {
+  const layoutFile = path.join(dir, 'layout.json');
+  fs.writeFileSync(layoutFile, JSON.stringify(makeLayout(bytes)));
+  const r = spawnSync('python3', [TORCH_SCRIPT, layoutFile, path.join(dir, 'model.pt')], { encoding: 'utf8' });
+  if (r.status !== 0) return { error: `torch.save failed: ${(r.stderr || String(r.error)).trim().slice(-300)}` };
+  const out = JSON.parse(r.stdout.trim().split('\n').pop() as string) as { ms: number; peakExtraKiB?: number };
+  return { ms: out.ms, baseRssKiB: 0, ...(out.peakExtraKiB !== undefined ? { peakExtraKiB: out.peakExtraKiB } : {}) };
+}
+
+async function benchSaves(o: Options, work: string, torch: boolean, canDrop: boolean): Promise<Row[]> {
+  const rows: Row[] = [];
+  const contenders = SAVE_CONTENDERS.filter((c) => c.id !== 'torch' || torch);
+  for (const bytes of o.sizes) {
+    const mine = contenders.map((c) => newRow('save', bytes, c.id, c.label, c.kind));
+    rows.push(...mine);
+    for (let rep = 0; rep < o.reps; rep++) {
+      for (const c of rotate(contenders, rep)) {
+        const row = mine.find((r) => r.id === c.id) as Row;
+        const dir = path.join(work, `save-${c.id}-${rep}`);
+        fs.mkdirSync(dir, { recursive: true });
+        if (!canDrop || !dropCaches()) syncAll();
+        let result: OpResult | ExternalRun | { error: string };
+        try {
+          if (c.id === 'dd' || c.id === 'dd-fsync')
+            result = ddWrite(path.join(dir, 'dd.bin'), bytes, c.id === 'dd-fsync');
+          else if (c.id === 'torch') result = runTorch(bytes, dir);
+          else result = await runChild<OpResult>({ op: 'save', contender: c.id, bytes, dir });
+        } catch (e) {
+          result = { error: (e as Error).message };
+        }
+        const line = record(row, result, c.id === 'dd' || c.id === 'dd-fsync');
+        log(`save ${sizeLabel(bytes)} rep ${rep + 1}/${o.reps} ${c.id}: ${line}`);
+        fs.rmSync(dir, { recursive: true, force: true });
+        syncAll();
+      }
+    }
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Section 3: loads
+
+interface LoadContender {
+  id: NodeLoadContender | 'dd-read';
+  label: string;
+}
+
+const LOAD_CONTENDERS: LoadContender[] = [
+  { id: 'native-verify', label: 'tfjs-checkpoint native loadTensors (CRC verified)' },
+  { id: 'js-verify', label: 'tfjs-checkpoint JS fallback loadTensors (CRC verified)' },
+  { id: 'raw-read', label: 'raw fs read into per-tensor buffers (no checks)' },
+  { id: 'dd-read', label: 'dd of=/dev/null (reference)' },
+];
+
+interface Roundtrip {
+  bytes: number;
+  backend: 'native' | 'js';
+  ok: boolean;
+  detail: string;
+}
+
+async function benchLoads(
+  o: Options,
+  work: string,
+  canDrop: boolean,
+): Promise<{ rows: Row[]; roundtrips: Roundtrip[] }> {
+  const rows: Row[] = [];
+  const roundtrips: Roundtrip[] = [];
+  const caches: ('warm' | 'cold')[] = canDrop ? ['warm', 'cold'] : ['warm'];
+  for (const bytes of o.sizes) {
+    const file = path.join(work, `load-${bytes}.safetensors`);
+    log(`load ${sizeLabel(bytes)}: writing the checkpoint and checking the round trip`);
+    await runChild({ op: 'create', bytes, file });
+    for (const backend of ['native', 'js'] as const) {
+      try {
+        const r = await runChild<RoundtripResult>({ op: 'roundtrip', backend, bytes, file });
+        roundtrips.push({ bytes, backend, ...r });
+      } catch (e) {
+        roundtrips.push({ bytes, backend, ok: false, detail: (e as Error).message });
+      }
+      const last = roundtrips[roundtrips.length - 1];
+      log(`load ${sizeLabel(bytes)} round trip (${backend}): ${last.ok ? 'ok' : 'FAILED'}: ${last.detail}`);
+    }
+    for (const cache of caches) {
+      const mine = LOAD_CONTENDERS.map((c) => newRow('load', bytes, c.id, c.label, cache));
+      rows.push(...mine);
+      for (let rep = 0; rep < o.reps; rep++) {
+        for (const c of rotate(LOAD_CONTENDERS, rep)) {
+          const row = mine.find((r) => r.id === c.id) as Row;
+          if (cache === 'cold') dropCaches();
+          else ddRead(file); // make sure every page is cached
+          let result: OpResult | ExternalRun | { error: string };
+          try {
+            result =
+              c.id === 'dd-read'
+                ? ddRead(file)
+                : await runChild<OpResult>({ op: 'load', contender: c.id, bytes, file });
+          } catch (e) {
+            result = { error: (e as Error).message };
+          }
+          const line = record(row, result, c.id === 'dd-read');
+          log(`load ${sizeLabel(bytes)} ${cache} rep ${rep + 1}/${o.reps} ${c.id}: ${line}`);
+        }
+      }
+    }
+    fs.rmSync(file, { force: true });
+  }
+  return { rows, roundtrips };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Strace breakdown of a native save (what bounds it)
+
+interface Profile {
+  contender: NodeSaveContender;
+  bytes: number;
+  wallMs: number;
+  /** Wall-clock seconds spent in each syscall (strace -f -c -w), the largest first. */
+  syscalls: { name: string; seconds: number; calls: number }[];
+}
+
+function straceSave(contender: NodeSaveContender, bytes: number, work: string): Profile | { error: string } {
+  const dir = path.join(work, `strace-${contender}`);
+  fs.mkdirSync(dir, { recursive: true });
+  const out = path.join(work, `strace-${contender}.txt`);
+  dropCaches();
+  const job: Job = { op: 'save', contender, bytes, dir };
+  const r = spawnSync('strace', ['-f', '-c', '-w', '-o', out, process.execPath, CHILD, JSON.stringify(job)], {
+    encoding: 'utf8',
+  });
+  fs.rmSync(dir, { recursive: true, force: true });
+  syncAll();
+  if (r.error || r.status !== 0) return { error: `strace failed: ${r.error?.message ?? r.stderr.slice(-300)}` };
+  const reply = JSON.parse(r.stdout.trim().split('\n').pop() as string) as ChildReply;
+  if (!reply.ok) return { error: reply.error };
+  const syscalls: Profile['syscalls'] = [];
+  for (const line of fs.readFileSync(out, 'utf8').split('\n')) {
+    const m = /^\s*[\d.]+\s+([\d.]+)\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$/.exec(line);
+    if (m && m[3] !== 'total') syscalls.push({ name: m[3], seconds: Number(m[1]), calls: Number(m[2]) });
+  }
+  fs.rmSync(out, { force: true });
+  syscalls.sort((a, b) => b.seconds - a.seconds);
+  return { contender, bytes, wallMs: (reply.result as OpResult).ms, syscalls: syscalls.slice(0, 8) };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sections 4 and 5
+
+interface StallSummary {
+  measured: boolean;
+  note: string;
+  weightBytes?: number;
+  modes?: Record<'none' | 'sync' | 'async', { epochMs: number[]; stallMs: number[]; closeMs: number[] }>;
+}
+
+const STALL = { epochs: 6, units: 512, samples: 2048 };
+
+async function benchStall(o: Options, work: string): Promise<StallSummary> {
+  const Ctor = loadCheckpointManager();
+  if (Ctor instanceof Error) {
+    return {
+      measured: false,
+      note: `not measured: CheckpointManager is not available (${Ctor.message.split('\n')[0]})`,
+    };
+  }
+  const modes = ['none', 'sync', 'async'] as const;
+  const out: NonNullable<StallSummary['modes']> = {
+    none: { epochMs: [], stallMs: [], closeMs: [] },
+    sync: { epochMs: [], stallMs: [], closeMs: [] },
+    async: { epochMs: [], stallMs: [], closeMs: [] },
+  };
+  let weightBytes = 0;
+  for (let rep = 0; rep < o.reps; rep++) {
+    for (const mode of rotate([...modes], rep)) {
+      const dir = path.join(work, `stall-${mode}-${rep}`);
+      fs.mkdirSync(dir, { recursive: true });
+      syncAll();
+      try {
+        const r = await runChild<StallResult>({ op: 'stall', mode, dir, ...STALL });
+        weightBytes = r.weightBytes;
+        // Epoch 0 includes tfjs's warm-up (kernel set-up, first allocations): left out of the medians.
+        out[mode].epochMs.push(...r.epochMs.slice(1));
+        out[mode].stallMs.push(...r.stallMs.slice(1));
+        out[mode].closeMs.push(r.closeMs);
+        log(
+          `stall rep ${rep + 1}/${o.reps} ${mode}: epoch median ${fixed(median(r.epochMs.slice(1)), 0)} ms` +
+            (mode === 'none' ? '' : `, step() median ${fixed(median(r.stallMs.slice(1)), 1)} ms`),
+        );
+      } catch (e) {
+        fs.rmSync(dir, { recursive: true, force: true });
+        return { measured: false, note: `not measured: the ${mode} run failed: ${(e as Error).message}` };
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return {
+    measured: true,
+    note:
+      `pure-JS @tensorflow/tfjs (cpu backend), MLP 64-${STALL.units}-${STALL.units}-10 with Adam, ` +
+      `${STALL.samples} samples, batch 64, ${STALL.epochs} epochs per run (the first left out), save every epoch`,
+    weightBytes,
+    modes: out,
+  };
+}
+
+interface CrcSummary {
+  bytes: number;
+  hardware: boolean;
+  agree: boolean;
+  gbps: Record<'hardware' | 'portable' | 'js', number[]>;
+}
+
+async function benchCrc(o: Options): Promise<CrcSummary> {
+  const bytes = 256 * MiB;
+  const r = await runChild<CrcResult>({ op: 'crc', bytes, reps: Math.max(5, o.reps) });
+  const gbps = {
+    hardware: r.ms.hardware.map((ms) => bytes / 1e9 / (ms / 1000)),
+    portable: r.ms.portable.map((ms) => bytes / 1e9 / (ms / 1000)),
+    js: r.ms.js.map((ms) => bytes / 1e9 / (ms / 1000)),
+  };
+  log(
+    `crc32c: hardware ${fixed(median(gbps.hardware), 2)} GB/s, portable ${fixed(median(gbps.portable), 2)}, js ${fixed(median(gbps.js), 2)}`,
+  );
+  return { bytes, hardware: r.hardware, agree: r.agree, gbps };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Targets
+
+interface Target {
+  target: string;
+  measured: string;
+  status: 'met' | 'missed' | 'not measured';
+  bound?: string;
+}
+
+function find(rows: Row[], section: Row['section'], bytes: number, id: string, kind?: Row['kind']): Row | undefined {
+  return rows.find((r) => r.section === section && r.bytes === bytes && r.id === id && (!kind || r.kind === kind));
+}
+
+function syscallNote(p: Profile | undefined): string {
+  if (!p) return '';
+  const total = p.wallMs / 1000;
+  const top = p.syscalls
+    .slice(0, 3)
+    .map((s) => `${s.name} ${s.seconds.toFixed(2)} s (${s.calls} calls)`)
+    .join(', ');
+  return `strace -f -c -w of one ${sizeLabel(p.bytes)} ${p.contender} save (${total.toFixed(2)} s wall): ${top}`;
+}
+
+function targets(
+  o: Options,
+  rows: Row[],
+  crc: CrcSummary | undefined,
+  stall: StallSummary | undefined,
+  profiles: Profile[],
+): Target[] {
+  const out: Target[] = [];
+  const status = (ok: boolean): Target['status'] => (ok ? 'met' : 'missed');
+  for (const bytes of o.sizes) {
+    const s = sizeLabel(bytes);
+    const nd = find(rows, 'save', bytes, 'native-durable');
+    const nf = find(rows, 'save', bytes, 'native-fast');
+    const ddf = find(rows, 'save', bytes, 'dd-fsync');
+    const dd = find(rows, 'save', bytes, 'dd');
+    const tfn = find(rows, 'save', bytes, 'tfjs-node');
+    if (nd && ddf && nd.ms.length && ddf.ms.length) {
+      const ratio = rate(nd) / rate(ddf);
+      out.push({
+        target: `${s}: native durable save >= 0.8x dd conv=fsync`,
+        measured: `${ratio.toFixed(2)}x (${fixed(rate(nd))} vs ${fixed(rate(ddf))} MiB/s)`,
+        status: status(ratio >= 0.8),
+        ...(ratio < 0.8
+          ? { bound: syscallNote(profiles.find((p) => p.contender === 'native-durable' && p.bytes === bytes)) }
+          : {}),
+      });
+    }
+    if (nf && dd && nf.ms.length && dd.ms.length) {
+      const ratio = rate(nf) / rate(dd);
+      out.push({
+        target: `${s}: native save (durable: false) >= 0.8x dd to the page cache`,
+        measured: `${ratio.toFixed(2)}x (${fixed(rate(nf))} vs ${fixed(rate(dd))} MiB/s)`,
+        status: status(ratio >= 0.8),
+        ...(ratio < 0.8
+          ? { bound: syscallNote(profiles.find((p) => p.contender === 'native-fast' && p.bytes === bytes)) }
+          : {}),
+      });
+    }
+    if (nf && tfn && nd && nf.ms.length && tfn.ms.length) {
+      const ratio = rate(nf) / rate(tfn);
+      const ceiling = rate(dd) / rate(tfn);
+      out.push({
+        target: `${s}: native save >= 10x tfjs-node's file:// handler`,
+        measured:
+          `${ratio.toFixed(1)}x durable: false, ${(rate(nd) / rate(tfn)).toFixed(1)}x durable ` +
+          `(tfjs-node ${fixed(rate(tfn))} MiB/s, page cache only)`,
+        status: status(ratio >= 10),
+        ...(ratio < 10
+          ? {
+              bound:
+                `plain dd into the page cache is only ${ceiling.toFixed(1)}x tfjs-node here: 10x would exceed the ` +
+                `machine's page-cache write bandwidth`,
+            }
+          : {}),
+      });
+    }
+    const limitKiB = (64 * MiB + 0.05 * bytes) / 1024;
+    for (const id of ['native-durable', 'native-fast', 'js-durable']) {
+      const r = find(rows, 'save', bytes, id);
+      if (!r || !r.peakExtraKiB.length) continue;
+      const peak = Math.max(...r.peakExtraKiB);
+      out.push({
+        target: `${s}: ${id} peak extra memory <= 64 MiB + 5% (${fixed(limitKiB / 1024)} MiB)`,
+        measured: `${fixed(peak / 1024)} MiB (max of ${r.peakExtraKiB.length} runs)`,
+        status: status(peak <= limitKiB),
+      });
+    }
+    for (const cache of ['warm', 'cold'] as const) {
+      const nv = find(rows, 'load', bytes, 'native-verify', cache);
+      const raw = find(rows, 'load', bytes, 'raw-read', cache);
+      if (!nv || !raw || !nv.ms.length || !raw.ms.length) continue;
+      const ratio = rate(nv) / rate(raw);
+      out.push({
+        target: `${s}: native verified load >= 0.8x raw read (${cache} cache)`,
+        measured: `${ratio.toFixed(2)}x (${fixed(rate(nv))} vs ${fixed(rate(raw))} MiB/s)`,
+        status: status(ratio >= 0.8),
+      });
+    }
+  }
+  if (stall) {
+    if (!stall.measured || !stall.modes) {
+      out.push({ target: 'async stall <= 10% of the sync save', measured: stall.note, status: 'not measured' });
+      out.push({
+        target: 'epoch time with a save every epoch within 5% of none',
+        measured: stall.note,
+        status: 'not measured',
+      });
+    } else {
+      const m = stall.modes;
+      const a = median(m.async.stallMs);
+      const sy = median(m.sync.stallMs);
+      out.push({
+        target: 'async: stall per save <= 10% of the sync save',
+        measured: `${fixed(a, 1)} ms vs ${fixed(sy, 1)} ms (${fixed((100 * a) / sy, 1)}%)`,
+        status: status(a <= 0.1 * sy),
+      });
+      const ea = median(m.async.epochMs);
+      const en = median(m.none.epochMs);
+      out.push({
+        target: 'async: epoch time with a save every epoch within 5% of none',
+        measured: `${fixed(ea)} ms vs ${fixed(en)} ms (${fixed((100 * (ea - en)) / en, 1)}%)`,
+        status: status(ea <= 1.05 * en),
+      });
+    }
+  }
+  if (crc) {
+    const g = median(crc.gbps.hardware);
+    out.push({
+      target: 'CRC32C >= 10 GB/s on one core (hardware)',
+      measured: crc.hardware ? `${fixed(g, 1)} GB/s` : `no hardware CRC32C on this CPU (${fixed(g, 1)} GB/s portable)`,
+      status: crc.hardware ? status(g >= 10) : 'not measured',
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Report
+
+interface Results {
+  date: string;
+  command: string;
+  durationS: number;
+  reps: number;
+  machine: MachineInfo;
+  torch: string;
+  save: Row[];
+  load: Row[];
+  roundtrips: Roundtrip[];
+  profiles: Profile[];
+  crc?: CrcSummary;
+  stall?: StallSummary;
+  targets: Target[];
+}
+
+function saveTable(rows: Row[]): string {
+  const ref = (r: Row): Row | undefined => find(rows, 'save', r.bytes, r.kind === 'durable' ? 'dd-fsync' : 'dd');
+  return markdownTable(
+    ['size', 'contender', 'guarantee', 'MiB/s', 'x dd', 'time s (min–max)', 'peak extra MiB', 'runs'],
+    rows.map((r) => {
+      if (!r.ms.length) {
+        return [sizeLabel(r.bytes), r.label, r.kind, `failed: ${r.errors[0] ?? '?'}`.slice(0, 120), '', '', '', '0'];
+      }
+      const isDd = r.id.startsWith('dd');
+      return [
+        sizeLabel(r.bytes),
+        r.label,
+        r.kind,
+        fixed(rate(r)),
+        isDd ? '1' : fixed(rate(r) / rate(ref(r)), 2),
+        spread(
+          r.ms.map((x) => x / 1000),
+          2,
+        ),
+        r.peakExtraKiB.length ? `${isDd ? 'RSS ' : ''}${fixed(median(r.peakExtraKiB) / 1024)}` : '—',
+        `${r.ms.length}${r.errors.length ? ` (${r.errors.length} failed)` : ''}`,
+      ];
+    }),
+  );
+}
+
+function loadTable(rows: Row[]): string {
+  return markdownTable(
+    ['size', 'cache', 'contender', 'MiB/s', 'x raw read', 'time s (min–max)', 'peak extra MiB', 'runs'],
+    rows.map((r) => {
+      const raw = find(rows, 'load', r.bytes, 'raw-read', r.kind);
+      if (!r.ms.length) return [sizeLabel(r.bytes), r.kind, r.label, `failed: ${r.errors[0] ?? '?'}`, '', '', '', '0'];
+      return [
+        sizeLabel(r.bytes),
+        r.kind,
+        r.label,
+        fixed(rate(r)),
+        fixed(rate(r) / rate(raw), 2),
+        spread(
+          r.ms.map((x) => x / 1000),
+          2,
+        ),
+        r.peakExtraKiB.length ? `${r.id === 'dd-read' ? 'RSS ' : ''}${fixed(median(r.peakExtraKiB) / 1024)}` : '—',
+        `${r.ms.length}${r.errors.length ? ` (${r.errors.length} failed)` : ''}`,
+      ];
+    }),
+  );
+}
+
+function report(res: Results): string {
+  const m = res.machine;
+  const parts: string[] = [];
+  parts.push(`# tfjs-checkpoint benchmark`);
+  parts.push(
+    `Run ${res.date} (\`${res.command}\`, ${res.durationS.toFixed(0)} s). Machine: ${m.cpu}, ${m.cores} cores, ` +
+      `${m.memoryGiB} GiB RAM, ${m.kernel}, Node ${m.node}; files on ${m.filesystem}. ` +
+      `Each figure is the median of ${res.reps} runs, contenders interleaved round-robin, each Node contender in a ` +
+      `fresh child process. Page cache: ${m.dropCaches ? 'flushed and dropped before every save and before every cold load' : 'could not be dropped (not root): saves start after a sync, loads are warm only'}.`,
+  );
+  parts.push(`## Save throughput and peak extra memory`);
+  parts.push(
+    'MiB/s of tensor data. "x dd": durable rows against `dd conv=fsync`, page-cache rows against plain `dd` of the ' +
+      "same number of bytes. Peak extra memory: the child's peak RSS during the save minus its RSS with the weights " +
+      "allocated (for dd: its whole peak RSS). tfjs-node's and writeFile's rows do not fsync. " +
+      `torch: ${res.torch}.`,
+  );
+  parts.push(saveTable(res.save));
+  if (res.profiles.length) {
+    parts.push(
+      'Where the time of a native save goes (one extra run each, under `strace -f -c -w`, not in the medians):',
+    );
+    parts.push(
+      res.profiles
+        .map(
+          (p) =>
+            `- ${sizeLabel(p.bytes)} ${p.contender}, ${(p.wallMs / 1000).toFixed(2)} s: ` +
+            p.syscalls
+              .slice(0, 5)
+              .map((s) => `${s.name} ${s.seconds.toFixed(3)} s / ${s.calls}`)
+              .join(', '),
+        )
+        .join('\n'),
+    );
+  }
+  parts.push(`## Load`);
+  parts.push(
+    'Whole checkpoint into one ArrayBuffer per tensor. Warm: the file is read once before each run; cold: caches ' +
+      'dropped before each run. Peak extra memory excludes the loaded bytes themselves.',
+  );
+  parts.push(loadTable(res.load));
+  parts.push(
+    'Round trips (saved natively, loaded with verification, every byte compared with the regenerated weights):\n' +
+      res.roundtrips
+        .map((r) => `- ${sizeLabel(r.bytes)}, ${r.backend} load: ${r.ok ? 'ok' : 'FAILED'} (${r.detail})`)
+        .join('\n'),
+  );
+  parts.push(`## Training-loop stall`);
+  if (res.stall?.measured && res.stall.modes) {
+    const s = res.stall.modes;
+    parts.push(`${res.stall.note}; weights ${sizeLabel(res.stall.weightBytes ?? 0)}.`);
+    parts.push(
+      markdownTable(
+        ['checkpointing', 'epoch ms (min–max)', 'step() blocks the loop, ms (min–max)', 'close() ms', 'epochs'],
+        (['none', 'sync', 'async'] as const).map((k) => [
+          k === 'none' ? 'none' : `save every epoch, ${k}`,
+          spread(s[k].epochMs),
+          k === 'none' ? '—' : spread(s[k].stallMs, 1),
+          k === 'none' ? '—' : fixed(median(s[k].closeMs), 1),
+          String(s[k].epochMs.length),
+        ]),
+      ),
+    );
+  } else {
+    parts.push(res.stall?.note ?? 'not measured: section not run');
+  }
+  parts.push(`## CRC32C`);
+  if (res.crc) {
+    const c = res.crc;
+    parts.push(
+      `${sizeLabel(c.bytes)} buffer, one core, GB/s (10^9 bytes/s); all implementations ${c.agree ? 'agree' : 'DISAGREE'}.`,
+    );
+    parts.push(
+      markdownTable(
+        ['implementation', 'GB/s (min–max)', 'runs'],
+        [
+          [
+            `native crc32c (${c.hardware ? 'hardware' : 'no hardware: portable'})`,
+            spread(c.gbps.hardware, 2),
+            String(c.gbps.hardware.length),
+          ],
+          ['native crc32cPortable (table)', spread(c.gbps.portable, 2), String(c.gbps.portable.length)],
+          ['JS lib/crc32c.ts (slicing-by-8)', spread(c.gbps.js, 2), String(c.gbps.js.length)],
+        ],
+      ),
+    );
+  } else parts.push('not measured: section not run');
+  parts.push(`## Targets`);
+  parts.push(
+    markdownTable(
+      ['target', 'measured', 'status', 'what bounds it'],
+      res.targets.map((t) => [t.target, t.measured, t.status, t.bound ?? '']),
+    ),
+  );
+  return parts.join('\n\n') + '\n';
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const started = Date.now();
+  const work = fs.mkdtempSync(path.join(o.dir, 'tfjs-checkpoint-bench-'));
+  const cleanup = (): void => fs.rmSync(work, { recursive: true, force: true });
+  process.on('SIGINT', () => {
+    cleanup();
+    process.exit(130);
+  });
+  const native = loadNativeBackend();
+  if ('error' in native)
+    throw new Error(`the native addon does not load (npm run build:native): ${native.error.message}`);
+  const canDrop = dropCaches();
+  const torch = detectTorch();
+  const machine = machineInfo(work, canDrop, torch.note);
+  machine.crc32cHardware = native.backend.crc32cHardware;
+  log(
+    `bench in ${work}: sizes ${o.sizes.map(sizeLabel).join(', ')}, ${o.reps} reps; drop_caches ${canDrop ? 'works' : 'not permitted'}; ${torch.note}`,
+  );
+  const res: Results = {
+    date: new Date().toISOString(),
+    command: ['npm run bench', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])].join(' '),
+    durationS: 0,
+    reps: o.reps,
+    machine,
+    torch: torch.note,
+    save: [],
+    load: [],
+    roundtrips: [],
+    profiles: [],
+    targets: [],
+  };
+  try {
+    if (o.sections.has('crc')) res.crc = await benchCrc(o);
+    if (o.sections.has('save')) {
+      res.save = await benchSaves(o, work, torch.available, canDrop);
+      const straceOk = spawnSync('strace', ['-V']).status === 0;
+      if (o.profile && straceOk) {
+        const bytes = Math.max(...o.sizes.filter((b) => b <= 1024 * MiB));
+        for (const c of ['native-durable', 'native-fast'] as const) {
+          const p = straceSave(c, bytes, work);
+          if ('error' in p) log(`strace ${c}: ${p.error}`);
+          else {
+            res.profiles.push(p);
+            log(`strace ${c}: ${syscallNote(p)}`);
+          }
+        }
+      }
+    }
+    if (o.sections.has('load'))
+      Object.assign(res, await benchLoads(o, work, canDrop).then((r) => ({ load: r.rows, roundtrips: r.roundtrips })));
+    if (o.sections.has('stall')) res.stall = await benchStall(o, work);
+  } finally {
+    cleanup();
+  }
+  res.durationS = (Date.now() - started) / 1000;
+  res.targets = targets(o, [...res.save, ...res.load], res.crc, res.stall, res.profiles);
+  const md = report(res);
+  const root = findPackageRoot(__dirname) ?? process.cwd();
+  const outDir = path.join(root, 'bench', 'results');
+  fs.mkdirSync(outDir, { recursive: true });
+  fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(res, null, 2) + '\n');
+  fs.writeFileSync(path.join(outDir, 'results.md'), md);
+  process.stdout.write('\n' + md);
+  log(`done in ${res.durationS.toFixed(0)} s; wrote ${path.relative(process.cwd(), outDir)}/results.{json,md}`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});
