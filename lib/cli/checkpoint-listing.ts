@@ -1,0 +1,254 @@
+/**
+ * What `ls` and `plot` show about a checkpoint directory: its checkpoints (epoch, metrics, monitored value, size,
+ * time), which is best and which is last. Read from the CheckpointManager's index (checkpoint-index.ts) when the
+ * directory has a valid one; otherwise from each checkpoint file's own metadata (the manager's record, or the
+ * training information saveCheckpoint stores), so a directory without an index, or with a damaged one, still lists.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { INDEX_FILENAME, MANAGER_METADATA_KEY, type CheckpointIndex, readIndex } from '../checkpoint-index';
+import { parseTrainingMetadata } from '../checkpoint-metadata';
+import { fromNodeError } from '../errors';
+import { lookupMetric, resolveMonitorMode, type MonitorMode } from '../metrics';
+import { readCheckpointInfo } from '../tensors';
+
+export interface ListedCheckpoint {
+  file: string;
+  /** 0-based epoch as recorded (file names and the CLI's table show epoch + 1, as Keras does). */
+  epoch: number | null;
+  batch?: number;
+  metrics: Record<string, number>;
+  /** The monitored metric's value, null when missing. */
+  score: number | null;
+  /** 'best' | 'periodic' | 'last' from the manager; 'checkpoint' for a file saved otherwise. */
+  kind: string;
+  savedAt: string | null;
+  /** Bytes on disk, null when the file is missing. */
+  size: number | null;
+  best: boolean;
+  last: boolean;
+  /** Why the file could not be read (metadata source), or that it is missing (index source). */
+  problem?: string;
+}
+
+export interface Listing {
+  directory: string;
+  /** Where the list comes from. */
+  source: 'index' | 'metadata';
+  /** Why the index was not used, when it exists but is damaged. */
+  indexProblem?: string;
+  monitor: string | null;
+  mode: MonitorMode | null;
+  checkpoints: ListedCheckpoint[];
+  best: string | null;
+  last: string | null;
+  /** Per-epoch metrics when the index records the whole training history (a `history` array), else undefined. */
+  history?: { epoch: number; metrics: Record<string, number> }[];
+}
+
+async function sizeOf(file: string): Promise<number | null> {
+  try {
+    const st = await fsp.stat(file);
+    return st.isFile() ? st.size : null;
+  } catch {
+    return null;
+  }
+}
+
+async function checkDirectory(dir: string): Promise<void> {
+  let st;
+  try {
+    st = await fsp.stat(dir);
+  } catch (e) {
+    throw fromNodeError(e, dir, 'open the directory');
+  }
+  if (!st.isDirectory()) {
+    const err = new Error(`Not a directory: ${dir}`) as NodeJS.ErrnoException;
+    err.code = 'ENOTDIR';
+    err.syscall = 'scandir';
+    throw fromNodeError(err, dir, 'list');
+  }
+}
+
+function decodeNumber(v: unknown): number | undefined {
+  if (typeof v === 'number') return v;
+  if (v === 'NaN') return NaN;
+  if (v === 'Infinity') return Infinity;
+  if (v === '-Infinity') return -Infinity;
+  return undefined;
+}
+
+/** The optional `history` array of an index file (not part of the parsed CheckpointIndex). */
+async function readHistory(dir: string): Promise<Listing['history']> {
+  try {
+    const raw = JSON.parse(await fsp.readFile(path.join(dir, INDEX_FILENAME), 'utf8')) as { history?: unknown };
+    if (!Array.isArray(raw.history)) return undefined;
+    const out: NonNullable<Listing['history']> = [];
+    for (const h of raw.history as unknown[]) {
+      const o = h as { epoch?: unknown; metrics?: unknown };
+      if (!o || !Number.isSafeInteger(o.epoch) || o.metrics === null || typeof o.metrics !== 'object') continue;
+      const metrics: Record<string, number> = {};
+      for (const [k, v] of Object.entries(o.metrics as object)) {
+        const n = decodeNumber(v);
+        if (n !== undefined) metrics[k] = n;
+      }
+      out.push({ epoch: o.epoch as number, metrics });
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
+async function fromIndex(dir: string, index: CheckpointIndex): Promise<Listing> {
+  const checkpoints: ListedCheckpoint[] = [];
+  for (const e of index.checkpoints) {
+    const size = await sizeOf(path.join(dir, e.file));
+    checkpoints.push({
+      file: e.file,
+      epoch: e.epoch,
+      ...(e.batch !== undefined ? { batch: e.batch } : {}),
+      metrics: e.metrics,
+      score: e.score ?? lookupMetric(e.metrics, index.monitor) ?? null,
+      kind: e.kind,
+      savedAt: e.savedAt || null,
+      size,
+      best: e.file === index.best,
+      last: e.file === index.last,
+      ...(size === null ? { problem: 'listed in the index but missing on disk' } : {}),
+    });
+  }
+  const history = await readHistory(dir);
+  return {
+    directory: dir,
+    source: 'index',
+    monitor: index.monitor,
+    mode: index.mode,
+    checkpoints,
+    best: index.best,
+    last: index.last,
+    ...(history ? { history } : {}),
+  };
+}
+
+interface ScannedFile {
+  entry: ListedCheckpoint;
+  monitor?: string;
+}
+
+/** One file's record from its metadata: the manager's record when present, else saveCheckpoint's training info. */
+function recordFromMetadata(file: string, size: number, metadata: Record<string, string>): ScannedFile {
+  const base: ListedCheckpoint = {
+    file,
+    epoch: null,
+    metrics: {},
+    score: null,
+    kind: 'checkpoint',
+    savedAt: null,
+    size,
+    best: false,
+    last: false,
+  };
+  const training = parseTrainingMetadata(metadata);
+  if (training.epoch !== undefined) base.epoch = training.epoch;
+  if (training.metrics) base.metrics = training.metrics;
+  if (training.createdAt) base.savedAt = training.createdAt.toISOString();
+  let monitor = training.monitor;
+  const managerText = metadata[MANAGER_METADATA_KEY];
+  if (managerText !== undefined) {
+    try {
+      const m = JSON.parse(managerText) as Record<string, unknown>;
+      if (Number.isSafeInteger(m.epoch)) base.epoch = m.epoch as number;
+      if (Number.isSafeInteger(m.batch)) base.batch = m.batch as number;
+      if (m.metrics && typeof m.metrics === 'object') {
+        const metrics: Record<string, number> = {};
+        for (const [k, v] of Object.entries(m.metrics as object)) {
+          const n = decodeNumber(v);
+          if (n !== undefined) metrics[k] = n;
+        }
+        base.metrics = metrics;
+      }
+      if (typeof m.kind === 'string') base.kind = m.kind;
+      if (typeof m.savedAt === 'string' && m.savedAt) base.savedAt = m.savedAt;
+      if (typeof m.monitor === 'string') monitor = m.monitor;
+    } catch {
+      base.problem = `its ${MANAGER_METADATA_KEY} metadata is not JSON`;
+    }
+  }
+  return { entry: base, ...(monitor ? { monitor } : {}) };
+}
+
+async function fromMetadata(dir: string, indexProblem?: string): Promise<Listing> {
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch (e) {
+    throw fromNodeError(e, dir, 'list the directory');
+  }
+  const scanned: ScannedFile[] = [];
+  for (const name of names.filter((n) => n.endsWith('.safetensors') && !n.startsWith('.')).sort()) {
+    const full = path.join(dir, name);
+    const size = await sizeOf(full);
+    if (size === null) continue;
+    try {
+      const info = await readCheckpointInfo(full);
+      scanned.push(recordFromMetadata(name, size, info.metadata));
+    } catch (e) {
+      scanned.push({
+        entry: {
+          file: name,
+          epoch: null,
+          metrics: {},
+          score: null,
+          kind: 'unreadable',
+          savedAt: null,
+          size,
+          best: false,
+          last: false,
+          problem: (e as Error).message,
+        },
+      });
+    }
+  }
+  // The monitor most files name.
+  const counts = new Map<string, number>();
+  for (const s of scanned) if (s.monitor) counts.set(s.monitor, (counts.get(s.monitor) ?? 0) + 1);
+  const monitor = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? null;
+  const mode = monitor ? resolveMonitorMode(monitor, 'auto') : null;
+  const checkpoints = scanned.map((s) => s.entry);
+  for (const c of checkpoints) {
+    if (!monitor) continue;
+    const v = lookupMetric(c.metrics, monitor);
+    c.score = v !== undefined && Number.isFinite(v) ? v : null;
+  }
+  checkpoints.sort((a, b) => (a.epoch ?? -1) - (b.epoch ?? -1) || (a.batch ?? Infinity) - (b.batch ?? Infinity));
+  // Best: strictly better wins, so among equal scores the earliest stays best (a tie never replaces a best).
+  let best: ListedCheckpoint | undefined;
+  for (const c of checkpoints) {
+    if (c.score === null || c.kind === 'last') continue;
+    if (!best || (mode === 'max' ? c.score > (best.score as number) : c.score < (best.score as number))) best = c;
+  }
+  const readable = checkpoints.filter((c) => c.kind !== 'unreadable');
+  const last = readable.length ? readable[readable.length - 1] : undefined;
+  if (best) best.best = true;
+  if (last) last.last = true;
+  return {
+    directory: dir,
+    source: 'metadata',
+    ...(indexProblem ? { indexProblem } : {}),
+    monitor,
+    mode,
+    checkpoints,
+    best: best?.file ?? null,
+    last: last?.file ?? null,
+  };
+}
+
+/** Lists the checkpoints of `dir` (see the module comment). */
+export async function listCheckpoints(dirArg: string): Promise<Listing> {
+  const dir = path.resolve(dirArg);
+  await checkDirectory(dir);
+  const read = await readIndex(dir);
+  if (read.status === 'ok') return fromIndex(dir, read.index);
+  return fromMetadata(dir, read.status === 'damaged' ? read.reason : undefined);
+}

@@ -1,0 +1,64 @@
+/**
+ * `export FILE OUTDIR`: rebuilds the model a checkpoint describes (its topology and weights) and writes it as a tfjs
+ * layers model, model.json plus weight shards, which `tf.loadLayersModel('file://OUTDIR/model.json')` (tfjs-node) or
+ * any tfjs layers loader reads.
+ */
+import * as path from 'node:path';
+import { MetadataKey } from '../../checkpoint-metadata';
+import { readCheckpointInfo } from '../../tensors';
+import { type CliContext, out, outJson } from '../context';
+import { CliError, ExitCode } from '../exit-codes';
+import { formatBytes } from '../format-output';
+import { MODEL_JSON, layersDirWriter } from '../layers-dir';
+import { requireTfjs } from '../tfjs';
+
+export interface ExportArgs {
+  /** Also write the optimizer state (weights of group 'optimizer'). Default: false. */
+  includeOptimizer?: boolean;
+  /** Maximum bytes per shard. Default: 4 MiB. */
+  shardBytes?: number;
+}
+
+export async function exportCommand(
+  ctx: CliContext,
+  file: string,
+  outdir: string,
+  args: ExportArgs = {},
+): Promise<void> {
+  const info = await readCheckpointInfo(file);
+  if (info.metadata[MetadataKey.MODEL_TOPOLOGY] === undefined) {
+    throw new CliError(
+      ExitCode.INVALID,
+      `${info.path} holds weights only, no model topology: export needs a checkpoint saved with the model ` +
+        '(saveCheckpoint without weightsOnly)',
+    );
+  }
+  const includeOptimizer = args.includeOptimizer === true;
+  if (includeOptimizer && info.metadata[MetadataKey.OPTIMIZER_WEIGHTS] === undefined) {
+    throw new CliError(ExitCode.INVALID, `${info.path} has no optimizer state to export (--include-optimizer)`);
+  }
+  requireTfjs('export');
+  const { loadModel } = await import('../../model');
+  const model = await loadModel(info.path);
+  try {
+    const dir = path.resolve(outdir);
+    const result = await model.save(layersDirWriter(dir, { shardBytes: args.shardBytes }), { includeOptimizer });
+    const bytes = result.modelArtifactsInfo.weightDataBytes ?? 0;
+    const summary = {
+      checkpoint: info.path,
+      modelJson: path.join(dir, MODEL_JSON),
+      weights: model.weights.length,
+      weightBytes: bytes,
+      includeOptimizer,
+    };
+    if (ctx.json) outJson(ctx, summary);
+    else
+      out(
+        ctx,
+        `Exported ${info.path} to ${summary.modelJson} (${summary.weights} weights, ${formatBytes(bytes)}` +
+          `${includeOptimizer ? ', with optimizer state' : ''})`,
+      );
+  } finally {
+    model.dispose();
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * `plot DIR [--out FILE.svg|.html]`: charts the monitored metric per epoch of a checkpoint directory, saved
+ * checkpoints marked and the best highlighted (metric-chart.ts).
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { fromNodeError } from '../../errors';
+import { listCheckpoints } from '../checkpoint-listing';
+import { type CliContext, out, outJson } from '../context';
+import { CliError, ExitCode } from '../exit-codes';
+import { chartPoints, chartSpec, htmlPage, renderSvg } from '../metric-chart';
+
+export interface PlotArgs {
+  /** Output file, .svg or .html. Default: DIR/metrics.svg. */
+  out?: string;
+}
+
+export async function plotCommand(ctx: CliContext, dir: string, args: PlotArgs = {}): Promise<void> {
+  const listing = await listCheckpoints(dir);
+  const points = chartPoints(listing);
+  if (points.length === 0) {
+    throw new CliError(
+      ExitCode.INVALID,
+      listing.monitor
+        ? `No ${listing.monitor} values to plot in ${listing.directory}`
+        : `No checkpoints with a monitored metric in ${listing.directory}`,
+    );
+  }
+  const target = path.resolve(args.out ?? path.join(listing.directory, 'metrics.svg'));
+  const svg = await renderSvg(chartSpec(listing, points));
+  const content = /\.html$/i.test(target) ? htmlPage(`${listing.monitor} per epoch: ${listing.directory}`, svg) : svg;
+  try {
+    await fsp.mkdir(path.dirname(target), { recursive: true });
+    await fsp.writeFile(target, content);
+  } catch (e) {
+    throw fromNodeError(e, target, 'write');
+  }
+  const best = points.find((p) => p.best);
+  const summary = {
+    out: target,
+    monitor: listing.monitor,
+    mode: listing.mode,
+    source: listing.history ? 'index history' : listing.source,
+    points: points.length,
+    saved: points.filter((p) => p.saved).length,
+    best: best ? { epoch: best.epoch, value: best.value, file: best.file } : null,
+  };
+  if (ctx.json) outJson(ctx, summary);
+  else
+    out(
+      ctx,
+      `Wrote ${target}: ${summary.points} epoch(s) of ${listing.monitor}, ${summary.saved} saved` +
+        (best ? `, best epoch ${best.epoch} (${best.value.toFixed(4)})` : ''),
+    );
+}

@@ -1,0 +1,102 @@
+/**
+ * `verify FILE|DIR`: checks every checksum (the header's and each tensor's) of one checkpoint or of every
+ * `*.safetensors` file in a directory. Prints one line per file; exits 1 when any file fails, naming the tensor.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { CheckpointError, fromNodeError } from '../../errors';
+import { verifyCheckpoint } from '../../tensors';
+import { type CliContext, out, outJson } from '../context';
+import { CliError, ExitCode, errorLine, exitCodeFor } from '../exit-codes';
+import { formatBytes } from '../format-output';
+import { byteProgress } from '../progress';
+
+export interface VerifyFileResult {
+  path: string;
+  ok: boolean;
+  tensors?: number;
+  bytes?: number;
+  /** On failure: the error code (e.g. ERR_CHECKPOINT_CHECKSUM), the message and the tensor concerned, if any. */
+  code?: string;
+  error?: string;
+  tensor?: string;
+}
+
+/** The checkpoint files of a directory, sorted by name. */
+export async function listCheckpointFiles(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch (e) {
+    throw fromNodeError(e, dir, 'read the directory');
+  }
+  return names
+    .filter((n) => n.endsWith('.safetensors') && !n.startsWith('.'))
+    .sort()
+    .map((n) => path.join(dir, n));
+}
+
+async function statTarget(target: string): Promise<import('node:fs').Stats> {
+  try {
+    return await fsp.stat(target);
+  } catch (e) {
+    throw fromNodeError(e, path.resolve(target), 'open');
+  }
+}
+
+export async function verifyCommand(ctx: CliContext, target: string): Promise<void> {
+  const st = await statTarget(target);
+  const files = st.isDirectory() ? await listCheckpointFiles(path.resolve(target)) : [path.resolve(target)];
+  if (files.length === 0) {
+    throw new CliError(ExitCode.INVALID, `No checkpoint files (*.safetensors) in ${path.resolve(target)}`);
+  }
+  const sizes = await Promise.all(
+    files.map((f) =>
+      fsp.stat(f).then(
+        (s) => s.size,
+        () => 0,
+      ),
+    ),
+  );
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const progress = byteProgress(ctx, total);
+  const results: VerifyFileResult[] = [];
+  try {
+    for (let i = 0; i < files.length; i++) {
+      const file = files[i];
+      let result: VerifyFileResult;
+      try {
+        const r = await verifyCheckpoint(file);
+        result = { path: file, ok: true, tensors: r.tensors, bytes: r.bytes };
+      } catch (e) {
+        // A failure that is not about this file's content (e.g. EACCES on one file) is still reported per file;
+        // only errors unrelated to files (bugs) propagate.
+        if (!(e instanceof CheckpointError)) throw e;
+        result = { path: file, ok: false, code: e.code, error: e.message, ...(e.tensor ? { tensor: e.tensor } : {}) };
+        ctx.exitCode = Math.max(ctx.exitCode, exitCodeFor(e));
+      }
+      results.push(result);
+      progress.advance(sizes[i], path.basename(file));
+      if (!ctx.json && !progress.shown) out(ctx, resultLine(result));
+    }
+  } finally {
+    progress.stop();
+  }
+  if (!ctx.json && progress.shown) for (const r of results) out(ctx, resultLine(r));
+  const failed = results.filter((r) => !r.ok).length;
+  if (ctx.json) {
+    outJson(ctx, { ok: failed === 0, checked: results.length, failed, files: results });
+    return;
+  }
+  if (files.length > 1 || failed > 0) {
+    out(
+      ctx,
+      failed === 0 ? `All ${results.length} checkpoint(s) OK` : `${failed} of ${results.length} checkpoint(s) FAILED`,
+    );
+  }
+}
+
+function resultLine(r: VerifyFileResult): string {
+  if (r.ok) return `OK      ${r.path} (${r.tensors} tensors, ${formatBytes(r.bytes ?? 0)})`;
+  return `FAILED  ${r.path}: ${errorLine(new CheckpointError(r.code ?? 'EIO', r.error ?? ''))}`;
+}

@@ -1,0 +1,217 @@
+/**
+ * tfjs layers-model directories (the format of `model.save('file://dir')` and of tensorflowjs_converter): a
+ * `model.json` (topology, training config, weights manifest) beside binary weight shards. Two IOHandlers:
+ * `layersDirWriter` for `model.save` and `layersDirReader` for `tf.loadLayersModel`. Both work with any tfjs
+ * platform, including the pure-JS one, and produce/accept exactly what tfjs-node's `file://` handler does.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type * as tfTypes from '@tensorflow/tfjs';
+import { fromNodeError } from '../errors';
+import { acquireTempPath, releaseTempPath } from '../tempfiles';
+import { CliError, ExitCode } from './exit-codes';
+
+type ModelArtifacts = tfTypes.io.ModelArtifacts;
+type WeightsManifestEntry = tfTypes.io.WeightsManifestEntry;
+type ModelJSON = tfTypes.io.ModelJSON;
+
+export const MODEL_JSON = 'model.json';
+/** Our shard names follow tensorflowjs_converter: group1-shard1of3.bin, ... */
+const SHARD_PATTERN = /^group1-shard\d+of\d+\.bin$/;
+
+export interface LayersDirWriterArgs {
+  /** Maximum bytes per weight shard. Default: 4 MiB (tensorflowjs_converter's default). */
+  shardBytes?: number;
+  /** Recorded as model.json's `convertedBy`. Default: 'tfjs-checkpoint'. */
+  convertedBy?: string;
+}
+
+/** The byte chunks of weightData in order, as Uint8Array views (no copy). */
+function chunks(weightData: ArrayBuffer | ArrayBuffer[] | undefined): Uint8Array[] {
+  if (weightData === undefined) return [];
+  return (Array.isArray(weightData) ? weightData : [weightData]).map((b) => new Uint8Array(b));
+}
+
+async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = acquireTempPath(dir);
+  try {
+    await fsp.writeFile(tmp, data, { flag: 'wx' });
+    await fsp.rename(tmp, file);
+  } catch (e) {
+    await fsp.unlink(tmp).catch(() => undefined);
+    throw fromNodeError(e, file, 'write');
+  } finally {
+    releaseTempPath(tmp);
+  }
+}
+
+/**
+ * An IOHandler that writes `dir/model.json` and `dir/group1-shardKofN.bin`. Shards are written first and model.json
+ * last, each through a temp file and a rename, so a model.json on disk always describes complete shards. Stale shards
+ * of an earlier export into the same directory are removed.
+ */
+export function layersDirWriter(dir: string, args: LayersDirWriterArgs = {}): tfTypes.io.IOHandler {
+  const shardBytes = args.shardBytes ?? 4 * 1024 * 1024;
+  return {
+    async save(artifacts: ModelArtifacts): Promise<tfTypes.io.SaveResult> {
+      if (artifacts.modelTopology instanceof ArrayBuffer) {
+        throw new CliError(ExitCode.INVALID, 'Cannot export a graph model (binary topology): only layers models');
+      }
+      try {
+        await fsp.mkdir(dir, { recursive: true });
+      } catch (e) {
+        throw fromNodeError(e, dir, 'create the directory');
+      }
+      const parts = chunks(artifacts.weightData);
+      const total = parts.reduce((a, p) => a + p.byteLength, 0);
+      const count = Math.max(1, Math.ceil(total / shardBytes));
+      const names: string[] = [];
+      let part = 0;
+      let offsetInPart = 0;
+      for (let s = 0; s < count; s++) {
+        const size = Math.min(shardBytes, total - s * shardBytes);
+        const shard = new Uint8Array(Math.max(0, size));
+        let filled = 0;
+        while (filled < shard.length) {
+          const p = parts[part];
+          const n = Math.min(p.byteLength - offsetInPart, shard.length - filled);
+          shard.set(p.subarray(offsetInPart, offsetInPart + n), filled);
+          filled += n;
+          offsetInPart += n;
+          if (offsetInPart === p.byteLength) {
+            part++;
+            offsetInPart = 0;
+          }
+        }
+        const name = `group1-shard${s + 1}of${count}.bin`;
+        await writeFileAtomic(path.join(dir, name), shard);
+        names.push(name);
+      }
+      const modelJson: ModelJSON = {
+        modelTopology: artifacts.modelTopology as object,
+        format: artifacts.format ?? 'layers-model',
+        generatedBy: artifacts.generatedBy,
+        convertedBy: args.convertedBy ?? 'tfjs-checkpoint',
+        weightsManifest: [{ paths: names, weights: artifacts.weightSpecs ?? [] }],
+        ...(artifacts.trainingConfig ? { trainingConfig: artifacts.trainingConfig } : {}),
+        ...(artifacts.userDefinedMetadata ? { userDefinedMetadata: artifacts.userDefinedMetadata } : {}),
+      };
+      const jsonText = JSON.stringify(modelJson);
+      await writeFileAtomic(path.join(dir, MODEL_JSON), jsonText);
+      const keep = new Set(names);
+      for (const entry of await fsp.readdir(dir)) {
+        if (SHARD_PATTERN.test(entry) && !keep.has(entry))
+          await fsp.unlink(path.join(dir, entry)).catch(() => undefined);
+      }
+      return {
+        modelArtifactsInfo: {
+          dateSaved: new Date(),
+          modelTopologyType: 'JSON',
+          modelTopologyBytes: Buffer.byteLength(JSON.stringify(artifacts.modelTopology)),
+          weightSpecsBytes: Buffer.byteLength(JSON.stringify(artifacts.weightSpecs ?? [])),
+          weightDataBytes: total,
+        },
+      };
+    },
+  };
+}
+
+/** `dir` or `dir/model.json` -> the model.json path. */
+export async function resolveModelJson(target: string): Promise<string> {
+  const abs = path.resolve(target);
+  let st;
+  try {
+    st = await fsp.stat(abs);
+  } catch (e) {
+    throw fromNodeError(e, abs, 'open');
+  }
+  return st.isDirectory() ? path.join(abs, MODEL_JSON) : abs;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/**
+ * An IOHandler that loads a layers model from `modelJsonPath` and the shards its manifest names (relative to its
+ * directory). Each shard must have been fully written: the total size must match what the weight specs need.
+ */
+export function layersDirReader(modelJsonPath: string): tfTypes.io.IOHandler {
+  return {
+    async load(): Promise<ModelArtifacts> {
+      let text: string;
+      try {
+        text = await fsp.readFile(modelJsonPath, 'utf8');
+      } catch (e) {
+        throw fromNodeError(e, modelJsonPath, 'read');
+      }
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch (e) {
+        throw new CliError(ExitCode.INVALID, `${modelJsonPath} is not valid JSON: ${(e as Error).message}`);
+      }
+      if (!isObject(json) || !isObject(json.modelTopology) || !Array.isArray(json.weightsManifest)) {
+        throw new CliError(
+          ExitCode.INVALID,
+          `${modelJsonPath} is not a tfjs layers model (expected modelTopology and weightsManifest)`,
+        );
+      }
+      const dir = path.dirname(modelJsonPath);
+      const specs: WeightsManifestEntry[] = [];
+      const buffers: ArrayBuffer[] = [];
+      for (const group of json.weightsManifest as unknown[]) {
+        if (!isObject(group) || !Array.isArray(group.paths) || !Array.isArray(group.weights)) {
+          throw new CliError(ExitCode.INVALID, `${modelJsonPath} has a malformed weightsManifest`);
+        }
+        specs.push(...(group.weights as WeightsManifestEntry[]));
+        for (const p of group.paths) {
+          if (typeof p !== 'string' || p.length === 0 || path.isAbsolute(p)) {
+            throw new CliError(ExitCode.INVALID, `${modelJsonPath} names an invalid weight file ${JSON.stringify(p)}`);
+          }
+          const shardPath = path.join(dir, p);
+          let data: Buffer;
+          try {
+            data = await fsp.readFile(shardPath);
+          } catch (e) {
+            throw fromNodeError(e, shardPath, 'read the weight shard');
+          }
+          // An exact ArrayBuffer, never a pooled Buffer's backing store (tfjs ignores byteOffset).
+          buffers.push(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) as ArrayBuffer);
+        }
+      }
+      checkWeightBytes(modelJsonPath, specs, buffers);
+      const model = json as unknown as ModelJSON;
+      return {
+        modelTopology: model.modelTopology,
+        format: model.format,
+        generatedBy: model.generatedBy,
+        convertedBy: model.convertedBy,
+        weightSpecs: specs,
+        weightData: buffers,
+        ...(model.trainingConfig ? { trainingConfig: model.trainingConfig } : {}),
+        ...(model.userDefinedMetadata ? { userDefinedMetadata: model.userDefinedMetadata } : {}),
+      };
+    },
+  };
+}
+
+const DTYPE_BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1 };
+
+/** Refuses shards whose total size differs from what the (unquantized) weight specs need: a torn or stale export. */
+function checkWeightBytes(file: string, specs: WeightsManifestEntry[], buffers: ArrayBuffer[]): void {
+  let expected = 0;
+  for (const s of specs) {
+    const size = DTYPE_BYTES[s.dtype];
+    if (size === undefined || s.quantization) return; // sizes we do not model: tfjs checks these itself
+    expected += s.shape.reduce((a, b) => a * b, 1) * size;
+  }
+  const actual = buffers.reduce((a, b) => a + b.byteLength, 0);
+  if (actual !== expected) {
+    throw new CliError(
+      ExitCode.INVALID,
+      `${file}: the weight shards hold ${actual} bytes but the weights need ${expected} (a torn or mismatched export)`,
+    );
+  }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env node
+/**
+ * The `tfjs-checkpoint` executable (package.json "bin"). See program.ts and docs/CLI.md.
+ */
+import { run } from './program';
+
+run(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr }).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    // run() handles every error; reaching this is a bug in the CLI itself.
+    process.stderr.write(`tfjs-checkpoint: internal error: ${String(err)}\n`);
+    process.exitCode = 4;
+  },
+);
