@@ -1,0 +1,840 @@
+/**
+ * CheckpointManager: keep the best model of a training run, for hand-written loops (and the engine under the
+ * ModelCheckpoint and BackupAndRestore callbacks).
+ *
+ * ```ts
+ * const ckpt = new CheckpointManager({ directory: 'checkpoints',
+ *   filename: 'mobilenet_v2_{epoch:02d}_{val_accuracy:.3f}.safetensors', monitor: 'val_accuracy', mode: 'max' });
+ * for (let epoch = 0; epoch < numEpochs; epoch++) {
+ *   // ... train one epoch, evaluate ...
+ *   const saved = await ckpt.step(model, epoch, { val_accuracy: valAcc, val_loss: valLoss });
+ *   if (saved) console.log(`Checkpoint saved: ${saved.path}`);
+ * }
+ * await ckpt.close();
+ * ```
+ *
+ * What a step does: it scores the logs by `monitor`; under `saveBestOnly` it saves only when the score is strictly
+ * better than the best so far by more than `minDelta` (ties do not save; NaN and infinities never become best; a
+ * missing monitored metric warns once and does not save). A save renders `filename` (Python's format mini-language,
+ * `{epoch}` 1-based as in Keras), snapshots the model and writes the file atomically. The directory's index
+ * (`tfjs-checkpoint.index.json`) then records it, and retention (`keep: k`) deletes the checkpoints that fell out of
+ * the k best, only after the new one is durable and only files the index says this manager wrote.
+ *
+ * Asynchronous saves (`async: true`, the default), and what happens when the process ends:
+ * - The loop waits only for the snapshot: the weights (and optimizer state) copied off the device into host arrays.
+ *   On the pure-JS backend this is not even a copy: tfjs replaces a variable's data when training updates it, so the
+ *   arrays held by the snapshot keep the step's values. The file is then written in the background.
+ * - At most one write is in flight and at most one more snapshot waits behind it; a step that would need a third
+ *   waits for the write in flight to finish (back-pressure, never a dropped checkpoint: see async-writer.ts).
+ * - `best`, `last`, `checkpoints` and the index change only when a write is durable. A background failure is logged
+ *   when it happens and rejects the next `step()`, `flush()` or `close()`; the previous best stays on disk and stays
+ *   `best`.
+ * - Normal exit (the script's end, even without `close()`): Node keeps running until the queued writes finish, so
+ *   every decided checkpoint is written; `close()` (or `flush()`) is still how you learn about a failure.
+ *   `process.exit()` called with a write in flight ends the process at once: as with a crash, below.
+ * - SIGINT / SIGTERM: the library installs no signal handler (a library must not change how your process reacts to
+ *   signals), so the default action kills the process. A checkpoint being written is left as a temp file
+ *   `.tfjs-ckpt-<pid>-<hex>.tmp`, never as a torn target: files are committed by an atomic rename, so the target
+ *   name holds the previous complete version or the new complete one, and the index likewise. The next save in the
+ *   directory removes the orphaned temp file. To finish the write before exiting, handle the signal:
+ *   `process.once('SIGTERM', async () => { await ckpt.close(); process.exit(143); })`.
+ * - A crash (SIGKILL, power loss, OOM): the same guarantees; with `durable: true` (default) a checkpoint reported
+ *   durable also survives power loss. The directory lock is not left stuck: the next manager sees its owner is gone
+ *   and takes it over.
+ * `async: false` makes `step()` resolve only once the file and the index are durable, and reject with the failure.
+ *
+ * Why `async: true` by default: the manager exists to be called every epoch, and a synchronous save stalls the loop
+ * for the whole write (fsyncs included) while the async one costs the snapshot only, with the same guarantees on
+ * disk (`best` and the index follow durability, failures are never lost, a torn file is impossible). The price is
+ * that a failure surfaces one call later, and up to two snapshots of the weights are held in host memory.
+ */
+import * as path from 'node:path';
+import { promises as fsp } from 'node:fs';
+import type * as tf from '@tensorflow/tfjs';
+import { AsyncWriter } from './async-writer';
+import {
+  CheckpointEntry,
+  CheckpointIndex,
+  INDEX_FILENAME,
+  compareEntries,
+  compareProgress,
+  emptyIndex,
+  entryFromMetadata,
+  entryMetadata,
+  readIndex,
+  rebuildIndex,
+  writeIndex,
+} from './checkpoint-index';
+import { DirLock, LOCK_FILENAME, acquireDirLock } from './dir-lock';
+import { CheckpointError, ErrorCode, fromNodeError, invalidArgument } from './errors';
+import { MonitorMode, MonitorModeArg, lookupMetric, resolveMonitorMode } from './metrics';
+import { captureCheckpoint, restoreCheckpoint } from './model';
+import { renderFilename, validateTemplate } from './template';
+import { TEMP_PATTERN, acquireTempPath, releaseTempPath } from './tempfiles';
+import { readCheckpointInfo, saveTensors } from './tensors';
+
+/** Where the manager's messages go. Default: `console`. */
+export interface CheckpointLogger {
+  /** Progress messages (`verbose: 1`). */
+  log(message: string): void;
+  /** Warnings: a missing monitored metric, a rebuilt index, a background failure. */
+  warn(message: string): void;
+}
+
+export interface CheckpointManagerArgs {
+  /** The checkpoint directory (created if missing). One writer at a time: the manager locks it. Required. */
+  directory: string;
+  /**
+   * File name template, rendered at each save with the logs plus `epoch` (1-based) and, for saves within an
+   * epoch, `batch` (1-based), in Python's format mini-language as Keras uses it:
+   * `'model_{epoch:02d}_{val_accuracy:.3f}.safetensors'`. A plain name is overwritten at each save.
+   * Default: `'checkpoint_{epoch:04d}.safetensors'`.
+   */
+  filename?: string;
+  /** The metric that decides which checkpoint is best (`val_accuracy` and `val_acc` are aliases).
+   * Default: `'val_loss'`. */
+  monitor?: string;
+  /** 'min', 'max', or 'auto': max for accuracy-like names (acc, accuracy, auc, precision, recall, f1), min for the
+   * rest. Default: 'auto'. */
+  mode?: MonitorModeArg;
+  /** Save only when the monitored metric improves. `false` saves at every step (still ranking by the metric for
+   * `keep` and `best`). Default: true. */
+  saveBestOnly?: boolean;
+  /** An improvement must beat the best by more than this (>= 0). Default: 0. */
+  minDelta?: number;
+  /** A first checkpoint is saved only if it beats this value. Default: none. */
+  initialValueThreshold?: number;
+  /** 'all' keeps every checkpoint written; k >= 1 keeps the k best by the monitor (newest first among equals) and
+   * deletes the others once the new one is durable. The `last` file is never counted nor deleted. Default: 'all'. */
+  keep?: 'all' | number;
+  /** Also maintain `lastFilename` at every step, improving or not, for resuming. Default: false. */
+  saveLast?: boolean;
+  /** The `last` checkpoint's file name. Default: 'last.safetensors'. */
+  lastFilename?: string;
+  /** Store the optimizer's state (to resume training exactly). Default: when the model is compiled and not
+   * `weightsOnly` (as captureCheckpoint decides). */
+  includeOptimizer?: boolean;
+  /** Store the weights only (no topology, no optimizer state). Default: false. */
+  weightsOnly?: boolean;
+  /** fsync files and the directory, so that a durable checkpoint survives power loss. Default: true. */
+  durable?: boolean;
+  /** Write in the background; `step()` waits only for the snapshot (see the module comment). Default: true. */
+  async?: boolean;
+  /** 1 prints Keras' messages (`Epoch 3: val_accuracy improved from 0.72000 to 0.81000, saving model to ...`).
+   * Default: 0. */
+  verbose?: 0 | 1;
+  /** Where messages go. Default: console. */
+  logger?: CheckpointLogger;
+}
+
+/** A checkpoint on disk (or being written), as the manager reports it. */
+export interface SavedCheckpoint extends CheckpointEntry {
+  /** Absolute path of the file. */
+  path: string;
+}
+
+/** What `step()` returns for a save: the checkpoint, and when it is durable. */
+export interface StepResult extends SavedCheckpoint {
+  /**
+   * Resolves when the file and the index are durable (at once with `async: false`); rejects with the write's
+   * failure. Ignoring it is safe: the failure is also reported by the next step(), flush() or close().
+   */
+  durable: Promise<void>;
+}
+
+export interface StepOptions {
+  /** The 0-based batch within the epoch, for saves every n batches. Default: an end-of-epoch save. */
+  batch?: number;
+}
+
+const consoleLogger: CheckpointLogger = {
+  log: (m) => console.log(m),
+  warn: (m) => console.warn(m),
+};
+
+/** Keras' `{:.5f}` of a best value, including its 'inf' and '-inf'. */
+function fmt5(v: number): string {
+  if (v === Infinity) return 'inf';
+  if (v === -Infinity) return '-inf';
+  if (Number.isNaN(v)) return 'nan';
+  return v.toFixed(5);
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+interface Resolved {
+  directory: string;
+  displayDirectory: string;
+  filename: string;
+  monitor: string;
+  mode: MonitorMode;
+  saveBestOnly: boolean;
+  minDelta: number;
+  initialValueThreshold: number | undefined;
+  keep: 'all' | number;
+  saveLast: boolean;
+  lastFilename: string;
+  includeOptimizer: boolean | undefined;
+  weightsOnly: boolean;
+  durable: boolean;
+  async: boolean;
+  verbose: 0 | 1;
+  logger: CheckpointLogger;
+}
+
+const KNOWN_ARGS = new Set([
+  'directory',
+  'filename',
+  'monitor',
+  'mode',
+  'saveBestOnly',
+  'minDelta',
+  'initialValueThreshold',
+  'keep',
+  'saveLast',
+  'lastFilename',
+  'includeOptimizer',
+  'weightsOnly',
+  'durable',
+  'async',
+  'verbose',
+  'logger',
+]);
+
+function checkReservedName(name: string, what: string): void {
+  if (
+    name === INDEX_FILENAME ||
+    name.startsWith(LOCK_FILENAME) ||
+    TEMP_PATTERN.test(name) ||
+    name.includes('/') ||
+    name.includes(path.sep) ||
+    name === '.' ||
+    name === '..'
+  ) {
+    invalidArgument(what, `a plain file name other than ${INDEX_FILENAME} and the lock/temp files`, name);
+  }
+}
+
+function resolveArgs(args: CheckpointManagerArgs): Resolved {
+  if (!isPlainObject(args)) invalidArgument('args', 'an object', args);
+  for (const k of Object.keys(args)) {
+    if (!KNOWN_ARGS.has(k)) invalidArgument(`args.${k}`, `one of ${[...KNOWN_ARGS].join(', ')}`, k);
+  }
+  const bool = (k: keyof CheckpointManagerArgs, dflt: boolean): boolean => {
+    const v = args[k] ?? dflt;
+    if (typeof v !== 'boolean') invalidArgument(`args.${k}`, 'a boolean', v);
+    return v;
+  };
+  if (typeof args.directory !== 'string' || args.directory.length === 0 || args.directory.includes('\0')) {
+    invalidArgument('args.directory', 'a non-empty path', args.directory);
+  }
+  const filename = args.filename ?? 'checkpoint_{epoch:04d}.safetensors';
+  if (typeof filename !== 'string' || filename.length === 0) invalidArgument('args.filename', 'a template', filename);
+  if (filename.includes('/') || filename.includes(path.sep)) {
+    invalidArgument('args.filename', 'a file name without directories (put those in args.directory)', filename);
+  }
+  const monitor = args.monitor ?? 'val_loss';
+  if (typeof monitor !== 'string' || monitor.length === 0) invalidArgument('args.monitor', 'a metric name', monitor);
+  const mode = resolveMonitorMode(monitor, args.mode ?? 'auto');
+  const minDelta = args.minDelta ?? 0;
+  if (typeof minDelta !== 'number' || !Number.isFinite(minDelta) || minDelta < 0) {
+    invalidArgument('args.minDelta', 'a finite number >= 0', minDelta);
+  }
+  const ivt = args.initialValueThreshold;
+  if (ivt !== undefined && (typeof ivt !== 'number' || Number.isNaN(ivt))) {
+    invalidArgument('args.initialValueThreshold', 'a number', ivt);
+  }
+  const keep = args.keep ?? 'all';
+  if (keep !== 'all' && !(Number.isSafeInteger(keep) && (keep as number) >= 1)) {
+    invalidArgument('args.keep', "'all' or an integer >= 1", keep);
+  }
+  const lastFilename = args.lastFilename ?? 'last.safetensors';
+  if (typeof lastFilename !== 'string' || lastFilename.length === 0) {
+    invalidArgument('args.lastFilename', 'a file name', lastFilename);
+  }
+  checkReservedName(lastFilename, 'args.lastFilename');
+  const weightsOnly = bool('weightsOnly', false);
+  const includeOptimizer = args.includeOptimizer;
+  if (includeOptimizer !== undefined && typeof includeOptimizer !== 'boolean') {
+    invalidArgument('args.includeOptimizer', 'a boolean', includeOptimizer);
+  }
+  validateTemplate(filename);
+  const verbose = args.verbose ?? 0;
+  if (verbose !== 0 && verbose !== 1) invalidArgument('args.verbose', '0 or 1', verbose);
+  const logger = args.logger ?? consoleLogger;
+  if (!logger || typeof logger.log !== 'function' || typeof logger.warn !== 'function') {
+    invalidArgument('args.logger', 'an object with log() and warn() methods', logger);
+  }
+  return {
+    directory: path.resolve(args.directory),
+    displayDirectory: args.directory,
+    filename,
+    monitor,
+    mode,
+    saveBestOnly: bool('saveBestOnly', true),
+    minDelta,
+    initialValueThreshold: ivt,
+    keep: keep as 'all' | number,
+    saveLast: bool('saveLast', false),
+    lastFilename,
+    includeOptimizer,
+    weightsOnly,
+    durable: bool('durable', true),
+    async: bool('async', true),
+    verbose,
+    logger,
+  };
+}
+
+function cloneIndex(index: CheckpointIndex): CheckpointIndex {
+  return {
+    ...index,
+    checkpoints: index.checkpoints.map((e) => ({ ...e, metrics: { ...e.metrics } })),
+    deleting: [...index.deleting],
+  };
+}
+
+/** A save decided by step(): the files to write from one snapshot. */
+interface SavePlan {
+  /** The monitor-driven checkpoint (kind 'best' or 'periodic'), if any. */
+  main?: CheckpointEntry;
+  /** The `last` checkpoint, if saveLast. */
+  last?: CheckpointEntry;
+}
+
+export class CheckpointManager {
+  private readonly args: Resolved;
+  private index: CheckpointIndex;
+  private lock: DirLock | undefined;
+  private opening: Promise<void> | undefined;
+  private closed = false;
+  private readonly writer: AsyncWriter;
+  /** The score future improvements are measured against: the durable best and every queued save's score. */
+  private decisionBest: number | null = null;
+  private warnedMissing = false;
+  /** The index file lists deletions that have since happened. */
+  private indexStale = false;
+  /** Serializes step/flush/close/restore calls. */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(args: CheckpointManagerArgs) {
+    this.args = resolveArgs(args);
+    this.index = emptyIndex(this.args.monitor, this.args.mode);
+    this.writer = new AsyncWriter((err) => {
+      if (this.args.async)
+        this.args.logger.warn(`tfjs-checkpoint: a background checkpoint save failed: ${err.message}`);
+    });
+  }
+
+  /** The absolute checkpoint directory. */
+  get directory(): string {
+    return this.args.directory;
+  }
+
+  /** The monitored metric and its direction. */
+  get monitor(): { name: string; mode: MonitorMode } {
+    return { name: this.args.monitor, mode: this.args.mode };
+  }
+
+  /** The best durable checkpoint, or null. */
+  get best(): SavedCheckpoint | null {
+    return this.saved(this.index.best);
+  }
+
+  /** The most recently written durable checkpoint (the `last` file with saveLast), or null. */
+  get last(): SavedCheckpoint | null {
+    return this.saved(this.index.last);
+  }
+
+  /** Every kept durable checkpoint, oldest first (the `last` file included). */
+  get checkpoints(): SavedCheckpoint[] {
+    return this.index.checkpoints.map((e) => this.toSaved(e));
+  }
+
+  /** The epoch to pass as fit's `initialEpoch` to resume after the last checkpoint: its epoch + 1 (or its epoch for
+   * a save within an epoch, which is then redone); 0 when there is none. */
+  get initialEpoch(): number {
+    const last = this.index.last ? this.index.checkpoints.find((e) => e.file === this.index.last) : undefined;
+    if (!last) return 0;
+    return last.batch === undefined ? last.epoch + 1 : last.epoch;
+  }
+
+  private toSaved(e: CheckpointEntry): SavedCheckpoint {
+    return { ...e, metrics: { ...e.metrics }, path: path.join(this.args.directory, e.file) };
+  }
+
+  private saved(file: string | null): SavedCheckpoint | null {
+    if (file === null) return null;
+    const e = this.index.checkpoints.find((c) => c.file === file);
+    return e ? this.toSaved(e) : null;
+  }
+
+  /** Runs `fn` after every earlier call settled. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) {
+      throw new CheckpointError(ErrorCode.CLOSED, `The CheckpointManager of ${this.args.directory} is closed`, {
+        path: this.args.directory,
+      });
+    }
+  }
+
+  /**
+   * Locks the directory and loads its index (rebuilding it from the checkpoints' metadata if missing or damaged).
+   * Called by every other method; call it yourself to fail early, e.g. with ERR_CHECKPOINT_LOCKED. Idempotent.
+   */
+  async open(): Promise<this> {
+    this.checkOpen();
+    if (!this.opening) {
+      this.opening = this.doOpen();
+      this.opening.catch(() => {
+        this.opening = undefined; // a failed open (e.g. locked) may be retried
+      });
+    }
+    return this.opening.then(() => this);
+  }
+
+  private async doOpen(): Promise<void> {
+    const { directory: dir, logger } = this.args;
+    this.lock = await acquireDirLock(dir);
+    try {
+      const read = await readIndex(dir);
+      let index: CheckpointIndex;
+      let rewrite = false;
+      if (read.status === 'ok') {
+        index = read.index;
+        const present: CheckpointEntry[] = [];
+        for (const e of index.checkpoints) {
+          const st = await fsp.stat(path.join(dir, e.file)).catch(() => undefined);
+          if (st?.isFile()) present.push(e);
+          else logger.warn(`tfjs-checkpoint: ${e.file} is listed in ${INDEX_FILENAME} but missing; dropping it`);
+        }
+        rewrite = present.length !== index.checkpoints.length || index.monitor !== this.args.monitor;
+        index.checkpoints = present;
+      } else {
+        const rebuilt = await rebuildIndex(dir, {
+          monitor: this.args.monitor,
+          mode: this.args.mode,
+          lastFilename: this.args.lastFilename,
+          score: (m) => this.scoreOf(m),
+        });
+        index = rebuilt.index;
+        for (const u of rebuilt.unreadable) {
+          logger.warn(`tfjs-checkpoint: skipping unreadable checkpoint ${u.file}: ${u.reason}`);
+        }
+        if (read.status === 'damaged') {
+          logger.warn(
+            `tfjs-checkpoint: ${INDEX_FILENAME} in ${dir} is damaged (${read.reason}); rebuilt it from ` +
+              `${index.checkpoints.length} checkpoint(s)`,
+          );
+        }
+        rewrite = read.status === 'damaged' || index.checkpoints.length > 0;
+      }
+      index.monitor = this.args.monitor;
+      if (index.mode !== this.args.mode) rewrite = true;
+      index.mode = this.args.mode;
+      // Scores follow this manager's monitor and mode (they may differ from the run that wrote the files).
+      for (const e of index.checkpoints) e.score = this.scoreOf(e.metrics);
+      this.recomputeBestAndLast(index);
+      this.index = index;
+      if (index.deleting.length > 0) await this.finishDeletes(index);
+      if (rewrite) await writeIndex(dir, this.index, this.args.durable);
+      this.decisionBest = this.bestScore(this.index);
+    } catch (e) {
+      await this.lock.release().catch(() => undefined);
+      this.lock = undefined;
+      throw e;
+    }
+  }
+
+  /** The monitored value of `metrics` (alias-aware), null when missing or not finite. */
+  private scoreOf(metrics: Record<string, number>): number | null {
+    const v = lookupMetric(metrics, this.args.monitor);
+    return v !== undefined && Number.isFinite(v) ? v : null;
+  }
+
+  private better(a: number, b: number | null, delta: number): boolean {
+    if (b === null) return true;
+    return this.args.mode === 'max' ? a > b + delta : a < b - delta;
+  }
+
+  private bestScore(index: CheckpointIndex): number | null {
+    const best = index.checkpoints.find((e) => e.file === index.best);
+    return best?.score ?? null;
+  }
+
+  /** best = best-scoring non-last entry (earliest among equals); last = the most advanced (the `last` file first). */
+  private recomputeBestAndLast(index: CheckpointIndex): void {
+    let best: CheckpointEntry | undefined;
+    let last: CheckpointEntry | undefined;
+    for (const e of index.checkpoints) {
+      if (e.kind !== 'last' && e.score !== null && (!best || this.better(e.score, best.score, 0))) best = e;
+      const c = last ? compareProgress(e, last) : 1;
+      if (!last || c > 0 || (c === 0 && e.kind === 'last')) last = e;
+    }
+    index.best = best?.file ?? null;
+    index.last = last?.file ?? null;
+  }
+
+  /** The threshold a new score must beat: the decision best, or the initial value threshold. */
+  private baseline(): number | null {
+    const ivt = this.args.initialValueThreshold;
+    if (ivt === undefined) return this.decisionBest;
+    if (this.decisionBest === null) return ivt;
+    return this.better(this.decisionBest, ivt, 0) ? this.decisionBest : ivt;
+  }
+
+  /**
+   * Records the end of an epoch (or of `opts.batch` within it) with its logs, and saves if the policy says so.
+   * Resolves with the saved checkpoint (with a `durable` promise), or null when nothing monitor-driven was saved
+   * (not improved, or the metric missing; the `last` file may still have been written). With `async`, resolves as
+   * soon as the snapshot is taken. Rejects with an earlier background failure, a template error
+   * (ERR_CHECKPOINT_TEMPLATE), or (with `async: false`) this save's failure.
+   * `epoch` is 0-based, as tfjs counts it; file names and messages show it 1-based, as Keras does.
+   */
+  async step(
+    model: tf.LayersModel,
+    epoch: number,
+    logs: Record<string, number> = {},
+    opts: StepOptions = {},
+  ): Promise<StepResult | null> {
+    this.checkOpen();
+    if (!Number.isSafeInteger(epoch) || epoch < 0) invalidArgument('epoch', 'a non-negative integer', epoch);
+    if (!isPlainObject(logs)) invalidArgument('logs', 'an object of numbers', logs);
+    const metrics: Record<string, number> = {};
+    for (const [k, v] of Object.entries(logs)) {
+      if (typeof v !== 'number') {
+        invalidArgument(`logs[${JSON.stringify(k)}]`, 'a number (resolve scalar tensors with await t.data())', v);
+      }
+      metrics[k] = v;
+    }
+    const batch = (opts as StepOptions | null)?.batch;
+    if (!isPlainObject(opts)) invalidArgument('opts', 'an object', opts);
+    if (batch !== undefined && (!Number.isSafeInteger(batch) || batch < 0)) {
+      invalidArgument('opts.batch', 'a non-negative integer', batch);
+    }
+    return this.serial(() => this.doStep(model, epoch, metrics, batch));
+  }
+
+  private throwFailure(): void {
+    const f = this.writer.takeFailure();
+    if (f) {
+      // Later decisions measure against what is really on disk (plus what is still queued).
+      this.decisionBest = this.bestScore(this.index);
+      for (const q of this.queuedScores) {
+        if (q.score !== null && this.better(q.score, this.decisionBest, 0)) this.decisionBest = q.score;
+      }
+      throw f;
+    }
+  }
+
+  /** Scores of the monitor-driven saves queued and not yet settled. */
+  private readonly queuedScores = new Set<{ score: number | null }>();
+
+  private async doStep(
+    model: tf.LayersModel,
+    epoch: number,
+    metrics: Record<string, number>,
+    batch: number | undefined,
+  ): Promise<StepResult | null> {
+    await this.open();
+    this.throwFailure();
+    const a = this.args;
+    const value = lookupMetric(metrics, a.monitor);
+    const score = value !== undefined && Number.isFinite(value) ? value : null;
+    const shown = epoch + 1;
+    let saveMain: boolean;
+    let kind: 'best' | 'periodic' = 'periodic';
+    const baseline = this.baseline();
+    if (a.saveBestOnly) {
+      if (value === undefined) {
+        if (!this.warnedMissing) {
+          this.warnedMissing = true;
+          a.logger.warn(
+            `tfjs-checkpoint: can save the best model only with ${a.monitor} available, skipping: the logs have ` +
+              `${Object.keys(metrics).join(', ') || 'no metrics'} (this warning is shown once)`,
+          );
+        }
+        saveMain = false;
+      } else {
+        saveMain = score !== null && this.better(score, baseline, a.minDelta);
+        kind = 'best';
+        if (!saveMain && a.verbose) {
+          const from = baseline ?? (a.mode === 'max' ? -Infinity : Infinity);
+          a.logger.log(`Epoch ${shown}: ${a.monitor} did not improve from ${fmt5(from)}`);
+        }
+      }
+    } else {
+      saveMain = true;
+    }
+    if (!saveMain && !a.saveLast) return null;
+
+    const savedAt = new Date().toISOString();
+    const plan: SavePlan = {};
+    if (saveMain) {
+      const values: Record<string, number | string> = { ...metrics, epoch: shown };
+      if (batch !== undefined) values.batch = batch + 1;
+      else delete values.batch;
+      const file = renderFilename(a.filename, values);
+      checkReservedName(file, 'the rendered file name');
+      if (a.saveLast && file === a.lastFilename) {
+        invalidArgument(
+          'args.filename',
+          `a template that never renders the last file's name (${a.lastFilename})`,
+          file,
+        );
+      }
+      plan.main = { file, epoch, ...(batch !== undefined ? { batch } : {}), metrics, score, kind, savedAt };
+      if (a.verbose) {
+        const shownPath = path.join(a.displayDirectory, file);
+        if (kind === 'best') {
+          const from = baseline ?? (a.mode === 'max' ? -Infinity : Infinity);
+          a.logger.log(
+            `Epoch ${shown}: ${a.monitor} improved from ${fmt5(from)} to ${fmt5(score as number)}, saving model to ${shownPath}`,
+          );
+        } else {
+          a.logger.log(`Epoch ${shown}: saving model to ${shownPath}`);
+        }
+      }
+    }
+    if (a.saveLast) {
+      plan.last = {
+        file: a.lastFilename,
+        epoch,
+        ...(batch !== undefined ? { batch } : {}),
+        metrics,
+        score,
+        kind: 'last',
+        savedAt,
+      };
+    }
+
+    // Bounded memory: wait for a free slot before taking the snapshot.
+    await this.writer.reserve();
+    const captured = await captureCheckpoint(model, {
+      ...(a.includeOptimizer !== undefined ? { includeOptimizer: a.includeOptimizer } : {}),
+      weightsOnly: a.weightsOnly,
+    });
+    if (plan.main && score !== null && this.better(score, this.decisionBest, 0)) this.decisionBest = score;
+    const token = plan.main ? { score } : undefined;
+    if (token !== undefined) this.queuedScores.add(token);
+    const durable = this.writer.submit(async () => {
+      try {
+        await this.persist(captured.tensors, captured.metadata, plan);
+      } finally {
+        if (token !== undefined) this.queuedScores.delete(token);
+      }
+    });
+    if (!a.async) {
+      try {
+        await durable;
+      } finally {
+        this.writer.takeFailure(); // reported by this rejection, not again later
+      }
+    }
+    if (!plan.main) return null;
+    return { ...this.toSaved(plan.main), durable };
+  }
+
+  /** Writes the plan's files from one snapshot, then the index, then deletes what retention dropped. */
+  private async persist(
+    tensors: Parameters<typeof saveTensors>[1],
+    metadata: Record<string, string>,
+    plan: SavePlan,
+  ): Promise<void> {
+    const a = this.args;
+    const dir = a.directory;
+    const written: CheckpointEntry[] = [];
+    if (plan.main) {
+      await this.checkOverwrite(plan.main.file);
+      await saveTensors(path.join(dir, plan.main.file), tensors, {
+        metadata: { ...metadata, ...entryMetadata(plan.main, a.monitor) },
+        durable: a.durable,
+      });
+      written.push(plan.main);
+    }
+    if (plan.last) {
+      await this.checkOverwrite(plan.last.file);
+      const linked = plan.main ? await this.linkLast(plan.main.file, plan.last.file) : false;
+      if (!linked) {
+        await saveTensors(path.join(dir, plan.last.file), tensors, {
+          metadata: { ...metadata, ...entryMetadata(plan.last, a.monitor) },
+          durable: a.durable,
+        });
+      }
+      written.push(plan.last);
+    }
+    // The new index: the written files replace same-named entries; retention drops the surplus.
+    const next = cloneIndex(this.index);
+    const names = new Set(written.map((e) => e.file));
+    next.checkpoints = next.checkpoints.filter((e) => !names.has(e.file)).concat(written);
+    next.deleting = next.deleting.filter((f) => !names.has(f));
+    if (a.keep !== 'all') {
+      const ranked = next.checkpoints.filter((e) => e.kind !== 'last').sort((x, y) => compareEntries(x, y, a.mode));
+      const dropped = new Set(ranked.slice(a.keep).map((e) => e.file));
+      next.checkpoints = next.checkpoints.filter((e) => !dropped.has(e.file));
+      next.deleting.push(...dropped);
+    }
+    this.recomputeBestAndLast(next);
+    await writeIndex(dir, next, a.durable);
+    this.index = next; // durable: only now do best/last/checkpoints change
+    if (next.deleting.length > 0) {
+      await this.finishDeletes(next);
+      this.indexStale = true; // the file still lists them in `deleting`: rewritten by the next save or close()
+    } else {
+      this.indexStale = false;
+    }
+  }
+
+  /** Deletes the files an index lists in `deleting` (absent ones count as deleted); updates the list in place. */
+  private async finishDeletes(index: CheckpointIndex): Promise<void> {
+    const kept = new Set(index.checkpoints.map((e) => e.file));
+    const remaining: string[] = [];
+    for (const f of index.deleting) {
+      if (kept.has(f)) continue;
+      try {
+        await fsp.unlink(path.join(this.args.directory, f));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+          remaining.push(f);
+          this.args.logger.warn(`tfjs-checkpoint: could not delete ${f}: ${(e as Error).message}`);
+        }
+      }
+    }
+    index.deleting = remaining; // written with the next index
+  }
+
+  /** Refuses to overwrite a file this manager did not write (not in the index and without the manager's record). */
+  private async checkOverwrite(file: string): Promise<void> {
+    if (this.index.checkpoints.some((e) => e.file === file) || this.index.deleting.includes(file)) return;
+    const full = path.join(this.args.directory, file);
+    const st = await fsp.lstat(full).catch(() => undefined);
+    if (!st) return;
+    if (st.isFile()) {
+      const info = await readCheckpointInfo(full).catch(() => undefined);
+      if (info && entryFromMetadata(file, info.metadata)) return; // ours (e.g. written just before a crash)
+    }
+    throw new CheckpointError(
+      'EEXIST',
+      `Refusing to overwrite ${full}: the CheckpointManager did not write it. Move it away or change args.filename`,
+      { path: full, syscall: 'rename' },
+    );
+  }
+
+  /** Makes `last` a hard link to the just-written `main` (atomically, via a temp name). False when links are
+   * unsupported; the caller then writes the file. */
+  private async linkLast(main: string, last: string): Promise<boolean> {
+    const dir = this.args.directory;
+    const tmp = acquireTempPath(dir);
+    try {
+      try {
+        await fsp.link(path.join(dir, main), tmp);
+      } catch {
+        return false;
+      }
+      try {
+        await fsp.rename(tmp, path.join(dir, last));
+      } catch (e) {
+        await fsp.unlink(tmp).catch(() => undefined);
+        throw fromNodeError(e, path.join(dir, last), 'commit');
+      }
+      if (this.args.durable) {
+        const dh = await fsp.open(dir, 'r');
+        try {
+          await dh.sync();
+        } finally {
+          await dh.close();
+        }
+      }
+      return true;
+    } finally {
+      releaseTempPath(tmp);
+    }
+  }
+
+  /** Waits until every decided save is durable; rejects with a background failure. */
+  async flush(): Promise<void> {
+    this.checkOpen();
+    return this.serial(async () => {
+      if (!this.opening) return;
+      await this.opening;
+      await this.writer.drain();
+      this.throwFailure();
+    });
+  }
+
+  /** Flushes, releases the directory lock and closes the manager (later calls throw ERR_CHECKPOINT_CLOSED). Rejects
+   * with a background failure, after closing. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    return this.serial(async () => {
+      if (this.closed) return;
+      try {
+        if (this.opening) {
+          await this.opening.catch(() => undefined);
+          await this.writer.drain();
+          if (this.indexStale && this.lock) {
+            await writeIndex(this.args.directory, this.index, this.args.durable);
+            this.indexStale = false;
+          }
+          this.throwFailure();
+        }
+      } finally {
+        this.closed = true;
+        await this.lock?.release();
+        this.lock = undefined;
+      }
+    });
+  }
+
+  private async restoreEntry(model: tf.LayersModel, file: string | null): Promise<SavedCheckpoint | null> {
+    if (file === null) return null;
+    const e = this.saved(file) as SavedCheckpoint;
+    await restoreCheckpoint(model, e.path, {
+      ...(this.args.includeOptimizer !== undefined ? { includeOptimizer: this.args.includeOptimizer } : {}),
+    });
+    return e;
+  }
+
+  /** Flushes, then loads the best checkpoint's weights (and optimizer state when stored) into `model`. Resolves with
+   * it, or null (model untouched) when there is none. */
+  async restoreBest(model: tf.LayersModel): Promise<SavedCheckpoint | null> {
+    this.checkOpen();
+    return this.serial(async () => {
+      await this.open();
+      await this.writer.drain();
+      this.throwFailure();
+      return this.restoreEntry(model, this.index.best);
+    });
+  }
+
+  /**
+   * Flushes, then loads the most recent checkpoint (weights, and optimizer state when stored) into `model`, and
+   * resolves with the epoch to pass as fit's `initialEpoch` (see `initialEpoch`); 0 (model untouched) when there is
+   * none.
+   */
+  async restoreLatest(model: tf.LayersModel): Promise<number> {
+    this.checkOpen();
+    return this.serial(async () => {
+      await this.open();
+      await this.writer.drain();
+      this.throwFailure();
+      await this.restoreEntry(model, this.index.last);
+      return this.initialEpoch;
+    });
+  }
+}
+
+/** Factory for CheckpointManager (tfjs style). */
+export function checkpointManager(args: CheckpointManagerArgs): CheckpointManager {
+  return new CheckpointManager(args);
+}

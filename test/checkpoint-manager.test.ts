@@ -1,0 +1,562 @@
+/**
+ * CheckpointManager: the seed's keep-the-best loop, retention, saveLast, the improvement rules, the index (rebuild,
+ * resume), the directory lock and a SIGKILLed training process resumed.
+ */
+import { ChildProcess, fork } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { CheckpointManager, CheckpointManagerArgs, checkpointManager } from '../lib/checkpoint-manager';
+import { INDEX_FILENAME, parseIndex } from '../lib/checkpoint-index';
+import { LOCK_FILENAME } from '../lib/dir-lock';
+import { ErrorCode } from '../lib/errors';
+import { readCheckpointInfo, verifyCheckpoint } from '../lib/tensors';
+import { BACKENDS, tempDir, useBackend } from './helpers/backends';
+
+const SEED_HISTORY = [0.72, 0.7, 0.81, 0.8, 0.79, 0.8, 0.895, 0.85, 0.84, 0.83];
+const SEED_TEMPLATE = 'mobilenet_v2_{epoch:02d}_{val_accuracy:.3f}.safetensors';
+const CHILD = path.join(__dirname, 'fixtures', 'train-child.ts');
+const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
+
+function tinyModel(): tf.LayersModel {
+  const model = tf.sequential({
+    layers: [tf.layers.dense({ units: 4, inputShape: [3], activation: 'relu' }), tf.layers.dense({ units: 2 })],
+  });
+  model.compile({ optimizer: tf.train.adam(0.05), loss: 'meanSquaredError' });
+  return model;
+}
+
+const xs = tf.tensor2d([
+  [0, 1, 2],
+  [1, 0, 1],
+  [2, 2, 0],
+  [0.5, 1.5, 1],
+]);
+const ys = tf.tensor2d([
+  [1, 0],
+  [0, 1],
+  [1, 1],
+  [0.5, 0.5],
+]);
+
+async function trainOneEpoch(model: tf.LayersModel): Promise<void> {
+  await model.fit(xs, ys, { epochs: 1, batchSize: 2, verbose: 0, shuffle: false });
+}
+
+/** Copies of every weight's bytes, by originalName. */
+function weightBytes(model: tf.LayersModel): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const w of model.weights) {
+    const d = w.read().dataSync() as Float32Array;
+    out.set(w.originalName, Buffer.from(d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength)));
+  }
+  return out;
+}
+
+function scramble(model: tf.LayersModel): void {
+  model.setWeights(model.getWeights().map((w) => tf.randomNormal(w.shape)));
+}
+
+interface Recorder {
+  logs: string[];
+  warnings: string[];
+  logger: { log(m: string): void; warn(m: string): void };
+}
+
+function recorder(): Recorder {
+  const r: Recorder = {
+    logs: [],
+    warnings: [],
+    logger: { log: (m) => r.logs.push(m), warn: (m) => r.warnings.push(m) },
+  };
+  return r;
+}
+
+/** Checkpoint files in `dir` (the index, lock and temp files excluded). */
+async function checkpointFiles(dir: string): Promise<string[]> {
+  return (await fsp.readdir(dir))
+    .filter((f) => f !== INDEX_FILENAME && !f.startsWith(LOCK_FILENAME) && !f.endsWith('.tmp'))
+    .sort();
+}
+
+async function readIndexFile(dir: string) {
+  return parseIndex(await fsp.readFile(path.join(dir, INDEX_FILENAME), 'utf8'));
+}
+
+/** Runs the seed's loop over `history` (val_accuracy per epoch) from `start`, training for real each epoch. */
+async function runHistory(
+  ckpt: CheckpointManager,
+  model: tf.LayersModel,
+  history: number[],
+  start = 0,
+  snapshots?: Map<number, Map<string, Buffer>>,
+): Promise<(string | null)[]> {
+  const saved: (string | null)[] = [];
+  for (let i = 0; i < history.length; i++) {
+    const epoch = start + i;
+    await trainOneEpoch(model);
+    snapshots?.set(epoch, weightBytes(model));
+    const s = await ckpt.step(model, epoch, { val_accuracy: history[i], val_loss: 1 - history[i] });
+    saved.push(s ? s.file : null);
+  }
+  return saved;
+}
+
+describe.each(BACKENDS)('CheckpointManager on the %s backend', (backend) => {
+  useBackend(backend);
+
+  test("the seed's history keeps exactly the 01, 03 and 07 files, and restoreBest brings back epoch 7 bit-exactly", async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: SEED_TEMPLATE,
+      monitor: 'val_accuracy',
+      mode: 'max',
+      verbose: 1,
+      logger: rec.logger,
+    });
+    const snapshots = new Map<number, Map<string, Buffer>>();
+    const saved = await runHistory(ckpt, model, SEED_HISTORY, 0, snapshots);
+    await ckpt.flush();
+    expect(saved).toEqual([
+      'mobilenet_v2_01_0.720.safetensors',
+      null,
+      'mobilenet_v2_03_0.810.safetensors',
+      null,
+      null,
+      null,
+      'mobilenet_v2_07_0.895.safetensors',
+      null,
+      null,
+      null,
+    ]);
+    expect(await checkpointFiles(dir)).toEqual([
+      'mobilenet_v2_01_0.720.safetensors',
+      'mobilenet_v2_03_0.810.safetensors',
+      'mobilenet_v2_07_0.895.safetensors',
+    ]);
+    expect(ckpt.best).toMatchObject({ file: 'mobilenet_v2_07_0.895.safetensors', epoch: 6, score: 0.895 });
+    expect(ckpt.checkpoints.map((c) => c.epoch)).toEqual([0, 2, 6]);
+    expect(rec.logs.slice(0, 4)).toEqual([
+      `Epoch 1: val_accuracy improved from -inf to 0.72000, saving model to ${path.join(dir, 'mobilenet_v2_01_0.720.safetensors')}`,
+      'Epoch 2: val_accuracy did not improve from 0.72000',
+      `Epoch 3: val_accuracy improved from 0.72000 to 0.81000, saving model to ${path.join(dir, 'mobilenet_v2_03_0.810.safetensors')}`,
+      'Epoch 4: val_accuracy did not improve from 0.81000',
+    ]);
+    expect(rec.warnings).toEqual([]);
+    const index = await readIndexFile(dir);
+    expect(index.best).toBe('mobilenet_v2_07_0.895.safetensors');
+    expect(index.checkpoints.map((c) => [c.file, c.epoch, c.metrics.val_accuracy])).toEqual([
+      ['mobilenet_v2_01_0.720.safetensors', 0, 0.72],
+      ['mobilenet_v2_03_0.810.safetensors', 2, 0.81],
+      ['mobilenet_v2_07_0.895.safetensors', 6, 0.895],
+    ]);
+    for (const f of await checkpointFiles(dir)) await verifyCheckpoint(path.join(dir, f));
+
+    scramble(model);
+    const restored = await ckpt.restoreBest(model);
+    expect(restored?.epoch).toBe(6);
+    expect(weightBytes(model)).toEqual(snapshots.get(6));
+    await ckpt.close();
+    expect((await fsp.readdir(dir)).includes(LOCK_FILENAME)).toBe(false);
+  });
+
+  test('keep: 2 keeps the two best, deletes the others once the new one is written, and leaves foreign files alone', async () => {
+    const dir = await tempDir();
+    await fsp.writeFile(path.join(dir, 'notes.txt'), 'mine');
+    await fsp.writeFile(path.join(dir, 'mobilenet_v2_99_0.999.safetensors'), 'not a checkpoint of the manager');
+    const ckpt = new CheckpointManager({ directory: dir, filename: SEED_TEMPLATE, monitor: 'val_accuracy', keep: 2 });
+    await runHistory(ckpt, tinyModel(), SEED_HISTORY);
+    await ckpt.close();
+    expect(await checkpointFiles(dir)).toEqual([
+      'mobilenet_v2_03_0.810.safetensors',
+      'mobilenet_v2_07_0.895.safetensors',
+      'mobilenet_v2_99_0.999.safetensors',
+      'notes.txt',
+    ]);
+    expect(await fsp.readFile(path.join(dir, 'notes.txt'), 'utf8')).toBe('mine');
+    const index = await readIndexFile(dir);
+    expect(index.checkpoints.map((c) => c.file)).toEqual([
+      'mobilenet_v2_03_0.810.safetensors',
+      'mobilenet_v2_07_0.895.safetensors',
+    ]);
+    expect(index.deleting).toEqual([]);
+  });
+});
+
+describe('CheckpointManager rules (js backend)', () => {
+  useBackend('js');
+
+  test('saveBestOnly false with keep: 1 keeps the single best-scoring file, never the newest worse one', async () => {
+    const dir = await tempDir();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'e{epoch}.safetensors',
+      monitor: 'val_accuracy',
+      saveBestOnly: false,
+      keep: 1,
+    });
+    const saved = await runHistory(ckpt, tinyModel(), [0.5, 0.7, 0.6]);
+    await ckpt.close();
+    expect(saved).toEqual(['e1.safetensors', 'e2.safetensors', 'e3.safetensors']);
+    expect(await checkpointFiles(dir)).toEqual(['e2.safetensors']);
+  });
+
+  test('saveLast maintains last.safetensors every epoch and restoreLatest returns the next epoch with its weights', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: SEED_TEMPLATE,
+      monitor: 'val_accuracy',
+      saveLast: true,
+    });
+    const snapshots = new Map<number, Map<string, Buffer>>();
+    await runHistory(ckpt, model, SEED_HISTORY.slice(0, 5), 0, snapshots);
+    await ckpt.flush();
+    expect(await checkpointFiles(dir)).toEqual([
+      'last.safetensors',
+      'mobilenet_v2_01_0.720.safetensors',
+      'mobilenet_v2_03_0.810.safetensors',
+    ]);
+    expect(ckpt.last).toMatchObject({ file: 'last.safetensors', epoch: 4, kind: 'last' });
+    const info = await readCheckpointInfo(path.join(dir, 'last.safetensors'));
+    expect(info.metadata.epoch).toBe('4');
+    scramble(model);
+    expect(await ckpt.restoreLatest(model)).toBe(5);
+    expect(weightBytes(model)).toEqual(snapshots.get(4));
+    await ckpt.close();
+  });
+
+  test('saveLast on an improving epoch links last to the new best file (same bytes, one write)', async () => {
+    const dir = await tempDir();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: SEED_TEMPLATE,
+      monitor: 'val_accuracy',
+      saveLast: true,
+    });
+    await runHistory(ckpt, tinyModel(), [0.72, 0.81]);
+    await ckpt.close();
+    const a = await fsp.stat(path.join(dir, 'last.safetensors'));
+    const b = await fsp.stat(path.join(dir, 'mobilenet_v2_02_0.810.safetensors'));
+    expect(a.ino).toBe(b.ino);
+    expect((await readIndexFile(dir)).last).toBe('last.safetensors');
+  });
+
+  test('minDelta: an improvement must exceed the best by more than minDelta; a tie never saves', async () => {
+    const dir = await tempDir();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'e{epoch}.safetensors',
+      monitor: 'val_accuracy',
+      minDelta: 0.01,
+    });
+    // 0.5 saves; 0.505 (+0.005) and 0.51 (+0.01, not more) do not; 0.5101 does; 0.5101 again (a tie) does not.
+    const saved = await runHistory(ckpt, tinyModel(), [0.5, 0.505, 0.51, 0.5201, 0.5201]);
+    await ckpt.close();
+    expect(saved).toEqual(['e1.safetensors', null, null, 'e4.safetensors', null]);
+  });
+
+  test('a tie with minDelta 0 does not save', async () => {
+    const dir = await tempDir();
+    const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_accuracy' });
+    const saved = await runHistory(ckpt, tinyModel(), [0.7, 0.7]);
+    await ckpt.close();
+    expect(saved).toEqual(['e1.safetensors', null]);
+  });
+
+  test('initialValueThreshold: nothing is saved until the metric beats it', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: SEED_TEMPLATE,
+      monitor: 'val_accuracy',
+      initialValueThreshold: 0.75,
+      verbose: 1,
+      logger: rec.logger,
+    });
+    const saved = await runHistory(ckpt, tinyModel(), SEED_HISTORY.slice(0, 3));
+    await ckpt.close();
+    expect(saved).toEqual([null, null, 'mobilenet_v2_03_0.810.safetensors']);
+    expect(rec.logs[0]).toBe('Epoch 1: val_accuracy did not improve from 0.75000');
+  });
+
+  test('NaN and infinities never become best (min mode)', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_loss' });
+    const saved: (string | null)[] = [];
+    for (const [epoch, v] of [NaN, 0.5, -Infinity, 0.4, Infinity, NaN].entries()) {
+      saved.push((await ckpt.step(model, epoch, { val_loss: v }))?.file ?? null);
+    }
+    await ckpt.close();
+    expect(saved).toEqual([null, 'e2.safetensors', null, 'e4.safetensors', null, null]);
+    expect(ckpt.best?.score).toBe(0.4);
+  });
+
+  test('a missing monitored metric warns once, says why, and saves nothing', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({ directory: dir, monitor: 'val_accuracy', logger: rec.logger });
+    expect(await ckpt.step(model, 0, { loss: 0.3 })).toBeNull();
+    expect(await ckpt.step(model, 1, { loss: 0.2 })).toBeNull();
+    await ckpt.close();
+    expect(rec.warnings).toHaveLength(1);
+    expect(rec.warnings[0]).toMatch(/val_accuracy.*skipping.*loss/);
+    expect(await checkpointFiles(dir)).toEqual([]);
+  });
+
+  test('the val_acc log key satisfies monitor val_accuracy and the template field {val_accuracy}', async () => {
+    const dir = await tempDir();
+    const ckpt = new CheckpointManager({ directory: dir, filename: SEED_TEMPLATE, monitor: 'val_accuracy' });
+    const s = await ckpt.step(tinyModel(), 0, { val_acc: 0.5 });
+    await ckpt.close();
+    expect(s?.file).toBe('mobilenet_v2_01_0.500.safetensors');
+  });
+
+  test('a template naming an unknown key rejects the first save with ERR_CHECKPOINT_TEMPLATE listing the keys', async () => {
+    const dir = await tempDir();
+    const ckpt = new CheckpointManager({ directory: dir, filename: 'm_{val_f1:.2f}.safetensors', monitor: 'val_loss' });
+    await expect(ckpt.step(tinyModel(), 0, { val_loss: 0.3 })).rejects.toMatchObject({
+      code: ErrorCode.TEMPLATE,
+      message: expect.stringMatching(/val_f1.*val_loss/),
+    });
+    await ckpt.close();
+    expect(await checkpointFiles(dir)).toEqual([]);
+  });
+
+  test('invalid arguments are coded errors', () => {
+    expect(() => new CheckpointManager({ directory: '' })).toThrow(
+      expect.objectContaining({ code: ErrorCode.INVALID_ARGUMENT }),
+    );
+    expect(() => new CheckpointManager({ directory: 'x', keep: 0 })).toThrow(/keep/);
+    expect(() => new CheckpointManager({ directory: 'x', mode: 'up' as never })).toThrow(/mode/);
+    expect(() => new CheckpointManager({ directory: 'x', minDelta: -1 })).toThrow(/minDelta/);
+    expect(() => new CheckpointManager({ directory: 'x', filename: 'a/{epoch}.safetensors' })).toThrow(/directories/);
+    expect(() => new CheckpointManager({ directory: 'x', filename: 'a{epoch' })).toThrow(
+      expect.objectContaining({ code: ErrorCode.TEMPLATE }),
+    );
+    expect(() => checkpointManager({ directory: 'x', savebestonly: true } as never)).toThrow(/savebestonly/);
+  });
+
+  test('refuses to overwrite a file the manager did not write', async () => {
+    const dir = await tempDir();
+    await fsp.writeFile(path.join(dir, 'best.safetensors'), 'precious');
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'best.safetensors',
+      monitor: 'val_loss',
+      async: false,
+    });
+    await expect(ckpt.step(tinyModel(), 0, { val_loss: 1 })).rejects.toMatchObject({ code: 'EEXIST' });
+    await ckpt.close();
+    expect(await fsp.readFile(path.join(dir, 'best.safetensors'), 'utf8')).toBe('precious');
+  });
+
+  test('a fixed file name is overwritten at each improvement and listed once', async () => {
+    const dir = await tempDir();
+    const ckpt = new CheckpointManager({ directory: dir, filename: 'best.safetensors', monitor: 'val_accuracy' });
+    await runHistory(ckpt, tinyModel(), SEED_HISTORY);
+    await ckpt.close();
+    expect(await checkpointFiles(dir)).toEqual(['best.safetensors']);
+    const index = await readIndexFile(dir);
+    expect(index.checkpoints).toHaveLength(1);
+    expect(index.checkpoints[0]).toMatchObject({ epoch: 6, score: 0.895 });
+  });
+
+  test('a new manager resumes from the directory: best, kept set and epoch, never overwriting the best with a worse model', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args: CheckpointManagerArgs = { directory: dir, filename: SEED_TEMPLATE, monitor: 'val_accuracy' };
+    const first = new CheckpointManager(args);
+    await runHistory(first, model, SEED_HISTORY.slice(0, 5));
+    await first.close();
+
+    const second = await new CheckpointManager(args).open();
+    expect(second.best).toMatchObject({ file: 'mobilenet_v2_03_0.810.safetensors', epoch: 2, score: 0.81 });
+    expect(second.checkpoints.map((c) => c.file)).toEqual([
+      'mobilenet_v2_01_0.720.safetensors',
+      'mobilenet_v2_03_0.810.safetensors',
+    ]);
+    expect(second.initialEpoch).toBe(3);
+    const saved = await runHistory(second, model, SEED_HISTORY.slice(5), 5);
+    await second.close();
+    expect(saved).toEqual([null, 'mobilenet_v2_07_0.895.safetensors', null, null, null]);
+    expect(await checkpointFiles(dir)).toEqual([
+      'mobilenet_v2_01_0.720.safetensors',
+      'mobilenet_v2_03_0.810.safetensors',
+      'mobilenet_v2_07_0.895.safetensors',
+    ]);
+  });
+
+  test('a missing index is rebuilt from the checkpoints’ own metadata', async () => {
+    const dir = await tempDir();
+    const args: CheckpointManagerArgs = {
+      directory: dir,
+      filename: SEED_TEMPLATE,
+      monitor: 'val_accuracy',
+      saveLast: true,
+    };
+    const first = new CheckpointManager(args);
+    await runHistory(first, tinyModel(), SEED_HISTORY.slice(0, 8));
+    await first.close();
+    const before = await readIndexFile(dir);
+    await fsp.unlink(path.join(dir, INDEX_FILENAME));
+
+    const rec = recorder();
+    const second = await new CheckpointManager({ ...args, logger: rec.logger }).open();
+    expect(second.best).toMatchObject({ file: 'mobilenet_v2_07_0.895.safetensors', epoch: 6, score: 0.895 });
+    expect(second.last).toMatchObject({ file: 'last.safetensors', epoch: 7 });
+    expect(second.initialEpoch).toBe(8);
+    await second.close();
+    const after = await readIndexFile(dir);
+    const strip = (i: typeof before) => i.checkpoints.map(({ savedAt: _s, ...rest }) => rest);
+    expect(strip(after)).toEqual(strip(before));
+    expect(after.best).toBe(before.best);
+    expect(after.last).toBe(before.last);
+  });
+
+  test('a damaged index is reported, rebuilt, and training goes on from the true best', async () => {
+    const dir = await tempDir();
+    const args: CheckpointManagerArgs = { directory: dir, filename: SEED_TEMPLATE, monitor: 'val_accuracy' };
+    const first = new CheckpointManager(args);
+    await runHistory(first, tinyModel(), SEED_HISTORY.slice(0, 3));
+    await first.close();
+    await fsp.writeFile(path.join(dir, INDEX_FILENAME), '{"format": "tfjs-checkpoint-index", "vers');
+    const rec = recorder();
+    const second = new CheckpointManager({ ...args, logger: rec.logger });
+    const saved = await runHistory(second, tinyModel(), [0.8, 0.82], 3);
+    await second.close();
+    expect(rec.warnings.join('\n')).toMatch(/damaged.*rebuilt it from 2 checkpoint/);
+    expect(saved).toEqual([null, 'mobilenet_v2_05_0.820.safetensors']);
+    expect((await readIndexFile(dir)).checkpoints).toHaveLength(3);
+  });
+
+  test('a listed file that disappeared is dropped from the index with a warning', async () => {
+    const dir = await tempDir();
+    const args: CheckpointManagerArgs = { directory: dir, filename: SEED_TEMPLATE, monitor: 'val_accuracy' };
+    const first = new CheckpointManager(args);
+    await runHistory(first, tinyModel(), SEED_HISTORY.slice(0, 3));
+    await first.close();
+    await fsp.unlink(path.join(dir, 'mobilenet_v2_03_0.810.safetensors'));
+    const rec = recorder();
+    const second = await new CheckpointManager({ ...args, logger: rec.logger }).open();
+    expect(second.best?.file).toBe('mobilenet_v2_01_0.720.safetensors');
+    expect(rec.warnings[0]).toMatch(/mobilenet_v2_03_0.810.safetensors.*missing/);
+    await second.close();
+  });
+
+  test('using a closed manager is ERR_CHECKPOINT_CLOSED', async () => {
+    const ckpt = new CheckpointManager({ directory: await tempDir() });
+    await ckpt.close();
+    await expect(ckpt.step(tinyModel(), 0, { val_loss: 1 })).rejects.toMatchObject({ code: ErrorCode.CLOSED });
+  });
+});
+
+/** Forks the training child; resolves its messages through `onMessage`. */
+function startChild(args: Record<string, unknown>): ChildProcess {
+  return fork(CHILD, [JSON.stringify(args)], {
+    execArgv: ['-r', REGISTER],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    env: { ...process.env, TFJS_CHECKPOINT_NATIVE: '0' },
+  });
+}
+
+function waitExit(
+  child: ChildProcess,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  let stderr = '';
+  child.stderr?.on('data', (d) => (stderr += String(d)));
+  return new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stderr })));
+}
+
+function nextMessage(
+  child: ChildProcess,
+  pred: (m: Record<string, unknown>) => boolean,
+): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const onMsg = (m: Record<string, unknown>) => {
+      if (pred(m)) {
+        child.off('message', onMsg);
+        resolve(m);
+      }
+    };
+    child.on('message', onMsg);
+    child.once('exit', (code, signal) => reject(new Error(`child exited (${code}, ${signal}) before the message`)));
+  });
+}
+
+describe('the directory lock', () => {
+  useBackend('js');
+
+  test('a second manager on the same directory gets ERR_CHECKPOINT_LOCKED until the first closes', async () => {
+    const dir = await tempDir();
+    const a = await new CheckpointManager({ directory: dir }).open();
+    const b = new CheckpointManager({ directory: dir });
+    await expect(b.open()).rejects.toMatchObject({
+      code: ErrorCode.LOCKED,
+      message: expect.stringContaining(String(process.pid)),
+    });
+    await a.close();
+    await b.open();
+    await b.close();
+  });
+
+  test('a live process holding the directory locks it out; once SIGKILLed, its lock is not stuck', async () => {
+    const dir = await tempDir();
+    const child = startChild({ mode: 'hold-lock', directory: dir });
+    const exited = waitExit(child);
+    await nextMessage(child, (m) => m.type === 'locked');
+    const other = new CheckpointManager({ directory: dir });
+    await expect(other.open()).rejects.toMatchObject({
+      code: ErrorCode.LOCKED,
+      message: expect.stringContaining(`process ${child.pid}`),
+    });
+    child.kill('SIGKILL');
+    expect((await exited).signal).toBe('SIGKILL');
+    expect((await fsp.readdir(dir)).includes(LOCK_FILENAME)).toBe(true); // left behind by the crash
+    await other.open();
+    await other.close();
+  });
+});
+
+describe('resuming a killed training process', () => {
+  test('a child SIGKILLed after epoch 5 restarts from its last epoch, keeps the old best, ends with the true best', async () => {
+    const dir = await tempDir();
+    const base = { mode: 'train', directory: dir, history: SEED_HISTORY, template: SEED_TEMPLATE };
+    const first = startChild({ ...base, hangAfterEpoch: 4 });
+    const firstExit = waitExit(first);
+    const started = await nextMessage(first, (m) => m.type === 'start');
+    expect(started.initialEpoch).toBe(0);
+    await nextMessage(first, (m) => m.type === 'hanging');
+    first.kill('SIGKILL');
+    expect((await firstExit).signal).toBe('SIGKILL');
+
+    const second = startChild(base);
+    const secondExit = waitExit(second);
+    const messages: Record<string, unknown>[] = [];
+    second.on('message', (m: Record<string, unknown>) => messages.push(m));
+    const result = await secondExit;
+    expect(result).toMatchObject({ code: 0 });
+    const start = messages.find((m) => m.type === 'start');
+    expect(start).toMatchObject({ initialEpoch: 5, bestEpoch: 2, bestScore: 0.81 });
+    expect(messages.filter((m) => m.type === 'epoch').map((m) => m.epoch)).toEqual([5, 6, 7, 8, 9]);
+    expect(await checkpointFiles(dir)).toEqual([
+      'last.safetensors',
+      'mobilenet_v2_01_0.720.safetensors',
+      'mobilenet_v2_03_0.810.safetensors',
+      'mobilenet_v2_07_0.895.safetensors',
+    ]);
+    const index = await readIndexFile(dir);
+    expect(index.best).toBe('mobilenet_v2_07_0.895.safetensors');
+    expect(index.checkpoints.find((c) => c.file === 'last.safetensors')?.epoch).toBe(9);
+    // The resumed run really continued from the killed run's weights: its step counter (Adam's iter) went on.
+    const end = messages.find((m) => m.type === 'end');
+    expect(end?.optimizerIterations).toBe(10 * 2);
+  });
+});
