@@ -19,6 +19,8 @@ export const ErrorCode = {
   UNVERIFIED: 'ERR_CHECKPOINT_UNVERIFIED',
   /** The checkpoint does not fit the model: a missing, extra or shape-mismatched weight (strict restore). */
   MISMATCH: 'ERR_CHECKPOINT_MISMATCH',
+  /** loadModel was given a weights-only checkpoint: it holds no model topology to build a model from. */
+  NO_TOPOLOGY: 'ERR_CHECKPOINT_NO_TOPOLOGY',
   /** Another writer holds the checkpoint directory. */
   LOCKED: 'ERR_CHECKPOINT_LOCKED',
   /** A filename template is invalid or names a key the logs do not have. */

@@ -17,6 +17,19 @@ export type {
 } from './tensors';
 export { backendName, setBackend, nativeLoadError } from './runtime';
 export { FORMAT_VERSION } from './format';
+export { captureCheckpoint, saveCheckpoint, restoreCheckpoint, loadModel } from './model';
+export type {
+  CaptureCheckpointArgs,
+  SaveCheckpointArgs,
+  CapturedCheckpoint,
+  SaveCheckpointResult,
+  RestoreCheckpointArgs,
+  RestoreCheckpointResult,
+  LoadModelArgs,
+} from './model';
+export { MetadataKey, parseTrainingMetadata } from './checkpoint-metadata';
+export type { TrainingInfo, ParsedTrainingInfo } from './checkpoint-metadata';
+export { OPTIMIZER_PREFIX, OPTIMIZER_INTERNAL_PREFIX, isOptimizerTensorName } from './optimizer-state';
 
 import { backendName } from './runtime';
 

@@ -1,0 +1,532 @@
+/**
+ * The tfjs model layer: checkpoints of a `tf.LayersModel` on top of the low-level tensors API (tensors.ts).
+ *
+ * - captureCheckpoint: the snapshot (weights by originalName, optimizer state, topology, training config, training
+ *   metadata) as NamedTensors + metadata, separate from writing so that a training manager can write asynchronously.
+ *   On the cpu backend the arrays are the tensors' own backing arrays (no copy): tfjs replaces a variable's data on
+ *   assign instead of mutating it, so they keep the snapshot's values while training goes on. Never write into them.
+ * - saveCheckpoint = captureCheckpoint + saveTensors.
+ * - restoreCheckpoint: assigns by originalName into an existing model (strict by default) and restores the optimizer.
+ * - loadModel: builds, compiles and restores a model from a checkpoint that holds its topology.
+ *
+ * Weights are assigned with `variable.assign` on the LayerVariable's tf.Variable, not `LayerVariable.write`, which
+ * would re-apply weight constraints and change the restored bits.
+ */
+import { promises as fsp } from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
+import {
+  MODEL_META_PREFIX,
+  MetadataKey,
+  ParsedTrainingInfo,
+  TrainingInfo,
+  parseTrainingMetadata,
+  trainingMetadata,
+} from './checkpoint-metadata';
+import { CheckpointError, ErrorCode, invalidArgument } from './errors';
+import {
+  OptimizerMismatch,
+  applyOptimizerRestore,
+  hasOptimizerState,
+  isOptimizerTensorName,
+  planOptimizerRestore,
+  snapshotOptimizer,
+} from './optimizer-state';
+import { DType, NamedTensors, TensorArray, TensorData, checkPath, loadTensors, saveTensors } from './tensors';
+
+/** What to put in a checkpoint. */
+export interface CaptureCheckpointArgs extends TrainingInfo {
+  /**
+   * Store the optimizer state (iteration count, slots) so that training resumes exactly. Like Keras' `model.save`,
+   * the default is true for a full-model checkpoint of a compiled model, and false for `weightsOnly` (Keras'
+   * `save_weights`) or an uncompiled model. `true` with an uncompiled model, or with an optimizer that cannot export
+   * its state (tfjs's Adamax), is an error. Default: `!weightsOnly && model.optimizer != null`.
+   */
+  includeOptimizer?: boolean;
+  /** Store only the weights (and the optimizer state if asked): no topology, no training config, so loadModel
+   * refuses the file; restoreCheckpoint into a model of the same architecture works. Default: false. */
+  weightsOnly?: boolean;
+  /** User metadata, string to string. Keys starting with `tfjs.` or `tfjs_checkpoint.` are reserved, and the
+   * training keys (`epoch`, `step`, `metrics`, `monitor`, `created_at`) may not be given both here and as fields.
+   * Default: none. */
+  metadata?: Record<string, string>;
+}
+
+export interface SaveCheckpointArgs extends CaptureCheckpointArgs {
+  /** fsync the file and its directory (see SaveTensorsArgs.durable). Default: true. */
+  durable?: boolean;
+}
+
+/** A snapshot of a model, ready for saveTensors(path, tensors, { metadata }). */
+export interface CapturedCheckpoint {
+  tensors: NamedTensors;
+  metadata: Record<string, string>;
+}
+
+export interface SaveCheckpointResult {
+  /** The absolute path written. */
+  path: string;
+  /** The file's size. */
+  bytes: number;
+  /** The number of tensors stored (weights and optimizer state). */
+  tensors: number;
+}
+
+export interface RestoreCheckpointArgs {
+  /** A missing, extra or shape-mismatched weight is an ERR_CHECKPOINT_MISMATCH error naming it, and nothing is
+   * assigned. With false, what matches is assigned and the rest is reported in the result. A dtype mismatch is an
+   * error either way. Default: true. */
+  strict?: boolean;
+  /** Restore the optimizer state. Default (undefined): when the file has it and the model has an optimizer.
+   * `true`: the file must have it and the model an optimizer of the same class, else ERR_CHECKPOINT_MISMATCH
+   * (strict or not). `false`: never. */
+  includeOptimizer?: boolean;
+}
+
+export interface RestoreCheckpointResult {
+  /** The checkpoint's metadata: user keys, training keys, `tfjs.*` keys. */
+  metadata: Record<string, string>;
+  /** The training information (epoch, step, metrics, monitor, createdAt) parsed from `metadata`. */
+  training: ParsedTrainingInfo;
+  /** Weights assigned, by originalName. */
+  restored: string[];
+  /** Model weights the file lacks (non-strict only; strict throws). */
+  missing: string[];
+  /** File weights the model lacks (non-strict only). */
+  unexpected: string[];
+  /** Weights whose shapes differ, left unassigned (non-strict only). */
+  mismatched: { name: string; modelShape: number[]; checkpointShape: number[] }[];
+  /** Whether the optimizer state was restored. */
+  optimizerRestored: boolean;
+  /** Why optimizer state in the file was not restored (includeOptimizer false, no optimizer, non-strict mismatch). */
+  optimizerSkipped?: string;
+}
+
+export interface LoadModelArgs {
+  /** Restore the optimizer state when the file has it. Default: true. */
+  includeOptimizer?: boolean;
+}
+
+const CAPTURE_KEYS = [
+  'includeOptimizer',
+  'weightsOnly',
+  'metadata',
+  'epoch',
+  'step',
+  'metrics',
+  'monitor',
+  'createdAt',
+] as const;
+const SAVE_KEYS = [...CAPTURE_KEYS, 'durable'] as const;
+const RESTORE_KEYS = ['strict', 'includeOptimizer'] as const;
+const LOAD_KEYS = ['includeOptimizer'] as const;
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+function checkOptions<K extends string>(
+  options: unknown,
+  known: readonly K[],
+  what: string,
+): Partial<Record<K, unknown>> {
+  if (options === undefined) return {};
+  if (!isPlainObject(options)) invalidArgument(what, 'an object', options);
+  for (const key of Object.keys(options)) {
+    if (!(known as readonly string[]).includes(key)) {
+      invalidArgument(`${what} key ${JSON.stringify(key)}`, `one of ${known.join(', ')}`, key);
+    }
+  }
+  return options as Partial<Record<K, unknown>>;
+}
+
+function optionalBoolean(value: unknown, what: string): boolean | undefined {
+  if (value !== undefined && typeof value !== 'boolean') invalidArgument(what, 'a boolean', value);
+  return value as boolean | undefined;
+}
+
+function checkModel(model: unknown): tf.LayersModel {
+  if (!(model instanceof tf.LayersModel)) {
+    const hint =
+      model !== null && typeof model === 'object' && 'weights' in model && 'layers' in model
+        ? ' (a LayersModel from another copy of @tensorflow/tfjs? tfjs must be a single, peer dependency)'
+        : '';
+    invalidArgument('model', `a tf.LayersModel${hint}`, model);
+  }
+  return model;
+}
+
+/** The model's weights by originalName, refusing duplicates (which a checkpoint cannot tell apart). */
+function weightsByName(model: tf.LayersModel): Map<string, tf.LayerVariable> {
+  const map = new Map<string, tf.LayerVariable>();
+  for (const w of model.weights) {
+    if (map.has(w.originalName)) {
+      throw new CheckpointError(
+        ErrorCode.INVALID_ARGUMENT,
+        `The model has two weights named ${JSON.stringify(w.originalName)}; a checkpoint stores weights by ` +
+          'originalName, so give the layers unique names',
+        { tensor: w.originalName },
+      );
+    }
+    map.set(w.originalName, w);
+  }
+  return map;
+}
+
+function storableDtype(name: string, dtype: string): DType {
+  if (dtype !== 'float32' && dtype !== 'int32' && dtype !== 'bool') {
+    throw new CheckpointError(
+      ErrorCode.UNSUPPORTED_DTYPE,
+      `Weight ${JSON.stringify(name)} has dtype ${dtype}; tfjs-checkpoint stores float32, int32 and bool`,
+      { tensor: name },
+    );
+  }
+  return dtype;
+}
+
+/** The TrainingConfig `LayersModel.save` writes (getTrainingConfig is protected in the typings). */
+function trainingConfigOf(model: tf.LayersModel): unknown {
+  try {
+    return (model as unknown as { getTrainingConfig(): unknown }).getTrainingConfig();
+  } catch (e) {
+    throw new CheckpointError(
+      ErrorCode.INVALID_ARGUMENT,
+      `Cannot serialize the model's training config (${e instanceof Error ? e.message : String(e)}), which ` +
+        'loadModel needs to compile the model; save with { weightsOnly: true } and restore with restoreCheckpoint',
+      { cause: e },
+    );
+  }
+}
+
+function userMetadata(metadata: unknown, training: Record<string, string>): Record<string, string> {
+  if (metadata === undefined) return {};
+  if (!isPlainObject(metadata)) invalidArgument('options.metadata', 'an object of strings', metadata);
+  for (const [k, v] of Object.entries(metadata)) {
+    if (typeof v !== 'string') invalidArgument(`options.metadata[${JSON.stringify(k)}]`, 'a string', v);
+    if (k.startsWith(MODEL_META_PREFIX)) {
+      invalidArgument(`options.metadata key ${JSON.stringify(k)}`, `a key not starting with "${MODEL_META_PREFIX}"`, k);
+    }
+    if (k in training && k !== MetadataKey.CREATED_AT) {
+      invalidArgument(`options.metadata key ${JSON.stringify(k)}`, `not also given as options.${k}`, k);
+    }
+  }
+  return metadata as Record<string, string>;
+}
+
+/**
+ * Takes a snapshot of `model` for a checkpoint: weights by originalName, optionally the optimizer state (under
+ * `__optimizer__/`, see optimizer-state.ts), and unless weightsOnly the topology and training config, plus training
+ * metadata (MetadataKey). Does not write anything; pass the result to saveTensors. The arrays may be the live tensors'
+ * backing arrays: treat them as read-only.
+ */
+export async function captureCheckpoint(
+  model: tf.LayersModel,
+  args: CaptureCheckpointArgs = {},
+): Promise<CapturedCheckpoint> {
+  checkModel(model);
+  const opts = checkOptions(args, CAPTURE_KEYS, 'options');
+  const weightsOnly = optionalBoolean(opts.weightsOnly, 'options.weightsOnly') ?? false;
+  const hasOptimizer = model.optimizer != null;
+  let includeOptimizer = optionalBoolean(opts.includeOptimizer, 'options.includeOptimizer');
+  if (includeOptimizer === true && !hasOptimizer) {
+    invalidArgument(
+      'options.includeOptimizer',
+      'false or absent for a model without an optimizer (not compiled)',
+      true,
+    );
+  }
+  includeOptimizer ??= !weightsOnly && hasOptimizer;
+  const training = trainingMetadata(
+    {
+      epoch: opts.epoch as number | undefined,
+      step: opts.step as number | undefined,
+      metrics: opts.metrics as Record<string, number> | undefined,
+      monitor: opts.monitor as string | undefined,
+      createdAt: opts.createdAt as Date | undefined,
+    },
+    'options',
+  );
+  const user = userMetadata(opts.metadata, training);
+  const byName = weightsByName(model);
+
+  const metadata: Record<string, string> = { ...user, ...training };
+  metadata[MetadataKey.WEIGHTS] = JSON.stringify([...byName.keys()]);
+  metadata[MetadataKey.TFJS_VERSION] = tf.version['tfjs-layers'] ?? tf.version.tfjs;
+  if (!weightsOnly) {
+    metadata[MetadataKey.MODEL_TOPOLOGY] = JSON.stringify(model.toJSON(null, false));
+    if (hasOptimizer) metadata[MetadataKey.TRAINING_CONFIG] = JSON.stringify(trainingConfigOf(model));
+  }
+
+  const names: string[] = [];
+  const sources: tf.Tensor[] = [];
+  for (const [name, w] of byName) {
+    storableDtype(name, w.dtype);
+    names.push(name);
+    sources.push(w.read());
+  }
+  const snapshot = includeOptimizer ? await snapshotOptimizer(model) : undefined;
+  try {
+    if (snapshot) {
+      names.push(...snapshot.names);
+      sources.push(...snapshot.tensors);
+      Object.assign(metadata, snapshot.metadata);
+    }
+    // Start every read before awaiting any, so that all of them see the same state.
+    const arrays = await Promise.all(sources.map((t) => t.data()));
+    const tensors: NamedTensors = {};
+    names.forEach((name, i) => {
+      const t = sources[i];
+      tensors[name] = {
+        dtype: storableDtype(name, t.dtype),
+        shape: [...t.shape],
+        data: toTensorArray(arrays[i], t.dtype),
+      };
+    });
+    return { tensors, metadata };
+  } finally {
+    if (snapshot) tf.dispose(snapshot.owned);
+  }
+}
+
+function toTensorArray(data: tf.DataTypeMap[keyof tf.DataTypeMap], dtype: string): TensorArray {
+  if (dtype === 'float32' && data instanceof Float32Array) return data;
+  if (dtype === 'int32' && data instanceof Int32Array) return data;
+  if (dtype === 'bool' && data instanceof Uint8Array) return data;
+  // Some backends hand back another array type (e.g. bool as Int32Array): convert.
+  if (dtype === 'float32') return Float32Array.from(data as ArrayLike<number>);
+  if (dtype === 'int32') return Int32Array.from(data as ArrayLike<number>);
+  return Uint8Array.from(data as ArrayLike<number>, (v) => (v ? 1 : 0));
+}
+
+/**
+ * Saves a checkpoint of `model` to `path` (captureCheckpoint + saveTensors): atomic, checksummed, durable by default.
+ */
+export async function saveCheckpoint(
+  model: tf.LayersModel,
+  path: string,
+  args: SaveCheckpointArgs = {},
+): Promise<SaveCheckpointResult> {
+  checkModel(model);
+  const target = checkPath(path);
+  const opts = checkOptions(args, SAVE_KEYS, 'options');
+  const durable = optionalBoolean(opts.durable, 'options.durable') ?? true;
+  const { durable: _durable, ...captureArgs } = opts;
+  void _durable;
+  const captured = await captureCheckpoint(model, captureArgs as CaptureCheckpointArgs);
+  await saveTensors(target, captured.tensors, { metadata: captured.metadata, durable });
+  const st = await fsp.stat(target);
+  return { path: target, bytes: st.size, tensors: Object.keys(captured.tensors).length };
+}
+
+interface WeightPlan {
+  assign: { variable: tf.LayerVariable; data: TensorData }[];
+  result: Pick<RestoreCheckpointResult, 'restored' | 'missing' | 'unexpected' | 'mismatched'>;
+}
+
+function planWeights(model: tf.LayersModel, tensors: NamedTensors, file: string, strict: boolean): WeightPlan {
+  const byName = weightsByName(model);
+  const fileNames = Object.keys(tensors).filter((n) => !isOptimizerTensorName(n));
+  const plan: WeightPlan = { assign: [], result: { restored: [], missing: [], unexpected: [], mismatched: [] } };
+  const { result } = plan;
+  for (const name of fileNames) if (!byName.has(name)) result.unexpected.push(name);
+  for (const [name, variable] of byName) {
+    const t = tensors[name];
+    if (t === undefined) {
+      result.missing.push(name);
+      continue;
+    }
+    if (t.dtype !== variable.dtype) {
+      throw new CheckpointError(
+        ErrorCode.MISMATCH,
+        `Weight ${JSON.stringify(name)} is ${variable.dtype} in the model but ${t.dtype} in ${file}`,
+        { path: file, tensor: name },
+      );
+    }
+    if (!tf.util.arraysEqual(t.shape, variable.shape as number[])) {
+      result.mismatched.push({ name, modelShape: [...(variable.shape as number[])], checkpointShape: [...t.shape] });
+      continue;
+    }
+    plan.assign.push({ variable, data: t });
+    result.restored.push(name);
+  }
+  if (strict && (result.missing.length > 0 || result.unexpected.length > 0 || result.mismatched.length > 0)) {
+    const parts: string[] = [];
+    const list = (names: string[]): string => names.map((s) => JSON.stringify(s)).join(', ');
+    if (result.missing.length > 0) parts.push(`missing from the checkpoint: ${list(result.missing)}`);
+    if (result.unexpected.length > 0) parts.push(`not in the model: ${list(result.unexpected)}`);
+    for (const m of result.mismatched) {
+      parts.push(`${JSON.stringify(m.name)} has shape [${m.checkpointShape}] but the model expects [${m.modelShape}]`);
+    }
+    const first = result.missing[0] ?? result.unexpected[0] ?? result.mismatched[0].name;
+    throw new CheckpointError(
+      ErrorCode.MISMATCH,
+      `Checkpoint ${file} does not fit the model (strict restore): ${parts.join('; ')}`,
+      { path: file, tensor: first },
+    );
+  }
+  return plan;
+}
+
+function assignWeights(plan: WeightPlan): void {
+  tf.tidy(() => {
+    for (const { variable, data } of plan.assign)
+      (variable.read() as tf.Variable).assign(tf.tensor(data.data, data.shape, data.dtype));
+  });
+}
+
+/** The part of restoreCheckpoint after the file is loaded, shared with loadModel. */
+async function restoreLoaded(
+  model: tf.LayersModel,
+  loaded: { tensors: NamedTensors; metadata: Record<string, string> },
+  file: string,
+  strict: boolean,
+  includeOptimizer: boolean | undefined,
+): Promise<RestoreCheckpointResult> {
+  const weights = planWeights(model, loaded.tensors, file, strict);
+  const fileHasOptimizer = hasOptimizerState(loaded.tensors);
+  const hasOptimizer = model.optimizer != null;
+  let optimizerPlan: ReturnType<typeof planOptimizerRestore> | undefined;
+  let optimizerSkipped: string | undefined;
+  if (includeOptimizer === true && !fileHasOptimizer) {
+    throw new CheckpointError(
+      ErrorCode.MISMATCH,
+      `Checkpoint ${file} holds no optimizer state (includeOptimizer: true)`,
+      {
+        path: file,
+      },
+    );
+  }
+  if (includeOptimizer === true && !hasOptimizer) {
+    throw new CheckpointError(
+      ErrorCode.MISMATCH,
+      `The model has no optimizer to restore the state of ${file} into (includeOptimizer: true); compile it first`,
+      { path: file },
+    );
+  }
+  if (fileHasOptimizer) {
+    if (includeOptimizer === false) optimizerSkipped = 'includeOptimizer is false';
+    else if (!hasOptimizer) optimizerSkipped = 'the model has no optimizer (it is not compiled)';
+    else {
+      optimizerPlan = planOptimizerRestore(model, loaded.tensors, loaded.metadata);
+      if (optimizerPlan instanceof OptimizerMismatch) {
+        if (strict || includeOptimizer === true) {
+          throw new CheckpointError(
+            ErrorCode.MISMATCH,
+            `Cannot restore the optimizer state of ${file}: ${optimizerPlan.reason}`,
+            { path: file },
+          );
+        }
+        optimizerSkipped = optimizerPlan.reason;
+        optimizerPlan = undefined;
+      }
+    }
+  }
+  assignWeights(weights);
+  if (optimizerPlan && !(optimizerPlan instanceof OptimizerMismatch)) await applyOptimizerRestore(model, optimizerPlan);
+  return {
+    metadata: loaded.metadata,
+    training: parseTrainingMetadata(loaded.metadata),
+    ...weights.result,
+    optimizerRestored: optimizerPlan !== undefined,
+    ...(optimizerSkipped !== undefined ? { optimizerSkipped } : {}),
+  };
+}
+
+/**
+ * Restores a checkpoint into `model` by weight originalName, verifying every checksum first. Strict by default: a
+ * missing, extra or shape-mismatched weight is an ERR_CHECKPOINT_MISMATCH error naming it, and then nothing is
+ * assigned. Restores the optimizer state when the file has it and the model has an optimizer (see
+ * RestoreCheckpointArgs). Resolves to the checkpoint's metadata and what was restored.
+ */
+export async function restoreCheckpoint(
+  model: tf.LayersModel,
+  path: string,
+  args: RestoreCheckpointArgs = {},
+): Promise<RestoreCheckpointResult> {
+  checkModel(model);
+  const file = checkPath(path);
+  const opts = checkOptions(args, RESTORE_KEYS, 'options');
+  const strict = optionalBoolean(opts.strict, 'options.strict') ?? true;
+  const includeOptimizer = optionalBoolean(opts.includeOptimizer, 'options.includeOptimizer');
+  const loaded = await loadTensors(file);
+  return restoreLoaded(model, loaded, file, strict, includeOptimizer);
+}
+
+function parseJsonMeta(metadata: Record<string, string>, key: string, file: string): object | undefined {
+  const text = metadata[key];
+  if (text === undefined) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (parsed !== null && typeof parsed === 'object') return parsed;
+  } catch {
+    // reported below
+  }
+  throw new CheckpointError(ErrorCode.CORRUPT, `Checkpoint ${file} has an invalid ${key}: not a JSON object`, {
+    path: file,
+  });
+}
+
+/**
+ * Builds a model from a checkpoint that holds its topology: the layers from `tfjs.model_topology`, compiled from
+ * `tfjs.training_config` when present (loss, metrics, optimizer), then the weights restored exactly and, when stored,
+ * the optimizer state. A weights-only checkpoint is refused with ERR_CHECKPOINT_NO_TOPOLOGY.
+ */
+export async function loadModel(path: string, args: LoadModelArgs = {}): Promise<tf.LayersModel> {
+  const file = checkPath(path);
+  const opts = checkOptions(args, LOAD_KEYS, 'options');
+  const includeOptimizer = optionalBoolean(opts.includeOptimizer, 'options.includeOptimizer') ?? true;
+  const loaded = await loadTensors(file);
+  const topology = parseJsonMeta(loaded.metadata, MetadataKey.MODEL_TOPOLOGY, file);
+  if (topology === undefined) {
+    throw new CheckpointError(
+      ErrorCode.NO_TOPOLOGY,
+      `Checkpoint ${file} holds weights only (no model topology), so loadModel cannot build a model; ` +
+        'build the model in code and use restoreCheckpoint',
+      { path: file },
+    );
+  }
+  const trainingConfig = parseJsonMeta(loaded.metadata, MetadataKey.TRAINING_CONFIG, file);
+  // Hand tfjs the weights too: with weights present it builds the layers without running their initializers. It
+  // copies them and applies constraints; restoreLoaded then assigns the exact stored values.
+  const modelNames = Object.keys(loaded.tensors).filter((n) => !isOptimizerTensorName(n));
+  const weightSpecs: tf.io.WeightsManifestEntry[] = modelNames.map((name) => ({
+    name,
+    shape: loaded.tensors[name].shape,
+    dtype: loaded.tensors[name].dtype,
+  }));
+  const weightData = modelNames.map((name) => exactBuffer(loaded.tensors[name].data));
+  const handler: tf.io.IOHandler = {
+    load: async () => ({
+      modelTopology: topology,
+      ...(trainingConfig ? { trainingConfig: trainingConfig as tf.io.TrainingConfig } : {}),
+      format: 'layers-model',
+      weightSpecs,
+      weightData,
+    }),
+  };
+  let model: tf.LayersModel;
+  try {
+    model = await tf.loadLayersModel(handler);
+  } catch (e) {
+    throw new CheckpointError(
+      ErrorCode.MISMATCH,
+      `Could not build the model stored in ${file}: ${e instanceof Error ? e.message : String(e)}`,
+      { path: file, cause: e },
+    );
+  }
+  try {
+    await restoreLoaded(model, loaded, file, true, includeOptimizer ? undefined : false);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}
+
+/** The array's bytes as an ArrayBuffer of exactly its length (tfjs ignores byteOffset; never pass a view). */
+function exactBuffer(data: TensorArray): ArrayBuffer {
+  const buf = data.buffer as ArrayBuffer;
+  if (data.byteOffset === 0 && data.byteLength === buf.byteLength) return buf;
+  return buf.slice(data.byteOffset, data.byteOffset + data.byteLength);
+}
