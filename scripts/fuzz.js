@@ -1,0 +1,79 @@
+#!/usr/bin/env node
+/**
+ * Builds the libFuzzer target (test/native/fuzz_read.cc, CMake option TFJS_CKPT_FUZZ, clang with
+ * -fsanitize=fuzzer,address,undefined) and runs it for FUZZ_SECONDS (default 60) from the seed corpus in
+ * test/native/fuzz-corpus/. New inputs go to build-fuzz/corpus (the repo's seeds are never modified); a crashing
+ * input is saved under build-fuzz/artifacts/ and the script exits non-zero.
+ *
+ * Without clang it prints "skipped: clang not found" and exits 0 (install it with `apt-get install -y clang`).
+ */
+'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.join(__dirname, '..');
+const buildDir = path.join(root, 'build-fuzz');
+const seeds = path.join(root, 'test', 'native', 'fuzz-corpus');
+const seconds = Number(process.env.FUZZ_SECONDS ?? 60);
+if (!Number.isInteger(seconds) || seconds <= 0) {
+  console.error(`fuzz: FUZZ_SECONDS must be a positive integer, got ${JSON.stringify(process.env.FUZZ_SECONDS)}`);
+  process.exit(2);
+}
+
+function which(command) {
+  const r = spawnSync('sh', ['-c', `command -v ${command}`], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+function run(command, args, options = {}) {
+  console.log(`fuzz: ${command} ${args.join(' ')}`);
+  const r = spawnSync(command, args, { stdio: 'inherit', cwd: root, ...options });
+  if (r.error) {
+    console.error(`fuzz: cannot run ${command}: ${r.error.message}`);
+    process.exit(2);
+  }
+  return r.status ?? 1;
+}
+
+const clangxx = which('clang++');
+if (!clangxx) {
+  console.log('fuzz: skipped: clang not found (apt-get install -y clang, then npm run fuzz)');
+  process.exit(0);
+}
+if (!which('cmake')) {
+  console.error('fuzz: cmake not found; it is needed to build the fuzz target');
+  process.exit(2);
+}
+
+const configure = ['-S', root, '-B', buildDir, '-DTFJS_CKPT_FUZZ=ON', `-DCMAKE_CXX_COMPILER=${clangxx}`];
+configure.push('-DCMAKE_BUILD_TYPE=RelWithDebInfo');
+if (which('ninja') && !fs.existsSync(path.join(buildDir, 'Makefile'))) configure.push('-G', 'Ninja');
+if (run('cmake', configure) !== 0) process.exit(1);
+if (run('cmake', ['--build', buildDir, '--target', 'tfjs_checkpoint_fuzz_read', '-j', '2']) !== 0) process.exit(1);
+
+const corpus = path.join(buildDir, 'corpus');
+const artifacts = path.join(buildDir, 'artifacts') + path.sep;
+fs.mkdirSync(corpus, { recursive: true });
+fs.mkdirSync(artifacts, { recursive: true });
+// The target writes each input to a file and reads it back: a tmpfs makes that ~30x faster.
+const tmpdir = fs.existsSync('/dev/shm') ? '/dev/shm' : process.env.TMPDIR || '/tmp';
+const status = run(
+  path.join(buildDir, 'tfjs_checkpoint_fuzz_read'),
+  [
+    `-max_total_time=${seconds}`,
+    '-max_len=65536',
+    '-timeout=10',
+    '-rss_limit_mb=2048',
+    '-print_final_stats=1',
+    `-artifact_prefix=${artifacts}`,
+    corpus,
+    seeds,
+  ],
+  { env: { ...process.env, TMPDIR: tmpdir, ASAN_OPTIONS: 'detect_leaks=1', UBSAN_OPTIONS: 'print_stacktrace=1' } },
+);
+if (status !== 0) {
+  console.error(`fuzz: the fuzzer failed (exit ${status}); the crashing input is in ${artifacts}`);
+  process.exit(1);
+}
+console.log(`fuzz: ${seconds} s without a failure`);
