@@ -302,6 +302,100 @@ describe.each(BACKENDS)('model checkpoints on the %s backend', (backend) => {
     });
   });
 
+  test('a functional model with batch normalization (non-trainable weights) resumes identically via loadModel', async () => {
+    const file = path.join(await tempDir(), 'functional.safetensors');
+    const { xs, ys } = data([3], 10);
+    const input = tf.input({ shape: [3] });
+    const h = tf.layers.dense({ units: 4, name: 'fd1' }).apply(input) as tf.SymbolicTensor;
+    const n = tf.layers.batchNormalization({ name: 'fbn' }).apply(h) as tf.SymbolicTensor;
+    const out = tf.layers.dense({ units: 2, name: 'fd2' }).apply(n) as tf.SymbolicTensor;
+    const a = tf.model({ inputs: input, outputs: out });
+    a.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
+    await fit(a, xs, ys, 1);
+    expect(a.nonTrainableWeights.map((w) => w.originalName)).toEqual(['fbn/moving_mean', 'fbn/moving_variance']);
+    await saveCheckpoint(a, file);
+    const c = await loadModel(file);
+    expectSameWeights(a, c);
+    await fit(a, xs, ys, 2);
+    await fit(c, xs, ys, 2);
+    expectSameWeights(a, c);
+    tf.dispose([xs, ys]);
+    a.dispose();
+    c.dispose();
+  });
+
+  test('restored weights are the stored bits: constraints are not re-applied', async () => {
+    const file = path.join(await tempDir(), 'constrained.safetensors');
+    const make = (): tf.Sequential =>
+      tf.sequential({
+        layers: [tf.layers.dense({ units: 2, inputShape: [2], kernelConstraint: 'nonNeg', name: 'k1' })],
+      });
+    const a = make();
+    // A value the constraint would project to 0 (set directly, as training with a loose constraint could leave it).
+    (a.weights[0].read() as tf.Variable).assign(tf.tensor2d([-1, 2, 3, -4], [2, 2]));
+    await saveCheckpoint(a, file);
+    const b = make();
+    await restoreCheckpoint(b, file);
+    expect(Array.from(b.weights[0].read().dataSync())).toEqual([-1, 2, 3, -4]);
+    const c = await loadModel(file);
+    expect(Array.from(c.weights[0].read().dataSync())).toEqual([-1, 2, 3, -4]);
+    a.dispose();
+    b.dispose();
+    c.dispose();
+  });
+
+  test("a capture shares the weights' arrays without copying and keeps its values while training goes on", async () => {
+    const { xs, ys } = data([3]);
+    const a = denseModel();
+    a.compile({ optimizer: tf.train.sgd(0.1), loss: 'meanSquaredError' });
+    const captured = await captureCheckpoint(a);
+    const kernel = captured.tensors['d1/kernel'].data;
+    expect(kernel).toBe(a.weights[0].read().dataSync()); // the cpu backend's own array: no copy
+    const copy = kernel.slice();
+    await fit(a, xs, ys, 1);
+    expect(sameBits(a.weights[0].read().dataSync(), copy)).toBe(false);
+    expect(sameBits(kernel, copy)).toBe(true);
+    tf.dispose([xs, ys]);
+    a.dispose();
+  });
+
+  test('non-strict restore of a mismatched model skips the optimizer state and says why', async () => {
+    const file = path.join(await tempDir(), 'skip.safetensors');
+    const { xs, ys } = data([3]);
+    const a = denseModel();
+    a.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
+    await fit(a, xs, ys, 1);
+    await saveCheckpoint(a, file);
+    const b = denseModel({ extra: true });
+    b.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
+    const r = await restoreCheckpoint(b, file, { strict: false });
+    expect(r.restored).toHaveLength(4);
+    expect(r.optimizerRestored).toBe(false);
+    expect(r.optimizerSkipped).toContain('"d3/kernel"');
+    await expect(restoreCheckpoint(b, file, { strict: false, includeOptimizer: true })).rejects.toMatchObject({
+      code: ErrorCode.MISMATCH,
+    });
+    tf.dispose([xs, ys]);
+    a.dispose();
+    b.dispose();
+  });
+
+  test('loadModel leaks no tensors: disposing the model and its optimizer frees everything it made', async () => {
+    const file = path.join(await tempDir(), 'load-leak.safetensors');
+    const { xs, ys } = data([3]);
+    const a = denseModel();
+    a.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
+    await fit(a, xs, ys, 1);
+    await saveCheckpoint(a, file);
+    const before = tf.memory().numTensors;
+    const c = await loadModel(file);
+    c.optimizer.dispose();
+    c.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([xs, ys]);
+    a.dispose();
+  });
+
   test('an optimizer of another class is refused by name; includeOptimizer: false restores the weights only', async () => {
     const dir = await tempDir();
     const file = path.join(dir, 'adam.safetensors');
