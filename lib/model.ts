@@ -207,7 +207,7 @@ function userMetadata(metadata: unknown, training: Record<string, string>): Reco
     if (k.startsWith(MODEL_META_PREFIX)) {
       invalidArgument(`options.metadata key ${JSON.stringify(k)}`, `a key not starting with "${MODEL_META_PREFIX}"`, k);
     }
-    if (k in training && k !== MetadataKey.CREATED_AT) {
+    if (k in training) {
       invalidArgument(`options.metadata key ${JSON.stringify(k)}`, `not also given as options.${k}`, k);
     }
   }

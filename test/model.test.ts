@@ -513,6 +513,7 @@ describe('argument validation', () => {
     ['a non-string metadata value', () => saveCheckpoint(model, file, { metadata: { a: 1 } } as never)],
     ['a reserved metadata key', () => saveCheckpoint(model, file, { metadata: { 'tfjs.x': 'y' } })],
     ['metadata repeating a field', () => saveCheckpoint(model, file, { epoch: 1, metadata: { epoch: '2' } })],
+    ['metadata repeating created_at', () => saveCheckpoint(model, file, { metadata: { created_at: 'x' } })],
     ['a negative epoch', () => saveCheckpoint(model, file, { epoch: -1 })],
     ['a fractional step', () => saveCheckpoint(model, file, { step: 1.5 })],
     ['a non-number metric', () => saveCheckpoint(model, file, { metrics: { loss: '1' } } as never)],
