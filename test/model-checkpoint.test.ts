@@ -1,0 +1,499 @@
+/**
+ * ModelCheckpoint (lib/model-checkpoint.ts): Keras' callback for model.fit. The seed history, a real fit compared
+ * with Keras' own logic run in python3, scalar-tensor logs without leaks, verbose messages, saveFreq in batches,
+ * minDelta, initialValueThreshold, auto mode, aliases, NaN, a missing metric, template and argument errors.
+ */
+import { spawnSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { CheckpointError, ErrorCode } from '../lib/errors';
+import { ModelCheckpoint, ModelCheckpointArgs, modelCheckpoint, resolveLogs } from '../lib/model-checkpoint';
+import { tempDir } from './helpers/backends';
+
+const SEED_HISTORY = [0.72, 0.7, 0.81, 0.8, 0.79, 0.8, 0.895, 0.85, 0.84, 0.83];
+const SEED_TEMPLATE = 'xception_v1_{epoch:02d}_{val_accuracy:.3f}.safetensors';
+
+function tinyModel(compile = true): tf.LayersModel {
+  const model = tf.sequential({
+    layers: [
+      tf.layers.dense({ units: 4, inputShape: [3], activation: 'relu' }),
+      tf.layers.dense({ units: 2, activation: 'softmax' }),
+    ],
+  });
+  if (compile)
+    model.compile({ optimizer: tf.train.adam(0.05), loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
+  return model;
+}
+
+interface Recorder {
+  lines: string[];
+  warnings: string[];
+  logger: { log(m: string): void; warn(m: string): void };
+}
+
+function recorder(): Recorder {
+  const lines: string[] = [];
+  const warnings: string[] = [];
+  return { lines, warnings, logger: { log: (m) => lines.push(m), warn: (m) => warnings.push(m) } };
+}
+
+/** The checkpoint files in `dir`, sorted. */
+async function checkpointFiles(dir: string): Promise<string[]> {
+  return (await fsp.readdir(dir)).filter((f) => f.endsWith('.safetensors')).sort();
+}
+
+/** Drives the callback's hooks as fit() does, with the given epoch logs; `before(epoch)` runs before each end. */
+async function driveEpochs(
+  cb: ModelCheckpoint,
+  model: tf.LayersModel,
+  history: Record<string, number | tf.Tensor>[],
+  before?: (epoch: number) => void,
+  firstEpoch = 0,
+): Promise<void> {
+  cb.setModel(model);
+  await cb.onTrainBegin({});
+  for (let i = 0; i < history.length; i++) {
+    const epoch = firstEpoch + i;
+    await cb.onEpochBegin(epoch, {});
+    before?.(epoch);
+    await cb.onEpochEnd(epoch, history[i] as tf.Logs);
+  }
+  await cb.onTrainEnd({});
+}
+
+async function rejection(p: Promise<unknown>): Promise<CheckpointError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(CheckpointError);
+    return e as CheckpointError;
+  }
+  throw new Error('expected a rejection');
+}
+
+function thrown(fn: () => unknown): CheckpointError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(CheckpointError);
+    return e as CheckpointError;
+  }
+  throw new Error('expected a throw');
+}
+
+describe('the seed history', () => {
+  test('saveBestOnly with mode max leaves exactly epochs 01, 03, 07, prints Keras messages, and restoreBest brings back epoch 7 bit-exactly', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const model = tinyModel(false);
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, SEED_TEMPLATE),
+      monitor: 'val_accuracy',
+      mode: 'max',
+      saveBestOnly: true,
+      verbose: 1,
+      logger: rec.logger,
+    });
+    // Each epoch gives the weights a recognizable value; async saves must capture the epoch's own weights.
+    const setEpochWeights = (epoch: number): void => {
+      const ws = model.getWeights().map((w) => tf.fill(w.shape, epoch + 0.25));
+      model.setWeights(ws);
+      tf.dispose(ws);
+    };
+    await driveEpochs(
+      cb,
+      model,
+      SEED_HISTORY.map((v) => ({ val_acc: v })),
+      setEpochWeights,
+    );
+    expect(await checkpointFiles(dir)).toEqual([
+      'xception_v1_01_0.720.safetensors',
+      'xception_v1_03_0.810.safetensors',
+      'xception_v1_07_0.895.safetensors',
+    ]);
+    const p = (f: string): string => path.join(dir, f);
+    expect(rec.lines).toEqual([
+      `Epoch 1: val_accuracy improved from -inf to 0.72000, saving model to ${p('xception_v1_01_0.720.safetensors')}`,
+      'Epoch 2: val_accuracy did not improve from 0.72000',
+      `Epoch 3: val_accuracy improved from 0.72000 to 0.81000, saving model to ${p('xception_v1_03_0.810.safetensors')}`,
+      'Epoch 4: val_accuracy did not improve from 0.81000',
+      'Epoch 5: val_accuracy did not improve from 0.81000',
+      'Epoch 6: val_accuracy did not improve from 0.81000',
+      `Epoch 7: val_accuracy improved from 0.81000 to 0.89500, saving model to ${p('xception_v1_07_0.895.safetensors')}`,
+      'Epoch 8: val_accuracy did not improve from 0.89500',
+      'Epoch 9: val_accuracy did not improve from 0.89500',
+      'Epoch 10: val_accuracy did not improve from 0.89500',
+    ]);
+    expect(rec.warnings).toEqual([]);
+    expect(cb.best).toBe(0.895);
+    expect(cb.bestCheckpoint?.path).toBe(p('xception_v1_07_0.895.safetensors'));
+
+    setEpochWeights(99);
+    const restored = await cb.restoreBest(model);
+    expect(restored?.epoch).toBe(6);
+    for (const w of model.getWeights()) {
+      expect(Array.from(w.dataSync()).every((x) => x === Math.fround(6.25))).toBe(true);
+    }
+  });
+
+  test('keep: 2 leaves only the two best of the seed history', async () => {
+    const dir = await tempDir();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, SEED_TEMPLATE),
+      monitor: 'val_acc',
+      saveBestOnly: true,
+      keep: 2,
+    });
+    await driveEpochs(
+      cb,
+      tinyModel(false),
+      SEED_HISTORY.map((v) => ({ val_acc: v })),
+    );
+    expect(await checkpointFiles(dir)).toEqual([
+      'xception_v1_03_0.810.safetensors',
+      'xception_v1_07_0.895.safetensors',
+    ]);
+  });
+
+  test('a second fit with the same callback carries on from the best of the first', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, SEED_TEMPLATE),
+      monitor: 'val_accuracy',
+      saveBestOnly: true,
+      verbose: 1,
+      logger: rec.logger,
+    });
+    const model = tinyModel(false);
+    await driveEpochs(
+      cb,
+      model,
+      SEED_HISTORY.slice(0, 3).map((v) => ({ val_acc: v })),
+    );
+    rec.lines.length = 0;
+    await driveEpochs(cb, model, [{ val_acc: 0.8 }, { val_acc: 0.9 }], undefined, 3);
+    expect(rec.lines[0]).toBe('Epoch 4: val_accuracy did not improve from 0.81000');
+    expect(rec.lines[1]).toMatch(/^Epoch 5: val_accuracy improved from 0.81000 to 0.90000, saving model to /);
+    expect(await checkpointFiles(dir)).toEqual([
+      'xception_v1_01_0.720.safetensors',
+      'xception_v1_03_0.810.safetensors',
+      'xception_v1_05_0.900.safetensors',
+    ]);
+  });
+});
+
+describe('a real model.fit', () => {
+  const xs = tf.tensor2d([
+    [0, 1, 2],
+    [1, 0, 1],
+    [2, 2, 0],
+    [0.5, 1.5, 1],
+    [1, 1, 1],
+    [2, 0, 2],
+    [0, 0, 1],
+    [1, 2, 0],
+  ]);
+  const ys = tf.oneHot(tf.tensor1d([0, 1, 1, 0, 1, 0, 0, 1], 'int32'), 2).toFloat();
+  const xv = tf.tensor2d([
+    [0.2, 1, 2],
+    [1, 0.1, 1],
+    [2, 2, 0.3],
+    [0.4, 1.2, 1],
+    [1, 0.8, 1.1],
+  ]);
+  const yv = tf.oneHot(tf.tensor1d([0, 1, 1, 0, 1], 'int32'), 2).toFloat();
+
+  /** What Keras' ModelCheckpoint (save_best_only, mode max) prints and saves for these epoch logs, run in python3. */
+  function kerasReference(
+    filepath: string,
+    monitor: string,
+    logs: Record<string, number>[],
+  ): { lines: string[]; files: string[] } {
+    const script = [
+      'import json, math, sys',
+      'd = json.load(sys.stdin)',
+      'best = -math.inf',
+      'lines, files = [], []',
+      'for epoch, logs in enumerate(d["logs"]):',
+      '    logs = {k: float(v) for k, v in logs.items()}',
+      '    filepath = d["filepath"].format(epoch=epoch + 1, **logs)',
+      '    current = logs.get(d["monitor"])',
+      '    if current > best:',
+      '        lines.append(f"Epoch {epoch + 1}: {d[\'monitor\']} improved from {best:.5f} to {current:.5f}, saving model to {filepath}")',
+      '        best = current',
+      '        files.append(filepath)',
+      '    else:',
+      '        lines.append(f"Epoch {epoch + 1}: {d[\'monitor\']} did not improve from {best:.5f}")',
+      'json.dump({"lines": lines, "files": files}, sys.stdout)',
+    ].join('\n');
+    const r = spawnSync('python3', ['-c', script], { input: JSON.stringify({ filepath, monitor, logs }) });
+    if (r.status !== 0) throw new Error(`python3 failed: ${r.error ?? r.stderr.toString()}`);
+    return JSON.parse(r.stdout.toString());
+  }
+
+  test('fit with validationData saves the improving checkpoints with the messages Keras prints for the same logs, leaking no tensor', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const model = tinyModel();
+    // A first epoch creates the optimizer's slots, so that the tensor count is stable from here on.
+    await model.fit(xs, ys, { epochs: 1, verbose: 0, validationData: [xv, yv] });
+    const before = tf.memory().numTensors;
+    const filepath = path.join(dir, 'm_{epoch:02d}_{val_acc:.4f}_{val_loss:.3e}.safetensors');
+    const history = await model.fit(xs, ys, {
+      epochs: 6,
+      batchSize: 4,
+      verbose: 0,
+      validationData: [xv, yv],
+      callbacks: [
+        modelCheckpoint({ filepath, monitor: 'val_acc', saveBestOnly: true, verbose: 1, logger: rec.logger }),
+      ],
+    });
+    expect(tf.memory().numTensors).toBe(before);
+    const logs = history.history.val_acc.map((_, i) => ({
+      loss: history.history.loss[i] as number,
+      acc: history.history.acc[i] as number,
+      val_loss: history.history.val_loss[i] as number,
+      val_acc: history.history.val_acc[i] as number,
+    }));
+    for (const l of logs) for (const v of Object.values(l)) expect(typeof v).toBe('number');
+    const reference = kerasReference(filepath, 'val_acc', logs);
+    expect(reference.files.length).toBeGreaterThanOrEqual(1);
+    expect(rec.lines).toEqual(reference.lines);
+    expect(await checkpointFiles(dir)).toEqual(reference.files.map((f) => path.basename(f)).sort());
+  });
+
+  test('saveFreq in batches saves every n-th batch across epochs with {batch} 1-based and batch-log metrics', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    await model.fit(xs, ys, { epochs: 1, batchSize: 2, verbose: 0 });
+    const before = tf.memory().numTensors;
+    // 8 samples, batch size 2: 4 batches per epoch; every 3rd batch: epoch 1 batch 3, epoch 2 batch 2, epoch 3 batch 1 and 4.
+    await model.fit(xs, ys, {
+      epochs: 3,
+      batchSize: 2,
+      shuffle: false,
+      verbose: 0,
+      callbacks: [
+        modelCheckpoint({ filepath: path.join(dir, 'ck_{epoch:02d}_{batch:03d}_{loss:.3f}.safetensors'), saveFreq: 3 }),
+      ],
+    });
+    expect(tf.memory().numTensors).toBe(before);
+    const files = await checkpointFiles(dir);
+    expect(files.map((f) => f.slice(0, 10))).toEqual(['ck_01_003_', 'ck_02_002_', 'ck_03_001_', 'ck_03_004_']);
+    for (const f of files) expect(f).toMatch(/^ck_\d\d_\d{3}_\d+\.\d{3}\.safetensors$/);
+  });
+
+  test('a fit that fails in the callback releases the directory for the next one', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const bad = modelCheckpoint({ filepath: path.join(dir, 'm_{val_f1:.2f}.safetensors') });
+    const err = await rejection(model.fit(xs, ys, { epochs: 2, verbose: 0, callbacks: [bad] }));
+    expect(err.code).toBe(ErrorCode.TEMPLATE);
+    const good = modelCheckpoint({ filepath: path.join(dir, 'm_{epoch}.safetensors') });
+    await model.fit(xs, ys, { epochs: 1, verbose: 0, callbacks: [good] });
+    expect(await checkpointFiles(dir)).toEqual(['m_1.safetensors']);
+  });
+});
+
+describe('logs', () => {
+  test('scalar-tensor logs are read, written back as numbers, disposed, and saved', async () => {
+    const dir = await tempDir();
+    const model = tinyModel(false);
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, 'm_{epoch}_{val_loss:.2f}.safetensors'),
+      saveBestOnly: true,
+    });
+    cb.setModel(model);
+    await cb.onTrainBegin({});
+    const before = tf.memory().numTensors;
+    const t1 = tf.scalar(0.5);
+    const t2 = tf.scalar(0.25);
+    const logs = { val_loss: t1, loss: t2 } as unknown as tf.Logs;
+    await cb.onEpochBegin(0, {});
+    await cb.onEpochEnd(0, logs);
+    expect(logs).toEqual({ val_loss: 0.5, loss: 0.25 });
+    expect(t1.isDisposed && t2.isDisposed).toBe(true);
+    await cb.onTrainEnd({});
+    expect(tf.memory().numTensors).toBe(before);
+    expect(await checkpointFiles(dir)).toEqual(['m_1_0.50.safetensors']);
+  });
+
+  test('resolveLogs keeps numbers, resolves tensors, ignores other values', async () => {
+    const t = tf.scalar(3);
+    const logs: Record<string, unknown> = { a: 1, b: t, c: 'x' };
+    expect(await resolveLogs(logs)).toEqual({ a: 1, b: 3 });
+    expect(logs.b).toBe(3);
+    expect(t.isDisposed).toBe(true);
+    expect(await resolveLogs(undefined)).toEqual({});
+  });
+});
+
+describe('improvement rules', () => {
+  async function run(
+    args: Omit<ModelCheckpointArgs, 'filepath'>,
+    key: string,
+    values: number[],
+    template = 'm_{epoch:02d}.safetensors',
+  ) {
+    const dir = await tempDir();
+    const rec = recorder();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, template),
+      saveBestOnly: true,
+      verbose: 1,
+      logger: rec.logger,
+      ...args,
+    });
+    await driveEpochs(
+      cb,
+      tinyModel(false),
+      values.map((v) => ({ [key]: v })),
+    );
+    return { files: await checkpointFiles(dir), rec, dir };
+  }
+
+  test('minDelta: an improvement must beat the best by more than minDelta', async () => {
+    const { files } = await run({ monitor: 'val_loss', minDelta: 0.1 }, 'val_loss', [1.0, 0.95, 0.85, 0.8, 0.74]);
+    expect(files).toEqual(['m_01.safetensors', 'm_03.safetensors', 'm_05.safetensors']);
+  });
+
+  test('ties do not save', async () => {
+    const { files } = await run({ monitor: 'val_loss' }, 'val_loss', [0.5, 0.5, 0.4, 0.4]);
+    expect(files).toEqual(['m_01.safetensors', 'm_03.safetensors']);
+  });
+
+  test('initialValueThreshold: the first checkpoint must beat it, and the message starts from it', async () => {
+    const { files, rec } = await run(
+      { monitor: 'val_acc', mode: 'max', initialValueThreshold: 0.75 },
+      'val_acc',
+      SEED_HISTORY.slice(0, 4),
+    );
+    expect(files).toEqual(['m_03.safetensors']);
+    expect(rec.lines[0]).toBe('Epoch 1: val_acc did not improve from 0.75000');
+    expect(rec.lines[2]).toMatch(/^Epoch 3: val_acc improved from 0.75000 to 0.81000, saving model to /);
+  });
+
+  test('auto mode maximizes accuracy-like names and minimizes the rest', async () => {
+    const acc = await run({ monitor: 'val_acc' }, 'val_acc', [0.5, 0.6, 0.55]);
+    expect(acc.files).toEqual(['m_01.safetensors', 'm_02.safetensors']);
+    const auc = await run({ monitor: 'val_auc' }, 'val_auc', [0.5, 0.6, 0.55]);
+    expect(auc.files).toEqual(['m_01.safetensors', 'm_02.safetensors']);
+    const loss = await run({}, 'val_loss', [0.5, 0.6, 0.4]);
+    expect(loss.files).toEqual(['m_01.safetensors', 'm_03.safetensors']);
+    expect(loss.rec.lines[1]).toBe('Epoch 2: val_loss did not improve from 0.50000');
+  });
+
+  test('aliases: monitor accuracy reads acc, and {accuracy} in the template renders acc', async () => {
+    const { files } = await run(
+      { monitor: 'accuracy' },
+      'acc',
+      [0.5, 0.25, 0.75],
+      'm_{epoch}_{accuracy:.2f}.safetensors',
+    );
+    expect(files).toEqual(['m_1_0.50.safetensors', 'm_3_0.75.safetensors']);
+  });
+
+  test('NaN and infinities never become best', async () => {
+    const { files, rec } = await run({ monitor: 'val_loss' }, 'val_loss', [NaN, -Infinity, 0.5, NaN, 0.4]);
+    expect(files).toEqual(['m_03.safetensors', 'm_05.safetensors']);
+    expect(rec.lines[0]).toBe('Epoch 1: val_loss did not improve from inf');
+    expect(rec.lines[3]).toBe('Epoch 4: val_loss did not improve from 0.50000');
+  });
+
+  test('a missing monitored metric warns once, saying why, and saves nothing', async () => {
+    const { files, rec } = await run({ monitor: 'val_loss' }, 'loss', [0.5, 0.4, 0.3]);
+    expect(files).toEqual([]);
+    expect(rec.warnings).toHaveLength(1);
+    expect(rec.warnings[0]).toContain('val_loss');
+    expect(rec.warnings[0]).toContain('loss');
+  });
+
+  test('without saveBestOnly every epoch is saved (Keras default)', async () => {
+    const dir = await tempDir();
+    const cb = modelCheckpoint({ filepath: path.join(dir, 'm_{epoch}.safetensors') });
+    await driveEpochs(cb, tinyModel(false), [{ val_loss: 1 }, { val_loss: 2 }, { val_loss: 3 }]);
+    expect(await checkpointFiles(dir)).toEqual(['m_1.safetensors', 'm_2.safetensors', 'm_3.safetensors']);
+  });
+
+  test('verbose: 1 prints to the console by default', async () => {
+    const dir = await tempDir();
+    const spy = jest.spyOn(console, 'log').mockImplementation(() => undefined);
+    try {
+      const cb = modelCheckpoint({ filepath: path.join(dir, 'm_{epoch}.safetensors'), saveBestOnly: true, verbose: 1 });
+      await driveEpochs(cb, tinyModel(false), [{ val_loss: 1 }, { val_loss: 2 }]);
+      const printed = spy.mock.calls.map((c) => c.join(' '));
+      expect(printed).toContain(
+        `Epoch 1: val_loss improved from inf to 1.00000, saving model to ${path.join(dir, 'm_1.safetensors')}`,
+      );
+      expect(printed).toContain('Epoch 2: val_loss did not improve from 1.00000');
+    } finally {
+      spy.mockRestore();
+    }
+  });
+});
+
+describe('argument and template errors', () => {
+  test.each([
+    ['a malformed template', { filepath: '/tmp/x/m_{epoch' }, ErrorCode.TEMPLATE, 'never closed'],
+    ['a bad spec', { filepath: '/tmp/x/m_{epoch:5.2ff}' }, ErrorCode.TEMPLATE, 'invalid format specifier'],
+    [
+      'a placeholder in the directory',
+      { filepath: '/tmp/{epoch}/m.safetensors' },
+      ErrorCode.TEMPLATE,
+      'in the file name only',
+    ],
+    ['an empty filepath', { filepath: '' }, ErrorCode.INVALID_ARGUMENT, 'args.filepath'],
+    ['a directory-only filepath', { filepath: '/tmp/x/' }, ErrorCode.INVALID_ARGUMENT, 'ends with a file name'],
+    ['an unknown mode', { filepath: '/tmp/x/m', mode: 'maximize' }, ErrorCode.INVALID_ARGUMENT, 'mode'],
+    ['saveFreq 0', { filepath: '/tmp/x/m', saveFreq: 0 }, ErrorCode.INVALID_ARGUMENT, 'saveFreq'],
+    ['saveFreq 1.5', { filepath: '/tmp/x/m', saveFreq: 1.5 }, ErrorCode.INVALID_ARGUMENT, 'saveFreq'],
+    ["saveFreq 'batch'", { filepath: '/tmp/x/m', saveFreq: 'batch' }, ErrorCode.INVALID_ARGUMENT, 'saveFreq'],
+    ['verbose 2', { filepath: '/tmp/x/m', verbose: 2 }, ErrorCode.INVALID_ARGUMENT, 'verbose'],
+    ['a negative minDelta', { filepath: '/tmp/x/m', minDelta: -1 }, ErrorCode.INVALID_ARGUMENT, 'minDelta'],
+    ['keep 0', { filepath: '/tmp/x/m', keep: 0 }, ErrorCode.INVALID_ARGUMENT, 'keep'],
+    [
+      'a string saveBestOnly',
+      { filepath: '/tmp/x/m', saveBestOnly: 'yes' },
+      ErrorCode.INVALID_ARGUMENT,
+      'saveBestOnly',
+    ],
+    [
+      'a Keras snake_case name',
+      { filepath: '/tmp/x/m', save_best_only: true },
+      ErrorCode.INVALID_ARGUMENT,
+      'use saveBestOnly',
+    ],
+    [
+      'an unknown argument',
+      { filepath: '/tmp/x/m', patience: 3 },
+      ErrorCode.INVALID_ARGUMENT,
+      'expected one of filepath',
+    ],
+  ])('%s throws a coded error at construction', (_what, args, code, text) => {
+    const err = thrown(() => new ModelCheckpoint(args as unknown as ModelCheckpointArgs));
+    expect(err.code).toBe(code);
+    expect(err.message).toContain(text);
+  });
+
+  test('an unknown key fails at the first save, naming it and the keys available', async () => {
+    const dir = await tempDir();
+    const cb = modelCheckpoint({ filepath: path.join(dir, 'm_{epoch:02d}_{val_accuracy:.3f}.safetensors') });
+    cb.setModel(tinyModel(false));
+    await cb.onTrainBegin({});
+    const err = await rejection(cb.onEpochEnd(0, { loss: 0.5, val_loss: 0.6 }));
+    expect(err.code).toBe(ErrorCode.TEMPLATE);
+    expect(err.message).toContain('"val_accuracy"');
+    expect(err.message).toContain('"val_acc"');
+    expect(err.message).toMatch(/available keys: .*loss.*val_loss/);
+    expect(await checkpointFiles(dir)).toEqual([]);
+  });
+
+  test('a filepath whose file name is a dot name is refused at construction', async () => {
+    const dir = await tempDir();
+    // (Separators coming from values are refused by renderFilename: test/template.test.ts.)
+    expect(thrown(() => modelCheckpoint({ filepath: `${dir}/..` })).code).toBe(ErrorCode.TEMPLATE);
+    expect(thrown(() => modelCheckpoint({ filepath: `${dir}/.` })).code).toBe(ErrorCode.TEMPLATE);
+  });
+});
