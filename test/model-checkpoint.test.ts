@@ -285,6 +285,67 @@ describe('a real model.fit', () => {
     for (const f of files) expect(f).toMatch(/^ck_\d\d_\d{3}_\d+\.\d{3}\.safetensors$/);
   });
 
+  test('saveFreq in batches with saveBestOnly monitors the batch-log loss', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    /** Records each batch's loss (after ModelCheckpoint, which may already have resolved it to a number). */
+    class BatchLosses extends tf.Callback {
+      readonly losses: number[] = [];
+      override async onBatchEnd(_batch: number, logs?: tf.Logs): Promise<void> {
+        const v = logs?.loss as unknown;
+        this.losses.push(typeof v === 'number' ? v : (await (v as tf.Tensor).data())[0]);
+      }
+    }
+    const rec = new BatchLosses();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, 'b_{epoch:02d}_{batch:02d}.safetensors'),
+      monitor: 'loss',
+      saveBestOnly: true,
+      saveFreq: 2,
+    });
+    await model.fit(xs, ys, { epochs: 3, batchSize: 2, shuffle: false, verbose: 0, callbacks: [cb, rec] });
+    expect(rec.losses).toHaveLength(12);
+    const expected: string[] = [];
+    let best = Infinity;
+    for (let g = 2; g <= 12; g += 2) {
+      const loss = rec.losses[g - 1];
+      if (loss < best) {
+        best = loss;
+        const epoch = Math.floor((g - 1) / 4) + 1;
+        const batch = ((g - 1) % 4) + 1;
+        expected.push(`b_${String(epoch).padStart(2, '0')}_${String(batch).padStart(2, '0')}.safetensors`);
+      }
+    }
+    expect(expected.length).toBeGreaterThanOrEqual(1);
+    expect(await checkpointFiles(dir)).toEqual(expected.sort());
+  });
+
+  test('fitDataset with a validation dataset saves every epoch and leaks no tensor', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const ds = tf.data.zip({ xs: tf.data.array(xs.unstack()), ys: tf.data.array(ys.unstack()) }).batch(4);
+    await model.fitDataset(ds, { epochs: 1, verbose: 0 });
+    const before = tf.memory().numTensors;
+    const rec = recorder();
+    await model.fitDataset(ds, {
+      epochs: 3,
+      verbose: 0,
+      validationData: ds,
+      callbacks: [
+        modelCheckpoint({
+          filepath: path.join(dir, 'd_{epoch}_{val_loss:.4f}.safetensors'),
+          verbose: 1,
+          logger: rec.logger,
+        }),
+      ],
+    });
+    expect(tf.memory().numTensors).toBe(before);
+    const files = await checkpointFiles(dir);
+    expect(files).toHaveLength(3);
+    files.forEach((f, i) => expect(f).toMatch(new RegExp(`^d_${i + 1}_\\d+\\.\\d{4}\\.safetensors$`)));
+    expect(rec.lines).toEqual(files.map((f, i) => `Epoch ${i + 1}: saving model to ${path.join(dir, f)}`));
+  });
+
   test('a fit that fails in the callback releases the directory for the next one', async () => {
     const dir = await tempDir();
     const model = tinyModel();
