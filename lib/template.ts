@@ -8,7 +8,8 @@
  * to even on its exact binary value, so format(0.125, '.2f') is '0.12' and format(2.675, '.2f') is '2.67'),
  * exponents of at least two digits, Python's repr for floats without a type, grouping with zero padding
  * ('{:09,d}' -> '0,001,234'). Not supported (a TEMPLATE error): positional fields `{}`/`{0}`, attribute and index
- * access `{a.b}`/`{a[0]}`, conversions `{a!r}`, nested fields in a spec `{a:{w}}`, widths and precisions above 1000.
+ * access `{a.b}`/`{a[0]}`, conversions `{a!r}`, nested fields in a spec `{a:{w}}`, the `c` type, widths and
+ * precisions above 1000.
  *
  * Python distinguishes int from float, JavaScript does not: a number is formatted as a Python int when its key is one
  * of `intKeys` (default `epoch` and `batch`) and its value is an integer, and as a Python float otherwise. So
@@ -141,8 +142,13 @@ function parseTemplate(template: string): ParsedTemplate {
  * ERR_CHECKPOINT_TEMPLATE saying what and where. Whether the keys exist can only be known when rendering.
  */
 export function validateTemplate(template: string): TemplateField[] {
-  const { pieces, fields } = parseTemplate(template);
-  for (const piece of pieces) {
+  return checkTemplate(template).fields;
+}
+
+/** Parses `template` and checks its literal text (see validateTemplate). */
+function checkTemplate(template: string): ParsedTemplate {
+  const parsed = parseTemplate(template);
+  for (const piece of parsed.pieces) {
     if ('literal' in piece && /[/\\]/.test(piece.literal)) {
       throw templateError(
         template,
@@ -152,10 +158,10 @@ export function validateTemplate(template: string): TemplateField[] {
     if ('literal' in piece && piece.literal.includes('\0'))
       throw templateError(template, 'it contains a NUL character');
   }
-  if (fields.length === 0 && (template === '' || template === '.' || template === '..')) {
+  if (parsed.fields.length === 0 && (template === '' || template === '.' || template === '..')) {
     throw templateError(template, 'it does not name a file');
   }
-  return fields;
+  return parsed;
 }
 
 /**
@@ -169,8 +175,7 @@ export function renderFilename(
   values: Readonly<Record<string, TemplateValue>>,
   args: RenderFilenameArgs = {},
 ): string {
-  validateTemplate(template);
-  const { pieces } = parseTemplate(template);
+  const { pieces } = checkTemplate(template);
   const intKeys = args.intKeys ?? DEFAULT_INT_KEYS;
   let out = '';
   for (const piece of pieces) {
@@ -349,6 +354,9 @@ function pyType(value: TemplateValue, asInt: boolean): 'int' | 'float' | 'str' {
 }
 
 function formatParsed(value: TemplateValue, spec: ParsedSpec, asInt: boolean): string {
+  if (typeof value !== 'number' && typeof value !== 'bigint' && typeof value !== 'string') {
+    throw new SpecError(`a value of type ${value === null ? 'null' : typeof value} cannot be formatted`);
+  }
   const type = pyType(value, asInt);
   if (type === 'str') return formatString(value as string, spec);
   if (type === 'int') {

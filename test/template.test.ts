@@ -432,6 +432,13 @@ describe('template errors', () => {
     expect(renderFilename('{name}', { name: 'a..b' })).toBe('a..b');
   });
 
+  test('a value that is not a number, bigint or string is a TEMPLATE error', () => {
+    const values = { loss: undefined, acc: null, x: { a: 1 } } as unknown as Record<string, TemplateValue>;
+    expect(messageOf(() => renderFilename('{loss:.2f}', values))).toContain('type undefined cannot be formatted');
+    expect(messageOf(() => renderFilename('{acc}', values))).toContain('type null cannot be formatted');
+    expect(messageOf(() => renderFilename('{x}', values))).toContain('type object cannot be formatted');
+  });
+
   test('a non-string template is a TEMPLATE error', () => {
     expect(codeOf(() => validateTemplate(42 as unknown as string))).toBe(ErrorCode.TEMPLATE);
   });
