@@ -15,8 +15,10 @@
  *
  * Life cycle: the manager (and with it the directory lock) is opened at the first save and closed in `onTrainEnd`,
  * which waits for background writes, so when `fit()` resolves every checkpoint is on disk. Using the same callback in
- * a later `fit()` reopens the directory and carries on from its index (the best score is kept). If `fit()` fails,
- * the callback closes the manager before the error propagates. Pass only callback instances in fit's `callbacks`
+ * a later `fit()` reopens the directory and carries on from its index (the best score is kept). If the callback's
+ * own work fails, it closes the manager before the error propagates. If `fit()` fails elsewhere (another callback,
+ * tfjs), tfjs never calls `onTrainEnd`: the directory stays locked by this callback until `close()` is called or the
+ * same callback is used in the next `fit()`. Pass only callback instances in fit's `callbacks`
  * array (mixing them with plain objects breaks tfjs, tfjs#1792).
  */
 import * as tf from '@tensorflow/tfjs';
