@@ -358,6 +358,25 @@ describe('a real model.fit', () => {
   });
 });
 
+describe('the directory lock', () => {
+  test('an abandoned fit keeps the directory locked until close(); a second callback gets ERR_CHECKPOINT_LOCKED', async () => {
+    const dir = await tempDir();
+    const model = tinyModel(false);
+    const first = modelCheckpoint({ filepath: path.join(dir, 'a_{epoch}.safetensors') });
+    first.setModel(model);
+    await first.onTrainBegin({});
+    await first.onEpochEnd(0, { val_loss: 1 }); // fit dies here: onTrainEnd is never called
+    const second = modelCheckpoint({ filepath: path.join(dir, 'b_{epoch}.safetensors') });
+    second.setModel(model);
+    await second.onTrainBegin({});
+    expect((await rejection(second.onEpochEnd(0, { val_loss: 1 }))).code).toBe(ErrorCode.LOCKED);
+    await first.close();
+    await first.close(); // idempotent
+    await driveEpochs(second, model, [{ val_loss: 0.5 }]);
+    expect(await checkpointFiles(dir)).toEqual(['a_1.safetensors', 'b_1.safetensors']);
+  });
+});
+
 describe('logs', () => {
   test('scalar-tensor logs are read, written back as numbers, disposed, and saved', async () => {
     const dir = await tempDir();
