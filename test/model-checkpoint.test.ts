@@ -9,6 +9,9 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointError, ErrorCode } from '../lib/errors';
 import { ModelCheckpoint, ModelCheckpointArgs, modelCheckpoint, resolveLogs } from '../lib/model-checkpoint';
+import { MetadataKey } from '../lib/checkpoint-metadata';
+import { isOptimizerTensorName } from '../lib/optimizer-state';
+import { readCheckpointInfo } from '../lib/tensors';
 import { tempDir } from './helpers/backends';
 
 const SEED_HISTORY = [0.72, 0.7, 0.81, 0.8, 0.79, 0.8, 0.895, 0.85, 0.84, 0.83];
@@ -344,6 +347,36 @@ describe('a real model.fit', () => {
     expect(files).toHaveLength(3);
     files.forEach((f, i) => expect(f).toMatch(new RegExp(`^d_${i + 1}_\\d+\\.\\d{4}\\.safetensors$`)));
     expect(rec.lines).toEqual(files.map((f, i) => `Epoch ${i + 1}: saving model to ${path.join(dir, f)}`));
+  });
+
+  test('saveWeightsOnly stores weights without topology or optimizer state; the default stores both; saveLast keeps last', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    await model.fit(xs, ys, {
+      epochs: 2,
+      verbose: 0,
+      callbacks: [modelCheckpoint({ filepath: path.join(dir, 'full_{epoch}.safetensors'), saveLast: true })],
+    });
+    await model.fit(xs, ys, {
+      epochs: 1,
+      verbose: 0,
+      callbacks: [modelCheckpoint({ filepath: path.join(dir, 'weights_{epoch}.safetensors'), saveWeightsOnly: true })],
+    });
+    expect(await checkpointFiles(dir)).toEqual([
+      'full_1.safetensors',
+      'full_2.safetensors',
+      'last.safetensors',
+      'weights_1.safetensors',
+    ]);
+    const full = await readCheckpointInfo(path.join(dir, 'full_2.safetensors'));
+    expect(full.metadata[MetadataKey.MODEL_TOPOLOGY]).toBeDefined();
+    expect(full.tensors.some((t) => isOptimizerTensorName(t.name))).toBe(true);
+    const last = await readCheckpointInfo(path.join(dir, 'last.safetensors'));
+    expect(last.metadata[MetadataKey.EPOCH]).toBe(full.metadata[MetadataKey.EPOCH]);
+    const weights = await readCheckpointInfo(path.join(dir, 'weights_1.safetensors'));
+    expect(weights.metadata[MetadataKey.MODEL_TOPOLOGY]).toBeUndefined();
+    expect(weights.tensors.some((t) => isOptimizerTensorName(t.name))).toBe(false);
+    expect(weights.tensors.map((t) => t.name).sort()).toEqual(model.weights.map((w) => w.originalName).sort());
   });
 
   test('a fit that fails in the callback releases the directory for the next one', async () => {
