@@ -179,6 +179,23 @@ Napi::Error FailureToError(Napi::Env env, const Failure& f) {
   return error;
 }
 
+// Settles `deferred` by running `settle`; if that fails (e.g. out of memory building the result), rejects with the
+// failure instead, so the promise never stays pending. When the environment is shutting down (a worker_threads
+// worker terminated while the job ran) no JS can run and every Node-API call fails: nobody is left to tell, so the
+// failure is dropped (NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS keeps node-addon-api from aborting on it too).
+template <typename Settle>
+void SettleSafely(Napi::Promise::Deferred& deferred, Settle&& settle) {
+  try {
+    settle();
+  } catch (const Napi::Error& e) {
+    try {
+      deferred.Reject(e.Value());
+    } catch (const Napi::Error&) {
+      // environment shutting down
+    }
+  }
+}
+
 // ---- write ----------------------------------------------------------------------------------------------------
 
 class WriteWorker : public Napi::AsyncWorker {
@@ -196,10 +213,14 @@ class WriteWorker : public Napi::AsyncWorker {
   void Execute() override {
     if (!WriteCheckpoint(job_, &failure_)) SetError("write failed");  // details in failure_
   }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnOK() override {
+    SettleSafely(deferred_, [&] { deferred_.Resolve(Env().Undefined()); });
+  }
   void OnError(const Napi::Error&) override {
-    Napi::HandleScope scope(Env());
-    deferred_.Reject(FailureToError(Env(), failure_).Value());
+    SettleSafely(deferred_, [&] {
+      Napi::HandleScope scope(Env());
+      deferred_.Reject(FailureToError(Env(), failure_).Value());
+    });
   }
 
  private:
@@ -264,18 +285,22 @@ class ReadWorker : public Napi::AsyncWorker {
   }
 
   void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    Napi::Array result = Napi::Array::New(env, buffers_.size());
-    for (size_t i = 0; i < buffers_.size(); i++) result.Set(static_cast<uint32_t>(i), TakeBuffer(env, buffers_[i]));
-    buffers_.clear();
-    deferred_.Resolve(result);
+    SettleSafely(deferred_, [&] {
+      Napi::Env env = Env();
+      Napi::HandleScope scope(env);
+      Napi::Array result = Napi::Array::New(env, buffers_.size());
+      for (size_t i = 0; i < buffers_.size(); i++) result.Set(static_cast<uint32_t>(i), TakeBuffer(env, buffers_[i]));
+      deferred_.Resolve(result);
+    });
+    buffers_.clear();  // frees whatever was not handed to JS (all of it if building the result failed)
   }
 
   void OnError(const Napi::Error&) override {
-    Napi::HandleScope scope(Env());
     buffers_.clear();
-    deferred_.Reject(FailureToError(Env(), failure_).Value());
+    SettleSafely(deferred_, [&] {
+      Napi::HandleScope scope(Env());
+      deferred_.Reject(FailureToError(Env(), failure_).Value());
+    });
   }
 
  private:

@@ -138,8 +138,14 @@ bool DetectHardware() {
 #define TFJS_CKPT_HW_TARGET __attribute__((target("+crc")))
 #endif
 
+#if defined(__clang__)
+// clang's arm_acle.h hides the intrinsics unless the whole file targets +crc; its builtins honour the attribute.
+TFJS_CKPT_HW_TARGET inline uint32_t HwByte(uint32_t c, uint8_t b) { return __builtin_arm_crc32cb(c, b); }
+TFJS_CKPT_HW_TARGET inline uint32_t HwWord(uint32_t c, uint64_t w) { return __builtin_arm_crc32cd(c, w); }
+#else
 TFJS_CKPT_HW_TARGET inline uint32_t HwByte(uint32_t c, uint8_t b) { return __crc32cb(c, b); }
 TFJS_CKPT_HW_TARGET inline uint32_t HwWord(uint32_t c, uint64_t w) { return __crc32cd(c, w); }
+#endif
 
 bool DetectHardware() {
 #if defined(__linux__)

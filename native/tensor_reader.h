@@ -18,8 +18,8 @@
 
 namespace tfjs_checkpoint {
 
-// Bytes per read request and per CRC step.
-constexpr size_t kReadChunk = size_t{8} << 20;
+// Bytes per read request and per CRC step (checksummed right after the read, while in cache).
+constexpr size_t kReadChunk = size_t{1} << 20;
 
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }

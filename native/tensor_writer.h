@@ -15,8 +15,9 @@
 
 namespace tfjs_checkpoint {
 
-// Bytes per write request and per CRC step: the chunk is checksummed, then written while still in cache.
-constexpr size_t kWriteChunk = size_t{8} << 20;
+// Bytes per write request and per CRC step: the chunk is checksummed, then written while still in cache
+// (1 MiB fits the L2/L3 of current CPUs; the syscall per MiB costs well under 1%).
+constexpr size_t kWriteChunk = size_t{1} << 20;
 
 struct ByteSpan {
   const uint8_t* data = nullptr;

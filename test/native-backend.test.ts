@@ -242,8 +242,8 @@ describe('write and read', () => {
     expect(await native.read(makeReadPlan(plan))).toEqual([]);
   });
 
-  it('writes a tensor larger than the 8 MiB chunk with the right CRC', async () => {
-    const big = randomBytes(8 * 1024 * 1024 * 2 + 12345, 5);
+  it('writes a tensor spanning many write chunks with the right CRC', async () => {
+    const big = randomBytes(3 * 1024 * 1024 + 12345, 5);
     const plan = makeWritePlan([new Uint8Array(16), big]);
     await native.write(plan);
     expectFileMatchesPlan(plan.path, plan);
@@ -346,6 +346,38 @@ describe('write and read', () => {
     expect(message).toEqual({ ok: [5000, 3] });
     expect(plan.path).toBe(file);
     expectFileMatchesPlan(file, plan);
+  });
+  it('survives a worker_threads worker terminated while its write and read are in flight', () => {
+    // In a child process, so that an abort (node-addon-api throwing while the worker's environment shuts down)
+    // shows up as a failed exit status instead of killing the test runner.
+    const file = path.join(dir, 'terminated.safetensors');
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const src = \`
+        const { parentPort, workerData } = require('node:worker_threads');
+        const addon = require(workerData.binary);
+        const arrays = [];
+        for (let i = 0; i < 4; i++) arrays.push(new Float32Array(4 << 20).fill(i));
+        const json = '{"__metadata__":{"h":"00000000","c":"' + arrays.map(() => '00000000').join(',') + '"}}';
+        const padded = json + ' '.repeat((8 - ((8 + json.length) % 8)) % 8);
+        const header = new Uint8Array(8 + padded.length);
+        new DataView(header.buffer).setBigUint64(0, BigInt(padded.length), true);
+        header.set(Buffer.from(padded, 'latin1'), 8);
+        addon.write({ path: workerData.file, tmpPath: workerData.file + '.tmp', header, arrays, durable: false,
+          headerCrcOffset: 8 + padded.indexOf('"h":"') + 5, tensorCrcOffset: 8 + padded.indexOf('"c":"') + 5 });
+        const size = require('node:fs').statSync(workerData.binary).size;
+        addon.read({ path: workerData.binary, fileSize: size, dataStart: 0, ranges: [0, size], crcs: [], verify: false });
+        parentPort.postMessage('started');
+      \`;
+      (async () => {
+        const worker = new Worker(src, { eval: true, workerData: { binary: ${JSON.stringify(native.binaryPath)},
+          file: ${JSON.stringify(file)} } });
+        await new Promise((resolve) => worker.once('message', resolve));
+        await worker.terminate();
+        process.stdout.write('ok');
+      })();
+    `;
+    expect(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })).toBe('ok');
   });
 });
 
