@@ -30,9 +30,15 @@ export interface OpResult {
   baseRssKiB: number;
 }
 
+export type CrcImpl = 'hardware' | 'hardwareCached' | 'portable' | 'js' | 'memread';
+
 export interface CrcResult {
-  /** Per implementation, the time of each repetition (ms). */
-  ms: Record<'hardware' | 'portable' | 'js', number[]>;
+  /**
+   * Per implementation, the time of each repetition (ms) over the whole buffer. `hardwareCached` hashes a 256 KiB
+   * block (cache-resident) as many times as it takes to cover the same bytes; `memread` is the time of a memcmp of
+   * the buffer with a copy of it (reads twice the bytes): the memory read bandwidth that bounds a CRC from DRAM.
+   */
+  ms: Record<CrcImpl, number[]>;
   hardware: boolean;
   agree: boolean;
 }

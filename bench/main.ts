@@ -17,6 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type {
   ChildReply,
+  CrcImpl,
   CrcResult,
   Job,
   NodeLoadContender,
@@ -289,6 +290,36 @@ interface Profile {
   syscalls: { name: string; seconds: number; calls: number }[];
 }
 
+/** File I/O system calls (idle threads' futex and epoll waits would otherwise dominate a wall-clock summary). */
+const FILE_SYSCALLS = new Set([
+  'write',
+  'pwrite64',
+  'writev',
+  'pwritev',
+  'pwritev2',
+  'read',
+  'pread64',
+  'preadv',
+  'fsync',
+  'fdatasync',
+  'sync_file_range',
+  'fallocate',
+  'ftruncate',
+  'openat',
+  'close',
+  'rename',
+  'renameat',
+  'renameat2',
+  'unlink',
+  'unlinkat',
+  'mkdir',
+  'mkdirat',
+  'statx',
+  'newfstatat',
+  'fstat',
+  'copy_file_range',
+]);
+
 function straceSave(contender: NodeSaveContender, bytes: number, work: string): Profile | { error: string } {
   const dir = path.join(work, `strace-${contender}`);
   fs.mkdirSync(dir, { recursive: true });
@@ -306,7 +337,7 @@ function straceSave(contender: NodeSaveContender, bytes: number, work: string): 
   const syscalls: Profile['syscalls'] = [];
   for (const line of fs.readFileSync(out, 'utf8').split('\n')) {
     const m = /^\s*[\d.]+\s+([\d.]+)\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$/.exec(line);
-    if (m && m[3] !== 'total') syscalls.push({ name: m[3], seconds: Number(m[1]), calls: Number(m[2]) });
+    if (m && FILE_SYSCALLS.has(m[3])) syscalls.push({ name: m[3], seconds: Number(m[1]), calls: Number(m[2]) });
   }
   fs.rmSync(out, { force: true });
   syscalls.sort((a, b) => b.seconds - a.seconds);
@@ -323,7 +354,7 @@ interface StallSummary {
   modes?: Record<'none' | 'sync' | 'async', { epochMs: number[]; stallMs: number[]; closeMs: number[] }>;
 }
 
-const STALL = { epochs: 6, units: 512, samples: 2048 };
+const STALL = { epochs: 8, units: 256, samples: 512 };
 
 async function benchStall(o: Options, work: string): Promise<StallSummary> {
   const Ctor = loadCheckpointManager();
@@ -377,20 +408,18 @@ interface CrcSummary {
   bytes: number;
   hardware: boolean;
   agree: boolean;
-  gbps: Record<'hardware' | 'portable' | 'js', number[]>;
+  /** GB/s per repetition; `memread` counts the bytes of one buffer per 2 bytes read (see CrcResult). */
+  gbps: Record<CrcImpl, number[]>;
 }
 
 async function benchCrc(o: Options): Promise<CrcSummary> {
   const bytes = 256 * MiB;
   const r = await runChild<CrcResult>({ op: 'crc', bytes, reps: Math.max(5, o.reps) });
-  const gbps = {
-    hardware: r.ms.hardware.map((ms) => bytes / 1e9 / (ms / 1000)),
-    portable: r.ms.portable.map((ms) => bytes / 1e9 / (ms / 1000)),
-    js: r.ms.js.map((ms) => bytes / 1e9 / (ms / 1000)),
-  };
-  log(
-    `crc32c: hardware ${fixed(median(gbps.hardware), 2)} GB/s, portable ${fixed(median(gbps.portable), 2)}, js ${fixed(median(gbps.js), 2)}`,
-  );
+  const gbps = {} as CrcSummary['gbps'];
+  for (const k of Object.keys(r.ms) as CrcImpl[]) {
+    gbps[k] = r.ms[k].map((ms) => ((k === 'memread' ? 2 : 1) * bytes) / 1e9 / (ms / 1000));
+  }
+  log(`crc32c GB/s: ` + (Object.keys(gbps) as CrcImpl[]).map((k) => `${k} ${fixed(median(gbps[k]), 2)}`).join(', '));
   return { bytes, hardware: r.hardware, agree: r.agree, gbps };
 }
 
@@ -525,11 +554,29 @@ function targets(
   }
   if (crc) {
     const g = median(crc.gbps.hardware);
-    out.push({
-      target: 'CRC32C >= 10 GB/s on one core (hardware)',
-      measured: crc.hardware ? `${fixed(g, 1)} GB/s` : `no hardware CRC32C on this CPU (${fixed(g, 1)} GB/s portable)`,
-      status: crc.hardware ? status(g >= 10) : 'not measured',
-    });
+    const cached = median(crc.gbps.hardwareCached);
+    const mem = median(crc.gbps.memread);
+    for (const [what, v] of [
+      [`${sizeLabel(crc.bytes)} buffer (from memory)`, g],
+      ['256 KiB cache-resident blocks', cached],
+    ] as const) {
+      out.push({
+        target: `CRC32C >= 10 GB/s on one core (hardware), ${what}`,
+        measured: crc.hardware
+          ? `${fixed(v, 1)} GB/s`
+          : `no hardware CRC32C on this CPU (${fixed(v, 1)} GB/s portable)`,
+        status: crc.hardware ? status(v >= 10) : 'not measured',
+        ...(crc.hardware && v < 10
+          ? {
+              bound:
+                what.includes('memory') && cached >= 10
+                  ? `memory, not the instruction: the same code hashes cache-resident data at ${fixed(cached, 1)} GB/s; ` +
+                    `a memcmp reads ${fixed(mem, 1)} GB/s from DRAM on this machine`
+                  : `instruction throughput on this CPU: ${fixed(cached, 1)} GB/s even with the data in cache`,
+            }
+          : {}),
+      });
+    }
   }
   return out;
 }
@@ -619,7 +666,7 @@ function report(res: Results): string {
       "allocated (for dd: its whole peak RSS). tfjs-node's and writeFile's rows do not fsync. " +
       `torch: ${res.torch}.`,
   );
-  parts.push(saveTable(res.save));
+  parts.push(res.save.length ? saveTable(res.save) : 'not measured: section not run');
   if (res.profiles.length) {
     parts.push(
       'Where the time of a native save goes (one extra run each, under `strace -f -c -w`, not in the medians):',
@@ -642,7 +689,7 @@ function report(res: Results): string {
     'Whole checkpoint into one ArrayBuffer per tensor. Warm: the file is read once before each run; cold: caches ' +
       'dropped before each run. Peak extra memory excludes the loaded bytes themselves.',
   );
-  parts.push(loadTable(res.load));
+  parts.push(res.load.length ? loadTable(res.load) : 'not measured: section not run');
   parts.push(
     'Round trips (saved natively, loaded with verification, every byte compared with the regenerated weights):\n' +
       res.roundtrips
@@ -683,8 +730,18 @@ function report(res: Results): string {
             spread(c.gbps.hardware, 2),
             String(c.gbps.hardware.length),
           ],
+          [
+            'native crc32c, 256 KiB cache-resident blocks',
+            spread(c.gbps.hardwareCached, 2),
+            String(c.gbps.hardwareCached.length),
+          ],
           ['native crc32cPortable (table)', spread(c.gbps.portable, 2), String(c.gbps.portable.length)],
           ['JS lib/crc32c.ts (slicing-by-8)', spread(c.gbps.js, 2), String(c.gbps.js.length)],
+          [
+            'reference: memcmp of the buffer and a copy (read GB/s)',
+            spread(c.gbps.memread, 2),
+            String(c.gbps.memread.length),
+          ],
         ],
       ),
     );
