@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { types } from 'node:util';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker } from 'node:worker_threads';
 import type { ReadPlan, WritePlan } from '../lib/backend';
 import { crc32c as crc32cTs } from '../lib/crc32c';
 import { findPackageRoot, loadNativeBackend, type NativeBackend } from '../lib/native-backend';
@@ -233,6 +233,21 @@ describe('write and read', () => {
       expect(buffer.byteLength).toBe(arrays[i].byteLength);
       expect(Buffer.compare(new Uint8Array(buffer), bytesOf(arrays[i]))).toBe(0);
     });
+  });
+
+  it('returns ArrayBuffers whose bytes survive a transfer (Node copies external buffers instead of detaching)', async () => {
+    const data = randomBytes(100_000, 11);
+    const plan = makeWritePlan([data, randomBytes(10, 12)]);
+    await native.write(plan);
+    const [first] = await native.read(makeReadPlan(plan));
+    const { port1, port2 } = new MessageChannel();
+    const received = new Promise<ArrayBuffer>((resolve) => port2.once('message', resolve));
+    port1.postMessage(first, [first]);
+    const copy = await received;
+    port1.close();
+    port2.close();
+    expect(Buffer.compare(new Uint8Array(copy), data)).toBe(0);
+    expect(Buffer.compare(new Uint8Array(first), data)).toBe(0); // still valid: external buffers are not detachable
   });
 
   it('writes a file with no tensors and reads it back as an empty list', async () => {
@@ -482,6 +497,15 @@ describe('failures', () => {
     // verify: false reads the altered bytes without complaint.
     const buffers = await native.read({ ...readPlan, verify: false, crcs: [] });
     expect(Buffer.compare(new Uint8Array(buffers[2]), altered)).toBe(0);
+  });
+
+  it('reports a failed allocation as an io ENOMEM failure instead of aborting (sparse 1 TiB file)', async () => {
+    const file = path.join(dir, 'huge.safetensors');
+    fs.writeFileSync(file, '');
+    fs.truncateSync(file, 2 ** 40); // sparse: no disk used, but the plan asks for a 1 TiB buffer
+    await expect(
+      native.read({ path: file, fileSize: 2 ** 40, dataStart: 16, ranges: [0, 2 ** 40 - 16], crcs: [0], verify: true }),
+    ).rejects.toMatchObject({ kind: 'io', errno: os.constants.errno.ENOMEM, syscall: 'malloc', path: file });
   });
 
   it('throws TypeError/RangeError for plans that break the contract, and writes nothing', async () => {
