@@ -1,20 +1,23 @@
 /**
- * Temp files of in-progress saves: `.tfjs-ckpt-<pid>-<random>.tmp` in the target's directory. The name does not grow
- * with the target's name, so a target at the filesystem's name-length limit can still be saved. A crash leaves the
- * temp file behind; the next save into the directory removes the ones whose process is gone (or is this process and
- * has no save in flight). Temp files of other live processes are left alone.
+ * Temp files of in-progress saves: `.tfjs-ckpt-<pid>-<threadId>-<random>.tmp` in the target's directory. The name
+ * does not grow with the target's name, so a target at the filesystem's name-length limit can still be saved. A crash
+ * leaves the temp file behind; the next save into the directory removes the ones whose process is gone (or is this
+ * thread of this process and has no save in flight). Temp files of other live processes, and of other worker_threads
+ * of this process (each thread has its own in-flight registry, so it cannot know theirs), are left alone.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { threadId } from 'node:worker_threads';
 
-export const TEMP_PATTERN = /^\.tfjs-ckpt-(\d+)-[0-9a-f]{12}\.tmp$/;
+/** pid, then (since names carry it) the worker thread id, then 12 hex digits. */
+export const TEMP_PATTERN = /^\.tfjs-ckpt-(\d+)-(?:(\d+)-)?[0-9a-f]{12}\.tmp$/;
 
 const inFlight = new Set<string>();
 
 /** A fresh temp path in `dir`, registered as in flight until `release`. */
 export function acquireTempPath(dir: string): string {
-  const p = path.join(dir, `.tfjs-ckpt-${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
+  const p = path.join(dir, `.tfjs-ckpt-${process.pid}-${threadId}-${randomBytes(6).toString('hex')}.tmp`);
   inFlight.add(p);
   return p;
 }
@@ -38,7 +41,11 @@ export function isStaleTemp(dir: string, name: string): boolean {
   const m = TEMP_PATTERN.exec(name);
   if (!m) return false;
   const pid = Number(m[1]);
-  if (pid === process.pid) return !inFlight.has(path.join(dir, name));
+  if (pid === process.pid) {
+    // Another thread's temp file may be in flight: only that thread (or a later process) may remove it.
+    if (m[2] !== undefined && Number(m[2]) !== threadId) return false;
+    return !inFlight.has(path.join(dir, name));
+  }
   return !processAlive(pid);
 }
 
