@@ -67,21 +67,25 @@ uint64_t GetIndex(Napi::Env env, const Napi::Object& plan, const char* name) {
   return ToIndex(env, Field(plan, name), std::string("plan.") + name);
 }
 
-// The bytes of any ArrayBufferView (TypedArray, Buffer or DataView), respecting byteOffset and byteLength.
+// The bytes of any ArrayBufferView (TypedArray, Buffer or DataView), respecting byteOffset and byteLength. Uses the
+// data pointer Node-API reports for the view itself, so views over a SharedArrayBuffer work too.
 ByteSpan ViewBytes(Napi::Env env, const Napi::Value& v, const std::string& what) {
   ByteSpan span;
+  void* data = nullptr;
+  napi_status status = napi_invalid_arg;
   if (v.IsTypedArray()) {
-    Napi::TypedArray t = v.As<Napi::TypedArray>();
-    span.length = t.ByteLength();
-    if (span.length > 0) span.data = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+    napi_typedarray_type type;
+    size_t length = 0;
+    status = napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr);
+    span.length = v.As<Napi::TypedArray>().ByteLength();
   } else if (v.IsDataView()) {
-    Napi::DataView d = v.As<Napi::DataView>();
-    span.length = d.ByteLength();
-    if (span.length > 0) span.data = static_cast<const uint8_t*>(d.ArrayBuffer().Data()) + d.ByteOffset();
+    status = napi_get_dataview_info(env, v, &span.length, &data, nullptr, nullptr);
   } else {
     ThrowType(env, what + " must be an ArrayBufferView");
   }
-  if (span.length > 0 && span.data == nullptr) ThrowType(env, what + " has a detached buffer");
+  if (status != napi_ok) ThrowType(env, what + " is not a readable ArrayBufferView");
+  if (span.length > 0 && data == nullptr) ThrowType(env, what + " has a detached buffer");
+  span.data = static_cast<const uint8_t*>(data);
   return span;
 }
 

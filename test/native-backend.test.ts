@@ -179,13 +179,17 @@ describe('crc32c', () => {
     }
   });
 
-  it('respects byteOffset and byteLength of any view type', () => {
+  it('respects byteOffset and byteLength of any view type, including views of a SharedArrayBuffer', () => {
     const bytes = randomBytes(4096 + 16, 3);
     const f32 = new Float32Array(bytes.buffer, 16, 1024);
     const dv = new DataView(bytes.buffer, 5, 1000);
     expect(native.crc32c(f32)).toBe(crc32cTs(bytes.subarray(16, 16 + 4096)));
     expect(native.crc32c(dv)).toBe(crc32cTs(bytes.subarray(5, 1005)));
     expect(native.crc32c(Buffer.from(bytes.buffer, 3, 10))).toBe(crc32cTs(bytes.subarray(3, 13)));
+    const shared = new Uint8Array(new SharedArrayBuffer(64), 5, 40);
+    shared.set(bytes.subarray(0, 40));
+    expect(native.crc32c(shared)).toBe(crc32cTs(bytes.subarray(0, 40)));
+    expect(native.crc32c(new DataView(shared.buffer, 5, 40))).toBe(crc32cTs(bytes.subarray(0, 40)));
   });
 
   it('throws a TypeError (never aborts) on a non-view or an out-of-range crc', () => {
