@@ -796,6 +796,34 @@ export class CheckpointManager {
     });
   }
 
+  /**
+   * Flushes, then deletes every checkpoint the index lists and the index itself (BackupAndRestore does this when
+   * training completes). Files the manager did not write are left alone. The manager stays open and empty.
+   */
+  async deleteAll(): Promise<void> {
+    this.checkOpen();
+    return this.serial(async () => {
+      await this.open();
+      await this.writer.drain();
+      this.throwFailure();
+      const dir = this.args.directory;
+      const files = [...this.index.checkpoints.map((e) => e.file), ...this.index.deleting];
+      // Files first, the index last: a crash midway leaves an index naming missing files, which the next open drops;
+      // never unlisted files that a rebuild would bring back.
+      for (const f of files) {
+        await fsp.unlink(path.join(dir, f)).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, f), 'delete');
+        });
+      }
+      await fsp.unlink(path.join(dir, INDEX_FILENAME)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, INDEX_FILENAME), 'delete');
+      });
+      this.index = emptyIndex(this.args.monitor, this.args.mode);
+      this.indexStale = false;
+      this.decisionBest = null;
+    });
+  }
+
   private async restoreEntry(model: tf.LayersModel, file: string | null): Promise<SavedCheckpoint | null> {
     if (file === null) return null;
     const e = this.saved(file) as SavedCheckpoint;

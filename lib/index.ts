@@ -36,6 +36,18 @@ export { lookupMetric, metricAliases, isMaximizedMetric, resolveMonitorMode } fr
 export type { MonitorMode, MonitorModeArg } from './metrics';
 export { ModelCheckpoint, modelCheckpoint } from './model-checkpoint';
 export type { ModelCheckpointArgs } from './model-checkpoint';
+export { CheckpointManager, checkpointManager } from './checkpoint-manager';
+export type {
+  CheckpointManagerArgs,
+  CheckpointLogger,
+  SavedCheckpoint,
+  StepResult,
+  StepOptions,
+} from './checkpoint-manager';
+export type { CheckpointEntry, CheckpointKind } from './checkpoint-index';
+export { INDEX_FILENAME } from './checkpoint-index';
+export { BackupAndRestore, backupAndRestore, BACKUP_FILENAME } from './backup-and-restore';
+export type { BackupAndRestoreArgs } from './backup-and-restore';
 
 import { backendName } from './runtime';
 
