@@ -180,6 +180,7 @@ export async function acquireDirLock(dir: string): Promise<DirLock> {
     if (await createExclusive(lockPath, content)) {
       heldLocks.add(lockPath);
       installExitHook();
+      await removeLeftovers(abs);
       return makeLock(lockPath, owner);
     }
     let text: string;
@@ -217,6 +218,17 @@ export async function acquireDirLock(dir: string): Promise<DirLock> {
     await fsp.unlink(aside).catch(() => undefined);
   }
   throw lockedError(abs, lockPath, undefined, 'alive');
+}
+
+/** Removes lock temp/aside files (`.tfjs-checkpoint.lock.<pid>.<hex>.tmp|.stale`) left by dead processes. */
+async function removeLeftovers(dir: string): Promise<void> {
+  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    const m = /^\.tfjs-checkpoint\.lock\.(\d+)\.[0-9a-f]{12}\.(tmp|stale)$/.exec(name);
+    if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) {
+      await fsp.unlink(path.join(dir, name)).catch(() => undefined);
+    }
+  }
 }
 
 function makeLock(lockPath: string, owner: LockOwner): DirLock {

@@ -4,6 +4,7 @@
  */
 import { ChildProcess, fork } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointManager, CheckpointManagerArgs, checkpointManager } from '../lib/checkpoint-manager';
@@ -520,8 +521,31 @@ describe('the directory lock', () => {
     child.kill('SIGKILL');
     expect((await exited).signal).toBe('SIGKILL');
     expect((await fsp.readdir(dir)).includes(LOCK_FILENAME)).toBe(true); // left behind by the crash
+    const leftover = `${LOCK_FILENAME}.${child.pid}.0123456789ab.tmp`; // as a crash while locking would leave
+    await fsp.writeFile(path.join(dir, leftover), '');
     await other.open();
+    expect(await fsp.readdir(dir)).not.toContain(leftover);
     await other.close();
+  });
+
+  test('a lock whose pid now belongs to another process (different start time) is stale', async () => {
+    const dir = await tempDir();
+    const owner = { host: os.hostname(), pid: process.pid, startTime: 1, nonce: 'old', acquiredAt: '' };
+    await fsp.writeFile(path.join(dir, LOCK_FILENAME), JSON.stringify(owner));
+    const ckpt = await new CheckpointManager({ directory: dir }).open();
+    const now = JSON.parse(await fsp.readFile(path.join(dir, LOCK_FILENAME), 'utf8'));
+    expect(now.nonce).not.toBe('old');
+    await ckpt.close();
+  });
+
+  test('a lock held from another host is never taken over, and the error says which file to delete', async () => {
+    const dir = await tempDir();
+    const owner = { host: 'elsewhere.example', pid: 1, startTime: null, nonce: 'x', acquiredAt: '' };
+    await fsp.writeFile(path.join(dir, LOCK_FILENAME), JSON.stringify(owner));
+    await expect(new CheckpointManager({ directory: dir }).open()).rejects.toMatchObject({
+      code: ErrorCode.LOCKED,
+      message: expect.stringContaining(`delete ${path.join(dir, LOCK_FILENAME)}`),
+    });
   });
 });
 
