@@ -147,6 +147,12 @@ bool File::Preallocate(uint64_t length, SysError* err) {
 #endif
 }
 
+void File::AdviseSequential() {
+#if defined(POSIX_FADV_SEQUENTIAL) && !defined(__APPLE__)
+  (void)::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+}
+
 bool File::Stat(uint64_t* size, bool* is_regular, SysError* err) {
   struct stat st;
   if (::fstat(fd_, &st) != 0) return Fail(err, errno, "fstat", path_);

@@ -49,6 +49,8 @@ class File {
   // Reserves `length` bytes so that a full disk fails now (ENOSPC) rather than halfway. Filesystems without
   // support (EOPNOTSUPP, ENOSYS, EINVAL) and non-Linux systems succeed without reserving anything.
   bool Preallocate(uint64_t length, SysError* err);
+  // Tells the kernel the file will be read sequentially (larger read-ahead). Advisory: never fails.
+  void AdviseSequential();
   // fstat: the size, and whether it is a regular file.
   bool Stat(uint64_t* size, bool* is_regular, SysError* err);
   // fsync (F_FULLFSYNC on macOS). A failure means the data may not be on disk: the save has failed.

@@ -59,6 +59,7 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
         "file size is " + std::to_string(size) + " bytes, the header implies " + std::to_string(job.file_size)));
   }
 
+  file.AdviseSequential();
   const size_t n = job.ranges.size() / 2;
   out->reserve(n);
   for (size_t i = 0; i < n; i++) {

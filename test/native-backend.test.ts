@@ -503,6 +503,53 @@ describe('failures', () => {
     expect(Buffer.compare(new Uint8Array(buffers[2]), altered)).toBe(0);
   });
 
+  it('fails early on a full filesystem (ENOSPC on a 1 MiB tmpfs, or EFBIG past RLIMIT_FSIZE), cleaning up', async () => {
+    const mnt = path.join(dir, 'small-fs');
+    fs.mkdirSync(mnt);
+    let mounted = false;
+    if (process.platform === 'linux' && process.getuid?.() === 0) {
+      try {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt], { stdio: 'ignore' });
+        mounted = true;
+      } catch {
+        // no permission to mount here (a container without CAP_SYS_ADMIN): use the resource limit below
+      }
+    }
+    const plan = makeWritePlan([randomBytes(2 * 1024 * 1024, 1)]);
+    plan.path = path.join(mnt, 'model.safetensors');
+    plan.tmpPath = path.join(mnt, '.model.safetensors.tmp-full');
+    fs.writeFileSync(plan.path, 'previous');
+    try {
+      if (mounted) {
+        await expect(native.write(plan)).rejects.toMatchObject({
+          kind: 'io',
+          errno: os.constants.errno.ENOSPC,
+          path: plan.tmpPath,
+        });
+        // Once the data fits, the next save works.
+        const small = makeWritePlan([randomBytes(1000, 2)]);
+        await native.write({ ...small, path: plan.path, tmpPath: plan.tmpPath });
+        expectFileMatchesPlan(plan.path, { ...small, path: plan.path });
+      } else {
+        const script = `
+          const plan = ${JSON.stringify({ ...plan, header: Array.from(plan.header), arrays: [] })};
+          plan.header = Uint8Array.from(plan.header);
+          plan.arrays = [new Uint8Array(2 * 1024 * 1024)];
+          require(${JSON.stringify(native.binaryPath)}).write(plan).then(
+            () => process.stdout.write('{}'),
+            (e) => process.stdout.write(JSON.stringify(e)),
+          );
+        `;
+        const out = execFileSync('prlimit', ['--fsize=65536', process.execPath, '-e', script], { encoding: 'utf8' });
+        expect(JSON.parse(out)).toMatchObject({ kind: 'io', errno: os.constants.errno.EFBIG, path: plan.tmpPath });
+        expect(fs.readFileSync(plan.path, 'utf8')).toBe('previous');
+      }
+      expect(tempFilesIn(mnt)).toEqual([]);
+    } finally {
+      if (mounted) execFileSync('umount', [mnt]);
+    }
+  });
+
   it('reports a failed allocation as an io ENOMEM failure instead of aborting (sparse 1 TiB file)', async () => {
     const file = path.join(dir, 'huge.safetensors');
     fs.writeFileSync(file, '');
