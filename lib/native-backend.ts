@@ -4,6 +4,8 @@
  * The binary is located with node-gyp-build from the package root: prebuilds/<platform>-<arch>/ first, then
  * build/Release. The root is found by walking up from this file to the package.json named tfjs-checkpoint, because
  * this module runs both compiled (dist/lib/native-backend.js) and from source (lib/native-backend.ts under jest).
+ * TFJS_CHECKPOINT_NATIVE_PATH=<file.node> loads that binary instead (development: e.g. a sanitizer build, see
+ * scripts/test-native.js).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -73,8 +75,13 @@ export function loadNativeBackend(): NativeBackendResult {
   let binaryPath: string;
   let addon: NativeAddon;
   try {
-    const nodeGypBuild = require('node-gyp-build') as ((dir: string) => unknown) & { resolve(dir: string): string };
-    binaryPath = nodeGypBuild.resolve(root);
+    const override = process.env.TFJS_CHECKPOINT_NATIVE_PATH;
+    if (override) {
+      binaryPath = path.resolve(override);
+    } else {
+      const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+      binaryPath = nodeGypBuild.resolve(root);
+    }
     addon = require(binaryPath) as NativeAddon;
   } catch (err) {
     return { error: toError(err) };
