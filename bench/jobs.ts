@@ -57,6 +57,12 @@ export interface StallResult {
   weightBytes: number;
   /** Time `close()` waited for the last background write (ms). */
   closeMs: number;
+  /** captureCheckpoint(model) alone, after training (ms, 5 runs; empty without checkpointing). */
+  snapshotMs: number[];
+  /** saveTensors of that snapshot, durable, outside the manager (ms, 3 runs). */
+  saveMs: number[];
+  /** Size of that checkpoint file. */
+  fileBytes: number;
 }
 
 export type ChildReply = { ok: true; result: unknown } | { ok: false; error: string };

@@ -242,7 +242,8 @@ async function benchLoads(
     const file = path.join(work, `load-${bytes}.safetensors`);
     log(`load ${sizeLabel(bytes)}: writing the checkpoint and checking the round trip`);
     await runChild({ op: 'create', bytes, file });
-    for (const backend of ['native', 'js'] as const) {
+    // The JS backend's round trip is checked only past 4 GiB (the cross-backend suite covers smaller files).
+    for (const backend of bytes > 4 * 1024 * MiB ? (['native', 'js'] as const) : (['native'] as const)) {
       try {
         const r = await runChild<RoundtripResult>({ op: 'roundtrip', backend, bytes, file });
         roundtrips.push({ bytes, backend, ...r });
@@ -351,10 +352,14 @@ interface StallSummary {
   measured: boolean;
   note: string;
   weightBytes?: number;
-  modes?: Record<'none' | 'sync' | 'async', { epochMs: number[]; stallMs: number[]; closeMs: number[] }>;
+  fileBytes?: number;
+  modes?: Record<
+    'none' | 'sync' | 'async',
+    { epochMs: number[]; stallMs: number[]; closeMs: number[]; snapshotMs: number[]; saveMs: number[] }
+  >;
 }
 
-const STALL = { epochs: 8, units: 256, samples: 512 };
+const STALL = { epochs: 10, units: 256, samples: 256 };
 
 async function benchStall(o: Options, work: string): Promise<StallSummary> {
   const Ctor = loadCheckpointManager();
@@ -366,11 +371,12 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
   }
   const modes = ['none', 'sync', 'async'] as const;
   const out: NonNullable<StallSummary['modes']> = {
-    none: { epochMs: [], stallMs: [], closeMs: [] },
-    sync: { epochMs: [], stallMs: [], closeMs: [] },
-    async: { epochMs: [], stallMs: [], closeMs: [] },
+    none: { epochMs: [], stallMs: [], closeMs: [], snapshotMs: [], saveMs: [] },
+    sync: { epochMs: [], stallMs: [], closeMs: [], snapshotMs: [], saveMs: [] },
+    async: { epochMs: [], stallMs: [], closeMs: [], snapshotMs: [], saveMs: [] },
   };
   let weightBytes = 0;
+  let fileBytes = 0;
   for (let rep = 0; rep < o.reps; rep++) {
     for (const mode of rotate([...modes], rep)) {
       const dir = path.join(work, `stall-${mode}-${rep}`);
@@ -383,6 +389,9 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
         out[mode].epochMs.push(...r.epochMs.slice(1));
         out[mode].stallMs.push(...r.stallMs.slice(1));
         out[mode].closeMs.push(r.closeMs);
+        out[mode].snapshotMs.push(...r.snapshotMs);
+        out[mode].saveMs.push(...r.saveMs);
+        if (r.fileBytes) fileBytes = r.fileBytes;
         log(
           `stall rep ${rep + 1}/${o.reps} ${mode}: epoch median ${fixed(median(r.epochMs.slice(1)), 0)} ms` +
             (mode === 'none' ? '' : `, step() median ${fixed(median(r.stallMs.slice(1)), 1)} ms`),
@@ -400,6 +409,7 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
       `pure-JS @tensorflow/tfjs (cpu backend), MLP 64-${STALL.units}-${STALL.units}-10 with Adam, ` +
       `${STALL.samples} samples, batch 64, ${STALL.epochs} epochs per run (the first left out), save every epoch`,
     weightBytes,
+    fileBytes,
     modes: out,
   };
 }
@@ -538,10 +548,18 @@ function targets(
       const m = stall.modes;
       const a = median(m.async.stallMs);
       const sy = median(m.sync.stallMs);
+      const snap = median([...m.sync.snapshotMs, ...m.async.snapshotMs]);
       out.push({
         target: 'async: stall per save <= 10% of the sync save',
         measured: `${fixed(a, 1)} ms vs ${fixed(sy, 1)} ms (${fixed((100 * a) / sy, 1)}%)`,
         status: status(a <= 0.1 * sy),
+        ...(a > 0.1 * sy
+          ? {
+              bound:
+                `the snapshot alone (captureCheckpoint) takes ${fixed(snap, 1)} ms; ` +
+                `the other ${fixed(Math.max(0, a - snap), 1)} ms are the manager's own work in step()`,
+            }
+          : {}),
       });
       const ea = median(m.async.epochMs);
       const en = median(m.none.epochMs);
@@ -699,7 +717,10 @@ function report(res: Results): string {
   parts.push(`## Training-loop stall`);
   if (res.stall?.measured && res.stall.modes) {
     const s = res.stall.modes;
-    parts.push(`${res.stall.note}; weights ${sizeLabel(res.stall.weightBytes ?? 0)}.`);
+    parts.push(
+      `${res.stall.note}; model weights ${sizeLabel(res.stall.weightBytes ?? 0)}, checkpoint file (with the Adam ` +
+        `state and topology) ${sizeLabel(res.stall.fileBytes ?? 0)}.`,
+    );
     parts.push(
       markdownTable(
         ['checkpointing', 'epoch ms (min–max)', 'step() blocks the loop, ms (min–max)', 'close() ms', 'epochs'],
@@ -711,6 +732,12 @@ function report(res: Results): string {
           String(s[k].epochMs.length),
         ]),
       ),
+    );
+    const snap = [...s.sync.snapshotMs, ...s.async.snapshotMs];
+    const plain = [...s.sync.saveMs, ...s.async.saveMs];
+    parts.push(
+      `References, after training in the same children: \`captureCheckpoint(model)\` alone ${spread(snap, 1)} ms; ` +
+        `\`saveTensors\` of that snapshot (durable) outside the manager ${spread(plain, 1)} ms.`,
     );
   } else {
     parts.push(res.stall?.note ?? 'not measured: section not run');

@@ -7,7 +7,9 @@
  * CheckpointManager is loaded at run time: the benchmark reports "not measured" when lib/checkpoint-manager.ts does
  * not exist in the build.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { NamedTensors, saveTensors } from '../lib/tensors';
 import type { Job, StallResult } from './jobs';
 
 type StallJob = Extract<Job, { op: 'stall' }>;
@@ -85,5 +87,25 @@ export async function runStall(job: StallJob): Promise<StallResult> {
   await manager?.close();
   const closeMs = now() - t0;
   const epochMs = marks.slice(1).map((m, i) => m - marks[i]);
-  return { epochMs, stallMs, weightBytes, closeMs };
+  // References for what a step() costs at least: the snapshot alone, and a plain durable saveTensors of it.
+  const snapshotMs: number[] = [];
+  const saveMs: number[] = [];
+  let fileBytes = 0;
+  if (manager) {
+    const { captureCheckpoint } = require(path.join(__dirname, '..', 'lib', 'model')) as {
+      captureCheckpoint(m: unknown): Promise<{ tensors: NamedTensors; metadata: Record<string, string> }>;
+    };
+    for (let i = 0; i < 5; i++) {
+      const s0 = now();
+      const captured = await captureCheckpoint(model);
+      snapshotMs.push(now() - s0);
+      if (i >= 3) continue;
+      const file = path.join(job.dir, 'reference.safetensors');
+      const w0 = now();
+      await saveTensors(file, captured.tensors, { metadata: captured.metadata });
+      saveMs.push(now() - w0);
+      fileBytes = fs.statSync(file).size;
+    }
+  }
+  return { epochMs, stallMs, weightBytes, closeMs, snapshotMs, saveMs, fileBytes };
 }
