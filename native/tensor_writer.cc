@@ -24,6 +24,13 @@ std::string ValidateWriteJob(const WriteJob& job) {
     const size_t room = size - job.tensor_crc_offset;
     if ((room + 1) / 9 < n) return "tensor CRC placeholders run past the end of the header";
   }
+  if (n > 0) {
+    // The header CRC's digits must not overlap the tensor CRCs' region [tensor_crc_offset, + 9 * n - 1).
+    const size_t tensors_end = job.tensor_crc_offset + 9 * n - 1;
+    if (job.header_crc_offset + 8 > job.tensor_crc_offset && job.header_crc_offset < tensors_end) {
+      return "header CRC placeholder overlaps the tensor CRC placeholders";
+    }
+  }
   for (size_t k = 0; k < 8; k++) {
     if (job.header[job.header_crc_offset + k] != '0') return "header CRC placeholder is not \"00000000\"";
   }

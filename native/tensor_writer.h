@@ -35,7 +35,8 @@ struct WriteJob {
   bool durable = true;           // fsync the file before the rename and the directory after it
 };
 
-// Checks the invariants the TypeScript layer guarantees (placeholders inside the header, digits all '0').
+// Checks the invariants the TypeScript layer guarantees (placeholders inside the header after the length prefix,
+// not overlapping, digits all '0').
 // Returns an empty string when valid, else what is wrong.
 std::string ValidateWriteJob(const WriteJob& job);
 

@@ -9,6 +9,9 @@
 //     checked against an oracle: on success every buffer equals its slice of the input; a checksum failure names
 //     a tensor whose expected CRC is wrong and reports its true CRC; `corrupt` only when the size differs.
 //     Some plans are left invalid on purpose: they must be refused with kInvalid.
+//  3. Writer: a write job is derived from the input (a prefix with CRC placeholders at fuzzed positions, tensors
+//     sliced from the input); a valid job must produce exactly the expected bytes (CRCs recomputed independently)
+//     and read back through ReadCheckpoint; a job with arbitrary offsets must be refused (kInvalid) or be valid.
 // A broken expectation calls __builtin_trap(), which libFuzzer reports as a crash with the input saved.
 #include <fcntl.h>
 #include <unistd.h>
@@ -23,6 +26,7 @@
 
 #include "crc32c.h"
 #include "tensor_reader.h"
+#include "tensor_writer.h"
 
 using namespace tfjs_checkpoint;
 
@@ -38,9 +42,13 @@ namespace {
 
 std::string g_dir;
 std::string g_file;
+std::string g_out;
+std::string g_out_tmp;
 
 void RemoveTempDir() {
   ::unlink(g_file.c_str());
+  ::unlink(g_out.c_str());
+  ::unlink(g_out_tmp.c_str());
   ::rmdir(g_dir.c_str());
 }
 
@@ -171,6 +179,114 @@ void FuzzReader(const uint8_t* data, size_t size) {
   }
 }
 
+std::vector<uint8_t> ReadAll(const std::string& path) {
+  std::vector<uint8_t> out;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  FUZZ_CHECK(fd >= 0);
+  uint8_t buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    FUZZ_CHECK(n >= 0);
+    if (n == 0) break;
+    out.insert(out.end(), buf, buf + n);
+  }
+  ::close(fd);
+  return out;
+}
+
+void PutHex(std::vector<uint8_t>* bytes, size_t at, uint32_t crc) {
+  char hex[9];
+  std::snprintf(hex, sizeof hex, "%08x", crc);
+  std::memcpy(bytes->data() + at, hex, 8);
+}
+
+void FuzzWriter(const uint8_t* data, size_t size) {
+  if (size < 6) return;
+  const size_t tensors = data[0] % 5;
+  const size_t json_len = 8 + 9 * tensors + data[1] % 64;
+  std::vector<uint8_t> header(8 + json_len);
+  for (size_t k = 0; k < 8; k++) header[k] = static_cast<uint8_t>(json_len >> (8 * k));
+  for (size_t i = 0; i < json_len; i++) header[8 + i] = data[(2 + i) % size];
+
+  WriteJob job;
+  job.path = g_out;
+  job.tmp_path = g_out_tmp;
+  job.durable = (data[0] & 0x80) != 0;
+  const bool arbitrary = (data[2] & 0x7) == 0;
+  if (arbitrary) {
+    job.header_crc_offset = data[3] % (header.size() + 4);
+    job.tensor_crc_offset = data[4] % (header.size() + 4);
+  } else {
+    // A valid layout: the two placeholder regions in either order, with fuzzed gaps, inside the JSON part.
+    const size_t tensor_region = tensors > 0 ? 9 * tensors - 1 : 0;
+    const size_t free_bytes = json_len - 8 - tensor_region;
+    const size_t a = data[3] % (free_bytes + 1);
+    const size_t c = data[4] % (free_bytes - a + 1);
+    if (tensors == 0 || (data[5] & 1)) {
+      job.header_crc_offset = 8 + a;
+      job.tensor_crc_offset = job.header_crc_offset + 8 + c;
+    } else {
+      job.tensor_crc_offset = 8 + a;
+      job.header_crc_offset = job.tensor_crc_offset + tensor_region + c;
+    }
+    std::memset(&header[job.header_crc_offset], '0', 8);
+    for (size_t i = 0; i < tensors; i++) {
+      std::memset(&header[job.tensor_crc_offset + 9 * i], '0', 8);
+      if (i + 1 < tensors) header[job.tensor_crc_offset + 9 * i + 8] = ',';
+    }
+  }
+  job.header = header;
+  // Tensors: consecutive slices of the input.
+  size_t offset = 0;
+  for (size_t i = 0; i < tensors; i++) {
+    const size_t left = size - offset;
+    const size_t len = i + 1 < tensors ? data[(6 + i) % size] % (left + 1) : left;
+    job.arrays.push_back({data + offset, len});
+    offset += len;
+  }
+
+  const bool valid = ValidateWriteJob(job).empty();
+  if (!arbitrary) FUZZ_CHECK(valid);
+  Failure failure;
+  const bool ok = WriteCheckpoint(job, &failure);
+  if (!valid) {
+    FUZZ_CHECK(!ok && failure.kind == Failure::Kind::kInvalid);
+    FUZZ_CHECK(::access(g_out_tmp.c_str(), F_OK) != 0 && ::access(g_out.c_str(), F_OK) != 0);
+    return;
+  }
+  FUZZ_CHECK(ok);
+  FUZZ_CHECK(::access(g_out_tmp.c_str(), F_OK) != 0);
+
+  // The expected bytes, computed independently: tensor CRCs, then the header CRC with its digits still '0'.
+  std::vector<uint8_t> expected = header;
+  for (size_t i = 0; i < tensors; i++) {
+    PutHex(&expected, job.tensor_crc_offset + 9 * i, Crc32cPortable(job.arrays[i].data, job.arrays[i].length));
+  }
+  PutHex(&expected, job.header_crc_offset, Crc32cPortable(expected.data(), expected.size()));
+  for (const ByteSpan& a : job.arrays) expected.insert(expected.end(), a.data, a.data + a.length);
+  FUZZ_CHECK(ReadAll(g_out) == expected);
+
+  ReadJob read;
+  read.path = g_out;
+  read.data_start = header.size();
+  read.file_size = expected.size();
+  uint64_t begin = 0;
+  for (const ByteSpan& a : job.arrays) {
+    read.ranges.push_back(begin);
+    read.ranges.push_back(begin + a.length);
+    read.crcs.push_back(Crc32cPortable(a.data, a.length));
+    begin += a.length;
+  }
+  std::vector<OwnedBuffer> out;
+  FUZZ_CHECK(ReadCheckpoint(read, &out, &failure));
+  FUZZ_CHECK(out.size() == tensors);
+  for (size_t i = 0; i < out.size(); i++) {
+    FUZZ_CHECK(out[i].length == job.arrays[i].length);
+    FUZZ_CHECK(out[i].length == 0 || std::memcmp(out[i].data.get(), job.arrays[i].data, out[i].length) == 0);
+  }
+  FUZZ_CHECK(::unlink(g_out.c_str()) == 0);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -184,6 +300,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   }
   g_dir = buf.data();
   g_file = g_dir + "/input.safetensors";
+  g_out = g_dir + "/written.safetensors";
+  g_out_tmp = g_dir + "/.written.safetensors.tmp";
   std::atexit(RemoveTempDir);
   return 0;
 }
@@ -191,5 +309,6 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzCrc(data, size);
   FuzzReader(data, size);
+  FuzzWriter(data, size);
   return 0;
 }

@@ -481,6 +481,13 @@ TEST(writer, rejects_a_job_that_breaks_the_plan_invariants) {
     job.header.resize(4);
     CHECK(!ValidateWriteJob(job).empty());
   }
+  {
+    WriteJob job = MakeWriteJob(dir, arrays);
+    job.header_crc_offset = job.tensor_crc_offset;  // all '0's there, but it is the first tensor's placeholder
+    CHECK(!ValidateWriteJob(job).empty());
+    job.header_crc_offset = job.tensor_crc_offset + 9;  // the second one
+    CHECK(!ValidateWriteJob(job).empty());
+  }
   CHECK_EQ(CountEntries(dir.path()), size_t{0});
 }
 
