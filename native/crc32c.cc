@@ -10,11 +10,11 @@
 #include <array>
 #include <cstring>
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define TFJS_CKPT_CRC_X86 1
 #include <cpuid.h>
 #include <nmmintrin.h>
-#elif defined(__aarch64__)
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #define TFJS_CKPT_CRC_ARM64 1
 #include <arm_acle.h>
 #if defined(__linux__)
