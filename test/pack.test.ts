@@ -78,7 +78,15 @@ it('installs from the packed tarball with scripts disabled and saves/loads with 
   run(npm, ['run', 'prebuild'], stage);
   const platformDir = `${process.platform}-${process.arch}`;
   const prebuilds = fs.readdirSync(path.join(stage, 'prebuilds', platformDir));
-  expect(prebuilds).toEqual([`${manifest.name}.node`]);
+  // Tagged with the C library (glibc/musl), so that a musl system never loads a glibc binary.
+  const libc =
+    process.platform === 'linux'
+      ? (process.report.getReport() as { header: { glibcVersionRuntime?: string } }).header.glibcVersionRuntime
+        ? '.glibc'
+        : '.musl'
+      : '';
+  const prebuild = `${manifest.name}${libc}.node`;
+  expect(prebuilds).toEqual([prebuild]);
 
   const packed = JSON.parse(run(npm, ['pack', '--json', '--pack-destination', work], stage)) as Array<{
     filename: string;
@@ -93,7 +101,7 @@ it('installs from the packed tarball with scripts disabled and saves/loads with 
       'dist/lib/index.d.ts',
       'native/addon.cc',
       'native/crc32c.h',
-      `prebuilds/${platformDir}/${manifest.name}.node`,
+      `prebuilds/${platformDir}/${prebuild}`,
     ]),
   );
   // Nothing from the development tree: no build output, tests, sources of the TS, or node_modules.
