@@ -110,6 +110,18 @@ async function load(contender: NodeLoadContender, bytes: number, file: string): 
       if (!keep) throw new Error('nothing loaded');
       return r;
     }
+    case 'alloc-touch': {
+      // No I/O: what the destination buffers alone cost (page faults and the kernel zeroing each page).
+      const info = await readCheckpointInfo(file);
+      const buffers: Uint8Array[] = [];
+      return measure(async () => {
+        for (const t of info.tensors) {
+          const buf = new Uint8Array(new ArrayBuffer(t.byteLength));
+          for (let off = 0; off < buf.length; off += 4096) buf[off] = 1;
+          buffers.push(buf);
+        }
+      }, excludeKiB);
+    }
     case 'raw-read': {
       // The same destination buffers (one ArrayBuffer per tensor), no checks: the header is parsed beforehand.
       const info = await readCheckpointInfo(file);

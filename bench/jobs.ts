@@ -3,7 +3,7 @@
 /** Save contenders that run inside a Node child (dd and torch run as their own processes). */
 export type NodeSaveContender = 'native-durable' | 'native-fast' | 'js-durable' | 'tfjs-node' | 'writefile';
 /** Load contenders that run inside a Node child. */
-export type NodeLoadContender = 'native-verify' | 'js-verify' | 'raw-read';
+export type NodeLoadContender = 'native-verify' | 'js-verify' | 'raw-read' | 'alloc-touch';
 
 export type Job =
   | { op: 'save'; contender: NodeSaveContender; bytes: number; dir: string }
