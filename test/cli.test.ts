@@ -2,12 +2,20 @@
  * The tfjs-checkpoint CLI, run as users run it: the compiled dist/lib/cli/main.js in a child process. Every command,
  * its --json output, and the bad inputs (exit codes, one-line errors, stack traces only with --verbose).
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { CheckpointManager, INDEX_FILENAME, loadModel, readCheckpointInfo, saveCheckpoint, loadTensors } from '../lib';
+import {
+  CheckpointManager,
+  INDEX_FILENAME,
+  loadModel,
+  readCheckpointInfo,
+  saveCheckpoint,
+  saveTensors,
+  loadTensors,
+} from '../lib';
 import { ROOT, ensureBuilt } from './helpers/dist-build';
 
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
@@ -270,6 +278,38 @@ describe('verify', () => {
     const i = await cli('inspect', foreign);
     expect(i.code).toBe(0);
     expect(i.stdout).toContain('plain safetensors, no tfjs-checkpoint checksums');
+  });
+
+  test('large files: a progress bar when stdout is a terminal, plain lines otherwise', async () => {
+    const big = path.join(dir, 'big');
+    for (const name of ['a', 'b']) {
+      const data = new Float32Array(5 * 1024 * 1024).fill(0.5); // 20 MiB each: 40 MiB in all, above the 32 MiB bar threshold
+      await saveTensors(
+        path.join(big, `${name}.safetensors`),
+        { w: { dtype: 'float32', shape: [data.length], data } },
+        { durable: false },
+      );
+    }
+    // util-linux `script` runs the CLI on a pseudo-terminal (stdout and stderr both go to it).
+    const tty = spawnSync(
+      'script',
+      ['-qec', `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} verify ${JSON.stringify(big)}`, '/dev/null'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(tty.status).toBe(0);
+    expect(tty.stdout).toMatch(/[\u2588\u2591]{10,}/); // the bar's full and empty cells
+    expect(tty.stdout).toContain('MiB');
+    expect(tty.stdout).toMatch(/OK .*a\.safetensors/);
+    const plain = await cli('verify', big);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout + plain.stderr).not.toMatch(/[\u2588\u2591]/);
+    expect(plain.stdout.trim().split('\n')).toEqual([
+      expect.stringMatching(/^OK {6}.*a\.safetensors \(1 tensors, 20\.0 MiB\)$/),
+      expect.stringMatching(/^OK {6}.*b\.safetensors \(1 tensors, 20\.0 MiB\)$/),
+      'All 2 checkpoint(s) OK',
+    ]);
   });
 
   test('a missing path: exit 3; an empty directory: exit 1', async () => {
