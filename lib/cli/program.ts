@@ -19,7 +19,8 @@ Exit codes:
      no model topology for export)
   2  usage error (unknown command or option, bad or missing argument)
   3  I/O error (missing file or directory, permission denied, disk full)
-  4  other (missing optional dependency, unexpected failure: rerun with --verbose)`;
+  4  other (missing optional dependency, unexpected failure: rerun with --verbose)
+`;
 
 export interface RunIo {
   stdout: NodeJS.WriteStream;
