@@ -3,6 +3,7 @@
 // one entry per group: `tfjs_checkpoint_unit_tests <group>` runs the tests of that group, no argument runs all.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -302,6 +303,24 @@ TEST(atomic_file, pwrite_then_pread_round_trip_and_eof) {
   CHECK(back == data);
   CHECK(r.PreadAll(back.data(), 10, data.size() + 5, &got, &err));
   CHECK_EQ(got, size_t{0});
+}
+
+TEST(atomic_file, pread_all_splits_requests_larger_than_the_io_limit) {
+  // /dev/zero serves any length; the loop must issue several requests of at most kMaxIoRequest and fill them all.
+  const size_t length = kMaxIoRequest + 4096 + 3;
+  void* mem = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  CHECK(mem != MAP_FAILED);
+  if (mem == MAP_FAILED) return;
+  uint8_t* bytes = static_cast<uint8_t*>(mem);
+  bytes[0] = bytes[kMaxIoRequest] = bytes[length - 1] = 0xAA;
+  File zero;
+  SysError err;
+  CHECK(zero.OpenRead("/dev/zero", &err));
+  size_t got = 0;
+  CHECK(zero.PreadAll(bytes, length, 0, &got, &err));
+  CHECK_EQ(got, length);
+  CHECK(bytes[0] == 0 && bytes[kMaxIoRequest] == 0 && bytes[length - 1] == 0);
+  ::munmap(mem, length);
 }
 
 TEST(atomic_file, write_all_appends_sequentially) {
