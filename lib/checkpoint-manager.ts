@@ -147,6 +147,13 @@ export interface StepOptions {
   batch?: number;
 }
 
+/**
+ * The most an async step() spends letting the background writer's short steps run before it returns (see
+ * AsyncWriter.pump; it usually stops much earlier, once the write is in the native thread pool). A bound, not a
+ * delay: it caps the stall when fs calls are slow or the JS backend does the whole write on this thread.
+ */
+const PUMP_BUDGET_MS = 100;
+
 const consoleLogger: CheckpointLogger = {
   log: (m) => console.log(m),
   warn: (m) => console.warn(m),
@@ -634,7 +641,9 @@ export class CheckpointManager {
         if (token !== undefined) this.queuedScores.delete(token);
       }
     });
-    if (!a.async) {
+    if (a.async) {
+      await this.writer.pump(PUMP_BUDGET_MS);
+    } else {
       try {
         await durable;
       } finally {
