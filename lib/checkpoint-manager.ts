@@ -23,7 +23,12 @@
  * Asynchronous saves (`async: true`, the default), and what happens when the process ends:
  * - The loop waits only for the snapshot: the weights (and optimizer state) copied off the device into host arrays.
  *   On the pure-JS backend this is not even a copy: tfjs replaces a variable's data when training updates it, so the
- *   arrays held by the snapshot keep the step's values. The file is then written in the background.
+ *   arrays held by the snapshot keep the step's values. The file is then written in the background. Await step()
+ *   before training on: the snapshot is taken inside it.
+ * - Background work needs event-loop turns for its short JavaScript steps (the native writer's long work runs on the
+ *   thread pool). model.fit with callback instances never yields between batches, so step() itself gives the
+ *   background job turns while it waits on fs requests (at most 100 ms, usually a few), enough to hand the write
+ *   to the thread pool before training resumes.
  * - At most one write is in flight and at most one more snapshot waits behind it; a step that would need a third
  *   waits for the write in flight to finish (back-pressure, never a dropped checkpoint: see async-writer.ts).
  * - `best`, `last`, `checkpoints` and the index change only when a write is durable. A background failure is logged

@@ -452,6 +452,24 @@ describe('CheckpointManager rules (js backend)', () => {
     await second.close();
   });
 
+  test('a save within an epoch renders {batch} 1-based and resumes by redoing that epoch', async () => {
+    const dir = await tempDir();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'e{epoch:02d}_b{batch:03d}.safetensors',
+      monitor: 'loss',
+      saveBestOnly: false,
+    });
+    const model = tinyModel();
+    const a = await ckpt.step(model, 0, { loss: 0.5 }, { batch: 4 });
+    const b = await ckpt.step(model, 1, { loss: 0.4 }, { batch: 0 });
+    await ckpt.flush();
+    expect([a?.file, b?.file]).toEqual(['e01_b005.safetensors', 'e02_b001.safetensors']);
+    expect(ckpt.last).toMatchObject({ epoch: 1, batch: 0 });
+    expect(ckpt.initialEpoch).toBe(1);
+    await ckpt.close();
+  });
+
   test('using a closed manager is ERR_CHECKPOINT_CLOSED', async () => {
     const ckpt = new CheckpointManager({ directory: await tempDir() });
     await ckpt.close();
