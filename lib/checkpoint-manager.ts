@@ -540,12 +540,16 @@ export class CheckpointManager {
   private throwFailure(): void {
     const f = this.writer.takeFailure();
     if (f) {
-      // Later decisions measure against what is really on disk (plus what is still queued).
-      this.decisionBest = this.bestScore(this.index);
-      for (const q of this.queuedScores) {
-        if (q.score !== null && this.better(q.score, this.decisionBest, 0)) this.decisionBest = q.score;
-      }
+      this.resetDecisionBest();
       throw f;
+    }
+  }
+
+  /** After a failed save, later decisions measure against what is really on disk (plus what is still queued). */
+  private resetDecisionBest(): void {
+    this.decisionBest = this.bestScore(this.index);
+    for (const q of this.queuedScores) {
+      if (q.score !== null && this.better(q.score, this.decisionBest, 0)) this.decisionBest = q.score;
     }
   }
 
@@ -651,8 +655,10 @@ export class CheckpointManager {
     } else {
       try {
         await durable;
-      } finally {
+      } catch (e) {
         this.writer.takeFailure(); // reported by this rejection, not again later
+        this.resetDecisionBest();
+        throw e;
       }
     }
     if (!plan.main) return null;

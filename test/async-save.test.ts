@@ -310,7 +310,9 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
     const s0 = await ckpt.step(model, 0, { val_loss: 0.5 });
     expect(ckpt.best?.file).toBe(s0?.file);
     await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'EEXIST' });
-    const s2 = await ckpt.step(model, 2, { val_loss: 0.3 }); // the failure was reported by the step itself
+    // The failure was reported by the step itself, and the next decision measures against the durable 0.5.
+    const s2 = await ckpt.step(model, 2, { val_loss: 0.45 });
+    expect(s2?.file).toBe('e3.safetensors');
     expect(ckpt.best?.file).toBe(s2?.file);
     await ckpt.close();
     expect(rec.warnings).toEqual([]);
