@@ -60,7 +60,7 @@ export function chartSpec(listing: Listing, points: ChartPoint[]): Record<string
   const subtitle = [
     `dots: saved checkpoints (${points.filter((p) => p.saved).length})`,
     best ? `diamond: best, epoch ${best.epoch}, ${monitor} = ${best.value.toFixed(4)}` : 'no best checkpoint',
-  ].join('   ');
+  ].join(' · ');
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: { text: `${monitor} per epoch (${listing.mode ?? 'auto'})`, subtitle },
