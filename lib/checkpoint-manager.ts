@@ -26,9 +26,9 @@
  *   arrays held by the snapshot keep the step's values. The file is then written in the background. Await step()
  *   before training on: the snapshot is taken inside it.
  * - Background work needs event-loop turns for its short JavaScript steps (the native writer's long work runs on the
- *   thread pool). model.fit with callback instances never yields between batches, so step() itself gives the
- *   background job turns while it waits on fs requests (at most 100 ms, usually a few), enough to hand the write
- *   to the thread pool before training resumes.
+ *   thread pool). model.fit with callback instances never yields between batches, so when the event loop did not
+ *   turn since the previous step, step() itself gives the background job turns while it waits on fs requests (at
+ *   most 100 ms, usually a few), enough to hand the write to the thread pool before training resumes.
  * - At most one write is in flight and at most one more snapshot waits behind it; a step that would need a third
  *   waits for the write in flight to finish (back-pressure, never a dropped checkpoint: see async-writer.ts).
  * - `best`, `last`, `checkpoints` and the index change only when a write is durable. A background failure is logged
@@ -328,6 +328,8 @@ export class CheckpointManager {
   /** The score future improvements are measured against: the durable best and every queued save's score. */
   private decisionBest: number | null = null;
   private warnedMissing = false;
+  /** Whether the event loop turned since the last async step (then the background job got its turns). */
+  private loopTurned = false;
   /** The index file lists deletions that have since happened. */
   private indexStale = false;
   /** Serializes step/flush/close/restore calls. */
@@ -651,7 +653,10 @@ export class CheckpointManager {
       }
     });
     if (a.async) {
-      await this.writer.pump(PUMP_BUDGET_MS);
+      // Only a loop that did not turn the event loop since the last step needs it turned here.
+      if (!this.loopTurned) await this.writer.pump(PUMP_BUDGET_MS);
+      this.loopTurned = false;
+      setImmediate(() => (this.loopTurned = true)).unref();
     } else {
       try {
         await durable;
