@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { CheckpointError, fromNodeError } from '../../errors';
 import { verifyCheckpoint } from '../../tensors';
 import { type CliContext, out, outJson } from '../context';
-import { CliError, ExitCode, errorLine, exitCodeFor } from '../exit-codes';
+import { CliError, ExitCode, exitCodeFor } from '../exit-codes';
 import { formatBytes } from '../format-output';
 import { byteProgress } from '../progress';
 
@@ -98,5 +98,5 @@ export async function verifyCommand(ctx: CliContext, target: string): Promise<vo
 
 function resultLine(r: VerifyFileResult): string {
   if (r.ok) return `OK      ${r.path} (${r.tensors} tensors, ${formatBytes(r.bytes ?? 0)})`;
-  return `FAILED  ${r.path}: ${errorLine(new CheckpointError(r.code ?? 'EIO', r.error ?? ''))}`;
+  return `FAILED  ${r.path}: ${r.error} [${r.code}]`;
 }
