@@ -7,6 +7,11 @@
  * Each checkpoint file also carries its own record in its metadata (key `checkpoint_manager`), so a missing or
  * damaged index is rebuilt from the files: only files bearing that record count as the manager's; any other file
  * in the directory is never listed, hence never deleted.
+ *
+ * The index also holds the run's `history`: every step's epoch (and batch) and metrics, saved or not, oldest first,
+ * at most HISTORY_LIMIT entries (the oldest are dropped). `tfjs-checkpoint plot` draws the curve from it. History
+ * exists only in the index: a rebuild from the files cannot recover it (the rebuilt index starts an empty history).
+ * A malformed history entry is skipped, never a reason to call the index damaged.
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -42,6 +47,19 @@ export interface CheckpointEntry {
   savedAt: string;
 }
 
+/** One step of the run, as passed to CheckpointManager.step(), whether it saved or not. */
+export interface HistoryEntry {
+  /** 0-based epoch. */
+  epoch: number;
+  /** The 0-based batch within the epoch for a step within an epoch; absent for an end-of-epoch step. */
+  batch?: number;
+  /** The step's logs, numbers only. NaN and infinities are kept. */
+  metrics: Record<string, number>;
+}
+
+/** The most history entries an index keeps (the oldest are dropped first). */
+export const HISTORY_LIMIT = 10_000;
+
 export interface CheckpointIndex {
   monitor: string;
   mode: 'min' | 'max';
@@ -53,6 +71,8 @@ export interface CheckpointIndex {
   last: string | null;
   /** Files dropped by retention whose deletion may not have happened yet (retried on open). */
   deleting: string[];
+  /** Every step's epoch and metrics, oldest first (see the module comment); absent in indexes written without. */
+  history?: HistoryEntry[];
 }
 
 export function emptyIndex(monitor: string, mode: 'min' | 'max'): CheckpointIndex {
@@ -72,10 +92,50 @@ function decodeNumber(v: unknown): number | undefined {
   return undefined;
 }
 
-function encodeEntry(e: CheckpointEntry): Record<string, unknown> {
+function encodeMetrics(m: Record<string, number>): Record<string, number | string> {
   const metrics: Record<string, number | string> = {};
-  for (const [k, v] of Object.entries(e.metrics)) metrics[k] = encodeNumber(v);
-  return { ...e, metrics };
+  for (const [k, v] of Object.entries(m)) metrics[k] = encodeNumber(v);
+  return metrics;
+}
+
+function encodeEntry(e: CheckpointEntry): Record<string, unknown> {
+  return { ...e, metrics: encodeMetrics(e.metrics) };
+}
+
+function decodeMetrics(raw: unknown): Record<string, number> {
+  const metrics: Record<string, number> = {};
+  if (raw !== null && typeof raw === 'object') {
+    for (const [k, v] of Object.entries(raw as object)) {
+      const n = decodeNumber(v);
+      if (n !== undefined) metrics[k] = n;
+    }
+  }
+  return metrics;
+}
+
+/** A history entry from the index file, or undefined when malformed. */
+function decodeHistoryEntry(raw: unknown): HistoryEntry | undefined {
+  if (raw === null || typeof raw !== 'object') return undefined;
+  const o = raw as Record<string, unknown>;
+  if (!Number.isSafeInteger(o.epoch) || (o.epoch as number) < 0) return undefined;
+  if (o.batch !== undefined && (!Number.isSafeInteger(o.batch) || (o.batch as number) < 0)) return undefined;
+  if (o.metrics === null || typeof o.metrics !== 'object' || Array.isArray(o.metrics)) return undefined;
+  return {
+    epoch: o.epoch as number,
+    ...(o.batch !== undefined ? { batch: o.batch as number } : {}),
+    metrics: decodeMetrics(o.metrics),
+  };
+}
+
+/** The history array of a parsed index file: malformed entries skipped, at most the last HISTORY_LIMIT. */
+export function decodeHistory(raw: unknown): HistoryEntry[] | undefined {
+  if (!Array.isArray(raw)) return undefined;
+  const out: HistoryEntry[] = [];
+  for (const h of raw.slice(-HISTORY_LIMIT)) {
+    const e = decodeHistoryEntry(h);
+    if (e) out.push(e);
+  }
+  return out;
 }
 
 function isSafeName(file: unknown): file is string {
@@ -96,13 +156,7 @@ function decodeEntry(raw: unknown, defaultKind: CheckpointKind, file?: string): 
   const name = file ?? o.file;
   if (!isSafeName(name) || !Number.isSafeInteger(o.epoch) || (o.epoch as number) < 0) return undefined;
   if (o.batch !== undefined && (!Number.isSafeInteger(o.batch) || (o.batch as number) < 0)) return undefined;
-  const metrics: Record<string, number> = {};
-  if (o.metrics !== null && typeof o.metrics === 'object') {
-    for (const [k, v] of Object.entries(o.metrics as object)) {
-      const n = decodeNumber(v);
-      if (n !== undefined) metrics[k] = n;
-    }
-  }
+  const metrics = decodeMetrics(o.metrics);
   const score = typeof o.score === 'number' && Number.isFinite(o.score) ? o.score : null;
   const kind = o.kind === 'best' || o.kind === 'periodic' || o.kind === 'last' ? o.kind : defaultKind;
   return {
@@ -182,6 +236,7 @@ export function parseIndex(text: string): CheckpointIndex {
     return v;
   };
   const deleting = Array.isArray(o.deleting) ? o.deleting.filter(isSafeName) : [];
+  const history = decodeHistory(o.history);
   return {
     monitor: o.monitor,
     mode: o.mode,
@@ -189,26 +244,37 @@ export function parseIndex(text: string): CheckpointIndex {
     best: ref(o.best, 'best'),
     last: ref(o.last, 'last'),
     deleting,
+    ...(history ? { history } : {}),
   };
 }
 
+/** The index as JSON text: indented, except history entries, one compact line each (it may hold 10,000). */
 export function serializeIndex(index: CheckpointIndex): string {
-  return (
-    JSON.stringify(
-      {
-        format: INDEX_FORMAT,
-        version: INDEX_VERSION,
-        monitor: index.monitor,
-        mode: index.mode,
-        best: index.best,
-        last: index.last,
-        checkpoints: index.checkpoints.map(encodeEntry),
-        deleting: index.deleting,
-      },
-      null,
-      2,
-    ) + '\n'
+  const text = JSON.stringify(
+    {
+      format: INDEX_FORMAT,
+      version: INDEX_VERSION,
+      monitor: index.monitor,
+      mode: index.mode,
+      best: index.best,
+      last: index.last,
+      checkpoints: index.checkpoints.map(encodeEntry),
+      deleting: index.deleting,
+    },
+    null,
+    2,
   );
+  if (index.history === undefined) return text + '\n';
+  const lines = index.history.map((h) =>
+    JSON.stringify({
+      epoch: h.epoch,
+      ...(h.batch !== undefined ? { batch: h.batch } : {}),
+      metrics: encodeMetrics(h.metrics),
+    }),
+  );
+  const history = lines.length ? `[\n    ${lines.join(',\n    ')}\n  ]` : '[]';
+  // The object's text ends with '\n}': the history goes in as its last member.
+  return `${text.slice(0, -2)},\n  "history": ${history}\n}\n`;
 }
 
 export type ReadIndexResult =
@@ -303,7 +369,10 @@ export function compareEntries(a: CheckpointEntry, b: CheckpointEntry, mode: 'mi
 }
 
 /** Orders by training position, oldest first. */
-export function compareProgress(a: CheckpointEntry, b: CheckpointEntry): number {
+export function compareProgress(
+  a: Pick<CheckpointEntry, 'epoch' | 'batch'>,
+  b: Pick<CheckpointEntry, 'epoch' | 'batch'>,
+): number {
   if (a.epoch !== b.epoch) return a.epoch - b.epoch;
   // An end-of-epoch save (no batch) comes after every save within that epoch.
   if (a.batch === b.batch) return 0;

@@ -48,6 +48,14 @@
  *   and takes it over.
  * `async: false` makes `step()` resolve only once the file and the index are durable, and reject with the failure.
  *
+ * History: every step, saving or not, is recorded in the index's `history` (epoch, batch, metrics; the last 10,000
+ * steps), which `tfjs-checkpoint plot` draws. A step that does not save writes nothing: its entry goes to disk with
+ * the next index write (the next save, `flush()` or `close()`), so the loop pays no write, let alone an fsync, for an
+ * epoch that saves nothing. The price: after a crash (or an exit without `close()`), the entries of the steps since
+ * the last index write are missing; checkpoints are unaffected. A step at or before an already recorded position
+ * (a resumed run redoing epochs, or a second `fit()` counting from 0 again) replaces the entries from that position
+ * on. An index rebuilt from the files (missing or damaged) cannot recover the history and starts an empty one.
+ *
  * Why `async: true` by default: the manager exists to be called every epoch, and a synchronous save stalls the loop
  * for the whole write (fsyncs included) while the async one costs the snapshot only, with the same guarantees on
  * disk (`best` and the index follow durability, failures are never lost, a torn file is impossible). The price is
@@ -60,6 +68,8 @@ import { AsyncWriter } from './async-writer';
 import {
   CheckpointEntry,
   CheckpointIndex,
+  HISTORY_LIMIT,
+  HistoryEntry,
   INDEX_FILENAME,
   compareEntries,
   compareProgress,
@@ -332,6 +342,11 @@ export class CheckpointManager {
   private loopTurned = false;
   /** The index file lists deletions that have since happened. */
   private indexStale = false;
+  /** Every step's record, oldest first (written with each index write; see the module comment). */
+  private recorded: HistoryEntry[] = [];
+  /** Bumped by each recorded step; `recordedWritten` is the value the index file last wrote. */
+  private recordedVersion = 0;
+  private recordedWritten = 0;
   /** Serializes step/flush/close/restore calls. */
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -426,6 +441,8 @@ export class CheckpointManager {
       let rewrite = false;
       if (read.status === 'ok') {
         index = read.index;
+        this.recorded = index.history ?? [];
+        delete index.history; // kept in this.recorded, written by writeIndexFile
         const present: CheckpointEntry[] = [];
         for (const e of index.checkpoints) {
           const st = await fsp.stat(path.join(dir, e.file)).catch(() => undefined);
@@ -461,13 +478,35 @@ export class CheckpointManager {
       this.recomputeBestAndLast(index);
       this.index = index;
       if (index.deleting.length > 0) await this.finishDeletes(index);
-      if (rewrite) await writeIndex(dir, this.index, this.args.durable);
+      if (rewrite) await this.writeIndexFile(this.index);
       this.decisionBest = this.bestScore(this.index);
     } catch (e) {
       await this.lock.release().catch(() => undefined);
       this.lock = undefined;
       throw e;
     }
+  }
+
+  /** Writes `index` with the history recorded so far (atomically; fsynced when durable). */
+  private async writeIndexFile(index: CheckpointIndex): Promise<void> {
+    const version = this.recordedVersion;
+    await writeIndex(this.args.directory, { ...index, history: [...this.recorded] }, this.args.durable);
+    this.recordedWritten = version;
+  }
+
+  /** Records a step in the history: it replaces any entries at or after its position; the oldest go beyond the limit. */
+  private recordHistory(epoch: number, batch: number | undefined, metrics: Record<string, number>): void {
+    const entry: HistoryEntry = { epoch, ...(batch !== undefined ? { batch } : {}), metrics: { ...metrics } };
+    const h = this.recorded;
+    while (h.length > 0 && compareProgress(h[h.length - 1], entry) >= 0) h.pop();
+    h.push(entry);
+    if (h.length > HISTORY_LIMIT) h.splice(0, h.length - HISTORY_LIMIT);
+    this.recordedVersion++;
+  }
+
+  /** Every step recorded (saved or not; the last 10,000), oldest first, as the index's `history` holds them. */
+  get history(): HistoryEntry[] {
+    return this.recorded.map((h) => ({ ...h, metrics: { ...h.metrics } }));
   }
 
   /** The monitored value of `metrics` (alias-aware), null when missing or not finite. */
@@ -566,6 +605,7 @@ export class CheckpointManager {
   ): Promise<StepResult | null> {
     await this.open();
     this.throwFailure();
+    this.recordHistory(epoch, batch, metrics);
     const a = this.args;
     const value = lookupMetric(metrics, a.monitor);
     const score = value !== undefined && Number.isFinite(value) ? value : null;
@@ -710,7 +750,7 @@ export class CheckpointManager {
       next.deleting.push(...dropped);
     }
     this.recomputeBestAndLast(next);
-    await writeIndex(dir, next, a.durable);
+    await this.writeIndexFile(next);
     this.index = next; // durable: only now do best/last/checkpoints change
     if (next.deleting.length > 0) {
       await this.finishDeletes(next);
@@ -786,7 +826,8 @@ export class CheckpointManager {
     }
   }
 
-  /** Waits until every decided save is durable; rejects with a background failure. */
+  /** Waits until every decided save is durable, then writes the index if steps were recorded in the history since
+   * its last write; rejects with a background failure. */
   async flush(): Promise<void> {
     this.checkOpen();
     return this.serial(async () => {
@@ -794,11 +835,13 @@ export class CheckpointManager {
       await this.opening;
       await this.writer.drain();
       this.throwFailure();
+      if (this.recordedVersion !== this.recordedWritten) await this.writeIndexFile(this.index);
     });
   }
 
-  /** Flushes, releases the directory lock and closes the manager (later calls throw ERR_CHECKPOINT_CLOSED). Rejects
-   * with a background failure, after closing. Idempotent. */
+  /** Flushes (writing the index when its deletions list or its history is out of date), releases the directory lock
+   * and closes the manager (later calls throw ERR_CHECKPOINT_CLOSED). Rejects with a background failure, after
+   * closing. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     return this.serial(async () => {
@@ -807,8 +850,8 @@ export class CheckpointManager {
         if (this.opening) {
           await this.opening.catch(() => undefined);
           await this.writer.drain();
-          if (this.indexStale && this.lock) {
-            await writeIndex(this.args.directory, this.index, this.args.durable);
+          if ((this.indexStale || this.recordedVersion !== this.recordedWritten) && this.lock) {
+            await this.writeIndexFile(this.index);
             this.indexStale = false;
           }
           this.throwFailure();
@@ -845,6 +888,8 @@ export class CheckpointManager {
       });
       this.index = emptyIndex(this.args.monitor, this.args.mode);
       this.indexStale = false;
+      this.recorded = [];
+      this.recordedWritten = this.recordedVersion; // no index on disk to bring up to date
       this.decisionBest = null;
     });
   }

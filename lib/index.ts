@@ -44,7 +44,7 @@ export type {
   StepResult,
   StepOptions,
 } from './checkpoint-manager';
-export type { CheckpointEntry, CheckpointKind } from './checkpoint-index';
+export type { CheckpointEntry, CheckpointKind, HistoryEntry } from './checkpoint-index';
 export { INDEX_FILENAME } from './checkpoint-index';
 export { BackupAndRestore, backupAndRestore, BACKUP_FILENAME } from './backup-and-restore';
 export type { BackupAndRestoreArgs } from './backup-and-restore';

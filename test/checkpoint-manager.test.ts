@@ -470,6 +470,107 @@ describe('CheckpointManager rules (js backend)', () => {
     await ckpt.close();
   });
 
+  test('the index history records every step, saved or not; a non-saving step writes nothing, close() writes its entry', async () => {
+    const dir = await tempDir();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: SEED_TEMPLATE,
+      monitor: 'val_accuracy',
+      mode: 'max',
+      async: false,
+    });
+    const model = tinyModel();
+    const historyLengths: (number | undefined)[] = [];
+    for (let epoch = 0; epoch < SEED_HISTORY.length; epoch++) {
+      const v = SEED_HISTORY[epoch];
+      await ckpt.step(model, epoch, { val_accuracy: v, val_loss: 1 - v });
+      historyLengths.push((await readIndexFile(dir)).history?.length);
+    }
+    // Written only with the saves of epochs 1, 3 and 7 (each includes every step up to it).
+    expect(historyLengths).toEqual([1, 1, 3, 3, 3, 3, 7, 7, 7, 7]);
+    await ckpt.close();
+    const index = await readIndexFile(dir);
+    expect(index.checkpoints.map((c) => c.epoch)).toEqual([0, 2, 6]);
+    expect(index.history).toEqual(
+      SEED_HISTORY.map((v, epoch) => ({ epoch, metrics: { val_accuracy: v, val_loss: 1 - v } })),
+    );
+  });
+
+  test('flush() writes the history of steps that saved nothing', async () => {
+    const dir = await tempDir();
+    const ckpt = new CheckpointManager({ directory: dir, monitor: 'val_loss' });
+    const model = tinyModel();
+    await ckpt.step(model, 0, { val_loss: 0.5 });
+    await ckpt.step(model, 1, { val_loss: 0.6 });
+    await ckpt.step(model, 2, { val_loss: NaN });
+    await ckpt.flush();
+    expect((await readIndexFile(dir)).history).toEqual([
+      { epoch: 0, metrics: { val_loss: 0.5 } },
+      { epoch: 1, metrics: { val_loss: 0.6 } },
+      { epoch: 2, metrics: { val_loss: NaN } },
+    ]);
+    expect(ckpt.history.map((h) => h.epoch)).toEqual([0, 1, 2]);
+    await ckpt.close();
+  });
+
+  test('a resumed run keeps the earlier history and replaces the entries from the epoch it redoes', async () => {
+    const dir = await tempDir();
+    const args: CheckpointManagerArgs = { directory: dir, monitor: 'val_loss', async: false };
+    const model = tinyModel();
+    const first = new CheckpointManager(args);
+    for (const [epoch, v] of [0.9, 0.8, 0.7, 0.75, 0.74].entries()) await first.step(model, epoch, { val_loss: v });
+    await first.close();
+    const second = new CheckpointManager(args);
+    await second.step(model, 3, { val_loss: 0.6 });
+    await second.step(model, 4, { val_loss: 0.65 }, { batch: 2 });
+    await second.step(model, 4, { val_loss: 0.62 });
+    await second.close();
+    const history = (await readIndexFile(dir)).history;
+    expect(history?.map((h) => [h.epoch, h.batch, h.metrics.val_loss])).toEqual([
+      [0, undefined, 0.9],
+      [1, undefined, 0.8],
+      [2, undefined, 0.7],
+      [3, undefined, 0.6],
+      [4, 2, 0.65],
+      [4, undefined, 0.62],
+    ]);
+  });
+
+  test('the history keeps the last 10,000 steps; a rebuilt index starts an empty one', async () => {
+    const dir = await tempDir();
+    const args: CheckpointManagerArgs = { directory: dir, monitor: 'val_loss' };
+    const model = tinyModel();
+    const ckpt = new CheckpointManager(args);
+    await ckpt.step(model, 0, { val_loss: 0.1 });
+    for (let epoch = 1; epoch < 10_005; epoch++) await ckpt.step(model, epoch, { val_loss: 1 });
+    await ckpt.close();
+    const history = (await readIndexFile(dir)).history ?? [];
+    expect(history).toHaveLength(10_000);
+    expect([history[0].epoch, history[9_999].epoch]).toEqual([5, 10_004]);
+
+    await fsp.unlink(path.join(dir, INDEX_FILENAME));
+    const rebuilt = await new CheckpointManager(args).open();
+    expect(rebuilt.best?.epoch).toBe(0);
+    expect(rebuilt.history).toEqual([]);
+    await rebuilt.close();
+    expect((await readIndexFile(dir)).history).toEqual([]);
+  });
+
+  test('a malformed history entry in the index is skipped, not a damaged index', () => {
+    const text = JSON.stringify({
+      format: 'tfjs-checkpoint-index',
+      version: 1,
+      monitor: 'val_loss',
+      mode: 'min',
+      best: null,
+      last: null,
+      checkpoints: [],
+      deleting: [],
+      history: [{ epoch: 0, metrics: { val_loss: 'NaN' } }, { epoch: -1, metrics: {} }, 'x', { epoch: 1 }],
+    });
+    expect(parseIndex(text).history).toEqual([{ epoch: 0, metrics: { val_loss: NaN } }]);
+  });
+
   test('using a closed manager is ERR_CHECKPOINT_CLOSED', async () => {
     const ckpt = new CheckpointManager({ directory: await tempDir() });
     await ckpt.close();

@@ -500,22 +500,23 @@ describe('plot', () => {
     return m[1];
   }
 
-  test('draws the curve, a marker per saved checkpoint and the best highlighted (SVG)', async () => {
+  test("draws every epoch of the manager's history, a marker per saved checkpoint and the best highlighted (SVG)", async () => {
     const out = path.join(dir, 'plots', 'run.svg');
     const r = await cli('plot', managed, '--out', out);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain(`Wrote ${out}: 3 epoch(s) of val_accuracy, 3 saved, best epoch 7 (0.8950)`);
+    expect(r.stdout).toContain(`Wrote ${out}: 10 epoch(s) of val_accuracy, 3 saved, best epoch 7 (0.8950)`);
     const svg = await fsp.readFile(out, 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
-    // The curve: one path through the three points (M, then two L segments).
+    // The curve: one path through the ten epochs the CheckpointManager recorded (saveBestOnly saved three).
     const curve = groups(svg, 'curve');
     const d = /<path[^>]* d="([^"]+)"/.exec(curve)![1];
-    expect(d.match(/[ML]/g)).toEqual(['M', 'L', 'L']);
+    expect(d.match(/[ML]/g)).toEqual(['M', ...Array(9).fill('L')]);
     // The saved checkpoints: one marker each, labelled with epoch and value.
     const saved = groups(svg, 'saved');
     const labels = [...saved.matchAll(/aria-label="([^"]+)"/g)].map((m) => m[1]);
     expect(labels).toHaveLength(3);
     expect(labels[0]).toMatch(/epoch: 1; val_accuracy: 0\.72/);
+    expect(labels[1]).toMatch(/epoch: 3; val_accuracy: 0\.81/);
     expect(labels[2]).toMatch(/epoch: 7; val_accuracy: 0\.895/);
     // The best: one red diamond at epoch 7, and its label.
     const best = groups(svg, 'best');
@@ -523,22 +524,28 @@ describe('plot', () => {
     expect(best).toMatch(/aria-label="epoch: 7; val_accuracy: 0\.895/);
     expect(best).toMatch(/fill="#d62728"/);
     expect(groups(svg, 'bestlabel')).toContain('best 0.8950');
+    const j = JSON.parse((await cli('plot', managed, '--out', out, '--json')).stdout);
+    expect(j).toMatchObject({ source: 'index history', points: 10, saved: 3, best: { epoch: 7, value: 0.895 } });
   });
 
-  test('uses the per-epoch history when the index records one: unsaved epochs on the curve, unmarked', async () => {
-    const copy = path.join(dir, 'run-history');
+  test('without a history in the index (or without an index), one point per saved checkpoint', async () => {
+    const copy = path.join(dir, 'run-no-history');
     await fsp.cp(managed, copy, { recursive: true });
     const index = JSON.parse(await fsp.readFile(path.join(copy, INDEX_FILENAME), 'utf8'));
-    const seed = [0.72, 0.7, 0.81, 0.8, 0.79, 0.8, 0.895, 0.85, 0.84, 0.83];
-    index.history = seed.map((v, epoch) => ({ epoch, metrics: { val_accuracy: v } }));
+    expect(index.history).toHaveLength(10);
+    delete index.history;
     await fsp.writeFile(path.join(copy, INDEX_FILENAME), JSON.stringify(index));
-    const out = path.join(dir, 'plots', 'history.svg');
+    const out = path.join(dir, 'plots', 'no-history.svg');
     const r = await cli('plot', copy, '--out', out, '--json');
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ points: 10, saved: 3, best: { epoch: 7, value: 0.895 } });
+    expect(JSON.parse(r.stdout)).toMatchObject({ source: 'index', points: 3, saved: 3, best: { epoch: 7 } });
     const svg = await fsp.readFile(out, 'utf8');
-    expect(/<path[^>]* d="([^"]+)"/.exec(groups(svg, 'curve'))![1].match(/L/g)).toHaveLength(9);
+    expect(/<path[^>]* d="([^"]+)"/.exec(groups(svg, 'curve'))![1].match(/[ML]/g)).toEqual(['M', 'L', 'L']);
     expect([...groups(svg, 'saved').matchAll(/<path/g)]).toHaveLength(3);
+
+    await fsp.rm(path.join(copy, INDEX_FILENAME));
+    const m = await cli('plot', copy, '--out', out, '--json');
+    expect(JSON.parse(m.stdout)).toMatchObject({ source: 'metadata', points: 3, saved: 3, best: { epoch: 7 } });
   });
 
   test('--out FILE.html writes a self-contained page around the SVG', async () => {

@@ -6,7 +6,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { INDEX_FILENAME, MANAGER_METADATA_KEY, type CheckpointIndex, readIndex } from '../checkpoint-index';
+import { MANAGER_METADATA_KEY, type CheckpointIndex, type HistoryEntry, readIndex } from '../checkpoint-index';
 import { parseTrainingMetadata } from '../checkpoint-metadata';
 import { fromNodeError } from '../errors';
 import { lookupMetric, resolveMonitorMode, type MonitorMode } from '../metrics';
@@ -42,8 +42,9 @@ export interface Listing {
   checkpoints: ListedCheckpoint[];
   best: string | null;
   last: string | null;
-  /** Per-epoch metrics when the index records the whole training history (a `history` array), else undefined. */
-  history?: { epoch: number; metrics: Record<string, number> }[];
+  /** Every step's metrics (per epoch, and per batch for saves within epochs) when the index records the training
+   * history (CheckpointManager writes it), else undefined. */
+  history?: HistoryEntry[];
 }
 
 async function sizeOf(file: string): Promise<number | null> {
@@ -78,28 +79,6 @@ function decodeNumber(v: unknown): number | undefined {
   return undefined;
 }
 
-/** The optional `history` array of an index file (not part of the parsed CheckpointIndex). */
-async function readHistory(dir: string): Promise<Listing['history']> {
-  try {
-    const raw = JSON.parse(await fsp.readFile(path.join(dir, INDEX_FILENAME), 'utf8')) as { history?: unknown };
-    if (!Array.isArray(raw.history)) return undefined;
-    const out: NonNullable<Listing['history']> = [];
-    for (const h of raw.history as unknown[]) {
-      const o = h as { epoch?: unknown; metrics?: unknown };
-      if (!o || !Number.isSafeInteger(o.epoch) || o.metrics === null || typeof o.metrics !== 'object') continue;
-      const metrics: Record<string, number> = {};
-      for (const [k, v] of Object.entries(o.metrics as object)) {
-        const n = decodeNumber(v);
-        if (n !== undefined) metrics[k] = n;
-      }
-      out.push({ epoch: o.epoch as number, metrics });
-    }
-    return out;
-  } catch {
-    return undefined;
-  }
-}
-
 async function fromIndex(dir: string, index: CheckpointIndex): Promise<Listing> {
   const checkpoints: ListedCheckpoint[] = [];
   for (const e of index.checkpoints) {
@@ -118,7 +97,7 @@ async function fromIndex(dir: string, index: CheckpointIndex): Promise<Listing> 
       ...(size === null ? { problem: 'listed in the index but missing on disk' } : {}),
     });
   }
-  const history = await readHistory(dir);
+  const history = index.history;
   return {
     directory: dir,
     source: 'index',

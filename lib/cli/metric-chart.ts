@@ -17,7 +17,7 @@ export interface ChartPoint {
   file: string;
 }
 
-/** The points to plot: the whole history when the index records it, else one point per checkpoint. */
+/** The points to plot: every end-of-epoch step when the index records a history, else one point per checkpoint. */
 export function chartPoints(listing: Listing): ChartPoint[] {
   const monitor = listing.monitor;
   if (!monitor) return [];
@@ -30,8 +30,10 @@ export function chartPoints(listing: Listing): ChartPoint[] {
       byEpoch.set(c.epoch, { file: c.file, best: c.best || (prev?.best ?? false) });
   }
   const points: ChartPoint[] = [];
-  if (listing.history && listing.history.length > 0) {
-    for (const h of listing.history) {
+  // End-of-epoch steps only: steps within an epoch (saveFreq in batches) would put several points on one epoch.
+  const epochs = (listing.history ?? []).filter((h) => h.batch === undefined);
+  if (epochs.length > 0) {
+    for (const h of epochs) {
       const v = lookupMetric(h.metrics, monitor);
       if (v === undefined || !Number.isFinite(v)) continue;
       const saved = byEpoch.get(h.epoch);

@@ -36,7 +36,9 @@ function marks(c: ListedCheckpoint): string {
 export async function lsCommand(ctx: CliContext, dir: string): Promise<void> {
   const listing = await listCheckpoints(dir);
   if (ctx.json) {
-    outJson(ctx, listing);
+    // The checkpoints only: the index's step history (up to 10,000 entries) is what `plot` draws.
+    const { history: _history, ...checkpoints } = listing;
+    outJson(ctx, checkpoints);
     return;
   }
   const src =

@@ -40,7 +40,7 @@ export async function plotCommand(ctx: CliContext, dir: string, args: PlotArgs =
     out: target,
     monitor: listing.monitor,
     mode: listing.mode,
-    source: listing.history ? 'index history' : listing.source,
+    source: listing.history?.some((h) => h.batch === undefined) ? 'index history' : listing.source,
     points: points.length,
     saved: points.filter((p) => p.saved).length,
     best: best ? { epoch: best.epoch, value: best.value, file: best.file } : null,
