@@ -14,9 +14,9 @@ export type Job =
   | {
       op: 'stall';
       mode: 'none' | 'sync' | 'async';
+      loop: 'fit' | 'custom';
       dir: string;
       epochs: number;
-      units: number;
       samples: number;
     };
 
@@ -63,6 +63,10 @@ export interface StallResult {
   saveMs: number[];
   /** Size of that checkpoint file. */
   fileBytes: number;
+  /** Per save: from step() returning to its `durable` promise settling (ms; near 0 when sync). */
+  writeMs: number[];
+  /** Saves whose step() was called while the previous save's write was still in flight. */
+  inFlightAtStep: number;
 }
 
 export type ChildReply = { ok: true; result: unknown } | { ok: false; error: string };
