@@ -153,6 +153,14 @@ export interface ParsedHeader {
   formatVersion?: string;
 }
 
+/**
+ * Sets `key` as an own enumerable property of a plain record, even when it is `__proto__`: plain assignment would set
+ * the prototype instead and silently drop a tensor or metadata entry of that name.
+ */
+export function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 function corrupt(path: string, what: string): CheckpointError {
   return new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${path}: ${what}`, { path });
 }
@@ -222,7 +230,7 @@ export function parseHeader(head: Uint8Array, fileSize: number, path: string): P
       }
       for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
         if (typeof v !== 'string') throw corrupt(path, `__metadata__ value of ${JSON.stringify(k)} is not a string`);
-        rawMetadata[k] = v;
+        setOwn(rawMetadata, k, v);
       }
       continue;
     }
@@ -282,7 +290,7 @@ export function parseHeader(head: Uint8Array, fileSize: number, path: string): P
   }
 
   const metadata: Record<string, string> = {};
-  for (const [k, v] of Object.entries(rawMetadata)) if (!k.startsWith(META_PREFIX)) metadata[k] = v;
+  for (const [k, v] of Object.entries(rawMetadata)) if (!k.startsWith(META_PREFIX)) setOwn(metadata, k, v);
   const headerCrc = storedHeaderCrc(head);
   const ours = Object.keys(rawMetadata).some((k) => k.startsWith(META_PREFIX));
   const result: ParsedHeader = { dataStart, dataLength, entries, rawMetadata, metadata, checksummed: false };

@@ -28,6 +28,7 @@ import {
   computeHeaderCrc,
   parseHeader,
   readHeaderLength,
+  setOwn,
   storedHeaderCrc,
 } from './format';
 import { getBackend } from './runtime';
@@ -121,7 +122,7 @@ function checkMetadata(metadata: unknown): Record<string, string> {
     if (!k.isWellFormed() || !v.isWellFormed()) {
       invalidArgument(`options.metadata[${JSON.stringify(k)}]`, 'well-formed Unicode (no lone surrogates)', v);
     }
-    out[k] = v;
+    setOwn(out, k, v);
   }
   return out;
 }
@@ -343,7 +344,7 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
   const opened = await openHeader(abs, verify);
   const buffers = await readData(abs, opened, verify, stack);
   const tensors: NamedTensors = {};
-  opened.parsed.entries.forEach((e, i) => (tensors[e.name] = toTensor(e, buffers[i], abs)));
+  opened.parsed.entries.forEach((e, i) => setOwn(tensors, e.name, toTensor(e, buffers[i], abs)));
   return { tensors, metadata: opened.parsed.metadata };
 }
 

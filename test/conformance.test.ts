@@ -109,7 +109,7 @@ function specParse(file: Uint8Array): SpecFile {
       if (v === null || typeof v !== 'object' || Array.isArray(v)) fail('__metadata__ is an object');
       for (const [k, s] of Object.entries(v as object)) {
         if (typeof s !== 'string') fail('__metadata__ maps strings to strings');
-        metadata[k] = s as string;
+        Object.defineProperty(metadata, k, { value: s, enumerable: true, writable: true, configurable: true });
       }
       continue;
     }
@@ -255,6 +255,16 @@ const cases: { name: string; tensors: () => NamedTensors; metadata?: Record<stri
   {
     name: 'unicode, quoting and control characters in names',
     tensors: () => Object.fromEntries(unicodeNames.map((n, i) => [n, f32(i, -i)])),
+  },
+  {
+    name: 'tensor names and metadata keys that are Object.prototype members (__proto__, constructor, toString)',
+    tensors: () =>
+      Object.fromEntries(['__proto__', 'constructor', 'toString', 'hasOwnProperty'].map((n, i) => [n, f32(i)])),
+    metadata: Object.fromEntries([
+      ['__proto__', 'p'],
+      ['constructor', 'c'],
+      ['valueOf', 'v'],
+    ]),
   },
   {
     name: 'mixed dtypes in an order that needs realignment (bool before float32 by name)',
