@@ -155,6 +155,12 @@ export interface StepResult extends SavedCheckpoint {
    * failure. Ignoring it is safe: the failure is also reported by the next step(), flush() or close().
    */
   durable: Promise<void>;
+  /**
+   * The value this checkpoint's score was measured against: the best so far (including saves still being written),
+   * or `initialValueThreshold` when that is stricter; null when there was none (the first save). Keras' "improved
+   * from" value. With saveBestOnly false the save did not depend on it.
+   */
+  previousBest: number | null;
 }
 
 export interface StepOptions {
@@ -707,7 +713,7 @@ export class CheckpointManager {
       }
     }
     if (!plan.main) return null;
-    return { ...this.toSaved(plan.main), durable };
+    return { ...this.toSaved(plan.main), durable, previousBest: baseline };
   }
 
   /** Writes the plan's files from one snapshot, then the index, then deletes what retention dropped. */

@@ -35,7 +35,7 @@ export type { TemplateValue, TemplateField, RenderFilenameArgs } from './templat
 export { lookupMetric, metricAliases, isMaximizedMetric, resolveMonitorMode } from './metrics';
 export type { MonitorMode, MonitorModeArg } from './metrics';
 export { ModelCheckpoint, modelCheckpoint } from './model-checkpoint';
-export type { ModelCheckpointArgs } from './model-checkpoint';
+export type { ModelCheckpointArgs, SaveInfo } from './model-checkpoint';
 export { CheckpointManager, checkpointManager } from './checkpoint-manager';
 export type {
   CheckpointManagerArgs,

@@ -22,7 +22,13 @@
  * array (mixing them with plain objects breaks tfjs, tfjs#1792).
  */
 import * as tf from '@tensorflow/tfjs';
-import { CheckpointLogger, CheckpointManager, CheckpointManagerArgs, SavedCheckpoint } from './checkpoint-manager';
+import {
+  CheckpointLogger,
+  CheckpointManager,
+  CheckpointManagerArgs,
+  SavedCheckpoint,
+  StepResult,
+} from './checkpoint-manager';
 import { CheckpointError, ErrorCode, invalidArgument } from './errors';
 import { MonitorModeArg, resolveMonitorMode } from './metrics';
 import { validateTemplate } from './template';
@@ -73,6 +79,36 @@ export interface ModelCheckpointArgs {
   durable?: boolean;
   /** Where messages and warnings go. Default: console. */
   logger?: CheckpointLogger;
+  /**
+   * Called at each checkpoint taken (not for the `last` file), with the checkpoint (its absolute `path`, epoch,
+   * metrics, score) and details (`info`). It is called as soon as the decision is made and the weights are
+   * snapshotted, inside the tfjs hook (`onEpochEnd`, or `onBatchEnd` with saveFreq in batches), before fit goes on.
+   * With `async: true` (the default) the file is NOT durable yet, and may not exist yet: await `info.durable` to
+   * know it is on disk; it rejects with the write's failure (ignoring it is safe: the failure is also reported when
+   * training ends). With `async: false` the file and the index are durable when it is called.
+   * Keep it quick (it runs in the training loop); an exception it throws fails `fit()` like any callback's.
+   * Default: none.
+   */
+  onSave?: (saved: SavedCheckpoint, info: SaveInfo) => void;
+}
+
+/** What `onSave` is told besides the checkpoint itself. */
+export interface SaveInfo {
+  /** 0-based epoch, as tfjs counts it (file names and Keras' messages show epoch + 1). */
+  epoch: number;
+  /** The 0-based batch within the epoch, for saves every `saveFreq` batches; absent for end-of-epoch saves. */
+  batch?: number;
+  /** The monitored metric's name, as configured. */
+  monitor: string;
+  /** The monitored value of this checkpoint; null when missing or not finite (possible without saveBestOnly). */
+  value: number | null;
+  /** The value it improved on (Keras' "improved from"): the best so far, or initialValueThreshold; null for the
+   * first checkpoint. */
+  previousBest: number | null;
+  /** Whether it was saved because the monitored metric improved (saveBestOnly), rather than at every epoch. */
+  improved: boolean;
+  /** Resolves when the file and the index are durable; rejects with the write's failure. */
+  durable: Promise<void>;
 }
 
 const KNOWN_ARGS = [
@@ -92,6 +128,7 @@ const KNOWN_ARGS = [
   'async',
   'durable',
   'logger',
+  'onSave',
 ] as const;
 
 /** Keras' names that are not ours, with what to use instead. */
@@ -177,6 +214,7 @@ export async function resolveLogs(logs: Record<string, unknown> | undefined): Pr
 export class ModelCheckpoint extends tf.Callback {
   private readonly managerArgs: CheckpointManagerArgs;
   private readonly saveFreq: 'epoch' | number;
+  private readonly onSave: ((saved: SavedCheckpoint, info: SaveInfo) => void) | undefined;
   private current: CheckpointManager;
   private managerOpen = true;
   private currentEpoch = 0;
@@ -209,6 +247,9 @@ export class ModelCheckpoint extends tf.Callback {
     if (typeof saveBestOnly !== 'boolean') invalidArgument('args.saveBestOnly', 'a boolean', saveBestOnly);
     const monitor = args.monitor ?? 'val_loss';
     if (typeof monitor !== 'string' || monitor.length === 0) invalidArgument('args.monitor', 'a metric name', monitor);
+    if (args.onSave !== undefined && typeof args.onSave !== 'function') {
+      invalidArgument('args.onSave', 'a function (saved, info) => void', args.onSave);
+    }
     resolveMonitorMode(monitor, args.mode ?? 'auto'); // throws INVALID_ARGUMENT for an unknown mode
 
     const m: CheckpointManagerArgs = { directory, filename, monitor, saveBestOnly, weightsOnly: saveWeightsOnly };
@@ -225,6 +266,7 @@ export class ModelCheckpoint extends tf.Callback {
     if (args.logger !== undefined) m.logger = args.logger;
     this.managerArgs = m;
     this.saveFreq = saveFreq as 'epoch' | number;
+    this.onSave = args.onSave;
     this.filepath = args.filepath;
     // Validates the remaining arguments now, so that a mistake fails at construction, not after an epoch.
     this.current = new CheckpointManager(m);
@@ -303,6 +345,24 @@ export class ModelCheckpoint extends tf.Callback {
     return this.model;
   }
 
+  /** Calls `onSave` for a step that took a checkpoint. */
+  private reportSave(saved: StepResult | null): void {
+    if (!saved || !this.onSave) return;
+    const { durable, previousBest, ...checkpoint } = saved;
+    this.onSave(
+      { ...checkpoint, metrics: { ...checkpoint.metrics } },
+      {
+        epoch: saved.epoch,
+        ...(saved.batch !== undefined ? { batch: saved.batch } : {}),
+        monitor: this.current.monitor.name,
+        value: saved.score,
+        previousBest,
+        improved: saved.kind === 'best',
+        durable,
+      },
+    );
+  }
+
   override async onTrainBegin(_logs?: tf.Logs): Promise<void> {
     this.ensureManager();
     this.batchesSinceSave = 0;
@@ -326,7 +386,8 @@ export class ModelCheckpoint extends tf.Callback {
       // tfjs' batch logs carry the batch index and size: bookkeeping, not metrics.
       delete metrics.batch;
       delete metrics.size;
-      await this.ensureManager().step(this.checkModel(), this.currentEpoch, metrics, { batch });
+      const saved = await this.ensureManager().step(this.checkModel(), this.currentEpoch, metrics, { batch });
+      this.reportSave(saved);
     });
   }
 
@@ -335,7 +396,8 @@ export class ModelCheckpoint extends tf.Callback {
       // Always resolved, so that no tensor outlives the hook and History records numbers.
       const metrics = await resolveLogs(logs as Record<string, unknown> | undefined);
       if (this.saveFreq !== 'epoch') return;
-      await this.ensureManager().step(this.checkModel(), epoch, metrics);
+      const saved = await this.ensureManager().step(this.checkModel(), epoch, metrics);
+      this.reportSave(saved);
     });
   }
 

@@ -4,11 +4,12 @@
  * minDelta, initialValueThreshold, auto mode, aliases, NaN, a missing metric, template and argument errors.
  */
 import { spawnSync } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointError, ErrorCode } from '../lib/errors';
-import { ModelCheckpoint, ModelCheckpointArgs, modelCheckpoint, resolveLogs } from '../lib/model-checkpoint';
+import { ModelCheckpoint, ModelCheckpointArgs, SaveInfo, modelCheckpoint, resolveLogs } from '../lib/model-checkpoint';
+import type { SavedCheckpoint } from '../lib/checkpoint-manager';
 import { MetadataKey } from '../lib/checkpoint-metadata';
 import { isOptimizerTensorName } from '../lib/optimizer-state';
 import { readCheckpointInfo } from '../lib/tensors';
@@ -184,6 +185,100 @@ describe('the seed history', () => {
       'xception_v1_03_0.810.safetensors',
       'xception_v1_05_0.900.safetensors',
     ]);
+  });
+});
+
+describe('the onSave hook', () => {
+  type Call = { saved: SavedCheckpoint; info: SaveInfo; existed: boolean };
+  function collector(calls: Call[]): (saved: SavedCheckpoint, info: SaveInfo) => void {
+    return (saved, info) => calls.push({ saved, info, existed: existsSync(saved.path) });
+  }
+
+  test('is called for each checkpoint with its path, epoch and the improved-from value; info.durable resolves once it is on disk', async () => {
+    const dir = await tempDir();
+    const calls: Call[] = [];
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, SEED_TEMPLATE),
+      saveBestOnly: true,
+      monitor: 'val_accuracy',
+      mode: 'max',
+      onSave: collector(calls),
+    });
+    await driveEpochs(
+      cb,
+      tinyModel(),
+      SEED_HISTORY.map((v) => ({ val_accuracy: v })),
+    );
+    expect(calls.map((c) => path.basename(c.saved.path))).toEqual([
+      'xception_v1_01_0.720.safetensors',
+      'xception_v1_03_0.810.safetensors',
+      'xception_v1_07_0.895.safetensors',
+    ]);
+    expect(calls.map((c) => c.saved.path)).toEqual(calls.map((c) => path.join(dir, c.saved.file)));
+    expect(calls.map((c) => [c.info.epoch, c.saved.epoch, c.info.value, c.info.previousBest])).toEqual([
+      [0, 0, 0.72, null],
+      [2, 2, 0.81, 0.72],
+      [6, 6, 0.895, 0.81],
+    ]);
+    for (const c of calls) {
+      expect(c.info).toMatchObject({ monitor: 'val_accuracy', improved: true });
+      expect(c.info.batch).toBeUndefined();
+      expect(c.saved.metrics).toEqual({ val_accuracy: c.info.value });
+      await c.info.durable;
+      expect(existsSync(c.saved.path)).toBe(true);
+    }
+  });
+
+  test('with async: false the file is durable when onSave is called; without saveBestOnly every epoch is reported', async () => {
+    const dir = await tempDir();
+    const calls: Call[] = [];
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, 'm_{epoch:02d}.safetensors'),
+      monitor: 'val_loss',
+      async: false,
+      onSave: collector(calls),
+    });
+    await driveEpochs(cb, tinyModel(), [{ val_loss: 0.5 }, { val_loss: 0.6 }]);
+    expect(calls.map((c) => [c.saved.file, c.existed, c.info.improved, c.info.previousBest])).toEqual([
+      ['m_01.safetensors', true, false, null],
+      ['m_02.safetensors', true, false, 0.5],
+    ]);
+  });
+
+  test('saves every n batches report the batch (0-based); an exception in onSave fails the hook and frees the directory', async () => {
+    const dir = await tempDir();
+    const calls: Call[] = [];
+    const model = tinyModel();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, 'b_{epoch:02d}_{batch:02d}.safetensors'),
+      monitor: 'loss',
+      saveFreq: 2,
+      onSave: collector(calls),
+    });
+    cb.setModel(model);
+    await cb.onTrainBegin({});
+    await cb.onEpochBegin(0, {});
+    for (let batch = 0; batch < 4; batch++) await cb.onBatchEnd(batch, { loss: 1 - batch / 10, batch, size: 2 });
+    await cb.onEpochEnd(0, { loss: 0.7 });
+    await cb.onTrainEnd({});
+    expect(calls.map((c) => [c.saved.file, c.info.epoch, c.info.batch])).toEqual([
+      ['b_01_02.safetensors', 0, 1],
+      ['b_01_04.safetensors', 0, 3],
+    ]);
+
+    const failing = modelCheckpoint({
+      filepath: path.join(dir, 'f_{epoch:02d}.safetensors'),
+      onSave: () => {
+        throw new Error('reporter broke');
+      },
+    });
+    failing.setModel(model);
+    await failing.onTrainBegin({});
+    await expect(failing.onEpochEnd(0, { val_loss: 0.3 })).rejects.toThrow('reporter broke');
+    // The directory is released: another callback can write there at once.
+    const next = modelCheckpoint({ filepath: path.join(dir, 'g_{epoch:02d}.safetensors') });
+    await driveEpochs(next, model, [{ val_loss: 0.2 }]);
+    expect(await checkpointFiles(dir)).toContain('g_01.safetensors');
   });
 });
 
@@ -566,6 +661,7 @@ describe('argument and template errors', () => {
     ['verbose 2', { filepath: '/tmp/x/m', verbose: 2 }, ErrorCode.INVALID_ARGUMENT, 'verbose'],
     ['a negative minDelta', { filepath: '/tmp/x/m', minDelta: -1 }, ErrorCode.INVALID_ARGUMENT, 'minDelta'],
     ['keep 0', { filepath: '/tmp/x/m', keep: 0 }, ErrorCode.INVALID_ARGUMENT, 'keep'],
+    ['an onSave that is not a function', { filepath: '/tmp/x/m', onSave: 'log' }, ErrorCode.INVALID_ARGUMENT, 'onSave'],
     [
       'a string saveBestOnly',
       { filepath: '/tmp/x/m', saveBestOnly: 'yes' },

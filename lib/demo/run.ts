@@ -87,6 +87,14 @@ function shown(p: string): string {
   return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : p;
 }
 
+/** Keras' `{:.5f}` of a metric value, with its 'inf', '-inf' and 'nan'. */
+function keras5f(v: number): string {
+  if (Number.isNaN(v)) return 'nan';
+  if (v === Infinity) return 'inf';
+  if (v === -Infinity) return '-inf';
+  return v.toFixed(5);
+}
+
 function pad(n: number, width: number): string {
   return String(n).padStart(width);
 }
@@ -144,27 +152,37 @@ export async function runDemo(args: DemoArgs = {}): Promise<DemoResult> {
         );
       }
     }
+    // ModelCheckpoint's onSave reports each checkpoint as the seed's loop did (`Checkpoint saved: <path>`), with
+    // Keras' "improved from" values; an epoch without one gets Keras' "did not improve" line (NoSaveReporter).
+    let savedThisEpoch = false;
+    let bestSoFar = -Infinity;
     const ckpt = modelCheckpoint({
       filepath: path.join(dir, DEMO_FILEPATH_TEMPLATE),
       saveBestOnly: true,
       monitor: 'val_accuracy',
       mode: 'max',
-      verbose: 1,
-      logger: {
-        // ModelCheckpoint's verbose messages are Keras' (`Epoch 3: val_accuracy improved from 0.72000 to 0.81000,
-        // saving model to <path>`): shown as the seed's loop showed them.
-        log: (message) => {
-          const m = /^Epoch \d+: (.*) improved from (\S+) to (\S+), saving model to (.+)$/.exec(message);
-          if (m) {
-            saved.push(m[4]);
-            log(`  Checkpoint saved: ${shown(m[4])}  (${m[1]} ${m[2]} -> ${m[3]})`);
-          } else {
-            log(`  ${message.replace(/^Epoch \d+: /, '')}`);
-          }
-        },
-        warn: (message) => log(`  warning: ${message}`),
+      logger: { log: (message) => log(`  ${message}`), warn: (message) => log(`  warning: ${message}`) },
+      onSave: (checkpoint, info) => {
+        savedThisEpoch = true;
+        saved.push(checkpoint.path);
+        const from = keras5f(info.previousBest ?? -Infinity);
+        log(
+          `  Checkpoint saved: ${shown(checkpoint.path)}  (${info.monitor} ${from} -> ${keras5f(info.value ?? NaN)})`,
+        );
+        if (info.value !== null) bestSoFar = info.value;
       },
     });
+    // Listed after ModelCheckpoint: runs once it has decided.
+    class NoSaveReporter extends tf.Callback {
+      override async onEpochBegin(): Promise<void> {
+        savedThisEpoch = false;
+      }
+      override async onEpochEnd(epoch: number): Promise<void> {
+        if (!savedThisEpoch && history[epoch]?.valAcc !== undefined) {
+          log(`  val_accuracy did not improve from ${keras5f(bestSoFar)}`);
+        }
+      }
+    }
     const t0 = Date.now();
     await model.fit(xTrain, yTrain, {
       epochs,
@@ -174,7 +192,7 @@ export async function runDemo(args: DemoArgs = {}): Promise<DemoResult> {
       // Math.random, which cannot be seeded).
       shuffle: false,
       verbose: 0,
-      callbacks: [new EpochReporter(), ckpt],
+      callbacks: [new EpochReporter(), ckpt, new NoSaveReporter()],
     });
     const trainSeconds = (Date.now() - t0) / 1000;
 
