@@ -536,8 +536,11 @@ function targets(
         ...(ratio < 10
           ? {
               bound:
-                `plain dd into the page cache is only ${ceiling.toFixed(1)}x tfjs-node here: 10x would exceed the ` +
-                `machine's page-cache write bandwidth`,
+                ceiling < 10
+                  ? `plain dd into the page cache is only ${ceiling.toFixed(1)}x tfjs-node here: 10x would exceed ` +
+                    `the machine's page-cache write bandwidth`
+                  : `the native save itself: it reaches ${(rate(nf) / rate(dd)).toFixed(2)}x plain dd; ` +
+                    syscallNote(profiles.find((p) => p.contender === 'native-fast' && p.bytes === bytes)),
             }
           : {}),
       });
