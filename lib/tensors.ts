@@ -239,10 +239,16 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
 interface OpenedHeader {
   parsed: ParsedHeader;
   fileSize: number;
+  /** The file's identity when its header was read, to detect a replacement (a save's rename) before its data. */
+  dev: number;
+  ino: number;
+  /** With `hold`: the handle the header was read from, left open (so its inode number cannot be reused). */
+  handle?: fsp.FileHandle;
 }
 
-/** Reads, checks (header CRC when `verify`) and parses a file's header. */
-async function openHeader(file: string, verify: boolean): Promise<OpenedHeader> {
+/** Reads, checks (header CRC when `verify`) and parses a file's header; `hold` keeps the handle open. */
+async function openHeader(file: string, verify: boolean, hold = false): Promise<OpenedHeader> {
+  let keep = false;
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(file, 'r');
@@ -282,11 +288,12 @@ async function openHeader(file: string, verify: boolean): Promise<OpenedHeader> 
         { path: file },
       );
     }
-    return { parsed, fileSize };
+    keep = hold;
+    return { parsed, fileSize, dev: st.dev, ino: st.ino, ...(hold ? { handle: fh } : {}) };
   } catch (e) {
     throw fromNodeError(e, file, 'read the checkpoint');
   } finally {
-    await fh.close().catch(() => undefined);
+    if (!keep) await fh.close().catch(() => undefined);
   }
 }
 
@@ -312,6 +319,47 @@ async function readData(file: string, opened: OpenedHeader, verify: boolean, sta
       opened.parsed.entries.map((t) => t.name),
       stack,
     );
+  }
+}
+
+/** How many times a read is retried when saves keep replacing the file under it. */
+const READ_ATTEMPTS = 10;
+
+/**
+ * Reads a file's header and data as one version. The backend opens the path again for the data, so a save replacing
+ * the file (its atomic rename) in between would pair one version's header with another's data: a spurious
+ * corruption error, or with `verify: false` one version's tensors under another's metadata. Detected by comparing
+ * the path's identity after the read with the header's (whose handle stays open meanwhile), and retried.
+ */
+async function readVersion(
+  file: string,
+  verify: boolean,
+  stack: string,
+): Promise<{ opened: OpenedHeader; buffers: ArrayBuffer[] }> {
+  for (let attempt = 1; ; attempt++) {
+    const opened = await openHeader(file, verify, true);
+    try {
+      let buffers: ArrayBuffer[] | undefined;
+      let failure: unknown;
+      try {
+        buffers = await readData(file, opened, verify, stack);
+      } catch (e) {
+        failure = e;
+      }
+      const now = await fsp.stat(file).catch(() => undefined);
+      const replaced = !now || now.dev !== opened.dev || now.ino !== opened.ino;
+      if (!replaced && buffers) return { opened, buffers };
+      if (!replaced) throw failure;
+      if (attempt >= READ_ATTEMPTS) {
+        throw new CheckpointError(
+          ErrorCode.CORRUPT,
+          `Could not read ${file}: it was replaced while being read, ${READ_ATTEMPTS} times in a row`,
+          { path: file },
+        );
+      }
+    } finally {
+      await opened.handle?.close().catch(() => undefined);
+    }
   }
 }
 
@@ -341,8 +389,7 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
   if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
   const verify = options.verify ?? true;
   if (typeof verify !== 'boolean') invalidArgument('options.verify', 'a boolean', verify);
-  const opened = await openHeader(abs, verify);
-  const buffers = await readData(abs, opened, verify, stack);
+  const { opened, buffers } = await readVersion(abs, verify, stack);
   const tensors: NamedTensors = {};
   opened.parsed.entries.forEach((e, i) => setOwn(tensors, e.name, toTensor(e, buffers[i], abs)));
   return { tensors, metadata: opened.parsed.metadata };
@@ -383,8 +430,7 @@ export interface VerifyResult {
 export async function verifyCheckpoint(file: string): Promise<VerifyResult> {
   const stack = captureStack();
   const abs = checkPath(file);
-  const opened = await openHeader(abs, true);
-  const buffers = await readData(abs, opened, true, stack);
+  const { opened, buffers } = await readVersion(abs, true, stack);
   opened.parsed.entries.forEach((e, i) => toTensor(e, buffers[i], abs));
   return { path: abs, tensors: opened.parsed.entries.length, bytes: opened.parsed.dataLength };
 }
