@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { loadTensors, saveTensors, setBackend, verifyCheckpoint } from '../lib/index';
+import type { CheckpointError, NamedTensors } from '../lib/index';
 import { sameTensors, tensorsFor } from './fixtures/worker-save';
 
 const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
@@ -71,6 +72,57 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     expect(plans.map((jobs) => jobs[SAVES_PER_WORKER - 1].seed)).toContain(everyone);
     expect(tempFilesUnder(base)).toEqual([]);
   }, 120_000);
+
+  /** Same shapes at every save, as when one model is saved every epoch: only the values (and metadata) differ. */
+  const sameShape = (seed: number): NamedTensors => {
+    const w = new Float32Array(64 * 1024).fill(seed);
+    return {
+      w: { dtype: 'float32', shape: [w.length], data: w },
+      b: { dtype: 'int32', shape: [1], data: Int32Array.from([seed]) },
+    };
+  };
+
+  test.each([
+    ['different sizes', tensorsFor, {}],
+    ['the same shapes', sameShape, {}],
+    ['the same shapes, loaded with verify: false', sameShape, { verify: false }],
+  ] as const)(
+    'loads racing with saves that replace the file (%s) always return one complete version with its own metadata',
+    async (_kind, make, options) => {
+      const file = path.join(root, `${backend}-replace-${_kind.replace(/\W+/g, '-')}`, 'model.safetensors');
+      await saveTensors(file, make(500), { metadata: { seed: '500' } });
+      let writing = true;
+      const writer = (async () => {
+        try {
+          for (let s = 501; s <= 530; s++) {
+            await saveTensors(file, make(s), { metadata: { seed: String(s) } });
+            // A short breath between saves, as a training loop has: without any, readers may be starved (they
+            // retry a read whose file was replaced under them a bounded number of times, see loadTensors).
+            await new Promise((r) => setTimeout(r, 2));
+          }
+        } finally {
+          writing = false;
+        }
+      })();
+      const failures: string[] = [];
+      let loads = 0;
+      const reader = async () => {
+        while (writing) {
+          loads++;
+          try {
+            const loaded = await loadTensors(file, options);
+            const seed = Number(loaded.metadata.seed);
+            if (!sameTensors(loaded.tensors, make(seed))) failures.push(`metadata says ${seed}, tensors differ`);
+          } catch (e) {
+            failures.push(`${(e as CheckpointError).code}: ${(e as Error).message}`);
+          }
+        }
+      };
+      await Promise.all([writer, reader(), reader()]);
+      expect(loads).toBeGreaterThan(0);
+      expect(failures).toEqual([]);
+    },
+  );
 
   test('40 concurrent saves from one thread into one directory all succeed and load intact', async () => {
     const dir = path.join(root, `${backend}-one-thread`);
