@@ -49,11 +49,13 @@ export interface ReadPlan {
   /** 8 + N: where the data section begins. */
   dataStart: number;
   /**
-   * Per tensor (in file order) its [begin, end) in the data section, flattened: [b0, e0, b1, e1, ...].
-   * Ranges are contiguous, ascending, start at 0 and end at fileSize - dataStart (validated by format.ts).
+   * The byte ranges to read, each as [begin, end) relative to dataStart, flattened: [b0, e0, b1, e1, ...].
+   * Ascending and non-overlapping, within [0, fileSize - dataStart]. A load reads every tensor (contiguous from 0 to
+   * the end, as format.ts validated them); verify reads a group of tensors at a time (a subset: it may start after
+   * 0, end before the end), or with `verify: false` a piece of one large tensor.
    */
   ranges: number[];
-  /** Expected CRC32C of each tensor's bytes, in file order; ignored when `verify` is false. */
+  /** Expected CRC32C of each range's bytes, in order; ignored when `verify` is false. */
   crcs: number[];
   /** Compute and compare the CRCs. */
   verify: boolean;
@@ -73,7 +75,8 @@ export interface BackendFailure {
   syscall: string;
   /** The path the failing call was about. */
   path: string;
-  /** For kind 'checksum': index (file order) of the tensor whose CRC failed, else -1. */
+  /** For kind 'checksum': index in the plan's ranges of the one whose CRC failed (the tensor's index in the file
+   * when the plan reads them all), else -1. */
   tensorIndex: number;
   /** For kind 'checksum': the CRC computed from the bytes read. */
   actualCrc?: number;

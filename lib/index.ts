@@ -12,6 +12,7 @@ export type {
   LoadedTensors,
   CheckpointInfo,
   VerifyResult,
+  VerifyCheckpointArgs,
   DType,
   TensorArray,
 } from './tensors';

@@ -297,14 +297,16 @@ async function openHeader(file: string, verify: boolean, hold = false): Promise<
   }
 }
 
-function readPlan(file: string, opened: OpenedHeader, verify: boolean): ReadPlan {
+/** The read plan of the tensors `first` to `end - 1` (all of them by default). */
+function readPlan(file: string, opened: OpenedHeader, verify: boolean, first = 0, end?: number): ReadPlan {
   const { parsed } = opened;
+  const entries = parsed.entries.slice(first, end);
   return {
     path: file,
     fileSize: opened.fileSize,
     dataStart: parsed.dataStart,
-    ranges: parsed.entries.flatMap((e) => [e.begin, e.end]),
-    crcs: parsed.tensorCrcs ?? parsed.entries.map(() => 0),
+    ranges: entries.flatMap((e) => [e.begin, e.end]),
+    crcs: parsed.tensorCrcs?.slice(first, end) ?? entries.map(() => 0),
     verify: verify && parsed.checksummed,
   };
 }
@@ -331,24 +333,24 @@ const READ_ATTEMPTS = 10;
  * corruption error, or with `verify: false` one version's tensors under another's metadata. Detected by comparing
  * the path's identity after the read with the header's (whose handle stays open meanwhile), and retried.
  */
-async function readVersion(
+async function readVersion<T>(
   file: string,
   verify: boolean,
-  stack: string,
-): Promise<{ opened: OpenedHeader; buffers: ArrayBuffer[] }> {
+  read: (opened: OpenedHeader) => Promise<T>,
+): Promise<{ opened: OpenedHeader; result: T }> {
   for (let attempt = 1; ; attempt++) {
     const opened = await openHeader(file, verify, true);
     try {
-      let buffers: ArrayBuffer[] | undefined;
+      let result: { value: T } | undefined;
       let failure: unknown;
       try {
-        buffers = await readData(file, opened, verify, stack);
+        result = { value: await read(opened) };
       } catch (e) {
         failure = e;
       }
       const now = await fsp.stat(file).catch(() => undefined);
       const replaced = !now || now.dev !== opened.dev || now.ino !== opened.ino;
-      if (!replaced && buffers) return { opened, buffers };
+      if (!replaced && result) return { opened, result: result.value };
       if (!replaced) throw failure;
       if (attempt >= READ_ATTEMPTS) {
         throw new CheckpointError(
@@ -363,19 +365,23 @@ async function readVersion(
   }
 }
 
-function toTensor(entry: TensorEntry, buffer: ArrayBuffer, file: string): TensorData {
-  const data = new ARRAY_TYPES[entry.dtype].ctor(buffer);
-  if (entry.dtype === 'bool') {
-    for (let i = 0; i < data.length; i++) {
-      if (data[i] > 1) {
-        throw new CheckpointError(
-          ErrorCode.CORRUPT,
-          `Corrupt checkpoint ${file}: bool tensor ${JSON.stringify(entry.name)} holds the byte ${data[i]} at ${i}`,
-          { path: file, tensor: entry.name },
-        );
-      }
+/** Refuses a bool tensor's byte other than 0 or 1; `bytes` starts at byte `offset` of the tensor. */
+function checkBoolBytes(entry: TensorEntry, bytes: Uint8Array, offset: number, file: string): void {
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] > 1) {
+      throw new CheckpointError(
+        ErrorCode.CORRUPT,
+        `Corrupt checkpoint ${file}: bool tensor ${JSON.stringify(entry.name)} holds the byte ${bytes[i]} at ` +
+          `${offset + i}`,
+        { path: file, tensor: entry.name },
+      );
     }
   }
+}
+
+function toTensor(entry: TensorEntry, buffer: ArrayBuffer, file: string): TensorData {
+  const data = new ARRAY_TYPES[entry.dtype].ctor(buffer);
+  if (entry.dtype === 'bool') checkBoolBytes(entry, data as Uint8Array, 0, file);
   return { dtype: entry.dtype, shape: entry.shape, data };
 }
 
@@ -389,7 +395,7 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
   if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
   const verify = options.verify ?? true;
   if (typeof verify !== 'boolean') invalidArgument('options.verify', 'a boolean', verify);
-  const { opened, buffers } = await readVersion(abs, verify, stack);
+  const { opened, result: buffers } = await readVersion(abs, verify, (o) => readData(abs, o, verify, stack));
   const tensors: NamedTensors = {};
   opened.parsed.entries.forEach((e, i) => setOwn(tensors, e.name, toTensor(e, buffers[i], abs)));
   return { tensors, metadata: opened.parsed.metadata };
@@ -423,14 +429,122 @@ export interface VerifyResult {
   bytes: number;
 }
 
+export interface VerifyCheckpointArgs {
+  /**
+   * Called with the tensor bytes checked so far and the total: once with 0 before reading, then after each group
+   * (see `groupBytes`), last with bytesDone === bytesTotal. If a save replaces the file while it is verified, the
+   * new version is verified from the start, so bytesDone goes back to 0. Default: none.
+   */
+  onProgress?: (bytesDone: number, bytesTotal: number) => void;
+  /**
+   * The most tensor bytes read (hence held in memory) at once: consecutive tensors are read and checked in groups
+   * of at most this size, and a tensor larger than this in pieces of this size (its CRC computed across them).
+   * Default: 64 MiB.
+   */
+  groupBytes?: number;
+}
+
+/** verifyCheckpoint's default groupBytes. */
+export const VERIFY_GROUP_BYTES = 64 * 1024 * 1024;
+
+/** What verify reads in one backend call: whole tensors `first` to `end - 1`, or a piece of the tensor `first`. */
+type VerifyStep = { first: number; end: number } | { tensor: number; begin: number; end: number };
+
+/** Splits the tensors into groups of at most `limit` bytes; a larger tensor into pieces of `limit` bytes. */
+function verifySteps(entries: readonly TensorEntry[], limit: number): VerifyStep[] {
+  const steps: VerifyStep[] = [];
+  let first = 0;
+  let bytes = 0;
+  const flush = (end: number) => {
+    if (end > first) steps.push({ first, end });
+    first = end;
+    bytes = 0;
+  };
+  entries.forEach((e, i) => {
+    const size = e.end - e.begin;
+    if (size > limit) {
+      flush(i);
+      for (let at = e.begin; at < e.end; at += limit)
+        steps.push({ tensor: i, begin: at, end: Math.min(at + limit, e.end) });
+      first = i + 1;
+      return;
+    }
+    if (bytes + size > limit) flush(i);
+    bytes += size;
+  });
+  flush(entries.length);
+  return steps;
+}
+
+/** Reads and checks one version's tensors step by step, holding one step's bytes at a time. */
+async function verifyData(
+  file: string,
+  opened: OpenedHeader,
+  stack: string,
+  limit: number,
+  onProgress: ((bytesDone: number, bytesTotal: number) => void) | undefined,
+): Promise<void> {
+  const { entries, tensorCrcs, dataLength } = opened.parsed;
+  const backend = getBackend();
+  let done = 0;
+  onProgress?.(0, dataLength);
+  let crc = 0; // of the pieces of a large tensor read so far
+  for (const step of verifySteps(entries, limit)) {
+    if ('first' in step) {
+      const names = entries.slice(step.first, step.end).map((e) => e.name);
+      let buffers: ArrayBuffer[];
+      try {
+        buffers = await backend.read(readPlan(file, opened, true, step.first, step.end));
+      } catch (e) {
+        throw fromBackendFailure(e, `verify ${file}`, names, stack);
+      }
+      buffers.forEach((b, i) => toTensor(entries[step.first + i], b, file));
+      done += entries[step.end - 1].end - entries[step.first].begin;
+    } else {
+      const e = entries[step.tensor];
+      const plan: ReadPlan = {
+        path: file,
+        fileSize: opened.fileSize,
+        dataStart: opened.parsed.dataStart,
+        ranges: [step.begin, step.end],
+        crcs: [],
+        verify: false,
+      };
+      let bytes: Uint8Array;
+      try {
+        bytes = new Uint8Array((await backend.read(plan))[0]);
+      } catch (err) {
+        throw fromBackendFailure(err, `verify ${file}`, [e.name], stack);
+      }
+      if (step.begin === e.begin) crc = 0;
+      crc = backend.crc32c(bytes, crc);
+      if (e.dtype === 'bool') checkBoolBytes(e, bytes, step.begin - e.begin, file);
+      if (step.end === e.end && tensorCrcs && crc !== tensorCrcs[step.tensor]) {
+        const failure = { kind: 'checksum', tensorIndex: 0, path: file, message: 'checksum mismatch' };
+        throw fromBackendFailure(failure, `verify ${file}`, [e.name], stack);
+      }
+      done += step.end - step.begin;
+    }
+    onProgress?.(done, dataLength);
+  }
+}
+
 /**
- * Checks every checksum of a checkpoint (header and tensors) and its structure. Resolves with a summary; rejects with
- * a coded error (ERR_CHECKPOINT_CHECKSUM naming the tensor, ERR_CHECKPOINT_CORRUPT, ERR_CHECKPOINT_UNVERIFIED, ...).
+ * Checks every checksum of a checkpoint (header and tensors) and its structure, reading the tensors in groups of at
+ * most `groupBytes` (so memory stays bounded whatever the file's size) and reporting progress after each. Resolves
+ * with a summary; rejects with a coded error (ERR_CHECKPOINT_CHECKSUM naming the tensor, ERR_CHECKPOINT_CORRUPT,
+ * ERR_CHECKPOINT_UNVERIFIED, ...).
  */
-export async function verifyCheckpoint(file: string): Promise<VerifyResult> {
+export async function verifyCheckpoint(file: string, options: VerifyCheckpointArgs = {}): Promise<VerifyResult> {
   const stack = captureStack();
   const abs = checkPath(file);
-  const { opened, buffers } = await readVersion(abs, true, stack);
-  opened.parsed.entries.forEach((e, i) => toTensor(e, buffers[i], abs));
+  if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
+  const { onProgress, groupBytes }: VerifyCheckpointArgs = options;
+  if (onProgress !== undefined && typeof onProgress !== 'function') {
+    invalidArgument('options.onProgress', 'a function (bytesDone, bytesTotal) => void', onProgress);
+  }
+  const limit = groupBytes ?? VERIFY_GROUP_BYTES;
+  if (!Number.isSafeInteger(limit) || limit < 1) invalidArgument('options.groupBytes', 'an integer >= 1', limit);
+  const { opened } = await readVersion(abs, true, (o) => verifyData(abs, o, stack, limit, onProgress));
   return { path: abs, tensors: opened.parsed.entries.length, bytes: opened.parsed.dataLength };
 }

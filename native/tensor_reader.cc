@@ -15,14 +15,16 @@ std::string ValidateReadJob(const ReadJob& job) {
   if (job.data_start > job.file_size) return "dataStart is past fileSize";
   const size_t n = job.ranges.size() / 2;
   if (job.verify && job.crcs.size() != n) return "crcs does not have one CRC per range";
-  uint64_t expected_begin = 0;
+  // Any ascending, non-overlapping ranges within the data section: the whole file, or a group of its tensors.
+  const uint64_t data_length = job.file_size - job.data_start;
+  uint64_t previous_end = 0;
   for (size_t i = 0; i < n; i++) {
     const uint64_t begin = job.ranges[2 * i], end = job.ranges[2 * i + 1];
-    if (begin != expected_begin || end < begin) return "ranges are not contiguous and ascending from 0";
+    if (begin < previous_end || end < begin) return "ranges are not ascending and non-overlapping";
+    if (end > data_length) return "a range ends past fileSize - dataStart";
     if (end - begin > std::numeric_limits<size_t>::max()) return "a range is larger than this platform can address";
-    expected_begin = end;
+    previous_end = end;
   }
-  if (expected_begin != job.file_size - job.data_start) return "ranges do not end at fileSize - dataStart";
   return "";
 }
 

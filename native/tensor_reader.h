@@ -40,8 +40,9 @@ struct ReadJob {
   bool verify = true;
 };
 
-// Checks the invariants the TypeScript layer guarantees: an even number of range bounds, contiguous ascending
-// ranges from 0 to file_size - data_start, one CRC per range when verifying, sizes addressable on this platform.
+// Checks the invariants the TypeScript layer guarantees: an even number of range bounds, ascending non-overlapping
+// ranges within [0, file_size - data_start] (all the tensors, or a group of them), one CRC per range when
+// verifying, sizes addressable on this platform.
 // Returns an empty string when valid, else what is wrong.
 std::string ValidateReadJob(const ReadJob& job);
 

@@ -15,8 +15,10 @@ import {
   saveCheckpoint,
   saveTensors,
   loadTensors,
+  verifyCheckpoint,
 } from '../lib';
 import { ROOT, ensureBuilt } from './helpers/dist-build';
+import { fileProgress } from '../lib/cli/commands/verify';
 
 const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const { NodeFileSystem } = require('@tensorflow/tfjs-node/dist/io/file_system.js') as {
@@ -310,6 +312,25 @@ describe('verify', () => {
       expect.stringMatching(/^OK {6}.*b\.safetensors \(1 tensors, 20\.0 MiB\)$/),
       'All 2 checkpoint(s) OK',
     ]);
+  });
+
+  test('the progress bar moves within a file as verifyCheckpoint reports its groups, and ends at the file size', async () => {
+    const file = path.join(dir, 'grouped.safetensors');
+    const data = () => new Float32Array(1000).fill(0.25);
+    await saveTensors(file, {
+      a: { dtype: 'float32', shape: [1000], data: data() },
+      b: { dtype: 'float32', shape: [1000], data: data() },
+      c: { dtype: 'float32', shape: [1000], data: data() },
+    });
+    const advances: [number, string][] = [];
+    const progress = { shown: true, advance: (d: number, l: string) => advances.push([d, l]), stop: () => undefined };
+    const bar = fileProgress(progress, 'grouped.safetensors');
+    await verifyCheckpoint(file, { groupBytes: 4000, onProgress: bar.onProgress });
+    const size = (await fsp.stat(file)).size;
+    bar.finish(size);
+    // 0 at the start, then each group's 4000 bytes, then the header's bytes.
+    expect(advances.map(([d]) => d)).toEqual([0, 4000, 4000, 4000, size - 12000]);
+    expect(new Set(advances.map(([, l]) => l))).toEqual(new Set(['grouped.safetensors']));
   });
 
   test('a missing path: exit 3; an empty directory: exit 1', async () => {

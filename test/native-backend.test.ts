@@ -254,6 +254,33 @@ describe('write and read', () => {
     expect(Buffer.compare(new Uint8Array(first), data)).toBe(0); // still valid: external buffers are not detachable
   });
 
+  it('reads a subset of the ranges (not from 0, not to the end, with gaps, within a tensor), checking their CRCs', async () => {
+    const arrays = [randomBytes(1000, 21), randomBytes(3000, 22), randomBytes(500, 23), randomBytes(700, 24)];
+    const plan = makeWritePlan(arrays);
+    await native.write(plan);
+    const full = makeReadPlan(plan);
+    const data = Buffer.concat(arrays.map((a) => bytesOf(a)));
+    // Tensors 1 and 3 (skipping 0, 2 and nothing after 3 missing; then 1 and 2 only, stopping before the end).
+    for (const pick of [
+      [1, 3],
+      [1, 2],
+    ]) {
+      const buffers = await native.read({
+        ...full,
+        ranges: pick.flatMap((i) => full.ranges.slice(2 * i, 2 * i + 2)),
+        crcs: pick.map((i) => full.crcs[i]),
+      });
+      expect(buffers.map((b) => Buffer.from(b))).toEqual(pick.map((i) => Buffer.from(bytesOf(arrays[i]))));
+    }
+    // A piece of a tensor, unverified.
+    const [piece] = await native.read({ ...full, ranges: [1500, 2600], crcs: [], verify: false });
+    expect(Buffer.compare(new Uint8Array(piece), data.subarray(1500, 2600))).toBe(0);
+    // A wrong CRC in a subset names the index within the plan.
+    await expect(
+      native.read({ ...full, ranges: full.ranges.slice(2, 6), crcs: [full.crcs[1], full.crcs[2] ^ 1] }),
+    ).rejects.toMatchObject({ kind: 'checksum', tensorIndex: 1, actualCrc: full.crcs[2] });
+  });
+
   it('writes a file with no tensors and reads it back as an empty list', async () => {
     const plan = makeWritePlan([]);
     await native.write(plan);
@@ -583,7 +610,9 @@ describe('failures', () => {
     });
     const readGood = makeReadPlan(good);
     const badReads: Array<[Partial<Record<keyof ReadPlan, unknown>>, string]> = [
-      [{ ranges: [0, 5, 6, 10] }, 'RangeError'],
+      [{ ranges: [0, 5, 4, 10] }, 'RangeError'], // overlapping
+      [{ ranges: [0, 5, 7, 6] }, 'RangeError'], // a range ending before it begins
+      [{ ranges: [0, readGood.fileSize - readGood.dataStart + 1], crcs: [0] }, 'RangeError'], // past the data
       [{ ranges: [0] }, 'RangeError'],
       [{ crcs: [] }, 'RangeError'],
       [{ dataStart: readGood.fileSize + 1 }, 'RangeError'],

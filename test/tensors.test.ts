@@ -14,7 +14,9 @@ import {
   verifyCheckpoint,
 } from '../lib';
 import { BACKENDS, leftoverTemps, rng, tempDir, useBackend } from './helpers/backends';
-import { setBackend } from '../lib/runtime';
+import { getBackend, setBackend } from '../lib/runtime';
+import type { ReadPlan } from '../lib/backend';
+import { HEADER_CRC_OFFSET, TENSOR_CRC_OFFSET, computeHeaderCrc } from '../lib/format';
 
 function sample(): NamedTensors {
   const r = rng(42);
@@ -195,6 +197,127 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
       const err = await expectCode(op, ErrorCode.CHECKSUM);
       expect(err.tensor).toBe('dense_Dense1/kernel');
       expect(err.message).toContain('dense_Dense1/kernel');
+    }
+  });
+
+  /** Tensors of 1000, 1000, 5000 (larger than the 2048-byte groups below), 100 and 12 (bool) bytes. */
+  function groupedSample(): NamedTensors {
+    const r = rng(7);
+    const f32 = (n: number) => Float32Array.from({ length: n }, () => r() - 0.5);
+    return {
+      a: { dtype: 'float32', shape: [250], data: f32(250) },
+      b: { dtype: 'float32', shape: [250], data: f32(250) },
+      big: { dtype: 'float32', shape: [1250], data: f32(1250) },
+      c: { dtype: 'int32', shape: [25], data: Int32Array.from({ length: 25 }, (_, i) => i) },
+      mask: { dtype: 'bool', shape: [12], data: Uint8Array.from({ length: 12 }, (_, i) => i % 2) },
+    };
+  }
+
+  /** Where tensor `name` starts in the file. */
+  async function offsetOf(file: string, name: string): Promise<number> {
+    const info = await readCheckpointInfo(file);
+    const i = info.tensors.findIndex((t) => t.name === name);
+    return info.dataStart + info.tensors.slice(0, i).reduce((sum, t) => sum + t.byteLength, 0);
+  }
+
+  test('verifyCheckpoint reads groups of at most groupBytes (a larger tensor in pieces), reporting progress within the file', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'g.safetensors');
+    await saveTensors(file, groupedSample());
+    const info = await readCheckpointInfo(file);
+    const total = info.tensors.reduce((sum, t) => sum + t.byteLength, 0);
+    const backend = getBackend();
+    const real = backend.read;
+    const reads: ReadPlan[] = [];
+    backend.read = (plan: ReadPlan) => {
+      reads.push(plan);
+      return real.call(backend, plan);
+    };
+    const progress: [number, number][] = [];
+    try {
+      const r = await verifyCheckpoint(file, { groupBytes: 2048, onProgress: (d, t) => progress.push([d, t]) });
+      expect(r).toMatchObject({ tensors: 5, bytes: total });
+    } finally {
+      backend.read = real;
+    }
+    // Groups: [a, b] (2000 bytes), big in pieces of 2048, 2048 and 904, then [c, mask] (112 bytes).
+    expect(reads.map((p) => [p.ranges, p.verify])).toEqual([
+      [[0, 1000, 1000, 2000], true],
+      [[2000, 4048], false],
+      [[4048, 6096], false],
+      [[6096, 7000], false],
+      [[7000, 7100, 7100, 7112], true],
+    ]);
+    expect(progress).toEqual([
+      [0, total],
+      [2000, total],
+      [4048, total],
+      [6096, total],
+      [7000, total],
+      [7112, total],
+    ]);
+    // The default group (64 MiB) reads this small file in one call.
+    reads.length = 0;
+    backend.read = (plan: ReadPlan) => {
+      reads.push(plan);
+      return real.call(backend, plan);
+    };
+    try {
+      await verifyCheckpoint(file);
+    } finally {
+      backend.read = real;
+    }
+    expect(reads.map((p) => p.ranges.length / 2)).toEqual([5]);
+  });
+
+  test.each([
+    ['a tensor of a group', 'b', 2048],
+    ['a tensor read in pieces', 'big', 2048],
+    ['a tensor read in pieces, in its last piece', 'big', 1024],
+  ])('grouped verify: a flipped byte in %s is a checksum error naming it', async (_what, name, groupBytes) => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'g.safetensors');
+    await saveTensors(file, groupedSample());
+    const bytes = await fsp.readFile(file);
+    const tensorBytes = name === 'big' ? 5000 : 1000;
+    bytes[(await offsetOf(file, name)) + tensorBytes - 3] ^= 0x01;
+    await fsp.writeFile(file, bytes);
+    const progress: number[] = [];
+    const err = await expectCode(
+      verifyCheckpoint(file, { groupBytes, onProgress: (d) => progress.push(d) }),
+      ErrorCode.CHECKSUM,
+    );
+    expect(err.tensor).toBe(name);
+    expect(err.message).toContain(JSON.stringify(name));
+    expect(progress[progress.length - 1]).toBeLessThan(7112);
+  });
+
+  test('grouped verify: a bool byte other than 0/1 in a piece is corrupt, naming the tensor and the byte index', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'b.safetensors');
+    await saveTensors(file, { mask: { dtype: 'bool', shape: [5000], data: new Uint8Array(5000).fill(1) } });
+    // A byte 2 with every checksum recomputed, so that only the bool check can catch it.
+    const bytes = await fsp.readFile(file);
+    const { dataStart } = await readCheckpointInfo(file);
+    bytes[dataStart + 4500] = 2;
+    const crc = getBackend().crc32c(bytes.subarray(dataStart));
+    bytes.write(crc.toString(16).padStart(8, '0'), TENSOR_CRC_OFFSET, 'latin1');
+    const headerCrc = computeHeaderCrc(bytes.subarray(0, dataStart), (d, c) => getBackend().crc32c(d, c));
+    bytes.write(headerCrc.toString(16).padStart(8, '0'), HEADER_CRC_OFFSET, 'latin1');
+    await fsp.writeFile(file, bytes);
+    for (const groupBytes of [1024, undefined]) {
+      const err = await expectCode(verifyCheckpoint(file, groupBytes ? { groupBytes } : {}), ErrorCode.CORRUPT);
+      expect(err.tensor).toBe('mask');
+      expect(err.message).toContain('holds the byte 2 at 4500');
+    }
+  });
+
+  test('verifyCheckpoint options are validated', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'v.safetensors');
+    await saveTensors(file, groupedSample());
+    for (const options of [{ onProgress: 'yes' }, { groupBytes: 0 }, { groupBytes: 1.5 }, [], null]) {
+      await expectCode(verifyCheckpoint(file, options as never), ErrorCode.INVALID_ARGUMENT);
     }
   });
 

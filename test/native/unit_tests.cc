@@ -634,12 +634,19 @@ TEST(reader, rejects_plans_that_break_the_invariants) {
   job.ranges = {0, 40, 40, 84};
   job.crcs = {0, 0};
   CHECK_STR(ValidateReadJob(job), "");
-  ReadJob gap = job;
-  gap.ranges = {0, 40, 41, 84};
-  CHECK(!ValidateReadJob(gap).empty());
-  ReadJob shortEnd = job;
-  shortEnd.ranges = {0, 40, 40, 83};
-  CHECK(!ValidateReadJob(shortEnd).empty());
+  // A subset of the tensors (a group, as verify reads them) is valid: not from 0, not to the end, with gaps.
+  ReadJob subset = job;
+  subset.ranges = {10, 40, 41, 83};
+  CHECK_STR(ValidateReadJob(subset), "");
+  ReadJob overlap = job;
+  overlap.ranges = {0, 40, 39, 84};
+  CHECK(!ValidateReadJob(overlap).empty());
+  ReadJob backwards = job;
+  backwards.ranges = {0, 40, 50, 45};
+  CHECK(!ValidateReadJob(backwards).empty());
+  ReadJob pastEnd = job;
+  pastEnd.ranges = {0, 40, 40, 85};
+  CHECK(!ValidateReadJob(pastEnd).empty());
   ReadJob odd = job;
   odd.ranges = {0, 40, 40};
   CHECK(!ValidateReadJob(odd).empty());
@@ -653,7 +660,7 @@ TEST(reader, rejects_plans_that_break_the_invariants) {
   CHECK(!ValidateReadJob(start).empty());
   std::vector<OwnedBuffer> out;
   Failure failure;
-  CHECK(!ReadCheckpoint(gap, &out, &failure));
+  CHECK(!ReadCheckpoint(overlap, &out, &failure));
   CHECK(failure.kind == Failure::Kind::kInvalid);
 }
 

@@ -1,6 +1,7 @@
 /**
  * `verify FILE|DIR`: checks every checksum (the header's and each tensor's) of one checkpoint or of every
- * `*.safetensors` file in a directory. Prints one line per file; exits 1 when any file fails, naming the tensor.
+ * `*.safetensors` file in a directory. Prints one line per file; exits 1 when any file fails, naming the tensor. On a
+ * terminal, a progress bar that moves within each file (verifyCheckpoint's onProgress).
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -9,7 +10,7 @@ import { verifyCheckpoint } from '../../tensors';
 import { type CliContext, out, outJson } from '../context';
 import { CliError, ExitCode, exitCodeFor } from '../exit-codes';
 import { formatBytes } from '../format-output';
-import { byteProgress } from '../progress';
+import { type Progress, byteProgress } from '../progress';
 
 export interface VerifyFileResult {
   path: string;
@@ -44,6 +45,27 @@ async function statTarget(target: string): Promise<import('node:fs').Stats> {
   }
 }
 
+/**
+ * Moves `progress` within one file as verifyCheckpoint reports its tensor bytes (groups of at most 64 MiB), then by
+ * the rest of the file's size (its header, or what a failure left unchecked) when the file is done.
+ */
+export function fileProgress(
+  progress: Progress,
+  label: string,
+): { onProgress: (bytesDone: number) => void; finish: (fileSize: number) => void } {
+  let reported = 0;
+  return {
+    onProgress(bytesDone) {
+      progress.advance(bytesDone - reported, label);
+      reported = bytesDone;
+    },
+    finish(fileSize) {
+      progress.advance(fileSize - reported, label);
+      reported = fileSize;
+    },
+  };
+}
+
 export async function verifyCommand(ctx: CliContext, target: string): Promise<void> {
   const st = await statTarget(target);
   const files = st.isDirectory() ? await listCheckpointFiles(path.resolve(target)) : [path.resolve(target)];
@@ -65,8 +87,9 @@ export async function verifyCommand(ctx: CliContext, target: string): Promise<vo
     for (let i = 0; i < files.length; i++) {
       const file = files[i];
       let result: VerifyFileResult;
+      const fileBar = fileProgress(progress, path.basename(file));
       try {
-        const r = await verifyCheckpoint(file);
+        const r = await verifyCheckpoint(file, { onProgress: fileBar.onProgress });
         result = { path: file, ok: true, tensors: r.tensors, bytes: r.bytes };
       } catch (e) {
         // A failure that is not about this file's content (e.g. EACCES on one file) is still reported per file;
@@ -76,7 +99,7 @@ export async function verifyCommand(ctx: CliContext, target: string): Promise<vo
         ctx.exitCode = Math.max(ctx.exitCode, exitCodeFor(e));
       }
       results.push(result);
-      progress.advance(sizes[i], path.basename(file));
+      fileBar.finish(sizes[i]);
       if (!ctx.json && !progress.shown) out(ctx, resultLine(result));
     }
   } finally {
