@@ -450,12 +450,24 @@ export class CheckpointManager {
         this.recorded = index.history ?? [];
         delete index.history; // kept in this.recorded, written by writeIndexFile
         const present: CheckpointEntry[] = [];
+        let changed = false;
         for (const e of index.checkpoints) {
           const st = await fsp.stat(path.join(dir, e.file)).catch(() => undefined);
-          if (st?.isFile()) present.push(e);
-          else logger.warn(`tfjs-checkpoint: ${e.file} is listed in ${INDEX_FILENAME} but missing; dropping it`);
+          if (!st?.isFile()) {
+            logger.warn(`tfjs-checkpoint: ${e.file} is listed in ${INDEX_FILENAME} but missing; dropping it`);
+            continue;
+          }
+          // A fixed name (`last`, a backup) may have been replaced after this index was written (a crash between
+          // the file's rename and the index write): the file's own record is the truth.
+          const own = await this.fileEntry(e.file);
+          if (own && (own.epoch !== e.epoch || own.batch !== e.batch || own.savedAt !== e.savedAt)) {
+            present.push(own);
+            changed = true;
+          } else {
+            present.push(e);
+          }
         }
-        rewrite = present.length !== index.checkpoints.length || index.monitor !== this.args.monitor;
+        rewrite = changed || present.length !== index.checkpoints.length || index.monitor !== this.args.monitor;
         index.checkpoints = present;
       } else {
         const rebuilt = await rebuildIndex(dir, {
@@ -491,6 +503,18 @@ export class CheckpointManager {
       this.lock = undefined;
       throw e;
     }
+  }
+
+  /** The entry a checkpoint file's own metadata describes (its kind as rebuildIndex judges it by name), or
+   * undefined when the file is unreadable or not one of the manager's. */
+  private async fileEntry(file: string): Promise<CheckpointEntry | undefined> {
+    const info = await readCheckpointInfo(path.join(this.args.directory, file)).catch(() => undefined);
+    const own = info && entryFromMetadata(file, info.metadata);
+    if (!own) return undefined;
+    if (file === this.args.lastFilename) own.kind = 'last';
+    else if (own.kind === 'last') own.kind = 'periodic';
+    own.score = this.scoreOf(own.metrics);
+    return own;
   }
 
   /** Writes `index` with the history recorded so far (atomically; fsynced when durable). */
@@ -900,13 +924,18 @@ export class CheckpointManager {
     });
   }
 
+  /** Restores `file` into `model`; resolves with its entry as the file's own metadata describes it (the listed one
+   * when the file carries no readable record). */
   private async restoreEntry(model: tf.LayersModel, file: string | null): Promise<SavedCheckpoint | null> {
     if (file === null) return null;
     const e = this.saved(file) as SavedCheckpoint;
-    await restoreCheckpoint(model, e.path, {
+    const { metadata } = await restoreCheckpoint(model, e.path, {
       ...(this.args.includeOptimizer !== undefined ? { includeOptimizer: this.args.includeOptimizer } : {}),
     });
-    return e;
+    const own = entryFromMetadata(file, metadata);
+    if (!own) return e;
+    const { batch: _listed, ...rest } = e;
+    return { ...rest, epoch: own.epoch, ...(own.batch !== undefined ? { batch: own.batch } : {}) };
   }
 
   /** Flushes, then loads the best checkpoint's weights (and optimizer state when stored) into `model`. Resolves with
@@ -932,8 +961,10 @@ export class CheckpointManager {
       await this.open();
       await this.writer.drain();
       this.throwFailure();
-      await this.restoreEntry(model, this.index.last);
-      return this.initialEpoch;
+      // The epoch comes from the restored file itself, so weights and epoch always belong together.
+      const restored = await this.restoreEntry(model, this.index.last);
+      if (!restored) return 0;
+      return restored.batch === undefined ? restored.epoch + 1 : restored.epoch;
     });
   }
 }

@@ -231,6 +231,35 @@ describe('CheckpointManager rules (js backend)', () => {
     await ckpt.close();
   });
 
+  test("a crash between the last file's rename and the index write resumes from the file's epoch, not the index's", async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args: CheckpointManagerArgs = {
+      directory: dir,
+      filename: SEED_TEMPLATE,
+      monitor: 'val_accuracy',
+      saveLast: true,
+    };
+    const first = new CheckpointManager(args);
+    const snapshots = new Map<number, Map<string, Buffer>>();
+    await runHistory(first, model, [0.72, 0.7, 0.69], 0, snapshots);
+    await first.flush();
+    const staleIndex = await fsp.readFile(path.join(dir, INDEX_FILENAME));
+    await runHistory(first, model, [0.68], 3, snapshots);
+    await first.close();
+    // As if the process died after last.safetensors (epoch 3) was renamed into place, before the index said so.
+    await fsp.writeFile(path.join(dir, INDEX_FILENAME), staleIndex);
+
+    const second = await new CheckpointManager(args).open();
+    expect(second.initialEpoch).toBe(4);
+    expect(second.last).toMatchObject({ file: 'last.safetensors', epoch: 3 });
+    scramble(model);
+    expect(await second.restoreLatest(model)).toBe(4);
+    expect(weightBytes(model)).toEqual(snapshots.get(3));
+    await second.close();
+    expect((await readIndexFile(dir)).checkpoints.find((c) => c.file === 'last.safetensors')?.epoch).toBe(3);
+  });
+
   test('saveLast on an improving epoch links last to the new best file (same bytes, one write)', async () => {
     const dir = await tempDir();
     const ckpt = new CheckpointManager({
