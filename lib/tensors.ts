@@ -19,6 +19,7 @@ import {
   DTYPES,
   DType,
   HEADER_CRC_OFFSET,
+  MAX_HEADER_LENGTH,
   META_PREFIX,
   ParsedHeader,
   TENSOR_CRC_OFFSET,
@@ -49,7 +50,8 @@ export type NamedTensors = Record<string, TensorData>;
 
 export interface SaveTensorsArgs {
   /** String-to-string metadata stored in the header's `__metadata__`. Keys starting with `tfjs_checkpoint.` are
-   * reserved. Default: none. */
+   * reserved. The whole header (tensor names, shapes, metadata) must fit in MAX_HEADER_LENGTH (100,000,000) bytes of
+   * JSON, the limit every safetensors reader enforces. Default: none. */
   metadata?: Record<string, string>;
   /** fsync the file before the rename and the directory after it, so that the save survives power loss.
    * `false` keeps the atomic rename (never a torn file after a crash of the process) but not power-loss safety.
@@ -188,6 +190,14 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
     return { name, dtype: tensors[name].dtype, shape: [...tensors[name].shape], byteLength };
   });
   const header = buildHeader(inputs, metadata);
+  // Every reader (ours included, see readHeaderLength) refuses a longer header: never write a file none can load.
+  if (header.bytes.length - 8 > MAX_HEADER_LENGTH) {
+    invalidArgument(
+      'the header (tensor names, shapes and metadata)',
+      `at most ${MAX_HEADER_LENGTH} bytes of JSON`,
+      header.bytes.length - 8,
+    );
+  }
   if (!Number.isSafeInteger(header.bytes.length + header.dataLength)) {
     invalidArgument('the total size of the tensors', 'below 2^53 bytes', header.dataLength);
   }

@@ -16,7 +16,7 @@ import {
 import { BACKENDS, leftoverTemps, rng, tempDir, useBackend } from './helpers/backends';
 import { getBackend, setBackend } from '../lib/runtime';
 import type { ReadPlan } from '../lib/backend';
-import { HEADER_CRC_OFFSET, TENSOR_CRC_OFFSET, computeHeaderCrc } from '../lib/format';
+import { HEADER_CRC_OFFSET, MAX_HEADER_LENGTH, TENSOR_CRC_OFFSET, buildHeader, computeHeaderCrc } from '../lib/format';
 
 function sample(): NamedTensors {
   const r = rng(42);
@@ -44,6 +44,20 @@ function expectBitExact(actual: NamedTensors, expected: NamedTensors): void {
       Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength),
     );
   }
+}
+
+/** Bytes of header JSON (unpadded) for `tensors` with the metadata { big: '' }: a value of L bytes adds L. */
+function headerBase(tensors: NamedTensors): number {
+  const inputs = Object.entries(tensors).map(([name, t]) => ({
+    name,
+    dtype: t.dtype,
+    shape: t.shape,
+    byteLength: t.data.byteLength,
+  }));
+  const { bytes } = buildHeader(inputs, { big: '' });
+  let base = bytes.length - 8;
+  while (bytes[8 + base - 1] === 0x20) base--;
+  return base;
 }
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<CheckpointError> {
@@ -175,6 +189,22 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     expect(reserved.message).toContain('reserved');
     await expectCode(loadTensors(file, { verify: 1 as unknown as boolean }), ErrorCode.INVALID_ARGUMENT);
     await expect(fsp.access(file)).rejects.toThrow();
+  });
+
+  test('a header one byte over MAX_HEADER_LENGTH is refused before touching the disk, keeping the previous file', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'x.safetensors');
+    const tensors = sample();
+    await saveTensors(file, tensors);
+    const before = await fsp.readFile(file);
+    const over = { big: 'x'.repeat(MAX_HEADER_LENGTH + 1 - headerBase(tensors)) };
+    const err = await expectCode(saveTensors(file, tensors, { metadata: over }), ErrorCode.INVALID_ARGUMENT);
+    expect(err.message).toContain(String(MAX_HEADER_LENGTH));
+    const fresh = path.join(dir, 'new-dir', 'y.safetensors');
+    await expectCode(saveTensors(fresh, tensors, { metadata: over }), ErrorCode.INVALID_ARGUMENT);
+    expect(await fsp.readFile(file)).toEqual(before);
+    expect(await leftoverTemps(dir)).toEqual([]);
+    await expect(fsp.access(path.dirname(fresh))).rejects.toThrow();
   });
 
   test('loading a missing file fails with ENOENT naming the path', async () => {
@@ -400,6 +430,18 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
 });
 
 describe('the two backends', () => {
+  test('a header of exactly MAX_HEADER_LENGTH bytes saves and loads (the limit is inclusive, as in every reader)', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'limit.safetensors');
+    const tensors = sample();
+    const atLimit = { big: 'x'.repeat(MAX_HEADER_LENGTH - headerBase(tensors)) };
+    await saveTensors(file, tensors, { metadata: atLimit, durable: false });
+    const loaded = await loadTensors(file);
+    expect(loaded.metadata.big).toHaveLength(atLimit.big.length);
+    const dataLength = Object.values(tensors).reduce((sum, t) => sum + t.data.byteLength, 0);
+    expect((await fsp.stat(file)).size).toBe(8 + MAX_HEADER_LENGTH + dataLength);
+  });
+
   test("write byte-identical files and read each other's files", async () => {
     const dir = await tempDir();
     const files = { native: path.join(dir, 'n.safetensors'), js: path.join(dir, 'j.safetensors') };
