@@ -51,12 +51,12 @@ async function write(plan: WritePlan): Promise<void> {
   const { tmpPath } = plan;
   let fh: fsp.FileHandle | undefined;
   try {
-    try {
-      fh = await fsp.open(tmpPath, 'wx', 0o644);
-    } catch (e) {
-      fh = undefined;
-      throw ioFailure(e, 'open', tmpPath);
-    }
+    fh = await fsp.open(tmpPath, 'wx', 0o644);
+  } catch (e) {
+    throw ioFailure(e, 'open', tmpPath); // not ours to unlink (EEXIST: someone else's)
+  }
+  // From here on the temp file is ours: remove it on any failure before the rename.
+  try {
     const header = Uint8Array.from(plan.header);
     let position = header.length;
     for (let i = 0; i < plan.arrays.length; i++) {

@@ -2,6 +2,7 @@
  * The low-level API (saveTensors / loadTensors / verifyCheckpoint / readCheckpointInfo), run over both backends.
  */
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   CheckpointError,
@@ -132,6 +133,32 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     const err = await expectCode(saveTensors(path.join(dir, 'taken'), sample()), 'EISDIR');
     expect(err.path).toBe(path.join(dir, 'taken'));
     expect(await leftoverTemps(dir)).toEqual([]);
+  });
+
+  test("a write whose temp file already exists fails with EEXIST and leaves that file (someone else's) alone", async () => {
+    const dir = await tempDir();
+    const built = buildHeader([{ name: 'w', dtype: 'float32', shape: [2], byteLength: 8 }], {});
+    const tmpPath = path.join(dir, '.tfjs-ckpt-other.tmp');
+    const target = path.join(dir, 'w.safetensors');
+    await fsp.writeFile(tmpPath, 'another writer');
+    await fsp.writeFile(target, 'previous checkpoint');
+    const failure = await getBackend()
+      .write({
+        path: target,
+        tmpPath,
+        header: built.bytes,
+        headerCrcOffset: HEADER_CRC_OFFSET,
+        tensorCrcOffset: TENSOR_CRC_OFFSET,
+        arrays: [new Float32Array([1, 2])],
+        durable: true,
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(failure).toMatchObject({ kind: 'io', errno: os.constants.errno.EEXIST, syscall: 'open', path: tmpPath });
+    expect(await fsp.readFile(tmpPath, 'utf8')).toBe('another writer');
+    expect(await fsp.readFile(target, 'utf8')).toBe('previous checkpoint');
   });
 
   test('a save under a parent that is a file fails with a coded OS error', async () => {
