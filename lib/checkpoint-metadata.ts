@@ -26,7 +26,7 @@
  *                               indexes its slots (the compiled model's collected trainable weights).
  *   - `tfjs.version`            the tfjs-layers version that wrote the checkpoint.
  */
-import { invalidArgument } from './errors';
+import { invalidArgument, isPlainObject } from './errors';
 
 export const MetadataKey = {
   EPOCH: 'epoch',
@@ -80,12 +80,6 @@ function decodeNumber(v: unknown): number | undefined {
   if (v === 'Infinity') return Infinity;
   if (v === '-Infinity') return -Infinity;
   return undefined;
-}
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
-  const proto = Object.getPrototypeOf(v);
-  return proto === Object.prototype || proto === null;
 }
 
 /** Validates `info` (fields named `${where}.field`) and returns its metadata entries; `created_at` always. */

@@ -22,7 +22,7 @@ import {
   parseTrainingMetadata,
   trainingMetadata,
 } from './checkpoint-metadata';
-import { CheckpointError, ErrorCode, invalidArgument } from './errors';
+import { CheckpointError, ErrorCode, invalidArgument, isPlainObject } from './errors';
 import {
   OptimizerMismatch,
   applyOptimizerRestore,
@@ -119,12 +119,6 @@ const CAPTURE_KEYS = [
 const SAVE_KEYS = [...CAPTURE_KEYS, 'durable'] as const;
 const RESTORE_KEYS = ['strict', 'includeOptimizer'] as const;
 const LOAD_KEYS = ['includeOptimizer'] as const;
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
-  const proto = Object.getPrototypeOf(v);
-  return proto === Object.prototype || proto === null;
-}
 
 function checkOptions<K extends string>(
   options: unknown,

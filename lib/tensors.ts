@@ -14,6 +14,7 @@ import {
   fromBackendFailure,
   fromNodeError,
   invalidArgument,
+  isPlainObject,
 } from './errors';
 import {
   DTYPES,
@@ -89,12 +90,6 @@ const ARRAY_TYPES: Record<DType, { ctor: new (b: ArrayBuffer) => TensorArray; na
   int32: { ctor: Int32Array, name: 'Int32Array' },
   bool: { ctor: Uint8Array, name: 'Uint8Array' },
 };
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
-  const proto = Object.getPrototypeOf(v);
-  return proto === Object.prototype || proto === null;
-}
 
 /** Validates a file path argument and returns it absolute. */
 export function checkPath(p: unknown, what = 'path'): string {
