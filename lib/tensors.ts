@@ -251,8 +251,12 @@ interface OpenedHeader {
   handle?: fsp.FileHandle;
 }
 
-/** Reads, checks (header CRC when `verify`) and parses a file's header; `hold` keeps the handle open. */
-async function openHeader(file: string, verify: boolean, hold = false): Promise<OpenedHeader> {
+/**
+ * Reads, checks and parses a file's header; `hold` keeps the handle open. `verify`: true checks the header CRC and
+ * refuses a file without checksums (UNVERIFIED); 'if-present' checks the header CRC when the file has one; false
+ * checks no CRC.
+ */
+async function openHeader(file: string, verify: boolean | 'if-present', hold = false): Promise<OpenedHeader> {
   let keep = false;
   let fh: fsp.FileHandle;
   try {
@@ -280,13 +284,13 @@ async function openHeader(file: string, verify: boolean, hold = false): Promise<
       off += r.bytesRead;
     }
     const stored = storedHeaderCrc(head);
-    if (verify && stored !== undefined && computeHeaderCrc(head, getBackend().crc32c) !== stored) {
+    if (verify !== false && stored !== undefined && computeHeaderCrc(head, getBackend().crc32c) !== stored) {
       throw new CheckpointError(ErrorCode.CHECKSUM, `Checksum mismatch in the header of ${file}: it was altered`, {
         path: file,
       });
     }
     const parsed = parseHeader(head, fileSize, file);
-    if (verify && !parsed.checksummed) {
+    if (verify === true && !parsed.checksummed) {
       throw new CheckpointError(
         ErrorCode.UNVERIFIED,
         `${file} is a safetensors file without tfjs-checkpoint checksums; load it with { verify: false }`,
@@ -409,8 +413,7 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
 /** Reads a checkpoint's header (verifying its CRC) without reading the tensors. */
 export async function readCheckpointInfo(file: string): Promise<CheckpointInfo> {
   const abs = checkPath(file);
-  const { parsed, fileSize } = await openHeader(abs, false);
-  if (parsed.checksummed) await openHeader(abs, true);
+  const { parsed, fileSize } = await openHeader(abs, 'if-present');
   return {
     path: abs,
     fileSize,

@@ -444,6 +444,25 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     expect(info.fileSize).toBe(st.size);
   });
 
+  test('readCheckpointInfo opens the file once, verifying the header CRC in that one read', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'x.safetensors');
+    await saveTensors(file, sample(), { metadata: { epoch: '1' } });
+    const opens = jest.spyOn(fsp, 'open');
+    try {
+      await readCheckpointInfo(file);
+      expect(opens.mock.calls.filter(([p]) => p === file)).toHaveLength(1);
+      const bytes = await fsp.readFile(file);
+      bytes[bytes.indexOf('"epoch":"1"') + 9] = '2'.charCodeAt(0);
+      await fsp.writeFile(file, bytes);
+      opens.mockClear();
+      await expectCode(readCheckpointInfo(file), ErrorCode.CHECKSUM);
+      expect(opens.mock.calls.filter(([p]) => p === file)).toHaveLength(1);
+    } finally {
+      opens.mockRestore();
+    }
+  });
+
   test('stale temp files of dead processes are removed by the next save; live ones are left alone', async () => {
     const dir = await tempDir();
     const dead = path.join(dir, '.tfjs-ckpt-999999999-0123456789ab.tmp');
