@@ -71,6 +71,7 @@ import {
   HISTORY_LIMIT,
   HistoryEntry,
   INDEX_FILENAME,
+  RebuildResult,
   compareEntries,
   compareProgress,
   emptyIndex,
@@ -443,41 +444,23 @@ export class CheckpointManager {
     this.lock = await acquireDirLock(dir);
     try {
       const read = await readIndex(dir);
+      // Every file of ours in the directory, as its own header describes it: the truth the index is checked against.
+      const scanned = await rebuildIndex(dir, {
+        monitor: this.args.monitor,
+        mode: this.args.mode,
+        lastFilename: this.args.lastFilename,
+        score: (m) => this.scoreOf(m),
+      });
       let index: CheckpointIndex;
       let rewrite = false;
       if (read.status === 'ok') {
         index = read.index;
         this.recorded = index.history ?? [];
         delete index.history; // kept in this.recorded, written by writeIndexFile
-        const present: CheckpointEntry[] = [];
-        let changed = false;
-        for (const e of index.checkpoints) {
-          const st = await fsp.stat(path.join(dir, e.file)).catch(() => undefined);
-          if (!st?.isFile()) {
-            logger.warn(`tfjs-checkpoint: ${e.file} is listed in ${INDEX_FILENAME} but missing; dropping it`);
-            continue;
-          }
-          // A fixed name (`last`, a backup) may have been replaced after this index was written (a crash between
-          // the file's rename and the index write): the file's own record is the truth.
-          const own = await this.fileEntry(e.file);
-          if (own && (own.epoch !== e.epoch || own.batch !== e.batch || own.savedAt !== e.savedAt)) {
-            present.push(own);
-            changed = true;
-          } else {
-            present.push(e);
-          }
-        }
-        rewrite = changed || present.length !== index.checkpoints.length || index.monitor !== this.args.monitor;
-        index.checkpoints = present;
+        rewrite = (await this.reconcile(index, scanned)) || index.monitor !== this.args.monitor;
       } else {
-        const rebuilt = await rebuildIndex(dir, {
-          monitor: this.args.monitor,
-          mode: this.args.mode,
-          lastFilename: this.args.lastFilename,
-          score: (m) => this.scoreOf(m),
-        });
-        index = rebuilt.index;
-        for (const u of rebuilt.unreadable) {
+        index = scanned.index;
+        for (const u of scanned.unreadable) {
           logger.warn(`tfjs-checkpoint: skipping unreadable checkpoint ${u.file}: ${u.reason}`);
         }
         if (read.status === 'damaged') {
@@ -493,10 +476,15 @@ export class CheckpointManager {
       index.mode = this.args.mode;
       // Scores follow this manager's monitor and mode (they may differ from the run that wrote the files).
       for (const e of index.checkpoints) e.score = this.scoreOf(e.metrics);
+      if (this.applyRetention(index)) rewrite = true;
       this.recomputeBestAndLast(index);
       this.index = index;
-      if (index.deleting.length > 0) await this.finishDeletes(index);
+      // The index first (it lists what is being deleted), then the deletions.
       if (rewrite) await this.writeIndexFile(this.index);
+      if (index.deleting.length > 0) {
+        await this.finishDeletes(index);
+        this.indexStale = true; // rewritten by the next save or close()
+      }
       this.decisionBest = this.bestScore(this.index);
     } catch (e) {
       await this.lock.release().catch(() => undefined);
@@ -505,16 +493,58 @@ export class CheckpointManager {
     }
   }
 
-  /** The entry a checkpoint file's own metadata describes (its kind as rebuildIndex judges it by name), or
-   * undefined when the file is unreadable or not one of the manager's. */
-  private async fileEntry(file: string): Promise<CheckpointEntry | undefined> {
-    const info = await readCheckpointInfo(path.join(this.args.directory, file)).catch(() => undefined);
-    const own = info && entryFromMetadata(file, info.metadata);
-    if (!own) return undefined;
-    if (file === this.args.lastFilename) own.kind = 'last';
-    else if (own.kind === 'last') own.kind = 'periodic';
-    own.score = this.scoreOf(own.metrics);
-    return own;
+  /**
+   * Brings a loaded index in line with the files (`scanned`: every file of ours, as its own header describes it):
+   * drops listed files that are missing; takes a listed file's epoch and metrics from its header when they differ (a
+   * fixed name, `last` or a backup, replaced after the index was written: a crash between the file's rename and the
+   * index write); adopts complete files of ours that the index does not list (the same crash for a new name, or a
+   * failed index write), which retention then treats like any other. True if the index changed.
+   */
+  private async reconcile(index: CheckpointIndex, scanned: RebuildResult): Promise<boolean> {
+    const { directory: dir, logger } = this.args;
+    const onDisk = new Map(scanned.index.checkpoints.map((e) => [e.file, e]));
+    const present: CheckpointEntry[] = [];
+    let changed = false;
+    for (const e of index.checkpoints) {
+      const st = await fsp.stat(path.join(dir, e.file)).catch(() => undefined);
+      if (!st?.isFile()) {
+        logger.warn(`tfjs-checkpoint: ${e.file} is listed in ${INDEX_FILENAME} but missing; dropping it`);
+        changed = true;
+        continue;
+      }
+      const own = onDisk.get(e.file);
+      if (own && (own.epoch !== e.epoch || own.batch !== e.batch || own.savedAt !== e.savedAt)) {
+        present.push(own);
+        changed = true;
+      } else {
+        present.push(e);
+      }
+    }
+    const listed = new Set([...present.map((e) => e.file), ...index.deleting]);
+    for (const e of scanned.index.checkpoints) {
+      if (listed.has(e.file)) continue;
+      logger.warn(`tfjs-checkpoint: ${e.file} is not listed in ${INDEX_FILENAME}; adopting it from its metadata`);
+      present.push(e);
+      changed = true;
+    }
+    for (const u of scanned.unreadable) {
+      if (!listed.has(u.file)) logger.warn(`tfjs-checkpoint: skipping unreadable checkpoint ${u.file}: ${u.reason}`);
+    }
+    present.sort(compareProgress);
+    index.checkpoints = present;
+    return changed;
+  }
+
+  /** `keep: k`: moves the entries beyond the k best (the `last` file never counts) to `deleting`. True if any. */
+  private applyRetention(index: CheckpointIndex): boolean {
+    const { keep, mode } = this.args;
+    if (keep === 'all') return false;
+    const ranked = index.checkpoints.filter((e) => e.kind !== 'last').sort((x, y) => compareEntries(x, y, mode));
+    const dropped = new Set(ranked.slice(keep).map((e) => e.file));
+    if (dropped.size === 0) return false;
+    index.checkpoints = index.checkpoints.filter((e) => !dropped.has(e.file));
+    index.deleting.push(...dropped);
+    return true;
   }
 
   /** Writes `index` with the history recorded so far (atomically; fsynced when durable). */
@@ -749,36 +779,49 @@ export class CheckpointManager {
     const a = this.args;
     const dir = a.directory;
     const written: CheckpointEntry[] = [];
-    if (plan.main) {
-      await this.checkOverwrite(plan.main.file);
-      await saveTensors(path.join(dir, plan.main.file), tensors, {
-        metadata: { ...metadata, ...entryMetadata(plan.main, a.monitor) },
-        durable: a.durable,
-      });
-      written.push(plan.main);
-    }
-    if (plan.last) {
-      await this.checkOverwrite(plan.last.file);
-      const linked = plan.main ? await this.linkLast(plan.main.file, plan.last.file) : false;
-      if (!linked) {
-        await saveTensors(path.join(dir, plan.last.file), tensors, {
-          metadata: { ...metadata, ...entryMetadata(plan.last, a.monitor) },
+    let writing: CheckpointEntry | undefined;
+    try {
+      if (plan.main) {
+        writing = plan.main;
+        await this.checkOverwrite(plan.main.file);
+        await saveTensors(path.join(dir, plan.main.file), tensors, {
+          metadata: { ...metadata, ...entryMetadata(plan.main, a.monitor) },
           durable: a.durable,
         });
+        written.push(plan.main);
       }
-      written.push(plan.last);
+      if (plan.last) {
+        writing = plan.last;
+        await this.checkOverwrite(plan.last.file);
+        const linked = plan.main ? await this.linkLast(plan.main.file, plan.last.file) : false;
+        if (!linked) {
+          await saveTensors(path.join(dir, plan.last.file), tensors, {
+            metadata: { ...metadata, ...entryMetadata(plan.last, a.monitor) },
+            durable: a.durable,
+          });
+        }
+        written.push(plan.last);
+      }
+    } catch (e) {
+      if (writing && (e as { committed?: unknown }).committed === true) {
+        // Renamed into place, but its durability is unknown (the directory fsync failed): the file is there, so the
+        // index says so, without deleting anything on its account; then the failure is reported.
+        written.push(writing);
+        await this.commitWritten(written, false).catch(() => undefined);
+      }
+      throw e;
     }
-    // The new index: the written files replace same-named entries; retention drops the surplus.
+    await this.commitWritten(written, true);
+  }
+
+  /** Writes the index with the `written` entries replacing same-named ones (retention dropping the surplus when
+   * `retain`), then deletes what it dropped. */
+  private async commitWritten(written: CheckpointEntry[], retain: boolean): Promise<void> {
     const next = cloneIndex(this.index);
     const names = new Set(written.map((e) => e.file));
     next.checkpoints = next.checkpoints.filter((e) => !names.has(e.file)).concat(written);
     next.deleting = next.deleting.filter((f) => !names.has(f));
-    if (a.keep !== 'all') {
-      const ranked = next.checkpoints.filter((e) => e.kind !== 'last').sort((x, y) => compareEntries(x, y, a.mode));
-      const dropped = new Set(ranked.slice(a.keep).map((e) => e.file));
-      next.checkpoints = next.checkpoints.filter((e) => !dropped.has(e.file));
-      next.deleting.push(...dropped);
-    }
+    if (retain) this.applyRetention(next);
     this.recomputeBestAndLast(next);
     await this.writeIndexFile(next);
     this.index = next; // durable: only now do best/last/checkpoints change
@@ -843,11 +886,16 @@ export class CheckpointManager {
         throw fromNodeError(e, path.join(dir, last), 'commit');
       }
       if (this.args.durable) {
-        const dh = await fsp.open(dir, 'r');
         try {
-          await dh.sync();
-        } finally {
-          await dh.close();
+          const dh = await fsp.open(dir, 'r');
+          try {
+            await dh.sync();
+          } finally {
+            await dh.close();
+          }
+        } catch (e) {
+          // The link is in place, only its durability is unknown: the caller records it (see persist).
+          throw Object.assign(fromNodeError(e, dir, 'fsync the directory'), { committed: true });
         }
       }
       return true;

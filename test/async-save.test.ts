@@ -14,8 +14,15 @@ import { LOCK_FILENAME } from '../lib/dir-lock';
 import { captureCheckpoint } from '../lib/model';
 import { getBackend } from '../lib/runtime';
 import { TEMP_PATTERN } from '../lib/tempfiles';
-import { loadTensors, readCheckpointInfo, verifyCheckpoint } from '../lib/tensors';
+import { loadTensors, readCheckpointInfo, saveTensors, verifyCheckpoint } from '../lib/tensors';
+import { CheckpointError } from '../lib/errors';
 import { BACKENDS, tempDir, useBackend } from './helpers/backends';
+
+// saveTensors stays the real one; one test makes a call fail after its rename, as a failed directory fsync does.
+jest.mock('../lib/tensors', () => {
+  const actual = jest.requireActual<typeof import('../lib/tensors')>('../lib/tensors');
+  return { ...actual, saveTensors: jest.fn(actual.saveTensors) };
+});
 
 const CHILD = path.join(__dirname, 'fixtures', 'train-child.ts');
 const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
@@ -247,6 +254,30 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
       'e4.safetensors',
     ]);
     expect((await fsp.readdir(dir)).some((f) => TEMP_PATTERN.test(f))).toBe(false);
+  });
+
+  test('a save whose rename succeeded but whose directory fsync failed (committed) is recorded, then reported', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args = { directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_loss', keep: 1, async: false };
+    const ckpt = new CheckpointManager(args);
+    await ckpt.step(model, 0, { val_loss: 0.5 });
+    const real = jest.requireActual<typeof import('../lib/tensors')>('../lib/tensors').saveTensors;
+    (saveTensors as jest.MockedFunction<typeof saveTensors>).mockImplementationOnce(async (...a) => {
+      await real(...a);
+      throw Object.assign(new CheckpointError('EIO', 'fsync of the directory failed'), { committed: true });
+    });
+    await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'EIO', committed: true });
+    // The file is in place: listed and best; nothing was deleted on account of a save not known durable.
+    expect(ckpt.best?.file).toBe('e2.safetensors');
+    expect((await readIndexFile(dir)).checkpoints.map((c) => c.file)).toEqual(['e1.safetensors', 'e2.safetensors']);
+    expect(await ckpt.step(model, 2, { val_loss: 0.45 })).toBeNull(); // measured against 0.4, the recorded best
+    await ckpt.close();
+    // The next open applies keep: 1 to it like any other checkpoint.
+    const again = await new CheckpointManager(args).open();
+    expect(again.checkpoints.map((c) => c.file)).toEqual(['e2.safetensors']);
+    await again.close();
+    expect((await fsp.readdir(dir)).filter((f) => f.endsWith('.safetensors'))).toEqual(['e2.safetensors']);
   });
 
   test('a failure with no later step rejects flush(), and close() after releasing the lock', async () => {

@@ -451,6 +451,33 @@ describe('CheckpointManager rules (js backend)', () => {
     expect(after.last).toBe(before.last);
   });
 
+  test('complete checkpoints the index does not list (a crash before the index write) are adopted at open, then kept by retention rules', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args: CheckpointManagerArgs = { directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_accuracy' };
+    const first = new CheckpointManager(args);
+    await runHistory(first, model, [0.5]);
+    await first.flush();
+    const staleIndex = await fsp.readFile(path.join(dir, INDEX_FILENAME));
+    await runHistory(first, model, [0.7, 0.6], 1);
+    await first.close();
+    expect(await checkpointFiles(dir)).toEqual(['e1.safetensors', 'e2.safetensors']);
+    // As if the process died after e2.safetensors was renamed into place, before the index listed it.
+    await fsp.writeFile(path.join(dir, INDEX_FILENAME), staleIndex);
+
+    const rec = recorder();
+    const second = await new CheckpointManager({ ...args, keep: 1, logger: rec.logger }).open();
+    expect(rec.warnings.join('\n')).toMatch(/e2\.safetensors is not listed.*adopting it/);
+    expect(second.best).toMatchObject({ file: 'e2.safetensors', epoch: 1, score: 0.7 });
+    expect(second.checkpoints.map((c) => c.file)).toEqual(['e2.safetensors']);
+    expect(second.initialEpoch).toBe(2);
+    await second.close();
+    expect(await checkpointFiles(dir)).toEqual(['e2.safetensors']);
+    const index = await readIndexFile(dir);
+    expect(index.checkpoints.map((c) => c.file)).toEqual(['e2.safetensors']);
+    expect(index.deleting).toEqual([]);
+  });
+
   test('a damaged index is reported, rebuilt, and training goes on from the true best', async () => {
     const dir = await tempDir();
     const args: CheckpointManagerArgs = { directory: dir, filename: SEED_TEMPLATE, monitor: 'val_accuracy' };
