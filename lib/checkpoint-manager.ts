@@ -33,7 +33,9 @@
  *   waits for the write in flight to finish (back-pressure, never a dropped checkpoint: see async-writer.ts).
  * - `best`, `last`, `checkpoints` and the index change only when a write is durable. A background failure is logged
  *   when it happens and rejects the next `step()`, `flush()` or `close()`; the previous best stays on disk and stays
- *   `best`.
+ *   `best`. A `step()` that rejects with an earlier failure has still been taken (recorded, decided, its save queued),
+ *   so a loop that catches the error and continues loses no epoch; if the step itself also fails (a template error),
+ *   that error is the one thrown (the earlier failure was logged when it happened).
  * - Normal exit (the script's end, even without `close()`): Node keeps running until the queued writes finish, so
  *   every decided checkpoint is written; `close()` (or `flush()`) is still how you learn about a failure.
  *   `process.exit()` called with a write in flight ends the process at once: as with a crash, below.
@@ -610,7 +612,9 @@ export class CheckpointManager {
    * Records the end of an epoch (or of `opts.batch` within it) with its logs, and saves if the policy says so.
    * Resolves with the saved checkpoint (with a `durable` promise), or null when nothing monitor-driven was saved
    * (not improved, or the metric missing; the `last` file may still have been written). With `async`, resolves as
-   * soon as the snapshot is taken. Rejects with an earlier background failure, a template error
+   * soon as the snapshot is taken. Rejects with an earlier background failure (after taking this step: its history
+   * entry is recorded and its save decided and queued, measured against the durable best; only its StepResult is not
+   * returned, and `durable`/`best` report it once written), a template error
    * (ERR_CHECKPOINT_TEMPLATE), or (with `async: false`) this save's failure.
    * `epoch` is 0-based, as tfjs counts it; file names and messages show it 1-based, as Keras does.
    */
@@ -664,7 +668,21 @@ export class CheckpointManager {
     batch: number | undefined,
   ): Promise<StepResult | null> {
     await this.open();
-    this.throwFailure();
+    // An earlier background failure is reported by this call, but only after this step is taken (its history entry
+    // recorded, its save decided and queued), so a loop that catches the error and goes on loses nothing.
+    const earlier = this.writer.takeFailure();
+    if (earlier) this.resetDecisionBest(); // this decision measures against what really is on disk
+    const result = await this.takeStep(model, epoch, metrics, batch);
+    if (earlier) throw earlier;
+    return result;
+  }
+
+  private async takeStep(
+    model: tf.LayersModel,
+    epoch: number,
+    metrics: Record<string, number>,
+    batch: number | undefined,
+  ): Promise<StepResult | null> {
     this.recordHistory(epoch, batch, metrics);
     const a = this.args;
     const value = lookupMetric(metrics, a.monitor);
