@@ -7,6 +7,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { Backend, BackendFailure, ReadPlan, WritePlan } from './backend';
 import { crc32c, crcHex } from './crc32c';
+import { fsyncDirectory } from './fsync-dir';
 
 /** Bytes per write/read call and per CRC step: large enough to amortise the syscall, small enough to stay cached. */
 const CHUNK = 8 << 20;
@@ -32,18 +33,6 @@ async function writeAll(fh: fsp.FileHandle, view: Uint8Array, position: number, 
     }
     if (n <= 0) throw failure('io', 'write returned 0 bytes', p, { errno: 5, syscall: 'write' });
     done += n;
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  let dh: fsp.FileHandle | undefined;
-  try {
-    dh = await fsp.open(dir, 'r');
-    await dh.sync();
-  } catch (e) {
-    throw ioFailure(e, 'fsync', dir);
-  } finally {
-    await dh?.close().catch(() => undefined);
   }
 }
 
@@ -97,7 +86,14 @@ async function write(plan: WritePlan): Promise<void> {
     await fsp.unlink(tmpPath).catch(() => undefined);
     throw e;
   }
-  if (plan.durable) await fsyncDir(path.dirname(plan.path));
+  if (plan.durable) {
+    const dir = path.dirname(plan.path);
+    try {
+      await fsyncDirectory(dir);
+    } catch (e) {
+      throw ioFailure(e, 'fsync', dir);
+    }
+  }
 }
 
 async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {

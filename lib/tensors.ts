@@ -33,6 +33,7 @@ import {
   setOwn,
   storedHeaderCrc,
 } from './format';
+import { fsyncCreatedDirectories } from './fsync-dir';
 import { getBackend } from './runtime';
 import { acquireTempPath, releaseTempPath, removeStaleTemps } from './tempfiles';
 
@@ -54,7 +55,8 @@ export interface SaveTensorsArgs {
    * reserved. The whole header (tensor names, shapes, metadata) must fit in MAX_HEADER_LENGTH (100,000,000) bytes of
    * JSON, the limit every safetensors reader enforces. Default: none. */
   metadata?: Record<string, string>;
-  /** fsync the file before the rename and the directory after it, so that the save survives power loss.
+  /** fsync the file before the rename and the directory after it (and the parents of directories the save
+   * created), so that the save survives power loss.
    * `false` keeps the atomic rename (never a torn file after a crash of the process) but not power-loss safety.
    * Default: true. */
   durable?: boolean;
@@ -198,8 +200,9 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
   }
 
   const dir = path.dirname(target);
+  let created: string | undefined;
   try {
-    await fsp.mkdir(dir, { recursive: true });
+    created = await fsp.mkdir(dir, { recursive: true });
   } catch (e) {
     // mkdir -p reports EEXIST when a component of the path is a file; say what is really wrong.
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
@@ -209,6 +212,14 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
       });
     }
     throw fromNodeError(e, dir, 'create the directory');
+  }
+  if (durable && created !== undefined) {
+    // The new directories' entries in their parents must survive power loss too, or so would not the file.
+    try {
+      await fsyncCreatedDirectories(dir, created);
+    } catch (e) {
+      throw fromNodeError(e, dir, 'fsync the directory');
+    }
   }
   const existing = await fsp.stat(target).catch(() => undefined);
   if (existing?.isDirectory()) {

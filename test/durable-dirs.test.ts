@@ -1,0 +1,101 @@
+/**
+ * Durable directory entries, over both backends: a durable save into directories it creates fsyncs the parent of
+ * every new level (deepest first), so the new directory entries survive power loss; an existing directory or
+ * `durable: false` fsyncs no parent. Which directories are fsynced is observed on node's FileHandle (opens with
+ * O_DIRECTORY, then sync), so it covers the TypeScript helper lib/fsync-dir.ts.
+ */
+import { constants, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { CheckpointError, NamedTensors, saveTensors } from '../lib';
+import { BACKENDS, tempDir, useBackend } from './helpers/backends';
+
+function weights(count: number, seed: number): NamedTensors {
+  const data = new Float32Array(count);
+  for (let i = 0; i < data.length; i++) data[i] = seed + i / 8;
+  return { weights: { dtype: 'float32', shape: [count], data } };
+}
+
+/** Directories fsynced through node, in order. */
+const synced: string[] = [];
+/** Directory whose fsync fails with EIO (injected), if any. */
+let failSyncOf: string | undefined;
+const directoryOf = new WeakMap<object, string>();
+const restore: (() => void)[] = [];
+
+beforeAll(async () => {
+  const probe = await fsp.open(__filename, 'r');
+  const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void> };
+  await probe.close();
+  const realOpen = fsp.open.bind(fsp);
+  const realSync = proto.sync;
+  const open = jest.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+    const handle = await realOpen(...args);
+    if (typeof args[1] === 'number' && (args[1] & constants.O_DIRECTORY) !== 0) {
+      directoryOf.set(handle, String(args[0]));
+    }
+    return handle;
+  });
+  const sync = jest.spyOn(proto, 'sync').mockImplementation(async function (this: object) {
+    const dir = directoryOf.get(this);
+    if (dir !== undefined) {
+      synced.push(dir);
+      if (dir === failSyncOf) {
+        throw Object.assign(new Error(`EIO: i/o error, fsync`), { code: 'EIO', errno: -5, syscall: 'fsync' });
+      }
+    }
+    return realSync.call(this);
+  });
+  restore.push(
+    () => open.mockRestore(),
+    () => sync.mockRestore(),
+  );
+});
+afterAll(() => restore.forEach((r) => r()));
+beforeEach(() => {
+  synced.length = 0;
+  failSyncOf = undefined;
+});
+
+describe.each(BACKENDS)('on the %s backend', (name) => {
+  useBackend(name);
+  /** The JS backend also fsyncs the target's directory after its rename through node; native does it in C++. */
+  const afterRename = (dir: string) => (name === 'js' ? [dir] : []);
+
+  test('a durable save into new directories fsyncs the parent of each new level, deepest first', async () => {
+    const root = await tempDir();
+    const deepest = path.join(root, 'a', 'b', 'c');
+    await saveTensors(path.join(deepest, 'x.safetensors'), weights(4, 1));
+    expect(synced).toEqual([path.join(root, 'a', 'b'), path.join(root, 'a'), root, ...afterRename(deepest)]);
+  });
+
+  test('only the levels the save created: an existing part of the path is not fsynced again', async () => {
+    const root = await tempDir();
+    await fsp.mkdir(path.join(root, 'a'));
+    const deepest = path.join(root, 'a', 'b', 'c');
+    await saveTensors(path.join(deepest, 'x.safetensors'), weights(4, 1));
+    expect(synced).toEqual([path.join(root, 'a', 'b'), path.join(root, 'a'), ...afterRename(deepest)]);
+  });
+
+  test('a save into an existing directory, or with durable: false, fsyncs no parent', async () => {
+    const root = await tempDir();
+    await saveTensors(path.join(root, 'x.safetensors'), weights(4, 1));
+    expect(synced).toEqual(afterRename(root));
+    synced.length = 0;
+    await saveTensors(path.join(root, 'new', 'x.safetensors'), weights(4, 1), { durable: false });
+    expect(synced).toEqual([]);
+  });
+
+  test('a failed fsync of a new directory parent fails the save before the file is written', async () => {
+    const root = await tempDir();
+    failSyncOf = root;
+    const target = path.join(root, 'new', 'x.safetensors');
+    const err = await saveTensors(target, weights(4, 1)).then(
+      () => undefined,
+      (e: unknown) => e as CheckpointError,
+    );
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err).toMatchObject({ code: 'EIO', syscall: 'fsync', path: root });
+    expect(err).not.toHaveProperty('committed');
+    await expect(fsp.access(target)).rejects.toThrow();
+  });
+});
