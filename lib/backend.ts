@@ -36,7 +36,7 @@ export interface WritePlan {
    * Views are written as they are (byteOffset/byteLength respected). The backend keeps them alive until it settles.
    */
   arrays: ArrayBufferView[];
-  /** fsync the temp file before the rename and the directory after it. */
+  /** fsync the temp file before the rename and the directory after it (a failure there sets `committed`). */
   durable: boolean;
 }
 
@@ -80,6 +80,12 @@ export interface BackendFailure {
   tensorIndex: number;
   /** For kind 'checksum': the CRC computed from the bytes read. */
   actualCrc?: number;
+  /**
+   * Set (true) only by `write`, when the failure came after the rename: the directory fsync failed, so the new file
+   * is in place under the target name (the previous one is gone) but may not survive power loss. Absent otherwise
+   * (the target was not touched).
+   */
+  committed?: true;
   message: string;
 }
 

@@ -39,6 +39,8 @@ export interface CheckpointErrorDetails {
   /** For system-call failures: the positive errno and the call. */
   errno?: number;
   syscall?: string;
+  /** See CheckpointError.committed. */
+  committed?: true;
   cause?: unknown;
 }
 
@@ -48,6 +50,12 @@ export class CheckpointError extends Error {
   readonly tensor?: string;
   readonly errno?: number;
   readonly syscall?: string;
+  /**
+   * Set (true) on a failed save whose last step, the directory fsync after the rename, failed: the new file is in
+   * place under the target name but may not survive power loss. Absent on every other error (the target was not
+   * touched).
+   */
+  readonly committed?: true;
 
   constructor(code: string, message: string, details: CheckpointErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -57,6 +65,7 @@ export class CheckpointError extends Error {
     if (details.tensor !== undefined) this.tensor = details.tensor;
     if (details.errno !== undefined) this.errno = details.errno;
     if (details.syscall !== undefined) this.syscall = details.syscall;
+    if (details.committed === true) this.committed = true;
   }
 }
 
@@ -139,10 +148,15 @@ export function fromBackendFailure(
   } else if (f && f.kind === 'io' && typeof f.errno === 'number') {
     const code = errnoCode(f.errno);
     const syscall = f.syscall || 'io';
-    out = new CheckpointError(code, `Could not ${action}: ${code} (${syscall} ${f.path})`, {
+    const committed = f.committed === true;
+    const consequence = committed
+      ? '; the new file is in place under the target name but may not survive power loss'
+      : '';
+    out = new CheckpointError(code, `Could not ${action}: ${code} (${syscall} ${f.path})${consequence}`, {
       path: f.path,
       errno: f.errno,
       syscall,
+      ...(committed ? { committed: true as const } : {}),
     });
   } else {
     const message = err instanceof Error ? err.message : String(err);

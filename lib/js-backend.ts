@@ -91,7 +91,8 @@ async function write(plan: WritePlan): Promise<void> {
     try {
       await fsyncDirectory(dir);
     } catch (e) {
-      throw ioFailure(e, 'fsync', dir);
+      // The rename is done: the new file is in place, but its directory entry may not survive power loss.
+      throw Object.assign(ioFailure(e, 'fsync', dir), { committed: true });
     }
   }
 }

@@ -143,7 +143,7 @@ std::string Hex(uint32_t crc) {
   return std::string(reinterpret_cast<const char*>(digits), 8);
 }
 
-// The Error object of BackendFailure: message, kind, errno, syscall, path, tensorIndex, actualCrc.
+// The Error object of BackendFailure: message, kind, errno, syscall, path, tensorIndex, actualCrc, committed.
 Napi::Error FailureToError(Napi::Env env, const Failure& f) {
   std::string kind, message, syscall;
   int errnum = 0;
@@ -180,6 +180,7 @@ Napi::Error FailureToError(Napi::Env env, const Failure& f) {
   o.Set("path", f.path);
   o.Set("tensorIndex", static_cast<double>(f.tensor_index));
   if (f.kind == Failure::Kind::kChecksum) o.Set("actualCrc", static_cast<double>(f.actual_crc));
+  if (f.committed) o.Set("committed", true);
   return error;
 }
 

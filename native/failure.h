@@ -29,6 +29,8 @@ struct Failure {
   std::string path;  // the file concerned (for kIo: sys.path)
   int64_t tensor_index = -1;
   uint32_t actual_crc = 0;
+  // A write failed after its rename (the directory fsync): the new file is in place but may not survive power loss.
+  bool committed = false;
   std::string message;  // what went wrong, without the path (addon.cc composes the final message)
 
   static Failure Io(const SysError& e) {

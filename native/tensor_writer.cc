@@ -5,7 +5,8 @@
 //   4. patch the tensor CRCs, then the header CRC (computed over the whole prefix with its own digits still
 //      '0'), and pwrite the prefix at offset 0;
 //   5. fsync (durable), close (checked), rename over the target, fsync the directory (durable).
-// Until the rename succeeds, any failure closes and unlinks the temp file; the target is never touched.
+// Until the rename succeeds, any failure closes and unlinks the temp file; the target is never touched. A failed
+// directory fsync after the rename is reported with Failure::committed set.
 #include "tensor_writer.h"
 
 #include "atomic_file.h"
@@ -104,9 +105,11 @@ bool WriteCheckpoint(WriteJob& job, Failure* failure) {
     *failure = Failure::Io(err);
     return false;
   }
-  // The file is in place; a failed directory fsync still fails the save (the rename may not survive a crash).
+  // The file is in place; a failed directory fsync still fails the save (the rename may not survive a power loss),
+  // reported as committed: the target has already been replaced.
   if (job.durable && !FsyncDirectory(DirName(job.path), &err)) {
     *failure = Failure::Io(err);
+    failure->committed = true;
     return false;
   }
   return true;

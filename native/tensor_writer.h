@@ -45,7 +45,8 @@ void FormatCrcHex(uint32_t crc, uint8_t* out);
 
 // Writes the file: temp file, data (CRC per tensor), patched header at offset 0, fsync (durable), close, rename
 // over job.path, directory fsync (durable). On failure the temp file is closed and removed (unless the failure is
-// that it could not be created: then it is not ours), and *failure says why. `job.header` is patched in place.
+// that it could not be created: then it is not ours), and *failure says why; failure->committed is set when only the
+// directory fsync after the rename failed (the new file is in place). `job.header` is patched in place.
 bool WriteCheckpoint(WriteJob& job, Failure* failure);
 
 }  // namespace tfjs_checkpoint

@@ -1,13 +1,24 @@
 /**
- * Durable directory entries, over both backends: a durable save into directories it creates fsyncs the parent of
- * every new level (deepest first), so the new directory entries survive power loss; an existing directory or
- * `durable: false` fsyncs no parent. Which directories are fsynced is observed on node's FileHandle (opens with
- * O_DIRECTORY, then sync), so it covers the TypeScript helper lib/fsync-dir.ts.
+ * Durable directory entries, over both backends:
+ * - a durable save into directories it creates fsyncs the parent of every new level (deepest first), so the new
+ *   directory entries survive power loss; an existing directory or `durable: false` fsyncs no parent;
+ * - a failed directory fsync after the rename is reported with `committed: true` (the new file is in place) and the
+ *   OS code; a failure before the rename is not.
+ * Which directories are fsynced is observed on node's FileHandle (opens with O_DIRECTORY, then sync), so it covers
+ * the TypeScript helper lib/fsync-dir.ts; the native backend's own fsync after its rename is in C++ (covered by
+ * test/native/unit_tests.cc), and its `committed` failure by a real one: a directory its owner cannot read, so the
+ * open for the fsync fails with EACCES after the rename.
  */
+import { spawnSync } from 'node:child_process';
 import { constants, promises as fsp } from 'node:fs';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CheckpointError, NamedTensors, saveTensors } from '../lib';
-import { BACKENDS, tempDir, useBackend } from './helpers/backends';
+import { CheckpointError, NamedTensors, loadTensors, saveTensors } from '../lib';
+import { BACKENDS, leftoverTemps, tempDir, useBackend } from './helpers/backends';
+
+const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
+const CHILD = path.join(__dirname, 'fixtures', 'disk-child.ts');
+const isRoot = process.getuid?.() === 0;
 
 function weights(count: number, seed: number): NamedTensors {
   const data = new Float32Array(count);
@@ -85,7 +96,7 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
     expect(synced).toEqual([]);
   });
 
-  test('a failed fsync of a new directory parent fails the save before the file is written', async () => {
+  test('a failed fsync of a new directory parent fails the save before the file is written, not committed', async () => {
     const root = await tempDir();
     failSyncOf = root;
     const target = path.join(root, 'new', 'x.safetensors');
@@ -95,7 +106,71 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
     );
     expect(err).toBeInstanceOf(CheckpointError);
     expect(err).toMatchObject({ code: 'EIO', syscall: 'fsync', path: root });
-    expect(err).not.toHaveProperty('committed');
+    expect(err?.committed).toBeUndefined();
     await expect(fsp.access(target)).rejects.toThrow();
+  });
+
+  test('a directory that cannot be opened for its fsync after the rename: EACCES with committed: true, file in place', async () => {
+    const root = await tempDir();
+    const dir = path.join(root, 'wx-only');
+    await fsp.mkdir(dir);
+    const target = path.join(dir, 'x.safetensors');
+    await saveTensors(target, weights(8, 1));
+    // Write and search permission but no read: the temp file and the rename work, opening the directory does not.
+    let out: { ok: boolean; coded?: boolean; code?: string; syscall?: string; committed?: boolean };
+    if (isRoot) {
+      // Root reads any directory: a child that dropped to uid 65534 saves, in a directory that uid owns.
+      await fsp.chmod(root, 0o755);
+      await fsp.chown(dir, 65534, 65534);
+      await fsp.chmod(dir, 0o300);
+      const r = spawnSync(process.execPath, ['-r', REGISTER, CHILD, name, target, '8', '2'], {
+        encoding: 'utf8',
+        env: { ...process.env, DISK_CHILD_UID: '65534' },
+      });
+      if (r.status !== 0) throw new Error(`child failed: ${r.stderr}`);
+      out = JSON.parse(r.stdout) as typeof out;
+    } else {
+      await fsp.chmod(dir, 0o300);
+      const err = await saveTensors(target, weights(8, 2)).then(
+        () => undefined,
+        (e: unknown) => e as CheckpointError,
+      );
+      out = err
+        ? {
+            ok: false,
+            coded: err instanceof CheckpointError,
+            code: err.code,
+            syscall: err.syscall,
+            committed: err.committed,
+          }
+        : { ok: true };
+    }
+    await fsp.chmod(dir, 0o755);
+    expect(out).toEqual({ ok: false, coded: true, code: 'EACCES', syscall: 'open', committed: true });
+    const { tensors } = await loadTensors(target);
+    expect(Array.from(tensors.weights.data)).toEqual(Array.from(weights(8, 2).weights.data));
+    expect(await leftoverTemps(dir)).toEqual([]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe('on the js backend, an injected EIO', () => {
+  useBackend('js');
+
+  test('from the directory fsync after the rename is reported as EIO with committed: true, the new file in place', async () => {
+    const root = await tempDir();
+    const target = path.join(root, 'x.safetensors');
+    await saveTensors(target, weights(4, 1));
+    failSyncOf = root;
+    const err = await saveTensors(target, weights(4, 2)).then(
+      () => undefined,
+      (e: unknown) => e as CheckpointError,
+    );
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err).toMatchObject({ code: 'EIO', errno: 5, syscall: 'fsync', path: root, committed: true });
+    expect(err?.message).toContain('may not survive power loss');
+    const { tensors } = await loadTensors(target);
+    expect(Array.from(tensors.weights.data)).toEqual(Array.from(weights(4, 2).weights.data));
+    expect(await leftoverTemps(root)).toEqual([]);
   });
 });

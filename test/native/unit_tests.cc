@@ -453,8 +453,40 @@ TEST(writer, failed_rename_removes_the_temp_and_keeps_the_target) {
   CHECK(!WriteCheckpoint(job, &failure));
   CHECK(failure.kind == Failure::Kind::kIo);
   CHECK_STR(failure.sys.syscall, "rename");
+  CHECK(!failure.committed);  // the target was not touched
   CHECK(!Exists(job.tmp_path));
   CHECK(Exists(job.path + "/keep"));
+}
+
+// After the rename, the directory fsync fails: here its open, in a directory the writer may write and search but not
+// read (mode 0300; root reads anyway, so then a child that dropped to uid 65534 writes, in a directory it owns).
+// The failure is committed: the new file is in place under the target name.
+TEST(writer, failed_directory_fsync_after_the_rename_is_committed_with_the_os_code) {
+  TempDir dir;
+  ::chmod(dir.path().c_str(), 0755);
+  const std::string sub = dir / "wx-only";
+  fs::create_directory(sub);
+  std::vector<std::vector<uint8_t>> arrays = {RandomBytes(100, 1)};
+  WriteJob job = MakeWriteJob(dir, arrays);
+  job.path = sub + "/model.safetensors";
+  job.tmp_path = sub + "/.model.safetensors.tmp-1";
+  WriteWholeFile(job.path, "previous");
+  const bool root = ::geteuid() == 0;
+  if (root && ::chown(sub.c_str(), 65534, 65534) != 0) std::perror("chown");
+  ::chmod(sub.c_str(), 0300);
+  const int status = RunInChild([&] {
+    if (root && (::setgid(65534) != 0 || ::setuid(65534) != 0)) return 10;
+    Failure failure;
+    if (WriteCheckpoint(job, &failure)) return 11;
+    if (failure.kind != Failure::Kind::kIo) return 12;
+    if (failure.sys.errnum != EACCES || std::string(failure.sys.syscall) != "open") return 13;
+    if (failure.path != sub) return 14;
+    return failure.committed ? 0 : 15;
+  });
+  ::chmod(sub.c_str(), 0755);
+  CHECK_EQ(status, 0);
+  CheckFile(job.path, MakePrefix(arrays.size()), arrays);
+  CHECK(!Exists(job.tmp_path));
 }
 
 TEST(writer, file_size_limit_fails_with_efbig_and_removes_the_temp) {
