@@ -170,8 +170,11 @@ function checkTensor(name: string, t: unknown): number {
 
 /**
  * Saves tensors to `file` atomically: a temp file in the same directory, the data with a CRC32C per tensor, fsync,
- * rename over `file`, fsync of the directory. Missing parent directories are created. On failure the previous file
- * under that name is untouched and no temp file remains. Resolves when the file is committed (durable by default).
+ * rename over `file`, fsync of the directory. Missing parent directories are created (durably: their parents are
+ * fsynced too). On failure the previous file under that name is untouched and no temp file remains, except when only
+ * the last step, the directory fsync after the rename, failed: then the error has `committed: true` and the new file
+ * is in place under the target name but may not survive power loss. Resolves when the file is committed (durable by
+ * default).
  */
 export async function saveTensors(file: string, tensors: NamedTensors, options: SaveTensorsArgs = {}): Promise<void> {
   const stack = captureStack();
