@@ -202,7 +202,7 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
             expect(kernels).toHaveLength(1);
             // The file holds the weights of the epoch its own metadata names. For the `last` file (overwritten at
             // every step) that may be a later epoch than the index says: a kill between the file's rename and the
-            // index update leaves the index one step behind (reported as a known limitation, see GUARANTEES.md).
+            // index update leaves the index one step behind (the next open() reconciles it from the file's own header; see README, Guarantees).
             const fileEpoch = Number(metadata.epoch);
             expect(Array.from(kernels[0][1].data).every((x) => x === crashWeightValue(fileEpoch))).toBe(true);
             if (c.kind === 'last') {
