@@ -3,11 +3,15 @@
  * Slower (CRC32C in JS, ~0.5 GB/s), and the work runs on the JS thread between awaits, but it writes the same bytes
  * with the same temp file, fsyncs and rename, and reads with the same checks.
  */
-import { promises as fsp } from 'node:fs';
+import { Stats, constants as fsConstants, promises as fsp } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import type { Backend, BackendFailure, ReadPlan, WritePlan } from './backend';
 import { crc32c, crcHex } from './crc32c';
 import { fsyncDirectory } from './fsync-dir';
+
+/** O_NONBLOCK: opening a FIFO returns at once (to be refused) instead of waiting for a writer; no effect on files. */
+const READ_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0);
 
 /** Bytes per write/read call and per CRC step: large enough to amortise the syscall, small enough to stay cached. */
 const CHUNK = 8 << 20;
@@ -100,17 +104,25 @@ async function write(plan: WritePlan): Promise<void> {
 async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
   let fh: fsp.FileHandle;
   try {
-    fh = await fsp.open(plan.path, 'r');
+    fh = await fsp.open(plan.path, READ_FLAGS);
   } catch (e) {
     throw ioFailure(e, 'open', plan.path);
   }
   try {
-    let size: number;
+    let st: Stats;
     try {
-      size = (await fh.stat()).size;
+      st = await fh.stat();
     } catch (e) {
       throw ioFailure(e, 'fstat', plan.path);
     }
+    // As native: a directory, FIFO, socket or device is refused (EISDIR, syscall 'read') rather than read.
+    if (!st.isFile()) {
+      throw failure('io', `EISDIR: not a regular file, read '${plan.path}'`, plan.path, {
+        errno: osConstants.errno.EISDIR,
+        syscall: 'read',
+      });
+    }
+    const size = st.size;
     if (size !== plan.fileSize) {
       throw failure(
         'corrupt',

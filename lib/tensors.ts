@@ -3,7 +3,7 @@
  * Validates every argument here (backends trust their plans), builds the header (format.ts), and hands the byte
  * work to the backend in use (runtime.ts).
  */
-import { promises as fsp } from 'node:fs';
+import { constants as fsConstants, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ReadPlan } from './backend';
 import {
@@ -266,7 +266,14 @@ interface OpenedHeader {
 }
 
 /**
- * Reads, checks and parses a file's header; `hold` keeps the handle open. `verify`: true checks the header CRC and
+ * Opening flags of a checkpoint: O_NONBLOCK so that opening a FIFO returns at once (a blocking open would wait for
+ * a writer forever) and is then refused as not a regular file; on a regular file it changes nothing.
+ */
+const READ_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0);
+
+/**
+ * Reads, checks and parses a file's header; a directory is refused with EISDIR, any other non-regular file (FIFO,
+ * socket, device) with ERR_CHECKPOINT_CORRUPT "not a regular file", before reading a byte. `hold` keeps the handle open. `verify`: true checks the header CRC and
  * refuses a file without checksums (UNVERIFIED); 'if-present' checks the header CRC when the file has one; false
  * checks no CRC.
  */
@@ -274,13 +281,20 @@ async function openHeader(file: string, verify: boolean | 'if-present', hold = f
   let keep = false;
   let fh: fsp.FileHandle;
   try {
-    fh = await fsp.open(file, 'r');
+    fh = await fsp.open(file, READ_FLAGS);
   } catch (e) {
     throw fromNodeError(e, file, 'open the checkpoint');
   }
   try {
     const st = await fh.stat();
     if (st.isDirectory()) throw new CheckpointError('EISDIR', `Cannot load ${file}: it is a directory`, { path: file });
+    if (!st.isFile()) {
+      throw new CheckpointError(
+        ErrorCode.CORRUPT,
+        `Corrupt checkpoint ${file}: not a regular file (a FIFO, socket or device), refused without reading it`,
+        { path: file },
+      );
+    }
     const fileSize = st.size;
     const prefix = new Uint8Array(8);
     const { bytesRead } = await fh.read(prefix, 0, 8, 0);

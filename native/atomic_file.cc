@@ -61,7 +61,9 @@ bool File::CreateExclusive(const std::string& path, SysError* err) {
 
 bool File::OpenRead(const std::string& path, SysError* err) {
   if (fd_ >= 0) return Fail(err, EBADF, "open", path);
-  if (!OpenWithFlags(path, O_RDONLY, 0, "open", &fd_, err)) return false;
+  // O_NONBLOCK: opening a FIFO returns at once (the caller refuses non-regular files) instead of waiting for a
+  // writer forever; it changes nothing for regular files.
+  if (!OpenWithFlags(path, O_RDONLY | O_NONBLOCK, 0, "open", &fd_, err)) return false;
   path_ = path;
   return true;
 }

@@ -31,7 +31,7 @@ class File {
 
   // Creates `path` exclusively (O_CREAT | O_EXCL, mode 0644 before umask) for writing.
   bool CreateExclusive(const std::string& path, SysError* err);
-  // Opens an existing file read-only.
+  // Opens an existing file read-only, non-blocking (a FIFO does not block the open; regular files are unaffected).
   bool OpenRead(const std::string& path, SysError* err);
   // Opens a directory read-only, for FsyncDirectory.
   bool OpenDirectory(const std::string& path, SysError* err);

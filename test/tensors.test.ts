@@ -1,6 +1,7 @@
 /**
  * The low-level API (saveTensors / loadTensors / verifyCheckpoint / readCheckpointInfo), run over both backends.
  */
+import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -232,6 +233,29 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     expect(await fsp.readFile(file)).toEqual(before);
     expect(await leftoverTemps(dir)).toEqual([]);
     await expect(fsp.access(path.dirname(fresh))).rejects.toThrow();
+  });
+
+  test('a FIFO is refused at once as not a regular file (CORRUPT) and a directory with EISDIR, by every reader', async () => {
+    const dir = await tempDir();
+    const fifo = path.join(dir, 'fifo.safetensors');
+    execFileSync('mkfifo', [fifo]);
+    const sub = path.join(dir, 'sub.safetensors');
+    await fsp.mkdir(sub);
+    for (const read of [loadTensors, verifyCheckpoint, readCheckpointInfo] as ((f: string) => Promise<unknown>)[]) {
+      const err = await expectCode(read(fifo), ErrorCode.CORRUPT);
+      expect(err.message).toContain('not a regular file');
+      await expectCode(read(sub), 'EISDIR');
+    }
+    // The backend's own check (a file replaced by a FIFO or a directory between the header and the data).
+    for (const p of [fifo, sub]) {
+      const plan: ReadPlan = { path: p, fileSize: 0, dataStart: 0, ranges: [], crcs: [], verify: false };
+      await expect(getBackend().read(plan)).rejects.toMatchObject({
+        kind: 'io',
+        errno: os.constants.errno.EISDIR,
+        syscall: 'read',
+        path: p,
+      });
+    }
   });
 
   test('loading a missing file fails with ENOENT naming the path', async () => {
