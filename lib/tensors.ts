@@ -273,9 +273,9 @@ const READ_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0);
 
 /**
  * Reads, checks and parses a file's header; a directory is refused with EISDIR, any other non-regular file (FIFO,
- * socket, device) with ERR_CHECKPOINT_CORRUPT "not a regular file", before reading a byte. `hold` keeps the handle open. `verify`: true checks the header CRC and
- * refuses a file without checksums (UNVERIFIED); 'if-present' checks the header CRC when the file has one; false
- * checks no CRC.
+ * socket, device) with ERR_CHECKPOINT_CORRUPT "not a regular file", before reading a byte. `hold` keeps the handle
+ * open. `verify`: true checks the header CRC and refuses a file without checksums (UNVERIFIED); 'if-present' checks
+ * the header CRC when the file has one; false checks no CRC.
  */
 async function openHeader(file: string, verify: boolean | 'if-present', hold = false): Promise<OpenedHeader> {
   let keep = false;
@@ -424,7 +424,8 @@ function toTensor(entry: TensorEntry, buffer: ArrayBuffer, file: string): Tensor
 
 /**
  * Loads every tensor of a checkpoint, each into its own ArrayBuffer (never one buffer for the whole file), verifying
- * the header CRC and each tensor's CRC32C unless `verify: false`.
+ * the header CRC and each tensor's CRC32C unless `verify: false`. Only regular files are read: a directory fails with
+ * EISDIR, a FIFO, socket or device with ERR_CHECKPOINT_CORRUPT (as do verifyCheckpoint and readCheckpointInfo).
  */
 export async function loadTensors(file: string, options: LoadTensorsArgs = {}): Promise<LoadedTensors> {
   const stack = captureStack();
