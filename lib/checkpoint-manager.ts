@@ -41,13 +41,15 @@
  *   `process.exit()` called with a write in flight ends the process at once: as with a crash, below.
  * - SIGINT / SIGTERM: the library installs no signal handler (a library must not change how your process reacts to
  *   signals), so the default action kills the process. A checkpoint being written is left as a temp file
- *   `.tfjs-ckpt-<pid>-<hex>.tmp`, never as a torn target: files are committed by an atomic rename, so the target
+ *   `.tfjs-ckpt-<pid>-<thread>-<space>-<hex>.tmp`, never as a torn target: files are committed by an atomic rename, so the target
  *   name holds the previous complete version or the new complete one, and the index likewise. The next save in the
  *   directory removes the orphaned temp file. To finish the write before exiting, handle the signal:
  *   `process.once('SIGTERM', async () => { await ckpt.close(); process.exit(143); })`.
  * - A crash (SIGKILL, power loss, OOM): the same guarantees; with `durable: true` (default) a checkpoint reported
  *   durable also survives power loss. The directory lock is not left stuck: the next manager sees its owner is gone
- *   and takes it over.
+ *   and takes it over (at once on the same host and pid namespace, else once its heartbeat is a minute old: see
+ *   dir-lock.ts). A manager whose lock was taken over meanwhile fails with ERR_CHECKPOINT_LOCKED instead of writing
+ *   the index or deleting files.
  * `async: false` makes `step()` resolve only once the file and the index are durable, and reject with the failure.
  *
  * History: every step, saving or not, is recorded in the index's `history` (epoch, batch, metrics; the last 10,000
@@ -552,6 +554,7 @@ export class CheckpointManager {
   /** Writes `index` with the history recorded so far (atomically; fsynced when durable). */
   private async writeIndexFile(index: CheckpointIndex): Promise<void> {
     const version = this.recordedVersion;
+    await this.lock?.check(); // never write over the work of a process that took the lock over
     await writeIndex(this.args.directory, { ...index, history: [...this.recorded] }, this.args.durable);
     this.recordedWritten = version;
   }
@@ -853,6 +856,7 @@ export class CheckpointManager {
 
   /** Deletes the files an index lists in `deleting` (absent ones count as deleted); updates the list in place. */
   private async finishDeletes(index: CheckpointIndex): Promise<void> {
+    await this.lock?.check();
     const kept = new Set(index.checkpoints.map((e) => e.file));
     const remaining: string[] = [];
     for (const f of index.deleting) {
@@ -970,6 +974,7 @@ export class CheckpointManager {
       await this.open();
       await this.writer.drain();
       this.throwFailure();
+      await this.lock?.check();
       const dir = this.args.directory;
       const files = [...this.index.checkpoints.map((e) => e.file), ...this.index.deleting];
       // Files first, the index last: a crash midway leaves an index naming missing files, which the next open drops;

@@ -1,30 +1,55 @@
 /**
  * One directory, one writer: an exclusive lock file (`.tfjs-checkpoint.lock`) in a checkpoint directory.
  *
- * The lock file holds the owner's host name, pid, process start time and a random nonce. It is created atomically
- * with its full content (written to a temp file, then hard-linked to the lock name, which fails if the lock exists;
- * on filesystems without hard links, an O_EXCL create). A second acquirer reads it:
- * - owner on this host and alive (same pid and, on Linux, same start time, so a reused pid does not count): the
- *   acquire fails with ERR_CHECKPOINT_LOCKED naming the owner;
- * - owner on this host and gone (crashed, killed with SIGKILL, exited without release): the lock is stale and is
- *   taken over at once: no timeout to wait out, nothing stuck;
- * - owner on another host (shared filesystem): its liveness cannot be checked, so the directory stays locked and
- *   the error says which file to delete once that process is known to be gone.
- * Taking over moves the stale file aside under a unique name and checks that what was moved is the stale record
- * that was read (nonce), so two processes racing for a stale lock cannot both win. A live process releases its
- * lock on `release()` and, as a last resort, on normal process exit.
+ * The lock file holds the owner's host name, boot id (`/proc/sys/kernel/random/boot_id`), pid namespace
+ * (`readlink /proc/self/ns/pid`), pid, process start time and a random nonce. It is created atomically with its full
+ * content (written to a temp file, then hard-linked to the lock name, which fails if the lock exists; on filesystems
+ * without hard links, an O_EXCL create). A second acquirer reads it and judges whether its owner lives:
+ * - same host name, boot id and pid namespace (so the pid means the same process for both): by the pid. Alive (same
+ *   pid and, on Linux, same start time, so a reused pid does not count): ERR_CHECKPOINT_LOCKED naming the owner.
+ *   Gone (crashed, SIGKILLed, exited without release): stale, taken over at once, no timeout to wait out.
+ * - anything else (another machine on a shared filesystem, a container re-created under a new host name, the same
+ *   host name in another pid namespace, a reboot): the pid says nothing, so by the heartbeat. The holder refreshes the
+ *   lock file's mtime every HEARTBEAT_MS (10 s, an unref'd timer); a lock not refreshed for STALE_MS (60 s) is stale
+ *   and taken over, a fresher one is ERR_CHECKPOINT_LOCKED. This assumes the hosts' clocks agree within tens of
+ *   seconds, and that a live holder's event loop turns at least once a minute.
+ * Taking over is serialized by a second exclusive file (`.tfjs-checkpoint.lock.takeover`): under it the acquirer
+ * judges the lock again and removes it only if it is still the stale one, so of several processes racing for a stale
+ * lock only one can remove it, and none can remove a live lock created meanwhile. A takeover file left by a process
+ * that crashed in that short window is removed once older than TAKEOVER_STALE_MS.
+ * The holder calls `check()` before writing the index or deleting files: one read, ERR_CHECKPOINT_LOCKED if the file
+ * no longer holds its nonce (taken over after a missed heartbeat), so a holder judged dead never overwrites the new
+ * owner's work. A live process releases its lock on `release()` and, as a last resort, on normal process exit.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp, readFileSync, unlinkSync } from 'node:fs';
+import { promises as fsp, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CheckpointError, ErrorCode, fromNodeError } from './errors';
 
 export const LOCK_FILENAME = '.tfjs-checkpoint.lock';
+const TAKEOVER_SUFFIX = '.takeover';
+/** How often a holder refreshes its lock file's mtime. */
+export const HEARTBEAT_MS = 10_000;
+/** A lock whose owner cannot be checked by pid is stale once its mtime is this old. */
+export const STALE_MS = 60_000;
+/** A takeover file (held only for a few fs calls) this old was left by a crash. */
+const TAKEOVER_STALE_MS = 10_000;
+
+export interface DirLockArgs {
+  /** How often the holder refreshes the lock file's mtime. Default: HEARTBEAT_MS (10 s). */
+  heartbeatMs?: number;
+  /** Age of the lock file's mtime after which a lock not checkable by pid is stale. Default: STALE_MS (60 s). */
+  staleMs?: number;
+}
 
 /** What the lock file records about its owner. */
 export interface LockOwner {
   host: string;
+  /** The kernel's boot id, or null where /proc is unavailable. */
+  bootId: string | null;
+  /** The pid namespace (`pid:[inode]`), or null where /proc is unavailable. */
+  pidNs: string | null;
   pid: number;
   /** The process' start time in clock ticks since boot (Linux /proc/<pid>/stat field 22), or null elsewhere. */
   startTime: number | null;
@@ -37,9 +62,30 @@ export interface DirLock {
   /** The lock file's absolute path. */
   readonly path: string;
   readonly owner: LockOwner;
-  /** Removes the lock file if it is still ours. Idempotent. */
+  /** Rejects with ERR_CHECKPOINT_LOCKED if the lock file no longer holds this lock's nonce (taken over). */
+  check(): Promise<void>;
+  /** Removes the lock file if it is still ours and stops the heartbeat. Idempotent. */
   release(): Promise<void>;
 }
+
+function readBootId(): string | null {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+function readPidNamespace(): string | null {
+  try {
+    return readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return null;
+  }
+}
+
+const BOOT_ID = readBootId();
+const PID_NS = readPidNamespace();
 
 /** A process' start time, or null when /proc is unavailable or the process is gone. */
 export function processStartTime(pid: number): number | null {
@@ -63,9 +109,14 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** 'alive', 'dead' or 'unknown' (another host). */
-function ownerState(owner: LockOwner): 'alive' | 'dead' | 'unknown' {
-  if (owner.host !== os.hostname()) return 'unknown';
+/** Whether `owner`'s pid names a process as this process sees pids: same host name, boot and pid namespace. */
+function samePidSpace(owner: LockOwner): boolean {
+  return owner.host === os.hostname() && owner.bootId === BOOT_ID && owner.pidNs === PID_NS;
+}
+
+/** 'alive' or 'dead' by pid when the owner shares our pid space; otherwise by heartbeat: 'beating' or 'dead'. */
+function ownerState(owner: LockOwner, mtimeMs: number, staleMs: number): 'alive' | 'beating' | 'dead' {
+  if (!samePidSpace(owner)) return Date.now() - mtimeMs > staleMs ? 'dead' : 'beating';
   if (!pidAlive(owner.pid)) return 'dead';
   if (owner.startTime !== null) {
     const now = processStartTime(owner.pid);
@@ -80,6 +131,8 @@ function parseOwner(text: string): LockOwner | undefined {
     if (typeof o.host === 'string' && Number.isSafeInteger(o.pid) && typeof o.nonce === 'string') {
       return {
         host: o.host,
+        bootId: typeof o.bootId === 'string' ? o.bootId : null,
+        pidNs: typeof o.pidNs === 'string' ? o.pidNs : null,
         pid: o.pid as number,
         startTime: typeof o.startTime === 'number' ? o.startTime : null,
         nonce: o.nonce,
@@ -140,13 +193,21 @@ async function createExclusive(lockPath: string, content: string): Promise<boole
   }
 }
 
-function lockedError(dir: string, lockPath: string, owner: LockOwner | undefined, state: string): CheckpointError {
+function lockedError(
+  dir: string,
+  lockPath: string,
+  owner: LockOwner | undefined,
+  state: string,
+  staleMs = STALE_MS,
+): CheckpointError {
   const who = owner
     ? `process ${owner.pid} on ${owner.host}${owner.acquiredAt ? ` (since ${owner.acquiredAt})` : ''}`
     : 'another process';
   const hint =
-    state === 'unknown'
-      ? `; it runs on another host, so its liveness cannot be checked: delete ${lockPath} once it is gone`
+    state === 'beating'
+      ? `; it runs on another host, boot or pid namespace, so its pid cannot be checked: the lock is taken over ` +
+        `once its heartbeat (the file's mtime) stops for ${Math.round(staleMs / 1000)} s, or delete ${lockPath} ` +
+        'once that process is known to be gone'
       : '';
   return new CheckpointError(
     ErrorCode.LOCKED,
@@ -155,11 +216,42 @@ function lockedError(dir: string, lockPath: string, owner: LockOwner | undefined
   );
 }
 
+/** The lock file's owner and the verdict on it; undefined when there is no lock file. */
+async function judge(
+  lockPath: string,
+  staleMs: number,
+): Promise<{ text: string; owner: LockOwner | undefined; state: 'alive' | 'beating' | 'dead' } | undefined> {
+  let text: string;
+  let mtimeMs: number;
+  try {
+    text = await fsp.readFile(lockPath, 'utf8');
+    mtimeMs = (await fsp.stat(lockPath)).mtimeMs;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // released meanwhile
+    throw fromNodeError(e, lockPath, 'read the lock file');
+  }
+  const owner = parseOwner(text);
+  if (owner) return { text, owner, state: ownerState(owner, mtimeMs, staleMs) };
+  // Empty or garbage: a creator that crashed mid-write (no-hard-link fallback) or a foreign file. Stale only if it
+  // has been there a while, so that a creator still writing it is not robbed.
+  return { text, owner, state: Date.now() - mtimeMs < 10_000 ? 'alive' : 'dead' };
+}
+
+function positive(v: number | undefined, dflt: number, what: string): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+    throw new CheckpointError(ErrorCode.INVALID_ARGUMENT, `${what} must be a positive number of milliseconds`);
+  }
+  return v;
+}
+
 /**
  * Locks `dir` (created if missing) for writing. Rejects with ERR_CHECKPOINT_LOCKED while another live process, or
- * another lock in this process, holds it; takes over a lock whose owner is gone.
+ * another lock in this process, holds it; takes over a lock whose owner is gone (see the module comment).
  */
-export async function acquireDirLock(dir: string): Promise<DirLock> {
+export async function acquireDirLock(dir: string, args: DirLockArgs = {}): Promise<DirLock> {
+  const heartbeatMs = positive(args.heartbeatMs, HEARTBEAT_MS, 'heartbeatMs');
+  const staleMs = positive(args.staleMs, STALE_MS, 'staleMs');
   const abs = path.resolve(dir);
   try {
     await fsp.mkdir(abs, { recursive: true });
@@ -167,55 +259,46 @@ export async function acquireDirLock(dir: string): Promise<DirLock> {
     throw fromNodeError(e, abs, 'create the directory');
   }
   const lockPath = path.join(abs, LOCK_FILENAME);
+  const takeoverPath = lockPath + TAKEOVER_SUFFIX;
   const owner: LockOwner = {
     host: os.hostname(),
+    bootId: BOOT_ID,
+    pidNs: PID_NS,
     pid: process.pid,
     startTime: processStartTime(process.pid),
     nonce: randomBytes(12).toString('hex'),
     acquiredAt: new Date().toISOString(),
   };
   const content = JSON.stringify(owner) + '\n';
-  // Each round either acquires, fails, or removes one stale lock; a few rounds cover racing acquirers.
-  for (let round = 0; round < 5; round++) {
+  // Each round either acquires, fails, removes one stale lock, or waits for a racer's takeover to finish.
+  for (let round = 0; round < 50; round++) {
     if (await createExclusive(lockPath, content)) {
       heldLocks.add(lockPath);
       installExitHook();
       await removeLeftovers(abs);
-      return makeLock(lockPath, owner);
+      return makeLock(abs, lockPath, owner, heartbeatMs);
     }
-    let text: string;
+    const seen = await judge(lockPath, staleMs);
+    if (!seen) continue;
+    if (seen.state !== 'dead') throw lockedError(abs, lockPath, seen.owner, seen.state, staleMs);
+    // Stale. Remove it under the takeover file, after judging it again there: racers are serialized, and a lock
+    // created since (a racer won) is never removed.
+    if (!(await createExclusive(takeoverPath, content))) {
+      const st = await fsp.stat(takeoverPath).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > TAKEOVER_STALE_MS) await fsp.unlink(takeoverPath).catch(() => undefined);
+      else await new Promise((r) => setTimeout(r, 20));
+      continue;
+    }
     try {
-      text = await fsp.readFile(lockPath, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // released meanwhile: retry
-      throw fromNodeError(e, lockPath, 'read the lock file');
+      const again = await judge(lockPath, staleMs);
+      if (again && again.state === 'dead' && again.text === seen.text) {
+        await fsp.unlink(lockPath).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') throw fromNodeError(e, lockPath, 'remove the stale lock file');
+        });
+      }
+    } finally {
+      await fsp.unlink(takeoverPath).catch(() => undefined);
     }
-    const existing = parseOwner(text);
-    if (existing) {
-      const state = ownerState(existing);
-      if (state !== 'dead') throw lockedError(abs, lockPath, existing, state);
-    } else {
-      // Empty or garbage: a creator that crashed mid-write (no-hard-link fallback) or a foreign file. Stale only if
-      // it has been there a while, so that a creator still writing it is not robbed.
-      const st = await fsp.stat(lockPath).catch(() => undefined);
-      if (st && Date.now() - st.mtimeMs < 10_000) throw lockedError(abs, lockPath, undefined, 'alive');
-    }
-    // Stale: move it aside, then check that what we moved is what we judged stale.
-    const aside = `${lockPath}.${process.pid}.${randomBytes(6).toString('hex')}.stale`;
-    try {
-      await fsp.rename(lockPath, aside);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw fromNodeError(e, lockPath, 'remove the stale lock file');
-    }
-    const moved = await fsp.readFile(aside, 'utf8').catch(() => '');
-    if (moved !== text) {
-      // A racer replaced the stale lock with its live one between our read and our rename: give it back.
-      await fsp.link(aside, lockPath).catch(() => undefined);
-      await fsp.unlink(aside).catch(() => undefined);
-      throw lockedError(abs, lockPath, parseOwner(moved), 'alive');
-    }
-    await fsp.unlink(aside).catch(() => undefined);
   }
   throw lockedError(abs, lockPath, undefined, 'alive');
 }
@@ -231,17 +314,40 @@ async function removeLeftovers(dir: string): Promise<void> {
   }
 }
 
-function makeLock(lockPath: string, owner: LockOwner): DirLock {
+function makeLock(dir: string, lockPath: string, owner: LockOwner, heartbeatMs: number): DirLock {
   let released = false;
+  const ours = async (): Promise<boolean> =>
+    parseOwner(await fsp.readFile(lockPath, 'utf8').catch(() => ''))?.nonce === owner.nonce;
+  // The heartbeat: lets acquirers that cannot check our pid see that we live. Never keeps the process alive.
+  const timer = setInterval(() => {
+    void (async () => {
+      if (released || !(await ours())) return;
+      const now = new Date();
+      await fsp.utimes(lockPath, now, now).catch(() => undefined);
+    })();
+  }, heartbeatMs);
+  timer.unref();
   return {
     path: lockPath,
     owner,
+    async check(): Promise<void> {
+      if (released || !(await ours())) {
+        const text = await fsp.readFile(lockPath, 'utf8').catch(() => '');
+        throw new CheckpointError(
+          ErrorCode.LOCKED,
+          `The lock on ${dir} is no longer held by this process (${
+            released ? 'released' : 'taken over, its heartbeat having been missed'
+          }): ${parseOwner(text) ? `now held by process ${parseOwner(text)?.pid} on ${parseOwner(text)?.host}` : 'no owner'}`,
+          { path: lockPath },
+        );
+      }
+    },
     async release(): Promise<void> {
       if (released) return;
       released = true;
+      clearInterval(timer);
       heldLocks.delete(lockPath);
-      const text = await fsp.readFile(lockPath, 'utf8').catch(() => '');
-      if (parseOwner(text)?.nonce === owner.nonce) await fsp.unlink(lockPath).catch(() => undefined);
+      if (await ours()) await fsp.unlink(lockPath).catch(() => undefined);
     },
   };
 }

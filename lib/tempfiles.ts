@@ -1,23 +1,55 @@
 /**
- * Temp files of in-progress saves: `.tfjs-ckpt-<pid>-<threadId>-<random>.tmp` in the target's directory. The name
- * does not grow with the target's name, so a target at the filesystem's name-length limit can still be saved. A crash
- * leaves the temp file behind; the next save into the directory removes the ones whose process is gone (or is this
- * thread of this process and has no save in flight). Temp files of other live processes, and of other worker_threads
- * of this process (each thread has its own in-flight registry, so it cannot know theirs), are left alone.
+ * Temp files of in-progress saves: `.tfjs-ckpt-<pid>-<threadId>-<space>-<random>.tmp` in the target's directory. The
+ * name does not grow with the target's name, so a target at the filesystem's name-length limit can still be saved. A
+ * crash leaves the temp file behind; the next save into the directory removes the ones no live save owns.
+ *
+ * `<space>` (8 hex digits) names the writer's pid space: a hash of its host name, boot id and pid namespace. A pid
+ * means something only within one pid space, so:
+ * - same space as ours: the pid decides: this thread's own files when not in flight, files of dead processes at once
+ *   (a crash's leftovers are gone with the next save). Other live processes' files, and other worker_threads' of this
+ *   process (each thread has its own in-flight registry, so it cannot know theirs), are left alone;
+ * - another space (a directory shared by containers or hosts): the pid says nothing, so the file is removed only once
+ *   its mtime is FOREIGN_TEMP_MAX_AGE_MS (10 minutes) old: a save in progress keeps writing it, a crashed one does not;
+ * - names without a space (written by older versions): the pid decides, as before.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { threadId } from 'node:worker_threads';
 
-/** pid, then (since names carry it) the worker thread id, then 12 hex digits. */
-export const TEMP_PATTERN = /^\.tfjs-ckpt-(\d+)-(?:(\d+)-)?[0-9a-f]{12}\.tmp$/;
+/** pid, then (since names carry them) the worker thread id and the pid space, then 12 hex digits. */
+export const TEMP_PATTERN = /^\.tfjs-ckpt-(\d+)-(?:(\d+)-)?(?:([0-9a-f]{8})-)?[0-9a-f]{12}\.tmp$/;
+
+/** A temp file of another pid space is removed only once its mtime is this old. */
+export const FOREIGN_TEMP_MAX_AGE_MS = 10 * 60_000;
+
+function procText(read: () => string): string {
+  try {
+    return read().trim();
+  } catch {
+    return '';
+  }
+}
+
+/** This process' pid space: host name, boot id and pid namespace, hashed to 8 hex digits. */
+export const PID_SPACE = createHash('sha256')
+  .update(
+    [
+      os.hostname(),
+      procText(() => readFileSync('/proc/sys/kernel/random/boot_id', 'latin1')),
+      procText(() => readlinkSync('/proc/self/ns/pid')),
+    ].join('\0'),
+  )
+  .digest('hex')
+  .slice(0, 8);
 
 const inFlight = new Set<string>();
 
 /** A fresh temp path in `dir`, registered as in flight until `release`. */
 export function acquireTempPath(dir: string): string {
-  const p = path.join(dir, `.tfjs-ckpt-${process.pid}-${threadId}-${randomBytes(6).toString('hex')}.tmp`);
+  const p = path.join(dir, `.tfjs-ckpt-${process.pid}-${threadId}-${PID_SPACE}-${randomBytes(6).toString('hex')}.tmp`);
   inFlight.add(p);
   return p;
 }
@@ -36,10 +68,14 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** Whether `name` (a basename in `dir`) is a temp file no live save owns. */
-export function isStaleTemp(dir: string, name: string): boolean {
+/** Whether `name` (a basename in `dir`) is a temp file no live save owns; `mtimeMs` is needed only for a file of
+ * another pid space (without it, such a file is never judged stale). */
+export function isStaleTemp(dir: string, name: string, mtimeMs?: number): boolean {
   const m = TEMP_PATTERN.exec(name);
   if (!m) return false;
+  if (m[3] !== undefined && m[3] !== PID_SPACE) {
+    return mtimeMs !== undefined && Date.now() - mtimeMs > FOREIGN_TEMP_MAX_AGE_MS;
+  }
   const pid = Number(m[1]);
   if (pid === process.pid) {
     // Another thread's temp file may be in flight: only that thread (or a later process) may remove it.
@@ -59,7 +95,11 @@ export async function removeStaleTemps(dir: string): Promise<string[]> {
   }
   const removed: string[] = [];
   for (const name of names) {
-    if (!isStaleTemp(dir, name)) continue;
+    const m = TEMP_PATTERN.exec(name);
+    if (!m) continue;
+    const foreign = m[3] !== undefined && m[3] !== PID_SPACE;
+    const mtimeMs = foreign ? (await fsp.stat(path.join(dir, name)).catch(() => undefined))?.mtimeMs : undefined;
+    if (!isStaleTemp(dir, name, mtimeMs)) continue;
     try {
       await fsp.unlink(path.join(dir, name));
       removed.push(path.join(dir, name));

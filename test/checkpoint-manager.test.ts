@@ -4,13 +4,13 @@
  */
 import { ChildProcess, fork } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointManager, CheckpointManagerArgs, checkpointManager } from '../lib/checkpoint-manager';
 import { INDEX_FILENAME, parseIndex } from '../lib/checkpoint-index';
-import { LOCK_FILENAME } from '../lib/dir-lock';
+import { LOCK_FILENAME, acquireDirLock } from '../lib/dir-lock';
 import { ErrorCode } from '../lib/errors';
+import { PID_SPACE, isStaleTemp } from '../lib/tempfiles';
 import { readCheckpointInfo, verifyCheckpoint } from '../lib/tensors';
 import { BACKENDS, tempDir, useBackend } from './helpers/backends';
 
@@ -705,7 +705,10 @@ describe('the directory lock', () => {
 
   test('a lock whose pid now belongs to another process (different start time) is stale', async () => {
     const dir = await tempDir();
-    const owner = { host: os.hostname(), pid: process.pid, startTime: 1, nonce: 'old', acquiredAt: '' };
+    // This process' own record (host, boot id, pid namespace, pid) with another start time.
+    const real = await acquireDirLock(dir);
+    const owner = { ...JSON.parse(await fsp.readFile(real.path, 'utf8')), startTime: 1, nonce: 'old' };
+    await real.release();
     await fsp.writeFile(path.join(dir, LOCK_FILENAME), JSON.stringify(owner));
     const ckpt = await new CheckpointManager({ directory: dir }).open();
     const now = JSON.parse(await fsp.readFile(path.join(dir, LOCK_FILENAME), 'utf8'));
@@ -713,7 +716,7 @@ describe('the directory lock', () => {
     await ckpt.close();
   });
 
-  test('a lock held from another host is never taken over, and the error says which file to delete', async () => {
+  test('a lock held from another host with a fresh heartbeat is LOCKED, and the error says which file to delete', async () => {
     const dir = await tempDir();
     const owner = { host: 'elsewhere.example', pid: 1, startTime: null, nonce: 'x', acquiredAt: '' };
     await fsp.writeFile(path.join(dir, LOCK_FILENAME), JSON.stringify(owner));
@@ -721,6 +724,133 @@ describe('the directory lock', () => {
       code: ErrorCode.LOCKED,
       message: expect.stringContaining(`delete ${path.join(dir, LOCK_FILENAME)}`),
     });
+  });
+
+  /** A lock record as a live process of another container would leave it: its pid is alive here, so the pid must
+   * not be trusted; only the file's mtime (the holder's heartbeat) tells. */
+  async function foreignLock(dir: string, owner: Record<string, unknown>, ageMs: number): Promise<void> {
+    const file = path.join(dir, LOCK_FILENAME);
+    const base = JSON.parse(await fsp.readFile(file, 'utf8').catch(() => 'null')) ?? {};
+    await fsp.writeFile(file, JSON.stringify({ ...base, nonce: 'foreign', acquiredAt: '', ...owner }));
+    const t = new Date(Date.now() - ageMs);
+    await fsp.utimes(file, t, t);
+  }
+
+  test.each([
+    ['a container re-created under a new host name', { host: 'old-container-name' }],
+    ['the same host name in another pid namespace', { pidNs: 'pid:[1]' }],
+  ])('%s: taken over once its heartbeat is older than 60 s, LOCKED while it is fresh', async (_what, owner) => {
+    const dir = await tempDir();
+    // Start from a real record of this process (same host, boot id, pid and start time), then change one field.
+    const real = await acquireDirLock(dir);
+    const record = await fsp.readFile(real.path, 'utf8');
+    await real.release();
+    await fsp.writeFile(path.join(dir, LOCK_FILENAME), record);
+    await foreignLock(dir, owner, 5_000);
+    await expect(new CheckpointManager({ directory: dir }).open()).rejects.toMatchObject({
+      code: ErrorCode.LOCKED,
+      message: expect.stringContaining('heartbeat'),
+    });
+    await foreignLock(dir, owner, 120_000);
+    const ckpt = await new CheckpointManager({ directory: dir }).open();
+    expect(JSON.parse(await fsp.readFile(path.join(dir, LOCK_FILENAME), 'utf8')).nonce).not.toBe('foreign');
+    await ckpt.close();
+  });
+
+  test('the holder refreshes its lock file mtime (heartbeat)', async () => {
+    const dir = await tempDir();
+    const lock = await acquireDirLock(dir, { heartbeatMs: 20 });
+    const old = new Date(Date.now() - 120_000);
+    await fsp.utimes(lock.path, old, old);
+    while ((await fsp.stat(lock.path)).mtimeMs <= old.getTime() + 1000) await new Promise((r) => setTimeout(r, 20));
+    await lock.release();
+    expect(await fsp.readdir(dir)).not.toContain(LOCK_FILENAME);
+  });
+
+  test('three acquirers racing for a stale lock: exactly one holds it', async () => {
+    for (let i = 0; i < 20; i++) {
+      const dir = await tempDir();
+      // This process' record with another start time: a dead owner judged by pid, taken over at once.
+      const real = await acquireDirLock(dir);
+      const stale = { ...JSON.parse(await fsp.readFile(real.path, 'utf8')), startTime: 1, nonce: 'stale' };
+      await real.release();
+      await fsp.writeFile(path.join(dir, LOCK_FILENAME), JSON.stringify(stale));
+      const results = await Promise.allSettled([acquireDirLock(dir), acquireDirLock(dir), acquireDirLock(dir)]);
+      const won = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      expect(won).toHaveLength(1);
+      for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: ErrorCode.LOCKED });
+      const onDisk = JSON.parse(await fsp.readFile(path.join(dir, LOCK_FILENAME), 'utf8'));
+      expect(onDisk.nonce).toBe(won[0].owner.nonce);
+      await won[0].release();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('an acquirer that judged a stale record just before a racer took it over never removes the racer lock, even with a third acquirer racing', async () => {
+    const dir = await tempDir();
+    const lockPath = path.join(dir, LOCK_FILENAME);
+    const real = await acquireDirLock(dir);
+    const staleText = JSON.stringify({ ...JSON.parse(await fsp.readFile(real.path, 'utf8')), startTime: 1 });
+    await real.release();
+    await fsp.writeFile(lockPath, staleText);
+    const a = await acquireDirLock(dir); // took the stale lock over
+    // B's first read of the lock file returns the stale record, as if B read it just before A's takeover.
+    const realReadFile = fsp.readFile.bind(fsp);
+    let staleViews = 1;
+    const readSpy = jest.spyOn(fsp, 'readFile').mockImplementation(((file: string, opts: unknown) => {
+      if (file === lockPath && staleViews > 0) {
+        staleViews--;
+        return Promise.resolve(staleText);
+      }
+      return realReadFile(file, opts as BufferEncoding);
+    }) as typeof fsp.readFile);
+    // A third acquirer runs at the worst moment: while B puts back a lock it moved aside by mistake (if it ever does).
+    const realLink = fsp.link.bind(fsp);
+    let c: Promise<PromiseSettledResult<Awaited<ReturnType<typeof acquireDirLock>>>> | undefined;
+    const linkSpy = jest.spyOn(fsp, 'link').mockImplementation(async (src, dest) => {
+      if (String(src).endsWith('.stale') && !c) {
+        c = Promise.allSettled([acquireDirLock(dir)]).then((r) => r[0]);
+        await c;
+      }
+      return realLink(src, dest);
+    });
+    let results: PromiseSettledResult<Awaited<ReturnType<typeof acquireDirLock>>>[];
+    try {
+      const b = (await Promise.allSettled([acquireDirLock(dir)]))[0];
+      c ??= Promise.allSettled([acquireDirLock(dir)]).then((r) => r[0]);
+      results = [{ status: 'fulfilled', value: a }, b, await c];
+    } finally {
+      readSpy.mockRestore();
+      linkSpy.mockRestore();
+    }
+    const holders = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    expect(holders.map((h) => h.owner.nonce)).toEqual([a.owner.nonce]);
+    expect(JSON.parse(await fsp.readFile(lockPath, 'utf8')).nonce).toBe(a.owner.nonce);
+    for (const h of holders) await h.release();
+  });
+
+  test('a temp file of another pid space is left alone while fresh, whatever its pid; ours go by pid', () => {
+    const other = PID_SPACE === '00000000' ? '11111111' : '00000000';
+    const foreign = `.tfjs-ckpt-999999999-0-${other}-0123456789ab.tmp`; // no such pid here: says nothing there
+    expect(isStaleTemp('/d', foreign, Date.now() - 60_000)).toBe(false);
+    expect(isStaleTemp('/d', foreign, Date.now() - 11 * 60_000)).toBe(true);
+    expect(isStaleTemp('/d', `.tfjs-ckpt-999999999-0-${PID_SPACE}-0123456789ab.tmp`, Date.now())).toBe(true);
+    expect(isStaleTemp('/d', `.tfjs-ckpt-${process.ppid}-0-${PID_SPACE}-0123456789ab.tmp`, 0)).toBe(false);
+  });
+
+  test('a holder whose lock was taken over fails with ERR_CHECKPOINT_LOCKED instead of writing the index', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', async: false });
+    await ckpt.step(model, 0, { val_loss: 0.5 });
+    const before = await fsp.readFile(path.join(dir, INDEX_FILENAME), 'utf8');
+    // Another process judged our heartbeat stopped and took the lock over.
+    const other = { host: 'elsewhere.example', pid: 1, startTime: null, nonce: 'new-owner', acquiredAt: '' };
+    await fsp.writeFile(path.join(dir, LOCK_FILENAME), JSON.stringify(other));
+    await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: ErrorCode.LOCKED });
+    expect(await fsp.readFile(path.join(dir, INDEX_FILENAME), 'utf8')).toBe(before);
+    await ckpt.close().catch(() => undefined);
+    expect(JSON.parse(await fsp.readFile(path.join(dir, LOCK_FILENAME), 'utf8')).nonce).toBe('new-owner');
   });
 });
 
