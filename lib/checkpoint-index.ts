@@ -17,6 +17,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseTrainingMetadata, trainingMetadata } from './checkpoint-metadata';
 import { fromNodeError } from './errors';
+import { fsyncDirectory } from './fsync-dir';
 import { LOCK_FILENAME } from './dir-lock';
 import { acquireTempPath, releaseTempPath, TEMP_PATTERN } from './tempfiles';
 import { readCheckpointInfo } from './tensors';
@@ -297,15 +298,6 @@ export async function readIndex(dir: string): Promise<ReadIndexResult> {
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const dh = await fsp.open(dir, 'r');
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
-  }
-}
-
 /** Writes the index atomically: temp file (fsync when durable), rename, directory fsync when durable. */
 export async function writeIndex(dir: string, index: CheckpointIndex, durable: boolean): Promise<void> {
   const target = path.join(dir, INDEX_FILENAME);
@@ -319,7 +311,7 @@ export async function writeIndex(dir: string, index: CheckpointIndex, durable: b
       await fh.close();
     }
     await fsp.rename(tmp, target);
-    if (durable) await fsyncDir(dir);
+    if (durable) await fsyncDirectory(dir);
   } catch (e) {
     await fsp.unlink(tmp).catch(() => undefined);
     throw fromNodeError(e, target, 'write the checkpoint index');

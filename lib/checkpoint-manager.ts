@@ -86,7 +86,8 @@ import {
   writeIndex,
 } from './checkpoint-index';
 import { DirLock, LOCK_FILENAME, acquireDirLock } from './dir-lock';
-import { CheckpointError, ErrorCode, fromNodeError, invalidArgument } from './errors';
+import { CheckpointError, ErrorCode, fromNodeError, invalidArgument, isPlainObject } from './errors';
+import { fsyncDirectory } from './fsync-dir';
 import { MonitorMode, MonitorModeArg, lookupMetric, resolveMonitorMode } from './metrics';
 import { captureCheckpoint, restoreCheckpoint } from './model';
 import { renderFilename, validateTemplate } from './template';
@@ -191,12 +192,6 @@ function fmt5(v: number): string {
   if (v === -Infinity) return '-inf';
   if (Number.isNaN(v)) return 'nan';
   return v.toFixed(5);
-}
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
-  const proto = Object.getPrototypeOf(v);
-  return proto === Object.prototype || proto === null;
 }
 
 interface Resolved {
@@ -909,12 +904,7 @@ export class CheckpointManager {
       }
       if (this.args.durable) {
         try {
-          const dh = await fsp.open(dir, 'r');
-          try {
-            await dh.sync();
-          } finally {
-            await dh.close();
-          }
+          await fsyncDirectory(dir);
         } catch (e) {
           // The link is in place, only its durability is unknown: the caller records it (see persist).
           throw Object.assign(fromNodeError(e, dir, 'fsync the directory'), { committed: true });
