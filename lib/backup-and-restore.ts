@@ -19,7 +19,8 @@
  * backup says is done.
  */
 import * as tf from '@tensorflow/tfjs';
-import { CheckpointLogger, CheckpointManager } from './checkpoint-manager';
+import { CheckpointLogger, CheckpointManager, CheckpointManagerArgs } from './checkpoint-manager';
+import { ManagerLifecycle } from './manager-lifecycle';
 import { CheckpointError, ErrorCode, invalidArgument } from './errors';
 import { resolveLogs } from './model-checkpoint';
 
@@ -42,9 +43,8 @@ export const BACKUP_FILENAME = 'backup.safetensors';
 export class BackupAndRestore extends tf.Callback {
   readonly directory: string;
   private readonly deleteCheckpoint: boolean;
-  private manager: CheckpointManager;
-  private readonly managerArgs: ConstructorParameters<typeof CheckpointManager>[0];
-  private managerOpen = false;
+  /** Opened (locking the directory) on first use, closed when training ends or fails. */
+  private readonly lifecycle: ManagerLifecycle;
   /** The epoch the restored backup says training resumes at (0 without backup). */
   private resumeEpoch = 0;
   private checkedFirstEpoch = false;
@@ -57,7 +57,7 @@ export class BackupAndRestore extends tf.Callback {
     const del = args.deleteCheckpoint ?? true;
     if (typeof del !== 'boolean') invalidArgument('args.deleteCheckpoint', 'a boolean', del);
     this.deleteCheckpoint = del;
-    this.managerArgs = {
+    const managerArgs: CheckpointManagerArgs = {
       directory: args.directory,
       filename: BACKUP_FILENAME,
       saveBestOnly: false,
@@ -66,27 +66,16 @@ export class BackupAndRestore extends tf.Callback {
       ...(args.async !== undefined ? { async: args.async } : {}),
       ...(args.logger !== undefined ? { logger: args.logger } : {}),
     };
-    this.manager = new CheckpointManager(this.managerArgs); // validates the arguments
-    this.directory = this.manager.directory;
+    this.lifecycle = new ManagerLifecycle(managerArgs); // validates the arguments
+    this.directory = this.lifecycle.current.directory;
   }
 
   private async openManager(): Promise<CheckpointManager> {
-    if (!this.managerOpen) {
-      if (this.managerClosed) this.manager = new CheckpointManager(this.managerArgs);
-      await this.manager.open();
-      this.managerOpen = true;
-      this.managerClosed = false;
-    }
-    return this.manager;
+    return this.lifecycle.ensure().open();
   }
 
-  private managerClosed = false;
-
-  private async closeManager(): Promise<void> {
-    if (!this.managerOpen) return;
-    this.managerOpen = false;
-    this.managerClosed = true;
-    await this.manager.close();
+  private closeManager(): Promise<void> {
+    return this.lifecycle.close();
   }
 
   /** The epoch to pass as fit's `initialEpoch`: the one after the latest backup, or 0. Locks the directory. */
@@ -99,13 +88,8 @@ export class BackupAndRestore extends tf.Callback {
     await this.closeManager();
   }
 
-  private async guard<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
-      await this.closeManager().catch(() => undefined);
-      throw e;
-    }
+  private guard<T>(fn: () => Promise<T>): Promise<T> {
+    return this.lifecycle.guard(fn);
   }
 
   override async onTrainBegin(_logs?: tf.Logs): Promise<void> {

@@ -15,7 +15,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { parseTrainingMetadata, trainingMetadata } from './checkpoint-metadata';
+import { decodeNumber, encodeNumber, parseTrainingMetadata, trainingMetadata } from './checkpoint-metadata';
 import { fromNodeError } from './errors';
 import { fsyncDirectory } from './fsync-dir';
 import { LOCK_FILENAME } from './dir-lock';
@@ -78,19 +78,6 @@ export interface CheckpointIndex {
 
 export function emptyIndex(monitor: string, mode: 'min' | 'max'): CheckpointIndex {
   return { monitor, mode, checkpoints: [], best: null, last: null, deleting: [] };
-}
-
-/** JSON cannot hold NaN/Infinity: encode them as strings. */
-function encodeNumber(v: number): number | string {
-  return Number.isFinite(v) ? v : String(v);
-}
-
-function decodeNumber(v: unknown): number | undefined {
-  if (typeof v === 'number') return v;
-  if (v === 'NaN') return NaN;
-  if (v === 'Infinity') return Infinity;
-  if (v === '-Infinity') return -Infinity;
-  return undefined;
 }
 
 function encodeMetrics(m: Record<string, number>): Record<string, number | string> {

@@ -640,6 +640,13 @@ export class CheckpointManager {
     return this.serial(() => this.doStep(model, epoch, metrics, batch));
   }
 
+  /** The prologue of flush, restores and deleteAll: open, every decided save settled, a background failure thrown. */
+  private async settled(): Promise<void> {
+    await this.open();
+    await this.writer.drain();
+    this.throwFailure();
+  }
+
   private throwFailure(): void {
     const f = this.writer.takeFailure();
     if (f) {
@@ -922,9 +929,7 @@ export class CheckpointManager {
     this.checkOpen();
     return this.serial(async () => {
       if (!this.opening) return;
-      await this.opening;
-      await this.writer.drain();
-      this.throwFailure();
+      await this.settled();
       if (this.recordedVersion !== this.recordedWritten) await this.writeIndexFile(this.index);
     });
   }
@@ -961,9 +966,7 @@ export class CheckpointManager {
   async deleteAll(): Promise<void> {
     this.checkOpen();
     return this.serial(async () => {
-      await this.open();
-      await this.writer.drain();
-      this.throwFailure();
+      await this.settled();
       await this.lock?.check();
       const dir = this.args.directory;
       const files = [...this.index.checkpoints.map((e) => e.file), ...this.index.deleting];
@@ -1004,9 +1007,7 @@ export class CheckpointManager {
   async restoreBest(model: tf.LayersModel): Promise<SavedCheckpoint | null> {
     this.checkOpen();
     return this.serial(async () => {
-      await this.open();
-      await this.writer.drain();
-      this.throwFailure();
+      await this.settled();
       return this.restoreEntry(model, this.index.best);
     });
   }
@@ -1019,9 +1020,7 @@ export class CheckpointManager {
   async restoreLatest(model: tf.LayersModel): Promise<number> {
     this.checkOpen();
     return this.serial(async () => {
-      await this.open();
-      await this.writer.drain();
-      this.throwFailure();
+      await this.settled();
       // The epoch comes from the restored file itself, so weights and epoch always belong together.
       const restored = await this.restoreEntry(model, this.index.last);
       if (!restored) return 0;

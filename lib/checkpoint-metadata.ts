@@ -70,11 +70,13 @@ export interface ParsedTrainingInfo {
   createdAt?: Date;
 }
 
-function encodeNumber(v: number): number | string {
+/** A number as JSON can hold it: NaN and the infinities become the strings 'NaN', 'Infinity', '-Infinity'. */
+export function encodeNumber(v: number): number | string {
   return Number.isFinite(v) ? v : String(v);
 }
 
-function decodeNumber(v: unknown): number | undefined {
+/** The inverse of encodeNumber; undefined for anything else. */
+export function decodeNumber(v: unknown): number | undefined {
   if (typeof v === 'number') return v;
   if (v === 'NaN') return NaN;
   if (v === 'Infinity') return Infinity;

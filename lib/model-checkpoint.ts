@@ -32,6 +32,7 @@ import {
 import { CheckpointError, ErrorCode, invalidArgument } from './errors';
 import { MonitorModeArg, resolveMonitorMode } from './metrics';
 import { validateTemplate } from './template';
+import { ManagerLifecycle } from './manager-lifecycle';
 
 export interface ModelCheckpointArgs {
   /**
@@ -215,8 +216,7 @@ export class ModelCheckpoint extends tf.Callback {
   private readonly managerArgs: CheckpointManagerArgs;
   private readonly saveFreq: 'epoch' | number;
   private readonly onSave: ((saved: SavedCheckpoint, info: SaveInfo) => void) | undefined;
-  private current: CheckpointManager;
-  private managerOpen = true;
+  private readonly lifecycle: ManagerLifecycle;
   private currentEpoch = 0;
   private batchesSinceSave = 0;
   private lastBatchSeen = -1;
@@ -269,25 +269,25 @@ export class ModelCheckpoint extends tf.Callback {
     this.onSave = args.onSave;
     this.filepath = args.filepath;
     // Validates the remaining arguments now, so that a mistake fails at construction, not after an epoch.
-    this.current = new CheckpointManager(m);
+    this.lifecycle = new ManagerLifecycle(m);
   }
 
   /** The CheckpointManager doing the work (best, last, checkpoints; closed after each fit). */
   get manager(): CheckpointManager {
-    return this.current;
+    return this.lifecycle.current;
   }
 
   /** The best checkpoint written so far (durable; complete once fit() has resolved), or null. */
   get bestCheckpoint(): SavedCheckpoint | null {
-    return this.current.best;
+    return this.lifecycle.current.best;
   }
 
   /** Keras' `best`: the best monitored value so far (durable saves), or the initial threshold, or -/+Infinity. */
   get best(): number {
-    const score = this.current.best?.score;
+    const score = this.lifecycle.current.best?.score;
     if (typeof score === 'number') return score;
     if (this.managerArgs.initialValueThreshold !== undefined) return this.managerArgs.initialValueThreshold;
-    return this.current.monitor.mode === 'max' ? -Infinity : Infinity;
+    return this.lifecycle.current.monitor.mode === 'max' ? -Infinity : Infinity;
   }
 
   /** Loads the best checkpoint into `model` (default: the model being trained). Resolves with it, or null. */
@@ -303,7 +303,7 @@ export class ModelCheckpoint extends tf.Callback {
 
   /** Waits for background writes; rejects with a write failure. */
   async flush(): Promise<void> {
-    if (this.managerOpen) await this.current.flush();
+    if (this.lifecycle.isOpen) await this.lifecycle.current.flush();
   }
 
   /** Flushes and releases the directory (done by onTrainEnd; needed only if fit() was abandoned). Idempotent. */
@@ -312,27 +312,15 @@ export class ModelCheckpoint extends tf.Callback {
   }
 
   private ensureManager(): CheckpointManager {
-    if (!this.managerOpen) {
-      this.current = new CheckpointManager(this.managerArgs);
-      this.managerOpen = true;
-    }
-    return this.current;
+    return this.lifecycle.ensure();
   }
 
-  private async closeManager(): Promise<void> {
-    if (!this.managerOpen) return;
-    this.managerOpen = false;
-    await this.current.close();
+  private closeManager(): Promise<void> {
+    return this.lifecycle.close();
   }
 
-  /** Runs a hook body; on failure closes the manager (fit will not call onTrainEnd) and rethrows. */
-  private async guard<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
-      await this.closeManager().catch(() => undefined);
-      throw e;
-    }
+  private guard<T>(fn: () => Promise<T>): Promise<T> {
+    return this.lifecycle.guard(fn);
   }
 
   private checkModel(): tf.LayersModel {
@@ -354,7 +342,7 @@ export class ModelCheckpoint extends tf.Callback {
       {
         epoch: saved.epoch,
         ...(saved.batch !== undefined ? { batch: saved.batch } : {}),
-        monitor: this.current.monitor.name,
+        monitor: this.lifecycle.current.monitor.name,
         value: saved.score,
         previousBest,
         improved: saved.kind === 'best',

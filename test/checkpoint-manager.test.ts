@@ -7,7 +7,8 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointManager, CheckpointManagerArgs, checkpointManager } from '../lib/checkpoint-manager';
-import { INDEX_FILENAME, parseIndex } from '../lib/checkpoint-index';
+import { INDEX_FILENAME, parseIndex, serializeIndex } from '../lib/checkpoint-index';
+import { decodeNumber, encodeNumber } from '../lib/checkpoint-metadata';
 import { LOCK_FILENAME, acquireDirLock } from '../lib/dir-lock';
 import { ErrorCode } from '../lib/errors';
 import { PID_SPACE, isStaleTemp } from '../lib/tempfiles';
@@ -610,6 +611,24 @@ describe('CheckpointManager rules (js backend)', () => {
     expect(rebuilt.history).toEqual([]);
     await rebuilt.close();
     expect((await readIndexFile(dir)).history).toEqual([]);
+  });
+
+  test('NaN and infinities use the one shared JSON encoding in the index (encodeNumber/decodeNumber)', () => {
+    for (const v of [0.5, NaN, Infinity, -Infinity]) expect(decodeNumber(encodeNumber(v))).toBe(v);
+    const metrics = { a: NaN, b: Infinity, c: -Infinity, d: 1 };
+    const index = parseIndex(
+      serializeIndex({
+        monitor: 'a',
+        mode: 'min',
+        checkpoints: [{ file: 'x', epoch: 0, metrics, score: null, kind: 'best', savedAt: '' }],
+        best: null,
+        last: null,
+        deleting: [],
+        history: [{ epoch: 0, metrics }],
+      }),
+    );
+    expect(index.checkpoints[0].metrics).toEqual(metrics);
+    expect(index.history?.[0].metrics).toEqual(metrics);
   });
 
   test('a malformed history entry in the index is skipped, not a damaged index', () => {

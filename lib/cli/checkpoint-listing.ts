@@ -7,7 +7,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { MANAGER_METADATA_KEY, type CheckpointIndex, type HistoryEntry, readIndex } from '../checkpoint-index';
-import { parseTrainingMetadata } from '../checkpoint-metadata';
+import { decodeNumber, parseTrainingMetadata } from '../checkpoint-metadata';
 import { fromNodeError } from '../errors';
 import { lookupMetric, resolveMonitorMode, type MonitorMode } from '../metrics';
 import { readCheckpointInfo } from '../tensors';
@@ -69,14 +69,6 @@ async function checkDirectory(dir: string): Promise<void> {
     err.syscall = 'scandir';
     throw fromNodeError(err, dir, 'list');
   }
-}
-
-function decodeNumber(v: unknown): number | undefined {
-  if (typeof v === 'number') return v;
-  if (v === 'NaN') return NaN;
-  if (v === 'Infinity') return Infinity;
-  if (v === '-Infinity') return -Infinity;
-  return undefined;
 }
 
 async function fromIndex(dir: string, index: CheckpointIndex): Promise<Listing> {
