@@ -119,6 +119,39 @@ describe('BackupAndRestore', () => {
     expect(await fsp.readdir(dir)).toEqual([]);
   });
 
+  test('a crash between the backup file rename and the index write resumes after the backup file epoch, not the index one', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const run = async (crashAt: number): Promise<void> => {
+      const backup = backupAndRestore({ directory: dir });
+      const initialEpoch = await backup.initialEpoch();
+      await expect(
+        model.fit(xs, ys, { epochs: 5, initialEpoch, verbose: 0, callbacks: [backup, new Probe(crashAt)] }),
+      ).rejects.toThrow('simulated crash');
+      await backup.close();
+    };
+    await run(1); // backup of epoch 0
+    const staleIndex = await fsp.readFile(path.join(dir, INDEX_FILENAME));
+    await run(2); // backup of epoch 1
+    const atCrash = model.getWeights().map((w) => Array.from(w.dataSync()));
+    // As if the process died after backup.safetensors (epoch 1) was renamed into place, before the index said so.
+    await fsp.writeFile(path.join(dir, INDEX_FILENAME), staleIndex);
+
+    const resumed = new BackupAndRestore({ directory: dir });
+    expect(await resumed.initialEpoch()).toBe(2);
+    const fresh = tinyModel();
+    const probe = new Probe();
+    let seen: number[][] | undefined;
+    const firstWeights = new (class extends tf.Callback {
+      override async onEpochBegin(): Promise<void> {
+        seen ??= this.model.getWeights().map((w) => Array.from(w.dataSync()));
+      }
+    })();
+    await fresh.fit(xs, ys, { epochs: 3, initialEpoch: 2, verbose: 0, callbacks: [resumed, probe, firstWeights] });
+    expect(probe.epochs).toEqual([2]);
+    expect(seen).toEqual(atCrash); // the weights of the epoch the backup file holds
+  });
+
   test('a fit that does not pass initialEpoch after a backup is refused instead of retraining finished epochs', async () => {
     const dir = await tempDir();
     const model = tinyModel();
