@@ -285,7 +285,8 @@ export async function readIndex(dir: string): Promise<ReadIndexResult> {
   }
 }
 
-/** Writes the index atomically: temp file (fsync when durable), rename, directory fsync when durable. */
+/** Writes the index atomically: temp file (fsync when durable), rename, directory fsync when durable. A failed
+ * directory fsync rejects with `committed: true`: the new index is in place. */
 export async function writeIndex(dir: string, index: CheckpointIndex, durable: boolean): Promise<void> {
   const target = path.join(dir, INDEX_FILENAME);
   const tmp = acquireTempPath(dir);
@@ -298,12 +299,19 @@ export async function writeIndex(dir: string, index: CheckpointIndex, durable: b
       await fh.close();
     }
     await fsp.rename(tmp, target);
-    if (durable) await fsyncDirectory(dir);
   } catch (e) {
     await fsp.unlink(tmp).catch(() => undefined);
     throw fromNodeError(e, target, 'write the checkpoint index');
   } finally {
     releaseTempPath(tmp);
+  }
+  if (durable) {
+    try {
+      await fsyncDirectory(dir);
+    } catch (e) {
+      // The new index is in place; only its durability is unknown.
+      throw Object.assign(fromNodeError(e, target, 'write the checkpoint index'), { committed: true });
+    }
   }
 }
 

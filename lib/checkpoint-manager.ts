@@ -846,7 +846,12 @@ export class CheckpointManager {
     next.deleting = next.deleting.filter((f) => !names.has(f));
     if (retain) this.applyRetention(next);
     this.recomputeBestAndLast(next);
-    await this.writeIndexFile(next);
+    try {
+      await this.writeIndexFile(next);
+    } catch (e) {
+      if ((e as { committed?: unknown }).committed === true) this.index = next; // in place, durability unknown
+      throw e;
+    }
     this.index = next; // durable: only now do best/last/checkpoints change
     if (next.deleting.length > 0) {
       await this.finishDeletes(next);

@@ -16,9 +16,15 @@ import { getBackend } from '../lib/runtime';
 import { TEMP_PATTERN } from '../lib/tempfiles';
 import { loadTensors, readCheckpointInfo, saveTensors, verifyCheckpoint } from '../lib/tensors';
 import { CheckpointError } from '../lib/errors';
+import { fsyncDirectory } from '../lib/fsync-dir';
 import { BACKENDS, tempDir, useBackend } from './helpers/backends';
 
 // saveTensors stays the real one; one test makes a call fail after its rename, as a failed directory fsync does.
+// fsyncDirectory stays the real one; one test makes the index's directory fsync fail after its rename.
+jest.mock('../lib/fsync-dir', () => {
+  const actual = jest.requireActual<typeof import('../lib/fsync-dir')>('../lib/fsync-dir');
+  return { ...actual, fsyncDirectory: jest.fn(actual.fsyncDirectory) };
+});
 jest.mock('../lib/tensors', () => {
   const actual = jest.requireActual<typeof import('../lib/tensors')>('../lib/tensors');
   return { ...actual, saveTensors: jest.fn(actual.saveTensors) };
@@ -279,6 +285,35 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
     expect(again.checkpoints.map((c) => c.file)).toEqual(['e2.safetensors']);
     await again.close();
     expect((await fsp.readdir(dir)).filter((f) => f.endsWith('.safetensors'))).toEqual(['e2.safetensors']);
+  });
+
+  test('an index whose rename succeeded but whose directory fsync failed is taken as in place (committed), then reported', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', async: false });
+    await ckpt.step(model, 0, { val_loss: 0.5 });
+    const real = jest.requireActual<typeof import('../lib/tensors')>('../lib/tensors').saveTensors;
+    let fileWritten = false;
+    (saveTensors as jest.MockedFunction<typeof saveTensors>).mockImplementationOnce(async (...a) => {
+      await real(...a);
+      fileWritten = true;
+    });
+    const realFsync = jest.requireActual<typeof import('../lib/fsync-dir')>('../lib/fsync-dir').fsyncDirectory;
+    (fsyncDirectory as jest.MockedFunction<typeof fsyncDirectory>).mockImplementation(async (d) => {
+      if (!fileWritten) return realFsync(d);
+      fileWritten = false; // the first directory fsync after the file: the index's
+      throw Object.assign(new Error('I/O error'), { code: 'EIO', syscall: 'fsync', path: d });
+    });
+    try {
+      await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'EIO', committed: true });
+    } finally {
+      (fsyncDirectory as jest.MockedFunction<typeof fsyncDirectory>).mockImplementation(realFsync);
+    }
+    // The index on disk lists e2 as best: the manager agrees with it instead of measuring against e1.
+    expect((await readIndexFile(dir)).best).toBe('e2.safetensors');
+    expect(ckpt.best?.file).toBe('e2.safetensors');
+    expect(await ckpt.step(model, 2, { val_loss: 0.45 })).toBeNull();
+    await ckpt.close();
   });
 
   test('a failure with no later step rejects flush(), and close() after releasing the lock', async () => {
