@@ -18,6 +18,7 @@ import { loadTensors, readCheckpointInfo, saveTensors, verifyCheckpoint } from '
 import { CheckpointError } from '../lib/errors';
 import { fsyncDirectory } from '../lib/fsync-dir';
 import { BACKENDS, tempDir, useBackend } from './helpers/backends';
+import { tinyData, tinyModel } from './helpers/models';
 
 // saveTensors stays the real one; one test makes a call fail after its rename, as a failed directory fsync does.
 // fsyncDirectory stays the real one; one test makes the index's directory fsync fail after its rename.
@@ -33,22 +34,7 @@ jest.mock('../lib/tensors', () => {
 const CHILD = path.join(__dirname, 'fixtures', 'train-child.ts');
 const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
 
-function tinyModel(): tf.LayersModel {
-  const model = tf.sequential({
-    layers: [tf.layers.dense({ units: 4, inputShape: [3], activation: 'relu' }), tf.layers.dense({ units: 2 })],
-  });
-  model.compile({ optimizer: tf.train.adam(0.05), loss: 'meanSquaredError' });
-  return model;
-}
-
-const xs = tf.tensor2d([
-  [0, 1, 2],
-  [1, 0, 1],
-]);
-const ys = tf.tensor2d([
-  [1, 0],
-  [0, 1],
-]);
+const { xs, ys } = tinyData(2);
 
 function bytesOf(a: ArrayBufferView): Buffer {
   return Buffer.from(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));

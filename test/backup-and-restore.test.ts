@@ -10,25 +10,17 @@ import { BACKUP_FILENAME, BackupAndRestore, backupAndRestore } from '../lib/back
 import { INDEX_FILENAME } from '../lib/checkpoint-index';
 import { ErrorCode } from '../lib/errors';
 import { tempDir, useBackend } from './helpers/backends';
+import { compileTiny, tinyData } from './helpers/models';
 
 const CHILD = path.join(__dirname, 'fixtures', 'train-child.ts');
 const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
 
 function tinyModel(): tf.LayersModel {
   // A fixed layer name gives the same weight names (originalName) to every instance in this process.
-  const model = tf.sequential({ layers: [tf.layers.dense({ units: 2, inputShape: [3], name: 'out' })] });
-  model.compile({ optimizer: tf.train.adam(0.05), loss: 'meanSquaredError' });
-  return model;
+  return compileTiny(tf.sequential({ layers: [tf.layers.dense({ units: 2, inputShape: [3], name: 'out' })] }));
 }
 
-const xs = tf.tensor2d([
-  [0, 1, 2],
-  [1, 0, 1],
-]);
-const ys = tf.tensor2d([
-  [1, 0],
-  [0, 1],
-]);
+const { xs, ys } = tinyData(2);
 
 /** Records the epochs fit runs; throws at `crashAt` (a crash in the middle of training). */
 class Probe extends tf.Callback {

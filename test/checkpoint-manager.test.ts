@@ -14,32 +14,14 @@ import { ErrorCode } from '../lib/errors';
 import { PID_SPACE, isStaleTemp } from '../lib/tempfiles';
 import { readCheckpointInfo, verifyCheckpoint } from '../lib/tensors';
 import { BACKENDS, tempDir, useBackend } from './helpers/backends';
+import { tinyData, tinyModel } from './helpers/models';
 
 const SEED_HISTORY = [0.72, 0.7, 0.81, 0.8, 0.79, 0.8, 0.895, 0.85, 0.84, 0.83];
 const SEED_TEMPLATE = 'mobilenet_v2_{epoch:02d}_{val_accuracy:.3f}.safetensors';
 const CHILD = path.join(__dirname, 'fixtures', 'train-child.ts');
 const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
 
-function tinyModel(): tf.LayersModel {
-  const model = tf.sequential({
-    layers: [tf.layers.dense({ units: 4, inputShape: [3], activation: 'relu' }), tf.layers.dense({ units: 2 })],
-  });
-  model.compile({ optimizer: tf.train.adam(0.05), loss: 'meanSquaredError' });
-  return model;
-}
-
-const xs = tf.tensor2d([
-  [0, 1, 2],
-  [1, 0, 1],
-  [2, 2, 0],
-  [0.5, 1.5, 1],
-]);
-const ys = tf.tensor2d([
-  [1, 0],
-  [0, 1],
-  [1, 1],
-  [0.5, 0.5],
-]);
+const { xs, ys } = tinyData();
 
 async function trainOneEpoch(model: tf.LayersModel): Promise<void> {
   await model.fit(xs, ys, { epochs: 1, batchSize: 2, verbose: 0, shuffle: false });
