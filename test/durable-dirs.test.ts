@@ -13,18 +13,9 @@ import { spawnSync } from 'node:child_process';
 import { constants, promises as fsp } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CheckpointError, NamedTensors, loadTensors, saveTensors } from '../lib';
+import { CheckpointError, loadTensors, saveTensors } from '../lib';
 import { BACKENDS, leftoverTemps, tempDir, useBackend } from './helpers/backends';
-
-const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
-const CHILD = path.join(__dirname, 'fixtures', 'disk-child.ts');
-const isRoot = process.getuid?.() === 0;
-
-function weights(count: number, seed: number): NamedTensors {
-  const data = new Float32Array(count);
-  for (let i = 0; i < data.length; i++) data[i] = seed + i / 8;
-  return { weights: { dtype: 'float32', shape: [count], data } };
-}
+import { DISK_CHILD, IS_ROOT, REGISTER, diskChildWeights } from './helpers/disk';
 
 /** Directories fsynced through node, in order. */
 const synced: string[] = [];
@@ -75,7 +66,7 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
   test('a durable save into new directories fsyncs the parent of each new level, deepest first', async () => {
     const root = await tempDir();
     const deepest = path.join(root, 'a', 'b', 'c');
-    await saveTensors(path.join(deepest, 'x.safetensors'), weights(4, 1));
+    await saveTensors(path.join(deepest, 'x.safetensors'), diskChildWeights(4, 1));
     expect(synced).toEqual([path.join(root, 'a', 'b'), path.join(root, 'a'), root, ...afterRename(deepest)]);
   });
 
@@ -83,16 +74,16 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
     const root = await tempDir();
     await fsp.mkdir(path.join(root, 'a'));
     const deepest = path.join(root, 'a', 'b', 'c');
-    await saveTensors(path.join(deepest, 'x.safetensors'), weights(4, 1));
+    await saveTensors(path.join(deepest, 'x.safetensors'), diskChildWeights(4, 1));
     expect(synced).toEqual([path.join(root, 'a', 'b'), path.join(root, 'a'), ...afterRename(deepest)]);
   });
 
   test('a save into an existing directory, or with durable: false, fsyncs no parent', async () => {
     const root = await tempDir();
-    await saveTensors(path.join(root, 'x.safetensors'), weights(4, 1));
+    await saveTensors(path.join(root, 'x.safetensors'), diskChildWeights(4, 1));
     expect(synced).toEqual(afterRename(root));
     synced.length = 0;
-    await saveTensors(path.join(root, 'new', 'x.safetensors'), weights(4, 1), { durable: false });
+    await saveTensors(path.join(root, 'new', 'x.safetensors'), diskChildWeights(4, 1), { durable: false });
     expect(synced).toEqual([]);
   });
 
@@ -100,7 +91,7 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
     const root = await tempDir();
     failSyncOf = root;
     const target = path.join(root, 'new', 'x.safetensors');
-    const err = await saveTensors(target, weights(4, 1)).then(
+    const err = await saveTensors(target, diskChildWeights(4, 1)).then(
       () => undefined,
       (e: unknown) => e as CheckpointError,
     );
@@ -115,15 +106,15 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
     const dir = path.join(root, 'wx-only');
     await fsp.mkdir(dir);
     const target = path.join(dir, 'x.safetensors');
-    await saveTensors(target, weights(8, 1));
+    await saveTensors(target, diskChildWeights(8, 1));
     // Write and search permission but no read: the temp file and the rename work, opening the directory does not.
     let out: { ok: boolean; coded?: boolean; code?: string; syscall?: string; committed?: boolean };
-    if (isRoot) {
+    if (IS_ROOT) {
       // Root reads any directory: a child that dropped to uid 65534 saves, in a directory that uid owns.
       await fsp.chmod(root, 0o755);
       await fsp.chown(dir, 65534, 65534);
       await fsp.chmod(dir, 0o300);
-      const r = spawnSync(process.execPath, ['-r', REGISTER, CHILD, name, target, '8', '2'], {
+      const r = spawnSync(process.execPath, ['-r', REGISTER, DISK_CHILD, name, target, '8', '2'], {
         encoding: 'utf8',
         env: { ...process.env, DISK_CHILD_UID: '65534' },
       });
@@ -131,7 +122,7 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
       out = JSON.parse(r.stdout) as typeof out;
     } else {
       await fsp.chmod(dir, 0o300);
-      const err = await saveTensors(target, weights(8, 2)).then(
+      const err = await saveTensors(target, diskChildWeights(8, 2)).then(
         () => undefined,
         (e: unknown) => e as CheckpointError,
       );
@@ -148,7 +139,7 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
     await fsp.chmod(dir, 0o755);
     expect(out).toEqual({ ok: false, coded: true, code: 'EACCES', syscall: 'open', committed: true });
     const { tensors } = await loadTensors(target);
-    expect(Array.from(tensors.weights.data)).toEqual(Array.from(weights(8, 2).weights.data));
+    expect(Array.from(tensors.weights.data)).toEqual(Array.from(diskChildWeights(8, 2).weights.data));
     expect(await leftoverTemps(dir)).toEqual([]);
     fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -160,9 +151,9 @@ describe('on the js backend, an injected EIO', () => {
   test('from the directory fsync after the rename is reported as EIO with committed: true, the new file in place', async () => {
     const root = await tempDir();
     const target = path.join(root, 'x.safetensors');
-    await saveTensors(target, weights(4, 1));
+    await saveTensors(target, diskChildWeights(4, 1));
     failSyncOf = root;
-    const err = await saveTensors(target, weights(4, 2)).then(
+    const err = await saveTensors(target, diskChildWeights(4, 2)).then(
       () => undefined,
       (e: unknown) => e as CheckpointError,
     );
@@ -170,7 +161,7 @@ describe('on the js backend, an injected EIO', () => {
     expect(err).toMatchObject({ code: 'EIO', errno: 5, syscall: 'fsync', path: root, committed: true });
     expect(err?.message).toContain('may not survive power loss');
     const { tensors } = await loadTensors(target);
-    expect(Array.from(tensors.weights.data)).toEqual(Array.from(weights(4, 2).weights.data));
+    expect(Array.from(tensors.weights.data)).toEqual(Array.from(diskChildWeights(4, 2).weights.data));
     expect(await leftoverTemps(root)).toEqual([]);
   });
 });

@@ -13,20 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CheckpointError, loadTensors, saveTensors, setBackend, verifyCheckpoint } from '../lib/index';
 import type { NamedTensors } from '../lib/index';
-
-const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
-const CHILD = path.join(__dirname, 'fixtures', 'disk-child.ts');
-
-/** The child's tensors, rebuilt here to check what it wrote (see fixtures/disk-child.ts). */
-function weights(count: number, seed: number): NamedTensors {
-  const data = new Float32Array(count);
-  for (let i = 0; i < data.length; i++) data[i] = seed + i / 8;
-  return { weights: { dtype: 'float32', shape: [count], data } };
-}
-
-function tempFiles(dir: string): string[] {
-  return fs.readdirSync(dir).filter((n) => n.startsWith('.tfjs-ckpt-'));
-}
+import { DISK_CHILD, IS_ROOT, REGISTER, diskChildWeights, tempFiles } from './helpers/disk';
 
 async function codeOf(p: Promise<unknown>): Promise<{ coded: boolean; code?: string }> {
   try {
@@ -47,8 +34,6 @@ async function expectLoads(file: string, expected: NamedTensors): Promise<void> 
   await verifyCheckpoint(file);
 }
 
-const isRoot = process.getuid?.() === 0;
-
 /** Mounts a tmpfs of `size` at a fresh directory; undefined (with the reason logged) when mount is not permitted. */
 function mountTmpfs(size: string): string | undefined {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ckpt-tmpfs-'));
@@ -65,8 +50,8 @@ function mountTmpfs(size: string): string | undefined {
   }
 }
 
-const tmpfs = isRoot ? mountTmpfs('1m') : undefined;
-if (!isRoot) console.info('full-disk: not root, so no tmpfs; the RLIMIT_FSIZE suite covers running out of space');
+const tmpfs = IS_ROOT ? mountTmpfs('1m') : undefined;
+if (!IS_ROOT) console.info('full-disk: not root, so no tmpfs; the RLIMIT_FSIZE suite covers running out of space');
 
 afterAll(() => {
   if (tmpfs) {
@@ -95,11 +80,11 @@ if (tmpfs) {
 
     test('a save that runs out of space mid-file fails with coded ENOSPC, removes its temp file, keeps the previous file bit-exact; the next save after space is freed works', async () => {
       const target = path.join(dir, 'best.safetensors');
-      const v1 = weights(16 * 1024, 1); // 64 KiB
+      const v1 = diskChildWeights(16 * 1024, 1); // 64 KiB
       await saveTensors(target, v1);
       const before = fs.readFileSync(target);
       const filler = fill(128 * 1024);
-      const v2 = weights(100 * 1024, 2); // 400 KiB: does not fit
+      const v2 = diskChildWeights(100 * 1024, 2); // 400 KiB: does not fit
       expect(await codeOf(saveTensors(target, v2))).toEqual({ coded: true, code: 'ENOSPC' });
       expect(tempFiles(dir)).toEqual([]);
       expect(fs.readFileSync(target).equals(before)).toBe(true);
@@ -112,23 +97,26 @@ if (tmpfs) {
 
     test('a save onto a completely full filesystem fails with coded ENOSPC and leaves nothing behind', async () => {
       const target = path.join(dir, 'best.safetensors');
-      const v1 = weights(1024, 3);
+      const v1 = diskChildWeights(1024, 3);
       await saveTensors(target, v1);
       const before = fs.readFileSync(target);
       const filler = fill(0);
-      const r = await codeOf(saveTensors(target, weights(1024, 4)));
+      const r = await codeOf(saveTensors(target, diskChildWeights(1024, 4)));
       expect(r).toEqual({ coded: true, code: 'ENOSPC' });
       expect(tempFiles(dir)).toEqual([]);
       expect(fs.readFileSync(target).equals(before)).toBe(true);
       fs.rmSync(filler);
-      await saveTensors(target, weights(1024, 4));
-      await expectLoads(target, weights(1024, 4));
+      await saveTensors(target, diskChildWeights(1024, 4));
+      await expectLoads(target, diskChildWeights(1024, 4));
     });
 
     test('a save of a new name on a full filesystem fails with ENOSPC and creates neither the file nor a temp file', async () => {
       const filler = fill(4096);
       const target = path.join(dir, 'new.safetensors');
-      expect(await codeOf(saveTensors(target, weights(64 * 1024, 5)))).toEqual({ coded: true, code: 'ENOSPC' });
+      expect(await codeOf(saveTensors(target, diskChildWeights(64 * 1024, 5)))).toEqual({
+        coded: true,
+        code: 'ENOSPC',
+      });
       expect(fs.existsSync(target)).toBe(false);
       expect(tempFiles(dir)).toEqual([]);
       fs.rmSync(filler);
@@ -138,7 +126,7 @@ if (tmpfs) {
 
 /** Runs fixtures/disk-child.ts under a file size limit of `limit` bytes (a multiple of 1024). */
 function runLimited(limit: number, args: string[]): { ok: boolean; coded?: boolean; code?: string; syscall?: string } {
-  const node = [process.execPath, '-r', REGISTER, CHILD, ...args];
+  const node = [process.execPath, '-r', REGISTER, DISK_CHILD, ...args];
   let hasPrlimit = true;
   try {
     execFileSync('prlimit', ['--version'], { stdio: 'ignore' });
@@ -166,7 +154,7 @@ describe.each(['native', 'js'] as const)('%s backend, a child under RLIMIT_FSIZE
 
   test('a save past the file size limit fails with coded EFBIG, removes its temp file, keeps the previous file bit-exact; the next save within the limit works', async () => {
     const target = path.join(dir, 'best.safetensors');
-    const v1 = weights(4096, 1); // 16 KiB
+    const v1 = diskChildWeights(4096, 1); // 16 KiB
     await saveTensors(target, v1);
     const before = fs.readFileSync(target);
     const limit = 128 * 1024;
@@ -177,10 +165,10 @@ describe.each(['native', 'js'] as const)('%s backend, a child under RLIMIT_FSIZE
     await expectLoads(target, v1);
     const small = runLimited(limit, [backend, target, String(8192), '3']); // 32 KiB: fits
     expect(small).toEqual({ ok: true });
-    await expectLoads(target, weights(8192, 3));
+    await expectLoads(target, diskChildWeights(8192, 3));
     // Without the limit (space freed) the large save works.
-    await saveTensors(target, weights(256 * 1024, 2));
-    await expectLoads(target, weights(256 * 1024, 2));
+    await saveTensors(target, diskChildWeights(256 * 1024, 2));
+    await expectLoads(target, diskChildWeights(256 * 1024, 2));
     expect(tempFiles(dir)).toEqual([]);
   });
 });

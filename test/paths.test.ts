@@ -13,20 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CheckpointError, ErrorCode, loadTensors, saveTensors, setBackend, verifyCheckpoint } from '../lib/index';
 import type { NamedTensors } from '../lib/index';
-
-const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
-const CHILD = path.join(__dirname, 'fixtures', 'disk-child.ts');
-const isRoot = process.getuid?.() === 0;
-
-function weights(count: number, seed: number): NamedTensors {
-  const data = new Float32Array(count);
-  for (let i = 0; i < data.length; i++) data[i] = seed + i / 8;
-  return { weights: { dtype: 'float32', shape: [count], data } };
-}
-
-function tempFiles(dir: string): string[] {
-  return fs.readdirSync(dir).filter((n) => n.startsWith('.tfjs-ckpt-'));
-}
+import { DISK_CHILD, IS_ROOT, REGISTER, diskChildWeights, tempFiles } from './helpers/disk';
 
 async function failure(p: Promise<unknown>): Promise<{ coded: boolean; code?: string; message?: string }> {
   try {
@@ -66,7 +53,7 @@ interface ReadOnlyMethod {
 
 const inProcess = (_b: 'native' | 'js', target: string, tensors: NamedTensors) => failure(saveTensors(target, tensors));
 
-const readOnlyMethods: ReadOnlyMethod[] = isRoot
+const readOnlyMethods: ReadOnlyMethod[] = IS_ROOT
   ? [
       {
         name: 'a read-only bind mount',
@@ -95,8 +82,8 @@ const readOnlyMethods: ReadOnlyMethod[] = isRoot
           return () => fs.chmodSync(dir, 0o755);
         },
         async save(backend, target) {
-          // Reproduces weights(64, 2) in the child (see fixtures/disk-child.ts).
-          const r = spawnSync(process.execPath, ['-r', REGISTER, CHILD, backend, target, '64', '2'], {
+          // Reproduces diskChildWeights(64, 2) in the child (see fixtures/disk-child.ts).
+          const r = spawnSync(process.execPath, ['-r', REGISTER, DISK_CHILD, backend, target, '64', '2'], {
             encoding: 'utf8',
             env: { ...process.env, DISK_CHILD_UID: '65534' },
           });
@@ -131,29 +118,29 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     'a save into $name fails with a coded error, keeps the previous file bit-exact, leaves no temp file',
     async (method) => {
       const target = path.join(dir, 'best.safetensors');
-      await saveTensors(target, weights(64, 1));
+      await saveTensors(target, diskChildWeights(64, 1));
       const before = fs.readFileSync(target);
       const undo = method.protect(dir);
       let result;
       try {
-        result = await method.save(backend, target, weights(64, 2));
+        result = await method.save(backend, target, diskChildWeights(64, 2));
       } finally {
         undo();
       }
       expect(result).toMatchObject({ coded: true, code: method.code });
       expect(fs.readFileSync(target).equals(before)).toBe(true);
       expect(tempFiles(dir)).toEqual([]);
-      await expectContent(target, weights(64, 1));
+      await expectContent(target, diskChildWeights(64, 1));
       // Once writable again, the save works.
-      await saveTensors(target, weights(64, 2));
-      await expectContent(target, weights(64, 2));
+      await saveTensors(target, diskChildWeights(64, 2));
+      await expectContent(target, diskChildWeights(64, 2));
     },
   );
 
   test('missing parent directories are created', async () => {
     const target = path.join(dir, 'a', 'b', 'c', 'model.safetensors');
-    await saveTensors(target, weights(8, 1));
-    await expectContent(target, weights(8, 1));
+    await saveTensors(target, diskChildWeights(8, 1));
+    await expectContent(target, diskChildWeights(8, 1));
     expect(tempFiles(path.dirname(target))).toEqual([]);
   });
 
@@ -161,18 +148,18 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     const cwd = process.cwd();
     process.chdir(dir);
     try {
-      await saveTensors('rel/model.safetensors', weights(4, 9));
+      await saveTensors('rel/model.safetensors', diskChildWeights(4, 9));
     } finally {
       process.chdir(cwd);
     }
-    await expectContent(path.join(dir, 'rel', 'model.safetensors'), weights(4, 9));
+    await expectContent(path.join(dir, 'rel', 'model.safetensors'), diskChildWeights(4, 9));
   });
 
   test('a target that is a directory fails with coded EISDIR and the directory and its contents are untouched', async () => {
     const target = path.join(dir, 'model.safetensors');
     fs.mkdirSync(target);
     fs.writeFileSync(path.join(target, 'keep.txt'), 'precious');
-    expect(await failure(saveTensors(target, weights(8, 1)))).toMatchObject({ coded: true, code: 'EISDIR' });
+    expect(await failure(saveTensors(target, diskChildWeights(8, 1)))).toMatchObject({ coded: true, code: 'EISDIR' });
     expect(fs.statSync(target).isDirectory()).toBe(true);
     expect(fs.readFileSync(path.join(target, 'keep.txt'), 'utf8')).toBe('precious');
     expect(tempFiles(dir)).toEqual([]);
@@ -182,7 +169,7 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
   test('a parent that is a file fails with coded ENOTDIR (or EEXIST) and the file is untouched', async () => {
     const file = path.join(dir, 'plain');
     fs.writeFileSync(file, 'data');
-    const r = await failure(saveTensors(path.join(file, 'model.safetensors'), weights(8, 1)));
+    const r = await failure(saveTensors(path.join(file, 'model.safetensors'), diskChildWeights(8, 1)));
     expect(r.coded).toBe(true);
     expect(['ENOTDIR', 'EEXIST']).toContain(r.code);
     expect(fs.readFileSync(file, 'utf8')).toBe('data');
@@ -203,10 +190,10 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     const sub = path.join(dir, 'Модель 🧠', '权重');
     const nfc = path.join(sub, 'caf\u00e9 チェックポイント.safetensors');
     const nfd = path.join(sub, 'cafe\u0301 チェックポイント.safetensors');
-    await saveTensors(nfc, weights(8, 1));
-    await saveTensors(nfd, weights(8, 2));
-    await expectContent(nfc, weights(8, 1));
-    await expectContent(nfd, weights(8, 2));
+    await saveTensors(nfc, diskChildWeights(8, 1));
+    await saveTensors(nfd, diskChildWeights(8, 2));
+    await expectContent(nfc, diskChildWeights(8, 1));
+    await expectContent(nfd, diskChildWeights(8, 2));
     expect(fs.readdirSync(sub).sort()).toEqual([path.basename(nfc), path.basename(nfd)].sort());
   });
 
@@ -217,9 +204,9 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
   ])('a basename of exactly 255 bytes (%s) saves, overwrites and loads', async (_kind, base) => {
     expect(Buffer.byteLength(base)).toBe(255);
     const target = path.join(dir, base);
-    await saveTensors(target, weights(8, 1));
-    await saveTensors(target, weights(8, 2));
-    await expectContent(target, weights(8, 2));
+    await saveTensors(target, diskChildWeights(8, 1));
+    await saveTensors(target, diskChildWeights(8, 2));
+    await expectContent(target, diskChildWeights(8, 2));
     expect(fs.readdirSync(dir)).toEqual([base]);
   });
 
@@ -228,7 +215,7 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     ['3-byte UTF-8 characters', '€'.repeat(85) + 'x'],
   ])('a basename of 256 bytes (%s) fails with coded ENAMETOOLONG and leaves nothing behind', async (_kind, base) => {
     expect(Buffer.byteLength(base)).toBe(256);
-    const r = await failure(saveTensors(path.join(dir, base), weights(8, 1)));
+    const r = await failure(saveTensors(path.join(dir, base), diskChildWeights(8, 1)));
     expect(r).toMatchObject({ coded: true, code: 'ENAMETOOLONG' });
     expect(fs.readdirSync(dir)).toEqual([]);
   });
@@ -306,30 +293,30 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     [
       'metadata with a number value',
       ErrorCode.INVALID_ARGUMENT,
-      () => ['T', weights(1, 0), { metadata: { epoch: 3 } }],
+      () => ['T', diskChildWeights(1, 0), { metadata: { epoch: 3 } }],
     ],
     [
       'metadata with a reserved key',
       ErrorCode.INVALID_ARGUMENT,
-      () => ['T', weights(1, 0), { metadata: { 'tfjs_checkpoint.x': 'y' } }],
+      () => ['T', diskChildWeights(1, 0), { metadata: { 'tfjs_checkpoint.x': 'y' } }],
     ],
     [
       'options.durable that is not a boolean',
       ErrorCode.INVALID_ARGUMENT,
-      () => ['T', weights(1, 0), { durable: 'yes' }],
+      () => ['T', diskChildWeights(1, 0), { durable: 'yes' }],
     ],
-    ['a path that is a number', ErrorCode.INVALID_ARGUMENT, () => [42, weights(1, 0)]],
-    ['a path that is undefined', ErrorCode.INVALID_ARGUMENT, () => [undefined, weights(1, 0)]],
-    ['an empty path', ErrorCode.INVALID_ARGUMENT, () => ['', weights(1, 0)]],
-    ['a path with a NUL', ErrorCode.INVALID_ARGUMENT, () => ['T\0x', weights(1, 0)]],
-    ['a path ending in a slash', ErrorCode.INVALID_ARGUMENT, () => ['T/', weights(1, 0)]],
+    ['a path that is a number', ErrorCode.INVALID_ARGUMENT, () => [42, diskChildWeights(1, 0)]],
+    ['a path that is undefined', ErrorCode.INVALID_ARGUMENT, () => [undefined, diskChildWeights(1, 0)]],
+    ['an empty path', ErrorCode.INVALID_ARGUMENT, () => ['', diskChildWeights(1, 0)]],
+    ['a path with a NUL', ErrorCode.INVALID_ARGUMENT, () => ['T\0x', diskChildWeights(1, 0)]],
+    ['a path ending in a slash', ErrorCode.INVALID_ARGUMENT, () => ['T/', diskChildWeights(1, 0)]],
   ];
 
   test.each(badSaves)(
     'a save with %s fails with %s, keeps the previous file bit-exact, leaves no temp file',
     async (_what, code, make) => {
       const target = path.join(dir, 'T');
-      await saveTensors(target, weights(16, 1));
+      await saveTensors(target, diskChildWeights(16, 1));
       const before = fs.readFileSync(target);
       const [p, tensors, options] = make();
       const resolved = typeof p === 'string' && p.startsWith('T') ? path.join(dir, p) : p;
