@@ -71,6 +71,21 @@ async function fit(model: tf.LayersModel, xs: tf.Tensor, ys: tf.Tensor, epochs: 
   await model.fit(xs, ys, { epochs, batchSize: 2, shuffle: false, verbose: 0 });
 }
 
+/** denseModel(opts) compiled with Adam(0.01) and mean squared error. */
+function adamModel(opts?: Parameters<typeof denseModel>[0]): tf.Sequential {
+  const model = denseModel(opts);
+  model.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
+  return model;
+}
+
+/** An adamModel trained one epoch on data([3]), so it has optimizer state; the caller disposes all three. */
+async function trainedAdamModel(): Promise<{ a: tf.Sequential; xs: tf.Tensor; ys: tf.Tensor }> {
+  const { xs, ys } = data([3]);
+  const a = adamModel();
+  await fit(a, xs, ys, 1);
+  return { a, xs, ys };
+}
+
 async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
   try {
     await p;
@@ -165,10 +180,7 @@ describe.each(BACKENDS)('model checkpoints on the %s backend', (backend) => {
   });
 
   test('optimizer state is stored in positional order under the optimizer prefix, with Adam internals', async () => {
-    const { xs, ys } = data([3]);
-    const a = denseModel();
-    a.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
-    await fit(a, xs, ys, 1);
+    const { a, xs, ys } = await trainedAdamModel();
     const { tensors, metadata } = await captureCheckpoint(a);
     const order = JSON.parse(metadata[MetadataKey.OPTIMIZER_WEIGHTS]) as string[];
     expect(order).toEqual([
@@ -361,13 +373,9 @@ describe.each(BACKENDS)('model checkpoints on the %s backend', (backend) => {
 
   test('non-strict restore of a mismatched model skips the optimizer state and says why', async () => {
     const file = path.join(await tempDir(), 'skip.safetensors');
-    const { xs, ys } = data([3]);
-    const a = denseModel();
-    a.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
-    await fit(a, xs, ys, 1);
+    const { a, xs, ys } = await trainedAdamModel();
     await saveCheckpoint(a, file);
-    const b = denseModel({ extra: true });
-    b.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
+    const b = adamModel({ extra: true });
     const r = await restoreCheckpoint(b, file, { strict: false });
     expect(r.restored).toHaveLength(4);
     expect(r.optimizerRestored).toBe(false);
@@ -382,10 +390,7 @@ describe.each(BACKENDS)('model checkpoints on the %s backend', (backend) => {
 
   test('loadModel leaks no tensors: disposing the model and its optimizer frees everything it made', async () => {
     const file = path.join(await tempDir(), 'load-leak.safetensors');
-    const { xs, ys } = data([3]);
-    const a = denseModel();
-    a.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
-    await fit(a, xs, ys, 1);
+    const { a, xs, ys } = await trainedAdamModel();
     await saveCheckpoint(a, file);
     const before = tf.memory().numTensors;
     const c = await loadModel(file);
@@ -399,10 +404,7 @@ describe.each(BACKENDS)('model checkpoints on the %s backend', (backend) => {
   test('an optimizer of another class is refused by name; includeOptimizer: false restores the weights only', async () => {
     const dir = await tempDir();
     const file = path.join(dir, 'adam.safetensors');
-    const { xs, ys } = data([3]);
-    const a = denseModel();
-    a.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
-    await fit(a, xs, ys, 1);
+    const { a, xs, ys } = await trainedAdamModel();
     await saveCheckpoint(a, file);
     const b = denseModel();
     b.compile({ optimizer: tf.train.sgd(0.1), loss: 'meanSquaredError' });
@@ -422,17 +424,13 @@ describe.each(BACKENDS)('model checkpoints on the %s backend', (backend) => {
   test('save, capture and restore leak no tensors, also when restoring over existing optimizer slots', async () => {
     const dir = await tempDir();
     const file = path.join(dir, 'leak.safetensors');
-    const { xs, ys } = data([3]);
-    const a = denseModel();
-    a.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
-    await fit(a, xs, ys, 1);
+    const { a, xs, ys } = await trainedAdamModel();
     let before = tf.memory().numTensors;
     await saveCheckpoint(a, file);
     await captureCheckpoint(a);
     expect(tf.memory().numTensors).toBe(before);
 
-    const b = denseModel();
-    b.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
+    const b = adamModel();
     await restoreCheckpoint(b, file); // creates b's slots
     before = tf.memory().numTensors;
     await restoreCheckpoint(b, file); // replaces them
@@ -449,8 +447,7 @@ describe.each(BACKENDS)('model checkpoints on the %s backend', (backend) => {
   test('a weights-only checkpoint has no topology nor optimizer, restores, and is refused by loadModel', async () => {
     const dir = await tempDir();
     const file = path.join(dir, 'w.safetensors');
-    const a = denseModel();
-    a.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
+    const a = adamModel();
     await saveCheckpoint(a, file, { weightsOnly: true });
     const info = await readCheckpointInfo(file);
     expect(info.metadata[MetadataKey.MODEL_TOPOLOGY]).toBeUndefined();
