@@ -97,22 +97,6 @@ bool File::PwriteAll(const void* data, size_t length, uint64_t offset, SysError*
   return true;
 }
 
-bool File::WriteAll(const void* data, size_t length, SysError* err) {
-  const char* p = static_cast<const char*>(data);
-  while (length > 0) {
-    const size_t request = length < kMaxIoRequest ? length : kMaxIoRequest;
-    const ssize_t n = ::write(fd_, p, request);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Fail(err, errno, "write", path_);
-    }
-    if (n == 0) return Fail(err, ENOSPC, "write", path_);
-    p += n;
-    length -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
 bool File::PreadAll(void* data, size_t length, uint64_t offset, size_t* got, SysError* err) {
   char* p = static_cast<char*>(data);
   size_t done = 0;

@@ -42,8 +42,6 @@ class File {
   // Writes all `length` bytes at `offset`, looping on short writes and EINTR, in requests of at most kMaxIoRequest.
   // A write that makes no progress (returns 0) fails with ENOSPC.
   bool PwriteAll(const void* data, size_t length, uint64_t offset, SysError* err);
-  // Writes all bytes at the current position (same looping rules as PwriteAll).
-  bool WriteAll(const void* data, size_t length, SysError* err);
   // Reads up to `length` bytes at `offset`, looping until `length` bytes or end of file; *got is the count read.
   bool PreadAll(void* data, size_t length, uint64_t offset, size_t* got, SysError* err);
   // Reserves `length` bytes so that a full disk fails now (ENOSPC) rather than halfway. Filesystems without

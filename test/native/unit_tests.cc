@@ -323,13 +323,13 @@ TEST(atomic_file, pread_all_splits_requests_larger_than_the_io_limit) {
   ::munmap(mem, length);
 }
 
-TEST(atomic_file, write_all_appends_sequentially) {
+TEST(atomic_file, pwrite_all_past_the_end_without_preallocation_extends_the_file) {
   TempDir dir;
   SysError err;
   File f;
   CHECK(f.CreateExclusive(dir / "w", &err));
-  CHECK(f.WriteAll("abc", 3, &err));
-  CHECK(f.WriteAll("def", 3, &err));
+  CHECK(f.PwriteAll("abc", 3, 0, &err));
+  CHECK(f.PwriteAll("def", 3, 3, &err));
   CHECK(f.Close(&err));
   const auto bytes = ReadWholeFile(dir / "w");
   CHECK_STR(std::string(bytes.begin(), bytes.end()), "abcdef");
