@@ -34,17 +34,8 @@ afterAll(async () => {
   await Promise.all(created.splice(0).map((d) => fsp.rm(d, { recursive: true, force: true })));
 });
 
-/** Deterministic pseudo-random generator (mulberry32), so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic pseudo-random generator (the demo's mulberry32), so failures reproduce. */
+export { mulberry32 as rng } from '../../lib/demo/shapes';
 
 /** Names of temp files (of this library) left in `dir`. */
 export async function leftoverTemps(dir: string): Promise<string[]> {
