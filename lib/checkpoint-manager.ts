@@ -90,7 +90,7 @@ import { CheckpointError, ErrorCode, fromNodeError, invalidArgument, isPlainObje
 import { fsyncDirectory } from './fsync-dir';
 import { MonitorMode, MonitorModeArg, lookupMetric, resolveMonitorMode } from './metrics';
 import { captureCheckpoint, restoreCheckpoint } from './model';
-import { renderFilename, validateTemplate } from './template';
+import { formatValue, renderFilename, validateTemplate } from './template';
 import { TEMP_PATTERN, acquireTempPath, releaseTempPath } from './tempfiles';
 import { readCheckpointInfo, saveTensors } from './tensors';
 
@@ -186,12 +186,9 @@ const consoleLogger: CheckpointLogger = {
   warn: (m) => console.warn(m),
 };
 
-/** Keras' `{:.5f}` of a best value, including its 'inf' and '-inf'. */
+/** Keras' `{:.5f}` of a best value, as Python formats it (half-even on the exact double; 'inf', '-inf', 'nan'). */
 function fmt5(v: number): string {
-  if (v === Infinity) return 'inf';
-  if (v === -Infinity) return '-inf';
-  if (Number.isNaN(v)) return 'nan';
-  return v.toFixed(5);
+  return formatValue(v, '.5f');
 }
 
 interface Resolved {

@@ -281,6 +281,24 @@ describe('CheckpointManager rules (js backend)', () => {
     expect(saved).toEqual(['e1.safetensors', null]);
   });
 
+  test("verbose messages format values as Keras (Python's half-even on the exact double), e.g. 5/64 as 0.07812", async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'c_{epoch:02d}.safetensors',
+      monitor: 'val_accuracy',
+      mode: 'max',
+      initialValueThreshold: 5 / 64,
+      verbose: 1,
+      logger: rec.logger,
+    });
+    await ckpt.step(tinyModel(), 0, { val_accuracy: 0.0625 });
+    await ckpt.close();
+    // JavaScript's toFixed(5) gives 0.07813; python3 -c "print(format(5/64, '.5f'))" gives 0.07812.
+    expect(rec.logs[0]).toBe('Epoch 1: val_accuracy did not improve from 0.07812');
+  });
+
   test('initialValueThreshold: nothing is saved until the metric beats it', async () => {
     const dir = await tempDir();
     const rec = recorder();
