@@ -24,7 +24,14 @@ import { INDEX_FILENAME, readIndex } from '../lib/checkpoint-index';
 import { loadTensors, saveTensors, setBackend, verifyCheckpoint } from '../lib/index';
 import type { NamedTensors } from '../lib/index';
 import { TEMP_PATTERN } from '../lib/tempfiles';
-import { CRASH_NAMES, MANAGER_KEEP, MODEL_UNITS, crashTensors, crashWeightValue } from './fixtures/crash-child';
+import {
+  CRASH_NAMES,
+  MANAGER_KEEP,
+  MODEL_UNITS,
+  crashManagerArgs,
+  crashTensors,
+  crashWeightValue,
+} from './fixtures/crash-child';
 
 const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
 const CHILD = path.join(__dirname, 'fixtures', 'crash-child.ts');
@@ -164,17 +171,7 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
         }
 
         // A new manager takes over the dead child's lock, and reports the true best.
-        const mgr = new CheckpointManager({
-          directory: dir,
-          filename: 'ckpt_{epoch:05d}.safetensors',
-          monitor: 'val_loss',
-          mode: 'min',
-          saveBestOnly: false,
-          keep: MANAGER_KEEP,
-          saveLast: true,
-          async: false,
-          logger: { log: () => undefined, warn: () => undefined },
-        });
+        const mgr = new CheckpointManager(crashManagerArgs(dir, false));
         try {
           await mgr.open();
           const maxLoggedEpoch = Math.max(-1, ...log.map((l) => l.epoch));
@@ -201,8 +198,8 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
             const kernels = Object.entries(tensors).filter(([n]) => n.endsWith('/kernel'));
             expect(kernels).toHaveLength(1);
             // The file holds the weights of the epoch its own metadata names. For the `last` file (overwritten at
-            // every step) that may be a later epoch than the index says: a kill between the file's rename and the
-            // index update leaves the index one step behind (the next open() reconciles it from the file's own header; see README, Guarantees).
+            // every step) that may be a later epoch than the index on disk says: a kill between the file's rename and
+            // the index update leaves the index one step behind (open() reconciles it from the file's own header).
             const fileEpoch = Number(metadata.epoch);
             expect(Array.from(kernels[0][1].data).every((x) => x === crashWeightValue(fileEpoch))).toBe(true);
             if (c.kind === 'last') {
@@ -217,17 +214,7 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
         }
       }
       // The next save removes leftover temp files (the child's saves go through saveTensors, as this one does).
-      const mgr = new CheckpointManager({
-        directory: dir,
-        filename: 'ckpt_{epoch:05d}.safetensors',
-        monitor: 'val_loss',
-        mode: 'min',
-        saveBestOnly: false,
-        keep: MANAGER_KEEP,
-        saveLast: true,
-        async: false,
-        logger: { log: () => undefined, warn: () => undefined },
-      });
+      const mgr = new CheckpointManager(crashManagerArgs(dir, false));
       try {
         await mgr.open();
         await mgr.step(model, mgr.initialEpoch, { val_loss: 2 });
