@@ -361,13 +361,15 @@ function toPlan(
   matchedBy: MatchedBy,
   structureSource?: StructureSource,
 ): WeightMatchPlan {
-  const used = new Set<tf.LayerVariable>([...align.pairs.map((p) => p.variable)]);
+  const position = new Map(model.weights.map((w, i) => [w, i]));
+  const pairs = [...align.pairs].sort((x, y) => (position.get(x.variable) ?? 0) - (position.get(y.variable) ?? 0));
+  const used = new Set<tf.LayerVariable>(pairs.map((p) => p.variable));
   const mismatchedNames = new Set(align.mismatched.map((m) => m.name));
   const consumed = new Set<string>([...align.pairs.map((p) => p.tensor), ...align.mismatched.map((m) => m.tensor)]);
   return {
     matchedBy,
     ...(structureSource ? { structureSource } : {}),
-    pairs: align.pairs,
+    pairs,
     missing: model.weights
       .filter((w) => !used.has(w) && !mismatchedNames.has(w.originalName))
       .map((w) => w.originalName),
