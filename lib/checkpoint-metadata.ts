@@ -30,7 +30,7 @@
  *                               the layers that own weights, depth-first through nested models, with each weight's
  *                               structural address (layer path, position, local name) beside its tensor name, so
  *                               that a rebuilt model with other auto-generated names restores by structure (see
- *                               weight-matching.ts). Since 0.2.0; absent in files written by 0.1.0.
+ *                               weight-matching.ts). Absent in files written by 0.1.0.
  */
 import { invalidArgument, isPlainObject } from './errors';
 
