@@ -453,11 +453,9 @@ export function planWeightMatch(
   const byNameText =
     names === undefined
       ? 'by name, impossible: the model has two weights of the same name'
-      : allNamesMatch
-        ? `by name, ${nameDifference(byName)}`
-        : byName.pairs.length + byName.mismatched.length === 0
-          ? 'by name, no weight name of the model is in the checkpoint'
-          : `by name, ${nameDifference(byName)}`;
+      : byName.pairs.length + byName.mismatched.length === 0
+        ? 'by name, no weight name of the model is in the checkpoint'
+        : `by name, ${nameDifference(byName)}`;
   const byStructureText =
     typeof structure === 'string'
       ? `by structure, impossible: ${structure}; ${RESAVE}`
