@@ -8,7 +8,10 @@
  * - The structure of a model is the list of its layers that own weights, depth-first through nested models (a
  *   Sequential or functional model used as a layer), each with its path (indices into `layers` at each level), its
  *   class name and its weights in `layer.weights` order (local name such as `kernel`, shape). A shared layer appears
- *   once, where it first appears. Layers without weights (Flatten, Dropout, InputLayer) are not compared.
+ *   once, where it first appears. As in Keras' topological load_weights, layers without weights (Flatten, Dropout,
+ *   InputLayer) do not count, so adding or removing them does not matter (and the path of a Sequential's layers,
+ *   which fit's callbacks see through its inner model with its InputLayer first, may differ by one: only the order
+ *   is compared). Unlike Keras, each layer's class and weight names are compared too, not only the shapes.
  * - captureCheckpoint stores it under `tfjs.structure` (see structureRecord and docs/FORMAT.md). Files written by
  *   0.1.0 lack it; for them the structure is rebuilt from `tfjs.model_topology` (layer classes and names, the tensors
  *   grouped by layer name), or, in weights-only files, from the order of `tfjs.weights` (`model.weights` order: local
