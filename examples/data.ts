@@ -16,8 +16,8 @@ export function circleData(count: number, seed: number): { xs: tf.Tensor2D; ys: 
 export function buildMlp(): tf.LayersModel {
   const model = tf.sequential({
     layers: [
-      tf.layers.dense({ name: 'hidden', inputShape: [2], units: 16, activation: 'relu' }),
-      tf.layers.dense({ name: 'output', units: 1, activation: 'sigmoid' }),
+      tf.layers.dense({ inputShape: [2], units: 16, activation: 'relu' }),
+      tf.layers.dense({ units: 1, activation: 'sigmoid' }),
     ],
   });
   model.compile({ optimizer: tf.train.adam(0.05), loss: 'binaryCrossentropy', metrics: ['accuracy'] });

@@ -25,6 +25,12 @@
  *   - `tfjs.trainable_weights`  JSON array of the originalNames of the trainable weights in the order the optimizer
  *                               indexes its slots (the compiled model's collected trainable weights).
  *   - `tfjs.version`            the tfjs-layers version that wrote the checkpoint.
+ *   - `tfjs.structure`          JSON `{"version":1,"layers":[{"path":[2,0],"class":"Dense","name":"dense_Dense1",
+ *                               "weights":[{"local":"kernel","shape":[3,4],"tensor":"dense_Dense1/kernel"},...]},...]}`:
+ *                               the layers that own weights, depth-first through nested models, with each weight's
+ *                               structural address (layer path, position, local name) beside its tensor name, so
+ *                               that a rebuilt model with other auto-generated names restores by structure (see
+ *                               weight-matching.ts). Absent in files written by 0.1.0.
  */
 import { invalidArgument, isPlainObject } from './errors';
 
@@ -41,6 +47,7 @@ export const MetadataKey = {
   OPTIMIZER_CONFIG: 'tfjs.optimizer_config',
   OPTIMIZER_WEIGHTS: 'tfjs.optimizer_weights',
   TRAINABLE_WEIGHTS: 'tfjs.trainable_weights',
+  STRUCTURE: 'tfjs.structure',
   TFJS_VERSION: 'tfjs.version',
 } as const;
 

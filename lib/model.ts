@@ -6,7 +6,9 @@
  *   On the cpu backend the arrays are the tensors' own backing arrays (no copy): tfjs replaces a variable's data on
  *   assign instead of mutating it, so they keep the snapshot's values while training goes on. Never write into them.
  * - saveCheckpoint = captureCheckpoint + saveTensors.
- * - restoreCheckpoint: assigns by originalName into an existing model (strict by default) and restores the optimizer.
+ * - restoreCheckpoint: assigns into an existing model (strict by default), matched by originalName when every name
+ *   agrees, else by the model's structure (a model rebuilt in the same process has other auto-generated names; see
+ *   weight-matching.ts), and restores the optimizer through the same mapping.
  * - loadModel: builds, compiles and restores a model from a checkpoint that holds its topology.
  *
  * Weights are assigned with `variable.assign` on the LayerVariable's tf.Variable, not `LayerVariable.write`, which
@@ -32,6 +34,14 @@ import {
   snapshotOptimizer,
 } from './optimizer-state';
 import { DType, NamedTensors, TensorArray, TensorData, checkPath, loadTensors, saveTensors } from './tensors';
+import {
+  MatchedBy,
+  MismatchedWeight,
+  StructureSource,
+  WeightMatchPlan,
+  planWeightMatch,
+  structureRecord,
+} from './weight-matching';
 
 /** What to put in a checkpoint. */
 export interface CaptureCheckpointArgs extends TrainingInfo {
@@ -72,9 +82,10 @@ export interface SaveCheckpointResult {
 }
 
 export interface RestoreCheckpointArgs {
-  /** A missing, extra or shape-mismatched weight is an ERR_CHECKPOINT_MISMATCH error naming it, and nothing is
-   * assigned. With false, what matches is assigned and the rest is reported in the result. A dtype mismatch is an
-   * error either way. Default: true. */
+  /** The checkpoint must fit the model exactly, by name or by structure: otherwise ERR_CHECKPOINT_MISMATCH naming the
+   * first difference, and nothing is assigned. With false, the partial match (by name or by structure) that assigns
+   * more is assigned and the rest is reported in the result; a restore that would assign no weight is an error
+   * either way, and so is a dtype mismatch. Default: true. */
   strict?: boolean;
   /** Restore the optimizer state. Default (undefined): when the file has it and the model has an optimizer.
    * `true`: the file must have it and the model an optimizer of the same class, else ERR_CHECKPOINT_MISMATCH
@@ -87,14 +98,23 @@ export interface RestoreCheckpointResult {
   metadata: Record<string, string>;
   /** The training information (epoch, step, metrics, monitor, createdAt) parsed from `metadata`. */
   training: ParsedTrainingInfo;
-  /** Weights assigned, by originalName. */
+  /** How the file's weights were matched to the model's: `name` when every originalName agrees, `structure` (layer
+   * order, classes, weight names within the layer and shapes) otherwise, e.g. into a model rebuilt in the same
+   * process, whose auto-generated names differ. */
+  matchedBy: MatchedBy;
+  /** With matchedBy 'structure': `record` (the file's `tfjs.structure`), or for a file written by 0.1.0, which has
+   * none, `topology` (rebuilt from its stored topology) or `weight-order` (its recorded `model.weights` order). */
+  structureSource?: StructureSource;
+  /** The model weights assigned (their originalNames, which differ from the file's when matched by structure). */
   restored: string[];
-  /** Model weights the file lacks (non-strict only; strict throws). */
+  /** For each restored model weight, the file tensor it received. */
+  restoredFrom: Record<string, string>;
+  /** Model weights that received nothing (non-strict only; strict throws). */
   missing: string[];
-  /** File weights the model lacks (non-strict only). */
+  /** File weights no model weight received (non-strict only). */
   unexpected: string[];
-  /** Weights whose shapes differ, left unassigned (non-strict only). */
-  mismatched: { name: string; modelShape: number[]; checkpointShape: number[] }[];
+  /** Model weights matched with a file weight of another shape, left unassigned (non-strict only). */
+  mismatched: MismatchedWeight[];
   /** Whether the optimizer state was restored. */
   optimizerRestored: boolean;
   /** Why optimizer state in the file was not restored (includeOptimizer false, no optimizer, non-strict mismatch). */
@@ -246,6 +266,7 @@ export async function captureCheckpoint(
 
   const metadata: Record<string, string> = { ...user, ...training };
   metadata[MetadataKey.WEIGHTS] = JSON.stringify([...byName.keys()]);
+  metadata[MetadataKey.STRUCTURE] = structureRecord(model);
   metadata[MetadataKey.TFJS_VERSION] = tf.version['tfjs-layers'] ?? tf.version.tfjs;
   if (!weightsOnly) {
     metadata[MetadataKey.MODEL_TOPOLOGY] = JSON.stringify(model.toJSON(null, false));
@@ -313,59 +334,31 @@ export async function saveCheckpoint(
   return { path: target, bytes: st.size, tensors: Object.keys(captured.tensors).length };
 }
 
-interface WeightPlan {
-  assign: { variable: tf.LayerVariable; data: TensorData }[];
-  result: Pick<RestoreCheckpointResult, 'restored' | 'missing' | 'unexpected' | 'mismatched'>;
-}
-
-function planWeights(model: tf.LayersModel, tensors: NamedTensors, file: string, strict: boolean): WeightPlan {
-  const byName = weightsByName(model);
-  const fileNames = Object.keys(tensors).filter((n) => !isOptimizerTensorName(n));
-  const plan: WeightPlan = { assign: [], result: { restored: [], missing: [], unexpected: [], mismatched: [] } };
-  const { result } = plan;
-  for (const name of fileNames) if (!byName.has(name)) result.unexpected.push(name);
-  for (const [name, variable] of byName) {
-    const t = tensors[name];
-    if (t === undefined) {
-      result.missing.push(name);
-      continue;
-    }
+/** The matched weights with their data: dtypes checked (an error, strict or not). */
+function weightData(plan: WeightMatchPlan, tensors: NamedTensors, file: string): TensorData[] {
+  return plan.pairs.map(({ variable, tensor }) => {
+    const t = tensors[tensor];
     if (t.dtype !== variable.dtype) {
+      const names =
+        tensor === variable.originalName
+          ? JSON.stringify(tensor)
+          : `${JSON.stringify(variable.originalName)} (file tensor ${JSON.stringify(tensor)})`;
       throw new CheckpointError(
         ErrorCode.MISMATCH,
-        `Weight ${JSON.stringify(name)} is ${variable.dtype} in the model but ${t.dtype} in ${file}`,
-        { path: file, tensor: name },
+        `Weight ${names} is ${variable.dtype} in the model but ${t.dtype} in ${file}`,
+        { path: file, tensor },
       );
     }
-    if (!tf.util.arraysEqual(t.shape, variable.shape as number[])) {
-      result.mismatched.push({ name, modelShape: [...(variable.shape as number[])], checkpointShape: [...t.shape] });
-      continue;
-    }
-    plan.assign.push({ variable, data: t });
-    result.restored.push(name);
-  }
-  if (strict && (result.missing.length > 0 || result.unexpected.length > 0 || result.mismatched.length > 0)) {
-    const parts: string[] = [];
-    const list = (names: string[]): string => names.map((s) => JSON.stringify(s)).join(', ');
-    if (result.missing.length > 0) parts.push(`missing from the checkpoint: ${list(result.missing)}`);
-    if (result.unexpected.length > 0) parts.push(`not in the model: ${list(result.unexpected)}`);
-    for (const m of result.mismatched) {
-      parts.push(`${JSON.stringify(m.name)} has shape [${m.checkpointShape}] but the model expects [${m.modelShape}]`);
-    }
-    const first = result.missing[0] ?? result.unexpected[0] ?? result.mismatched[0].name;
-    throw new CheckpointError(
-      ErrorCode.MISMATCH,
-      `Checkpoint ${file} does not fit the model (strict restore): ${parts.join('; ')}`,
-      { path: file, tensor: first },
-    );
-  }
-  return plan;
+    return t;
+  });
 }
 
-function assignWeights(plan: WeightPlan): void {
+function assignWeights(plan: WeightMatchPlan, data: TensorData[]): void {
   tf.tidy(() => {
-    for (const { variable, data } of plan.assign)
-      (variable.read() as tf.Variable).assign(tf.tensor(data.data, data.shape, data.dtype));
+    plan.pairs.forEach(({ variable }, i) => {
+      const d = data[i];
+      (variable.read() as tf.Variable).assign(tf.tensor(d.data, d.shape, d.dtype));
+    });
   });
 }
 
@@ -377,7 +370,9 @@ async function restoreLoaded(
   strict: boolean,
   includeOptimizer: boolean | undefined,
 ): Promise<RestoreCheckpointResult> {
-  const weights = planWeights(model, loaded.tensors, file, strict);
+  const weights = planWeightMatch(model, loaded.tensors, loaded.metadata, file, strict);
+  const data = weightData(weights, loaded.tensors, file);
+  const tensorOf = new Map(weights.pairs.map((p) => [p.variable, p.tensor]));
   const fileHasOptimizer = hasOptimizerState(loaded.tensors);
   const hasOptimizer = model.optimizer != null;
   let optimizerPlan: ReturnType<typeof planOptimizerRestore> | undefined;
@@ -402,7 +397,7 @@ async function restoreLoaded(
     if (includeOptimizer === false) optimizerSkipped = 'includeOptimizer is false';
     else if (!hasOptimizer) optimizerSkipped = 'the model has no optimizer (it is not compiled)';
     else {
-      optimizerPlan = planOptimizerRestore(model, loaded.tensors, loaded.metadata);
+      optimizerPlan = planOptimizerRestore(model, loaded.tensors, loaded.metadata, (w) => tensorOf.get(w));
       if (optimizerPlan instanceof OptimizerMismatch) {
         if (strict || includeOptimizer === true) {
           throw new CheckpointError(
@@ -416,21 +411,28 @@ async function restoreLoaded(
       }
     }
   }
-  assignWeights(weights);
+  assignWeights(weights, data);
   if (optimizerPlan && !(optimizerPlan instanceof OptimizerMismatch)) await applyOptimizerRestore(model, optimizerPlan);
   return {
     metadata: loaded.metadata,
     training: parseTrainingMetadata(loaded.metadata),
-    ...weights.result,
+    matchedBy: weights.matchedBy,
+    ...(weights.structureSource ? { structureSource: weights.structureSource } : {}),
+    restored: weights.pairs.map((p) => p.variable.originalName),
+    restoredFrom: Object.fromEntries(weights.pairs.map((p) => [p.variable.originalName, p.tensor])),
+    missing: weights.missing,
+    unexpected: weights.unexpected,
+    mismatched: weights.mismatched,
     optimizerRestored: optimizerPlan !== undefined,
     ...(optimizerSkipped !== undefined ? { optimizerSkipped } : {}),
   };
 }
 
 /**
- * Restores a checkpoint into `model` by weight originalName, verifying every checksum first. Strict by default: a
- * missing, extra or shape-mismatched weight is an ERR_CHECKPOINT_MISMATCH error naming it, and then nothing is
- * assigned. Restores the optimizer state when the file has it and the model has an optimizer (see
+ * Restores a checkpoint into `model`, verifying every checksum first. Weights are matched by originalName when every
+ * name agrees, else by the model's structure (so a model rebuilt by the same code in the same process, whose
+ * auto-generated names differ, restores; `matchedBy` in the result says which). Strict by default: a checkpoint that
+ * fits neither way is an ERR_CHECKPOINT_MISMATCH error naming the first difference, and then nothing is assigned. Restores the optimizer state when the file has it and the model has an optimizer (see
  * RestoreCheckpointArgs). Resolves to the checkpoint's metadata and what was restored.
  */
 export async function restoreCheckpoint(
@@ -464,7 +466,9 @@ function parseJsonMeta(metadata: Record<string, string>, key: string, file: stri
 /**
  * Builds a model from a checkpoint that holds its topology: the layers from `tfjs.model_topology`, compiled from
  * `tfjs.training_config` when present (loss, metrics, optimizer), then the weights restored exactly and, when stored,
- * the optimizer state. A weights-only checkpoint is refused with ERR_CHECKPOINT_NO_TOPOLOGY.
+ * the optimizer state. A weights-only checkpoint is refused with ERR_CHECKPOINT_NO_TOPOLOGY. The model owns its
+ * optimizer: `model.dispose()` frees the restored optimizer state too (unless another optimizer is assigned to
+ * `model.optimizer`, which tfjs then treats as the caller's). On failure nothing is left allocated.
  */
 export async function loadModel(path: string, args: LoadModelArgs = {}): Promise<tf.LayersModel> {
   const file = checkPath(path);
@@ -509,13 +513,30 @@ export async function loadModel(path: string, args: LoadModelArgs = {}): Promise
       { path: file, cause: e },
     );
   }
+  // tfjs compiled the model with an optimizer instance it built from the training config, which model.dispose()
+  // leaves alone (tfjs disposes only optimizers it owns, those compiled from a name): nobody but the model holds it,
+  // so hand it to the model, and dispose it with the model on failure.
+  if (model.optimizer != null) ownOptimizer(model);
   try {
     await restoreLoaded(model, loaded, file, true, includeOptimizer ? undefined : false);
   } catch (e) {
-    model.dispose();
+    disposeLoaded(model);
     throw e;
   }
   return model;
+}
+
+/** Makes `model.dispose()` dispose its optimizer too (tfjs's LayersModel.isOptimizerOwned, protected in the types). */
+function ownOptimizer(model: tf.LayersModel): void {
+  const m = model as unknown as { isOptimizerOwned?: boolean };
+  if (typeof m.isOptimizerOwned === 'boolean') m.isOptimizerOwned = true;
+}
+
+/** Disposes a model loadModel built and its optimizer (whatever tfjs version decides about ownership). */
+function disposeLoaded(model: tf.LayersModel): void {
+  const optimizer = model.optimizer as tf.Optimizer | undefined;
+  model.dispose();
+  optimizer?.dispose(); // a second dispose of a variable is a no-op in tfjs
 }
 
 /** The array's bytes as an ArrayBuffer of exactly its length (tfjs ignores byteOffset; never pass a view). */

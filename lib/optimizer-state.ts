@@ -168,13 +168,16 @@ export function hasOptimizerState(tensors: NamedTensors): boolean {
 }
 
 /**
- * Plans the restore of the checkpoint's optimizer state into `model`'s optimizer, remapping slots by weight
- * originalName onto the model's own positions. Returns an OptimizerMismatch (nothing changed) when it does not fit.
+ * Plans the restore of the checkpoint's optimizer state into `model`'s optimizer, remapping slots onto the model's own
+ * positions: the slot of model variable `w` is the file's `__optimizer__/<tensorOf(w)>/<slot>`, where `tensorOf` is
+ * the weight matching's map from a model weight to the checkpoint weight it received (by name, or by structure into a
+ * rebuilt model; see weight-matching.ts). Returns an OptimizerMismatch (nothing changed) when it does not fit.
  */
 export function planOptimizerRestore(
   model: tf.LayersModel,
   tensors: NamedTensors,
   metadata: Readonly<Record<string, string>>,
+  tensorOf: (w: tf.LayerVariable) => string | undefined = (w) => w.originalName,
 ): OptimizerRestorePlan | OptimizerMismatch {
   const optimizer = model.optimizer;
   const recordedClass = metadata[MetadataKey.OPTIMIZER_CLASS];
@@ -189,7 +192,7 @@ export function planOptimizerRestore(
     );
   }
   const target = optimizerVariableOrder(model);
-  const targetNames = target.map((w) => w.originalName);
+  const targetNames = target.map(tensorOf);
   const n = recordedTrainable.length;
   const slots = order.length - 1;
   if (order[0] !== OPTIMIZER_PREFIX + ITER || (slots > 0 && (n === 0 || slots % n !== 0))) {
@@ -197,7 +200,9 @@ export function planOptimizerRestore(
   }
   if (slots > 0) {
     const missing = recordedTrainable.filter((name) => !targetNames.includes(name));
-    const extra = targetNames.filter((name) => !recordedTrainable.includes(name));
+    const extra = target
+      .filter((_, i) => targetNames[i] === undefined || !recordedTrainable.includes(targetNames[i]))
+      .map((w) => w.originalName);
     if (missing.length > 0 || extra.length > 0 || n !== targetNames.length) {
       const parts = [];
       if (missing.length > 0)
@@ -226,8 +231,8 @@ export function planOptimizerRestore(
   for (let g = 0; g * n < slots; g++) {
     const first = order[1 + g * n];
     const suffix = first.slice(first.lastIndexOf('/') + 1);
-    for (const w of target) {
-      const data = get(`${OPTIMIZER_PREFIX}${w.originalName}/${suffix}`, w.shape as number[], w.dtype as DType);
+    for (const [i, w] of target.entries()) {
+      const data = get(`${OPTIMIZER_PREFIX}${targetNames[i]}/${suffix}`, w.shape as number[], w.dtype as DType);
       if (data instanceof OptimizerMismatch) return data;
       entries.push({ name: `${w.name}/${suffix}`, data });
     }

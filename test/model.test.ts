@@ -118,6 +118,7 @@ describe.each(BACKENDS)('model checkpoints on the %s backend', (backend) => {
     const loaded = await loadTensors(file);
     expect(Object.keys(loaded.tensors).sort()).toEqual(['d1/bias', 'd1/kernel', 'd2/bias', 'd2/kernel']);
     const result = await restoreCheckpoint(b, file);
+    expect(result.matchedBy).toBe('name');
     expect(result.restored.sort()).toEqual(['d1/bias', 'd1/kernel', 'd2/bias', 'd2/kernel']);
     expect(result.optimizerRestored).toBe(false);
     expectSameWeights(a, b);

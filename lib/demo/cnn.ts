@@ -17,8 +17,9 @@ export interface ShapesCnnArgs {
 /**
  * conv 3x3 stride 2 (8 filters) -> conv 3x3 stride 2 (16) -> dense 32 -> softmax; Adam, categorical cross-entropy,
  * accuracy. About 9.6k parameters. Strided convolutions instead of pooling layers: the pure-JS backend's pooling
- * gradient is slow, and the model learns the shapes as well. Layers are named, so that the weight names
- * (`conv1/kernel`, ...) are the same for every model built with this function, in this process or another.
+ * gradient is slow, and the model learns the shapes as well. The layers keep tfjs's auto-generated names: a second
+ * model built by this function in the same process (the demo's fresh model) has other weight names, and restores by
+ * structure.
  */
 export function buildShapesCnn(tf: typeof tfTypes, args: ShapesCnnArgs = {}): tfTypes.LayersModel {
   const size = args.size ?? 16;
@@ -29,7 +30,6 @@ export function buildShapesCnn(tf: typeof tfTypes, args: ShapesCnnArgs = {}): tf
     name: 'shapes_cnn',
     layers: [
       tf.layers.conv2d({
-        name: 'conv1',
         inputShape: [size, size, 1],
         filters: 8,
         kernelSize: 3,
@@ -39,7 +39,6 @@ export function buildShapesCnn(tf: typeof tfTypes, args: ShapesCnnArgs = {}): tf
         kernelInitializer: init(),
       }),
       tf.layers.conv2d({
-        name: 'conv2',
         filters: 16,
         kernelSize: 3,
         strides: 2,
@@ -47,9 +46,9 @@ export function buildShapesCnn(tf: typeof tfTypes, args: ShapesCnnArgs = {}): tf
         activation: 'relu',
         kernelInitializer: init(),
       }),
-      tf.layers.flatten({ name: 'flatten' }),
-      tf.layers.dense({ name: 'hidden', units: 32, activation: 'relu', kernelInitializer: init() }),
-      tf.layers.dense({ name: 'classes', units: classes, activation: 'softmax', kernelInitializer: init() }),
+      tf.layers.flatten(),
+      tf.layers.dense({ units: 32, activation: 'relu', kernelInitializer: init() }),
+      tf.layers.dense({ units: classes, activation: 'softmax', kernelInitializer: init() }),
     ],
   });
   model.compile({
