@@ -72,6 +72,9 @@ export interface CheckpointIndex {
   last: string | null;
   /** Files dropped by retention whose deletion may not have happened yet (retried on open). */
   deleting: string[];
+  /** Files of ours from an earlier record, left on disk when a manager started a fresh one (`resume: false`): never
+   * best, never counted by retention, never deleted, never adopted again. Absent when there are none. */
+  detached?: string[];
   /** Every step's epoch and metrics, oldest first (see the module comment); absent in indexes written without. */
   history?: HistoryEntry[];
 }
@@ -224,6 +227,7 @@ export function parseIndex(text: string): CheckpointIndex {
     return v;
   };
   const deleting = Array.isArray(o.deleting) ? o.deleting.filter(isSafeName) : [];
+  const detached = Array.isArray(o.detached) ? o.detached.filter(isSafeName).filter((f) => !names.has(f)) : [];
   const history = decodeHistory(o.history);
   return {
     monitor: o.monitor,
@@ -232,6 +236,7 @@ export function parseIndex(text: string): CheckpointIndex {
     best: ref(o.best, 'best'),
     last: ref(o.last, 'last'),
     deleting,
+    ...(detached.length > 0 ? { detached } : {}),
     ...(history ? { history } : {}),
   };
 }
@@ -248,6 +253,7 @@ export function serializeIndex(index: CheckpointIndex): string {
       last: index.last,
       checkpoints: index.checkpoints.map(encodeEntry),
       deleting: index.deleting,
+      ...(index.detached && index.detached.length > 0 ? { detached: index.detached } : {}),
     },
     null,
     2,

@@ -115,8 +115,10 @@ export interface CheckpointManagerArgs {
   /** The metric that decides which checkpoint is best (`val_accuracy` and `val_acc` are aliases).
    * Default: `'val_loss'`. */
   monitor?: string;
-  /** 'min', 'max', or 'auto': max for accuracy-like names (acc, accuracy, auc, precision, recall, f1), min for the
-   * rest. Default: 'auto'. */
+  /** 'min', 'max', or 'auto': min for losses and errors, max for accuracy-like names (acc, accuracy, auc,
+   * precision, recall, f1, iou, r2, ...; see inferMonitorMode), and an ERR_CHECKPOINT_INVALID_ARGUMENT error saying
+   * to pass mode for a name that tells neither (as Keras 3 raises). Any other value warns and means 'auto' (as
+   * Keras). Default: 'auto'. */
   mode?: MonitorModeArg;
   /** Save only when the monitored metric improves. `false` saves at every step (still ranking by the metric for
    * `keep` and `best`). Default: true. */
@@ -141,9 +143,20 @@ export interface CheckpointManagerArgs {
   durable?: boolean;
   /** Write in the background; `step()` waits only for the snapshot (see the module comment). Default: true. */
   async?: boolean;
-  /** 1 prints Keras' messages (`Epoch 3: val_accuracy improved from 0.72000 to 0.81000, saving model to ...`).
-   * Default: 0. */
-  verbose?: 0 | 1;
+  /** 1 (or 2, as Keras accepts) prints Keras 3's messages: `Epoch 3: val_accuracy improved from 0.72000 to
+   * 0.81000, saving model to ...` (`from None` before the first value), `Epoch 3: val_accuracy did not improve from
+   * 0.81000`, `Epoch 3: saving model to ...`, and `Epoch 3: finished saving model to ...` once the file is durable
+   * (with `async`, when the background write completes). Default: 0. */
+  verbose?: 0 | 1 | 2;
+  /**
+   * Whether a directory holding an earlier run's index continues that run's record: its best (a later step saves
+   * only by beating it, so a resumed run never overwrites a true best), its retention and its history. When it
+   * does and there is a best, the manager says so once (`logger.log`: the best value, its epoch, its file). `false`
+   * starts a fresh record: the earlier checkpoints stay on disk untouched (never best, never deleted by retention
+   * or `deleteAll`, never overwritten unless this run's file name is the same), listed in the index as `detached`.
+   * Default: true.
+   */
+  resume?: boolean;
   /** Where messages go. Default: console. */
   logger?: CheckpointLogger;
 }
@@ -186,6 +199,11 @@ const consoleLogger: CheckpointLogger = {
   warn: (m) => console.warn(m),
 };
 
+/** Keras 3's best value in its messages: 'None' before the first one, else `{:.5f}`. */
+function bestString(v: number | null): string {
+  return v === null ? 'None' : fmt5(v);
+}
+
 /** Keras' `{:.5f}` of a best value, as Python formats it (half-even on the exact double; 'inf', '-inf', 'nan'). */
 function fmt5(v: number): string {
   return formatValue(v, '.5f');
@@ -207,7 +225,8 @@ interface Resolved {
   weightsOnly: boolean;
   durable: boolean;
   async: boolean;
-  verbose: 0 | 1;
+  verbose: 0 | 1 | 2;
+  resume: boolean;
   logger: CheckpointLogger;
 }
 
@@ -227,6 +246,7 @@ const KNOWN_ARGS = new Set([
   'durable',
   'async',
   'verbose',
+  'resume',
   'logger',
 ]);
 
@@ -264,7 +284,12 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
   }
   const monitor = args.monitor ?? 'val_loss';
   if (typeof monitor !== 'string' || monitor.length === 0) invalidArgument('args.monitor', 'a metric name', monitor);
-  const mode = resolveMonitorMode(monitor, args.mode ?? 'auto');
+  const logger = args.logger ?? consoleLogger;
+  if (!logger || typeof logger.log !== 'function' || typeof logger.warn !== 'function') {
+    invalidArgument('args.logger', 'an object with log() and warn() methods', logger);
+  }
+  // An unknown mode warns and means 'auto' (as Keras); 'auto' on a name of unknown direction throws.
+  const mode = resolveMonitorMode(monitor, args.mode, (m) => logger.warn(m), 'CheckpointManager');
   const minDelta = args.minDelta ?? 0;
   if (typeof minDelta !== 'number' || !Number.isFinite(minDelta) || minDelta < 0) {
     invalidArgument('args.minDelta', 'a finite number >= 0', minDelta);
@@ -289,11 +314,7 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
   }
   validateTemplate(filename);
   const verbose = args.verbose ?? 0;
-  if (verbose !== 0 && verbose !== 1) invalidArgument('args.verbose', '0 or 1', verbose);
-  const logger = args.logger ?? consoleLogger;
-  if (!logger || typeof logger.log !== 'function' || typeof logger.warn !== 'function') {
-    invalidArgument('args.logger', 'an object with log() and warn() methods', logger);
-  }
+  if (verbose !== 0 && verbose !== 1 && verbose !== 2) invalidArgument('args.verbose', '0, 1 or 2', verbose);
   return {
     directory: path.resolve(args.directory),
     displayDirectory: args.directory,
@@ -311,6 +332,7 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
     durable: bool('durable', true),
     async: bool('async', true),
     verbose,
+    resume: bool('resume', true),
     logger,
   };
 }
@@ -320,7 +342,15 @@ function cloneIndex(index: CheckpointIndex): CheckpointIndex {
     ...index,
     checkpoints: index.checkpoints.map((e) => ({ ...e, metrics: { ...e.metrics } })),
     deleting: [...index.deleting],
+    ...(index.detached ? { detached: [...index.detached] } : {}),
   };
+}
+
+/** What the callbacks' ManagerLifecycle tells the managers it creates besides the user's arguments. */
+export interface ManagerInternals {
+  /** Whether opening a directory whose record has a best says so (the first manager of a callback: later ones
+   * continue the callback's own record). Default: true. */
+  announceResume?: boolean;
 }
 
 /** A save decided by step(): the files to write from one snapshot. */
@@ -353,8 +383,11 @@ export class CheckpointManager {
   /** Serializes step/flush/close/restore calls. */
   private chain: Promise<unknown> = Promise.resolve();
 
-  constructor(args: CheckpointManagerArgs) {
+  private readonly announceResume: boolean;
+
+  constructor(args: CheckpointManagerArgs, internals: ManagerInternals = {}) {
     this.args = resolveArgs(args);
+    this.announceResume = internals.announceResume ?? true;
     this.index = emptyIndex(this.args.monitor, this.args.mode);
     this.writer = new AsyncWriter((err) => {
       if (this.args.async)
@@ -467,6 +500,16 @@ export class CheckpointManager {
         }
         rewrite = read.status === 'damaged' || index.checkpoints.length > 0;
       }
+      if (!this.args.resume && index.checkpoints.length > 0) {
+        // A fresh record: the earlier checkpoints stay on disk, outside it (see CheckpointManagerArgs.resume).
+        index.detached = [...(index.detached ?? []), ...index.checkpoints.map((e) => e.file)];
+        index.checkpoints = [];
+        this.recorded = [];
+        rewrite = true;
+      } else if (!this.args.resume && this.recorded.length > 0) {
+        this.recorded = [];
+        rewrite = true;
+      }
       index.monitor = this.args.monitor;
       if (index.mode !== this.args.mode) rewrite = true;
       index.mode = this.args.mode;
@@ -482,6 +525,15 @@ export class CheckpointManager {
         this.indexStale = true; // rewritten by the next save or close()
       }
       this.decisionBest = this.bestScore(this.index);
+      const best = this.best;
+      if (best && this.announceResume) {
+        const where = read.status === 'ok' ? INDEX_FILENAME : "the checkpoints' own metadata";
+        logger.log(
+          `tfjs-checkpoint: continuing the record in ${this.args.displayDirectory}: best ${this.args.monitor} ` +
+            `${best.score === null ? 'None' : fmt5(best.score)} at epoch ${best.epoch + 1} (${best.file}, from ` +
+            `${where}); a checkpoint must beat it to become best (pass resume: false to start a fresh record)`,
+        );
+      }
     } catch (e) {
       await this.lock.release().catch(() => undefined);
       this.lock = undefined;
@@ -516,7 +568,18 @@ export class CheckpointManager {
         present.push(e);
       }
     }
-    const listed = new Set([...present.map((e) => e.file), ...index.deleting]);
+    if (index.detached) {
+      const kept: string[] = [];
+      for (const f of index.detached) {
+        if (present.some((e) => e.file === f)) continue;
+        const st = await fsp.stat(path.join(dir, f)).catch(() => undefined);
+        if (st?.isFile()) kept.push(f);
+        else changed = true; // removed by the user: forgotten
+      }
+      if (kept.length > 0) index.detached = kept;
+      else delete index.detached;
+    }
+    const listed = new Set([...present.map((e) => e.file), ...index.deleting, ...(index.detached ?? [])]);
     for (const e of scanned.index.checkpoints) {
       if (listed.has(e.file)) continue;
       logger.warn(`tfjs-checkpoint: ${e.file} is not listed in ${INDEX_FILENAME}; adopting it from its metadata`);
@@ -707,8 +770,7 @@ export class CheckpointManager {
         saveMain = score !== null && this.better(score, baseline, a.minDelta);
         kind = 'best';
         if (!saveMain && a.verbose) {
-          const from = baseline ?? (a.mode === 'max' ? -Infinity : Infinity);
-          a.logger.log(`Epoch ${shown}: ${a.monitor} did not improve from ${fmt5(from)}`);
+          a.logger.log(`Epoch ${shown}: ${a.monitor} did not improve from ${bestString(baseline)}`);
         }
       }
     } else {
@@ -735,9 +797,9 @@ export class CheckpointManager {
       if (a.verbose) {
         const shownPath = path.join(a.displayDirectory, file);
         if (kind === 'best') {
-          const from = baseline ?? (a.mode === 'max' ? -Infinity : Infinity);
           a.logger.log(
-            `Epoch ${shown}: ${a.monitor} improved from ${fmt5(from)} to ${fmt5(score as number)}, saving model to ${shownPath}`,
+            `Epoch ${shown}: ${a.monitor} improved from ${bestString(baseline)} to ${fmt5(score as number)}, ` +
+              `saving model to ${shownPath}`,
           );
         } else {
           a.logger.log(`Epoch ${shown}: saving model to ${shownPath}`);
@@ -787,6 +849,14 @@ export class CheckpointManager {
       }
     }
     if (!plan.main) return null;
+    if (a.verbose) {
+      // Keras prints it once model.save returned; here, once the file is durable (its failure is reported anyway).
+      const shownPath = path.join(a.displayDirectory, plan.main.file);
+      void durable.then(
+        () => a.logger.log(`Epoch ${shown}: finished saving model to ${shownPath}`),
+        () => undefined,
+      );
+    }
     return { ...this.toSaved(plan.main), durable, previousBest: baseline };
   }
 
@@ -841,6 +911,10 @@ export class CheckpointManager {
     const names = new Set(written.map((e) => e.file));
     next.checkpoints = next.checkpoints.filter((e) => !names.has(e.file)).concat(written);
     next.deleting = next.deleting.filter((f) => !names.has(f));
+    if (next.detached) {
+      next.detached = next.detached.filter((f) => !names.has(f));
+      if (next.detached.length === 0) delete next.detached;
+    }
     if (retain) this.applyRetention(next);
     this.recomputeBestAndLast(next);
     try {
@@ -979,13 +1053,20 @@ export class CheckpointManager {
           if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, f), 'delete');
         });
       }
-      await fsp.unlink(path.join(dir, INDEX_FILENAME)).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, INDEX_FILENAME), 'delete');
-      });
+      const detached = this.index.detached;
       this.index = emptyIndex(this.args.monitor, this.args.mode);
-      this.indexStale = false;
       this.recorded = [];
-      this.recordedWritten = this.recordedVersion; // no index on disk to bring up to date
+      if (detached && detached.length > 0) {
+        // The index stays, listing only the earlier record's files, so that no later open adopts them.
+        this.index.detached = detached;
+        await this.writeIndexFile(this.index);
+      } else {
+        await fsp.unlink(path.join(dir, INDEX_FILENAME)).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, INDEX_FILENAME), 'delete');
+        });
+        this.recordedWritten = this.recordedVersion; // no index on disk to bring up to date
+      }
+      this.indexStale = false;
       this.decisionBest = null;
     });
   }
