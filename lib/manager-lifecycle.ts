@@ -25,6 +25,9 @@ export interface ManagerLifecycleArgs {
   isIdle?: () => boolean;
   /** Close idle lifecycles of the same directory (see the module comment) before opening. Default: false. */
   handOver?: boolean;
+  /** Whether the first manager says so when it continues a record with a best (see CheckpointManagerArgs.resume).
+   * Default: true. */
+  announceResume?: boolean;
   /** Where a failure of a handed-over manager's last writes is reported. Default: console.warn. */
   warn?: (message: string) => void;
 }
@@ -44,7 +47,7 @@ export class ManagerLifecycle {
     private readonly args: CheckpointManagerArgs,
     private readonly opts: ManagerLifecycleArgs = {},
   ) {
-    this.manager = new CheckpointManager(args);
+    this.manager = new CheckpointManager(args, { announceResume: opts.announceResume ?? true });
     this.directory = path.resolve(this.manager.directory);
   }
 

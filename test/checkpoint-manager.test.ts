@@ -124,7 +124,7 @@ describe.each(BACKENDS)('CheckpointManager on the %s backend', (backend) => {
     expect(ckpt.best).toMatchObject({ file: 'mobilenet_v2_07_0.895.safetensors', epoch: 6, score: 0.895 });
     expect(ckpt.checkpoints.map((c) => c.epoch)).toEqual([0, 2, 6]);
     expect(rec.logs.slice(0, 4)).toEqual([
-      `Epoch 1: val_accuracy improved from -inf to 0.72000, saving model to ${path.join(dir, 'mobilenet_v2_01_0.720.safetensors')}`,
+      `Epoch 1: val_accuracy improved from None to 0.72000, saving model to ${path.join(dir, 'mobilenet_v2_01_0.720.safetensors')}`,
       'Epoch 2: val_accuracy did not improve from 0.72000',
       `Epoch 3: val_accuracy improved from 0.72000 to 0.81000, saving model to ${path.join(dir, 'mobilenet_v2_03_0.810.safetensors')}`,
       'Epoch 4: val_accuracy did not improve from 0.81000',
@@ -366,7 +366,7 @@ describe('CheckpointManager rules (js backend)', () => {
       expect.objectContaining({ code: ErrorCode.INVALID_ARGUMENT }),
     );
     expect(() => new CheckpointManager({ directory: 'x', keep: 0 })).toThrow(/keep/);
-    expect(() => new CheckpointManager({ directory: 'x', mode: 'up' as never })).toThrow(/mode/);
+    expect(() => new CheckpointManager({ directory: 'x', monitor: 'val_score' })).toThrow(/pass mode/);
     expect(() => new CheckpointManager({ directory: 'x', minDelta: -1 })).toThrow(/minDelta/);
     expect(() => new CheckpointManager({ directory: 'x', filename: 'a/{epoch}.safetensors' })).toThrow(/directories/);
     expect(() => new CheckpointManager({ directory: 'x', filename: 'a{epoch' })).toThrow(
