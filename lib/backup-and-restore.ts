@@ -77,7 +77,11 @@ export class BackupAndRestore extends tf.Callback {
     const known = new Set(['directory', 'saveFreq', 'deleteCheckpoint', 'durable', 'async', 'logger']);
     for (const k of Object.keys(args)) if (!known.has(k)) invalidArgument(`args.${k}`, [...known].join(', '), k);
     if (typeof args.directory !== 'string' || args.directory.length === 0) {
-      invalidArgument('args.directory', 'a non-empty path (Keras: "Empty `backup_dir` argument passed")', args.directory);
+      invalidArgument(
+        'args.directory',
+        'a non-empty path (Keras: "Empty `backup_dir` argument passed")',
+        args.directory,
+      );
     }
     const del = args.deleteCheckpoint ?? true;
     if (typeof del !== 'boolean') invalidArgument('args.deleteCheckpoint', 'a boolean', del);
