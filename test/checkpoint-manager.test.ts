@@ -123,7 +123,13 @@ describe.each(BACKENDS)('CheckpointManager on the %s backend', (backend) => {
     ]);
     expect(ckpt.best).toMatchObject({ file: 'mobilenet_v2_07_0.895.safetensors', epoch: 6, score: 0.895 });
     expect(ckpt.checkpoints.map((c) => c.epoch)).toEqual([0, 2, 6]);
-    expect(rec.logs.slice(0, 4)).toEqual([
+    // Keras 3 prints a finished line after each save; with async writes it comes once the write is durable.
+    expect(rec.logs.filter((l) => l.includes('finished saving'))).toEqual(
+      ['01_0.720', '03_0.810', '07_0.895'].map(
+        (n, i) => `Epoch ${[1, 3, 7][i]}: finished saving model to ${path.join(dir, `mobilenet_v2_${n}.safetensors`)}`,
+      ),
+    );
+    expect(rec.logs.filter((l) => !l.includes('finished saving')).slice(0, 4)).toEqual([
       `Epoch 1: val_accuracy improved from None to 0.72000, saving model to ${path.join(dir, 'mobilenet_v2_01_0.720.safetensors')}`,
       'Epoch 2: val_accuracy did not improve from 0.72000',
       `Epoch 3: val_accuracy improved from 0.72000 to 0.81000, saving model to ${path.join(dir, 'mobilenet_v2_03_0.810.safetensors')}`,
@@ -422,6 +428,103 @@ describe('CheckpointManager rules (js backend)', () => {
       'mobilenet_v2_01_0.720.safetensors',
       'mobilenet_v2_03_0.810.safetensors',
       'mobilenet_v2_07_0.895.safetensors',
+    ]);
+  });
+
+  test('a new manager on a directory with a best says so in one line: the best, its epoch, its file and the index it came from', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args: CheckpointManagerArgs = { directory: dir, filename: SEED_TEMPLATE, monitor: 'val_accuracy' };
+    const quiet = recorder();
+    const first = new CheckpointManager({ ...args, logger: quiet.logger });
+    await runHistory(first, model, SEED_HISTORY.slice(0, 3));
+    await first.close();
+    expect(quiet.logs).toEqual([]); // a fresh directory: nothing to say
+
+    const rec = recorder();
+    const second = await new CheckpointManager({ ...args, logger: rec.logger }).open();
+    expect(rec.logs).toEqual([
+      `tfjs-checkpoint: continuing the record in ${dir}: best val_accuracy 0.81000 at epoch 3 ` +
+        `(mobilenet_v2_03_0.810.safetensors, from ${INDEX_FILENAME}); a checkpoint must beat it to become best ` +
+        '(pass resume: false to start a fresh record)',
+    ]);
+    expect(rec.warnings).toEqual([]);
+    await second.close();
+  });
+
+  test('resume: false starts a fresh record: the earlier files stay on disk, are never best, never deleted by keep, never adopted again', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args: CheckpointManagerArgs = {
+      directory: dir,
+      filename: 'run1_{epoch:02d}.safetensors',
+      monitor: 'val_accuracy',
+    };
+    const first = new CheckpointManager(args);
+    await runHistory(first, model, [0.9, 0.95]); // a strong earlier run
+    await first.close();
+    const earlier = await checkpointFiles(dir);
+    expect(earlier).toEqual(['run1_01.safetensors', 'run1_02.safetensors']);
+
+    const rec = recorder();
+    const fresh = new CheckpointManager({
+      ...args,
+      filename: 'run2_{epoch:02d}.safetensors',
+      keep: 1,
+      resume: false,
+      logger: rec.logger,
+    });
+    await fresh.open();
+    expect(fresh.best).toBeNull();
+    expect(fresh.checkpoints).toEqual([]);
+    expect(fresh.history).toEqual([]);
+    // Worse than the earlier run's best, and still saved: this record starts from None.
+    expect((await runHistory(fresh, model, [0.5, 0.6, 0.55])).map((f) => f !== null)).toEqual([true, true, false]);
+    await fresh.close();
+    expect(fresh.best?.file).toBe('run2_02.safetensors');
+    // keep: 1 deleted this run's surplus only.
+    expect(await checkpointFiles(dir)).toEqual([...earlier, 'run2_02.safetensors']);
+    expect((await readIndexFile(dir)).detached).toEqual(earlier);
+    expect(rec.warnings).toEqual([]);
+    expect(rec.logs).toEqual([]);
+
+    // Reopened (resuming by default), the record is this run's: the detached files are not adopted back.
+    const rec2 = recorder();
+    const again = await new CheckpointManager({ ...args, logger: rec2.logger }).open();
+    expect(again.checkpoints.map((c) => c.file)).toEqual(['run2_02.safetensors']);
+    expect(again.best?.score).toBe(0.6);
+    expect(rec2.warnings).toEqual([]);
+    await again.deleteAll();
+    await again.close();
+    // deleteAll removes the record, not the earlier run's files, and keeps them detached.
+    expect(await checkpointFiles(dir)).toEqual(earlier);
+    expect((await readIndexFile(dir)).detached).toEqual(earlier);
+  });
+
+  test('an unknown mode warns and falls back to auto, as Keras does; verbose 2 is accepted as 1', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'm_{epoch}.safetensors',
+      monitor: 'val_accuracy',
+      mode: 'maximize' as never,
+      verbose: 2,
+      async: false,
+      logger: rec.logger,
+    });
+    expect(ckpt.monitor.mode).toBe('max');
+    expect(rec.warnings).toEqual([
+      `tfjs-checkpoint: CheckpointManager mode "maximize" is unknown (expected 'auto', 'min' or 'max'), falling back to 'auto'`,
+    ]);
+    const model = tinyModel();
+    await runHistory(ckpt, model, [0.5, 0.7]);
+    await ckpt.close();
+    expect(rec.logs).toEqual([
+      `Epoch 1: val_accuracy improved from None to 0.50000, saving model to ${path.join(dir, 'm_1.safetensors')}`,
+      `Epoch 1: finished saving model to ${path.join(dir, 'm_1.safetensors')}`,
+      `Epoch 2: val_accuracy improved from 0.50000 to 0.70000, saving model to ${path.join(dir, 'm_2.safetensors')}`,
+      `Epoch 2: finished saving model to ${path.join(dir, 'm_2.safetensors')}`,
     ]);
   });
 

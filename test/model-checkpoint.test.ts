@@ -184,13 +184,126 @@ describe('the seed history', () => {
     );
     rec.lines.length = 0;
     await driveEpochs(cb, model, [{ val_acc: 0.8 }, { val_acc: 0.9 }], undefined, 3);
-    expect(rec.lines[0]).toBe('Epoch 4: val_accuracy did not improve from 0.81000');
-    expect(rec.lines[1]).toMatch(/^Epoch 5: val_accuracy improved from 0.81000 to 0.90000, saving model to /);
+    expect(rec.lines.filter((l) => !l.includes('finished'))[0]).toBe(
+      'Epoch 4: val_accuracy did not improve from 0.81000',
+    );
+    expect(rec.lines.filter((l) => !l.includes('finished'))[1]).toMatch(
+      /^Epoch 5: val_accuracy improved from 0.81000 to 0.90000, saving model to /,
+    );
     expect(await checkpointFiles(dir)).toEqual([
       'xception_v1_01_0.720.safetensors',
       'xception_v1_03_0.810.safetensors',
       'xception_v1_05_0.900.safetensors',
     ]);
+  });
+});
+
+describe('Keras 3 parity', () => {
+  const progress = (r: Recorder): string[] => r.lines.filter((l) => !l.includes('finished saving'));
+
+  test('an unknown mode warns once and falls back to auto (Keras MonitorCallback), so val_acc is maximized', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, 'm_{epoch}.safetensors'),
+      monitor: 'val_acc',
+      mode: 'maximise' as never,
+      saveBestOnly: true,
+      logger: rec.logger,
+    });
+    expect(rec.warnings).toEqual([
+      `tfjs-checkpoint: ModelCheckpoint mode "maximise" is unknown (expected 'auto', 'min' or 'max'), falling back to 'auto'`,
+    ]);
+    await driveEpochs(cb, tinyModel(false), [{ val_acc: 0.5 }, { val_acc: 0.7 }, { val_acc: 0.6 }]);
+    expect(await checkpointFiles(dir)).toEqual(['m_1.safetensors', 'm_2.safetensors']);
+    expect(rec.warnings).toHaveLength(1); // the fit's managers do not warn again
+  });
+
+  test("mode 'auto' on a metric whose direction its name does not tell is a coded error saying to pass mode; mode 'max' runs", async () => {
+    const err = thrown(() => modelCheckpoint({ filepath: '/tmp/x/m_{epoch}.safetensors', monitor: 'val_dice' }));
+    expect(err.code).toBe(ErrorCode.INVALID_ARGUMENT);
+    expect(err.message).toContain('"val_dice"');
+    expect(err.message).toContain("pass mode: 'max'");
+    const dir = await tempDir();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, 'm_{epoch}.safetensors'),
+      monitor: 'val_dice',
+      mode: 'max',
+      saveBestOnly: true,
+    });
+    await driveEpochs(cb, tinyModel(false), [{ val_dice: 0.5 }, { val_dice: 0.4 }]);
+    expect(await checkpointFiles(dir)).toEqual(['m_1.safetensors']);
+  });
+
+  test('verbose messages are Keras 3’s: improved from None first, and finished saving after each save; verbose 2 prints them too', async () => {
+    for (const verbose of [1, 2] as const) {
+      const dir = await tempDir();
+      const rec = recorder();
+      const p = (f: string): string => path.join(dir, f);
+      const cb = modelCheckpoint({
+        filepath: p('m_{epoch}.safetensors'),
+        saveBestOnly: true,
+        verbose,
+        async: false,
+        logger: rec.logger,
+      });
+      await driveEpochs(cb, tinyModel(false), [{ val_loss: 1 }, { val_loss: 2 }, { val_loss: 0.5 }]);
+      expect(rec.lines).toEqual([
+        `Epoch 1: val_loss improved from None to 1.00000, saving model to ${p('m_1.safetensors')}`,
+        `Epoch 1: finished saving model to ${p('m_1.safetensors')}`,
+        'Epoch 2: val_loss did not improve from 1.00000',
+        `Epoch 3: val_loss improved from 1.00000 to 0.50000, saving model to ${p('m_3.safetensors')}`,
+        `Epoch 3: finished saving model to ${p('m_3.safetensors')}`,
+      ]);
+    }
+  });
+
+  test('a new callback on a directory holding an earlier run’s index inherits its best and says so once; the same callback in a later fit does not repeat it', async () => {
+    const dir = await tempDir();
+    const filepath = path.join(dir, 'm_{epoch:02d}.safetensors');
+    const model = tinyModel(false);
+    await driveEpochs(modelCheckpoint({ filepath, saveBestOnly: true }), model, [{ val_loss: 0.3 }, { val_loss: 0.2 }]);
+    const rec = recorder();
+    const cb = modelCheckpoint({ filepath, saveBestOnly: true, verbose: 1, logger: rec.logger });
+    await driveEpochs(cb, model, [{ val_loss: 0.25 }, { val_loss: 0.1 }], undefined, 2);
+    expect(progress(rec)).toEqual([
+      `tfjs-checkpoint: continuing the record in ${dir}: best val_loss 0.20000 at epoch 2 (m_02.safetensors, from ` +
+        'tfjs-checkpoint.index.json); a checkpoint must beat it to become best (pass resume: false to start a fresh ' +
+        'record)',
+      'Epoch 3: val_loss did not improve from 0.20000',
+      `Epoch 4: val_loss improved from 0.20000 to 0.10000, saving model to ${path.join(dir, 'm_04.safetensors')}`,
+    ]);
+    rec.lines.length = 0;
+    await driveEpochs(cb, model, [{ val_loss: 0.2 }], undefined, 4);
+    expect(rec.lines).toEqual(['Epoch 5: val_loss did not improve from 0.10000']);
+    expect(await checkpointFiles(dir)).toEqual(['m_01.safetensors', 'm_02.safetensors', 'm_04.safetensors']);
+  });
+
+  test('resume: false starts a fresh record in the directory, without deleting the earlier run’s files', async () => {
+    const dir = await tempDir();
+    const model = tinyModel(false);
+    await driveEpochs(
+      modelCheckpoint({ filepath: path.join(dir, 'a_{epoch}.safetensors'), saveBestOnly: true }),
+      model,
+      [{ val_loss: 0.1 }],
+    );
+    const rec = recorder();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, 'b_{epoch}.safetensors'),
+      saveBestOnly: true,
+      keep: 1,
+      resume: false,
+      verbose: 1,
+      logger: rec.logger,
+    });
+    await driveEpochs(cb, model, [{ val_loss: 0.5 }, { val_loss: 0.4 }]);
+    expect(progress(rec)[0]).toMatch(/^Epoch 1: val_loss improved from None to 0.50000/);
+    expect(cb.best).toBe(0.4);
+    expect(await checkpointFiles(dir)).toEqual(['a_1.safetensors', 'b_2.safetensors']);
+    // A later fit of the same callback continues its own fresh record, not the detached one.
+    await driveEpochs(cb, model, [{ val_loss: 0.45 }], undefined, 2);
+    expect(await checkpointFiles(dir)).toEqual(['a_1.safetensors', 'b_2.safetensors']);
+    expect(cb.best).toBe(0.4);
   });
 });
 
@@ -610,7 +723,9 @@ describe('improvement rules', () => {
     expect(auc.files).toEqual(['m_01.safetensors', 'm_02.safetensors']);
     const loss = await run({}, 'val_loss', [0.5, 0.6, 0.4]);
     expect(loss.files).toEqual(['m_01.safetensors', 'm_03.safetensors']);
-    expect(loss.rec.lines[1]).toBe('Epoch 2: val_loss did not improve from 0.50000');
+    expect(loss.rec.lines.filter((l) => !l.includes('finished'))[1]).toBe(
+      'Epoch 2: val_loss did not improve from 0.50000',
+    );
   });
 
   test('aliases: monitor accuracy reads acc, and {accuracy} in the template renders acc', async () => {
