@@ -36,6 +36,7 @@ import { CheckpointLogger, CheckpointManager, CheckpointManagerArgs } from './ch
 import { ManagerLifecycle } from './manager-lifecycle';
 import { CheckpointError, ErrorCode, invalidArgument } from './errors';
 import { resolveLogs } from './model-checkpoint';
+import { verifyCheckpoint } from './tensors';
 
 export interface BackupAndRestoreArgs {
   /** The backup directory (created if missing; locked while training). Required. */
@@ -43,6 +44,14 @@ export interface BackupAndRestoreArgs {
   /** 'epoch' backs up at each epoch's end; an integer n >= 1 backs up after every n-th batch, counted across epochs
    * (Keras' `save_freq`). Default: 'epoch'. */
   saveFreq?: 'epoch' | number;
+  /**
+   * Keep the previous backup too (`backup.prev.safetensors`, a hard link: no extra write) and fall back to it, with
+   * a warning, when the latest cannot be read (ERR_CHECKPOINT_CORRUPT or ERR_CHECKPOINT_CHECKSUM: damaged after it
+   * was written, since a write itself is atomic): `initialEpoch()` checks the latest's checksums and answers the
+   * previous backup's epoch, and the restore loads the previous backup and puts it back in the latest's place
+   * (Keras' `double_checkpoint`). Twice the disk space. Default: false.
+   */
+  doubleCheckpoint?: boolean;
   /** When fit completes, delete the backup file and the index, then the directory if it is then empty (Keras'
    * `delete_checkpoint`, which removes the directory whatever it holds). Default: true. */
   deleteCheckpoint?: boolean;
@@ -56,10 +65,19 @@ export interface BackupAndRestoreArgs {
 
 /** The backup's file name in the directory. */
 export const BACKUP_FILENAME = 'backup.safetensors';
+/** The previous backup's file name, with doubleCheckpoint. */
+export const PREVIOUS_BACKUP_FILENAME = 'backup.prev.safetensors';
+
+/** Whether `e` says a checkpoint file is damaged (the cases doubleCheckpoint falls back from). */
+function isDamaged(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === ErrorCode.CORRUPT || code === ErrorCode.CHECKSUM;
+}
 
 export class BackupAndRestore extends tf.Callback {
   readonly directory: string;
   private readonly deleteCheckpoint: boolean;
+  private readonly doubleCheckpoint: boolean;
   private readonly logger: CheckpointLogger | undefined;
   /** Opened (locking the directory) on first use, closed when training ends or fails. */
   private readonly lifecycle: ManagerLifecycle;
@@ -74,7 +92,15 @@ export class BackupAndRestore extends tf.Callback {
   constructor(args: BackupAndRestoreArgs) {
     super();
     if (args === null || typeof args !== 'object') invalidArgument('args', 'an object', args);
-    const known = new Set(['directory', 'saveFreq', 'deleteCheckpoint', 'durable', 'async', 'logger']);
+    const known = new Set([
+      'directory',
+      'saveFreq',
+      'doubleCheckpoint',
+      'deleteCheckpoint',
+      'durable',
+      'async',
+      'logger',
+    ]);
     for (const k of Object.keys(args)) if (!known.has(k)) invalidArgument(`args.${k}`, [...known].join(', '), k);
     if (typeof args.directory !== 'string' || args.directory.length === 0) {
       invalidArgument(
@@ -87,6 +113,9 @@ export class BackupAndRestore extends tf.Callback {
     if (typeof del !== 'boolean') invalidArgument('args.deleteCheckpoint', 'a boolean', del);
     this.deleteCheckpoint = del;
     this.logger = args.logger;
+    const double = args.doubleCheckpoint ?? false;
+    if (typeof double !== 'boolean') invalidArgument('args.doubleCheckpoint', 'a boolean', double);
+    this.doubleCheckpoint = double;
     const saveFreq = args.saveFreq ?? 'epoch';
     if (saveFreq !== 'epoch' && !(Number.isSafeInteger(saveFreq) && (saveFreq as number) >= 1)) {
       invalidArgument('args.saveFreq', "'epoch' or an integer number of batches >= 1", saveFreq);
@@ -100,6 +129,7 @@ export class BackupAndRestore extends tf.Callback {
       // The backup is not chosen by a metric: this only names the value the index records as `best`.
       monitor: 'loss',
       mode: 'min',
+      ...(double ? { previousFilename: PREVIOUS_BACKUP_FILENAME } : {}),
       ...(args.durable !== undefined ? { durable: args.durable } : {}),
       ...(args.async !== undefined ? { async: args.async } : {}),
       ...(args.logger !== undefined ? { logger: args.logger } : {}),
@@ -122,9 +152,35 @@ export class BackupAndRestore extends tf.Callback {
     return this.lifecycle.close();
   }
 
-  /** The epoch to pass as fit's `initialEpoch`: the one after the latest backup, or 0. Locks the directory. */
+  /** The epoch to pass as fit's `initialEpoch`: the one after the latest backup, or 0. Locks the directory. With
+   * doubleCheckpoint, reads the latest backup through (checksums) and answers the previous one's when it is
+   * damaged, as the restore will fall back to it. */
   async initialEpoch(): Promise<number> {
-    return (await this.openManager()).initialEpoch;
+    const manager = await this.openManager();
+    const latest = manager.last;
+    const previous = manager.previous;
+    if (!this.doubleCheckpoint || !latest || !previous) return manager.initialEpoch;
+    try {
+      await verifyCheckpoint(latest.path);
+      return manager.initialEpoch;
+    } catch (e) {
+      if (!isDamaged(e)) throw e;
+      return previous.batch === undefined ? previous.epoch + 1 : previous.epoch;
+    }
+  }
+
+  /** Restores the latest backup, or with doubleCheckpoint the previous one when the latest is damaged. */
+  private async restore(manager: CheckpointManager): Promise<number> {
+    try {
+      return await manager.restoreLatest(this.model);
+    } catch (e) {
+      if (!this.doubleCheckpoint || !isDamaged(e) || !manager.previous) throw e;
+      (this.logger ?? console).warn(
+        `tfjs-checkpoint: the latest backup in ${this.directory} cannot be read (${(e as Error).message}); ` +
+          `falling back to the previous one (${PREVIOUS_BACKUP_FILENAME})`,
+      );
+      return manager.restorePrevious(this.model);
+    }
   }
 
   /** Releases the directory (when a fit failed and will not reach onTrainEnd). Keeps the backup. */
@@ -139,7 +195,7 @@ export class BackupAndRestore extends tf.Callback {
   override async onTrainBegin(_logs?: tf.Logs): Promise<void> {
     await this.guard(async () => {
       const manager = await this.openManager();
-      this.resumeEpoch = await manager.restoreLatest(this.model);
+      this.resumeEpoch = await this.restore(manager);
       this.checkedFirstEpoch = false;
       this.batchesSinceSave = 0;
       this.lastBatchSeen = -1;

@@ -134,6 +134,13 @@ export interface CheckpointManagerArgs {
   saveLast?: boolean;
   /** The `last` checkpoint's file name. Default: 'last.safetensors'. */
   lastFilename?: string;
+  /**
+   * With a fixed `filename` (no placeholders): before each save replaces that file, keep the version it replaces
+   * under this name (a hard link, no copy; a copy where links are unsupported), as the `previous` checkpoint: never
+   * best nor latest, not counted by `keep`, loaded by `restorePrevious()` when the latest is damaged (Keras'
+   * BackupAndRestore `double_checkpoint`). Default: none (no previous version kept).
+   */
+  previousFilename?: string;
   /** Store the optimizer's state (to resume training exactly). Default: when the model is compiled and not
    * `weightsOnly` (as captureCheckpoint decides). */
   includeOptimizer?: boolean;
@@ -221,6 +228,7 @@ interface Resolved {
   keep: 'all' | number;
   saveLast: boolean;
   lastFilename: string;
+  previousFilename: string | undefined;
   includeOptimizer: boolean | undefined;
   weightsOnly: boolean;
   durable: boolean;
@@ -241,6 +249,7 @@ const KNOWN_ARGS = new Set([
   'keep',
   'saveLast',
   'lastFilename',
+  'previousFilename',
   'includeOptimizer',
   'weightsOnly',
   'durable',
@@ -307,6 +316,23 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
     invalidArgument('args.lastFilename', 'a file name', lastFilename);
   }
   checkReservedName(lastFilename, 'args.lastFilename');
+  const previousFilename = args.previousFilename;
+  if (previousFilename !== undefined) {
+    if (typeof previousFilename !== 'string' || previousFilename.length === 0) {
+      invalidArgument('args.previousFilename', 'a file name', previousFilename);
+    }
+    checkReservedName(previousFilename, 'args.previousFilename');
+    if (/[{}]/.test(filename)) {
+      invalidArgument('args.filename', 'a fixed file name (no placeholders) with args.previousFilename', filename);
+    }
+    if (previousFilename === filename || previousFilename === lastFilename) {
+      invalidArgument(
+        'args.previousFilename',
+        'a name other than args.filename and args.lastFilename',
+        previousFilename,
+      );
+    }
+  }
   const weightsOnly = bool('weightsOnly', false);
   const includeOptimizer = args.includeOptimizer;
   if (includeOptimizer !== undefined && typeof includeOptimizer !== 'boolean') {
@@ -327,6 +353,7 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
     keep: keep as 'all' | number,
     saveLast: bool('saveLast', false),
     lastFilename,
+    previousFilename,
     includeOptimizer,
     weightsOnly,
     durable: bool('durable', true),
@@ -415,6 +442,12 @@ export class CheckpointManager {
     return this.saved(this.index.last);
   }
 
+  /** The version the latest save of a fixed file name replaced (with `previousFilename`), or null. */
+  get previous(): SavedCheckpoint | null {
+    const e = this.index.checkpoints.find((c) => c.kind === 'previous');
+    return e ? this.toSaved(e) : null;
+  }
+
   /** Every kept durable checkpoint, oldest first (the `last` file included). */
   get checkpoints(): SavedCheckpoint[] {
     return this.index.checkpoints.map((e) => this.toSaved(e));
@@ -478,6 +511,7 @@ export class CheckpointManager {
         monitor: this.args.monitor,
         mode: this.args.mode,
         lastFilename: this.args.lastFilename,
+        ...(this.args.previousFilename !== undefined ? { previousFilename: this.args.previousFilename } : {}),
         score: (m) => this.scoreOf(m),
       });
       let index: CheckpointIndex;
@@ -598,7 +632,9 @@ export class CheckpointManager {
   private applyRetention(index: CheckpointIndex): boolean {
     const { keep, mode } = this.args;
     if (keep === 'all') return false;
-    const ranked = index.checkpoints.filter((e) => e.kind !== 'last').sort((x, y) => compareEntries(x, y, mode));
+    const ranked = index.checkpoints
+      .filter((e) => e.kind !== 'last' && e.kind !== 'previous')
+      .sort((x, y) => compareEntries(x, y, mode));
     const dropped = new Set(ranked.slice(keep).map((e) => e.file));
     if (dropped.size === 0) return false;
     index.checkpoints = index.checkpoints.filter((e) => !dropped.has(e.file));
@@ -650,6 +686,7 @@ export class CheckpointManager {
     let best: CheckpointEntry | undefined;
     let last: CheckpointEntry | undefined;
     for (const e of index.checkpoints) {
+      if (e.kind === 'previous') continue; // a replaced version: neither best nor latest
       if (e.kind !== 'last' && e.score !== null && (!best || this.better(e.score, best.score, 0))) best = e;
       const c = last ? compareProgress(e, last) : 1;
       if (!last || c > 0 || (c === 0 && e.kind === 'last')) last = e;
@@ -872,6 +909,14 @@ export class CheckpointManager {
     let writing: CheckpointEntry | undefined;
     try {
       if (plan.main) {
+        const replaced = this.index.checkpoints.find((e) => e.file === plan.main?.file);
+        if (a.previousFilename !== undefined && replaced) {
+          const previous: CheckpointEntry = { ...replaced, file: a.previousFilename, kind: 'previous' };
+          writing = previous;
+          await this.checkOverwrite(previous.file);
+          await this.keepPrevious(replaced.file, previous.file);
+          written.push(previous);
+        }
         writing = plan.main;
         await this.checkOverwrite(plan.main.file);
         await saveTensors(path.join(dir, plan.main.file), tensors, {
@@ -966,6 +1011,35 @@ export class CheckpointManager {
       `Refusing to overwrite ${full}: the CheckpointManager did not write it. Move it away or change args.filename`,
       { path: full, syscall: 'rename' },
     );
+  }
+
+  /** Makes `previous` hold the current content of `file` (a hard link, else a copy; atomically, via a temp name),
+   * before a save replaces `file`. */
+  private async keepPrevious(file: string, previous: string): Promise<void> {
+    const dir = this.args.directory;
+    const tmp = acquireTempPath(dir);
+    try {
+      try {
+        await fsp.link(path.join(dir, file), tmp);
+      } catch {
+        await fsp.copyFile(path.join(dir, file), tmp);
+        if (this.args.durable) {
+          const fh = await fsp.open(tmp, 'r+');
+          try {
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+        }
+      }
+      await fsp.rename(tmp, path.join(dir, previous));
+    } catch (e) {
+      await fsp.unlink(tmp).catch(() => undefined);
+      throw fromNodeError(e, path.join(dir, previous), 'keep the previous version');
+    } finally {
+      releaseTempPath(tmp);
+    }
+    if (this.args.durable) await fsyncDirectory(dir);
   }
 
   /** Makes `last` a hard link to the just-written `main` (atomically, via a temp name). False when links are
@@ -1107,6 +1181,44 @@ export class CheckpointManager {
       // The epoch comes from the restored file itself, so weights and epoch always belong together.
       const restored = await this.restoreEntry(model, this.index.last);
       if (!restored) return 0;
+      return restored.batch === undefined ? restored.epoch + 1 : restored.epoch;
+    });
+  }
+
+  /**
+   * Falls back to the previous version (with `previousFilename`): flushes, loads it into `model` (weights, and
+   * optimizer state when stored), then makes it the current file again, replacing the version that had replaced it
+   * (presumably damaged: call this when restoreLatest fails with ERR_CHECKPOINT_CORRUPT or ERR_CHECKPOINT_CHECKSUM),
+   * as Keras' BackupAndRestore copies its `.bkp` over the latest. Resolves with the epoch to pass as fit's
+   * `initialEpoch` (see `initialEpoch`); 0 (model and files untouched) when there is no previous version. If the
+   * previous version cannot be loaded either, rejects with that error and changes nothing.
+   */
+  async restorePrevious(model: tf.LayersModel): Promise<number> {
+    this.checkOpen();
+    return this.serial(async () => {
+      await this.settled();
+      const a = this.args;
+      const prev = this.index.checkpoints.find((e) => e.kind === 'previous');
+      if (!prev || a.previousFilename === undefined) return 0;
+      const restored = await this.restoreEntry(model, prev.file);
+      if (!restored) return 0;
+      await this.lock?.check();
+      const dir = a.directory;
+      try {
+        await fsp.rename(path.join(dir, prev.file), path.join(dir, a.filename));
+      } catch (e) {
+        throw fromNodeError(e, path.join(dir, a.filename), 'restore the previous version');
+      }
+      if (a.durable) await fsyncDirectory(dir);
+      const next = cloneIndex(this.index);
+      next.checkpoints = next.checkpoints
+        .filter((e) => e.file !== prev.file && e.file !== a.filename)
+        .concat({ ...prev, file: a.filename, kind: a.saveBestOnly ? 'best' : 'periodic' })
+        .sort(compareProgress);
+      this.recomputeBestAndLast(next);
+      await this.writeIndexFile(next);
+      this.index = next;
+      this.decisionBest = this.bestScore(next);
       return restored.batch === undefined ? restored.epoch + 1 : restored.epoch;
     });
   }

@@ -47,7 +47,7 @@ export type {
 } from './checkpoint-manager';
 export type { CheckpointEntry, CheckpointKind, HistoryEntry } from './checkpoint-index';
 export { INDEX_FILENAME } from './checkpoint-index';
-export { BackupAndRestore, backupAndRestore, BACKUP_FILENAME } from './backup-and-restore';
+export { BackupAndRestore, backupAndRestore, BACKUP_FILENAME, PREVIOUS_BACKUP_FILENAME } from './backup-and-restore';
 export type { BackupAndRestoreArgs } from './backup-and-restore';
 
 import { backendName } from './runtime';
