@@ -6,7 +6,13 @@ import { ChildProcess, fork } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { BACKUP_FILENAME, BackupAndRestore, backupAndRestore } from '../lib/backup-and-restore';
+import {
+  BACKUP_FILENAME,
+  BackupAndRestore,
+  PREVIOUS_BACKUP_FILENAME,
+  backupAndRestore,
+} from '../lib/backup-and-restore';
+import { restoreCheckpoint } from '../lib/model';
 import { INDEX_FILENAME } from '../lib/checkpoint-index';
 import { ErrorCode } from '../lib/errors';
 import { tempDir, useBackend } from './helpers/backends';
@@ -277,6 +283,64 @@ describe('BackupAndRestore', () => {
     expect((fresh.optimizer as unknown as { iterations: number }).iterations).toBe(2 + 5 * 3);
     expect(await exists(dir)).toBe(false);
     tf.dispose([x10, y10]);
+  });
+
+  // Keras' test_backup_corrupted.
+  test('doubleCheckpoint keeps the previous backup; a damaged latest falls back to it with a warning and resumes after its epoch', async () => {
+    const dir = path.join(await tempDir(), 'subdir');
+    const model = tinyModel();
+    const ends: number[][][] = [];
+    const recordEnds = new (class extends tf.Callback {
+      override async onEpochEnd(): Promise<void> {
+        ends.push(model.getWeights().map((w) => Array.from(w.dataSync())));
+      }
+    })();
+    const backup = backupAndRestore({ directory: dir, doubleCheckpoint: true });
+    await expect(
+      model.fit(xs, ys, { epochs: 6, verbose: 0, callbacks: [backup, recordEnds, new Probe(2)] }),
+    ).rejects.toThrow('simulated crash');
+    await backup.close();
+    expect((await fsp.readdir(dir)).sort()).toEqual([BACKUP_FILENAME, PREVIOUS_BACKUP_FILENAME, INDEX_FILENAME].sort());
+    // The previous backup holds epoch 1's weights, the latest epoch 2's.
+    const probeModel = tinyModel();
+    await restoreCheckpoint(probeModel, path.join(dir, PREVIOUS_BACKUP_FILENAME));
+    expect(probeModel.getWeights().map((w) => Array.from(w.dataSync()))).toEqual(ends[0]);
+
+    await fsp.writeFile(path.join(dir, BACKUP_FILENAME), '0'); // Keras' corruption
+    const warnings: string[] = [];
+    const logger = { log: () => undefined, warn: (m: string) => warnings.push(m) };
+    const resumed = backupAndRestore({ directory: dir, doubleCheckpoint: true, logger });
+    const initialEpoch = await resumed.initialEpoch();
+    expect(initialEpoch).toBe(1);
+    const fresh = tinyModel();
+    const probe = new Probe();
+    let seen: number[][] | undefined;
+    const firstWeights = new (class extends tf.Callback {
+      override async onEpochBegin(): Promise<void> {
+        seen ??= fresh.getWeights().map((w) => Array.from(w.dataSync()));
+      }
+    })();
+    await fresh.fit(xs, ys, { epochs: 5, initialEpoch, verbose: 0, callbacks: [resumed, probe, firstWeights] });
+    expect(probe.epochs).toEqual([1, 2, 3, 4]);
+    expect(seen).toEqual(ends[0]);
+    expect(warnings.filter((w) => w.includes('falling back to the previous one'))).toHaveLength(1);
+    expect(await exists(dir)).toBe(false);
+  });
+
+  test('without doubleCheckpoint a damaged backup is a coded error, not a silent restart', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const backup = backupAndRestore({ directory: dir });
+    await expect(model.fit(xs, ys, { epochs: 4, verbose: 0, callbacks: [backup, new Probe(2)] })).rejects.toThrow(
+      'simulated crash',
+    );
+    await backup.close();
+    await fsp.writeFile(path.join(dir, BACKUP_FILENAME), '0');
+    const again = backupAndRestore({ directory: dir });
+    const initialEpoch = await again.initialEpoch();
+    await expect(
+      tinyModel().fit(xs, ys, { epochs: 4, initialEpoch, verbose: 0, callbacks: [again] }),
+    ).rejects.toMatchObject({ code: ErrorCode.CORRUPT });
   });
 
   // Keras' test_model_deleted_case_epoch, and what this callback does differently: it never deletes others' files.
