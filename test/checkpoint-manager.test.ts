@@ -501,6 +501,49 @@ describe('CheckpointManager rules (js backend)', () => {
     expect((await readIndexFile(dir)).detached).toEqual(earlier);
   });
 
+  test('previousFilename keeps the version each save replaces (never best nor latest); restorePrevious brings it back in its place', async () => {
+    expect(
+      () => new CheckpointManager({ directory: 'x', filename: 'm_{epoch}.safetensors', previousFilename: 'p' }),
+    ).toThrow(/fixed file name/);
+    expect(
+      () => new CheckpointManager({ directory: 'x', filename: 'm.safetensors', previousFilename: 'm.safetensors' }),
+    ).toThrow(/previousFilename/);
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args: CheckpointManagerArgs = {
+      directory: dir,
+      filename: 'm.safetensors',
+      previousFilename: 'm.prev.safetensors',
+      saveBestOnly: false,
+      monitor: 'val_loss',
+      async: false,
+    };
+    const ckpt = new CheckpointManager(args);
+    const snapshots = new Map<number, Map<string, Buffer>>();
+    // Epoch 1 is the best by val_loss; the previous version still never counts as best.
+    for (const [epoch, loss] of [0.5, 0.1, 0.4].entries()) {
+      await trainOneEpoch(model);
+      snapshots.set(epoch, weightBytes(model));
+      await ckpt.step(model, epoch, { val_loss: loss });
+    }
+    expect(await checkpointFiles(dir)).toEqual(['m.prev.safetensors', 'm.safetensors']);
+    expect(ckpt.previous).toMatchObject({ file: 'm.prev.safetensors', epoch: 1, kind: 'previous' });
+    expect(ckpt.last?.file).toBe('m.safetensors');
+    expect(ckpt.best?.file).toBe('m.safetensors');
+    expect(ckpt.initialEpoch).toBe(3);
+    scramble(model);
+    expect(await ckpt.restorePrevious(model)).toBe(2);
+    expect(weightBytes(model)).toEqual(snapshots.get(1));
+    expect(await checkpointFiles(dir)).toEqual(['m.safetensors']);
+    expect(ckpt.previous).toBeNull();
+    expect(ckpt.last).toMatchObject({ file: 'm.safetensors', epoch: 1 });
+    expect(ckpt.initialEpoch).toBe(2);
+    await ckpt.close();
+    const reopened = await new CheckpointManager(args).open();
+    expect(reopened.last).toMatchObject({ file: 'm.safetensors', epoch: 1 });
+    await reopened.close();
+  });
+
   test('an unknown mode warns and falls back to auto, as Keras does; verbose 2 is accepted as 1', async () => {
     const dir = await tempDir();
     const rec = recorder();
