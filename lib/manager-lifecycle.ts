@@ -106,7 +106,12 @@ export class ManagerLifecycle {
         }
       }
     }
-    return manager.open();
+    try {
+      return await manager.open();
+    } catch (e) {
+      this.unregister(); // e.g. locked: nothing of this lifecycle's is open to hand over
+      throw e;
+    }
   }
 
   /** Closes the current manager (flushing; rejects with a background failure after releasing the lock). Idempotent. */
