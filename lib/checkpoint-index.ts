@@ -28,8 +28,9 @@ const INDEX_VERSION = 1;
 /** The metadata key under which a manager-written checkpoint records itself (JSON of `FileRecord`). */
 export const MANAGER_METADATA_KEY = 'checkpoint_manager';
 
-/** Why a checkpoint was written: an improvement (or every step when saveBestOnly is false), or the `last` file. */
-export type CheckpointKind = 'best' | 'periodic' | 'last';
+/** Why a checkpoint was written: an improvement (or every step when saveBestOnly is false), the `last` file, or the
+ * `previous` file (the version a save of a fixed file name replaced, kept with `previousFilename`). */
+export type CheckpointKind = 'best' | 'periodic' | 'last' | 'previous';
 
 /** One checkpoint file the manager wrote and keeps. */
 export interface CheckpointEntry {
@@ -72,6 +73,9 @@ export interface CheckpointIndex {
   last: string | null;
   /** Files dropped by retention whose deletion may not have happened yet (retried on open). */
   deleting: string[];
+  /** Files of ours from an earlier record, left on disk when a manager started a fresh one (`resume: false`): never
+   * best, never counted by retention, never deleted, never adopted again. Absent when there are none. */
+  detached?: string[];
   /** Every step's epoch and metrics, oldest first (see the module comment); absent in indexes written without. */
   history?: HistoryEntry[];
 }
@@ -146,7 +150,8 @@ function decodeEntry(raw: unknown, defaultKind: CheckpointKind, file?: string): 
   if (o.batch !== undefined && (!Number.isSafeInteger(o.batch) || (o.batch as number) < 0)) return undefined;
   const metrics = decodeMetrics(o.metrics);
   const score = typeof o.score === 'number' && Number.isFinite(o.score) ? o.score : null;
-  const kind = o.kind === 'best' || o.kind === 'periodic' || o.kind === 'last' ? o.kind : defaultKind;
+  const kind =
+    o.kind === 'best' || o.kind === 'periodic' || o.kind === 'last' || o.kind === 'previous' ? o.kind : defaultKind;
   return {
     file: name,
     epoch: o.epoch as number,
@@ -224,6 +229,7 @@ export function parseIndex(text: string): CheckpointIndex {
     return v;
   };
   const deleting = Array.isArray(o.deleting) ? o.deleting.filter(isSafeName) : [];
+  const detached = Array.isArray(o.detached) ? o.detached.filter(isSafeName).filter((f) => !names.has(f)) : [];
   const history = decodeHistory(o.history);
   return {
     monitor: o.monitor,
@@ -232,6 +238,7 @@ export function parseIndex(text: string): CheckpointIndex {
     best: ref(o.best, 'best'),
     last: ref(o.last, 'last'),
     deleting,
+    ...(detached.length > 0 ? { detached } : {}),
     ...(history ? { history } : {}),
   };
 }
@@ -248,6 +255,7 @@ export function serializeIndex(index: CheckpointIndex): string {
       last: index.last,
       checkpoints: index.checkpoints.map(encodeEntry),
       deleting: index.deleting,
+      ...(index.detached && index.detached.length > 0 ? { detached: index.detached } : {}),
     },
     null,
     2,
@@ -320,6 +328,8 @@ export interface RebuildArgs {
   mode: 'min' | 'max';
   /** The name of the `last` file: an entry with that name is the last checkpoint, whatever it says. */
   lastFilename: string;
+  /** The name of the `previous` file, if the manager keeps one: an entry with that name is the previous version. */
+  previousFilename?: string;
   /** The monitored value of a checkpoint's metrics (alias-aware), null when missing or not finite. */
   score: (metrics: Record<string, number>) => number | null;
 }
@@ -404,7 +414,8 @@ export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<Rebu
       continue;
     }
     if (name === args.lastFilename) entry.kind = 'last';
-    else if (entry.kind === 'last') entry.kind = 'periodic';
+    else if (name === args.previousFilename) entry.kind = 'previous';
+    else if (entry.kind === 'last' || entry.kind === 'previous') entry.kind = 'periodic';
     // The monitor may have changed since: recompute the score from the metrics.
     entry.score = args.score(entry.metrics);
     checkpoints.push(entry);
@@ -414,11 +425,12 @@ export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<Rebu
   index.checkpoints = checkpoints;
   let best: CheckpointEntry | undefined;
   for (const e of checkpoints) {
-    if (e.kind === 'last' || e.score === null) continue;
+    if (e.kind === 'last' || e.kind === 'previous' || e.score === null) continue;
     if (!best || (args.mode === 'max' ? e.score > (best.score as number) : e.score < (best.score as number))) best = e;
   }
   index.best = best?.file ?? null;
-  const last = checkpoints.length ? checkpoints[checkpoints.length - 1] : undefined;
+  const current = checkpoints.filter((e) => e.kind !== 'previous');
+  const last = current.length ? current[current.length - 1] : undefined;
   // Among equally advanced entries (the `last` file and a best file of the same epoch) prefer the `last` file.
   const lastFile = checkpoints.find((e) => e.kind === 'last' && last && compareProgress(e, last) === 0);
   index.last = (lastFile ?? last)?.file ?? null;

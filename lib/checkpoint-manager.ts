@@ -115,8 +115,10 @@ export interface CheckpointManagerArgs {
   /** The metric that decides which checkpoint is best (`val_accuracy` and `val_acc` are aliases).
    * Default: `'val_loss'`. */
   monitor?: string;
-  /** 'min', 'max', or 'auto': max for accuracy-like names (acc, accuracy, auc, precision, recall, f1), min for the
-   * rest. Default: 'auto'. */
+  /** 'min', 'max', or 'auto': min for losses and errors, max for accuracy-like names (acc, accuracy, auc,
+   * precision, recall, f1, iou, r2, ...; see inferMonitorMode), and an ERR_CHECKPOINT_INVALID_ARGUMENT error saying
+   * to pass mode for a name that tells neither (as Keras 3 raises). Any other value warns and means 'auto' (as
+   * Keras). Default: 'auto'. */
   mode?: MonitorModeArg;
   /** Save only when the monitored metric improves. `false` saves at every step (still ranking by the metric for
    * `keep` and `best`). Default: true. */
@@ -132,6 +134,13 @@ export interface CheckpointManagerArgs {
   saveLast?: boolean;
   /** The `last` checkpoint's file name. Default: 'last.safetensors'. */
   lastFilename?: string;
+  /**
+   * With a fixed `filename` (no placeholders): before each save replaces that file, keep the version it replaces
+   * under this name (a hard link, no copy; a copy where links are unsupported), as the `previous` checkpoint: never
+   * best nor latest, not counted by `keep`, loaded by `restorePrevious()` when the latest is damaged (Keras'
+   * BackupAndRestore `double_checkpoint`). Default: none (no previous version kept).
+   */
+  previousFilename?: string;
   /** Store the optimizer's state (to resume training exactly). Default: when the model is compiled and not
    * `weightsOnly` (as captureCheckpoint decides). */
   includeOptimizer?: boolean;
@@ -141,9 +150,20 @@ export interface CheckpointManagerArgs {
   durable?: boolean;
   /** Write in the background; `step()` waits only for the snapshot (see the module comment). Default: true. */
   async?: boolean;
-  /** 1 prints Keras' messages (`Epoch 3: val_accuracy improved from 0.72000 to 0.81000, saving model to ...`).
-   * Default: 0. */
-  verbose?: 0 | 1;
+  /** 1 (or 2, as Keras accepts) prints Keras 3's messages: `Epoch 3: val_accuracy improved from 0.72000 to
+   * 0.81000, saving model to ...` (`from None` before the first value), `Epoch 3: val_accuracy did not improve from
+   * 0.81000`, `Epoch 3: saving model to ...`, and `Epoch 3: finished saving model to ...` once the file is durable
+   * (with `async`, when the background write completes). Default: 0. */
+  verbose?: 0 | 1 | 2;
+  /**
+   * Whether a directory holding an earlier run's index continues that run's record: its best (a later step saves
+   * only by beating it, so a resumed run never overwrites a true best), its retention and its history. When it
+   * does and there is a best, the manager says so once (`logger.log`: the best value, its epoch, its file). `false`
+   * starts a fresh record: the earlier checkpoints stay on disk untouched (never best, never deleted by retention
+   * or `deleteAll`, never overwritten unless this run's file name is the same), listed in the index as `detached`.
+   * Default: true.
+   */
+  resume?: boolean;
   /** Where messages go. Default: console. */
   logger?: CheckpointLogger;
 }
@@ -186,6 +206,11 @@ const consoleLogger: CheckpointLogger = {
   warn: (m) => console.warn(m),
 };
 
+/** Keras 3's best value in its messages: 'None' before the first one, else `{:.5f}`. */
+function bestString(v: number | null): string {
+  return v === null ? 'None' : fmt5(v);
+}
+
 /** Keras' `{:.5f}` of a best value, as Python formats it (half-even on the exact double; 'inf', '-inf', 'nan'). */
 function fmt5(v: number): string {
   return formatValue(v, '.5f');
@@ -203,11 +228,13 @@ interface Resolved {
   keep: 'all' | number;
   saveLast: boolean;
   lastFilename: string;
+  previousFilename: string | undefined;
   includeOptimizer: boolean | undefined;
   weightsOnly: boolean;
   durable: boolean;
   async: boolean;
-  verbose: 0 | 1;
+  verbose: 0 | 1 | 2;
+  resume: boolean;
   logger: CheckpointLogger;
 }
 
@@ -222,11 +249,13 @@ const KNOWN_ARGS = new Set([
   'keep',
   'saveLast',
   'lastFilename',
+  'previousFilename',
   'includeOptimizer',
   'weightsOnly',
   'durable',
   'async',
   'verbose',
+  'resume',
   'logger',
 ]);
 
@@ -264,7 +293,12 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
   }
   const monitor = args.monitor ?? 'val_loss';
   if (typeof monitor !== 'string' || monitor.length === 0) invalidArgument('args.monitor', 'a metric name', monitor);
-  const mode = resolveMonitorMode(monitor, args.mode ?? 'auto');
+  const logger = args.logger ?? consoleLogger;
+  if (!logger || typeof logger.log !== 'function' || typeof logger.warn !== 'function') {
+    invalidArgument('args.logger', 'an object with log() and warn() methods', logger);
+  }
+  // An unknown mode warns and means 'auto' (as Keras); 'auto' on a name of unknown direction throws.
+  const mode = resolveMonitorMode(monitor, args.mode, (m) => logger.warn(m), 'CheckpointManager');
   const minDelta = args.minDelta ?? 0;
   if (typeof minDelta !== 'number' || !Number.isFinite(minDelta) || minDelta < 0) {
     invalidArgument('args.minDelta', 'a finite number >= 0', minDelta);
@@ -282,6 +316,23 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
     invalidArgument('args.lastFilename', 'a file name', lastFilename);
   }
   checkReservedName(lastFilename, 'args.lastFilename');
+  const previousFilename = args.previousFilename;
+  if (previousFilename !== undefined) {
+    if (typeof previousFilename !== 'string' || previousFilename.length === 0) {
+      invalidArgument('args.previousFilename', 'a file name', previousFilename);
+    }
+    checkReservedName(previousFilename, 'args.previousFilename');
+    if (/[{}]/.test(filename)) {
+      invalidArgument('args.filename', 'a fixed file name (no placeholders) with args.previousFilename', filename);
+    }
+    if (previousFilename === filename || previousFilename === lastFilename) {
+      invalidArgument(
+        'args.previousFilename',
+        'a name other than args.filename and args.lastFilename',
+        previousFilename,
+      );
+    }
+  }
   const weightsOnly = bool('weightsOnly', false);
   const includeOptimizer = args.includeOptimizer;
   if (includeOptimizer !== undefined && typeof includeOptimizer !== 'boolean') {
@@ -289,11 +340,7 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
   }
   validateTemplate(filename);
   const verbose = args.verbose ?? 0;
-  if (verbose !== 0 && verbose !== 1) invalidArgument('args.verbose', '0 or 1', verbose);
-  const logger = args.logger ?? consoleLogger;
-  if (!logger || typeof logger.log !== 'function' || typeof logger.warn !== 'function') {
-    invalidArgument('args.logger', 'an object with log() and warn() methods', logger);
-  }
+  if (verbose !== 0 && verbose !== 1 && verbose !== 2) invalidArgument('args.verbose', '0, 1 or 2', verbose);
   return {
     directory: path.resolve(args.directory),
     displayDirectory: args.directory,
@@ -306,11 +353,13 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
     keep: keep as 'all' | number,
     saveLast: bool('saveLast', false),
     lastFilename,
+    previousFilename,
     includeOptimizer,
     weightsOnly,
     durable: bool('durable', true),
     async: bool('async', true),
     verbose,
+    resume: bool('resume', true),
     logger,
   };
 }
@@ -320,7 +369,15 @@ function cloneIndex(index: CheckpointIndex): CheckpointIndex {
     ...index,
     checkpoints: index.checkpoints.map((e) => ({ ...e, metrics: { ...e.metrics } })),
     deleting: [...index.deleting],
+    ...(index.detached ? { detached: [...index.detached] } : {}),
   };
+}
+
+/** What the callbacks' ManagerLifecycle tells the managers it creates besides the user's arguments. */
+export interface ManagerInternals {
+  /** Whether opening a directory whose record has a best says so (the first manager of a callback: later ones
+   * continue the callback's own record). Default: true. */
+  announceResume?: boolean;
 }
 
 /** A save decided by step(): the files to write from one snapshot. */
@@ -353,8 +410,11 @@ export class CheckpointManager {
   /** Serializes step/flush/close/restore calls. */
   private chain: Promise<unknown> = Promise.resolve();
 
-  constructor(args: CheckpointManagerArgs) {
+  private readonly announceResume: boolean;
+
+  constructor(args: CheckpointManagerArgs, internals: ManagerInternals = {}) {
     this.args = resolveArgs(args);
+    this.announceResume = internals.announceResume ?? true;
     this.index = emptyIndex(this.args.monitor, this.args.mode);
     this.writer = new AsyncWriter((err) => {
       if (this.args.async)
@@ -380,6 +440,12 @@ export class CheckpointManager {
   /** The most recently written durable checkpoint (the `last` file with saveLast), or null. */
   get last(): SavedCheckpoint | null {
     return this.saved(this.index.last);
+  }
+
+  /** The version the latest save of a fixed file name replaced (with `previousFilename`), or null. */
+  get previous(): SavedCheckpoint | null {
+    const e = this.index.checkpoints.find((c) => c.kind === 'previous');
+    return e ? this.toSaved(e) : null;
   }
 
   /** Every kept durable checkpoint, oldest first (the `last` file included). */
@@ -445,6 +511,7 @@ export class CheckpointManager {
         monitor: this.args.monitor,
         mode: this.args.mode,
         lastFilename: this.args.lastFilename,
+        ...(this.args.previousFilename !== undefined ? { previousFilename: this.args.previousFilename } : {}),
         score: (m) => this.scoreOf(m),
       });
       let index: CheckpointIndex;
@@ -467,6 +534,16 @@ export class CheckpointManager {
         }
         rewrite = read.status === 'damaged' || index.checkpoints.length > 0;
       }
+      if (!this.args.resume && index.checkpoints.length > 0) {
+        // A fresh record: the earlier checkpoints stay on disk, outside it (see CheckpointManagerArgs.resume).
+        index.detached = [...(index.detached ?? []), ...index.checkpoints.map((e) => e.file)];
+        index.checkpoints = [];
+        this.recorded = [];
+        rewrite = true;
+      } else if (!this.args.resume && this.recorded.length > 0) {
+        this.recorded = [];
+        rewrite = true;
+      }
       index.monitor = this.args.monitor;
       if (index.mode !== this.args.mode) rewrite = true;
       index.mode = this.args.mode;
@@ -482,6 +559,15 @@ export class CheckpointManager {
         this.indexStale = true; // rewritten by the next save or close()
       }
       this.decisionBest = this.bestScore(this.index);
+      const best = this.best;
+      if (best && this.announceResume) {
+        const where = read.status === 'ok' ? INDEX_FILENAME : "the checkpoints' own metadata";
+        logger.log(
+          `tfjs-checkpoint: continuing the record in ${this.args.displayDirectory}: best ${this.args.monitor} ` +
+            `${best.score === null ? 'None' : fmt5(best.score)} at epoch ${best.epoch + 1} (${best.file}, from ` +
+            `${where}); a checkpoint must beat it to become best (pass resume: false to start a fresh record)`,
+        );
+      }
     } catch (e) {
       await this.lock.release().catch(() => undefined);
       this.lock = undefined;
@@ -516,7 +602,18 @@ export class CheckpointManager {
         present.push(e);
       }
     }
-    const listed = new Set([...present.map((e) => e.file), ...index.deleting]);
+    if (index.detached) {
+      const kept: string[] = [];
+      for (const f of index.detached) {
+        if (present.some((e) => e.file === f)) continue;
+        const st = await fsp.stat(path.join(dir, f)).catch(() => undefined);
+        if (st?.isFile()) kept.push(f);
+        else changed = true; // removed by the user: forgotten
+      }
+      if (kept.length > 0) index.detached = kept;
+      else delete index.detached;
+    }
+    const listed = new Set([...present.map((e) => e.file), ...index.deleting, ...(index.detached ?? [])]);
     for (const e of scanned.index.checkpoints) {
       if (listed.has(e.file)) continue;
       logger.warn(`tfjs-checkpoint: ${e.file} is not listed in ${INDEX_FILENAME}; adopting it from its metadata`);
@@ -535,7 +632,9 @@ export class CheckpointManager {
   private applyRetention(index: CheckpointIndex): boolean {
     const { keep, mode } = this.args;
     if (keep === 'all') return false;
-    const ranked = index.checkpoints.filter((e) => e.kind !== 'last').sort((x, y) => compareEntries(x, y, mode));
+    const ranked = index.checkpoints
+      .filter((e) => e.kind !== 'last' && e.kind !== 'previous')
+      .sort((x, y) => compareEntries(x, y, mode));
     const dropped = new Set(ranked.slice(keep).map((e) => e.file));
     if (dropped.size === 0) return false;
     index.checkpoints = index.checkpoints.filter((e) => !dropped.has(e.file));
@@ -587,6 +686,7 @@ export class CheckpointManager {
     let best: CheckpointEntry | undefined;
     let last: CheckpointEntry | undefined;
     for (const e of index.checkpoints) {
+      if (e.kind === 'previous') continue; // a replaced version: neither best nor latest
       if (e.kind !== 'last' && e.score !== null && (!best || this.better(e.score, best.score, 0))) best = e;
       const c = last ? compareProgress(e, last) : 1;
       if (!last || c > 0 || (c === 0 && e.kind === 'last')) last = e;
@@ -707,8 +807,7 @@ export class CheckpointManager {
         saveMain = score !== null && this.better(score, baseline, a.minDelta);
         kind = 'best';
         if (!saveMain && a.verbose) {
-          const from = baseline ?? (a.mode === 'max' ? -Infinity : Infinity);
-          a.logger.log(`Epoch ${shown}: ${a.monitor} did not improve from ${fmt5(from)}`);
+          a.logger.log(`Epoch ${shown}: ${a.monitor} did not improve from ${bestString(baseline)}`);
         }
       }
     } else {
@@ -735,9 +834,9 @@ export class CheckpointManager {
       if (a.verbose) {
         const shownPath = path.join(a.displayDirectory, file);
         if (kind === 'best') {
-          const from = baseline ?? (a.mode === 'max' ? -Infinity : Infinity);
           a.logger.log(
-            `Epoch ${shown}: ${a.monitor} improved from ${fmt5(from)} to ${fmt5(score as number)}, saving model to ${shownPath}`,
+            `Epoch ${shown}: ${a.monitor} improved from ${bestString(baseline)} to ${fmt5(score as number)}, ` +
+              `saving model to ${shownPath}`,
           );
         } else {
           a.logger.log(`Epoch ${shown}: saving model to ${shownPath}`);
@@ -787,6 +886,14 @@ export class CheckpointManager {
       }
     }
     if (!plan.main) return null;
+    if (a.verbose) {
+      // Keras prints it once model.save returned; here, once the file is durable (its failure is reported anyway).
+      const shownPath = path.join(a.displayDirectory, plan.main.file);
+      void durable.then(
+        () => a.logger.log(`Epoch ${shown}: finished saving model to ${shownPath}`),
+        () => undefined,
+      );
+    }
     return { ...this.toSaved(plan.main), durable, previousBest: baseline };
   }
 
@@ -802,6 +909,14 @@ export class CheckpointManager {
     let writing: CheckpointEntry | undefined;
     try {
       if (plan.main) {
+        const replaced = this.index.checkpoints.find((e) => e.file === plan.main?.file);
+        if (a.previousFilename !== undefined && replaced) {
+          const previous: CheckpointEntry = { ...replaced, file: a.previousFilename, kind: 'previous' };
+          writing = previous;
+          await this.checkOverwrite(previous.file);
+          await this.keepPrevious(replaced.file, previous.file);
+          written.push(previous);
+        }
         writing = plan.main;
         await this.checkOverwrite(plan.main.file);
         await saveTensors(path.join(dir, plan.main.file), tensors, {
@@ -841,6 +956,10 @@ export class CheckpointManager {
     const names = new Set(written.map((e) => e.file));
     next.checkpoints = next.checkpoints.filter((e) => !names.has(e.file)).concat(written);
     next.deleting = next.deleting.filter((f) => !names.has(f));
+    if (next.detached) {
+      next.detached = next.detached.filter((f) => !names.has(f));
+      if (next.detached.length === 0) delete next.detached;
+    }
     if (retain) this.applyRetention(next);
     this.recomputeBestAndLast(next);
     try {
@@ -892,6 +1011,35 @@ export class CheckpointManager {
       `Refusing to overwrite ${full}: the CheckpointManager did not write it. Move it away or change args.filename`,
       { path: full, syscall: 'rename' },
     );
+  }
+
+  /** Makes `previous` hold the current content of `file` (a hard link, else a copy; atomically, via a temp name),
+   * before a save replaces `file`. */
+  private async keepPrevious(file: string, previous: string): Promise<void> {
+    const dir = this.args.directory;
+    const tmp = acquireTempPath(dir);
+    try {
+      try {
+        await fsp.link(path.join(dir, file), tmp);
+      } catch {
+        await fsp.copyFile(path.join(dir, file), tmp);
+        if (this.args.durable) {
+          const fh = await fsp.open(tmp, 'r+');
+          try {
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+        }
+      }
+      await fsp.rename(tmp, path.join(dir, previous));
+    } catch (e) {
+      await fsp.unlink(tmp).catch(() => undefined);
+      throw fromNodeError(e, path.join(dir, previous), 'keep the previous version');
+    } finally {
+      releaseTempPath(tmp);
+    }
+    if (this.args.durable) await fsyncDirectory(dir);
   }
 
   /** Makes `last` a hard link to the just-written `main` (atomically, via a temp name). False when links are
@@ -979,13 +1127,20 @@ export class CheckpointManager {
           if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, f), 'delete');
         });
       }
-      await fsp.unlink(path.join(dir, INDEX_FILENAME)).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, INDEX_FILENAME), 'delete');
-      });
+      const detached = this.index.detached;
       this.index = emptyIndex(this.args.monitor, this.args.mode);
-      this.indexStale = false;
       this.recorded = [];
-      this.recordedWritten = this.recordedVersion; // no index on disk to bring up to date
+      if (detached && detached.length > 0) {
+        // The index stays, listing only the earlier record's files, so that no later open adopts them.
+        this.index.detached = detached;
+        await this.writeIndexFile(this.index);
+      } else {
+        await fsp.unlink(path.join(dir, INDEX_FILENAME)).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, INDEX_FILENAME), 'delete');
+        });
+        this.recordedWritten = this.recordedVersion; // no index on disk to bring up to date
+      }
+      this.indexStale = false;
       this.decisionBest = null;
     });
   }
@@ -1026,6 +1181,44 @@ export class CheckpointManager {
       // The epoch comes from the restored file itself, so weights and epoch always belong together.
       const restored = await this.restoreEntry(model, this.index.last);
       if (!restored) return 0;
+      return restored.batch === undefined ? restored.epoch + 1 : restored.epoch;
+    });
+  }
+
+  /**
+   * Falls back to the previous version (with `previousFilename`): flushes, loads it into `model` (weights, and
+   * optimizer state when stored), then makes it the current file again, replacing the version that had replaced it
+   * (presumably damaged: call this when restoreLatest fails with ERR_CHECKPOINT_CORRUPT or ERR_CHECKPOINT_CHECKSUM),
+   * as Keras' BackupAndRestore copies its `.bkp` over the latest. Resolves with the epoch to pass as fit's
+   * `initialEpoch` (see `initialEpoch`); 0 (model and files untouched) when there is no previous version. If the
+   * previous version cannot be loaded either, rejects with that error and changes nothing.
+   */
+  async restorePrevious(model: tf.LayersModel): Promise<number> {
+    this.checkOpen();
+    return this.serial(async () => {
+      await this.settled();
+      const a = this.args;
+      const prev = this.index.checkpoints.find((e) => e.kind === 'previous');
+      if (!prev || a.previousFilename === undefined) return 0;
+      const restored = await this.restoreEntry(model, prev.file);
+      if (!restored) return 0;
+      await this.lock?.check();
+      const dir = a.directory;
+      try {
+        await fsp.rename(path.join(dir, prev.file), path.join(dir, a.filename));
+      } catch (e) {
+        throw fromNodeError(e, path.join(dir, a.filename), 'restore the previous version');
+      }
+      if (a.durable) await fsyncDirectory(dir);
+      const next = cloneIndex(this.index);
+      next.checkpoints = next.checkpoints
+        .filter((e) => e.file !== prev.file && e.file !== a.filename)
+        .concat({ ...prev, file: a.filename, kind: a.saveBestOnly ? 'best' : 'periodic' })
+        .sort(compareProgress);
+      this.recomputeBestAndLast(next);
+      await this.writeIndexFile(next);
+      this.index = next;
+      this.decisionBest = this.bestScore(next);
       return restored.batch === undefined ? restored.epoch + 1 : restored.epoch;
     });
   }

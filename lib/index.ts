@@ -33,7 +33,7 @@ export type { TrainingInfo, ParsedTrainingInfo } from './checkpoint-metadata';
 export { OPTIMIZER_PREFIX, OPTIMIZER_INTERNAL_PREFIX, isOptimizerTensorName } from './optimizer-state';
 export { renderFilename, validateTemplate, formatValue } from './template';
 export type { TemplateValue, TemplateField, RenderFilenameArgs } from './template';
-export { lookupMetric, metricAliases, isMaximizedMetric, resolveMonitorMode } from './metrics';
+export { lookupMetric, metricAliases, inferMonitorMode, isMaximizedMetric, resolveMonitorMode } from './metrics';
 export type { MonitorMode, MonitorModeArg } from './metrics';
 export { ModelCheckpoint, modelCheckpoint } from './model-checkpoint';
 export type { ModelCheckpointArgs, SaveInfo } from './model-checkpoint';
@@ -47,7 +47,7 @@ export type {
 } from './checkpoint-manager';
 export type { CheckpointEntry, CheckpointKind, HistoryEntry } from './checkpoint-index';
 export { INDEX_FILENAME } from './checkpoint-index';
-export { BackupAndRestore, backupAndRestore, BACKUP_FILENAME } from './backup-and-restore';
+export { BackupAndRestore, backupAndRestore, BACKUP_FILENAME, PREVIOUS_BACKUP_FILENAME } from './backup-and-restore';
 export type { BackupAndRestoreArgs } from './backup-and-restore';
 
 import { backendName } from './runtime';

@@ -49,11 +49,46 @@ export function lookupMetric(logs: Readonly<Record<string, unknown>> | undefined
   return typeof value === 'number' ? value : undefined;
 }
 
-/** Metric words whose larger values are better. */
-const MAXIMIZED_WORDS = new Set(['acc', 'accuracy', 'auc', 'precision', 'recall', 'f1', 'fmeasure', 'iou']);
+/**
+ * Metric words whose larger values are better: the metrics Keras 3 marks `_direction = "up"` (the accuracies, AUC,
+ * precision, recall, sensitivity/specificity at ..., F-beta/F1, IoU, R2, Pearson/concordance correlation, cosine
+ * similarity), in Keras' and tfjs' spellings.
+ */
+const MAXIMIZED_WORDS = new Set([
+  'acc',
+  'accuracy',
+  'auc',
+  'precision',
+  'recall',
+  'sensitivity',
+  'specificity',
+  'f1',
+  'fbeta',
+  'fmeasure',
+  'iou',
+  'r2',
+  'correlation',
+  'similarity',
+]);
 
-/** Words naming a quantity to minimize, which win over a maximized word elsewhere in the name (`acc_loss`). */
-const MINIMIZED_WORDS = new Set(['loss', 'error', 'crossentropy', 'hinge', 'mse', 'mae', 'mape', 'msle']);
+/**
+ * Words naming a quantity to minimize, which win over a maximized word elsewhere in the name (`acc_loss`): losses
+ * and the metrics Keras 3 marks `_direction = "down"` (errors, crossentropies, hinges, log-cosh), plus tfjs'
+ * `cosineProximity` (tfjs negates the cosine, so lower is better).
+ */
+const MINIMIZED_WORDS = new Set([
+  'loss',
+  'error',
+  'crossentropy',
+  'hinge',
+  'mse',
+  'mae',
+  'mape',
+  'msle',
+  'rmse',
+  'logcosh',
+  'proximity',
+]);
 
 /** `val_categoricalAccuracy_1` -> ['categorical', 'accuracy']: lower-case words, the `val` prefix and numeric
  * suffixes (Keras' `auc_1` deduplication) dropped. */
@@ -69,28 +104,63 @@ function metricWords(name: string): string[] {
 }
 
 /**
- * True when larger values of metric `name` are better: accuracy-like names (acc, accuracy, auc, precision, recall,
- * f1, also with the `val_` prefix, an output-name prefix, a qualifier such as `categorical_accuracy` or
- * `top_k_categorical_accuracy`, a suffix such as `f1_score` or `precision_at_recall`, or in camelCase as tfjs writes
- * `binaryAccuracy`), unless the name also says loss or error.
+ * The direction in which metric `name` improves, as far as its name tells (Keras 3 asks the compiled metric object
+ * for its `_direction`; tfjs metrics carry none, so the name is all there is): 'min' for losses and errors (any
+ * name with loss, error, crossentropy, hinge, mse, mae, mape, msle, rmse, logcosh, proximity), 'max' for
+ * accuracy-like names (acc, accuracy, auc, precision, recall, sensitivity, specificity, f1, fbeta, iou, r2,
+ * correlation, similarity as the first or last word: `val_` prefix, output-name prefixes, qualifiers such as
+ * `top_k_categorical_accuracy`, suffixes such as `f1_score`, and tfjs' camelCase `binaryAccuracy` included), and
+ * null when the name says neither (a custom metric, `false_positives`, `kl_divergence`, `poisson`: Keras 3 cannot
+ * tell those either).
  */
-export function isMaximizedMetric(name: string): boolean {
+export function inferMonitorMode(name: string): MonitorMode | null {
   const words = metricWords(name);
-  if (words.some((w) => MINIMIZED_WORDS.has(w))) return false;
-  if (words.length === 0) return false;
-  return MAXIMIZED_WORDS.has(words[words.length - 1]) || MAXIMIZED_WORDS.has(words[0]);
+  if (words.some((w) => MINIMIZED_WORDS.has(w))) return 'min';
+  if (words.length === 0) return null;
+  return MAXIMIZED_WORDS.has(words[words.length - 1]) || MAXIMIZED_WORDS.has(words[0]) ? 'max' : null;
+}
+
+/** True when larger values of metric `name` are better (inferMonitorMode says 'max'). */
+export function isMaximizedMetric(name: string): boolean {
+  return inferMonitorMode(name) === 'max';
+}
+
+/**
+ * A user's `mode` argument as Keras 3's callbacks take it: 'auto', 'min' and 'max' as given (undefined means
+ * 'auto'); anything else warns through `warn` (`<owner> mode "..." is unknown ...`) and falls back to 'auto', as
+ * Keras' MonitorCallback does.
+ */
+export function normalizeModeArg(mode: unknown, owner: string, warn: (message: string) => void): MonitorModeArg {
+  if (mode === undefined) return 'auto';
+  if (mode === 'auto' || mode === 'min' || mode === 'max') return mode;
+  warn(
+    `tfjs-checkpoint: ${owner} mode ${describe(mode)} is unknown (expected 'auto', 'min' or 'max'), falling back ` +
+      "to 'auto'",
+  );
+  return 'auto';
 }
 
 /**
  * The direction in which `monitor` improves. `'min'` and `'max'` are returned as given; `'auto'` (and undefined)
- * means 'max' for accuracy-like names (see isMaximizedMetric) and 'min' for everything else, as Keras does.
- * Any other mode throws ERR_CHECKPOINT_INVALID_ARGUMENT.
+ * infers it from the name (see inferMonitorMode) and throws ERR_CHECKPOINT_INVALID_ARGUMENT, saying to pass mode,
+ * when the name does not tell (Keras 3 raises the same ValueError; tfjs-checkpoint raises it when the callback or
+ * manager is created rather than at the first epoch end, since the name is all it looks at). An unknown mode warns
+ * through `warn` (default: console.warn) and is taken as 'auto' (see normalizeModeArg).
  */
-export function resolveMonitorMode(monitor: string, mode: unknown = 'auto'): MonitorMode {
-  if (mode === 'min' || mode === 'max') return mode;
-  if (mode === 'auto') return isMaximizedMetric(monitor) ? 'max' : 'min';
+export function resolveMonitorMode(
+  monitor: string,
+  mode: unknown = 'auto',
+  warn: (message: string) => void = (m) => console.warn(m),
+  owner = 'CheckpointManager',
+): MonitorMode {
+  const m = normalizeModeArg(mode, owner, warn);
+  if (m !== 'auto') return m;
+  const inferred = inferMonitorMode(monitor);
+  if (inferred !== null) return inferred;
   throw new CheckpointError(
     ErrorCode.INVALID_ARGUMENT,
-    `Expected mode to be 'auto', 'min' or 'max', got ${describe(mode)}`,
+    `${owner} cannot tell whether monitor ${JSON.stringify(monitor)} should be maximized or minimized (mode 'auto' ` +
+      "knows losses, errors and accuracy-like metrics by name): pass mode: 'max' to keep the highest value, or " +
+      "mode: 'min' to keep the lowest",
   );
 }

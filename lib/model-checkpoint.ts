@@ -30,7 +30,7 @@ import {
   StepResult,
 } from './checkpoint-manager';
 import { CheckpointError, ErrorCode, invalidArgument } from './errors';
-import { MonitorModeArg, resolveMonitorMode } from './metrics';
+import { MonitorModeArg, normalizeModeArg, resolveMonitorMode } from './metrics';
 import { validateTemplate } from './template';
 import { ManagerLifecycle } from './manager-lifecycle';
 
@@ -45,8 +45,10 @@ export interface ModelCheckpointArgs {
   filepath: string;
   /** The metric to monitor (`val_accuracy`/`val_acc` and `accuracy`/`acc` are aliases). Default: 'val_loss'. */
   monitor?: string;
-  /** 'min', 'max', or 'auto' (max for accuracy-like names: acc, accuracy, auc, precision, recall, f1; min for the
-   * rest). Default: 'auto'. */
+  /** 'min', 'max', or 'auto': min for losses and errors, max for accuracy-like names (acc, accuracy, auc,
+   * precision, recall, f1, iou, r2, ...; see inferMonitorMode). For a name that tells neither (a custom metric),
+   * 'auto' is an ERR_CHECKPOINT_INVALID_ARGUMENT error at construction saying to pass mode (Keras 3 raises the same
+   * at the first epoch end). Any other value warns and falls back to 'auto', as Keras does. Default: 'auto'. */
   mode?: MonitorModeArg;
   /** Save only when the monitored metric improves on the best so far. Default: false (save at every epoch, as
    * Keras). */
@@ -60,9 +62,20 @@ export interface ModelCheckpointArgs {
   initialValueThreshold?: number;
   /** An improvement must beat the best by more than this (>= 0). Default: 0. */
   minDelta?: number;
-  /** 1 prints Keras' messages (`Epoch 3: val_accuracy improved from 0.72000 to 0.81000, saving model to ...`).
+  /** 1 (or 2: Keras accepts any verbosity and prints for > 0) prints Keras 3's messages: `Epoch 3: val_accuracy
+   * improved from 0.72000 to 0.81000, saving model to ...` (`from None` for the first value), `Epoch 3:
+   * val_accuracy did not improve from 0.81000`, `Epoch 3: saving model to ...` (without saveBestOnly), and `Epoch 3:
+   * finished saving model to ...` once the file is durable (with `async`, when its background write completes).
    * Default: 0. */
-  verbose?: 0 | 1;
+  verbose?: 0 | 1 | 2;
+  /**
+   * A directory holding an earlier run's index: true continues that run's record, so its best stays best until
+   * beaten (a resumed run never overwrites a true best with a worse model) and the callback says so in one line
+   * (`logger.log`: the best value, its epoch and file, and where it was read). false starts a fresh record in the
+   * directory: the earlier run's files stay on disk, untouched by retention (unless this run renders the same file
+   * name, which it then replaces, as Keras would). Default: true.
+   */
+  resume?: boolean;
   /** Store the optimizer's state (to resume training exactly). Default: when the model is compiled and not
    * saveWeightsOnly. */
   includeOptimizer?: boolean;
@@ -122,6 +135,7 @@ const KNOWN_ARGS = [
   'initialValueThreshold',
   'minDelta',
   'verbose',
+  'resume',
   'includeOptimizer',
   'keep',
   'saveLast',
@@ -131,6 +145,11 @@ const KNOWN_ARGS = [
   'logger',
   'onSave',
 ] as const;
+
+const consoleLogger: CheckpointLogger = {
+  log: (msg) => console.log(msg),
+  warn: (msg) => console.warn(msg),
+};
 
 /** Keras' names that are not ours, with what to use instead. */
 const KERAS_SPELLINGS: Record<string, string> = {
@@ -250,10 +269,17 @@ export class ModelCheckpoint extends tf.Callback {
     if (args.onSave !== undefined && typeof args.onSave !== 'function') {
       invalidArgument('args.onSave', 'a function (saved, info) => void', args.onSave);
     }
-    resolveMonitorMode(monitor, args.mode ?? 'auto'); // throws INVALID_ARGUMENT for an unknown mode
+    const logger = args.logger ?? consoleLogger;
+    if (!logger || typeof logger.log !== 'function' || typeof logger.warn !== 'function') {
+      invalidArgument('args.logger', 'an object with log() and warn() methods', logger);
+    }
+    // Warns once here for an unknown mode (Keras' fallback to 'auto'); the manager then gets 'auto'.
+    const mode = normalizeModeArg(args.mode, 'ModelCheckpoint', (msg) => logger.warn(msg));
+    resolveMonitorMode(monitor, mode, (msg) => logger.warn(msg), 'ModelCheckpoint'); // 'auto' it cannot infer throws
 
     const m: CheckpointManagerArgs = { directory, filename, monitor, saveBestOnly, weightsOnly: saveWeightsOnly };
-    if (args.mode !== undefined) m.mode = args.mode;
+    if (args.mode !== undefined) m.mode = mode;
+    if (args.resume !== undefined) m.resume = args.resume;
     if (args.initialValueThreshold !== undefined) m.initialValueThreshold = args.initialValueThreshold;
     if (args.minDelta !== undefined) m.minDelta = args.minDelta;
     if (args.verbose !== undefined) m.verbose = args.verbose;

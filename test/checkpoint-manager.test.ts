@@ -123,8 +123,14 @@ describe.each(BACKENDS)('CheckpointManager on the %s backend', (backend) => {
     ]);
     expect(ckpt.best).toMatchObject({ file: 'mobilenet_v2_07_0.895.safetensors', epoch: 6, score: 0.895 });
     expect(ckpt.checkpoints.map((c) => c.epoch)).toEqual([0, 2, 6]);
-    expect(rec.logs.slice(0, 4)).toEqual([
-      `Epoch 1: val_accuracy improved from -inf to 0.72000, saving model to ${path.join(dir, 'mobilenet_v2_01_0.720.safetensors')}`,
+    // Keras 3 prints a finished line after each save; with async writes it comes once the write is durable.
+    expect(rec.logs.filter((l) => l.includes('finished saving'))).toEqual(
+      ['01_0.720', '03_0.810', '07_0.895'].map(
+        (n, i) => `Epoch ${[1, 3, 7][i]}: finished saving model to ${path.join(dir, `mobilenet_v2_${n}.safetensors`)}`,
+      ),
+    );
+    expect(rec.logs.filter((l) => !l.includes('finished saving')).slice(0, 4)).toEqual([
+      `Epoch 1: val_accuracy improved from None to 0.72000, saving model to ${path.join(dir, 'mobilenet_v2_01_0.720.safetensors')}`,
       'Epoch 2: val_accuracy did not improve from 0.72000',
       `Epoch 3: val_accuracy improved from 0.72000 to 0.81000, saving model to ${path.join(dir, 'mobilenet_v2_03_0.810.safetensors')}`,
       'Epoch 4: val_accuracy did not improve from 0.81000',
@@ -366,7 +372,7 @@ describe('CheckpointManager rules (js backend)', () => {
       expect.objectContaining({ code: ErrorCode.INVALID_ARGUMENT }),
     );
     expect(() => new CheckpointManager({ directory: 'x', keep: 0 })).toThrow(/keep/);
-    expect(() => new CheckpointManager({ directory: 'x', mode: 'up' as never })).toThrow(/mode/);
+    expect(() => new CheckpointManager({ directory: 'x', monitor: 'val_score' })).toThrow(/pass mode/);
     expect(() => new CheckpointManager({ directory: 'x', minDelta: -1 })).toThrow(/minDelta/);
     expect(() => new CheckpointManager({ directory: 'x', filename: 'a/{epoch}.safetensors' })).toThrow(/directories/);
     expect(() => new CheckpointManager({ directory: 'x', filename: 'a{epoch' })).toThrow(
@@ -422,6 +428,146 @@ describe('CheckpointManager rules (js backend)', () => {
       'mobilenet_v2_01_0.720.safetensors',
       'mobilenet_v2_03_0.810.safetensors',
       'mobilenet_v2_07_0.895.safetensors',
+    ]);
+  });
+
+  test('a new manager on a directory with a best says so in one line: the best, its epoch, its file and the index it came from', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args: CheckpointManagerArgs = { directory: dir, filename: SEED_TEMPLATE, monitor: 'val_accuracy' };
+    const quiet = recorder();
+    const first = new CheckpointManager({ ...args, logger: quiet.logger });
+    await runHistory(first, model, SEED_HISTORY.slice(0, 3));
+    await first.close();
+    expect(quiet.logs).toEqual([]); // a fresh directory: nothing to say
+
+    const rec = recorder();
+    const second = await new CheckpointManager({ ...args, logger: rec.logger }).open();
+    expect(rec.logs).toEqual([
+      `tfjs-checkpoint: continuing the record in ${dir}: best val_accuracy 0.81000 at epoch 3 ` +
+        `(mobilenet_v2_03_0.810.safetensors, from ${INDEX_FILENAME}); a checkpoint must beat it to become best ` +
+        '(pass resume: false to start a fresh record)',
+    ]);
+    expect(rec.warnings).toEqual([]);
+    await second.close();
+  });
+
+  test('resume: false starts a fresh record: the earlier files stay on disk, are never best, never deleted by keep, never adopted again', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args: CheckpointManagerArgs = {
+      directory: dir,
+      filename: 'run1_{epoch:02d}.safetensors',
+      monitor: 'val_accuracy',
+    };
+    const first = new CheckpointManager(args);
+    await runHistory(first, model, [0.9, 0.95]); // a strong earlier run
+    await first.close();
+    const earlier = await checkpointFiles(dir);
+    expect(earlier).toEqual(['run1_01.safetensors', 'run1_02.safetensors']);
+
+    const rec = recorder();
+    const fresh = new CheckpointManager({
+      ...args,
+      filename: 'run2_{epoch:02d}.safetensors',
+      keep: 1,
+      resume: false,
+      logger: rec.logger,
+    });
+    await fresh.open();
+    expect(fresh.best).toBeNull();
+    expect(fresh.checkpoints).toEqual([]);
+    expect(fresh.history).toEqual([]);
+    // Worse than the earlier run's best, and still saved: this record starts from None.
+    expect((await runHistory(fresh, model, [0.5, 0.6, 0.55])).map((f) => f !== null)).toEqual([true, true, false]);
+    await fresh.close();
+    expect(fresh.best?.file).toBe('run2_02.safetensors');
+    // keep: 1 deleted this run's surplus only.
+    expect(await checkpointFiles(dir)).toEqual([...earlier, 'run2_02.safetensors']);
+    expect((await readIndexFile(dir)).detached).toEqual(earlier);
+    expect(rec.warnings).toEqual([]);
+    expect(rec.logs).toEqual([]);
+
+    // Reopened (resuming by default), the record is this run's: the detached files are not adopted back.
+    const rec2 = recorder();
+    const again = await new CheckpointManager({ ...args, logger: rec2.logger }).open();
+    expect(again.checkpoints.map((c) => c.file)).toEqual(['run2_02.safetensors']);
+    expect(again.best?.score).toBe(0.6);
+    expect(rec2.warnings).toEqual([]);
+    await again.deleteAll();
+    await again.close();
+    // deleteAll removes the record, not the earlier run's files, and keeps them detached.
+    expect(await checkpointFiles(dir)).toEqual(earlier);
+    expect((await readIndexFile(dir)).detached).toEqual(earlier);
+  });
+
+  test('previousFilename keeps the version each save replaces (never best nor latest); restorePrevious brings it back in its place', async () => {
+    expect(
+      () => new CheckpointManager({ directory: 'x', filename: 'm_{epoch}.safetensors', previousFilename: 'p' }),
+    ).toThrow(/fixed file name/);
+    expect(
+      () => new CheckpointManager({ directory: 'x', filename: 'm.safetensors', previousFilename: 'm.safetensors' }),
+    ).toThrow(/previousFilename/);
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args: CheckpointManagerArgs = {
+      directory: dir,
+      filename: 'm.safetensors',
+      previousFilename: 'm.prev.safetensors',
+      saveBestOnly: false,
+      monitor: 'val_loss',
+      async: false,
+    };
+    const ckpt = new CheckpointManager(args);
+    const snapshots = new Map<number, Map<string, Buffer>>();
+    // Epoch 1 is the best by val_loss; the previous version still never counts as best.
+    for (const [epoch, loss] of [0.5, 0.1, 0.4].entries()) {
+      await trainOneEpoch(model);
+      snapshots.set(epoch, weightBytes(model));
+      await ckpt.step(model, epoch, { val_loss: loss });
+    }
+    expect(await checkpointFiles(dir)).toEqual(['m.prev.safetensors', 'm.safetensors']);
+    expect(ckpt.previous).toMatchObject({ file: 'm.prev.safetensors', epoch: 1, kind: 'previous' });
+    expect(ckpt.last?.file).toBe('m.safetensors');
+    expect(ckpt.best?.file).toBe('m.safetensors');
+    expect(ckpt.initialEpoch).toBe(3);
+    scramble(model);
+    expect(await ckpt.restorePrevious(model)).toBe(2);
+    expect(weightBytes(model)).toEqual(snapshots.get(1));
+    expect(await checkpointFiles(dir)).toEqual(['m.safetensors']);
+    expect(ckpt.previous).toBeNull();
+    expect(ckpt.last).toMatchObject({ file: 'm.safetensors', epoch: 1 });
+    expect(ckpt.initialEpoch).toBe(2);
+    await ckpt.close();
+    const reopened = await new CheckpointManager(args).open();
+    expect(reopened.last).toMatchObject({ file: 'm.safetensors', epoch: 1 });
+    await reopened.close();
+  });
+
+  test('an unknown mode warns and falls back to auto, as Keras does; verbose 2 is accepted as 1', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'm_{epoch}.safetensors',
+      monitor: 'val_accuracy',
+      mode: 'maximize' as never,
+      verbose: 2,
+      async: false,
+      logger: rec.logger,
+    });
+    expect(ckpt.monitor.mode).toBe('max');
+    expect(rec.warnings).toEqual([
+      `tfjs-checkpoint: CheckpointManager mode "maximize" is unknown (expected 'auto', 'min' or 'max'), falling back to 'auto'`,
+    ]);
+    const model = tinyModel();
+    await runHistory(ckpt, model, [0.5, 0.7]);
+    await ckpt.close();
+    expect(rec.logs).toEqual([
+      `Epoch 1: val_accuracy improved from None to 0.50000, saving model to ${path.join(dir, 'm_1.safetensors')}`,
+      `Epoch 1: finished saving model to ${path.join(dir, 'm_1.safetensors')}`,
+      `Epoch 2: val_accuracy improved from 0.50000 to 0.70000, saving model to ${path.join(dir, 'm_2.safetensors')}`,
+      `Epoch 2: finished saving model to ${path.join(dir, 'm_2.safetensors')}`,
     ]);
   });
 

@@ -54,8 +54,11 @@ test('fit-with-callback: saves on each improvement, and the loaded best model sc
   const lines = r.stdout.trim().split('\n');
   const epochLines = lines.filter((l) => /^Epoch \d+: val_accuracy (improved|did not improve)/.test(l));
   expect(epochLines).toHaveLength(4);
-  const saved = lines.flatMap((l) => / saving model to (\S+)$/.exec(l)?.[1] ?? []);
+  const saved = lines.flatMap((l) => /, saving model to (\S+)$/.exec(l)?.[1] ?? []);
   expect(saved.map((p) => path.basename(p))).toEqual(await checkpointsIn(out));
+  // Keras 3's line once each save is on disk.
+  const finished = lines.flatMap((l) => /^Epoch \d+: finished saving model to (\S+)$/.exec(l)?.[1] ?? []);
+  expect(finished.sort()).toEqual([...saved].sort());
   const best = /^Best checkpoint: (\S+) \(epoch (\d+), val_accuracy ([0-9.]+)\)$/m.exec(r.stdout)!;
   expect(best[1]).toBe(saved[saved.length - 1]);
   const restored = /^Restored model: val_loss [0-9.e-]+, val_accuracy ([0-9.]+)$/m.exec(r.stdout)!;

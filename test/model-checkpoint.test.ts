@@ -117,8 +117,14 @@ describe('the seed history', () => {
       'xception_v1_07_0.895.safetensors',
     ]);
     const p = (f: string): string => path.join(dir, f);
-    expect(rec.lines).toEqual([
-      `Epoch 1: val_accuracy improved from -inf to 0.72000, saving model to ${p('xception_v1_01_0.720.safetensors')}`,
+    // Keras 3 prints the finished line after each save; here it comes when the background write is durable.
+    expect(rec.lines.filter((l) => l.includes('finished saving'))).toEqual([
+      `Epoch 1: finished saving model to ${p('xception_v1_01_0.720.safetensors')}`,
+      `Epoch 3: finished saving model to ${p('xception_v1_03_0.810.safetensors')}`,
+      `Epoch 7: finished saving model to ${p('xception_v1_07_0.895.safetensors')}`,
+    ]);
+    expect(rec.lines.filter((l) => !l.includes('finished saving'))).toEqual([
+      `Epoch 1: val_accuracy improved from None to 0.72000, saving model to ${p('xception_v1_01_0.720.safetensors')}`,
       'Epoch 2: val_accuracy did not improve from 0.72000',
       `Epoch 3: val_accuracy improved from 0.72000 to 0.81000, saving model to ${p('xception_v1_03_0.810.safetensors')}`,
       'Epoch 4: val_accuracy did not improve from 0.81000',
@@ -178,13 +184,126 @@ describe('the seed history', () => {
     );
     rec.lines.length = 0;
     await driveEpochs(cb, model, [{ val_acc: 0.8 }, { val_acc: 0.9 }], undefined, 3);
-    expect(rec.lines[0]).toBe('Epoch 4: val_accuracy did not improve from 0.81000');
-    expect(rec.lines[1]).toMatch(/^Epoch 5: val_accuracy improved from 0.81000 to 0.90000, saving model to /);
+    expect(rec.lines.filter((l) => !l.includes('finished'))[0]).toBe(
+      'Epoch 4: val_accuracy did not improve from 0.81000',
+    );
+    expect(rec.lines.filter((l) => !l.includes('finished'))[1]).toMatch(
+      /^Epoch 5: val_accuracy improved from 0.81000 to 0.90000, saving model to /,
+    );
     expect(await checkpointFiles(dir)).toEqual([
       'xception_v1_01_0.720.safetensors',
       'xception_v1_03_0.810.safetensors',
       'xception_v1_05_0.900.safetensors',
     ]);
+  });
+});
+
+describe('Keras 3 parity', () => {
+  const progress = (r: Recorder): string[] => r.lines.filter((l) => !l.includes('finished saving'));
+
+  test('an unknown mode warns once and falls back to auto (Keras MonitorCallback), so val_acc is maximized', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, 'm_{epoch}.safetensors'),
+      monitor: 'val_acc',
+      mode: 'maximise' as never,
+      saveBestOnly: true,
+      logger: rec.logger,
+    });
+    expect(rec.warnings).toEqual([
+      `tfjs-checkpoint: ModelCheckpoint mode "maximise" is unknown (expected 'auto', 'min' or 'max'), falling back to 'auto'`,
+    ]);
+    await driveEpochs(cb, tinyModel(false), [{ val_acc: 0.5 }, { val_acc: 0.7 }, { val_acc: 0.6 }]);
+    expect(await checkpointFiles(dir)).toEqual(['m_1.safetensors', 'm_2.safetensors']);
+    expect(rec.warnings).toHaveLength(1); // the fit's managers do not warn again
+  });
+
+  test("mode 'auto' on a metric whose direction its name does not tell is a coded error saying to pass mode; mode 'max' runs", async () => {
+    const err = thrown(() => modelCheckpoint({ filepath: '/tmp/x/m_{epoch}.safetensors', monitor: 'val_dice' }));
+    expect(err.code).toBe(ErrorCode.INVALID_ARGUMENT);
+    expect(err.message).toContain('"val_dice"');
+    expect(err.message).toContain("pass mode: 'max'");
+    const dir = await tempDir();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, 'm_{epoch}.safetensors'),
+      monitor: 'val_dice',
+      mode: 'max',
+      saveBestOnly: true,
+    });
+    await driveEpochs(cb, tinyModel(false), [{ val_dice: 0.5 }, { val_dice: 0.4 }]);
+    expect(await checkpointFiles(dir)).toEqual(['m_1.safetensors']);
+  });
+
+  test('verbose messages are Keras 3’s: improved from None first, and finished saving after each save; verbose 2 prints them too', async () => {
+    for (const verbose of [1, 2] as const) {
+      const dir = await tempDir();
+      const rec = recorder();
+      const p = (f: string): string => path.join(dir, f);
+      const cb = modelCheckpoint({
+        filepath: p('m_{epoch}.safetensors'),
+        saveBestOnly: true,
+        verbose,
+        async: false,
+        logger: rec.logger,
+      });
+      await driveEpochs(cb, tinyModel(false), [{ val_loss: 1 }, { val_loss: 2 }, { val_loss: 0.5 }]);
+      expect(rec.lines).toEqual([
+        `Epoch 1: val_loss improved from None to 1.00000, saving model to ${p('m_1.safetensors')}`,
+        `Epoch 1: finished saving model to ${p('m_1.safetensors')}`,
+        'Epoch 2: val_loss did not improve from 1.00000',
+        `Epoch 3: val_loss improved from 1.00000 to 0.50000, saving model to ${p('m_3.safetensors')}`,
+        `Epoch 3: finished saving model to ${p('m_3.safetensors')}`,
+      ]);
+    }
+  });
+
+  test('a new callback on a directory holding an earlier run’s index inherits its best and says so once; the same callback in a later fit does not repeat it', async () => {
+    const dir = await tempDir();
+    const filepath = path.join(dir, 'm_{epoch:02d}.safetensors');
+    const model = tinyModel(false);
+    await driveEpochs(modelCheckpoint({ filepath, saveBestOnly: true }), model, [{ val_loss: 0.3 }, { val_loss: 0.2 }]);
+    const rec = recorder();
+    const cb = modelCheckpoint({ filepath, saveBestOnly: true, verbose: 1, logger: rec.logger });
+    await driveEpochs(cb, model, [{ val_loss: 0.25 }, { val_loss: 0.1 }], undefined, 2);
+    expect(progress(rec)).toEqual([
+      `tfjs-checkpoint: continuing the record in ${dir}: best val_loss 0.20000 at epoch 2 (m_02.safetensors, from ` +
+        'tfjs-checkpoint.index.json); a checkpoint must beat it to become best (pass resume: false to start a fresh ' +
+        'record)',
+      'Epoch 3: val_loss did not improve from 0.20000',
+      `Epoch 4: val_loss improved from 0.20000 to 0.10000, saving model to ${path.join(dir, 'm_04.safetensors')}`,
+    ]);
+    rec.lines.length = 0;
+    await driveEpochs(cb, model, [{ val_loss: 0.2 }], undefined, 4);
+    expect(rec.lines).toEqual(['Epoch 5: val_loss did not improve from 0.10000']);
+    expect(await checkpointFiles(dir)).toEqual(['m_01.safetensors', 'm_02.safetensors', 'm_04.safetensors']);
+  });
+
+  test('resume: false starts a fresh record in the directory, without deleting the earlier run’s files', async () => {
+    const dir = await tempDir();
+    const model = tinyModel(false);
+    await driveEpochs(
+      modelCheckpoint({ filepath: path.join(dir, 'a_{epoch}.safetensors'), saveBestOnly: true }),
+      model,
+      [{ val_loss: 0.1 }],
+    );
+    const rec = recorder();
+    const cb = modelCheckpoint({
+      filepath: path.join(dir, 'b_{epoch}.safetensors'),
+      saveBestOnly: true,
+      keep: 1,
+      resume: false,
+      verbose: 1,
+      logger: rec.logger,
+    });
+    await driveEpochs(cb, model, [{ val_loss: 0.5 }, { val_loss: 0.4 }]);
+    expect(progress(rec)[0]).toMatch(/^Epoch 1: val_loss improved from None to 0.50000/);
+    expect(cb.best).toBe(0.4);
+    expect(await checkpointFiles(dir)).toEqual(['a_1.safetensors', 'b_2.safetensors']);
+    // A later fit of the same callback continues its own fresh record, not the detached one.
+    await driveEpochs(cb, model, [{ val_loss: 0.45 }], undefined, 2);
+    expect(await checkpointFiles(dir)).toEqual(['a_1.safetensors', 'b_2.safetensors']);
+    expect(cb.best).toBe(0.4);
   });
 });
 
@@ -303,7 +422,7 @@ describe('a real model.fit', () => {
   ]);
   const yv = tf.oneHot(tf.tensor1d([0, 1, 1, 0, 1], 'int32'), 2).toFloat();
 
-  /** What Keras' ModelCheckpoint (save_best_only, mode max) prints and saves for these epoch logs, run in python3. */
+  /** What Keras 3's ModelCheckpoint (save_best_only, mode max: _should_save_model and _save_model) prints and saves for these epoch logs, run in python3. */
   function kerasReference(
     filepath: string,
     monitor: string,
@@ -312,18 +431,20 @@ describe('a real model.fit', () => {
     const script = [
       'import json, math, sys',
       'd = json.load(sys.stdin)',
-      'best = -math.inf',
+      'best = None',
       'lines, files = [], []',
       'for epoch, logs in enumerate(d["logs"]):',
       '    logs = {k: float(v) for k, v in logs.items()}',
       '    filepath = d["filepath"].format(epoch=epoch + 1, **logs)',
       '    current = logs.get(d["monitor"])',
-      '    if current > best:',
-      '        lines.append(f"Epoch {epoch + 1}: {d[\'monitor\']} improved from {best:.5f} to {current:.5f}, saving model to {filepath}")',
+      '    best_str = "None" if best is None else f"{best:.5f}"',
+      '    if best is None or current > best:',
+      '        lines.append(f"Epoch {epoch + 1}: {d[\'monitor\']} improved from {best_str} to {current:.5f}, saving model to {filepath}")',
       '        best = current',
       '        files.append(filepath)',
+      '        lines.append(f"Epoch {epoch + 1}: finished saving model to {filepath}")',
       '    else:',
-      '        lines.append(f"Epoch {epoch + 1}: {d[\'monitor\']} did not improve from {best:.5f}")',
+      '        lines.append(f"Epoch {epoch + 1}: {d[\'monitor\']} did not improve from {best_str}")',
       'json.dump({"lines": lines, "files": files}, sys.stdout)',
     ].join('\n');
     const r = spawnSync('python3', ['-c', script], { input: JSON.stringify({ filepath, monitor, logs }) });
@@ -345,7 +466,14 @@ describe('a real model.fit', () => {
       verbose: 0,
       validationData: [xv, yv],
       callbacks: [
-        modelCheckpoint({ filepath, monitor: 'val_acc', saveBestOnly: true, verbose: 1, logger: rec.logger }),
+        modelCheckpoint({
+          filepath,
+          monitor: 'val_acc',
+          saveBestOnly: true,
+          verbose: 1,
+          async: false, // the finished line then follows its save at once, as in Keras
+          logger: rec.logger,
+        }),
       ],
     });
     expect(tf.memory().numTensors).toBe(before);
@@ -441,7 +569,12 @@ describe('a real model.fit', () => {
     const files = await checkpointFiles(dir);
     expect(files).toHaveLength(3);
     files.forEach((f, i) => expect(f).toMatch(new RegExp(`^d_${i + 1}_\\d+\\.\\d{4}\\.safetensors$`)));
-    expect(rec.lines).toEqual(files.map((f, i) => `Epoch ${i + 1}: saving model to ${path.join(dir, f)}`));
+    expect(rec.lines.filter((l) => !l.includes('finished'))).toEqual(
+      files.map((f, i) => `Epoch ${i + 1}: saving model to ${path.join(dir, f)}`),
+    );
+    expect(rec.lines.filter((l) => l.includes('finished'))).toEqual(
+      files.map((f, i) => `Epoch ${i + 1}: finished saving model to ${path.join(dir, f)}`),
+    );
   });
 
   test('saveWeightsOnly stores weights without topology or optimizer state; the default stores both; saveLast keeps last', async () => {
@@ -590,7 +723,9 @@ describe('improvement rules', () => {
     expect(auc.files).toEqual(['m_01.safetensors', 'm_02.safetensors']);
     const loss = await run({}, 'val_loss', [0.5, 0.6, 0.4]);
     expect(loss.files).toEqual(['m_01.safetensors', 'm_03.safetensors']);
-    expect(loss.rec.lines[1]).toBe('Epoch 2: val_loss did not improve from 0.50000');
+    expect(loss.rec.lines.filter((l) => !l.includes('finished'))[1]).toBe(
+      'Epoch 2: val_loss did not improve from 0.50000',
+    );
   });
 
   test('aliases: monitor accuracy reads acc, and {accuracy} in the template renders acc', async () => {
@@ -606,8 +741,8 @@ describe('improvement rules', () => {
   test('NaN and infinities never become best', async () => {
     const { files, rec } = await run({ monitor: 'val_loss' }, 'val_loss', [NaN, -Infinity, 0.5, NaN, 0.4]);
     expect(files).toEqual(['m_03.safetensors', 'm_05.safetensors']);
-    expect(rec.lines[0]).toBe('Epoch 1: val_loss did not improve from inf');
-    expect(rec.lines[3]).toBe('Epoch 4: val_loss did not improve from 0.50000');
+    expect(rec.lines[0]).toBe('Epoch 1: val_loss did not improve from None');
+    expect(rec.lines.filter((l) => !l.includes('finished'))[3]).toBe('Epoch 4: val_loss did not improve from 0.50000');
   });
 
   test('a missing monitored metric warns once, saying why, and saves nothing', async () => {
@@ -633,7 +768,7 @@ describe('improvement rules', () => {
       await driveEpochs(cb, tinyModel(false), [{ val_loss: 1 }, { val_loss: 2 }]);
       const printed = spy.mock.calls.map((c) => c.join(' '));
       expect(printed).toContain(
-        `Epoch 1: val_loss improved from inf to 1.00000, saving model to ${path.join(dir, 'm_1.safetensors')}`,
+        `Epoch 1: val_loss improved from None to 1.00000, saving model to ${path.join(dir, 'm_1.safetensors')}`,
       );
       expect(printed).toContain('Epoch 2: val_loss did not improve from 1.00000');
     } finally {
@@ -654,11 +789,16 @@ describe('argument and template errors', () => {
     ],
     ['an empty filepath', { filepath: '' }, ErrorCode.INVALID_ARGUMENT, 'args.filepath'],
     ['a directory-only filepath', { filepath: '/tmp/x/' }, ErrorCode.INVALID_ARGUMENT, 'ends with a file name'],
-    ['an unknown mode', { filepath: '/tmp/x/m', mode: 'maximize' }, ErrorCode.INVALID_ARGUMENT, 'mode'],
+    [
+      "mode 'auto' on a metric of unknown direction",
+      { filepath: '/tmp/x/m', monitor: 'val_score' },
+      ErrorCode.INVALID_ARGUMENT,
+      "pass mode: 'max'",
+    ],
     ['saveFreq 0', { filepath: '/tmp/x/m', saveFreq: 0 }, ErrorCode.INVALID_ARGUMENT, 'saveFreq'],
     ['saveFreq 1.5', { filepath: '/tmp/x/m', saveFreq: 1.5 }, ErrorCode.INVALID_ARGUMENT, 'saveFreq'],
     ["saveFreq 'batch'", { filepath: '/tmp/x/m', saveFreq: 'batch' }, ErrorCode.INVALID_ARGUMENT, 'saveFreq'],
-    ['verbose 2', { filepath: '/tmp/x/m', verbose: 2 }, ErrorCode.INVALID_ARGUMENT, 'verbose'],
+    ['verbose 3', { filepath: '/tmp/x/m', verbose: 3 }, ErrorCode.INVALID_ARGUMENT, 'verbose'],
     ['a negative minDelta', { filepath: '/tmp/x/m', minDelta: -1 }, ErrorCode.INVALID_ARGUMENT, 'minDelta'],
     ['keep 0', { filepath: '/tmp/x/m', keep: 0 }, ErrorCode.INVALID_ARGUMENT, 'keep'],
     ['an onSave that is not a function', { filepath: '/tmp/x/m', onSave: 'log' }, ErrorCode.INVALID_ARGUMENT, 'onSave'],

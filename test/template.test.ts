@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { CheckpointError, ErrorCode } from '../lib/errors';
 import { formatValue, renderFilename, validateTemplate, TemplateValue } from '../lib/template';
-import { isMaximizedMetric, lookupMetric, metricAliases, resolveMonitorMode } from '../lib/metrics';
+import { inferMonitorMode, isMaximizedMetric, lookupMetric, metricAliases, resolveMonitorMode } from '../lib/metrics';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -354,18 +354,37 @@ describe('monitor mode', () => {
     ['val_f1', 'max'],
     ['dense_1_acc', 'max'],
     ['accuracy_loss', 'min'],
-    ['val_cacc', 'min'],
+    ['val_rmse', 'min'],
+    ['categoricalCrossentropy', 'min'],
+    ['cosineProximity', 'min'],
+    ['val_iou', 'max'],
+    ['r2_score', 'max'],
+    ['cosine_similarity', 'max'],
+    ['val_sensitivity_at_specificity', 'max'],
   ])('auto mode for %s is %s', (monitor, mode) => {
     expect(resolveMonitorMode(monitor, 'auto')).toBe(mode);
     expect(isMaximizedMetric(monitor)).toBe(mode === 'max');
   });
 
-  test('explicit min and max win over the name; an unknown mode is INVALID_ARGUMENT', () => {
+  test.each(['val_cacc', 'score', 'false_positives', 'kl_divergence', 'poisson'])(
+    'auto mode for %s, whose direction the name does not tell, is a coded error saying to pass mode (as Keras 3 raises)',
+    (monitor) => {
+      expect(inferMonitorMode(monitor)).toBeNull();
+      expect(codeOf(() => resolveMonitorMode(monitor, 'auto'))).toBe(ErrorCode.INVALID_ARGUMENT);
+      expect(() => resolveMonitorMode(monitor, 'auto')).toThrow(/pass mode: 'max'.*mode: 'min'/);
+      expect(resolveMonitorMode(monitor, 'max')).toBe('max');
+    },
+  );
+
+  test('explicit min and max win over the name; an unknown mode warns and falls back to auto, as Keras does', () => {
     expect(resolveMonitorMode('val_acc', 'min')).toBe('min');
     expect(resolveMonitorMode('val_loss', 'max')).toBe('max');
     expect(resolveMonitorMode('val_loss')).toBe('min');
-    expect(codeOf(() => resolveMonitorMode('val_loss', 'maximize'))).toBe(ErrorCode.INVALID_ARGUMENT);
-    expect(codeOf(() => resolveMonitorMode('val_loss', null))).toBe(ErrorCode.INVALID_ARGUMENT);
+    const warnings: string[] = [];
+    expect(resolveMonitorMode('val_acc', 'maximize', (m) => warnings.push(m), 'ModelCheckpoint')).toBe('max');
+    expect(resolveMonitorMode('val_loss', null, (m) => warnings.push(m))).toBe('min');
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toMatch(/ModelCheckpoint mode "maximize" is unknown .* falling back to 'auto'/);
   });
 });
 

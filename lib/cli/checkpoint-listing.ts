@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { MANAGER_METADATA_KEY, type CheckpointIndex, type HistoryEntry, readIndex } from '../checkpoint-index';
 import { decodeNumber, parseTrainingMetadata } from '../checkpoint-metadata';
 import { fromNodeError } from '../errors';
-import { lookupMetric, resolveMonitorMode, type MonitorMode } from '../metrics';
+import { inferMonitorMode, lookupMetric, type MonitorMode } from '../metrics';
 import { readCheckpointInfo } from '../tensors';
 
 export interface ListedCheckpoint {
@@ -185,7 +185,8 @@ async function fromMetadata(dir: string, indexProblem?: string): Promise<Listing
   const counts = new Map<string, number>();
   for (const s of scanned) if (s.monitor) counts.set(s.monitor, (counts.get(s.monitor) ?? 0) + 1);
   const monitor = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? null;
-  const mode = monitor ? resolveMonitorMode(monitor, 'auto') : null;
+  // A monitor whose direction its name does not tell lists without a best rather than guessing one.
+  const mode = monitor ? inferMonitorMode(monitor) : null;
   const checkpoints = scanned.map((s) => s.entry);
   for (const c of checkpoints) {
     if (!monitor) continue;
@@ -196,7 +197,7 @@ async function fromMetadata(dir: string, indexProblem?: string): Promise<Listing
   // Best: strictly better wins, so among equal scores the earliest stays best (a tie never replaces a best).
   let best: ListedCheckpoint | undefined;
   for (const c of checkpoints) {
-    if (c.score === null || c.kind === 'last') continue;
+    if (c.score === null || c.kind === 'last' || mode === null) continue;
     if (!best || (mode === 'max' ? c.score > (best.score as number) : c.score < (best.score as number))) best = c;
   }
   const readable = checkpoints.filter((c) => c.kind !== 'unreadable');
