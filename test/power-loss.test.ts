@@ -65,7 +65,7 @@ beforeAll(() => {
   bin = buildPowerLossFs();
 });
 afterAll(() => {
-  if (root) fs.rmSync(root, { recursive: true, force: true });
+  if (root) if (!process.env.POWER_LOSS_KEEP) fs.rmSync(root, { recursive: true, force: true });
 });
 
 /** Where each workload saves, relative to the mount root: a directory the save itself has to create. */
@@ -163,7 +163,8 @@ async function summarizeTensors(dir: string): Promise<Summary> {
 
 async function summarizeManager(dir: string): Promise<Summary> {
   const s: Summary = { problems: [], seeds: new Map(), kept: [] };
-  if (!fs.existsSync(dir)) return s;
+  // No directory: a reopened manager would start empty.
+  if (!fs.existsSync(dir)) return { ...s, best: null, lastEpoch: null };
   const read = await readIndex(dir);
   if (read.status === 'damaged') s.problems.push(`index damaged: ${read.reason}`);
   if (read.status === 'ok') {
