@@ -19,7 +19,8 @@ const HOW =
 export function powerLossFsUnavailable(): string | undefined {
   if (process.platform !== 'linux') return `power-loss: needs Linux FUSE, this is ${process.platform}`;
   if (process.getuid?.() !== 0) return `power-loss: needs root to mount FUSE; run ${HOW}`;
-  if (!fs.existsSync('/dev/fuse')) return `power-loss: /dev/fuse is missing (modprobe fuse, or a container with --device /dev/fuse); ${HOW}`;
+  if (!fs.existsSync('/dev/fuse'))
+    return `power-loss: /dev/fuse is missing (modprobe fuse, or a container with --device /dev/fuse); ${HOW}`;
   const pc = spawnSync('pkg-config', ['--exists', 'fuse3']);
   if (pc.error || pc.status !== 0) return `power-loss: libfuse3 development files are missing; ${HOW}`;
   if (spawnSync('c++', ['--version']).error) return `power-loss: no C++ compiler (c++); ${HOW}`;
@@ -63,7 +64,9 @@ export async function mountPowerLossFs(bin: string, root: string): Promise<Power
   const opLog = path.join(root, 'ops.log');
   fs.mkdirSync(backing, { recursive: true });
   fs.mkdirSync(mountpoint, { recursive: true });
-  const daemon: ChildProcess = spawn(bin, [backing, opLog, mountpoint, '-f', '-s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const daemon: ChildProcess = spawn(bin, [backing, opLog, mountpoint, '-f', '-s'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   daemon.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   daemon.stderr?.on('data', (d: Buffer) => (output += d.toString()));

@@ -195,7 +195,7 @@ export interface CrashState {
 
 /**
  * Up to `limit` crash states for a cut after k effects (every one when they are fewer): under `posix`, subsets of the
- * pending effects (none, all, each one alone, all but each one, then seeded random subsets); under `ordered`,
+ * pending effects (none, all, then seeded random subsets alternating with all-but-one and one-alone); under `ordered`,
  * prefixes of the pending name effects combined with per-file prefixes of the pending data (none, all, random).
  */
 export function crashStates(log: OpLog, k: number, model: Model, limit: number, seed: number): CrashState[] {
@@ -217,14 +217,17 @@ export function crashStates(log: OpLog, k: number, model: Model, limit: number, 
       for (let mask = 0; mask < 2 ** n; mask++) add(pending.filter((_, j) => (mask >> j) & 1));
       return states;
     }
+    // None and all; then, alternately, a random subset and one effect dropped or alone (the newest first: the
+    // effects a cut most often catches in flight).
     add([]);
     add(pending);
-    for (let j = 0; j < n; j++) {
-      add(pending.filter((_, x) => x !== j));
-      add([pending[j]]);
-    }
-    for (let tries = 0; states.length < limit && tries < limit * 4; tries++) {
-      add(pending.filter(() => random() < 0.5));
+    for (let j = n - 1, tries = 0; states.length < limit && tries < limit * 4; tries++) {
+      if (tries % 2 === 0 || j < 0) add(pending.filter(() => random() < 0.5));
+      else {
+        add(pending.filter((_, x) => x !== j));
+        add([pending[j]]);
+        j--;
+      }
     }
     return states;
   }
@@ -260,8 +263,17 @@ export function crashStates(log: OpLog, k: number, model: Model, limit: number, 
 export interface Materialized {
   dirs: string[];
   files: Map<string, Buffer>;
-  /** Content hash of the whole state, to check each distinct state once. */
-  signature: string;
+  /** Each file's content hash, to check each distinct file (and, with subtreeSignature, state) once. */
+  hashes: Map<string, string>;
+}
+
+/** A hash of everything at or under `dir` (a path from the mount root): equal for equal subtrees. */
+export function subtreeSignature(m: Materialized, dir: string): string {
+  const under = (p: string) => p === dir || p.startsWith(dir + '/');
+  const h = createHash('sha1');
+  for (const d of m.dirs) if (under(d)) h.update(`d ${d}\n`);
+  for (const [p, hash] of m.hashes) if (under(p)) h.update(`f ${p} ${hash}\n`);
+  return h.digest('hex');
 }
 
 export function materialize(log: OpLog, state: CrashState): Materialized {
@@ -307,24 +319,25 @@ export function materialize(log: OpLog, state: CrashState): Materialized {
     }
   };
   walk('/');
-  const h = createHash('sha1');
-  for (const d of dirs) h.update(`d ${d}\n`);
-  for (const [p, b] of files) h.update(`f ${p} ${createHash('sha1').update(b).digest('hex')}\n`);
-  return { dirs, files, signature: h.digest('hex') };
+  const hashes = new Map<string, string>();
+  for (const [p, b] of files) hashes.set(p, createHash('sha1').update(b).digest('hex'));
+  return { dirs, files, hashes };
 }
 
 /** Long enough ago that nothing in the restored state looks freshly written (a reboot takes longer). */
 const REBOOT_MS = 3_600_000;
 
 /**
- * Writes a materialized state under `root` (which must not exist), with every mtime an hour back: the time a
+ * Writes a materialized state (only what is at or under `only`) under `root` (which must not exist), with every mtime an hour back: the time a
  * machine takes to come back after a power cut, so that the library's "a lock file written seconds ago may still
  * be being written" grace does not apply to a state a crash left.
  */
-export function writeState(m: Materialized, root: string): void {
+export function writeState(m: Materialized, root: string, only = '/'): void {
   const then = new Date(Date.now() - REBOOT_MS);
-  for (const d of m.dirs) fs.mkdirSync(path.join(root, d), { recursive: true });
+  const under = (p: string) => only === '/' || p === only || p.startsWith(only + '/');
+  for (const d of m.dirs) if (under(d)) fs.mkdirSync(path.join(root, d), { recursive: true });
   for (const [p, b] of m.files) {
+    if (!under(p)) continue;
     fs.writeFileSync(path.join(root, p), b);
     fs.utimesSync(path.join(root, p), then, then);
   }
