@@ -148,7 +148,7 @@ interface Summary {
   /** manager: what the reopened manager reports. */
   best?: { epoch: number; val_loss: number } | null;
   lastEpoch?: number | null;
-  kept: { epoch: number; val_loss: number; kind: string }[];
+  kept: { file: string; epoch: number; val_loss: number; kind: string }[];
 }
 
 async function summarizeTensors(dir: string): Promise<Summary> {
@@ -205,7 +205,7 @@ async function summarizeManager(dir: string): Promise<Summary> {
     const kept = mgr.checkpoints;
     if (kept.filter((c) => c.kind !== 'last').length > MANAGER_KEEP) s.problems.push(`more than ${MANAGER_KEEP} kept`);
     for (const c of kept) {
-      s.kept.push({ epoch: c.epoch, val_loss: c.metrics.val_loss, kind: c.kind });
+      s.kept.push({ file: c.file, epoch: c.epoch, val_loss: c.metrics.val_loss, kind: c.kind });
       const { loaded, error } = await checkedLoad(c.path);
       if (!loaded) {
         s.problems.push(`kept ${c.file} does not load: ${error}`);
@@ -226,6 +226,15 @@ async function summarizeManager(dir: string): Promise<Summary> {
   } finally {
     const closed = await problem('close', mgr.close());
     if (closed) s.problems.push(closed);
+  }
+  // An absent or stale index was rebuilt: once the manager has closed, the index lists exactly what it kept.
+  if (s.kept.length > 0) {
+    const after = await readIndex(dir);
+    const listed = after.status === 'ok' ? after.index.checkpoints.map((e) => e.file).sort() : [];
+    const kept = s.kept.map((k) => k.file).sort();
+    if (listed.join() !== kept.join()) {
+      s.problems.push(`after reopening, the index (${after.status}) lists [${listed}], the manager kept [${kept}]`);
+    }
   }
   return s;
 }
