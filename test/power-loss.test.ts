@@ -14,8 +14,9 @@
  * Negative controls, which must find violations: the same recorded runs with every directory fsync removed, and
  * runs with `durable: false` (no fsync at all).
  *
- * POWER_LOSS_STATES sets the states per cut and model (default 3; npm run test:power-loss: 64, exhaustive where
- * fewer). Needs root and FUSE: elsewhere the test says why and how to enable it, and fails under CI=true.
+ * POWER_LOSS_STATES sets the states per cut and model (default 4; npm run test:power-loss: 64, exhaustive where
+ * fewer). POWER_LOSS_KEEP=1 keeps the recorded op logs and reports (in /dev/shm/tfjs-ckpt-power-loss-*) to look at.
+ * Needs root and FUSE: elsewhere the test says why and how to enable it, and fails under CI=true.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -51,7 +52,7 @@ import {
 import { buildPowerLossFs, mountPowerLossFs, powerLossFsUnavailable } from './helpers/power-loss-fs';
 
 const CHILD = path.join(__dirname, 'fixtures', 'power-loss-child.ts');
-const STATES_PER_CUT = Number(process.env.POWER_LOSS_STATES ?? 3);
+const STATES_PER_CUT = Number(process.env.POWER_LOSS_STATES ?? 4);
 const LONG = process.env.POWER_LOSS_STATES !== undefined;
 const unavailable = powerLossFsUnavailable();
 
@@ -78,7 +79,7 @@ beforeAll(() => {
   bin = buildPowerLossFs();
 });
 afterAll(() => {
-  if (root) if (!process.env.POWER_LOSS_KEEP) fs.rmSync(root, { recursive: true, force: true });
+  if (root && !process.env.POWER_LOSS_KEEP) fs.rmSync(root, { recursive: true, force: true });
 });
 
 /** Mounts a fresh power_loss_fs, runs the child (all three workloads) on it, unmounts; the op log and reports. */
@@ -364,7 +365,8 @@ function describeOutcome(what: string, o: Outcome): string {
   const d = WORKLOADS.map((w) => `${w} ${o.distinct[w]}`).join(', ');
   return (
     `power-loss ${what}: ${o.cuts} cuts, ${o.states.posix} posix + ${o.states.ordered} ordered states ` +
-    `(distinct per directory: ${d}); states violating posix/ordered: ${v}`
+    `(distinct per directory: ${d}); states violating posix/ordered: ${v}` +
+    (o.examples.length > 0 ? `; first: ${o.examples[0]}` : '')
   );
 }
 

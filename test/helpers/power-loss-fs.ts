@@ -72,7 +72,7 @@ export async function mountPowerLossFs(bin: string, root: string): Promise<Power
   daemon.stderr?.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<void>((resolve) => daemon.on('exit', () => resolve()));
   for (let i = 0; !mounted(mountpoint); i++) {
-    if (daemon.exitCode !== null || i > 200) {
+    if (daemon.exitCode !== null || i > 1000) {
       daemon.kill();
       throw new Error(`power_loss_fs did not mount at ${mountpoint}: ${output}`);
     }

@@ -8,8 +8,9 @@
  * - `posix` (the worst case POSIX allows): a file's data effects are durable once an fsync of that file follows them;
  *   a directory's name effects once an fsync of that directory follows them. Nothing else is promised: any subset of
  *   the pending effects may have reached the disk, in any combination (a later write without an earlier one, a
- *   rename without the data of the file it names, an unlink without the create before it). Each effect is atomic
- *   (one write call, one rename): torn sectors within one write are not modelled.
+ *   rename without the data of the file it names, an unlink without the create before it). Renames are atomic; a
+ *   write may also be torn (one state per cut keeps only the first half, in whole 512-byte sectors, of the newest
+ *   pending write).
  * - `ordered` (ext4 data=ordered-like, one journal): name effects reach the disk in program order, and any fsync
  *   (of a file or a directory) commits the journal, so every name effect before it is durable; a cut keeps a prefix
  *   of the pending name effects. File data is durable at the file's fsync; of its pending data effects, a prefix
@@ -191,12 +192,15 @@ export interface CrashState {
   cut: number;
   model: Model;
   applied: number[];
+  /** posix only: one applied write that reached the disk in part (its first `bytes` bytes): a torn write. */
+  torn?: { effect: number; bytes: number };
 }
 
 /**
- * Up to `limit` crash states for a cut after k effects (every one when they are fewer): under `posix`, subsets of the
- * pending effects (none, all, then seeded random subsets alternating with all-but-one and one-alone); under `ordered`,
- * prefixes of the pending name effects combined with per-file prefixes of the pending data (none, all, random).
+ * Up to `limit` crash states for a cut after k effects (every subset when there are fewer): under `posix`, subsets of
+ * the pending effects (none, all, all with the newest write torn, then seeded random subsets alternating with
+ * all-but-one and one-alone); under `ordered`, prefixes of the pending name effects combined with per-file prefixes
+ * of the pending data (none, all, random).
  */
 export function crashStates(log: OpLog, k: number, model: Model, limit: number, seed: number): CrashState[] {
   const { durable, pending } = classify(log, k, model);
@@ -204,11 +208,11 @@ export function crashStates(log: OpLog, k: number, model: Model, limit: number, 
   for (let i = 0; i < k; i++) if (durable[i]) base.push(i);
   const states: CrashState[] = [];
   const seen = new Set<string>();
-  const add = (chosen: number[]): void => {
-    const key = chosen.join(',');
+  const add = (chosen: number[], torn?: { effect: number; bytes: number }): void => {
+    const key = chosen.join(',') + (torn ? ` torn ${torn.effect}` : '');
     if (seen.has(key) || states.length >= limit) return;
     seen.add(key);
-    states.push({ cut: k, model, applied: [...base, ...chosen].sort((x, y) => x - y) });
+    states.push({ cut: k, model, applied: [...base, ...chosen].sort((x, y) => x - y), ...(torn ? { torn } : {}) });
   };
   const random = rng(seed);
   if (model === 'posix') {
@@ -221,6 +225,13 @@ export function crashStates(log: OpLog, k: number, model: Model, limit: number, 
     // effects a cut most often catches in flight).
     add([]);
     add(pending);
+    // Everything, but the newest pending write torn: only its first half (rounded down to 512 bytes, a sector)
+    // reached the disk.
+    const lastWrite = [...pending].reverse().find((i) => log.effects[i].t === 'write');
+    if (lastWrite !== undefined) {
+      const e = log.effects[lastWrite] as { data: Buffer };
+      add(pending, { effect: lastWrite, bytes: Math.floor(e.data.length / 2 / 512) * 512 });
+    }
     for (let j = n - 1, tries = 0; states.length < limit && tries < limit * 4; tries++) {
       if (tries % 2 === 0 || j < 0) add(pending.filter(() => random() < 0.5));
       else {
@@ -284,9 +295,10 @@ export function materialize(log: OpLog, state: CrashState): Materialized {
     const e = log.effects[i];
     if (e.t === 'write') {
       let b = sizeOf(e.file);
-      const end = e.offset + e.data.length;
+      const bytes = state.torn?.effect === i ? e.data.subarray(0, state.torn.bytes) : e.data;
+      const end = e.offset + bytes.length;
       if (b.length < end) b = Buffer.concat([b, Buffer.alloc(end - b.length)]);
-      e.data.copy(b, e.offset);
+      bytes.copy(b, e.offset);
       data.set(e.file, b);
     } else if (e.t === 'trunc') {
       const b = sizeOf(e.file);
