@@ -2,6 +2,8 @@
  * Durable directory entries, over both backends:
  * - a durable save into directories it creates fsyncs the parent of every new level (deepest first), so the new
  *   directory entries survive power loss; an existing directory or `durable: false` fsyncs no parent;
+ * - a durable CheckpointManager that creates its directory fsyncs the parent of each new level before it takes the
+ *   lock (else a power cut may drop the directory with every checkpoint in it: found by test/power-loss.test.ts);
  * - a failed directory fsync after the rename is reported with `committed: true` (the new file is in place) and the
  *   OS code; a failure before the rename is not.
  * Which directories are fsynced is observed on node's FileHandle (opens with O_DIRECTORY, then sync), so it covers
@@ -13,7 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { constants, promises as fsp } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CheckpointError, loadTensors, saveTensors } from '../lib';
+import { CheckpointError, CheckpointManager, loadTensors, saveTensors } from '../lib';
 import { BACKENDS, leftoverTemps, tempDir, useBackend } from './helpers/backends';
 import { DISK_CHILD, IS_ROOT, REGISTER, diskChildWeights } from './helpers/disk';
 
@@ -76,6 +78,20 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
     const deepest = path.join(root, 'a', 'b', 'c');
     await saveTensors(path.join(deepest, 'x.safetensors'), diskChildWeights(4, 1));
     expect(synced).toEqual([path.join(root, 'a', 'b'), path.join(root, 'a'), ...afterRename(deepest)]);
+  });
+
+  test('a durable CheckpointManager that creates its directory fsyncs the parent of each new level first; durable: false none', async () => {
+    const root = await tempDir();
+    const quiet = { log: () => undefined, warn: () => undefined };
+    const mgr = new CheckpointManager({ directory: path.join(root, 'runs', 'one'), logger: quiet });
+    await mgr.open();
+    await mgr.close();
+    expect(synced.slice(0, 2)).toEqual([path.join(root, 'runs'), root]);
+    synced.length = 0;
+    const lax = new CheckpointManager({ directory: path.join(root, 'runs', 'two'), durable: false, logger: quiet });
+    await lax.open();
+    await lax.close();
+    expect(synced).toEqual([]);
   });
 
   test('a save into an existing directory, or with durable: false, fsyncs no parent', async () => {
