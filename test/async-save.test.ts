@@ -180,6 +180,8 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
         thirdDone = true;
         return s;
       });
+      // Awaited below, after other awaits: marked handled so that an early rejection fails there, not as unhandled.
+      void third.catch(() => undefined);
       await gate.waitStarted(1);
       await settle();
       expect(gate.started).toEqual(['e1.safetensors']); // the second waits behind the first
