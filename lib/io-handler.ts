@@ -360,7 +360,8 @@ export class SafetensorsIOHandler implements tf.io.IOHandler {
         if (loaded.tensors[name] === undefined || taken.has(label)) {
           throw new CheckpointError(
             ErrorCode.CORRUPT,
-            `Checkpoint ${file} lists the optimizer tensor ${JSON.stringify(name)} in ${MetadataKey.OPTIMIZER_WEIGHTS}, ` +
+            `Checkpoint ${file} lists the optimizer tensor ${JSON.stringify(name)} in ` +
+              `${MetadataKey.OPTIMIZER_WEIGHTS}, ` +
               (taken.has(label) ? 'whose tfjs name is also a model weight' : 'which it does not hold'),
             { path: file, tensor: name },
           );

@@ -3,8 +3,8 @@
  * name does not grow with the target's name, so a target at the filesystem's name-length limit can still be saved. A
  * crash leaves the temp file behind; the next save into the directory removes the ones no live save owns.
  *
- * `<space>` (8 hex digits) names the writer's pid space: a hash of its host name, boot id and pid namespace (pid-space.ts).
- * A pid means something only within one pid space, so:
+ * `<space>` (8 hex digits) names the writer's pid space: a hash of its host name, boot id and pid namespace
+ * (pid-space.ts, which also holds the liveness rule). A pid means something only within one pid space, so:
  * - same space as ours: the pid decides: this thread's own files when not in flight, files of dead processes at once
  *   (a crash's leftovers are gone with the next save). Other live processes' files, and other worker_threads' of this
  *   process (each thread has its own in-flight registry, so it cannot know theirs), are left alone;
