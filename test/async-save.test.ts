@@ -417,7 +417,7 @@ describe.each(BACKENDS)('process end with a write in flight (%s backend)', (back
     const exited = waitExit(child);
     let stepped = -1;
     await new Promise<void>((resolve, reject) => {
-      exited.then((r) => reject(new Error(`the child exited early: ${JSON.stringify(r)}`)));
+      void exited.then((r) => reject(new Error(`the child exited early: ${JSON.stringify(r)}`))); // never rejects
       child.on('message', (m: { type: string; epoch: number }) => {
         if (m.type !== 'stepped') return;
         stepped = m.epoch;
