@@ -194,6 +194,31 @@ describe.each(BACKENDS)('safetensors:// on the %s backend', (backend) => {
     await expectSameOptimizerState(second, loaded);
   });
 
+  test('a file written by model.save restores into a rebuilt twin with other auto-generated names, by structure', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'twin.safetensors');
+    const unnamed = (): tf.Sequential => {
+      const m = tf.sequential({
+        layers: [tf.layers.dense({ units: 4, inputShape: [3], activation: 'relu' }), tf.layers.dense({ units: 2 })],
+      });
+      m.compile({ optimizer: tf.train.adam(0.05), loss: 'meanSquaredError' });
+      return m;
+    };
+    const model = unnamed();
+    await train(model);
+    await model.save(SAFETENSORS_SCHEME + file, { includeOptimizer: true });
+    const twin = unnamed();
+    expect(twin.weights[0].originalName).not.toBe(model.weights[0].originalName);
+    const restored = await restoreCheckpoint(twin, file);
+    expect(restored.matchedBy).toBe('structure');
+    expect(restored.optimizerRestored).toBe(true);
+    model.weights.forEach((w, i) => {
+      if (!bytesOf(w.read()).equals(bytesOf(twin.weights[i].read())))
+        throw new Error(`weight ${w.originalName} differs`);
+    });
+    await expectSameOptimizerState(model, twin);
+  });
+
   test('userDefinedMetadata survives the round trip', async () => {
     const dir = await tempDir();
     const url = SAFETENSORS_SCHEME + path.join(dir, 'u.safetensors');
