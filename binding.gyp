@@ -2,12 +2,20 @@
   "targets": [
     {
       "target_name": "tfjs_checkpoint",
-      "sources": [
-        "native/addon.cc",
-        "native/atomic_file.cc",
-        "native/crc32c.cc",
-        "native/tensor_reader.cc",
-        "native/tensor_writer.cc"
+      "conditions": [
+        [
+          "OS=='win'",
+          { "type": "none" },
+          {
+            "sources": [
+              "native/addon.cc",
+              "native/atomic_file.cc",
+              "native/crc32c.cc",
+              "native/tensor_reader.cc",
+              "native/tensor_writer.cc"
+            ]
+          }
+        ]
       ],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],

@@ -31,6 +31,8 @@
  *                               structural address (layer path, position, local name) beside its tensor name, so
  *                               that a rebuilt model with other auto-generated names restores by structure (see
  *                               weight-matching.ts). Absent in files written by 0.1.0.
+ *   - `tfjs.user_defined_metadata`  JSON of the model's `userDefinedMetadata` (`model.setUserDefinedMetadata`), when
+ *                               saved through the tf.io handler (io-handler.ts), which hands it back on load.
  */
 import { invalidArgument, isPlainObject } from './errors';
 
@@ -49,6 +51,7 @@ export const MetadataKey = {
   TRAINABLE_WEIGHTS: 'tfjs.trainable_weights',
   STRUCTURE: 'tfjs.structure',
   TFJS_VERSION: 'tfjs.version',
+  USER_DEFINED_METADATA: 'tfjs.user_defined_metadata',
 } as const;
 
 /** Keys starting with this prefix are written only by the model layer. */

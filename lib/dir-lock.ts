@@ -15,17 +15,19 @@
  *   seconds, and that a live holder's event loop turns at least once a minute.
  * Taking over is serialized by a second exclusive file (`.tfjs-checkpoint.lock.takeover`): under it the acquirer
  * judges the lock again and removes it only if it is still the stale one, so of several processes racing for a stale
- * lock only one can remove it, and none can remove a live lock created meanwhile. A takeover file left by a process
- * that crashed in that short window is removed once older than TAKEOVER_STALE_MS.
+ * lock only one can remove it, and none can remove a live lock created meanwhile. The takeover file holds its taker's
+ * record and is judged by the same rule as the lock (pid-space.ts): one left by a process that crashed in that short
+ * window is removed at once when its pid can be checked, else once older than TAKEOVER_STALE_MS (10 s).
  * The holder calls `check()` before writing the index or deleting files: one read, ERR_CHECKPOINT_LOCKED if the file
  * no longer holds its nonce (taken over after a missed heartbeat), so a holder judged dead never overwrites the new
  * owner's work. A live process releases its lock on `release()` and, as a last resort, on normal process exit.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
+import { promises as fsp, unlinkSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CheckpointError, ErrorCode, fromNodeError } from './errors';
+import { BOOT_ID, PID_NAMESPACE, pidAlive, processStartTime, samePidSpace } from './pid-space';
 
 export const LOCK_FILENAME = '.tfjs-checkpoint.lock';
 const TAKEOVER_SUFFIX = '.takeover';
@@ -33,7 +35,7 @@ const TAKEOVER_SUFFIX = '.takeover';
 export const HEARTBEAT_MS = 10_000;
 /** A lock whose owner cannot be checked by pid is stale once its mtime is this old. */
 export const STALE_MS = 60_000;
-/** A takeover file (held only for a few fs calls) this old was left by a crash. */
+/** A takeover file (held only for a few fs calls) whose owner's pid cannot be checked is stale at this age. */
 const TAKEOVER_STALE_MS = 10_000;
 
 export interface DirLockArgs {
@@ -68,61 +70,10 @@ export interface DirLock {
   release(): Promise<void>;
 }
 
-function readBootId(): string | null {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim() || null;
-  } catch {
-    return null;
-  }
-}
-
-function readPidNamespace(): string | null {
-  try {
-    return readlinkSync('/proc/self/ns/pid');
-  } catch {
-    return null;
-  }
-}
-
-const BOOT_ID = readBootId();
-const PID_NS = readPidNamespace();
-
-/** A process' start time, or null when /proc is unavailable or the process is gone. */
-export function processStartTime(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    // Field 2 (comm) is parenthesised and may contain spaces: count fields after the last ')'.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const v = Number(rest[19]); // field 22 overall = index 19 after "pid (comm)"
-    return Number.isFinite(v) ? v : null;
-  } catch {
-    return null;
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Whether `owner`'s pid names a process as this process sees pids: same host name, boot and pid namespace. */
-function samePidSpace(owner: LockOwner): boolean {
-  return owner.host === os.hostname() && owner.bootId === BOOT_ID && owner.pidNs === PID_NS;
-}
-
 /** 'alive' or 'dead' by pid when the owner shares our pid space; otherwise by heartbeat: 'beating' or 'dead'. */
 function ownerState(owner: LockOwner, mtimeMs: number, staleMs: number): 'alive' | 'beating' | 'dead' {
   if (!samePidSpace(owner)) return Date.now() - mtimeMs > staleMs ? 'dead' : 'beating';
-  if (!pidAlive(owner.pid)) return 'dead';
-  if (owner.startTime !== null) {
-    const now = processStartTime(owner.pid);
-    if (now !== null && now !== owner.startTime) return 'dead'; // the pid was reused by another process
-  }
-  return 'alive';
+  return pidAlive(owner.pid, owner.startTime) ? 'alive' : 'dead';
 }
 
 function parseOwner(text: string): LockOwner | undefined {
@@ -162,12 +113,36 @@ function installExitHook(): void {
   });
 }
 
+/**
+ * This thread's lock temp and aside files (`.tfjs-checkpoint.lock.<pid>.<hex>.tmp|.stale`) whose removal failed (a
+ * full or failing disk): removeLeftovers retries them, since it leaves every other file of a live pid alone.
+ */
+const orphaned = new Set<string>();
+
+/** A unique name beside `lockPath` for a temp (`tmp`) or moved-aside (`stale`) file of this process. */
+function sideName(lockPath: string, kind: 'tmp' | 'stale'): string {
+  return `${lockPath}.${process.pid}.${randomBytes(6).toString('hex')}.${kind}`;
+}
+
+/** Removes one of this process' side files, or records it in `orphaned` when that fails. */
+async function removeSideFile(file: string): Promise<void> {
+  try {
+    await fsp.unlink(file);
+    orphaned.delete(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') orphaned.delete(file);
+    else orphaned.add(file);
+  }
+}
+
 /** Creates `lockPath` with `content`, atomically; false if it already exists. */
 async function createExclusive(lockPath: string, content: string): Promise<boolean> {
-  const tmp = `${lockPath}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const tmp = sideName(lockPath, 'tmp');
   try {
     await fsp.writeFile(tmp, content, { flag: 'wx', mode: 0o644 });
   } catch (e) {
+    // The create may have succeeded and the write failed (ENOSPC): never leave the empty file behind.
+    await removeSideFile(tmp);
     throw fromNodeError(e, tmp, 'create the lock file');
   }
   try {
@@ -180,7 +155,7 @@ async function createExclusive(lockPath: string, content: string): Promise<boole
       throw fromNodeError(e, lockPath, 'create the lock file');
     }
   } finally {
-    await fsp.unlink(tmp).catch(() => undefined);
+    await removeSideFile(tmp);
   }
   // No hard links on this filesystem: O_EXCL create. A crash between create and write leaves an empty file, which
   // is treated as stale below once its creator is known to be gone (it holds no pid): see readOwner.
@@ -263,7 +238,7 @@ export async function acquireDirLock(dir: string, args: DirLockArgs = {}): Promi
   const owner: LockOwner = {
     host: os.hostname(),
     bootId: BOOT_ID,
-    pidNs: PID_NS,
+    pidNs: PID_NAMESPACE,
     pid: process.pid,
     startTime: processStartTime(process.pid),
     nonce: randomBytes(12).toString('hex'),
@@ -284,9 +259,10 @@ export async function acquireDirLock(dir: string, args: DirLockArgs = {}): Promi
     // Stale. Remove it under the takeover file, after judging it again there: racers are serialized, and a lock
     // created since (a racer won) is never removed.
     if (!(await createExclusive(takeoverPath, content))) {
-      const st = await fsp.stat(takeoverPath).catch(() => undefined);
-      if (st && Date.now() - st.mtimeMs > TAKEOVER_STALE_MS) await fsp.unlink(takeoverPath).catch(() => undefined);
-      else await new Promise((r) => setTimeout(r, 20));
+      // Judged as the lock is (its owner's liveness): a crashed taker's file is removed at once.
+      const takeover = await judge(takeoverPath, TAKEOVER_STALE_MS);
+      if (takeover?.state === 'dead') await removeDeadTakeover(takeoverPath, takeover.text);
+      else if (takeover) await new Promise((r) => setTimeout(r, 20));
       continue;
     }
     try {
@@ -303,13 +279,37 @@ export async function acquireDirLock(dir: string, args: DirLockArgs = {}): Promi
   throw lockedError(abs, lockPath, undefined, 'alive');
 }
 
-/** Removes lock temp/aside files (`.tfjs-checkpoint.lock.<pid>.<hex>.tmp|.stale`) left by dead processes. */
+/**
+ * Removes a takeover file judged dead (holding `text`) without ever removing a live one a racer created meanwhile: it
+ * is first renamed aside (atomic: of several racers, one moves it), then put back if what moved is not the judged one.
+ */
+async function removeDeadTakeover(takeoverPath: string, text: string): Promise<void> {
+  const aside = sideName(takeoverPath.slice(0, -TAKEOVER_SUFFIX.length), 'stale');
+  try {
+    await fsp.rename(takeoverPath, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // a racer removed it
+    throw fromNodeError(e, takeoverPath, 'remove the stale takeover file');
+  }
+  const moved = await fsp.readFile(aside, 'utf8').catch(() => undefined);
+  if (moved !== text) await fsp.link(aside, takeoverPath).catch(() => undefined); // a live one: back in place
+  await removeSideFile(aside);
+}
+
+/**
+ * Removes lock temp/aside files (`.tfjs-checkpoint.lock.<pid>.<hex>.tmp|.stale`) left by dead processes (of this pid
+ * space), and this thread's own that an earlier removal failed to remove.
+ */
 async function removeLeftovers(dir: string): Promise<void> {
   const names = await fsp.readdir(dir).catch(() => [] as string[]);
   for (const name of names) {
     const m = /^\.tfjs-checkpoint\.lock\.(\d+)\.[0-9a-f]{12}\.(tmp|stale)$/.exec(name);
-    if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) {
-      await fsp.unlink(path.join(dir, name)).catch(() => undefined);
+    if (!m) continue;
+    const file = path.join(dir, name);
+    if (Number(m[1]) === process.pid) {
+      if (orphaned.has(file)) await removeSideFile(file);
+    } else if (!pidAlive(Number(m[1]))) {
+      await fsp.unlink(file).catch(() => undefined);
     }
   }
 }

@@ -28,6 +28,9 @@ export type {
   RestoreCheckpointResult,
   LoadModelArgs,
 } from './model';
+// Importing the package registers the safetensors:// save and load routers with tfjs (see io-handler.ts).
+export { SafetensorsIOHandler, safetensorsIO, safetensorsRouter, SAFETENSORS_SCHEME } from './io-handler';
+export type { SafetensorsIOArgs } from './io-handler';
 export { MetadataKey, parseTrainingMetadata } from './checkpoint-metadata';
 export type { TrainingInfo, ParsedTrainingInfo } from './checkpoint-metadata';
 export { OPTIMIZER_PREFIX, OPTIMIZER_INTERNAL_PREFIX, isOptimizerTensorName } from './optimizer-state';

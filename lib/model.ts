@@ -140,7 +140,7 @@ const SAVE_KEYS = [...CAPTURE_KEYS, 'durable'] as const;
 const RESTORE_KEYS = ['strict', 'includeOptimizer'] as const;
 const LOAD_KEYS = ['includeOptimizer'] as const;
 
-function checkOptions<K extends string>(
+export function checkOptions<K extends string>(
   options: unknown,
   known: readonly K[],
   what: string,
@@ -155,7 +155,7 @@ function checkOptions<K extends string>(
   return options as Partial<Record<K, unknown>>;
 }
 
-function optionalBoolean(value: unknown, what: string): boolean | undefined {
+export function optionalBoolean(value: unknown, what: string): boolean | undefined {
   if (value !== undefined && typeof value !== 'boolean') invalidArgument(what, 'a boolean', value);
   return value as boolean | undefined;
 }
@@ -449,7 +449,7 @@ export async function restoreCheckpoint(
   return restoreLoaded(model, loaded, file, strict, includeOptimizer);
 }
 
-function parseJsonMeta(metadata: Record<string, string>, key: string, file: string): object | undefined {
+export function parseJsonMeta(metadata: Record<string, string>, key: string, file: string): object | undefined {
   const text = metadata[key];
   if (text === undefined) return undefined;
   try {
@@ -464,6 +464,28 @@ function parseJsonMeta(metadata: Record<string, string>, key: string, file: stri
 }
 
 /**
+ * The stored topology and training config of a checkpoint; a weights-only checkpoint is ERR_CHECKPOINT_NO_TOPOLOGY
+ * (`who` names the caller that needed it).
+ */
+export function storedModelConfig(
+  metadata: Record<string, string>,
+  file: string,
+  who: string,
+): { topology: object; trainingConfig?: tf.io.TrainingConfig } {
+  const topology = parseJsonMeta(metadata, MetadataKey.MODEL_TOPOLOGY, file);
+  if (topology === undefined) {
+    throw new CheckpointError(
+      ErrorCode.NO_TOPOLOGY,
+      `Checkpoint ${file} holds weights only (no model topology), so ${who} cannot build a model; ` +
+        'build the model in code and use restoreCheckpoint',
+      { path: file },
+    );
+  }
+  const trainingConfig = parseJsonMeta(metadata, MetadataKey.TRAINING_CONFIG, file);
+  return { topology, ...(trainingConfig ? { trainingConfig: trainingConfig as tf.io.TrainingConfig } : {}) };
+}
+
+/**
  * Builds a model from a checkpoint that holds its topology: the layers from `tfjs.model_topology`, compiled from
  * `tfjs.training_config` when present (loss, metrics, optimizer), then the weights restored exactly and, when stored,
  * the optimizer state. A weights-only checkpoint is refused with ERR_CHECKPOINT_NO_TOPOLOGY. The model owns its
@@ -475,16 +497,7 @@ export async function loadModel(path: string, args: LoadModelArgs = {}): Promise
   const opts = checkOptions(args, LOAD_KEYS, 'options');
   const includeOptimizer = optionalBoolean(opts.includeOptimizer, 'options.includeOptimizer') ?? true;
   const loaded = await loadTensors(file);
-  const topology = parseJsonMeta(loaded.metadata, MetadataKey.MODEL_TOPOLOGY, file);
-  if (topology === undefined) {
-    throw new CheckpointError(
-      ErrorCode.NO_TOPOLOGY,
-      `Checkpoint ${file} holds weights only (no model topology), so loadModel cannot build a model; ` +
-        'build the model in code and use restoreCheckpoint',
-      { path: file },
-    );
-  }
-  const trainingConfig = parseJsonMeta(loaded.metadata, MetadataKey.TRAINING_CONFIG, file);
+  const { topology, trainingConfig } = storedModelConfig(loaded.metadata, file, 'loadModel');
   // Hand tfjs the weights too: with weights present it builds the layers without running their initializers. It
   // copies them and applies constraints; restoreLoaded then assigns the exact stored values.
   const modelNames = Object.keys(loaded.tensors).filter((n) => !isOptimizerTensorName(n));
@@ -497,7 +510,7 @@ export async function loadModel(path: string, args: LoadModelArgs = {}): Promise
   const handler: tf.io.IOHandler = {
     load: async () => ({
       modelTopology: topology,
-      ...(trainingConfig ? { trainingConfig: trainingConfig as tf.io.TrainingConfig } : {}),
+      ...(trainingConfig ? { trainingConfig } : {}),
       format: 'layers-model',
       weightSpecs,
       weightData,
@@ -540,7 +553,7 @@ function disposeLoaded(model: tf.LayersModel): void {
 }
 
 /** The array's bytes as an ArrayBuffer of exactly its length (tfjs ignores byteOffset; never pass a view). */
-function exactBuffer(data: TensorArray): ArrayBuffer {
+export function exactBuffer(data: TensorArray): ArrayBuffer {
   const buf = data.buffer as ArrayBuffer;
   if (data.byteOffset === 0 && data.byteLength === buf.byteLength) return buf;
   return buf.slice(data.byteOffset, data.byteOffset + data.byteLength);

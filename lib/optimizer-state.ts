@@ -21,7 +21,8 @@ import type { DType, NamedTensors, TensorData } from './tensors';
 
 export const OPTIMIZER_PREFIX = '__optimizer__/';
 export const OPTIMIZER_INTERNAL_PREFIX = '__optimizer_internal__/';
-const ITER = 'iter';
+/** The name tfjs optimizers give their iteration count, first in `getWeights()`. */
+export const OPTIMIZER_ITER = 'iter';
 /** Internal variables of an optimizer class that getWeights omits, by class name. */
 const INTERNALS: Record<string, readonly string[]> = { Adam: ['accBeta1', 'accBeta2'] };
 
@@ -68,6 +69,24 @@ function slotSuffix(label: string): string {
   return i >= 0 ? label.slice(i + 1) : label;
 }
 
+/**
+ * The checkpoint tensor names of an optimizer state given as `iter` then `slotLabels` (group-major: slot j belongs to
+ * `weightNames[j % n]`, n = weightNames.length, which the caller has checked divides the slot count): `__optimizer__/iter`,
+ * then `__optimizer__/<weight originalName>/<slot>`, the slot taken from each group's first label (`slot<g>` for every
+ * group when two groups would share one). The names a checkpoint's optimizer state is stored under, and the order
+ * `tfjs.optimizer_weights` records.
+ */
+export function optimizerTensorNames(weightNames: readonly string[], slotLabels: readonly string[]): string[] {
+  const n = weightNames.length;
+  const groups = n === 0 ? 0 : slotLabels.length / n;
+  let suffixes = Array.from({ length: groups }, (_, g) => slotSuffix(slotLabels[g * n]));
+  if (new Set(suffixes).size !== suffixes.length) suffixes = suffixes.map((_, g) => `slot${g}`);
+  return [
+    OPTIMIZER_PREFIX + OPTIMIZER_ITER,
+    ...slotLabels.map((_, j) => `${OPTIMIZER_PREFIX}${weightNames[j % n]}/${suffixes[Math.floor(j / n)]}`),
+  ];
+}
+
 /** Takes the optimizer state of `model` (which must have an optimizer) as tensors to read. */
 export async function snapshotOptimizer(model: tf.LayersModel): Promise<OptimizerSnapshot> {
   const optimizer = model.optimizer;
@@ -80,7 +99,7 @@ export async function snapshotOptimizer(model: tf.LayersModel): Promise<Optimize
   }
   const owned = weights.filter((w) => !(w.tensor instanceof tf.Variable)).map((w) => w.tensor);
   try {
-    if (weights.length === 0 || weights[0].name !== ITER) {
+    if (weights.length === 0 || weights[0].name !== OPTIMIZER_ITER) {
       throw unsupported(optimizer, new Error('getWeights() did not return the iteration count first'));
     }
     const slots = weights.slice(1);
@@ -91,10 +110,6 @@ export async function snapshotOptimizer(model: tf.LayersModel): Promise<Optimize
         new Error(`it holds ${slots.length} slot variables for ${n} trainable weights, so they cannot be mapped`),
       );
     }
-    const groups = n === 0 ? 0 : slots.length / n;
-    let suffixes = Array.from({ length: groups }, (_, g) => slotSuffix(slots[g * n].name));
-    if (new Set(suffixes).size !== suffixes.length) suffixes = suffixes.map((_, g) => `slot${g}`);
-    const names = [OPTIMIZER_PREFIX + ITER];
     slots.forEach((s, j) => {
       const weight = order[j % n];
       if (!tf.util.arraysEqual(s.tensor.shape, weight.shape as number[])) {
@@ -105,8 +120,11 @@ export async function snapshotOptimizer(model: tf.LayersModel): Promise<Optimize
           ),
         );
       }
-      names.push(`${OPTIMIZER_PREFIX}${weight.originalName}/${suffixes[Math.floor(j / n)]}`);
     });
+    const names = optimizerTensorNames(
+      order.map((w) => w.originalName),
+      slots.map((s) => s.name),
+    );
     const tensors = weights.map((w) => w.tensor);
     const internals = internalVariables(optimizer);
     for (const [key, v] of internals) {
@@ -195,7 +213,7 @@ export function planOptimizerRestore(
   const targetNames = target.map(tensorOf);
   const n = recordedTrainable.length;
   const slots = order.length - 1;
-  if (order[0] !== OPTIMIZER_PREFIX + ITER || (slots > 0 && (n === 0 || slots % n !== 0))) {
+  if (order[0] !== OPTIMIZER_PREFIX + OPTIMIZER_ITER || (slots > 0 && (n === 0 || slots % n !== 0))) {
     return new OptimizerMismatch(`the checkpoint's optimizer order ${JSON.stringify(order)} is not iter then slots`);
   }
   if (slots > 0) {
@@ -227,7 +245,7 @@ export function planOptimizerRestore(
   };
   const iter = get(order[0], [], 'int32');
   if (iter instanceof OptimizerMismatch) return iter;
-  const entries: OptimizerRestorePlan['entries'] = [{ name: ITER, data: iter }];
+  const entries: OptimizerRestorePlan['entries'] = [{ name: OPTIMIZER_ITER, data: iter }];
   for (let g = 0; g * n < slots; g++) {
     const first = order[1 + g * n];
     const suffix = first.slice(first.lastIndexOf('/') + 1);

@@ -31,9 +31,14 @@ export function getBackend(): Backend {
     current = jsBackend;
     if (!warned) {
       warned = true;
+      // On Windows binding.gyp builds nothing (the native sources are POSIX): no reinstall can help there.
+      const hint =
+        process.platform === 'win32'
+          ? 'The addon is built on POSIX systems only; set TFJS_CHECKPOINT_NATIVE=0 to choose the JS backend silently.'
+          : 'Reinstall with scripts enabled to build it, or set TFJS_CHECKPOINT_NATIVE=0 to choose the JS backend.';
       process.emitWarning(
         `tfjs-checkpoint: the native addon did not load, using the slower pure-JS backend: ${loaded.error.message}. ` +
-          'Reinstall with scripts enabled to build it, or set TFJS_CHECKPOINT_NATIVE=0 to choose the JS backend.',
+          hint,
         { code: 'TFJS_CHECKPOINT_NO_NATIVE' },
       );
     }

@@ -3,8 +3,8 @@
  * name does not grow with the target's name, so a target at the filesystem's name-length limit can still be saved. A
  * crash leaves the temp file behind; the next save into the directory removes the ones no live save owns.
  *
- * `<space>` (8 hex digits) names the writer's pid space: a hash of its host name, boot id and pid namespace. A pid
- * means something only within one pid space, so:
+ * `<space>` (8 hex digits) names the writer's pid space: a hash of its host name, boot id and pid namespace
+ * (pid-space.ts, which also holds the liveness rule). A pid means something only within one pid space, so:
  * - same space as ours: the pid decides: this thread's own files when not in flight, files of dead processes at once
  *   (a crash's leftovers are gone with the next save). Other live processes' files, and other worker_threads' of this
  *   process (each thread has its own in-flight registry, so it cannot know theirs), are left alone;
@@ -12,12 +12,11 @@
  *   its mtime is FOREIGN_TEMP_MAX_AGE_MS (10 minutes) old: a save in progress keeps writing it, a crashed one does not;
  * - names without a space (written by older versions): the pid decides, as before.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { threadId } from 'node:worker_threads';
+import { PID_SPACE, pidAlive } from './pid-space';
 
 /** pid, then (since names carry them) the worker thread id and the pid space, then 12 hex digits. */
 export const TEMP_PATTERN = /^\.tfjs-ckpt-(\d+)-(?:(\d+)-)?(?:([0-9a-f]{8})-)?[0-9a-f]{12}\.tmp$/;
@@ -25,25 +24,7 @@ export const TEMP_PATTERN = /^\.tfjs-ckpt-(\d+)-(?:(\d+)-)?(?:([0-9a-f]{8})-)?[0
 /** A temp file of another pid space is removed only once its mtime is this old. */
 export const FOREIGN_TEMP_MAX_AGE_MS = 10 * 60_000;
 
-function procText(read: () => string): string {
-  try {
-    return read().trim();
-  } catch {
-    return '';
-  }
-}
-
-/** This process' pid space: host name, boot id and pid namespace, hashed to 8 hex digits. */
-export const PID_SPACE = createHash('sha256')
-  .update(
-    [
-      os.hostname(),
-      procText(() => readFileSync('/proc/sys/kernel/random/boot_id', 'latin1')),
-      procText(() => readlinkSync('/proc/self/ns/pid')),
-    ].join('\0'),
-  )
-  .digest('hex')
-  .slice(0, 8);
+export { PID_SPACE };
 
 const inFlight = new Set<string>();
 
@@ -56,16 +37,6 @@ export function acquireTempPath(dir: string): string {
 
 export function releaseTempPath(p: string): void {
   inFlight.delete(p);
-}
-
-function processAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Whether `name` (a basename in `dir`) is a temp file no live save owns; `mtimeMs` is needed only for a file of
@@ -82,7 +53,7 @@ export function isStaleTemp(dir: string, name: string, mtimeMs?: number): boolea
     if (m[2] !== undefined && Number(m[2]) !== threadId) return false;
     return !inFlight.has(path.join(dir, name));
   }
-  return !processAlive(pid);
+  return !pidAlive(pid);
 }
 
 /** Removes stale temp files from `dir`; returns their paths. Errors (a racing remover, a missing dir) are ignored. */

@@ -184,6 +184,8 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
         thirdDone = true;
         return s;
       });
+      // Awaited below, after other awaits: marked handled so that an early rejection fails there, not as unhandled.
+      void third.catch(() => undefined);
       await gate.waitStarted(1);
       await settle();
       expect(gate.started).toEqual(['e1.safetensors']); // the second waits behind the first
@@ -419,7 +421,7 @@ describe.each(BACKENDS)('process end with a write in flight (%s backend)', (back
     const exited = waitExit(child);
     let stepped = -1;
     await new Promise<void>((resolve, reject) => {
-      exited.then((r) => reject(new Error(`the child exited early: ${JSON.stringify(r)}`)));
+      void exited.then((r) => reject(new Error(`the child exited early: ${JSON.stringify(r)}`))); // never rejects
       child.on('message', (m: { type: string; epoch: number }) => {
         if (m.type !== 'stepped') return;
         stepped = m.epoch;

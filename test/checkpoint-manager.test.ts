@@ -868,6 +868,40 @@ describe('the directory lock', () => {
     await other.close();
   });
 
+  test('a takeover file left by a process SIGKILLed mid-takeover does not block open(): it is judged by its owner, dead, and removed', async () => {
+    const dir = await tempDir();
+    // The child's real lock record (written by the library in the child), left behind by its SIGKILL.
+    const child = startChild({ mode: 'hold-lock', directory: dir });
+    const exited = waitExit(child);
+    await nextMessage(child, (m) => m.type === 'locked');
+    const record = await fsp.readFile(path.join(dir, LOCK_FILENAME), 'utf8');
+    child.kill('SIGKILL');
+    expect((await exited).signal).toBe('SIGKILL');
+    // As if it had died while taking over the stale lock: the takeover file holds its record too (createExclusive
+    // writes the same record to both).
+    const takeover = path.join(dir, `${LOCK_FILENAME}.takeover`);
+    await fsp.writeFile(takeover, record);
+    const ckpt = await new CheckpointManager({ directory: dir }).open();
+    expect(JSON.parse(await fsp.readFile(path.join(dir, LOCK_FILENAME), 'utf8')).pid).toBe(process.pid);
+    expect((await fsp.readdir(dir)).filter((n) => n.startsWith(LOCK_FILENAME))).toEqual([LOCK_FILENAME]);
+    await ckpt.close();
+  });
+
+  test('a takeover file of a live process is left in place and the stale lock it guards is not removed under it', async () => {
+    const dir = await tempDir();
+    const lockPath = path.join(dir, LOCK_FILENAME);
+    const real = await acquireDirLock(dir);
+    const record = JSON.parse(await fsp.readFile(real.path, 'utf8'));
+    await real.release();
+    const staleText = JSON.stringify({ ...record, startTime: 1, nonce: 'stale' });
+    const liveTakeover = JSON.stringify({ ...record, nonce: 'taking-over' }); // this live process
+    await fsp.writeFile(lockPath, staleText);
+    await fsp.writeFile(`${lockPath}.takeover`, liveTakeover);
+    await expect(acquireDirLock(dir)).rejects.toMatchObject({ code: ErrorCode.LOCKED });
+    expect(await fsp.readFile(`${lockPath}.takeover`, 'utf8')).toBe(liveTakeover);
+    expect(await fsp.readFile(lockPath, 'utf8')).toBe(staleText);
+  });
+
   test('a lock whose pid now belongs to another process (different start time) is stale', async () => {
     const dir = await tempDir();
     // This process' own record (host, boot id, pid namespace, pid) with another start time.

@@ -17,7 +17,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError, CheckpointManager, loadTensors, saveTensors } from '../lib';
 import { BACKENDS, leftoverTemps, tempDir, useBackend } from './helpers/backends';
-import { DISK_CHILD, IS_ROOT, REGISTER, diskChildWeights } from './helpers/disk';
+import { IS_ROOT, diskChildWeights } from './helpers/disk';
+import { StagedChild, stageDiskChild } from './helpers/stage-child';
+
+/** The disk child staged where uid 65534 can read it (helpers/stage-child.ts), built on first use. */
+let staged: StagedChild | undefined;
+function droppedChildScript(): string {
+  staged ??= stageDiskChild();
+  return staged.script;
+}
+afterAll(() => staged?.remove());
 
 /** Directories fsynced through node, in order. */
 const synced: string[] = [];
@@ -130,7 +139,7 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
       await fsp.chmod(root, 0o755);
       await fsp.chown(dir, 65534, 65534);
       await fsp.chmod(dir, 0o300);
-      const r = spawnSync(process.execPath, ['-r', REGISTER, DISK_CHILD, name, target, '8', '2'], {
+      const r = spawnSync(process.execPath, [droppedChildScript(), name, target, '8', '2'], {
         encoding: 'utf8',
         env: { ...process.env, DISK_CHILD_UID: '65534' },
       });

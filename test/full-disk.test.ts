@@ -11,7 +11,15 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CheckpointError, loadTensors, saveTensors, setBackend, verifyCheckpoint } from '../lib/index';
+import { LOCK_FILENAME } from '../lib/dir-lock';
+import {
+  CheckpointError,
+  CheckpointManager,
+  loadTensors,
+  saveTensors,
+  setBackend,
+  verifyCheckpoint,
+} from '../lib/index';
 import type { NamedTensors } from '../lib/index';
 import { DISK_CHILD, IS_ROOT, REGISTER, diskChildWeights, tempFiles } from './helpers/disk';
 
@@ -120,6 +128,22 @@ if (tmpfs) {
       expect(fs.existsSync(target)).toBe(false);
       expect(tempFiles(dir)).toEqual([]);
       fs.rmSync(filler);
+    });
+
+    test('a manager opened on a full filesystem fails with coded ENOSPC and leaves no lock temp file; opening once there is room works', async () => {
+      const filler = fill(0);
+      const lockFiles = (): string[] => fs.readdirSync(dir).filter((n) => n.startsWith(LOCK_FILENAME));
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const manager = new CheckpointManager({ directory: dir });
+        expect(await codeOf(manager.open())).toEqual({ coded: true, code: 'ENOSPC' });
+        expect(lockFiles()).toEqual([]);
+      }
+      fs.rmSync(filler);
+      const manager = new CheckpointManager({ directory: dir });
+      await manager.open();
+      expect(lockFiles()).toEqual([LOCK_FILENAME]);
+      await manager.close();
+      expect(lockFiles()).toEqual([]);
     });
   });
 }

@@ -13,7 +13,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CheckpointError, ErrorCode, loadTensors, saveTensors, setBackend, verifyCheckpoint } from '../lib/index';
 import type { NamedTensors } from '../lib/index';
-import { DISK_CHILD, IS_ROOT, REGISTER, diskChildWeights, tempFiles } from './helpers/disk';
+import { IS_ROOT, diskChildWeights, tempFiles } from './helpers/disk';
+import { StagedChild, stageDiskChild } from './helpers/stage-child';
+
+/** The disk child staged where uid 65534 can read it (helpers/stage-child.ts), built on first use. */
+let staged: StagedChild | undefined;
+function droppedChildScript(): string {
+  staged ??= stageDiskChild();
+  return staged.script;
+}
+afterAll(() => staged?.remove());
 
 async function failure(p: Promise<unknown>): Promise<{ coded: boolean; code?: string; message?: string }> {
   try {
@@ -83,7 +92,7 @@ const readOnlyMethods: ReadOnlyMethod[] = IS_ROOT
         },
         async save(backend, target) {
           // Reproduces diskChildWeights(64, 2) in the child (see fixtures/disk-child.ts).
-          const r = spawnSync(process.execPath, ['-r', REGISTER, DISK_CHILD, backend, target, '64', '2'], {
+          const r = spawnSync(process.execPath, [droppedChildScript(), backend, target, '64', '2'], {
             encoding: 'utf8',
             env: { ...process.env, DISK_CHILD_UID: '65534' },
           });

@@ -274,8 +274,9 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     const bytes = await fsp.readFile(file);
     bytes[offset] ^= 0x10;
     await fsp.writeFile(file, bytes);
-    for (const op of [loadTensors(file), verifyCheckpoint(file)]) {
-      const err = await expectCode(op, ErrorCode.CHECKSUM);
+    // One call at a time: created together, the second would reject unhandled while the first is awaited.
+    for (const op of [() => loadTensors(file), () => verifyCheckpoint(file)]) {
+      const err = await expectCode(op(), ErrorCode.CHECKSUM);
       expect(err.tensor).toBe('dense_Dense1/kernel');
       expect(err.message).toContain('dense_Dense1/kernel');
     }
