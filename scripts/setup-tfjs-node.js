@@ -126,7 +126,7 @@ function populateCache(dir) {
       'z = zipfile.ZipFile(sys.argv[1])',
       "want = set(['tensorflow/' + n for n in sys.argv[3:]])",
       "names = [n for n in z.namelist() if n in want or n.startswith('tensorflow/include/')]",
-      "missing = want - set(names)",
+      'missing = want - set(names)',
       "sys.exit('missing from the wheel: ' + ', '.join(sorted(missing))) if missing else None",
       'z.extractall(sys.argv[2], names)',
     ].join('\n');
