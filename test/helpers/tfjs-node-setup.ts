@@ -14,9 +14,7 @@ for (const pkg of ['@tensorflow/tfjs', '@tensorflow/tfjs-core']) {
   if (ours !== theirs)
     throw new Error(`tfjs-node uses its own copy of ${pkg} (${theirs}, ours is ${ours}): deduplicate node_modules`);
 }
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 require('@tensorflow/tfjs-node');
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const tf = require('@tensorflow/tfjs') as typeof import('@tensorflow/tfjs');
 if (tf.getBackend() !== 'tensorflow')
   throw new Error(`tfjs-node loaded but the active tfjs backend is ${tf.getBackend()}, not tensorflow`);
