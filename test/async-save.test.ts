@@ -19,7 +19,7 @@ import { loadTensors, readCheckpointInfo, saveTensors, verifyCheckpoint } from '
 import { CheckpointError } from '../lib/errors';
 import { fsyncDirectory } from '../lib/fsync-dir';
 import { BACKENDS, tempDir, useBackend } from './helpers/backends';
-import { DATA_IS_BACKING_ARRAY, TF_BACKEND } from './helpers/platform';
+import { DATA_IS_BACKING_ARRAY, PLATFORM, TF_BACKEND } from './helpers/platform';
 import { compileTiny, tinyData, tinyModel } from './helpers/models';
 
 // saveTensors stays the real one; one test makes a call fail after its rename, as a failed directory fsync does.
@@ -380,7 +380,10 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
 });
 
 function startChild(args: Record<string, unknown>): ChildProcess {
-  return fork(CHILD, [JSON.stringify(args)], { execArgv: ['-r', REGISTER], stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  return fork(CHILD, [JSON.stringify({ platform: PLATFORM, ...args })], {
+    execArgv: ['-r', REGISTER],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
 }
 
 function waitExit(
