@@ -2,9 +2,10 @@
  * Two projects. `tfjs` runs every suite on @tensorflow/tfjs's pure-JS cpu backend. `tfjs-node` runs the model-level
  * suites again on @tensorflow/tfjs-node's tensorflow backend (libtensorflow), with the same test code: a test that
  * must know the platform asks test/helpers/platform.ts. tfjs-node needs `npm run setup:tfjs-node` once; without it
- * that project is skipped with one line saying so, except under CI=true, where it is an error.
+ * that project is skipped with one line saying so, except under CI=true or TFJS_NODE_REQUIRED=1 (.ci/run sets it),
+ * where it is an error: jest does not start.
  */
-const { spawnSync } = require('node:child_process');
+const { tfjsNodeLoadError } = require('./scripts/tfjs-node-probe');
 
 /** @type {import('jest').Config} */
 const common = {
@@ -23,28 +24,14 @@ const MODEL_LEVEL = [
   'restore-twin',
 ];
 
-/** Why tfjs-node does not load here (probed in a child: a failed dlopen must not break jest), or undefined. */
-function tfjsNodeLoadError() {
-  const probe =
-    "const tf = require('@tensorflow/tfjs-node'); " +
-    "if (tf.getBackend() !== 'tensorflow') throw new Error('the active backend is ' + tf.getBackend());";
-  const r = spawnSync(process.execPath, ['-e', probe], {
-    cwd: __dirname,
-    encoding: 'utf8',
-    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' },
-  });
-  if (r.status === 0) return undefined;
-  const line = `${r.stderr}`.split('\n').find((l) => /Error/.test(l));
-  return (line ?? `exit status ${r.status}`).trim();
-}
-
 function tfjsNodeProject() {
   const why = tfjsNodeLoadError();
   if (why !== undefined) {
     const message =
       `tfjs-node project skipped: @tensorflow/tfjs-node does not load (${why}); ` +
       'run `npm run setup:tfjs-node` to enable it';
-    if (process.env.CI === 'true') throw new Error(`${message} (CI=true: it must run)`);
+    if (process.env.CI === 'true' || process.env.TFJS_NODE_REQUIRED === '1')
+      throw new Error(`${message} (CI=true or TFJS_NODE_REQUIRED=1: it must run)`);
     process.stderr.write(`jest: ${message}\n`);
     return [];
   }

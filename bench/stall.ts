@@ -11,7 +11,6 @@
  *
  * CheckpointManager is loaded at run time: the benchmark reports "not measured" when the build has none.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { NamedTensors, saveTensors } from '../lib/tensors';
@@ -37,17 +36,13 @@ export function loadCheckpointManager(): ManagerCtor | Error {
   }
 }
 
-/** Why @tensorflow/tfjs-node does not load here (probed in a child), or undefined when it does. */
+/** Why @tensorflow/tfjs-node does not load here (scripts/tfjs-node-probe.js), or undefined when it does. */
 export function tfjsNodeLoadError(): string | undefined {
-  const probe =
-    "const tf = require('@tensorflow/tfjs-node'); " +
-    "if (tf.getBackend() !== 'tensorflow') throw new Error('the active backend is ' + tf.getBackend());";
-  const r = spawnSync(process.execPath, ['-e', probe], {
-    encoding: 'utf8',
-    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' },
-  });
-  if (r.status === 0) return undefined;
-  return (`${r.stderr}`.split('\n').find((l) => /Error/.test(l)) ?? `exit status ${r.status}`).trim();
+  // Run from dist/bench/: the probe is a plain script of the checkout.
+  const probe = require(path.join(__dirname, '..', '..', 'scripts', 'tfjs-node-probe.js')) as {
+    tfjsNodeLoadError(): string | undefined;
+  };
+  return probe.tfjsNodeLoadError();
 }
 
 /** The model and data of the stall benchmark (also described in the report). */

@@ -28,6 +28,7 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { tfjsNodeLoadError } = require('./tfjs-node-probe');
 
 const TF_VERSION = process.env.TFJS_NODE_TF_VERSION ?? '2.21.0';
 const root = path.join(__dirname, '..');
@@ -50,20 +51,7 @@ function fail(message) {
   throw new SetupError(message);
 }
 
-/** Loads tfjs-node in a child (a failed dlopen must not poison this process); undefined when it works. */
-function loadError() {
-  const probe =
-    "const tf = require('@tensorflow/tfjs-node'); " +
-    "if (tf.getBackend() !== 'tensorflow') throw new Error('backend is ' + tf.getBackend());";
-  const r = spawnSync(process.execPath, ['-e', probe], {
-    cwd: root,
-    encoding: 'utf8',
-    env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' },
-  });
-  if (r.status === 0) return undefined;
-  const lines = `${r.stderr}`.split('\n').filter((l) => /Error|error:/.test(l));
-  return lines[0]?.trim() ?? `exit status ${r.status}`;
-}
+const loadError = () => tfjsNodeLoadError(root);
 
 function run(command, args, options = {}) {
   log(`${command} ${args.join(' ')}`);
