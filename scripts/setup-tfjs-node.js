@@ -54,7 +54,7 @@ function fail(message) {
 const loadError = () => tfjsNodeLoadError(root);
 
 function run(command, args, options = {}) {
-  log(`${command} ${args.join(' ')}`);
+  log(`${command} ${args.map((a) => (a.includes('\n') ? '<script>' : a)).join(' ')}`);
   const r = spawnSync(command, args, { stdio: 'inherit', ...options });
   if (r.error) return { ok: false, why: r.error.message };
   return { ok: r.status === 0, why: `exit status ${r.status}` };
