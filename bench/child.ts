@@ -63,21 +63,30 @@ async function save(contender: NodeSaveContender, bytes: number, dir: string): P
       return measure(() => saveTensors(path.join(dir, 'model.safetensors'), tensors, { durable }));
     }
     case 'tfjs-node': {
-      // What `model.save('file://dir')` does on the pure-JS backend: encodeWeights (which concatenates every
-      // tensor's bytes into one ArrayBuffer) and NodeFileSystem.save (model.json, then weights.bin by writeFile).
+      // What `model.save('file://dir')` does under tfjs-node, through the handler its router gives for file://
+      // (NodeFileSystem): tf.io.encodeWeights (data() of every tensor: a copy out of TensorFlow on this backend,
+      // then one concatenation into a single ArrayBuffer), then model.json and weights.bin by writeFile, no fsync.
+      process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
+      require('@tensorflow/tfjs-node'); // registers the tensorflow backend and the file:// router
       const tf = require('@tensorflow/tfjs') as typeof import('@tensorflow/tfjs');
-      await tf.setBackend('cpu');
       await tf.ready();
-      const { NodeFileSystem } = require('@tensorflow/tfjs-node/dist/io/file_system.js') as {
-        NodeFileSystem: new (p: string) => { save(a: unknown): Promise<unknown> };
-      };
-      // tf.tensor keeps a float32 array as its backing store (no copy), like a trained model's variables.
+      if (tf.getBackend() !== 'tensorflow') throw new Error(`tfjs-node loaded, but the backend is ${tf.getBackend()}`);
+      // A trained model's variables live in TensorFlow. tfjs-node keeps a tensor made from a JS array as that array
+      // until an op uses it, so each one goes through an op (x + 0) and the JS arrays are dropped.
       const tensors: Record<string, import('@tensorflow/tfjs').Tensor> = {};
-      layout.tensors.forEach((t, i) => (tensors[t.name] = tf.tensor(arrays[i], t.shape, 'float32')));
-      const handler = new NodeFileSystem(path.join(dir, 'tfjs-model'));
+      const zero = tf.scalar(0);
+      layout.tensors.forEach((t, i) => {
+        const js = tf.tensor(arrays[i], t.shape, 'float32');
+        tensors[t.name] = tf.add(js, zero);
+        js.dispose();
+      });
+      arrays.length = 0;
+      const [handler] = tf.io.getSaveHandlers(`file://${path.join(dir, 'tfjs-model')}`);
+      if (!handler?.save) throw new Error('tfjs-node registered no file:// save handler');
+      const save = handler.save.bind(handler);
       return measure(async () => {
         const { data, specs } = await tf.io.encodeWeights(tensors);
-        await handler.save({
+        await save({
           modelTopology: { class_name: 'Model', config: { name: 'bench', layers: [] } },
           format: 'layers-model',
           generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,

@@ -15,6 +15,8 @@ export type Job =
       op: 'stall';
       mode: 'none' | 'sync' | 'async';
       loop: 'fit' | 'custom';
+      /** `tfjs`: the pure-JS cpu backend; `tfjs-node`: its tensorflow backend, where data() copies out of TF. */
+      platform: 'tfjs' | 'tfjs-node';
       dir: string;
       epochs: number;
       samples: number;

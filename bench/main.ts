@@ -29,7 +29,7 @@ import type {
 import { makeLayout } from './layout';
 import { findPackageRoot, loadNativeBackend } from '../lib/native-backend';
 import { MiB, fixed, markdownTable, median, mibps, sizeLabel, spread } from './stats';
-import { STALL_MODEL, loadCheckpointManager } from './stall';
+import { STALL_MODEL, loadCheckpointManager, tfjsNodeLoadError } from './stall';
 import { ExternalRun, MachineInfo, ddRead, ddWrite, detectTorch, dropCaches, machineInfo, syncAll } from './system';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -160,7 +160,11 @@ const SAVE_CONTENDERS: SaveContender[] = [
   { id: 'js-durable', label: 'tfjs-checkpoint JS fallback (durable)', kind: 'durable' },
   { id: 'dd-fsync', label: 'dd conv=fsync (reference)', kind: 'durable' },
   { id: 'native-fast', label: 'tfjs-checkpoint native (durable: false)', kind: 'page-cache' },
-  { id: 'tfjs-node', label: 'tfjs-node file:// handler (encodeWeights + NodeFileSystem)', kind: 'page-cache' },
+  {
+    id: 'tfjs-node',
+    label: 'tfjs-node file:// handler, tensorflow backend (encodeWeights + NodeFileSystem)',
+    kind: 'page-cache',
+  },
   { id: 'writefile', label: 'fs.promises.writeFile (pre-concatenated)', kind: 'page-cache' },
   { id: 'dd', label: 'dd (reference)', kind: 'page-cache' },
   { id: 'torch', label: 'python torch.save', kind: 'page-cache' },
@@ -350,7 +354,8 @@ function straceSave(contender: NodeSaveContender, bytes: number, work: string): 
 // Sections 4 and 5
 
 type StallMode = 'none' | 'sync' | 'async';
-type StallLoop = 'fit' | 'custom';
+/** `fit-tfjs-node`: the fit loop on tfjs-node's tensorflow backend (snapshots copy out of TensorFlow there). */
+type StallLoop = 'fit' | 'custom' | 'fit-tfjs-node';
 interface StallRuns {
   epochMs: number[];
   stallMs: number[];
@@ -368,11 +373,15 @@ interface StallSummary {
   note: string;
   weightBytes?: number;
   fileBytes?: number;
-  loops?: Record<StallLoop, Record<StallMode, StallRuns>>;
+  /** The loops that ran (`fit-tfjs-node` only when tfjs-node loads; `tfjsNode` says why not). */
+  loops?: Partial<Record<StallLoop, Record<StallMode, StallRuns>>>;
+  tfjsNode?: string;
 }
 
 const STALL = { epochs: 6, samples: 256 };
-const STALL_LOOPS: StallLoop[] = ['fit', 'custom'];
+const STALL_LOOPS: StallLoop[] = ['fit', 'custom', 'fit-tfjs-node'];
+/** The loops of a summary, in STALL_LOOPS order. */
+const loopsOf = (loops: StallSummary['loops']): StallLoop[] => STALL_LOOPS.filter((l) => loops?.[l] !== undefined);
 const STALL_MODES: StallMode[] = ['none', 'sync', 'async'];
 
 async function benchStall(o: Options, work: string): Promise<StallSummary> {
@@ -393,9 +402,17 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
     inFlightAtStep: 0,
     saves: 0,
   });
-  const loops = {} as Record<StallLoop, Record<StallMode, StallRuns>>;
-  for (const l of STALL_LOOPS) loops[l] = { none: empty(), sync: empty(), async: empty() };
-  const configs = STALL_LOOPS.flatMap((loop) => STALL_MODES.map((mode) => ({ loop, mode })));
+  const nodeError = tfjsNodeLoadError();
+  const tfjsNode =
+    nodeError === undefined
+      ? 'fit-tfjs-node: model.fit on @tensorflow/tfjs-node (tensorflow backend; captureCheckpoint copies every ' +
+        'tensor out of TensorFlow there)'
+      : `fit-tfjs-node: not measured: @tensorflow/tfjs-node does not load (${nodeError}); npm run setup:tfjs-node`;
+  if (nodeError !== undefined) log(`stall: ${tfjsNode}`);
+  const ran = STALL_LOOPS.filter((l) => l !== 'fit-tfjs-node' || nodeError === undefined);
+  const loops: Partial<Record<StallLoop, Record<StallMode, StallRuns>>> = {};
+  for (const l of ran) loops[l] = { none: empty(), sync: empty(), async: empty() };
+  const configs = ran.flatMap((loop) => STALL_MODES.map((mode) => ({ loop, mode })));
   let weightBytes = 0;
   let fileBytes = 0;
   for (let rep = 0; rep < o.reps; rep++) {
@@ -403,9 +420,13 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
       const dir = path.join(work, `stall-${loop}-${mode}-${rep}`);
       fs.mkdirSync(dir, { recursive: true });
       syncAll();
-      const out = loops[loop][mode];
+      const out = (loops[loop] as Record<StallMode, StallRuns>)[mode];
       try {
-        const r = await runChild<StallResult>({ op: 'stall', mode, loop, dir, ...STALL });
+        const job: Job =
+          loop === 'fit-tfjs-node'
+            ? { op: 'stall', mode, loop: 'fit', platform: 'tfjs-node', dir, ...STALL }
+            : { op: 'stall', mode, loop, platform: 'tfjs', dir, ...STALL };
+        const r = await runChild<StallResult>(job);
         weightBytes = r.weightBytes;
         // Epoch 0 includes tfjs's warm-up (kernel set-up, first allocations): left out of the medians.
         out.epochMs.push(...r.epochMs.slice(1));
@@ -432,7 +453,7 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
   return {
     measured: true,
     note:
-      `pure-JS @tensorflow/tfjs (cpu backend); model: frozen embedding ${m.vocab}x${m.dim} (${m.tokens} tokens), ` +
+      `pure-JS @tensorflow/tfjs (cpu backend) unless the loop says otherwise; model: frozen embedding ${m.vocab}x${m.dim} (${m.tokens} tokens), ` +
       `flatten, dense ${m.hidden} relu, dense ${m.classes} softmax, Adam; ${STALL.samples} samples, batch ` +
       `${m.batchSize}; ${STALL.epochs} epochs per run (the first left out); durable saves every epoch. ` +
       '"fit": model.fit, step() in a callback\'s onEpochEnd (tfjs does not yield to the event loop there); ' +
@@ -440,6 +461,7 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
     weightBytes,
     fileBytes,
     loops,
+    tfjsNode,
   };
 }
 
@@ -586,8 +608,8 @@ function targets(
         status: 'not measured',
       });
     } else {
-      for (const loop of STALL_LOOPS) {
-        const m = stall.loops[loop];
+      for (const loop of loopsOf(stall.loops)) {
+        const m = stall.loops[loop] as Record<StallMode, StallRuns>;
         const a = median(m.async.stallMs);
         const sy = median(m.sync.stallMs);
         const snap = median([...m.sync.snapshotMs, ...m.async.snapshotMs]);
@@ -781,9 +803,9 @@ function report(res: Results): string {
           'close() ms',
           'epochs',
         ],
-        STALL_LOOPS.flatMap((loop) =>
+        loopsOf(loops).flatMap((loop) =>
           STALL_MODES.map((k) => {
-            const r = loops[loop][k];
+            const r = (loops[loop] as Record<StallMode, StallRuns>)[k];
             return [
               loop,
               k === 'none' ? 'none' : `every epoch, ${k}`,
@@ -798,17 +820,26 @@ function report(res: Results): string {
         ),
       ),
     );
-    const all = STALL_LOOPS.flatMap((l) => [loops[l].sync, loops[l].async]);
+    // The snapshot's cost differs by platform: the cpu backend hands out its own arrays, tensorflow copies.
+    const byPlatform = (tfjsNode: boolean): StallRuns[] =>
+      loopsOf(loops)
+        .filter((l) => (l === 'fit-tfjs-node') === tfjsNode)
+        .flatMap((l) => [
+          (loops[l] as Record<StallMode, StallRuns>).sync,
+          (loops[l] as Record<StallMode, StallRuns>).async,
+        ]);
+    const refs = (runs: StallRuns[]): string =>
+      `\`captureCheckpoint(model)\` alone ${spread(
+        runs.flatMap((r) => r.snapshotMs),
+        1,
+      )} ms; \`saveTensors\` of that snapshot (durable) outside the manager ${spread(
+        runs.flatMap((r) => r.saveMs),
+        1,
+      )} ms`;
     parts.push(
-      `References, after training in the same children: \`captureCheckpoint(model)\` alone ` +
-        `${spread(
-          all.flatMap((r) => r.snapshotMs),
-          1,
-        )} ms; \`saveTensors\` of that snapshot (durable) outside the ` +
-        `manager ${spread(
-          all.flatMap((r) => r.saveMs),
-          1,
-        )} ms.`,
+      `References, after training in the same children: on the cpu backend (fit, custom), ${refs(byPlatform(false))}.` +
+        (loops['fit-tfjs-node'] ? ` On tfjs-node (fit-tfjs-node), ${refs(byPlatform(true))}.` : '') +
+        ` ${res.stall.tfjsNode ?? ''}`,
     );
   } else {
     parts.push(res.stall?.note ?? 'not measured: section not run');

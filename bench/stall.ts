@@ -1,5 +1,6 @@
 /**
- * Training-loop stall (benchmark section 4), run in a child on the pure-JS backend. The model is a small trainable
+ * Training-loop stall (benchmark section 4), run in a child on the pure-JS backend, or on tfjs-node's tensorflow
+ * backend (where a snapshot copies every tensor out of TensorFlow: what that costs is the point of that run). The model is a small trainable
  * head on a large frozen embedding (a fine-tuning set-up: cheap to train, big to save), trained with Adam; a
  * CheckpointManager step at each epoch's end saves every epoch (sync or async), or nothing is saved.
  *
@@ -35,6 +36,15 @@ export function loadCheckpointManager(): ManagerCtor | Error {
   }
 }
 
+/** Why @tensorflow/tfjs-node does not load here (scripts/tfjs-node-probe.js), or undefined when it does. */
+export function tfjsNodeLoadError(): string | undefined {
+  // Run from dist/bench/: the probe is a plain script of the checkout.
+  const probe = require(path.join(__dirname, '..', '..', 'scripts', 'tfjs-node-probe.js')) as {
+    tfjsNodeLoadError(): string | undefined;
+  };
+  return probe.tfjsNodeLoadError();
+}
+
 /** The model and data of the stall benchmark (also described in the report). */
 export const STALL_MODEL = {
   vocab: 100_000,
@@ -46,9 +56,15 @@ export const STALL_MODEL = {
 };
 
 export async function runStall(job: StallJob): Promise<StallResult> {
+  if (job.platform === 'tfjs-node') {
+    process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
+    require('@tensorflow/tfjs-node'); // registers the tensorflow backend on the @tensorflow/tfjs required below
+  }
   const tf = require('@tensorflow/tfjs') as typeof import('@tensorflow/tfjs');
-  await tf.setBackend('cpu');
+  const want = job.platform === 'tfjs-node' ? 'tensorflow' : 'cpu';
+  await tf.setBackend(want);
   await tf.ready();
+  if (tf.getBackend() !== want) throw new Error(`the ${want} backend did not start (got ${tf.getBackend()})`);
   let manager: ManagerLike | undefined;
   if (job.mode !== 'none') {
     const Ctor = loadCheckpointManager();

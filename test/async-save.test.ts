@@ -1,5 +1,6 @@
 /**
- * Asynchronous saves: the snapshot really is a snapshot without a copy on tfjs's cpu backend, writes are ordered with
+ * Asynchronous saves: the snapshot really is a snapshot (without a copy on tfjs's cpu backend, a copy out of
+ * TensorFlow on tfjs-node's), writes are ordered with
  * one in flight and one waiting at most, `best` and the index follow durability, failures are never lost, close()
  * flushes, and a process ending (normally, or by SIGTERM) with a write in flight never leaves a torn checkpoint.
  */
@@ -18,6 +19,7 @@ import { loadTensors, readCheckpointInfo, saveTensors, verifyCheckpoint } from '
 import { CheckpointError } from '../lib/errors';
 import { fsyncDirectory } from '../lib/fsync-dir';
 import { BACKENDS, tempDir, useBackend } from './helpers/backends';
+import { DATA_IS_BACKING_ARRAY, PLATFORM, TF_BACKEND } from './helpers/platform';
 import { compileTiny, tinyData, tinyModel } from './helpers/models';
 
 // saveTensors stays the real one; one test makes a call fail after its rename, as a failed directory fsync does.
@@ -119,8 +121,8 @@ function gateWrites() {
   };
 }
 
-describe('snapshots on the tfjs cpu backend', () => {
-  test('the captured arrays are the tensors’ own (no copy) and keep their values while training goes on', async () => {
+describe(`snapshots on the tfjs ${TF_BACKEND} backend`, () => {
+  test(`the captured arrays are ${DATA_IS_BACKING_ARRAY ? 'the tensors’ own (no copy)' : 'copies out of TensorFlow'} and keep their values while training goes on`, async () => {
     // tinyModel without its relu: a relu unit that dies for every input (random init) would leave its weights
     // unmoved and make "training moved every weight" below fail by chance.
     const model = compileTiny(
@@ -129,8 +131,9 @@ describe('snapshots on the tfjs cpu backend', () => {
     await model.fit(xs, ys, { epochs: 1, verbose: 0 }); // creates Adam's slots
     const captured = await captureCheckpoint(model, { includeOptimizer: true });
     const kernel = model.weights[0];
-    // No copy: the snapshot holds the variable's backing array itself.
-    expect(captured.tensors[kernel.originalName].data).toBe(kernel.read().dataSync());
+    // cpu: no copy, the snapshot holds the variable's backing array itself. tensorflow: data() copied it out.
+    if (DATA_IS_BACKING_ARRAY) expect(captured.tensors[kernel.originalName].data).toBe(kernel.read().dataSync());
+    else expect(captured.tensors[kernel.originalName].data).not.toBe(kernel.read().dataSync());
     const before = new Map(Object.entries(captured.tensors).map(([k, t]) => [k, bytesOf(t.data)]));
     const slotNames = Object.keys(captured.tensors).filter((k) => !model.weights.some((w) => w.originalName === k));
     expect(slotNames.length).toBeGreaterThan(2); // iter + m and v slots
@@ -379,7 +382,10 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
 });
 
 function startChild(args: Record<string, unknown>): ChildProcess {
-  return fork(CHILD, [JSON.stringify(args)], { execArgv: ['-r', REGISTER], stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  return fork(CHILD, [JSON.stringify({ platform: PLATFORM, ...args })], {
+    execArgv: ['-r', REGISTER],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
 }
 
 function waitExit(

@@ -16,6 +16,7 @@ import { restoreCheckpoint } from '../lib/model';
 import { INDEX_FILENAME } from '../lib/checkpoint-index';
 import { ErrorCode } from '../lib/errors';
 import { tempDir, useBackend } from './helpers/backends';
+import { PLATFORM } from './helpers/platform';
 import { compileTiny, tinyData } from './helpers/models';
 
 const CHILD = path.join(__dirname, 'fixtures', 'train-child.ts');
@@ -48,7 +49,7 @@ class Probe extends tf.Callback {
 }
 
 function startChild(args: Record<string, unknown>): ChildProcess {
-  return fork(CHILD, [JSON.stringify(args)], {
+  return fork(CHILD, [JSON.stringify({ platform: PLATFORM, ...args })], {
     execArgv: ['-r', REGISTER],
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     env: { ...process.env, TFJS_CHECKPOINT_NATIVE: '0' },

@@ -14,6 +14,7 @@ import { ErrorCode } from '../lib/errors';
 import { PID_SPACE, isStaleTemp } from '../lib/tempfiles';
 import { readCheckpointInfo, verifyCheckpoint } from '../lib/tensors';
 import { BACKENDS, tempDir, useBackend } from './helpers/backends';
+import { PLATFORM } from './helpers/platform';
 import { tinyData, tinyModel } from './helpers/models';
 
 const SEED_HISTORY = [0.72, 0.7, 0.81, 0.8, 0.79, 0.8, 0.895, 0.85, 0.84, 0.83];
@@ -801,7 +802,7 @@ describe('CheckpointManager rules (js backend)', () => {
 
 /** Forks the training child; resolves its messages through `onMessage`. */
 function startChild(args: Record<string, unknown>): ChildProcess {
-  return fork(CHILD, [JSON.stringify(args)], {
+  return fork(CHILD, [JSON.stringify({ platform: PLATFORM, ...args })], {
     execArgv: ['-r', REGISTER],
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     env: { ...process.env, TFJS_CHECKPOINT_NATIVE: '0' },

@@ -32,13 +32,17 @@ export async function loadPlatform(platform: Platform): Promise<typeof tfTypes> 
         { cause: e },
       );
     }
+    // libtensorflow's start-up banner (absl's "log messages before InitializeLog" and the CPU-features line) is noise
+    // in a demo; the user's own setting wins.
+    process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
     try {
       require(pkg);
     } catch (e) {
       const reason = (e as Error).message.split('\n')[0];
       throw new PlatformError(
         `--platform ${platform}: ${pkg} is installed but could not be loaded (${reason}). ` +
-          `Its native library may be missing: reinstall it with install scripts enabled, or use --platform tfjs`,
+          'Its native library may be missing: in this project run `npm run setup:tfjs-node` (Linux x86_64, builds it ' +
+          'from the TensorFlow CPU wheel), elsewhere reinstall it with install scripts enabled; or use --platform tfjs',
         { cause: e },
       );
     }
