@@ -22,6 +22,7 @@ const MODEL_LEVEL = [
   'async-save',
   'backup-and-restore',
   'restore-twin',
+  'io-handler',
 ];
 
 function tfjsNodeProject() {
@@ -40,6 +41,7 @@ function tfjsNodeProject() {
       ...common,
       displayName: 'tfjs-node',
       testMatch: [`<rootDir>/test/(${MODEL_LEVEL.join('|')}).test.ts`],
+      testEnvironment: '<rootDir>/test/helpers/tfjs-node-environment.js',
       setupFiles: ['<rootDir>/test/helpers/tfjs-node-setup.ts'],
       globals: { TFJS_CKPT_PLATFORM: 'tfjs-node' },
     },
