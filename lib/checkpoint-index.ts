@@ -17,9 +17,9 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { decodeNumber, encodeNumber, parseTrainingMetadata, trainingMetadata } from './checkpoint-metadata';
 import { fromNodeError } from './errors';
-import { fsyncDirectory } from './fsync-dir';
+import { writeTextAtomic } from './atomic-text';
 import { LOCK_FILENAME } from './dir-lock';
-import { acquireTempPath, releaseTempPath, TEMP_PATTERN } from './tempfiles';
+import { TEMP_PATTERN } from './tempfiles';
 import { readCheckpointInfo } from './tensors';
 
 export const INDEX_FILENAME = 'tfjs-checkpoint.index.json';
@@ -296,31 +296,7 @@ export async function readIndex(dir: string): Promise<ReadIndexResult> {
 /** Writes the index atomically: temp file (fsync when durable), rename, directory fsync when durable. A failed
  * directory fsync rejects with `committed: true`: the new index is in place. */
 export async function writeIndex(dir: string, index: CheckpointIndex, durable: boolean): Promise<void> {
-  const target = path.join(dir, INDEX_FILENAME);
-  const tmp = acquireTempPath(dir);
-  try {
-    const fh = await fsp.open(tmp, 'wx', 0o644);
-    try {
-      await fh.writeFile(serializeIndex(index), 'utf8');
-      if (durable) await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, target);
-  } catch (e) {
-    await fsp.unlink(tmp).catch(() => undefined);
-    throw fromNodeError(e, target, 'write the checkpoint index');
-  } finally {
-    releaseTempPath(tmp);
-  }
-  if (durable) {
-    try {
-      await fsyncDirectory(dir);
-    } catch (e) {
-      // The new index is in place; only its durability is unknown.
-      throw Object.assign(fromNodeError(e, target, 'write the checkpoint index'), { committed: true });
-    }
-  }
+  await writeTextAtomic(path.join(dir, INDEX_FILENAME), serializeIndex(index), durable, 'write the checkpoint index');
 }
 
 export interface RebuildArgs {
