@@ -20,6 +20,7 @@ import { fromNodeError } from './errors';
 import { writeTextAtomic } from './atomic-text';
 import { LOCK_FILENAME } from './dir-lock';
 import { TEMP_PATTERN } from './tempfiles';
+import { checkpointFileNames, checkpointSize } from './shards';
 import { readCheckpointInfo } from './tensors';
 
 export const INDEX_FILENAME = 'tfjs-checkpoint.index.json';
@@ -369,11 +370,11 @@ export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<Rebu
   }
   const checkpoints: CheckpointEntry[] = [];
   const unreadable: { file: string; reason: string }[] = [];
-  for (const name of names.sort()) {
-    if (name === INDEX_FILENAME || name.startsWith(LOCK_FILENAME) || TEMP_PATTERN.test(name)) continue;
+  for (const name of checkpointFileNames(names.filter((n) => n !== INDEX_FILENAME)).sort()) {
+    if (name.startsWith(LOCK_FILENAME) || TEMP_PATTERN.test(name)) continue;
     const full = path.join(dir, name);
-    const st = await fsp.stat(full).catch(() => undefined);
-    if (!st?.isFile() || st.size < 8) continue;
+    const size = await checkpointSize(full);
+    if (size === null || size < 8) continue;
     let metadata: Record<string, string>;
     try {
       metadata = (await readCheckpointInfo(full)).metadata;

@@ -642,6 +642,16 @@ export async function removeCheckpoint(target: string): Promise<void> {
   for (const f of index?.files ?? []) await unlink(path.join(names.dir, f));
 }
 
+/** Whether an index file's text is valid JSON of another kind of index (no weight_map: the manager's). */
+function isOtherIndex(text: string): boolean {
+  try {
+    const raw: unknown = JSON.parse(text);
+    return isPlainObject(raw) && raw.weight_map === undefined;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Deletes shard files of ours in `dir` that no index there references (a crashed or failed save's), of the stem
  * `stem` only when given, and only once their mtime is `minAgeMs` old (0: at once, for a caller holding the
@@ -657,8 +667,16 @@ export async function removeOrphanShards(dir: string, opts: { stem?: string; min
   }
   const referenced = new Set<string>();
   for (const n of names.filter((x) => x.endsWith(INDEX_SUFFIX))) {
-    const index = await readShardIndex(path.join(dir, n)).catch(() => undefined);
-    if (!index) return []; // an unreadable index may reference anything: delete nothing
+    let index: ShardIndex;
+    try {
+      index = await readShardIndex(path.join(dir, n));
+    } catch {
+      // Another kind of index (the manager's has no weight_map) references no shard; an unreadable one may
+      // reference anything: then delete nothing.
+      const text = await fsp.readFile(path.join(dir, n), 'utf8').catch(() => undefined);
+      if (text !== undefined && isOtherIndex(text)) continue;
+      return [];
+    }
     for (const f of index.files) referenced.add(f);
   }
   const removed: string[] = [];
@@ -676,6 +694,19 @@ export async function removeOrphanShards(dir: string, opts: { stem?: string; min
       removed.push(n);
   }
   return removed;
+}
+
+/**
+ * A directory's entries with shard sets under their checkpoint name (`x` for `x.index.json`) and our shard files
+ * left out: what a scan for checkpoints of any name (the manager's) reads. Without dups.
+ */
+export function checkpointFileNames(entries: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const n of entries) {
+    if (n.endsWith(INDEX_SUFFIX)) out.add(n.slice(0, -INDEX_SUFFIX.length));
+    else if (!SHARD_PATTERN.test(n)) out.add(n);
+  }
+  return [...out];
 }
 
 /**
