@@ -659,6 +659,8 @@ function isOtherIndex(text: string): boolean {
  * lost: what remains is unreferenced). Returns the names deleted.
  */
 export async function removeOrphanShards(dir: string, opts: { stem?: string; minAgeMs: number }): Promise<string[]> {
+  // Sets in progress before the listing: one committed meanwhile is in neither the indexes read nor `writing`.
+  const busy = new Set(writing);
   let names: string[];
   try {
     names = await fsp.readdir(dir);
@@ -682,7 +684,7 @@ export async function removeOrphanShards(dir: string, opts: { stem?: string; min
   const removed: string[] = [];
   for (const n of names) {
     const m = SHARD_PATTERN.exec(n);
-    if (!m || referenced.has(n) || writing.has(m[2]) || (opts.stem !== undefined && m[1] !== opts.stem)) continue;
+    if (!m || referenced.has(n) || busy.has(m[2]) || writing.has(m[2]) || (opts.stem !== undefined && m[1] !== opts.stem)) continue;
     const st = await fsp.stat(path.join(dir, n)).catch(() => undefined);
     if (!st?.isFile() || Date.now() - st.mtimeMs < opts.minAgeMs) continue;
     if (
