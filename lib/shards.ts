@@ -684,7 +684,14 @@ export async function removeOrphanShards(dir: string, opts: { stem?: string; min
   const removed: string[] = [];
   for (const n of names) {
     const m = SHARD_PATTERN.exec(n);
-    if (!m || referenced.has(n) || busy.has(m[2]) || writing.has(m[2]) || (opts.stem !== undefined && m[1] !== opts.stem)) continue;
+    if (
+      !m ||
+      referenced.has(n) ||
+      busy.has(m[2]) ||
+      writing.has(m[2]) ||
+      (opts.stem !== undefined && m[1] !== opts.stem)
+    )
+      continue;
     const st = await fsp.stat(path.join(dir, n)).catch(() => undefined);
     if (!st?.isFile() || Date.now() - st.mtimeMs < opts.minAgeMs) continue;
     if (
