@@ -17,6 +17,7 @@ import {
 } from '../lib/shards';
 import { BACKENDS, leftoverTemps, rng, tempDir, useBackend } from './helpers/backends';
 import { getBackend } from '../lib/runtime';
+import { PYTHON_HINT, findPythonSafetensors, runPython } from './helpers/python-safetensors';
 
 /** Eight float32 tensors of 400 bytes, two int32 of 40, one bool of 4: 3284 bytes of data. */
 function sample(seed = 7): NamedTensors {
@@ -283,3 +284,81 @@ describe.each(BACKENDS)('shard sets (%s backend)', (backend) => {
     });
   });
 });
+
+// The official Python `safetensors` package reads our shard sets the way transformers does: the index's weight_map
+// names each tensor's shard, each shard is opened with safe_open. Needs Python (see helpers/python-safetensors.ts):
+// without it the test fails under CI=true and otherwise says in one line how to enable it.
+const python = findPythonSafetensors();
+
+/** What transformers' load_sharded_checkpoint does with an index, in plain safetensors + json. */
+const READ_SET = `
+import json, os, sys
+from safetensors import safe_open
+index_path = sys.argv[1]
+with open(index_path) as f:
+    index = json.load(f)
+folder = os.path.dirname(index_path)
+out = {"total_size": index["metadata"]["total_size"], "tensors": {}, "shard_metadata": []}
+for shard in sorted(set(index["weight_map"].values())):
+    with safe_open(os.path.join(folder, shard), framework="np") as f:
+        out["shard_metadata"].append(f.metadata())
+        for name in f.keys():
+            assert index["weight_map"][name] == shard, name
+            t = f.get_tensor(name)
+            out["tensors"][name] = [str(t.dtype), list(t.shape), t.tobytes().hex()]
+print(json.dumps(out))
+`;
+
+function pySample(): NamedTensors {
+  const r = rng(11);
+  const t: NamedTensors = {};
+  for (let i = 0; i < 6; i++) {
+    t[`model.layers.${i}.weight`] = { dtype: 'float32', shape: [16, 8], data: Float32Array.from({ length: 128 }, r) };
+  }
+  t['model.position_ids'] = { dtype: 'int32', shape: [1, 32], data: Int32Array.from({ length: 32 }, (_, i) => i) };
+  t['model.mask'] = { dtype: 'bool', shape: [5], data: new Uint8Array([1, 0, 0, 1, 1]) };
+  t['model.empty'] = { dtype: 'float32', shape: [0, 3], data: new Float32Array(0) };
+  return t;
+}
+
+const NUMPY_DTYPES = { float32: 'float32', int32: 'int32', bool: 'bool' } as const;
+
+if (!python) {
+  if (process.env.CI === 'true') {
+    test('python safetensors is installed (CI runs the reference cross-check of shard sets)', () => {
+      throw new Error(PYTHON_HINT);
+    });
+  } else {
+    console.info(`shards-python: ${PYTHON_HINT}`);
+  }
+}
+
+if (python) {
+  describe.each(BACKENDS)('the official Python safetensors package reads our shard sets (%s backend)', (backend) => {
+    useBackend(backend);
+
+    test('every tensor of a 4-shard set, through the index as transformers reads it, with the same dtype, shape and bytes', async () => {
+      const dir = await tempDir();
+      const tensors = pySample();
+      await saveTensors(path.join(dir, 'model.safetensors'), tensors, { maxShardSize: 1100, metadata: { epoch: '5' } });
+      const got = JSON.parse(runPython(python!, READ_SET, [path.join(dir, 'model.safetensors.index.json')])) as {
+        total_size: number;
+        tensors: Record<string, [string, number[], string]>;
+        shard_metadata: Record<string, string>[];
+      };
+      expect(got.shard_metadata.length).toBe(4);
+      for (const m of got.shard_metadata) expect(m.epoch).toBe('5');
+      expect(Object.keys(got.tensors).sort()).toEqual(Object.keys(tensors).sort());
+      let total = 0;
+      for (const [name, t] of Object.entries(tensors)) {
+        const bytes = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+        expect({ name, value: got.tensors[name] }).toEqual({
+          name,
+          value: [NUMPY_DTYPES[t.dtype], t.shape, bytes.toString('hex')],
+        });
+        total += bytes.length;
+      }
+      expect(got.total_size).toBe(total);
+    });
+  });
+}
