@@ -623,6 +623,25 @@ export async function shardSetSummary(target: string): Promise<{ index: string; 
 }
 
 /**
+ * After a single-file save to `target`: removes a set saved under the same name (its index, then its shards), which
+ * readers of the directory would otherwise still find. Best effort: the save has succeeded, and what cannot be
+ * removed is a complete older set, never a half one.
+ */
+export async function removeSupersededSet(target: string): Promise<void> {
+  const names = setNames(target);
+  if (target === names.index || !(await fsp.stat(names.index).catch(() => undefined))?.isFile()) return;
+  const index = await readShardIndex(names.index).catch(() => undefined);
+  if (
+    !(await fsp.unlink(names.index).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return;
+  for (const f of index?.files ?? []) await fsp.unlink(path.join(names.dir, f)).catch(() => undefined);
+}
+
+/**
  * Deletes the checkpoint `target`: the file, and the set of that name, index first (so no half set is ever
  * visible: a crash midway leaves unreferenced shards, which are garbage-collected), then its shards. Absent parts
  * count as deleted; another failure rejects with the OS code.

@@ -42,6 +42,7 @@ import {
   parseConcurrency,
   parseShardSize,
   readShardSetInfo,
+  removeSupersededSet,
   resolveCheckpoint,
   saveShardSet,
   verifyShardSet,
@@ -220,6 +221,7 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
     return;
   }
   await writeCheckpointFile(target, tensors, inputs, metadata, durable, stack);
+  await removeSupersededSet(target); // a set saved earlier under this name no longer is the checkpoint
 }
 
 /**

@@ -186,7 +186,7 @@ describe.each(BACKENDS)('shard sets (%s backend)', (backend) => {
     await expect(loadTensors(dir)).rejects.toMatchObject({ code: 'ENOENT', path: path.join(dir, third) });
   });
 
-  test('re-saving a set under the same name replaces it whole: new set id, old shards deleted, single file removed', async () => {
+  test('re-saving under the same name replaces the checkpoint whole: file to set, set to set (new set id, old shards deleted), set to file', async () => {
     const dir = await tempDir();
     const target = path.join(dir, 'm.safetensors');
     await saveTensors(target, sample(1)); // a single file first
@@ -198,6 +198,10 @@ describe.each(BACKENDS)('shard sets (%s backend)', (backend) => {
     expect(second).toHaveLength(2);
     expect(second.some((f) => first.includes(f))).toBe(false);
     expectSame((await loadTensors(target)).tensors, sample(3));
+    // And back to one file: the set under that name goes, so the directory holds one checkpoint, the new one.
+    await saveTensors(target, sample(4));
+    expect(await fsp.readdir(dir)).toEqual(['m.safetensors']);
+    expectSame((await loadTensors(target)).tensors, sample(4));
   });
 
   test('a failed shard write leaves the previous set intact and none of the new shards nor temp files', async () => {
