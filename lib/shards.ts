@@ -504,9 +504,44 @@ function unverifiedSet(index: ShardIndex): CheckpointError {
   );
 }
 
+/** How many times a read of a set is retried when saves keep replacing it under the reader. */
+const READ_ATTEMPTS = 10;
+
+/** What identifies a set: its id (ours), else its shard list. */
+function setKey(index: ShardIndex): string {
+  return index.ours?.setId ?? index.files.join('\0');
+}
+
+/**
+ * Runs `read` on the set the index names. Shards are never modified, only deleted once a new set has replaced theirs,
+ * so a read that succeeds read one set; one that fails because a save of the same name committed a new set meanwhile
+ * (and deleted the shards being read) is retried on the new set, like a single file replaced while being read.
+ */
+async function readStable<T>(indexPath: string, read: (index: ShardIndex) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const index = await readShardIndex(indexPath);
+    try {
+      return await read(index);
+    } catch (e) {
+      const now = await readShardIndex(indexPath).catch(() => undefined);
+      if (now && setKey(now) === setKey(index)) throw e;
+      if (attempt >= READ_ATTEMPTS) {
+        throw new CheckpointError(
+          ErrorCode.CORRUPT,
+          `Could not read ${indexPath}: its shard set was replaced while being read, ${READ_ATTEMPTS} times in a row`,
+          { path: indexPath },
+        );
+      }
+    }
+  }
+}
+
 /** Loads every tensor of a set (shards read in parallel, each verified as a single file is, and against the index). */
 export async function loadShardSet(indexPath: string, verify: boolean, concurrency?: number): Promise<LoadedTensors> {
-  const index = await readShardIndex(indexPath);
+  return readStable(indexPath, (index) => loadSet(index, verify, concurrency));
+}
+
+async function loadSet(index: ShardIndex, verify: boolean, concurrency?: number): Promise<LoadedTensors> {
   if (verify && !index.ours) throw unverifiedSet(index);
   const dir = path.dirname(index.path);
   const loaded = await pool(index.files, concurrency ?? os.availableParallelism(), async (shard, i) => {
@@ -530,7 +565,10 @@ export interface ShardInfo {
 
 /** A set's header information: every shard's header read (and its CRC checked), nothing else. */
 export async function readShardSetInfo(indexPath: string): Promise<CheckpointInfo> {
-  const index = await readShardIndex(indexPath);
+  return readStable(indexPath, setInfo);
+}
+
+async function setInfo(index: ShardIndex): Promise<CheckpointInfo> {
   const dir = path.dirname(index.path);
   const tensors: CheckpointInfo['tensors'] = [];
   const shards: ShardInfo[] = [];
@@ -565,7 +603,10 @@ export async function readShardSetInfo(indexPath: string): Promise<CheckpointInf
 
 /** Verifies a set: the index against every shard (size, header CRC, tensors), then each shard's checksums. */
 export async function verifyShardSet(indexPath: string, options: VerifyCheckpointArgs): Promise<VerifyResult> {
-  const index = await readShardIndex(indexPath);
+  return readStable(indexPath, (index) => verifySet(index, options));
+}
+
+async function verifySet(index: ShardIndex, options: VerifyCheckpointArgs): Promise<VerifyResult> {
   if (!index.ours) throw unverifiedSet(index);
   const dir = path.dirname(index.path);
   const infos: CheckpointInfo[] = [];

@@ -274,6 +274,31 @@ describe.each(BACKENDS)('shard sets (%s backend)', (backend) => {
     expect(info.shards).toHaveLength(2);
   });
 
+  test('loads racing with saves that replace the set always return one complete set with its own metadata', async () => {
+    const dir = await tempDir();
+    const target = path.join(dir, 'm.safetensors');
+    await saveTensors(target, sample(100), { maxShardSize: 900, metadata: { seed: '100' } });
+    let saving = true;
+    const saves = (async () => {
+      // Spaced like training saves: a writer replacing the set back-to-back can starve a reader (README, Limits).
+      for (let seed = 101; seed < 111; seed++) {
+        await saveTensors(target, sample(seed), { maxShardSize: 900, metadata: { seed: String(seed) } });
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      saving = false;
+    })();
+    let loads = 0;
+    while (saving) {
+      const loaded = await loadTensors(dir);
+      expectSame(loaded.tensors, sample(Number(loaded.metadata.seed)));
+      await verifyCheckpoint(dir);
+      loads++;
+    }
+    await saves;
+    expect(loads).toBeGreaterThan(0);
+    expect(await shardFiles(dir)).toHaveLength(4); // every replaced set's shards were deleted
+  });
+
   test('a directory with no index or several is refused with EISDIR saying which', async () => {
     const dir = await tempDir();
     await expect(loadTensors(dir)).rejects.toMatchObject({
