@@ -640,7 +640,8 @@ export class CheckpointManager {
       const kept: string[] = [];
       for (const f of index.detached) {
         if (present.some((e) => e.file === f)) continue;
-        if (await checkpointExists(path.join(dir, f))) kept.push(f); // a file, or a shard set
+        if (await checkpointExists(path.join(dir, f)))
+          kept.push(f); // a file, or a shard set
         else changed = true; // removed by the user: forgotten
       }
       if (kept.length > 0) index.detached = kept;
