@@ -21,6 +21,7 @@ import type {
 import { Layout, allocate, fillTensor, makeLayout } from './layout';
 import { memoryStatus, resetPeak } from './memory';
 import { runStall } from './stall';
+import { loadShardSet } from '../lib/shards';
 
 function named(layout: Layout, arrays: Float32Array[]): NamedTensors {
   const out: NamedTensors = {};
@@ -239,6 +240,28 @@ async function run(job: Job): Promise<unknown> {
       return crc(job.bytes, job.reps);
     case 'stall':
       return runStall(job);
+    case 'shard-save': {
+      setBackend('native');
+      const layout = makeLayout(job.bytes);
+      const tensors = named(layout, allocate(layout));
+      const sharding = job.maxShardSize === null ? {} : { maxShardSize: job.maxShardSize };
+      return measure(() =>
+        saveTensors(path.join(job.dir, 'model.safetensors'), tensors, {
+          ...sharding,
+          shardConcurrency: job.concurrency,
+        }),
+      );
+    }
+    case 'shard-load': {
+      setBackend('native');
+      let keep: unknown;
+      const set = job.target.endsWith('.index.json');
+      const r = await measure(async () => {
+        keep = set ? await loadShardSet(job.target, true, job.concurrency) : await loadTensors(job.target);
+      }, job.bytes / 1024);
+      if (!keep) throw new Error('nothing loaded');
+      return r;
+    }
   }
 }
 

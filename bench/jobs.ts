@@ -11,6 +11,10 @@ export type Job =
   | { op: 'load'; contender: NodeLoadContender; bytes: number; file: string }
   | { op: 'roundtrip'; backend: 'native' | 'js'; bytes: number; file: string }
   | { op: 'crc'; bytes: number; reps: number }
+  /** saveTensors of a state dict to dir/model.safetensors (durable), as one file (maxShardSize null) or a set. */
+  | { op: 'shard-save'; bytes: number; dir: string; maxShardSize: number | null; concurrency: number }
+  /** loadTensors of what shard-save wrote (verified); a set's shards read `concurrency` at a time. */
+  | { op: 'shard-load'; bytes: number; target: string; concurrency: number }
   | {
       op: 'stall';
       mode: 'none' | 'sync' | 'async';

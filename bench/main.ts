@@ -8,8 +8,10 @@
  * are removed and flushed, so no run pays for another's writeback.
  *
  * Options: --large (adds a 5 GiB state dict), --reps N, --sizes 256,1024 (MiB), --dir DIR (where files are
- * written; default the OS temp dir), --only save,load,crc,stall, --no-profile (skip the strace breakdown).
- * Writes bench/results/results.json and results.md.
+ * written; default the OS temp dir), --only save,load,crc,stall,shards, --no-profile (skip the strace breakdown).
+ * Writes bench/results/results.json and results.md. The `shards` section (bench/shards.ts: 4 GiB, one file vs a
+ * shard set) runs only when named in --only, and writes bench/results/shards.{json,md}; `--only shards` alone
+ * leaves results.{json,md} untouched.
  */
 import { fork, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -27,6 +29,7 @@ import type {
   StallResult,
 } from './jobs';
 import { makeLayout } from './layout';
+import { benchShards, shardsReport } from './shards';
 import { findPackageRoot, loadNativeBackend } from '../lib/native-backend';
 import { MiB, fixed, markdownTable, median, mibps, sizeLabel, spread } from './stats';
 import { STALL_MODEL, loadCheckpointManager, tfjsNodeLoadError } from './stall';
@@ -919,6 +922,21 @@ async function main(): Promise<void> {
     profiles: [],
     targets: [],
   };
+  const root = findPackageRoot(__dirname) ?? process.cwd();
+  const outDir = path.join(root, 'bench', 'results');
+  if (o.sections.has('shards')) {
+    try {
+      const shards = await benchShards(work, canDrop, runChild, log);
+      const md = shardsReport(shards);
+      fs.mkdirSync(outDir, { recursive: true });
+      fs.writeFileSync(path.join(outDir, 'shards.json'), JSON.stringify(shards, null, 2) + '\n');
+      fs.writeFileSync(path.join(outDir, 'shards.md'), md);
+      process.stdout.write('\n' + md);
+    } finally {
+      if (o.sections.size === 1) cleanup();
+    }
+    if (o.sections.size === 1) return;
+  }
   try {
     if (o.sections.has('crc')) res.crc = await benchCrc(o);
     if (o.sections.has('save')) {
@@ -945,8 +963,6 @@ async function main(): Promise<void> {
   res.durationS = (Date.now() - started) / 1000;
   res.targets = targets(o, [...res.save, ...res.load], res.crc, res.stall, res.profiles);
   const md = report(res);
-  const root = findPackageRoot(__dirname) ?? process.cwd();
-  const outDir = path.join(root, 'bench', 'results');
   fs.mkdirSync(outDir, { recursive: true });
   fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(res, null, 2) + '\n');
   fs.writeFileSync(path.join(outDir, 'results.md'), md);

@@ -17,9 +17,10 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { decodeNumber, encodeNumber, parseTrainingMetadata, trainingMetadata } from './checkpoint-metadata';
 import { fromNodeError } from './errors';
-import { fsyncDirectory } from './fsync-dir';
+import { writeTextAtomic } from './atomic-text';
 import { LOCK_FILENAME } from './dir-lock';
-import { acquireTempPath, releaseTempPath, TEMP_PATTERN } from './tempfiles';
+import { TEMP_PATTERN } from './tempfiles';
+import { checkpointFileNames, checkpointSize } from './shards';
 import { readCheckpointInfo } from './tensors';
 
 export const INDEX_FILENAME = 'tfjs-checkpoint.index.json';
@@ -296,31 +297,7 @@ export async function readIndex(dir: string): Promise<ReadIndexResult> {
 /** Writes the index atomically: temp file (fsync when durable), rename, directory fsync when durable. A failed
  * directory fsync rejects with `committed: true`: the new index is in place. */
 export async function writeIndex(dir: string, index: CheckpointIndex, durable: boolean): Promise<void> {
-  const target = path.join(dir, INDEX_FILENAME);
-  const tmp = acquireTempPath(dir);
-  try {
-    const fh = await fsp.open(tmp, 'wx', 0o644);
-    try {
-      await fh.writeFile(serializeIndex(index), 'utf8');
-      if (durable) await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, target);
-  } catch (e) {
-    await fsp.unlink(tmp).catch(() => undefined);
-    throw fromNodeError(e, target, 'write the checkpoint index');
-  } finally {
-    releaseTempPath(tmp);
-  }
-  if (durable) {
-    try {
-      await fsyncDirectory(dir);
-    } catch (e) {
-      // The new index is in place; only its durability is unknown.
-      throw Object.assign(fromNodeError(e, target, 'write the checkpoint index'), { committed: true });
-    }
-  }
+  await writeTextAtomic(path.join(dir, INDEX_FILENAME), serializeIndex(index), durable, 'write the checkpoint index');
 }
 
 export interface RebuildArgs {
@@ -393,11 +370,11 @@ export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<Rebu
   }
   const checkpoints: CheckpointEntry[] = [];
   const unreadable: { file: string; reason: string }[] = [];
-  for (const name of names.sort()) {
-    if (name === INDEX_FILENAME || name.startsWith(LOCK_FILENAME) || TEMP_PATTERN.test(name)) continue;
+  for (const name of checkpointFileNames(names.filter((n) => n !== INDEX_FILENAME)).sort()) {
+    if (name.startsWith(LOCK_FILENAME) || TEMP_PATTERN.test(name)) continue;
     const full = path.join(dir, name);
-    const st = await fsp.stat(full).catch(() => undefined);
-    if (!st?.isFile() || st.size < 8) continue;
+    const size = await checkpointSize(full);
+    if (size === null || size < 8) continue;
     let metadata: Record<string, string>;
     try {
       metadata = (await readCheckpointInfo(full)).metadata;

@@ -92,6 +92,7 @@ import { MonitorMode, MonitorModeArg, lookupMetric, resolveMonitorMode } from '.
 import { captureCheckpoint, restoreCheckpoint } from './model';
 import { formatValue, renderFilename, validateTemplate } from './template';
 import { TEMP_PATTERN, acquireTempPath, releaseTempPath } from './tempfiles';
+import { checkpointExists, parseShardSize, removeCheckpoint, removeOrphanShards } from './shards';
 import { readCheckpointInfo, saveTensors } from './tensors';
 
 /** Where the manager's messages go. Default: `console`. */
@@ -148,6 +149,14 @@ export interface CheckpointManagerArgs {
   weightsOnly?: boolean;
   /** fsync files and the directory, so that a durable checkpoint survives power loss. Default: true. */
   durable?: boolean;
+  /**
+   * Write each checkpoint as a shard set (Hugging Face's layout: `<name>.index.json` and its shards, see
+   * SaveTensorsArgs.maxShardSize) of shards of at most this size. The entry's `file` stays the checkpoint's name;
+   * retention deletes whole sets. Default: undefined, one file per checkpoint whatever its size: the layout on disk
+   * never changes with the model's size behind the user's back, and one file is the fastest to write and read when
+   * no other tool needs shards (see bench/README.md, "Shards").
+   */
+  maxShardSize?: number | string;
   /** Write in the background; `step()` waits only for the snapshot (see the module comment). Default: true. */
   async?: boolean;
   /** 1 (or 2, as Keras accepts) prints Keras 3's messages: `Epoch 3: val_accuracy improved from 0.72000 to
@@ -252,6 +261,7 @@ interface Resolved {
   includeOptimizer: boolean | undefined;
   weightsOnly: boolean;
   durable: boolean;
+  maxShardSize: number | undefined;
   async: boolean;
   verbose: 0 | 1 | 2;
   resume: boolean;
@@ -273,6 +283,7 @@ const KNOWN_ARGS = new Set([
   'includeOptimizer',
   'weightsOnly',
   'durable',
+  'maxShardSize',
   'async',
   'verbose',
   'resume',
@@ -377,6 +388,7 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
     includeOptimizer,
     weightsOnly,
     durable: bool('durable', true),
+    maxShardSize: args.maxShardSize === undefined ? undefined : parseShardSize(args.maxShardSize, 'args.maxShardSize'),
     async: bool('async', true),
     verbose,
     resume: bool('resume', true),
@@ -526,6 +538,8 @@ export class CheckpointManager {
     if (this.args.durable) await createDirectoryDurably(dir);
     this.lock = await acquireDirLock(dir);
     try {
+      // Shards no set references (a crash mid-set): under the lock no save of ours is in progress, so at once.
+      await removeOrphanShards(dir, { minAgeMs: 0 });
       const read = await readIndex(dir);
       // Every file of ours in the directory, as its own header describes it: the truth the index is checked against.
       const scanned = await rebuildIndex(dir, {
@@ -609,8 +623,7 @@ export class CheckpointManager {
     const present: CheckpointEntry[] = [];
     let changed = false;
     for (const e of index.checkpoints) {
-      const st = await fsp.stat(path.join(dir, e.file)).catch(() => undefined);
-      if (!st?.isFile()) {
+      if (!(await checkpointExists(path.join(dir, e.file)))) {
         logger.warn(`tfjs-checkpoint: ${e.file} is listed in ${INDEX_FILENAME} but missing; dropping it`);
         changed = true;
         continue;
@@ -627,8 +640,8 @@ export class CheckpointManager {
       const kept: string[] = [];
       for (const f of index.detached) {
         if (present.some((e) => e.file === f)) continue;
-        const st = await fsp.stat(path.join(dir, f)).catch(() => undefined);
-        if (st?.isFile()) kept.push(f);
+        if (await checkpointExists(path.join(dir, f)))
+          kept.push(f); // a file, or a shard set
         else changed = true; // removed by the user: forgotten
       }
       if (kept.length > 0) index.detached = kept;
@@ -943,6 +956,7 @@ export class CheckpointManager {
         await saveTensors(path.join(dir, plan.main.file), tensors, {
           metadata: { ...metadata, ...entryMetadata(plan.main, a.monitor) },
           durable: a.durable,
+          ...this.sharding(),
         });
         written.push(plan.main);
       }
@@ -954,6 +968,7 @@ export class CheckpointManager {
           await saveTensors(path.join(dir, plan.last.file), tensors, {
             metadata: { ...metadata, ...entryMetadata(plan.last, a.monitor) },
             durable: a.durable,
+            ...this.sharding(),
           });
         }
         written.push(plan.last);
@@ -968,6 +983,10 @@ export class CheckpointManager {
       throw e;
     }
     await this.commitWritten(written, true);
+  }
+
+  private sharding(): { maxShardSize?: number } {
+    return this.args.maxShardSize === undefined ? {} : { maxShardSize: this.args.maxShardSize };
   }
 
   /** Writes the index with the `written` entries replacing same-named ones (retention dropping the surplus when
@@ -1006,7 +1025,7 @@ export class CheckpointManager {
     for (const f of index.deleting) {
       if (kept.has(f)) continue;
       try {
-        await fsp.unlink(path.join(this.args.directory, f));
+        await removeCheckpoint(path.join(this.args.directory, f)); // a file, or a whole shard set
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
           remaining.push(f);
@@ -1143,11 +1162,7 @@ export class CheckpointManager {
       const files = [...this.index.checkpoints.map((e) => e.file), ...this.index.deleting];
       // Files first, the index last: a crash midway leaves an index naming missing files, which the next open drops;
       // never unlisted files that a rebuild would bring back.
-      for (const f of files) {
-        await fsp.unlink(path.join(dir, f)).catch((e: NodeJS.ErrnoException) => {
-          if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, f), 'delete');
-        });
-      }
+      for (const f of files) await removeCheckpoint(path.join(dir, f)); // a file, or a whole shard set
       const detached = this.index.detached;
       this.index = emptyIndex(this.args.monitor, this.args.mode);
       this.recorded = [];

@@ -17,6 +17,8 @@ export type {
   TensorArray,
 } from './tensors';
 export { backendName, setBackend, nativeLoadError } from './runtime';
+export { DEFAULT_MAX_SHARD_SIZE, INDEX_SUFFIX } from './shards';
+export type { ShardInfo } from './shards';
 export { FORMAT_VERSION } from './format';
 export { captureCheckpoint, saveCheckpoint, restoreCheckpoint, loadModel } from './model';
 export type {

@@ -91,6 +91,9 @@ export interface ModelCheckpointArgs {
   async?: boolean;
   /** fsync files and the directory so that a checkpoint survives power loss. Default: true. */
   durable?: boolean;
+  /** Write each checkpoint as a shard set of shards of at most this size (see CheckpointManagerArgs.maxShardSize).
+   * Default: undefined (one file). */
+  maxShardSize?: number | string;
   /** Where messages and warnings go. Default: console. */
   logger?: CheckpointLogger;
   /**
@@ -142,6 +145,7 @@ const KNOWN_ARGS = [
   'lastFilename',
   'async',
   'durable',
+  'maxShardSize',
   'logger',
   'onSave',
 ] as const;
@@ -289,6 +293,7 @@ export class ModelCheckpoint extends tf.Callback {
     if (args.lastFilename !== undefined) m.lastFilename = args.lastFilename;
     if (args.async !== undefined) m.async = args.async;
     if (args.durable !== undefined) m.durable = args.durable;
+    if (args.maxShardSize !== undefined) m.maxShardSize = args.maxShardSize;
     if (args.logger !== undefined) m.logger = args.logger;
     this.managerArgs = m;
     this.saveFreq = saveFreq as 'epoch' | number;

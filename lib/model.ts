@@ -33,6 +33,7 @@ import {
   planOptimizerRestore,
   snapshotOptimizer,
 } from './optimizer-state';
+import { shardSetSummary } from './shards';
 import { DType, NamedTensors, TensorArray, TensorData, checkPath, loadTensors, saveTensors } from './tensors';
 import {
   MatchedBy,
@@ -64,6 +65,10 @@ export interface CaptureCheckpointArgs extends TrainingInfo {
 export interface SaveCheckpointArgs extends CaptureCheckpointArgs {
   /** fsync the file and its directory (see SaveTensorsArgs.durable). Default: true. */
   durable?: boolean;
+  /** Write a shard set of shards of at most this size (see SaveTensorsArgs.maxShardSize). Default: one file. */
+  maxShardSize?: number | string;
+  /** With maxShardSize: shards written at once (see SaveTensorsArgs.shardConcurrency). Default: the core count. */
+  shardConcurrency?: number;
 }
 
 /** A snapshot of a model, ready for saveTensors(path, tensors, { metadata }). */
@@ -73,10 +78,12 @@ export interface CapturedCheckpoint {
 }
 
 export interface SaveCheckpointResult {
-  /** The absolute path written. */
+  /** The absolute path written (a shard set's index). */
   path: string;
-  /** The file's size. */
+  /** The file's size (a shard set's: its shards and index). */
   bytes: number;
+  /** For a shard set: its number of shards. */
+  shards?: number;
   /** The number of tensors stored (weights and optimizer state). */
   tensors: number;
 }
@@ -136,7 +143,7 @@ const CAPTURE_KEYS = [
   'monitor',
   'createdAt',
 ] as const;
-const SAVE_KEYS = [...CAPTURE_KEYS, 'durable'] as const;
+const SAVE_KEYS = [...CAPTURE_KEYS, 'durable', 'maxShardSize', 'shardConcurrency'] as const;
 const RESTORE_KEYS = ['strict', 'includeOptimizer'] as const;
 const LOAD_KEYS = ['includeOptimizer'] as const;
 
@@ -326,12 +333,18 @@ export async function saveCheckpoint(
   const target = checkPath(path);
   const opts = checkOptions(args, SAVE_KEYS, 'options');
   const durable = optionalBoolean(opts.durable, 'options.durable') ?? true;
-  const { durable: _durable, ...captureArgs } = opts;
+  const { durable: _durable, maxShardSize, shardConcurrency, ...captureArgs } = opts;
   void _durable;
   const captured = await captureCheckpoint(model, captureArgs as CaptureCheckpointArgs);
-  await saveTensors(target, captured.tensors, { metadata: captured.metadata, durable });
-  const st = await fsp.stat(target);
-  return { path: target, bytes: st.size, tensors: Object.keys(captured.tensors).length };
+  const sharding =
+    maxShardSize === undefined
+      ? {}
+      : { maxShardSize: maxShardSize as number | string, shardConcurrency: shardConcurrency as number | undefined };
+  await saveTensors(target, captured.tensors, { metadata: captured.metadata, durable, ...sharding });
+  const tensors = Object.keys(captured.tensors).length;
+  if (maxShardSize === undefined) return { path: target, bytes: (await fsp.stat(target)).size, tensors };
+  const set = await shardSetSummary(target);
+  return { path: set.index, bytes: set.bytes, tensors, shards: set.shards };
 }
 
 /** The matched weights with their data: dtypes checked (an error, strict or not). */

@@ -26,6 +26,7 @@ import {
   TENSOR_CRC_OFFSET,
   TensorArray,
   TensorEntry,
+  HeaderInput,
   buildHeader,
   computeHeaderCrc,
   parseHeader,
@@ -35,6 +36,17 @@ import {
 } from './format';
 import { fsyncCreatedDirectories } from './fsync-dir';
 import { getBackend } from './runtime';
+import {
+  type ShardInfo,
+  loadShardSet,
+  parseConcurrency,
+  parseShardSize,
+  readShardSetInfo,
+  removeSupersededSet,
+  resolveCheckpoint,
+  saveShardSet,
+  verifyShardSet,
+} from './shards';
 import { acquireTempPath, releaseTempPath, removeStaleTemps } from './tempfiles';
 
 export type { DType, TensorArray } from './format';
@@ -60,6 +72,17 @@ export interface SaveTensorsArgs {
    * `false` keeps the atomic rename (never a torn file after a crash of the process) but not power-loss safety.
    * Default: true. */
   durable?: boolean;
+  /**
+   * Write a shard set instead of one file (Hugging Face's layout, see docs/FORMAT.md "Shard sets"): shards of at most
+   * this many bytes of tensor data (a tensor larger than that gets a shard of its own), a number of bytes or a string
+   * as transformers takes it ("5GB" = 5e9 bytes, "512MiB"). For `file` = `dir/model.safetensors` the save writes
+   * `dir/model-<set id>-00001-of-0000N.safetensors`... and commits them with `dir/model.safetensors.index.json`
+   * (always, even for one shard); every reader accepts `dir/model.safetensors` (then read as the set when no such
+   * file exists), the index or `dir`. Default: undefined (one file).
+   */
+  maxShardSize?: number | string;
+  /** With maxShardSize: how many shards are written at once. Default: the core count (os.availableParallelism()). */
+  shardConcurrency?: number;
 }
 
 export interface LoadTensorsArgs {
@@ -85,6 +108,8 @@ export interface CheckpointInfo {
   metadata: Record<string, string>;
   /** This library's format version, or undefined for a foreign safetensors file (no checksums). */
   formatVersion?: string;
+  /** For a shard set (`path` is its index; `fileSize` the shards' total, `dataStart` 0): each shard, in order. */
+  shards?: ShardInfo[];
 }
 
 const ARRAY_TYPES: Record<DType, { ctor: new (b: ArrayBuffer) => TensorArray; name: string }> = {
@@ -184,11 +209,33 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
   const durable = options.durable ?? true;
   if (typeof durable !== 'boolean') invalidArgument('options.durable', 'a boolean', durable);
   const metadata = checkMetadata(options.metadata);
-  const names = Object.keys(tensors);
-  const inputs = names.map((name) => {
+  const maxShardSize =
+    options.maxShardSize === undefined ? undefined : parseShardSize(options.maxShardSize, 'options.maxShardSize');
+  const concurrency = parseConcurrency(options.shardConcurrency, 'options.shardConcurrency');
+  const inputs = Object.keys(tensors).map((name) => {
     const byteLength = checkTensor(name, tensors[name]);
     return { name, dtype: tensors[name].dtype, shape: [...tensors[name].shape], byteLength };
   });
+  if (maxShardSize !== undefined) {
+    await saveShardSet(target, tensors, inputs, { metadata, durable, maxShardSize, concurrency, stack });
+    return;
+  }
+  await writeCheckpointFile(target, tensors, inputs, metadata, durable, stack);
+  await removeSupersededSet(target); // a set saved earlier under this name no longer is the checkpoint
+}
+
+/**
+ * Writes one checkpoint file of validated tensors (`inputs` in the caller's order, with their byte lengths) and
+ * metadata: saveTensors' work after validation, and each shard of a set (shards.ts). Throws like saveTensors.
+ */
+export async function writeCheckpointFile(
+  target: string,
+  tensors: NamedTensors,
+  inputs: readonly HeaderInput[],
+  metadata: Record<string, string>,
+  durable: boolean,
+  stack: string,
+): Promise<void> {
   const header = buildHeader(inputs, metadata);
   // Every reader (ours included, see readHeaderLength) refuses a longer header: never write a file none can load.
   if (header.bytes.length - 8 > MAX_HEADER_LENGTH) {
@@ -240,7 +287,7 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
       header: header.bytes,
       headerCrcOffset: HEADER_CRC_OFFSET,
       tensorCrcOffset: TENSOR_CRC_OFFSET,
-      arrays: header.order.map((i) => tensors[names[i]].data),
+      arrays: header.order.map((i) => tensors[inputs[i].name].data),
       durable,
     });
   } catch (e) {
@@ -426,6 +473,8 @@ function toTensor(entry: TensorEntry, buffer: ArrayBuffer, file: string): Tensor
  * Loads every tensor of a checkpoint, each into its own ArrayBuffer (never one buffer for the whole file), verifying
  * the header CRC and each tensor's CRC32C unless `verify: false`. Only regular files are read: a directory fails with
  * EISDIR, a FIFO, socket or device with ERR_CHECKPOINT_CORRUPT (as do verifyCheckpoint and readCheckpointInfo).
+ * A shard set is loaded whole (every shard verified, and checked against its index) from its index, the directory
+ * holding it, or the name it was saved under (see SaveTensorsArgs.maxShardSize); so do the other readers.
  */
 export async function loadTensors(file: string, options: LoadTensorsArgs = {}): Promise<LoadedTensors> {
   const stack = captureStack();
@@ -433,6 +482,8 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
   if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
   const verify = options.verify ?? true;
   if (typeof verify !== 'boolean') invalidArgument('options.verify', 'a boolean', verify);
+  const where = await resolveCheckpoint(abs);
+  if (where.kind === 'set') return loadShardSet(where.index, verify);
   const { opened, result: buffers } = await readVersion(abs, verify, (o) => readData(abs, o, verify, stack));
   const tensors: NamedTensors = {};
   opened.parsed.entries.forEach((e, i) => setOwn(tensors, e.name, toTensor(e, buffers[i], abs)));
@@ -442,6 +493,8 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
 /** Reads a checkpoint's header (verifying its CRC) without reading the tensors. */
 export async function readCheckpointInfo(file: string): Promise<CheckpointInfo> {
   const abs = checkPath(file);
+  const where = await resolveCheckpoint(abs);
+  if (where.kind === 'set') return readShardSetInfo(where.index);
   const { parsed, fileSize } = await openHeader(abs, 'if-present');
   return {
     path: abs,
@@ -464,6 +517,8 @@ export interface VerifyResult {
   tensors: number;
   /** Bytes of tensor data checked. */
   bytes: number;
+  /** For a shard set (`path` is its index): the number of shards verified. */
+  shards?: number;
 }
 
 export interface VerifyCheckpointArgs {
@@ -582,6 +637,8 @@ export async function verifyCheckpoint(file: string, options: VerifyCheckpointAr
   }
   const limit = groupBytes ?? VERIFY_GROUP_BYTES;
   if (!Number.isSafeInteger(limit) || limit < 1) invalidArgument('options.groupBytes', 'an integer >= 1', limit);
+  const where = await resolveCheckpoint(abs);
+  if (where.kind === 'set') return verifyShardSet(where.index, { groupBytes: limit, onProgress });
   const { opened } = await readVersion(abs, true, (o) => verifyData(abs, o, stack, limit, onProgress));
   return { path: abs, tensors: opened.parsed.entries.length, bytes: opened.parsed.dataLength };
 }

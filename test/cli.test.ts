@@ -597,3 +597,78 @@ describe('plot', () => {
     expectOneLineError(b, /No checkpoints with a monitored metric/);
   });
 });
+
+describe('shard sets', () => {
+  /** A directory holding `full`'s model saved as a shard set, and a manager run writing sets. */
+  async function setFixture(): Promise<{ setDir: string; index: string; run: string }> {
+    const setDir = path.join(dir, 'set');
+    await saveCheckpoint(original, path.join(setDir, 'model.safetensors'), { maxShardSize: 64, epoch: 2 });
+    const run = path.join(dir, 'run-sets');
+    const ckpt = new CheckpointManager({
+      directory: run,
+      filename: 'e{epoch:02d}.safetensors',
+      monitor: 'val_loss',
+      async: false,
+      durable: false,
+      maxShardSize: 64,
+    });
+    for (const [epoch, loss] of [0.5, 0.4, 0.45].entries()) await ckpt.step(original, epoch, { val_loss: loss });
+    await ckpt.close();
+    return { setDir, index: path.join(setDir, 'model.safetensors.index.json'), run };
+  }
+  let fx: { setDir: string; index: string; run: string };
+  beforeAll(async () => {
+    fx = await setFixture();
+  });
+
+  test('inspect, verify and export take the index or its directory; ls lists a run of sets by checkpoint name', async () => {
+    for (const target of [fx.index, fx.setDir]) {
+      const inspect = await cli('inspect', target, '--json');
+      expect(inspect.code).toBe(0);
+      const info = JSON.parse(inspect.stdout);
+      expect(info.path).toBe(fx.index);
+      expect(info.shards.length).toBeGreaterThan(2);
+      expect(info.metadata.epoch).toBe('2');
+      const verify = await cli('verify', target);
+      expect(verify.code).toBe(0);
+      expect(verify.stdout).toMatch(
+        new RegExp(`^OK +${fx.index} \\(\\d+ tensors, .*, ${info.shards.length} shards\\)`),
+      );
+    }
+    const out = path.join(dir, 'exported-from-set');
+    expect((await cli('export', fx.setDir, out)).code).toBe(0);
+    const loaded = await tf.loadLayersModel(new NodeFileSystem(path.join(out, 'model.json')));
+    expect(Buffer.from((await predictions(loaded)).buffer)).toEqual(Buffer.from((await predictions(original)).buffer));
+    loaded.dispose();
+
+    const ls = await cli('ls', fx.run, '--json');
+    expect(ls.code).toBe(0);
+    const listing = JSON.parse(ls.stdout);
+    expect(listing.checkpoints.map((c: { file: string }) => c.file)).toEqual(['e01.safetensors', 'e02.safetensors']);
+    for (const c of listing.checkpoints) expect(c.size).toBeGreaterThan(0);
+    // Without the manager's index, the listing reads each set's own metadata, never a shard as a checkpoint.
+    const copy = path.join(dir, 'run-sets-noindex');
+    await fsp.cp(fx.run, copy, { recursive: true });
+    await fsp.unlink(path.join(copy, 'tfjs-checkpoint.index.json'));
+    const ls2 = JSON.parse((await cli('ls', copy, '--json')).stdout);
+    expect(ls2.source).toBe('metadata');
+    expect(ls2.checkpoints.map((c: { file: string }) => c.file)).toEqual(['e01.safetensors', 'e02.safetensors']);
+    const all = await cli('verify', fx.run);
+    expect(all.code).toBe(0);
+    expect(all.stdout).toContain('All 2 checkpoint(s) OK');
+  });
+
+  test('verify of a set with a damaged shard exits 1 naming the shard', async () => {
+    const copy = path.join(dir, 'set-damaged');
+    await fsp.cp(fx.setDir, copy, { recursive: true });
+    const index = JSON.parse(await fsp.readFile(path.join(copy, 'model.safetensors.index.json'), 'utf8'));
+    const shard = path.join(copy, Object.values(index.weight_map as Record<string, string>)[0]);
+    const bytes = await fsp.readFile(shard);
+    bytes[bytes.length - 1] ^= 1;
+    await fsp.writeFile(shard, bytes);
+    const r = await cli('verify', copy);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(`FAILED  ${path.join(copy, 'model.safetensors.index.json')}`);
+    expect(r.stdout).toContain(shard);
+  });
+});

@@ -8,7 +8,10 @@
  *   the directory (the dead child's lock does not block it), its `best` is the true best among the saves that
  *   completed (or a better one whose save was in flight and became durable), retention holds (at most `keep`), and
  *   every file it lists loads with the weights of its epoch;
- * - the temp files a kill leaves behind are removed by the next save into the directory.
+ * - the temp files a kill leaves behind are removed by the next save into the directory;
+ * - with shard sets (saveTensors and the manager): the same, and no half set is ever visible: each name is the
+ *   previous complete set or the new one (its index the commit point), every index's shards exist and match it, and
+ *   the shards a kill leaves unreferenced are removed by the next manager's open.
  * Kills land anywhere: during writes, fsyncs, renames, index updates and deletions of old checkpoints.
  *
  * CRASH_KILLS sets the kills per (backend, mode) pair: 3 by default (18 in all, inside `npm test`);
@@ -23,6 +26,7 @@ import { CheckpointManager } from '../lib/checkpoint-manager';
 import { INDEX_FILENAME, readIndex } from '../lib/checkpoint-index';
 import { loadTensors, saveTensors, setBackend, verifyCheckpoint } from '../lib/index';
 import type { NamedTensors } from '../lib/index';
+import { SHARD_PATTERN, checkpointExists, checkpointNames, readShardIndex } from '../lib/shards';
 import { TEMP_PATTERN } from '../lib/tempfiles';
 import {
   CRASH_NAMES,
@@ -101,48 +105,60 @@ async function runAndKill(args: string[], maxDelayMs: number): Promise<void> {
 describe.each(['native', 'js'] as const)('%s backend', (backend) => {
   beforeEach(() => setBackend(backend));
 
-  test(`saveTensors killed ${KILLS} times: every file loads one complete version, never older than the last completed save; the next save removes leftover temp files`, async () => {
-    const dir = path.join(root, `${backend}-tensors`);
-    const logFile = path.join(root, `${backend}-tensors.log`);
-    let leftoverKills = 0;
-    let previousLeftovers: string[] = [];
-    let loggedBefore = 0;
-    for (let kill = 0; kill < KILLS; kill++) {
-      await runAndKill(['tensors', backend, dir, logFile, String((kill + 1) * 1_000_000)], 1500);
-      const log = readLog<{ name: string; seed: number }>(logFile);
-      const lastLogged = new Map<string, number>();
-      for (const { name, seed } of log) lastLogged.set(name, seed);
-      for (const name of CRASH_NAMES) {
-        const file = path.join(dir, name);
-        if (!fs.existsSync(file)) {
-          expect(lastLogged.has(name)).toBe(false);
-          continue;
+  test.each(['tensors', 'tensors-sharded'] as const)(
+    `%s: saveTensors killed ${KILLS} times: every file (or shard set) loads one complete version, never older than the last completed save; the next save removes leftover temp files`,
+    async (mode) => {
+      const dir = path.join(root, `${backend}-${mode}`);
+      const logFile = path.join(root, `${backend}-${mode}.log`);
+      let leftoverKills = 0;
+      let previousLeftovers: string[] = [];
+      let loggedBefore = 0;
+      for (let kill = 0; kill < KILLS; kill++) {
+        await runAndKill([mode, backend, dir, logFile, String((kill + 1) * 1_000_000)], 1500);
+        const log = readLog<{ name: string; seed: number }>(logFile);
+        const lastLogged = new Map<string, number>();
+        for (const { name, seed } of log) lastLogged.set(name, seed);
+        for (const name of CRASH_NAMES) {
+          const file = path.join(dir, name);
+          if (!(await checkpointExists(file))) {
+            expect(lastLogged.has(name)).toBe(false);
+            continue;
+          }
+          const loaded = await loadTensors(file);
+          await verifyCheckpoint(file);
+          const seed = Number(loaded.metadata.seed);
+          expect(sameBytes(loaded.tensors, crashTensors(seed))).toBe(true);
+          expect(seed).toBeGreaterThanOrEqual(lastLogged.get(name) ?? 0);
         }
-        const loaded = await loadTensors(file);
-        await verifyCheckpoint(file);
-        const seed = Number(loaded.metadata.seed);
-        expect(sameBytes(loaded.tensors, crashTensors(seed))).toBe(true);
-        expect(seed).toBeGreaterThanOrEqual(lastLogged.get(name) ?? 0);
+        // What a reader sees is only complete checkpoints: never a shard listed as one, never an index missing a shard.
+        const present: string[] = [];
+        for (const n of CRASH_NAMES) if (await checkpointExists(path.join(dir, n))) present.push(n);
+        if (fs.existsSync(dir)) expect(checkpointNames(fs.readdirSync(dir))).toEqual(present);
+        const leftovers = tempFiles(dir);
+        if (leftovers.length > 0) leftoverKills++;
+        // This child completed a save: it removed the temp files the previous kill left.
+        if (log.length > loggedBefore) expect(leftovers.filter((t) => previousLeftovers.includes(t))).toEqual([]);
+        previousLeftovers = leftovers;
+        loggedBefore = log.length;
       }
-      const leftovers = tempFiles(dir);
-      if (leftovers.length > 0) leftoverKills++;
-      // This child completed a save: it removed the temp files the previous kill left.
-      if (log.length > loggedBefore) expect(leftovers.filter((t) => previousLeftovers.includes(t))).toEqual([]);
-      previousLeftovers = leftovers;
-      loggedBefore = log.length;
-    }
-    // The next save (this process) removes every leftover temp file.
-    await saveTensors(path.join(dir, CRASH_NAMES[0]), crashTensors(1));
-    expect(tempFiles(dir)).toEqual([]);
-    if (LONG) {
-      console.info(
-        `crash (${backend}, saveTensors): ${KILLS} kills, ${readLog(logFile).length} completed saves, ` +
-          `${leftoverKills} kills left a temp file`,
+      // The next save (this process) removes every leftover temp file.
+      await saveTensors(
+        path.join(dir, CRASH_NAMES[0]),
+        crashTensors(1),
+        mode === 'tensors-sharded' ? { maxShardSize: 1e6 } : {},
       );
-    }
-  });
+      expect(tempFiles(dir)).toEqual([]);
+      if (LONG) {
+        console.info(
+          `crash (${backend}, saveTensors ${mode}): ${KILLS} kills, ${readLog(logFile).length} completed saves, ` +
+            `${leftoverKills} kills left a temp file`,
+        );
+      }
+    },
+  );
 
-  describe.each(['manager-sync', 'manager-async'] as const)('%s', (mode) => {
+  describe.each(['manager-sync', 'manager-async', 'manager-sharded'] as const)('%s', (mode) => {
+    const sharded = mode === 'manager-sharded';
     test(`CheckpointManager killed ${KILLS} times: the index is valid or rebuilds, best is the true best of the completed saves, retention holds, every listed file loads its epoch's weights, leftover temp files are removed`, async () => {
       const dir = path.join(root, `${backend}-${mode}`);
       const logFile = path.join(root, `${backend}-${mode}.log`);
@@ -160,20 +176,30 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
           // Killed before retention finished deleting (the next open completes it).
           if (read.index.deleting.some((f) => fs.existsSync(path.join(dir, f)))) stats.deletingAtKill++;
           for (const e of read.index.checkpoints) {
-            if (!read.index.deleting.includes(e.file)) expect(fs.existsSync(path.join(dir, e.file))).toBe(true);
+            if (!read.index.deleting.includes(e.file))
+              expect(await checkpointExists(path.join(dir, e.file))).toBe(true);
           }
         }
         if (tempFiles(dir).length > 0) stats.leftovers++;
 
         // Every checkpoint file in the directory loads and verifies.
-        for (const name of fs.readdirSync(dir).filter((n) => n.endsWith('.safetensors'))) {
+        for (const name of checkpointNames(fs.readdirSync(dir))) {
           await verifyCheckpoint(path.join(dir, name));
         }
 
         // A new manager takes over the dead child's lock, and reports the true best.
-        const mgr = new CheckpointManager(crashManagerArgs(dir, false));
+        const mgr = new CheckpointManager(crashManagerArgs(dir, false, sharded));
         try {
           await mgr.open();
+          if (sharded) {
+            // open() removed every shard the kill left unreferenced.
+            const referenced = new Set<string>();
+            for (const n of fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors.index.json'))) {
+              for (const f of (await readShardIndex(path.join(dir, n))).files) referenced.add(f);
+            }
+            const shards = fs.readdirSync(dir).filter((f) => SHARD_PATTERN.test(f));
+            expect(shards.filter((f) => !referenced.has(f))).toEqual([]);
+          }
           const maxLoggedEpoch = Math.max(-1, ...log.map((l) => l.epoch));
           if (log.length > 0) {
             const trueBest = log.reduce((a, b) => (b.val_loss < a.val_loss ? b : a));
@@ -214,7 +240,7 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
         }
       }
       // The next save removes leftover temp files (the child's saves go through saveTensors, as this one does).
-      const mgr = new CheckpointManager(crashManagerArgs(dir, false));
+      const mgr = new CheckpointManager(crashManagerArgs(dir, false, sharded));
       try {
         await mgr.open();
         await mgr.step(model, mgr.initialEpoch, { val_loss: 2 });

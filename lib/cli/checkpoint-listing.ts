@@ -10,6 +10,7 @@ import { MANAGER_METADATA_KEY, type CheckpointIndex, type HistoryEntry, readInde
 import { decodeNumber, parseTrainingMetadata } from '../checkpoint-metadata';
 import { fromNodeError } from '../errors';
 import { inferMonitorMode, lookupMetric, type MonitorMode } from '../metrics';
+import { checkpointNames, checkpointSize } from '../shards';
 import { readCheckpointInfo } from '../tensors';
 
 export interface ListedCheckpoint {
@@ -47,13 +48,9 @@ export interface Listing {
   history?: HistoryEntry[];
 }
 
+/** Bytes on disk of a checkpoint: its file, or a shard set's index and shards; null when missing. */
 async function sizeOf(file: string): Promise<number | null> {
-  try {
-    const st = await fsp.stat(file);
-    return st.isFile() ? st.size : null;
-  } catch {
-    return null;
-  }
+  return checkpointSize(file).catch(() => null);
 }
 
 async function checkDirectory(dir: string): Promise<void> {
@@ -157,7 +154,7 @@ async function fromMetadata(dir: string, indexProblem?: string): Promise<Listing
     throw fromNodeError(e, dir, 'list the directory');
   }
   const scanned: ScannedFile[] = [];
-  for (const name of names.filter((n) => n.endsWith('.safetensors') && !n.startsWith('.')).sort()) {
+  for (const name of checkpointNames(names)) {
     const full = path.join(dir, name);
     const size = await sizeOf(full);
     if (size === null) continue;

@@ -72,7 +72,7 @@ function buildProgram(ctx: CliContext): Command {
   program
     .command('inspect')
     .description('show a checkpoint: tensors (name, dtype, shape, bytes), metadata, format version, backend')
-    .argument('<file>', 'checkpoint file')
+    .argument('<file>', 'checkpoint file, shard set index (*.index.json) or the directory holding it')
     .option('--full', 'print long metadata values (such as the model topology) in full')
     .action((file: string, opts: { full?: boolean }) => inspectCommand(ctx, file, { full: opts.full === true }));
 
@@ -85,7 +85,7 @@ function buildProgram(ctx: CliContext): Command {
   program
     .command('export')
     .description('write a checkpoint (with its model topology) as a tfjs layers model: model.json + weight shards')
-    .argument('<file>', 'checkpoint file saved with the model topology')
+    .argument('<file>', 'checkpoint file or shard set (index or its directory) saved with the model topology')
     .argument('<outdir>', 'output directory (created if missing)')
     .option('--include-optimizer', 'also export the optimizer state, when the checkpoint has it')
     .option('--shard-size <MiB>', 'maximum weight shard size in MiB', parseShardMiB, 4)

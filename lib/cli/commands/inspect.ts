@@ -31,6 +31,10 @@ export async function inspectCommand(ctx: CliContext, file: string, args: Inspec
     }`,
   );
   out(ctx, `Backend:  ${backend}`);
+  if (info.shards) {
+    out(ctx, `Shards:   ${info.shards.length} (shard set; sizes are the shards' total)`);
+    for (const s of info.shards) out(ctx, `  ${s.file}  ${formatBytes(s.fileSize)}, ${s.tensors} tensors`);
+  }
   out(ctx, `Tensors:  ${info.tensors.length} (${formatBytes(dataBytes(info))})`);
   if (info.tensors.length > 0) {
     out(ctx);

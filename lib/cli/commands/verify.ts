@@ -1,11 +1,12 @@
 /**
  * `verify FILE|DIR`: checks every checksum (the header's and each tensor's) of one checkpoint or of every
- * `*.safetensors` file in a directory. Prints one line per file; exits 1 when any file fails, naming the tensor. On a
+ * `*.safetensors` file and shard set (`*.safetensors.index.json`, checked whole against its shards) in a directory. Prints one line per file; exits 1 when any file fails, naming the tensor. On a
  * terminal, a progress bar that moves within each file (verifyCheckpoint's onProgress).
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError, fromNodeError } from '../../errors';
+import { INDEX_SUFFIX, checkpointNames, checkpointSize } from '../../shards';
 import { verifyCheckpoint } from '../../tensors';
 import { type CliContext, out, outJson } from '../context';
 import { CliError, ExitCode, exitCodeFor } from '../exit-codes';
@@ -17,13 +18,15 @@ export interface VerifyFileResult {
   ok: boolean;
   tensors?: number;
   bytes?: number;
+  /** For a shard set (`path` is its index): its number of shards. */
+  shards?: number;
   /** On failure: the error code (e.g. ERR_CHECKPOINT_CHECKSUM), the message and the tensor concerned, if any. */
   code?: string;
   error?: string;
   tensor?: string;
 }
 
-/** The checkpoint files of a directory, sorted by name. */
+/** The checkpoints of a directory, sorted by name: its files, and each shard set as its index (never its shards). */
 export async function listCheckpointFiles(dir: string): Promise<string[]> {
   let names: string[];
   try {
@@ -31,10 +34,7 @@ export async function listCheckpointFiles(dir: string): Promise<string[]> {
   } catch (e) {
     throw fromNodeError(e, dir, 'read the directory');
   }
-  return names
-    .filter((n) => n.endsWith('.safetensors') && !n.startsWith('.'))
-    .sort()
-    .map((n) => path.join(dir, n));
+  return checkpointNames(names).map((n) => path.join(dir, names.includes(n) ? n : n + INDEX_SUFFIX));
 }
 
 async function statTarget(target: string): Promise<import('node:fs').Stats> {
@@ -72,14 +72,7 @@ export async function verifyCommand(ctx: CliContext, target: string): Promise<vo
   if (files.length === 0) {
     throw new CliError(ExitCode.INVALID, `No checkpoint files (*.safetensors) in ${path.resolve(target)}`);
   }
-  const sizes = await Promise.all(
-    files.map((f) =>
-      fsp.stat(f).then(
-        (s) => s.size,
-        () => 0,
-      ),
-    ),
-  );
+  const sizes = await Promise.all(files.map(async (f) => (await checkpointSize(f).catch(() => null)) ?? 0));
   const total = sizes.reduce((a, b) => a + b, 0);
   const progress = byteProgress(ctx, total);
   const results: VerifyFileResult[] = [];
@@ -90,7 +83,13 @@ export async function verifyCommand(ctx: CliContext, target: string): Promise<vo
       const fileBar = fileProgress(progress, path.basename(file));
       try {
         const r = await verifyCheckpoint(file, { onProgress: fileBar.onProgress });
-        result = { path: file, ok: true, tensors: r.tensors, bytes: r.bytes };
+        result = {
+          path: r.path,
+          ok: true,
+          tensors: r.tensors,
+          bytes: r.bytes,
+          ...(r.shards ? { shards: r.shards } : {}),
+        };
       } catch (e) {
         // A failure that is not about this file's content (e.g. EACCES on one file) is still reported per file;
         // only errors unrelated to files (bugs) propagate.
@@ -120,6 +119,7 @@ export async function verifyCommand(ctx: CliContext, target: string): Promise<vo
 }
 
 function resultLine(r: VerifyFileResult): string {
-  if (r.ok) return `OK      ${r.path} (${r.tensors} tensors, ${formatBytes(r.bytes ?? 0)})`;
+  const shards = r.shards ? `, ${r.shards} shards` : '';
+  if (r.ok) return `OK      ${r.path} (${r.tensors} tensors, ${formatBytes(r.bytes ?? 0)}${shards})`;
   return `FAILED  ${r.path}: ${r.error} [${r.code}]`;
 }
