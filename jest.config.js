@@ -23,6 +23,7 @@ const MODEL_LEVEL = [
   'backup-and-restore',
   'restore-twin',
   'io-handler',
+  'shards-training',
 ];
 
 function tfjsNodeProject() {
