@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { loadTensors, saveTensors, setBackend, verifyCheckpoint } from '../lib/index';
-import type { NamedTensors, TensorData } from '../lib/index';
+import type { LoadedTensor, NamedTensors, TensorData } from '../lib/index';
 
 // ---------------------------------------------------------------------------------------------------------------
 // An independent reading of the spec.
@@ -176,12 +176,12 @@ function checkContent(parsed: SpecFile, tensors: NamedTensors, metadata: Record<
   expect(user).toEqual(metadata);
 }
 
-function bytesOf(t: TensorData): Buffer {
+function bytesOf(t: { data: ArrayBufferView }): Buffer {
   return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 }
 
 /** A loaded tensor equals the saved one: dtype, shape, and the exact bytes (NaN payloads and -0 included). */
-function expectSameTensors(actual: NamedTensors, expected: NamedTensors): void {
+function expectSameTensors(actual: Record<string, LoadedTensor>, expected: NamedTensors): void {
   expect(Object.keys(actual).sort()).toEqual(Object.keys(expected).sort());
   for (const [name, t] of Object.entries(expected)) {
     const a = actual[name];

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import {
   CheckpointError,
   ErrorCode,
+  LoadedTensor,
   NamedTensors,
   backendName,
   loadTensors,
@@ -18,7 +19,14 @@ import {
 import { BACKENDS, leftoverTemps, rng, tempDir, useBackend } from './helpers/backends';
 import { getBackend, setBackend } from '../lib/runtime';
 import type { ReadPlan } from '../lib/backend';
-import { HEADER_CRC_OFFSET, MAX_HEADER_LENGTH, TENSOR_CRC_OFFSET, buildHeader, computeHeaderCrc } from '../lib/format';
+import {
+  DTYPES,
+  HEADER_CRC_OFFSET,
+  MAX_HEADER_LENGTH,
+  TENSOR_CRC_OFFSET,
+  buildHeader,
+  computeHeaderCrc,
+} from '../lib/format';
 
 function sample(): NamedTensors {
   const r = rng(42);
@@ -36,7 +44,7 @@ function sample(): NamedTensors {
   };
 }
 
-function expectBitExact(actual: NamedTensors, expected: NamedTensors): void {
+function expectBitExact(actual: Record<string, LoadedTensor>, expected: NamedTensors): void {
   expect(Object.keys(actual).sort()).toEqual(Object.keys(expected).sort());
   for (const [name, t] of Object.entries(expected)) {
     const a = actual[name];
@@ -52,7 +60,7 @@ function expectBitExact(actual: NamedTensors, expected: NamedTensors): void {
 function headerBase(tensors: NamedTensors): number {
   const inputs = Object.entries(tensors).map(([name, t]) => ({
     name,
-    dtype: t.dtype,
+    dtype: DTYPES[t.dtype].st,
     shape: t.shape,
     byteLength: t.data.byteLength,
   }));
@@ -138,7 +146,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
 
   test("a write whose temp file already exists fails with EEXIST and leaves that file (someone else's) alone", async () => {
     const dir = await tempDir();
-    const built = buildHeader([{ name: 'w', dtype: 'float32', shape: [2], byteLength: 8 }], {});
+    const built = buildHeader([{ name: 'w', dtype: 'F32', shape: [2], byteLength: 8 }], {});
     const tmpPath = path.join(dir, '.tfjs-ckpt-other.tmp');
     const target = path.join(dir, 'w.safetensors');
     await fsp.writeFile(tmpPath, 'another writer');
@@ -445,7 +453,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     await fsp.writeFile(file, Buffer.concat([len, header, Buffer.from(new Float32Array([1.5, -2]).buffer)]));
     await expectCode(loadTensors(file), ErrorCode.UNVERIFIED);
     const loaded = await loadTensors(file, { verify: false });
-    expect(Array.from(loaded.tensors.a.data)).toEqual([1.5, -2]);
+    expect(Array.from(loaded.tensors.a.data as Float32Array)).toEqual([1.5, -2]);
     expect(loaded.metadata).toEqual({ format: 'pt' });
   });
 
