@@ -308,22 +308,27 @@ export function parseHeader(head: Uint8Array, fileSize: number, path: string): P
     throw e;
   }
   const rawMetadata: Record<string, string> = raw.metadata ?? {};
-  const entries: TensorEntry[] = [];
   for (const t of raw.tensors) {
-    const where = `tensor ${JSON.stringify(t.name)}`;
-    if (!isSafetensorsDType(t.dtype)) throw corrupt(path, `${where} has unknown dtype ${JSON.stringify(t.dtype)}`);
-    if (t.begin > t.end) throw corrupt(path, `${where} has invalid data_offsets (begin after end)`);
-    let elements = 1n;
-    for (const d of t.shape) elements *= BigInt(d);
-    const expected = elements * BigInt(ST_DTYPES[t.dtype].size);
-    if (expected !== BigInt(t.end - t.begin)) {
+    const where = () => `tensor ${JSON.stringify(t.name)}`;
+    if (!isSafetensorsDType(t.dtype)) throw corrupt(path, `${where()} has unknown dtype ${JSON.stringify(t.dtype)}`);
+    if (t.begin > t.end) throw corrupt(path, `${where()} has invalid data_offsets (begin after end)`);
+    // In doubles while exact (below 2^53), else in BigInt: the product of dimensions can overflow 2^64.
+    let elements = ST_DTYPES[t.dtype].size;
+    for (const d of t.shape) elements *= d;
+    let expected: number | bigint = elements;
+    if (!Number.isSafeInteger(elements)) {
+      expected = BigInt(ST_DTYPES[t.dtype].size);
+      for (const d of t.shape) expected *= BigInt(d);
+    }
+    if (expected !== t.end - t.begin) {
       throw corrupt(
         path,
-        `${where} has shape [${t.shape.join(',')}] of ${expected} bytes but spans ${t.end - t.begin} bytes`,
+        `${where()} has shape [${t.shape.join(',')}] of ${expected} bytes but spans ${t.end - t.begin} bytes`,
       );
     }
-    entries.push({ name: t.name, dtype: t.dtype, shape: t.shape, begin: t.begin, end: t.end });
   }
+  // Validated above: every dtype is a SafetensorsDType (the entries are used as they are, not copied).
+  const entries = raw.tensors as TensorEntry[];
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let expectedBegin = 0;
   for (const e of entries) {
@@ -344,9 +349,10 @@ export function parseHeader(head: Uint8Array, fileSize: number, path: string): P
 
   const metadata: Record<string, string> = {};
   let ours = false;
-  for (const [k, v] of Object.entries(rawMetadata)) {
+  for (const k of Object.keys(rawMetadata)) {
     if (k.startsWith(META_PREFIX)) ours = true;
-    else setOwn(metadata, k, v);
+    else if (k === '__proto__') setOwn(metadata, k, rawMetadata[k]);
+    else metadata[k] = rawMetadata[k];
   }
   const result: ParsedHeader = { dataStart, dataLength, entries, rawMetadata, metadata, checksummed: false };
   if (ours) {

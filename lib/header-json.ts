@@ -53,9 +53,180 @@ export class HeaderSyntaxError extends Error {}
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
+// eslint-disable-next-line no-control-regex -- JSON forbids raw control characters in strings: this finds them.
+const CONTROL = /[\u0000-\u001f]/;
 
 function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+}
+
+/**
+ * The reader's state: one cursor over the bytes. Written as plain methods and loops (no closure per member): the
+ * header of a large model holds hundreds of thousands of entries. Strings are found with Buffer.indexOf (memchr)
+ * and decoded natively; only the structure between them is walked byte by byte. `context` names where the cursor is,
+ * for messages, and is only formatted when something fails.
+ */
+class Reader {
+  i = 0;
+  context = 'the header';
+  constructor(readonly buf: Buffer) {}
+
+  fail(what: string): never {
+    throw new HeaderSyntaxError(`${what} in ${this.context} at byte ${8 + this.i} of the file`);
+  }
+
+  /** Skips whitespace; returns the byte there (NaN at the end). */
+  peek(): number {
+    const buf = this.buf;
+    let i = this.i;
+    while (i < buf.length && isSpace(buf[i])) i++;
+    this.i = i;
+    return i < buf.length ? buf[i] : NaN;
+  }
+
+  expect(c: number, what: string): void {
+    if (this.peek() !== c) this.fail(`expected ${what}`);
+    this.i++;
+  }
+
+  /** Reads a JSON string (after spaces) of at most `limit` bytes as written; sets `start` to its first byte. */
+  str(what: string, limit: number): string {
+    if (this.peek() !== QUOTE) this.fail(`expected ${what} (a string)`);
+    const buf = this.buf;
+    const start = ++this.i;
+    let end = buf.indexOf(QUOTE, start);
+    // A quote preceded by an odd number of backslashes is escaped: look further.
+    for (;;) {
+      if (end < 0) this.fail(`unterminated ${what}`);
+      let k = end - 1;
+      while (k >= start && buf[k] === BACKSLASH) k--;
+      if ((end - 1 - k) % 2 === 0) break;
+      end = buf.indexOf(QUOTE, end + 1);
+    }
+    if (end - start > limit) this.fail(`${what} is longer than ${limit} bytes`);
+    this.i = end + 1;
+    this.lastStart = start;
+    this.lastEnd = end;
+    const text = buf.toString('utf8', start, end);
+    if (CONTROL.test(text)) this.fail(`raw control character in ${what}`);
+    if (!text.includes('\\')) return text;
+    let s: unknown;
+    try {
+      // A string literal alone: JSON.parse's cost is linear and it builds nothing but the string.
+      s = JSON.parse(`"${text}"`);
+    } catch {
+      return this.fail(`invalid escape in ${what}`);
+    }
+    if (typeof s !== 'string' || !s.isWellFormed()) this.fail(`${what} holds a lone surrogate`);
+    return s as string;
+  }
+
+  lastStart = 0;
+  lastEnd = 0;
+
+  /** A non-negative JSON integer (digits only: no sign, fraction or exponent), at most 2^53 - 1. */
+  int(what: string): number {
+    this.peek();
+    const buf = this.buf;
+    const start = this.i;
+    let i = start;
+    let v = 0;
+    while (i < buf.length && buf[i] >= 0x30 && buf[i] <= 0x39) v = v * 10 + (buf[i++] - 0x30);
+    this.i = i;
+    const c = buf[i];
+    if (c === 0x2e || c === 0x65 || c === 0x45 || c === 0x2d || c === 0x2b || i === start) {
+      this.fail(`${what} is not a non-negative integer (written without sign, fraction or exponent)`);
+    }
+    if (i - start > 1 && buf[start] === 0x30) this.fail(`${what} has a leading zero`);
+    if (i - start > 16 || !Number.isSafeInteger(v)) this.fail(`${what} is larger than 2^53 - 1`);
+    return v;
+  }
+
+  intArray(what: string, limit: number): number[] {
+    this.expect(0x5b, `[ opening ${what}`);
+    const out: number[] = [];
+    if (this.peek() === 0x5d) {
+      this.i++;
+      return out;
+    }
+    for (;;) {
+      if (out.length >= limit) this.fail(`${what} has more than ${limit} entries`);
+      out.push(this.int(`an entry of ${what}`));
+      const c = this.peek();
+      this.i++;
+      if (c === 0x2c) continue;
+      if (c === 0x5d) return out;
+      this.i--;
+      this.fail(`expected , or ] in ${what}`);
+    }
+  }
+
+  /** After a member's value: true when another member follows (`,`), false at `}`. */
+  next(): boolean {
+    const c = this.peek();
+    this.i++;
+    if (c === 0x2c) return true;
+    if (c === 0x7d) return false;
+    this.i--;
+    return this.fail('expected , or }');
+  }
+
+  /** At `{`: true when the object is empty (consumed), false when a member follows. */
+  open(what: string): boolean {
+    this.expect(0x7b, `{ opening ${what}`);
+    if (this.peek() === 0x7d) {
+      this.i++;
+      return true;
+    }
+    return false;
+  }
+}
+
+function tensorEntry(r: Reader, name: string): RawTensorEntry {
+  r.context = `tensor ${JSON.stringify(name)}`;
+  if (r.peek() !== 0x7b) r.fail('not an object');
+  let dtype: string | undefined;
+  let shape: number[] | undefined;
+  let offsets: number[] | undefined;
+  if (!r.open('the entry')) {
+    do {
+      const field = r.str('a field name', 64);
+      r.expect(0x3a, ': after a field name');
+      if (field === 'dtype' && dtype === undefined) dtype = r.str('the dtype', 64);
+      else if (field === 'shape' && shape === undefined) shape = r.intArray('the shape', HEADER_LIMITS.rank);
+      else if (field === 'data_offsets' && offsets === undefined) offsets = r.intArray('data_offsets', 2);
+      else if (field === 'dtype' || field === 'shape' || field === 'data_offsets') r.fail(`duplicate field "${field}"`);
+      else r.fail(`unknown field ${JSON.stringify(field)}`);
+    } while (r.next());
+  }
+  if (dtype === undefined) return r.fail('no dtype');
+  if (shape === undefined) return r.fail('no shape');
+  if (offsets === undefined || offsets.length !== 2) return r.fail('data_offsets is not [begin, end]');
+  return { name, dtype, shape, begin: offsets[0], end: offsets[1] };
+}
+
+function metadataObject(r: Reader, locateKey: string | undefined, out: RawHeader): Record<string, string> {
+  r.context = '__metadata__';
+  const meta: Record<string, string> = {};
+  const keys = new Set<string>();
+  if (r.open('__metadata__')) return meta;
+  do {
+    r.context = '__metadata__';
+    const k = r.str('a key', HEADER_LIMITS.keyBytes);
+    if (keys.has(k)) r.fail(`duplicate key ${JSON.stringify(k)}`);
+    keys.add(k);
+    if (keys.size > HEADER_LIMITS.metadataEntries) r.fail(`more than ${HEADER_LIMITS.metadataEntries} entries`);
+    r.expect(0x3a, ': after a key');
+    r.context = `the __metadata__ value of ${JSON.stringify(k)}`;
+    if (r.peek() !== QUOTE) r.fail('not a string');
+    const v = r.str('a value', Infinity);
+    if (k === locateKey) out.located = { at: r.lastStart, length: r.lastEnd - r.lastStart };
+    // Plain assignment is fast; `__proto__` would set the prototype instead, so it is defined as an own property.
+    if (k === '__proto__')
+      Object.defineProperty(meta, k, { value: v, enumerable: true, writable: true, configurable: true });
+    else meta[k] = v;
+  } while (r.next());
+  return meta;
 }
 
 /**
@@ -64,175 +235,32 @@ function isSpace(c: number): boolean {
  */
 export function parseHeaderJson(json: Uint8Array, locateKey?: string): RawHeader {
   if (!isUtf8(json)) throw new HeaderSyntaxError('header is not valid UTF-8');
-  const buf = Buffer.from(json.buffer, json.byteOffset, json.byteLength);
-  const n = buf.length;
-  let i = 0;
-
-  const fail = (what: string): never => {
-    throw new HeaderSyntaxError(`${what} at byte ${8 + i} of the file`);
-  };
-  const skipSpace = () => {
-    while (i < n && isSpace(buf[i])) i++;
-  };
-  const expect = (c: number, what: string) => {
-    skipSpace();
-    if (buf[i] !== c) fail(`expected ${what}`);
-    i++;
-  };
-  /** Reads a JSON string at i (after spaces); `limit` bounds its length in bytes as written. */
-  const readString = (what: string, limit = Infinity): string => {
-    skipSpace();
-    if (buf[i] !== QUOTE) fail(`expected ${what} (a string)`);
-    const start = ++i;
-    let escaped = false;
-    while (i < n) {
-      const c = buf[i];
-      if (c === QUOTE) break;
-      if (c < 0x20) fail(`raw control character in ${what}`);
-      if (c === BACKSLASH) {
-        escaped = true;
-        i++;
-      }
-      i++;
-    }
-    if (i >= n) fail(`unterminated ${what}`);
-    if (i - start > limit) fail(`${what} is longer than ${limit} bytes`);
-    const end = i++;
-    if (!escaped) return buf.toString('utf8', start, end);
-    let s: unknown;
-    try {
-      // A string literal alone: JSON.parse's cost is linear and it builds nothing but the string.
-      s = JSON.parse(buf.toString('utf8', start - 1, end + 1));
-    } catch {
-      return fail(`invalid escape in ${what}`);
-    }
-    if (typeof s !== 'string' || !s.isWellFormed()) fail(`${what} holds a lone surrogate`);
-    return s as string;
-  };
-  /** Reads a non-negative JSON integer (digits only, no sign, fraction or exponent), at most 2^53 - 1. */
-  const readInteger = (what: string): number => {
-    skipSpace();
-    const start = i;
-    while (i < n && buf[i] >= 0x30 && buf[i] <= 0x39) i++;
-    const c = buf[i];
-    if (c === 0x2e || c === 0x65 || c === 0x45 || c === 0x2d || c === 0x2b || i === start) {
-      fail(`${what} is not a non-negative integer (written without sign, fraction or exponent)`);
-    }
-    if (i - start > 1 && buf[start] === 0x30) fail(`${what} has a leading zero`);
-    if (i - start > 16) fail(`${what} is larger than 2^53 - 1`);
-    const v = Number(buf.toString('latin1', start, i));
-    if (!Number.isSafeInteger(v)) fail(`${what} is larger than 2^53 - 1`);
-    return v;
-  };
-  const readIntegerArray = (what: string, limit: number): number[] => {
-    expect(0x5b, `[ opening ${what}`);
-    const out: number[] = [];
-    skipSpace();
-    if (buf[i] === 0x5d) {
-      i++;
-      return out;
-    }
-    for (;;) {
-      if (out.length >= limit) fail(`${what} has more than ${limit} entries`);
-      out.push(readInteger(`an entry of ${what}`));
-      skipSpace();
-      if (buf[i] === 0x2c) {
-        i++;
-        continue;
-      }
-      if (buf[i] === 0x5d) {
-        i++;
-        return out;
-      }
-      fail(`expected , or ] in ${what}`);
-    }
-  };
-  /** Iterates the members of an object at i: calls `member(key)` with i at the value. */
-  const readObject = (what: string, member: (key: string) => void, keyLimit: number = HEADER_LIMITS.keyBytes) => {
-    expect(0x7b, `{ opening ${what}`);
-    skipSpace();
-    if (buf[i] === 0x7d) {
-      i++;
-      return;
-    }
-    for (;;) {
-      const key = readString(`a key of ${what}`, keyLimit);
-      expect(0x3a, `: after a key of ${what}`);
-      member(key);
-      skipSpace();
-      if (buf[i] === 0x2c) {
-        i++;
-        continue;
-      }
-      if (buf[i] === 0x7d) {
-        i++;
-        return;
-      }
-      fail(`expected , or } in ${what}`);
-    }
-  };
-
-  const tensors: RawTensorEntry[] = [];
+  const r = new Reader(Buffer.from(json.buffer, json.byteOffset, json.byteLength));
+  const out: RawHeader = { tensors: [], metadata: null };
   const names = new Set<string>();
-  let metadata: Record<string, string> | null = null;
   let sawMetadata = false;
-  let located: RawHeader['located'];
-  readObject('the header', (key) => {
-    if (names.has(key) || (key === '__metadata__' && sawMetadata)) fail(`duplicate key ${JSON.stringify(key)}`);
-    if (key === '__metadata__') {
-      sawMetadata = true;
-      skipSpace();
-      if (buf.toString('latin1', i, i + 4) === 'null') {
-        i += 4;
-        return;
+  if (!r.open('the header')) {
+    do {
+      r.context = 'the header';
+      const key = r.str('a tensor name', HEADER_LIMITS.keyBytes);
+      r.expect(0x3a, ': after a tensor name');
+      if (key === '__metadata__') {
+        if (sawMetadata) r.fail('duplicate key "__metadata__"');
+        sawMetadata = true;
+        const c = r.peek();
+        if (c === 0x6e /* n */ && r.buf.toString('latin1', r.i, r.i + 4) === 'null') r.i += 4;
+        else if (c === 0x7b) out.metadata = metadataObject(r, locateKey, out);
+        else r.fail('__metadata__ is not an object of strings (nor null)');
+      } else {
+        if (names.has(key)) r.fail(`duplicate key ${JSON.stringify(key)}`);
+        names.add(key);
+        if (names.size > HEADER_LIMITS.tensors) r.fail(`more than ${HEADER_LIMITS.tensors} tensors`);
+        out.tensors.push(tensorEntry(r, key));
       }
-      if (buf[i] !== 0x7b) fail('__metadata__ is not an object of strings (nor null)');
-      const meta: Record<string, string> = {};
-      let count = 0;
-      readObject('__metadata__', (k) => {
-        if (Object.prototype.hasOwnProperty.call(meta, k)) fail(`duplicate key ${JSON.stringify(k)} in __metadata__`);
-        if (++count > HEADER_LIMITS.metadataEntries)
-          fail(`__metadata__ has more than ${HEADER_LIMITS.metadataEntries} entries`);
-        skipSpace();
-        if (buf[i] !== QUOTE) fail(`__metadata__ value of ${JSON.stringify(k)} is not a string`);
-        const at = i + 1;
-        const v = readString(`the __metadata__ value of ${JSON.stringify(k)}`);
-        if (k === locateKey) located = { at, length: i - 1 - at };
-        Object.defineProperty(meta, k, { value: v, enumerable: true, writable: true, configurable: true });
-      });
-      metadata = meta;
-      return;
-    }
-    names.add(key);
-    if (tensors.length >= HEADER_LIMITS.tensors) fail(`the header lists more than ${HEADER_LIMITS.tensors} tensors`);
-    const where = `tensor ${JSON.stringify(key)}`;
-    skipSpace();
-    if (buf[i] !== 0x7b) fail(`${where} is not an object`);
-    let dtype: string | undefined;
-    let shape: number[] | undefined;
-    let offsets: number[] | undefined;
-    readObject(
-      where,
-      (field) => {
-        if (field === 'dtype' && dtype === undefined) dtype = readString(`${where}'s dtype`, 64);
-        else if (field === 'shape' && shape === undefined)
-          shape = readIntegerArray(`${where}'s shape`, HEADER_LIMITS.rank);
-        else if (field === 'data_offsets' && offsets === undefined)
-          offsets = readIntegerArray(`${where}'s data_offsets`, 2);
-        else
-          fail(
-            `${where} has ${field === 'dtype' || field === 'shape' || field === 'data_offsets' ? 'a duplicate' : 'an unknown'} field ${JSON.stringify(field)}`,
-          );
-      },
-      64,
-    );
-    if (dtype === undefined || shape === undefined || offsets === undefined) {
-      fail(`${where} lacks ${dtype === undefined ? 'dtype' : shape === undefined ? 'shape' : 'data_offsets'}`);
-    }
-    if (offsets!.length !== 2) fail(`${where}'s data_offsets is not [begin, end]`);
-    tensors.push({ name: key, dtype: dtype!, shape: shape!, begin: offsets![0], end: offsets![1] });
-  });
-  skipSpace();
-  if (i !== n) fail('unexpected data after the header object (only spaces may pad it)');
-  return { tensors, metadata, ...(located ? { located } : {}) };
+      r.context = 'the header';
+    } while (r.next());
+  }
+  if (r.i < r.buf.length && !Number.isNaN(r.peek()))
+    r.fail('unexpected data after the header object (only spaces may pad it)');
+  return out;
 }
