@@ -19,9 +19,9 @@ import { isUtf8 } from 'node:buffer';
 /** Bounds on what a header may hold, checked while reading it (see docs/FORMAT.md). */
 export const HEADER_LIMITS = {
   /** Tensors in one file. Real files hold at most a few thousand (one shard of a large model). */
-  tensors: 1_000_000,
+  tensors: 300_000,
   /** `__metadata__` entries. Real files hold a handful (ours: the checksums, the training info). */
-  metadataEntries: 1_000_000,
+  metadataEntries: 300_000,
   /** Bytes of one tensor name or metadata key (values are bounded only by the header's length). */
   keyBytes: 65_536,
   /** Dimensions of one tensor's shape. */
@@ -263,4 +263,34 @@ export function parseHeaderJson(json: Uint8Array, locateKey?: string): RawHeader
   if (r.i < r.buf.length && !Number.isNaN(r.peek()))
     r.fail('unexpected data after the header object (only spaces may pad it)');
   return out;
+}
+
+/** The deepest nesting accepted in JSON stored in metadata (a model topology: real ones nest a few dozen levels). */
+export const MAX_JSON_DEPTH = 256;
+
+/**
+ * Whether JSON text nests deeper than `max` levels of arrays and objects, found by a scan that skips strings and
+ * allocates nothing; run before JSON.parse, whose cost on 50 MB of `[` is gigabytes. Malformed text is left for
+ * JSON.parse to report.
+ */
+export function nestsDeeperThan(text: string, max = MAX_JSON_DEPTH): boolean {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      // Skip the string: to the next quote not escaped by an odd run of backslashes.
+      for (;;) {
+        i = text.indexOf('"', i + 1);
+        if (i < 0) return false;
+        let k = i - 1;
+        while (text.charCodeAt(k) === BACKSLASH) k--;
+        if ((i - 1 - k) % 2 === 0) break;
+      }
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return false;
 }

@@ -34,6 +34,7 @@ import {
   snapshotOptimizer,
 } from './optimizer-state';
 import { convertLoaded } from './dtype-convert';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from './header-json';
 import {
   DType,
   NamedTensors,
@@ -486,6 +487,13 @@ export async function restoreCheckpoint(
 export function parseJsonMeta(metadata: Record<string, string>, key: string, file: string): object | undefined {
   const text = metadata[key];
   if (text === undefined) return undefined;
+  if (nestsDeeperThan(text)) {
+    throw new CheckpointError(
+      ErrorCode.CORRUPT,
+      `Checkpoint ${file} has an invalid ${key}: nested deeper than ${MAX_JSON_DEPTH} levels`,
+      { path: file },
+    );
+  }
   try {
     const parsed: unknown = JSON.parse(text);
     if (parsed !== null && typeof parsed === 'object') return parsed;

@@ -4,6 +4,7 @@
  * handcrafted hostile headers (with valid checksums, so that the structural checks alone must catch them), and random
  * mutations (fast-check), through both backends.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -579,6 +580,40 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     fs.writeFileSync(file, resave(fs.readFileSync(fixture)));
     expect((await loadTensors(file)).verification).toBe('verified-resaved');
   });
+});
+
+describe('hostile headers cost little before they are refused (each in a fresh process, memory measured)', () => {
+  const REGISTER = path.join(__dirname, 'fixtures', 'worker-register.js');
+  const CHILD = path.join(__dirname, 'fixtures', 'hostile-header-child.ts');
+  // Refusal (or, for huge valid headers, success) plus a coarse bound: the peak resident growth stays under 3x the
+  // header plus 150 MB of slack (a fresh V8 heap grows by tens of MB on its own). Before the bounded parser these
+  // cost 1.95-4.45 GB. Their time is measured by the benchmark, not asserted here (the machine is shared).
+  const cases: [string, string][] = [
+    ['nest-16M', ErrorCode.CORRUPT],
+    ['brackets-16M', ErrorCode.CORRUPT],
+    ['string-50MB', 'ok'],
+    ['keys-200k', 'ok'],
+    ['tensors-over-limit', ErrorCode.CORRUPT],
+    ['topology-50MB-brackets', ErrorCode.CORRUPT],
+  ];
+  test.each(cases)(
+    '%s: %s, within 3x its header size in memory',
+    (name, expected) => {
+      const file = path.join(root, `hostile-${name}.safetensors`);
+      // The file is made in its own process, so that building it is not billed to the read.
+      const child = (mode: string) =>
+        execFileSync(process.execPath, ['--expose-gc', '-r', REGISTER, CHILD, mode, name, file, 'native'], {
+          encoding: 'utf8',
+          maxBuffer: 1 << 20,
+        });
+      child('make');
+      const out = child('read');
+      const r = JSON.parse(out) as { outcome: string; ms: number; grownBytes: number; headerBytes: number };
+      expect(r.outcome).toBe(expected);
+      expect(r.grownBytes).toBeLessThan(3 * r.headerBytes + 150e6);
+    },
+    300_000,
+  );
 });
 
 /** A safetensors header as JSON.parse gives it (test only: the library never parses headers this way). */
