@@ -27,6 +27,9 @@ export const ErrorCode = {
   TEMPLATE: 'ERR_CHECKPOINT_TEMPLATE',
   /** The object was used after close(). */
   CLOSED: 'ERR_CHECKPOINT_CLOSED',
+  /** A value cannot be converted to the dtype asked for without changing it (e.g. an I64 above 2^31 - 1 to int32);
+   * the message names the tensor, the element index and the value. */
+  OUT_OF_RANGE: 'ERR_CHECKPOINT_OUT_OF_RANGE',
 } as const;
 
 export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

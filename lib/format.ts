@@ -16,6 +16,7 @@
  * parses and validates them (every rule of the safetensors reference reader, plus ours).
  */
 import { CheckpointError, ErrorCode } from './errors';
+import { HeaderSyntaxError, parseHeaderJson } from './header-json';
 
 /** tfjs dtypes that are stored, with their safetensors names and element sizes. */
 export const DTYPES = {
@@ -25,30 +26,41 @@ export const DTYPES = {
 } as const;
 
 export type DType = keyof typeof DTYPES;
-export type SafetensorsDType = (typeof DTYPES)[DType]['st'];
 export type TensorArray = Float32Array | Int32Array | Uint8Array;
 
-const FROM_ST: Record<string, DType> = { F32: 'float32', I32: 'int32', BOOL: 'bool' };
-/** Element sizes of every safetensors dtype, to validate foreign files fully even when we cannot load a dtype. */
-const ST_SIZES: Record<string, number> = {
-  BOOL: 1,
-  U8: 1,
-  I8: 1,
-  F8_E5M2: 1,
-  F8_E4M3: 1,
-  F8_E8M0: 1,
-  I16: 2,
-  U16: 2,
-  F16: 2,
-  BF16: 2,
-  I32: 4,
-  U32: 4,
-  F32: 4,
-  F64: 8,
-  I64: 8,
-  U64: 8,
-  C64: 8,
-};
+/**
+ * Every dtype of the safetensors specification this library reads: element size and the TypedArray it loads into
+ * (the raw bits for the 16- and 8-bit floats, which JavaScript has no array for; see dtype-convert.ts).
+ * C64 and the sub-byte float formats (F4, F6_*) are validated as structure but not loaded.
+ */
+export const ST_DTYPES = {
+  BOOL: { size: 1 },
+  U8: { size: 1 },
+  I8: { size: 1 },
+  F8_E5M2: { size: 1 },
+  F8_E4M3: { size: 1 },
+  F8_E8M0: { size: 1 },
+  I16: { size: 2 },
+  U16: { size: 2 },
+  F16: { size: 2 },
+  BF16: { size: 2 },
+  I32: { size: 4 },
+  U32: { size: 4 },
+  F32: { size: 4 },
+  F64: { size: 8 },
+  I64: { size: 8 },
+  U64: { size: 8 },
+  C64: { size: 8 },
+} as const;
+
+export type SafetensorsDType = keyof typeof ST_DTYPES;
+
+/** The tfjs dtype a safetensors dtype loads as without conversion (F32, I32, BOOL), else undefined. */
+export const TFJS_OF_ST: Partial<Record<SafetensorsDType, DType>> = { F32: 'float32', I32: 'int32', BOOL: 'bool' };
+
+export function isSafetensorsDType(s: string): s is SafetensorsDType {
+  return Object.prototype.hasOwnProperty.call(ST_DTYPES, s);
+}
 
 export const FORMAT_VERSION = '1';
 export const META_PREFIX = 'tfjs_checkpoint.';
@@ -68,7 +80,7 @@ export const ZERO_CRC = '00000000';
 /** What the header says about one tensor. */
 export interface TensorEntry {
   name: string;
-  dtype: DType;
+  dtype: SafetensorsDType;
   shape: number[];
   /** [begin, end) in the data section. */
   begin: number;
@@ -88,24 +100,36 @@ export interface BuiltHeader {
 
 export interface HeaderInput {
   name: string;
-  dtype: DType;
+  dtype: SafetensorsDType;
   shape: number[];
   byteLength: number;
 }
 
 /**
- * Builds the header for tensors (already validated) and metadata (string to string, no reserved keys).
- * File order: element size descending (so every offset is a multiple of its element size), then name by code point.
+ * The canonical order of tensors: element size descending (so that every offset is a multiple of its element size),
+ * then name (JavaScript string order, i.e. by UTF-16 code unit). It depends only on names and dtypes, so it is the
+ * same whoever re-serializes the file: the tensor CRC list, written in this order, is keyed by name.
+ * Returns the indices of `items` in that order.
  */
-export function buildHeader(inputs: readonly HeaderInput[], metadata: Readonly<Record<string, string>>): BuiltHeader {
-  const order = inputs.map((_, i) => i);
+export function canonicalOrder(items: readonly { name: string; dtype: SafetensorsDType }[]): number[] {
+  const order = items.map((_, i) => i);
   order.sort((a, b) => {
-    const d = DTYPES[inputs[b].dtype].size - DTYPES[inputs[a].dtype].size;
+    const d = ST_DTYPES[items[b].dtype].size - ST_DTYPES[items[a].dtype].size;
     if (d !== 0) return d;
-    const na = inputs[a].name;
-    const nb = inputs[b].name;
+    const na = items[a].name;
+    const nb = items[b].name;
     return na < nb ? -1 : na > nb ? 1 : 0;
   });
+  return order;
+}
+
+/**
+ * Builds the header for tensors (already validated) and metadata (string to string, no reserved keys), tensors in
+ * canonical order (see canonicalOrder). Also rebuilds, when reading, the header this library wrote for a file's
+ * contents (see checkResavedHeader).
+ */
+export function buildHeader(inputs: readonly HeaderInput[], metadata: Readonly<Record<string, string>>): BuiltHeader {
+  const order = canonicalOrder(inputs);
   const entries: TensorEntry[] = [];
   let offset = 0;
   for (const i of order) {
@@ -122,7 +146,7 @@ export function buildHeader(inputs: readonly HeaderInput[], metadata: Readonly<R
   for (const key of Object.keys(metadata).sort()) json += `,${JSON.stringify(key)}:${JSON.stringify(metadata[key])}`;
   json += '}';
   for (const e of entries) {
-    json += `,${JSON.stringify(e.name)}:{"dtype":"${DTYPES[e.dtype].st}","shape":[${e.shape.join(',')}],"data_offsets":[${e.begin},${e.end}]}`;
+    json += `,${JSON.stringify(e.name)}:{"dtype":"${e.dtype}","shape":[${e.shape.join(',')}],"data_offsets":[${e.begin},${e.end}]}`;
   }
   json += '}';
   const text = Buffer.from(json, 'utf8');
@@ -147,8 +171,9 @@ export interface ParsedHeader {
   metadata: Record<string, string>;
   /** Whether the file carries this library's checksums (else it is a foreign safetensors file). */
   checksummed: boolean;
-  /** The stored header CRC and tensor CRCs (file order), when checksummed. */
+  /** The stored header CRC (found by its key), when checksummed. */
   headerCrc?: number;
+  /** Each entry's stored CRC (file order, matched by name through the canonical order), when checksummed. */
   tensorCrcs?: number[];
   formatVersion?: string;
 }
@@ -178,8 +203,8 @@ export function readHeaderLength(prefix: Uint8Array, fileSize: number, path: str
 }
 
 /**
- * The header CRC as stored (from the fixed position), or undefined when the header does not start with our prefix.
- * `head` is the file's first 8 + N bytes.
+ * The header CRC as stored at the fixed position where this library writes it, or undefined when the header does not
+ * start with our prefix (then it is found by key, see parseHeader). `head` is the file's first 8 + N bytes.
  */
 export function storedHeaderCrc(head: Uint8Array): number | undefined {
   if (head.length < HEADER_CRC_OFFSET + 9) return undefined;
@@ -189,88 +214,121 @@ export function storedHeaderCrc(head: Uint8Array): number | undefined {
   return /^[0-9a-f]{8}$/.test(hex) ? parseInt(hex, 16) : undefined;
 }
 
-/** CRC of the head with the header CRC's digits read as '0's, computed by `crc` (a backend's crc32c). */
-export function computeHeaderCrc(head: Uint8Array, crc: (d: ArrayBufferView, c?: number) => number): number {
-  let c = crc(head.subarray(0, HEADER_CRC_OFFSET));
+/** CRC of the head with the 8 bytes at `at` (the header CRC's digits) read as '0's, computed by `crc`. */
+export function computeHeaderCrc(
+  head: Uint8Array,
+  crc: (d: ArrayBufferView, c?: number) => number,
+  at = HEADER_CRC_OFFSET,
+): number {
+  let c = crc(head.subarray(0, at));
   c = crc(Buffer.from(ZERO_CRC, 'latin1'), c);
-  return crc(head.subarray(HEADER_CRC_OFFSET + 8), c);
+  return crc(head.subarray(at + 8), c);
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+/**
+ * How a checksummed header relates to what this library wrote:
+ * - 'intact': its bytes are exactly as written (the header CRC over them matches);
+ * - 'resaved': another tool re-serialized it (Python `save_file(..., metadata=...)` re-sorts tensors and metadata
+ *   keys): its bytes differ, but the header this library writes for its contents (tensors, dtypes, shapes, metadata,
+ *   CRCs) has exactly the stored CRC, so nothing it says was changed; only the offsets and the layout moved.
+ * Anything else (a header damaged in place, or contents that differ from what was written) throws
+ * ERR_CHECKPOINT_CHECKSUM.
+ */
+export type HeaderState = 'intact' | 'resaved';
+
+function checksumError(path: string, what: string): CheckpointError {
+  return new CheckpointError(ErrorCode.CHECKSUM, `Checksum mismatch in the header of ${path}: ${what}`, { path });
+}
+
+/**
+ * Reads and checks a header: parses it (parseHeader) and, when `verify` and the file is checksummed, checks its CRC
+ * (see HeaderState). A header that starts with our prefix but fails its CRC and does not parse is a checksum error
+ * (damage), not a structure error. `crc` is the backend's crc32c.
+ */
+export function readHeader(
+  head: Uint8Array,
+  fileSize: number,
+  path: string,
+  verify: boolean,
+  crc: (d: ArrayBufferView, c?: number) => number,
+): { parsed: ParsedHeader; state?: HeaderState } {
+  const fixed = storedHeaderCrc(head);
+  if (verify && fixed !== undefined && computeHeaderCrc(head, crc) === fixed) {
+    return { parsed: parseHeader(head, fileSize, path), state: 'intact' };
+  }
+  let parsed: ParsedHeader;
+  try {
+    parsed = parseHeader(head, fileSize, path);
+  } catch (e) {
+    if (verify && fixed !== undefined) throw checksumError(path, 'it was altered');
+    throw e;
+  }
+  if (!verify || !parsed.checksummed) return { parsed };
+  // Located by key: the stored value, wherever the writer put it.
+  const stored = parsed.headerCrc as number;
+  const rebuilt = rebuildHeader(parsed);
+  const same = rebuilt.length === head.length && Buffer.compare(Buffer.from(rebuilt), Buffer.from(head)) === 0;
+  if (same || computeHeaderCrc(rebuilt, crc) !== stored) {
+    throw checksumError(
+      path,
+      same || fixed !== undefined
+        ? 'it was altered'
+        : 'it was re-serialized with contents (tensors, shapes or metadata) that differ from what was written',
+    );
+  }
+  return { parsed, state: 'resaved' };
+}
+
+/** The header this library writes for a parsed header's contents, with its stored CRCs filled in. */
+function rebuildHeader(parsed: ParsedHeader): Uint8Array {
+  const built = buildHeader(
+    parsed.entries.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape, byteLength: e.end - e.begin })),
+    parsed.metadata,
+  );
+  const stored = parsed.rawMetadata[META_HEADER_CRC];
+  const bytes = built.bytes;
+  bytes.set(Buffer.from(stored, 'latin1'), HEADER_CRC_OFFSET);
+  const list = parsed.rawMetadata[META_TENSOR_CRCS];
+  bytes.set(Buffer.from(list, 'latin1'), TENSOR_CRC_OFFSET);
+  return bytes;
+}
 
 /**
  * Parses and validates a header. `head` is the file's first 8 + N bytes (N from readHeaderLength), `fileSize` the
- * file's size. Enforces every rule of the safetensors reference reader, then this library's metadata rules.
- * Throws CORRUPT (structure), UNSUPPORTED_DTYPE (a valid dtype we do not load).
+ * file's size. Enforces every rule of the safetensors reference reader, then this library's metadata rules (the
+ * checksums are found by key, and matched to tensors by name). Throws CORRUPT. Does not check CRCs (readHeader does).
  */
 export function parseHeader(head: Uint8Array, fileSize: number, path: string): ParsedHeader {
   const dataStart = head.length;
-  let text: string;
+  let raw;
   try {
-    text = utf8.decode(head.subarray(8));
-  } catch {
-    throw corrupt(path, 'header is not valid UTF-8');
-  }
-  checkNoDuplicateKeys(text, path);
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
+    raw = parseHeaderJson(head.subarray(8), META_HEADER_CRC);
   } catch (e) {
-    throw corrupt(path, `header is not valid JSON (${(e as Error).message})`);
+    if (e instanceof HeaderSyntaxError) throw corrupt(path, e.message);
+    throw e;
   }
-  if (json === null || typeof json !== 'object' || Array.isArray(json))
-    throw corrupt(path, 'header is not a JSON object');
-  const rawMetadata: Record<string, string> = {};
-  const entries: TensorEntry[] = [];
-  const foreign: { name: string; st: string }[] = [];
-  for (const [name, value] of Object.entries(json as Record<string, unknown>)) {
-    if (name === '__metadata__') {
-      if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-        throw corrupt(path, '__metadata__ is not an object of strings');
-      }
-      for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-        if (typeof v !== 'string') throw corrupt(path, `__metadata__ value of ${JSON.stringify(k)} is not a string`);
-        setOwn(rawMetadata, k, v);
-      }
-      continue;
+  const rawMetadata: Record<string, string> = raw.metadata ?? {};
+  for (const t of raw.tensors) {
+    const where = () => `tensor ${JSON.stringify(t.name)}`;
+    if (!isSafetensorsDType(t.dtype)) throw corrupt(path, `${where()} has unknown dtype ${JSON.stringify(t.dtype)}`);
+    if (t.begin > t.end) throw corrupt(path, `${where()} has invalid data_offsets (begin after end)`);
+    // In doubles while exact (below 2^53), else in BigInt: the product of dimensions can overflow 2^64.
+    let elements = ST_DTYPES[t.dtype].size;
+    for (const d of t.shape) elements *= d;
+    let expected: number | bigint = elements;
+    if (!Number.isSafeInteger(elements)) {
+      expected = BigInt(ST_DTYPES[t.dtype].size);
+      for (const d of t.shape) expected *= BigInt(d);
     }
-    const where = `tensor ${JSON.stringify(name)}`;
-    if (value === null || typeof value !== 'object' || Array.isArray(value))
-      throw corrupt(path, `${where} is not an object`);
-    const { dtype, shape, data_offsets: offsets, ...rest } = value as Record<string, unknown>;
-    const extra = Object.keys(rest);
-    if (extra.length > 0) throw corrupt(path, `${where} has unknown field ${JSON.stringify(extra[0])}`);
-    if (typeof dtype !== 'string' || !(dtype in ST_SIZES))
-      throw corrupt(path, `${where} has unknown dtype ${JSON.stringify(dtype)}`);
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw corrupt(path, `${where} has an invalid shape`);
-    }
-    if (
-      !Array.isArray(offsets) ||
-      offsets.length !== 2 ||
-      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
-      offsets[0] > offsets[1]
-    ) {
-      throw corrupt(path, `${where} has invalid data_offsets`);
-    }
-    let elements = 1n;
-    for (const d of shape as number[]) elements *= BigInt(d);
-    const expected = elements * BigInt(ST_SIZES[dtype]);
-    if (expected !== BigInt(offsets[1] - offsets[0])) {
+    if (expected !== t.end - t.begin) {
       throw corrupt(
         path,
-        `${where} has shape [${shape.join(',')}] of ${expected} bytes but spans ${offsets[1] - offsets[0]} bytes`,
+        `${where()} has shape [${t.shape.join(',')}] of ${expected} bytes but spans ${t.end - t.begin} bytes`,
       );
     }
-    if (!(dtype in FROM_ST)) foreign.push({ name, st: dtype });
-    entries.push({
-      name,
-      dtype: FROM_ST[dtype] ?? 'float32',
-      shape: shape as number[],
-      begin: offsets[0],
-      end: offsets[1],
-    });
   }
+  // Validated above: every dtype is a SafetensorsDType (the entries are used as they are, not copied).
+  const entries = raw.tensors as TensorEntry[];
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let expectedBegin = 0;
   for (const e of entries) {
@@ -290,14 +348,20 @@ export function parseHeader(head: Uint8Array, fileSize: number, path: string): P
   }
 
   const metadata: Record<string, string> = {};
-  for (const [k, v] of Object.entries(rawMetadata)) if (!k.startsWith(META_PREFIX)) setOwn(metadata, k, v);
-  const headerCrc = storedHeaderCrc(head);
-  const ours = Object.keys(rawMetadata).some((k) => k.startsWith(META_PREFIX));
+  let ours = false;
+  for (const k of Object.keys(rawMetadata)) {
+    if (k.startsWith(META_PREFIX)) ours = true;
+    else if (k === '__proto__') setOwn(metadata, k, rawMetadata[k]);
+    else metadata[k] = rawMetadata[k];
+  }
   const result: ParsedHeader = { dataStart, dataLength, entries, rawMetadata, metadata, checksummed: false };
-  if (headerCrc !== undefined || ours) {
+  if (ours) {
+    const headerHex = rawMetadata[META_HEADER_CRC];
     const list = rawMetadata[META_TENSOR_CRCS];
     const version = rawMetadata[META_FORMAT_VERSION];
-    if (headerCrc === undefined) throw corrupt(path, 'the header checksum field is damaged');
+    if (typeof headerHex !== 'string' || !/^[0-9a-f]{8}$/.test(headerHex)) {
+      throw corrupt(path, 'the header checksum field is damaged');
+    }
     if (typeof list !== 'string' || typeof version !== 'string') throw corrupt(path, 'checksum metadata is missing');
     if (version !== FORMAT_VERSION) {
       throw new CheckpointError(
@@ -310,58 +374,14 @@ export function parseHeader(head: Uint8Array, fileSize: number, path: string): P
     if (crcs.length !== entries.length || !crcs.every((c) => /^[0-9a-f]{8}$/.test(c))) {
       throw corrupt(path, `${META_TENSOR_CRCS} does not list one CRC per tensor`);
     }
+    // The list is in canonical order (computed from names and dtypes): tensor canonical[k] has CRC k.
+    const canonical = canonicalOrder(entries);
+    const tensorCrcs = new Array<number>(entries.length);
+    canonical.forEach((entry, k) => (tensorCrcs[entry] = parseInt(crcs[k], 16)));
     result.checksummed = true;
-    result.headerCrc = headerCrc;
-    result.tensorCrcs = crcs.map((c) => parseInt(c, 16));
+    result.headerCrc = parseInt(headerHex, 16);
+    result.tensorCrcs = tensorCrcs;
     result.formatVersion = version;
   }
-  if (foreign.length > 0) {
-    const f = foreign[0];
-    throw new CheckpointError(
-      ErrorCode.UNSUPPORTED_DTYPE,
-      `Tensor ${JSON.stringify(f.name)} in ${path} has dtype ${f.st}; tfjs-checkpoint loads F32, I32 and BOOL`,
-      { path, tensor: f.name },
-    );
-  }
   return result;
-}
-
-/**
- * Rejects JSON text with a duplicate key in any object (JSON.parse would silently keep the last one, and another
- * reader might keep the first). A structural scan: strings are skipped exactly, keys compared after decoding.
- * Malformed JSON is left for JSON.parse to report.
- */
-function checkNoDuplicateKeys(text: string, path: string): void {
-  const stack: (Set<string> | null)[] = [];
-  let expectKey = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text.charCodeAt(i);
-    if (ch === 0x22 /* " */) {
-      let j = i + 1;
-      while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
-      if (j >= text.length) return;
-      const top = stack[stack.length - 1];
-      if (expectKey && top) {
-        let key: string;
-        try {
-          key = JSON.parse(text.slice(i, j + 1)) as string;
-        } catch {
-          return;
-        }
-        if (top.has(key)) throw corrupt(path, `duplicate key ${JSON.stringify(key)} in the header`);
-        top.add(key);
-        expectKey = false;
-      }
-      i = j;
-    } else if (ch === 0x7b /* { */) {
-      stack.push(new Set());
-      expectKey = true;
-    } else if (ch === 0x5b /* [ */) {
-      stack.push(null);
-    } else if (ch === 0x7d /* } */ || ch === 0x5d /* ] */) {
-      stack.pop();
-    } else if (ch === 0x2c /* , */) {
-      expectKey = stack[stack.length - 1] instanceof Set;
-    }
-  }
 }

@@ -10,6 +10,12 @@ export type {
   SaveTensorsArgs,
   LoadTensorsArgs,
   LoadedTensors,
+  LoadedTensor,
+  ForeignTensor,
+  ForeignDType,
+  LoadedArray,
+  SafetensorsDType,
+  Verification,
   CheckpointInfo,
   VerifyResult,
   VerifyCheckpointArgs,
@@ -20,6 +26,7 @@ export { backendName, setBackend, nativeLoadError } from './runtime';
 export { DEFAULT_MAX_SHARD_SIZE, INDEX_SUFFIX } from './shards';
 export type { ShardInfo } from './shards';
 export { FORMAT_VERSION } from './format';
+export { toTfjs, convertLoaded, defaultTfjsDtype } from './dtype-convert';
 export { captureCheckpoint, saveCheckpoint, restoreCheckpoint, loadModel } from './model';
 export type {
   CaptureCheckpointArgs,

@@ -19,6 +19,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { MetadataKey, trainingMetadata } from './checkpoint-metadata';
+import { convertLoaded } from './dtype-convert';
 import { CheckpointError, ErrorCode, invalidArgument, isPlainObject } from './errors';
 import { DTYPES, DType, TensorArray } from './format';
 import { checkOptions, exactBuffer, optionalBoolean, parseJsonMeta, storedModelConfig } from './model';
@@ -340,7 +341,8 @@ export class SafetensorsIOHandler implements tf.io.IOHandler {
    */
   async load(): Promise<tf.io.ModelArtifacts> {
     const file = this.path;
-    const loaded = await loadTensors(file);
+    // Every dtype to its tfjs one (F16/BF16 to float32, I64 to int32, ...), as loadModel does.
+    const loaded = convertLoaded(await loadTensors(file));
     const { metadata } = loaded;
     const { topology, trainingConfig } = storedModelConfig(metadata, file, 'tf.loadLayersModel');
     const modelNames = Object.keys(loaded.tensors).filter((n) => !isOptimizerTensorName(n));

@@ -33,8 +33,19 @@ import {
   planOptimizerRestore,
   snapshotOptimizer,
 } from './optimizer-state';
+import { convertLoaded } from './dtype-convert';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from './header-json';
+import {
+  DType,
+  NamedTensors,
+  TensorArray,
+  TensorData,
+  Verification,
+  checkPath,
+  loadTensors,
+  saveTensors,
+} from './tensors';
 import { shardSetSummary } from './shards';
-import { DType, NamedTensors, TensorArray, TensorData, checkPath, loadTensors, saveTensors } from './tensors';
 import {
   MatchedBy,
   MismatchedWeight,
@@ -98,9 +109,16 @@ export interface RestoreCheckpointArgs {
    * `true`: the file must have it and the model an optimizer of the same class, else ERR_CHECKPOINT_MISMATCH
    * (strict or not). `false`: never. */
   includeOptimizer?: boolean;
+  /** Check every CRC32C before assigning anything; a file without tfjs-checkpoint's checksums is then refused
+   * (ERR_CHECKPOINT_UNVERIFIED). With false, nothing is checked and plain safetensors files load too; the result's
+   * `verification` says what was checked. Default: true. */
+  verify?: boolean;
 }
 
 export interface RestoreCheckpointResult {
+  /** What was checked before restoring (see Verification in tensors.ts): 'verified', 'verified-resaved' (the header
+   * was re-serialized by another tool, its contents and every tensor match), or 'unverified' (`verify: false`). */
+  verification: Verification;
   /** The checkpoint's metadata: user keys, training keys, `tfjs.*` keys. */
   metadata: Record<string, string>;
   /** The training information (epoch, step, metrics, monitor, createdAt) parsed from `metadata`. */
@@ -131,6 +149,8 @@ export interface RestoreCheckpointResult {
 export interface LoadModelArgs {
   /** Restore the optimizer state when the file has it. Default: true. */
   includeOptimizer?: boolean;
+  /** As RestoreCheckpointArgs.verify. Default: true. */
+  verify?: boolean;
 }
 
 const CAPTURE_KEYS = [
@@ -144,8 +164,8 @@ const CAPTURE_KEYS = [
   'createdAt',
 ] as const;
 const SAVE_KEYS = [...CAPTURE_KEYS, 'durable', 'maxShardSize', 'shardConcurrency'] as const;
-const RESTORE_KEYS = ['strict', 'includeOptimizer'] as const;
-const LOAD_KEYS = ['includeOptimizer'] as const;
+const RESTORE_KEYS = ['strict', 'includeOptimizer', 'verify'] as const;
+const LOAD_KEYS = ['includeOptimizer', 'verify'] as const;
 
 export function checkOptions<K extends string>(
   options: unknown,
@@ -382,7 +402,7 @@ async function restoreLoaded(
   file: string,
   strict: boolean,
   includeOptimizer: boolean | undefined,
-): Promise<RestoreCheckpointResult> {
+): Promise<Omit<RestoreCheckpointResult, 'verification'>> {
   const weights = planWeightMatch(model, loaded.tensors, loaded.metadata, file, strict);
   const data = weightData(weights, loaded.tensors, file);
   const tensorOf = new Map(weights.pairs.map((p) => [p.variable, p.tensor]));
@@ -458,13 +478,22 @@ export async function restoreCheckpoint(
   const opts = checkOptions(args, RESTORE_KEYS, 'options');
   const strict = optionalBoolean(opts.strict, 'options.strict') ?? true;
   const includeOptimizer = optionalBoolean(opts.includeOptimizer, 'options.includeOptimizer');
-  const loaded = await loadTensors(file);
-  return restoreLoaded(model, loaded, file, strict, includeOptimizer);
+  const verify = optionalBoolean(opts.verify, 'options.verify') ?? true;
+  // F16/BF16/F64 become float32, I64/U8/... int32: the model weights' dtypes (see convertLoaded).
+  const loaded = convertLoaded(await loadTensors(file, { verify }));
+  return { ...(await restoreLoaded(model, loaded, file, strict, includeOptimizer)), verification: loaded.verification };
 }
 
 export function parseJsonMeta(metadata: Record<string, string>, key: string, file: string): object | undefined {
   const text = metadata[key];
   if (text === undefined) return undefined;
+  if (nestsDeeperThan(text)) {
+    throw new CheckpointError(
+      ErrorCode.CORRUPT,
+      `Checkpoint ${file} has an invalid ${key}: nested deeper than ${MAX_JSON_DEPTH} levels`,
+      { path: file },
+    );
+  }
   try {
     const parsed: unknown = JSON.parse(text);
     if (parsed !== null && typeof parsed === 'object') return parsed;
@@ -509,7 +538,8 @@ export async function loadModel(path: string, args: LoadModelArgs = {}): Promise
   const file = checkPath(path);
   const opts = checkOptions(args, LOAD_KEYS, 'options');
   const includeOptimizer = optionalBoolean(opts.includeOptimizer, 'options.includeOptimizer') ?? true;
-  const loaded = await loadTensors(file);
+  const verify = optionalBoolean(opts.verify, 'options.verify') ?? true;
+  const loaded = convertLoaded(await loadTensors(file, { verify }));
   const { topology, trainingConfig } = storedModelConfig(loaded.metadata, file, 'loadModel');
   // Hand tfjs the weights too: with weights present it builds the layers without running their initializers. It
   // copies them and applies constraints; restoreLoaded then assigns the exact stored values.

@@ -551,9 +551,15 @@ async function loadSet(index: ShardIndex, verify: boolean, concurrency?: number)
     checkShardMetadata(index, shard, one.metadata);
     return one;
   });
-  const tensors: NamedTensors = {};
+  const tensors: LoadedTensors['tensors'] = {};
   for (const one of loaded) for (const [k, v] of Object.entries(one.tensors)) setOwn(tensors, k, v);
-  return { tensors, metadata: index.ours?.metadata ?? loaded[0]?.metadata ?? {} };
+  // The set is as verified as its least verified shard.
+  const verification: LoadedTensors['verification'] = loaded.some((one) => one.verification === 'unverified')
+    ? 'unverified'
+    : loaded.some((one) => one.verification === 'verified-resaved')
+      ? 'verified-resaved'
+      : 'verified';
+  return { tensors, metadata: index.ours?.metadata ?? loaded[0]?.metadata ?? {}, verification };
 }
 
 /** Shard details of a set's CheckpointInfo. */

@@ -16,23 +16,25 @@ import {
   invalidArgument,
   isPlainObject,
 } from './errors';
+import { LoadedArray, ST_ARRAYS } from './dtype-convert';
 import {
   DTYPES,
   DType,
   HEADER_CRC_OFFSET,
+  HeaderState,
   MAX_HEADER_LENGTH,
   META_PREFIX,
   ParsedHeader,
+  SafetensorsDType,
   TENSOR_CRC_OFFSET,
+  TFJS_OF_ST,
   TensorArray,
   TensorEntry,
   HeaderInput,
   buildHeader,
-  computeHeaderCrc,
-  parseHeader,
+  readHeader,
   readHeaderLength,
   setOwn,
-  storedHeaderCrc,
 } from './format';
 import { fsyncCreatedDirectories } from './fsync-dir';
 import { getBackend } from './runtime';
@@ -49,7 +51,8 @@ import {
 } from './shards';
 import { acquireTempPath, releaseTempPath, removeStaleTemps } from './tempfiles';
 
-export type { DType, TensorArray } from './format';
+export type { DType, SafetensorsDType, TensorArray } from './format';
+export type { LoadedArray } from './dtype-convert';
 
 /** One tensor: dtype, shape, and its elements in row-major order. */
 export interface TensorData {
@@ -91,10 +94,38 @@ export interface LoadTensorsArgs {
   verify?: boolean;
 }
 
+/** The safetensors dtypes that have no tfjs dtype of their own: loaded under their safetensors name. */
+export type ForeignDType = Exclude<SafetensorsDType, 'F32' | 'I32' | 'BOOL'>;
+
+/** A loaded tensor of a ForeignDType, as its natural TypedArray (see ST_ARRAYS in dtype-convert.ts). */
+export interface ForeignTensor {
+  dtype: ForeignDType;
+  shape: number[];
+  data: LoadedArray;
+}
+
+/**
+ * A loaded tensor: F32, I32 and BOOL load as tfjs' float32, int32 and bool (TensorData, ready for tf.tensor);
+ * every other safetensors dtype under its safetensors name ('F16', 'BF16', 'F64', 'I64', ...) as its natural
+ * TypedArray (ForeignTensor): convert it with toTfjs or convertLoaded (dtype-convert.ts).
+ */
+export type LoadedTensor = TensorData | ForeignTensor;
+
+/**
+ * How much of a loaded file was checked:
+ * - 'verified': the header's bytes and every tensor's bytes match their CRC32Cs;
+ * - 'verified-resaved': another tool re-serialized the header (e.g. Python `save_file(..., metadata=...)`, which
+ *   re-sorts tensors and metadata keys), but it says exactly what tfjs-checkpoint wrote (its contents match the
+ *   header CRC), and every tensor's bytes match their CRC32Cs, matched by name;
+ * - 'unverified': nothing was checked (`verify: false`), or the file carries no checksums of ours.
+ */
+export type Verification = 'verified' | 'verified-resaved' | 'unverified';
+
 export interface LoadedTensors {
-  tensors: NamedTensors;
+  tensors: Record<string, LoadedTensor>;
   /** The file's `__metadata__` without this library's own keys. */
   metadata: Record<string, string>;
+  verification: Verification;
 }
 
 /** What a checkpoint's header says, without reading the data. */
@@ -103,13 +134,16 @@ export interface CheckpointInfo {
   fileSize: number;
   /** Where the data section begins (8 + header length). */
   dataStart: number;
-  /** Tensors in file order. */
-  tensors: { name: string; dtype: DType; shape: number[]; byteLength: number; crc32c?: number }[];
+  /** Tensors in file order, each with its safetensors dtype (F32, I32, BOOL, F16, BF16, I64, ...). */
+  tensors: { name: string; dtype: SafetensorsDType; shape: number[]; byteLength: number; crc32c?: number }[];
   metadata: Record<string, string>;
   /** This library's format version, or undefined for a foreign safetensors file (no checksums). */
   formatVersion?: string;
   /** For a shard set (`path` is its index; `fileSize` the shards' total, `dataStart` 0): each shard, in order. */
   shards?: ShardInfo[];
+  /** For a file with our checksums: whether its header is byte-for-byte as written ('intact') or was re-serialized
+   * by another tool with the same contents ('resaved'; see Verification). Undefined for a foreign file. */
+  header?: HeaderState;
 }
 
 const ARRAY_TYPES: Record<DType, { ctor: new (b: ArrayBuffer) => TensorArray; name: string }> = {
@@ -214,7 +248,7 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
   const concurrency = parseConcurrency(options.shardConcurrency, 'options.shardConcurrency');
   const inputs = Object.keys(tensors).map((name) => {
     const byteLength = checkTensor(name, tensors[name]);
-    return { name, dtype: tensors[name].dtype, shape: [...tensors[name].shape], byteLength };
+    return { name, dtype: DTYPES[tensors[name].dtype].st, shape: [...tensors[name].shape], byteLength };
   });
   if (maxShardSize !== undefined) {
     await saveShardSet(target, tensors, inputs, { metadata, durable, maxShardSize, concurrency, stack });
@@ -304,6 +338,8 @@ export async function writeCheckpointFile(
 
 interface OpenedHeader {
   parsed: ParsedHeader;
+  /** Set when the header CRC was checked. */
+  state?: HeaderState;
   fileSize: number;
   /** The file's identity when its header was read, to detect a replacement (a save's rename) before its data. */
   dev: number;
@@ -358,13 +394,7 @@ async function openHeader(file: string, verify: boolean | 'if-present', hold = f
       }
       off += r.bytesRead;
     }
-    const stored = storedHeaderCrc(head);
-    if (verify !== false && stored !== undefined && computeHeaderCrc(head, getBackend().crc32c) !== stored) {
-      throw new CheckpointError(ErrorCode.CHECKSUM, `Checksum mismatch in the header of ${file}: it was altered`, {
-        path: file,
-      });
-    }
-    const parsed = parseHeader(head, fileSize, file);
+    const { parsed, state } = readHeader(head, fileSize, file, verify !== false, getBackend().crc32c);
     if (verify === true && !parsed.checksummed) {
       throw new CheckpointError(
         ErrorCode.UNVERIFIED,
@@ -373,7 +403,7 @@ async function openHeader(file: string, verify: boolean | 'if-present', hold = f
       );
     }
     keep = hold;
-    return { parsed, fileSize, dev: st.dev, ino: st.ino, ...(hold ? { handle: fh } : {}) };
+    return { parsed, fileSize, dev: st.dev, ino: st.ino, ...(state ? { state } : {}), ...(hold ? { handle: fh } : {}) };
   } catch (e) {
     throw fromNodeError(e, file, 'read the checkpoint');
   } finally {
@@ -463,10 +493,18 @@ function checkBoolBytes(entry: TensorEntry, bytes: Uint8Array, offset: number, f
   }
 }
 
-function toTensor(entry: TensorEntry, buffer: ArrayBuffer, file: string): TensorData {
-  const data = new ARRAY_TYPES[entry.dtype].ctor(buffer);
-  if (entry.dtype === 'bool') checkBoolBytes(entry, data as Uint8Array, 0, file);
-  return { dtype: entry.dtype, shape: entry.shape, data };
+function toTensor(entry: TensorEntry, buffer: ArrayBuffer, file: string): LoadedTensor {
+  const data = new ST_ARRAYS[entry.dtype](buffer);
+  if (entry.dtype === 'BOOL') checkBoolBytes(entry, data as Uint8Array, 0, file);
+  const tfjs = TFJS_OF_ST[entry.dtype];
+  if (tfjs) return { dtype: tfjs, shape: entry.shape, data: data as TensorArray };
+  return { dtype: entry.dtype as ForeignDType, shape: entry.shape, data };
+}
+
+/** What a read checked (see Verification). */
+function verificationOf(opened: OpenedHeader, verify: boolean): Verification {
+  if (!verify || !opened.parsed.checksummed) return 'unverified';
+  return opened.state === 'resaved' ? 'verified-resaved' : 'verified';
 }
 
 /**
@@ -485,9 +523,9 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
   const where = await resolveCheckpoint(abs);
   if (where.kind === 'set') return loadShardSet(where.index, verify);
   const { opened, result: buffers } = await readVersion(abs, verify, (o) => readData(abs, o, verify, stack));
-  const tensors: NamedTensors = {};
+  const tensors: Record<string, LoadedTensor> = {};
   opened.parsed.entries.forEach((e, i) => setOwn(tensors, e.name, toTensor(e, buffers[i], abs)));
-  return { tensors, metadata: opened.parsed.metadata };
+  return { tensors, metadata: opened.parsed.metadata, verification: verificationOf(opened, verify) };
 }
 
 /** Reads a checkpoint's header (verifying its CRC) without reading the tensors. */
@@ -495,7 +533,7 @@ export async function readCheckpointInfo(file: string): Promise<CheckpointInfo> 
   const abs = checkPath(file);
   const where = await resolveCheckpoint(abs);
   if (where.kind === 'set') return readShardSetInfo(where.index);
-  const { parsed, fileSize } = await openHeader(abs, 'if-present');
+  const { parsed, fileSize, state } = await openHeader(abs, 'if-present');
   return {
     path: abs,
     fileSize,
@@ -509,6 +547,7 @@ export async function readCheckpointInfo(file: string): Promise<CheckpointInfo> 
     })),
     metadata: parsed.metadata,
     ...(parsed.formatVersion ? { formatVersion: parsed.formatVersion } : {}),
+    ...(state ? { header: state } : {}),
   };
 }
 
@@ -610,7 +649,7 @@ async function verifyData(
       }
       if (step.begin === e.begin) crc = 0;
       crc = backend.crc32c(bytes, crc);
-      if (e.dtype === 'bool') checkBoolBytes(e, bytes, step.begin - e.begin, file);
+      if (e.dtype === 'BOOL') checkBoolBytes(e, bytes, step.begin - e.begin, file);
       if (step.end === e.end && tensorCrcs && crc !== tensorCrcs[step.tensor]) {
         const failure = { kind: 'checksum', tensorIndex: 0, path: file, message: 'checksum mismatch' };
         throw fromBackendFailure(failure, `verify ${file}`, [e.name], stack);

@@ -16,6 +16,7 @@ import {
   saveTensors,
   loadTensors,
   verifyCheckpoint,
+  type NamedTensors,
 } from '../lib';
 import { ROOT, ensureBuilt } from './helpers/dist-build';
 import { fileProgress } from '../lib/cli/commands/verify';
@@ -226,6 +227,49 @@ describe('inspect', () => {
   });
 });
 
+/** A plain safetensors file (no checksums) of `json` (the header object) and `data`. */
+function plainSafetensors(json: unknown, data: Buffer = Buffer.alloc(0)): Buffer {
+  const text = Buffer.from(JSON.stringify(json));
+  const header = Buffer.alloc(Math.ceil(text.length / 8) * 8, 0x20);
+  text.copy(header);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(header.length));
+  return Buffer.concat([len, header, data]);
+}
+
+describe('inspect at scale', () => {
+  // Math.max(...values) over 200k values overflowed the stack (exit 4, uncoded) on these valid files.
+  test('a valid file with 200k tensors or 200k metadata keys is listed (exit 0), its widest entry aligned', async () => {
+    const tensors: Record<string, unknown> = {};
+    for (let i = 0; i < 200_000; i++) tensors[`layer${i}/w`] = { dtype: 'F32', shape: [0], data_offsets: [0, 0] };
+    const many = path.join(dir, 'many-tensors.safetensors');
+    await fsp.writeFile(many, plainSafetensors(tensors));
+    const r = await cli('inspect', many);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('Tensors:  200000');
+    expect(r.stdout).toMatch(/\nlayer199999\/w {2}F32 {4}\[0\] +0\n/);
+    const metadata: Record<string, string> = {};
+    for (let i = 0; i < 200_000; i++) metadata[`key${i}`] = 'v';
+    const keys = path.join(dir, 'many-keys.safetensors');
+    await fsp.writeFile(keys, plainSafetensors({ __metadata__: metadata }));
+    const k = await cli('inspect', keys);
+    expect(k.code).toBe(0);
+    expect(k.stdout).toContain('  key199999  v\n');
+    expect(k.stdout).toContain('  key0       v\n');
+  }, 120_000);
+
+  test('inspect lists every safetensors dtype by its name', async () => {
+    const dtypes = ['BOOL', 'U8', 'I8', 'I16', 'U16', 'F16', 'BF16', 'I32', 'U32', 'F32', 'F64', 'I64', 'U64'];
+    const header: Record<string, unknown> = {};
+    dtypes.forEach((d) => (header[`t_${d}`] = { dtype: d, shape: [0], data_offsets: [0, 0] }));
+    const file = path.join(dir, 'dtypes.safetensors');
+    await fsp.writeFile(file, plainSafetensors(header));
+    const r = await cli('inspect', file);
+    expect(r.code).toBe(0);
+    for (const d of dtypes) expect(r.stdout).toMatch(new RegExp(`t_${d}\\s+${d}\\s`));
+  });
+});
+
 describe('verify', () => {
   test('a good file and a good directory: exit 0', async () => {
     const a = await cli('verify', full);
@@ -357,6 +401,24 @@ describe('export and import', () => {
     const loaded = await tf.loadLayersModel(new NodeFileSystem(path.join(out, 'model.json')));
     expect(Buffer.from((await predictions(loaded)).buffer)).toEqual(Buffer.from((await predictions(original)).buffer));
     loaded.dispose();
+  });
+
+  test('export of a file without our checksums: refused by default (exit 1), exported with --no-verify, which it says', async () => {
+    const { tensors, metadata } = await loadTensors(full);
+    const plain = path.join(dir, 'plain-with-topology.safetensors');
+    await saveTensors(plain, tensors as NamedTensors, { metadata, durable: false });
+    // Strip our checksum keys: what a tool that keeps only user metadata writes.
+    const bytes = await fsp.readFile(plain);
+    const n = Number(bytes.readBigUInt64LE(0));
+    const json = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8'));
+    for (const k of Object.keys(json.__metadata__)) if (k.startsWith('tfjs_checkpoint.')) delete json.__metadata__[k];
+    await fsp.writeFile(plain, plainSafetensors(json, bytes.subarray(8 + n)));
+    const refused = await cli('export', plain, path.join(dir, 'plain-out'));
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('ERR_CHECKPOINT_UNVERIFIED');
+    const r = await cli('export', plain, path.join(dir, 'plain-out'), '--no-verify');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('NOT verified (--no-verify)');
   });
 
   test('export splits weights into shards of --shard-size, still loading identically', async () => {

@@ -25,7 +25,7 @@ import * as tf from '@tensorflow/tfjs';
 import { CheckpointManager } from '../lib/checkpoint-manager';
 import { INDEX_FILENAME, readIndex } from '../lib/checkpoint-index';
 import { loadTensors, saveTensors, setBackend, verifyCheckpoint } from '../lib/index';
-import type { NamedTensors } from '../lib/index';
+import type { LoadedTensor, NamedTensors } from '../lib/index';
 import { SHARD_PATTERN, checkpointExists, checkpointNames, readShardIndex } from '../lib/shards';
 import { TEMP_PATTERN } from '../lib/tempfiles';
 import {
@@ -65,7 +65,7 @@ function readLog<T>(file: string): T[] {
     .map((l) => JSON.parse(l) as T);
 }
 
-function sameBytes(a: NamedTensors, b: NamedTensors): boolean {
+function sameBytes(a: Record<string, LoadedTensor>, b: NamedTensors): boolean {
   const bytes = (v: ArrayBufferView) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
   return (
     Object.keys(a).sort().join() === Object.keys(b).sort().join() &&
@@ -227,7 +227,9 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
             // every step) that may be a later epoch than the index on disk says: a kill between the file's rename and
             // the index update leaves the index one step behind (open() reconciles it from the file's own header).
             const fileEpoch = Number(metadata.epoch);
-            expect(Array.from(kernels[0][1].data).every((x) => x === crashWeightValue(fileEpoch))).toBe(true);
+            expect(Array.from(kernels[0][1].data as Float32Array).every((x) => x === crashWeightValue(fileEpoch))).toBe(
+              true,
+            );
             if (c.kind === 'last') {
               expect(fileEpoch).toBeGreaterThanOrEqual(c.epoch);
               if (fileEpoch !== c.epoch) stats.staleLast++;

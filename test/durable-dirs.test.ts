@@ -164,7 +164,7 @@ describe.each(BACKENDS)('on the %s backend', (name) => {
     await fsp.chmod(dir, 0o755);
     expect(out).toEqual({ ok: false, coded: true, code: 'EACCES', syscall: 'open', committed: true });
     const { tensors } = await loadTensors(target);
-    expect(Array.from(tensors.weights.data)).toEqual(Array.from(diskChildWeights(8, 2).weights.data));
+    expect(Array.from(tensors.weights.data as Float32Array)).toEqual(Array.from(diskChildWeights(8, 2).weights.data));
     expect(await leftoverTemps(dir)).toEqual([]);
     fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -186,7 +186,7 @@ describe('on the js backend, an injected EIO', () => {
     expect(err).toMatchObject({ code: 'EIO', errno: 5, syscall: 'fsync', path: root, committed: true });
     expect(err?.message).toContain('may not survive power loss');
     const { tensors } = await loadTensors(target);
-    expect(Array.from(tensors.weights.data)).toEqual(Array.from(diskChildWeights(4, 2).weights.data));
+    expect(Array.from(tensors.weights.data as Float32Array)).toEqual(Array.from(diskChildWeights(4, 2).weights.data));
     expect(await leftoverTemps(root)).toEqual([]);
   });
 });

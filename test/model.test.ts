@@ -9,7 +9,7 @@ import { MetadataKey } from '../lib/checkpoint-metadata';
 import { ErrorCode } from '../lib/errors';
 import { captureCheckpoint, loadModel, restoreCheckpoint, saveCheckpoint } from '../lib/model';
 import { OPTIMIZER_INTERNAL_PREFIX, OPTIMIZER_PREFIX } from '../lib/optimizer-state';
-import { loadTensors, readCheckpointInfo, saveTensors } from '../lib/tensors';
+import { type NamedTensors, loadTensors, readCheckpointInfo, saveTensors } from '../lib/tensors';
 import { BACKENDS, tempDir, useBackend } from './helpers/backends';
 import { DATA_IS_BACKING_ARRAY, TF_BACKEND } from './helpers/platform';
 
@@ -310,7 +310,7 @@ describe.each(BACKENDS)('model checkpoints on the %s backend', (backend) => {
       const bad = path.join(path.dirname(file), 'int.safetensors');
       const { tensors } = await loadTensors(file);
       tensors['d1/bias'] = { dtype: 'int32', shape: [4], data: new Int32Array(4) };
-      await saveTensors(bad, tensors);
+      await saveTensors(bad, tensors as NamedTensors);
       const m = denseModel();
       expect(await codeOf(restoreCheckpoint(m, bad, { strict: false }))).toBe(ErrorCode.MISMATCH);
       m.dispose();
@@ -521,7 +521,7 @@ describe('argument validation', () => {
     ['a non-number metric', () => saveCheckpoint(model, file, { metrics: { loss: '1' } } as never)],
     ['an invalid date', () => saveCheckpoint(model, file, { createdAt: new Date(NaN) })],
     ['a non-boolean strict', () => restoreCheckpoint(model, file, { strict: 'no' } as never)],
-    ['an unknown restore option', () => restoreCheckpoint(model, file, { verify: false } as never)],
+    ['an unknown restore option', () => restoreCheckpoint(model, file, { frobnicate: true } as never)],
     ['a non-string loadModel path', () => loadModel(5 as unknown as string)],
     ['an unknown loadModel option', () => loadModel(file, { strict: true } as never)],
   ];

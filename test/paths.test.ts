@@ -37,7 +37,7 @@ async function expectContent(file: string, expected: NamedTensors): Promise<void
   const { tensors } = await loadTensors(file);
   expect(Object.keys(tensors)).toEqual(Object.keys(expected));
   for (const [name, t] of Object.entries(expected)) {
-    expect(Array.from(tensors[name].data)).toEqual(Array.from(t.data));
+    expect(Array.from(tensors[name].data as Float32Array)).toEqual(Array.from(t.data));
     expect(tensors[name].shape).toEqual(t.shape);
   }
   await verifyCheckpoint(file);

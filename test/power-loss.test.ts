@@ -26,7 +26,7 @@ import * as path from 'node:path';
 import { CheckpointManager } from '../lib/checkpoint-manager';
 import { readIndex } from '../lib/checkpoint-index';
 import { loadTensors } from '../lib/index';
-import type { NamedTensors } from '../lib/index';
+import type { LoadedTensor, NamedTensors } from '../lib/index';
 import { TEMP_PATTERN } from '../lib/tempfiles';
 import { MANAGER_KEEP, crashWeightValue } from './fixtures/crash-child';
 import {
@@ -108,7 +108,7 @@ async function record(backend: 'native' | 'js', durable: boolean): Promise<Recor
   return { opLogText: fs.readFileSync(mount.opLog, 'utf8'), reports };
 }
 
-function sameBytes(a: NamedTensors, b: NamedTensors): boolean {
+function sameBytes(a: Record<string, LoadedTensor>, b: NamedTensors): boolean {
   const bytes = (v: ArrayBufferView) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
   return (
     Object.keys(a).sort().join() === Object.keys(b).sort().join() &&
@@ -216,7 +216,7 @@ async function summarizeManager(dir: string): Promise<Summary> {
         const { tensors, metadata } = loaded;
         const fileEpoch = Number(metadata.epoch);
         const kernel = Object.entries(tensors).find(([n]) => n.endsWith('/kernel'));
-        if (!kernel || !Array.from(kernel[1].data).every((x) => x === crashWeightValue(fileEpoch))) {
+        if (!kernel || !Array.from(kernel[1].data as Float32Array).every((x) => x === crashWeightValue(fileEpoch))) {
           s.problems.push(`${c.file} does not hold the weights of epoch ${fileEpoch}`);
         }
         if (c.kind === 'last' ? fileEpoch < c.epoch : fileEpoch !== c.epoch) {

@@ -424,7 +424,10 @@ describe.each(BACKENDS)('restoring into a rebuilt model on the %s backend', (bac
       const { tensors, metadata } = await loadTensors(good);
       const slot = `${OPTIMIZER_PREFIX}${a.weights[0].originalName}/m`;
       expect(tensors[slot]).toBeDefined();
-      const broken: NamedTensors = { ...tensors, [slot]: { dtype: 'float32', shape: [1], data: new Float32Array(1) } };
+      const broken: NamedTensors = {
+        ...(tensors as NamedTensors),
+        [slot]: { dtype: 'float32', shape: [1], data: new Float32Array(1) },
+      };
       await saveTensors(bad, broken, { metadata: userMetadata(metadata) });
       const before = tf.memory().numTensors;
       for (let i = 0; i < 3; i++) {

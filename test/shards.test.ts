@@ -4,7 +4,15 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCode, NamedTensors, loadTensors, readCheckpointInfo, saveTensors, verifyCheckpoint } from '../lib';
+import {
+  ErrorCode,
+  LoadedTensor,
+  NamedTensors,
+  loadTensors,
+  readCheckpointInfo,
+  saveTensors,
+  verifyCheckpoint,
+} from '../lib';
 import {
   DEFAULT_MAX_SHARD_SIZE,
   SHARD_PATTERN,
@@ -32,7 +40,7 @@ function sample(seed = 7): NamedTensors {
   return t;
 }
 
-function expectSame(actual: NamedTensors, expected: NamedTensors): void {
+function expectSame(actual: Record<string, LoadedTensor>, expected: NamedTensors): void {
   expect(Object.keys(actual).sort()).toEqual(Object.keys(expected).sort());
   for (const [name, t] of Object.entries(expected)) {
     expect({ name, dtype: actual[name].dtype, shape: actual[name].shape }).toEqual({

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import {
   CheckpointError,
   ErrorCode,
+  LoadedTensor,
   NamedTensors,
   backendName,
   loadTensors,
@@ -18,7 +19,17 @@ import {
 import { BACKENDS, leftoverTemps, rng, tempDir, useBackend } from './helpers/backends';
 import { getBackend, setBackend } from '../lib/runtime';
 import type { ReadPlan } from '../lib/backend';
-import { HEADER_CRC_OFFSET, MAX_HEADER_LENGTH, TENSOR_CRC_OFFSET, buildHeader, computeHeaderCrc } from '../lib/format';
+import * as tf from '@tensorflow/tfjs';
+import { convertLoaded, toTfjs } from '../lib/dtype-convert';
+import { restoreCheckpoint } from '../lib/model';
+import {
+  DTYPES,
+  HEADER_CRC_OFFSET,
+  MAX_HEADER_LENGTH,
+  TENSOR_CRC_OFFSET,
+  buildHeader,
+  computeHeaderCrc,
+} from '../lib/format';
 
 function sample(): NamedTensors {
   const r = rng(42);
@@ -36,7 +47,7 @@ function sample(): NamedTensors {
   };
 }
 
-function expectBitExact(actual: NamedTensors, expected: NamedTensors): void {
+function expectBitExact(actual: Record<string, LoadedTensor>, expected: NamedTensors): void {
   expect(Object.keys(actual).sort()).toEqual(Object.keys(expected).sort());
   for (const [name, t] of Object.entries(expected)) {
     const a = actual[name];
@@ -52,7 +63,7 @@ function expectBitExact(actual: NamedTensors, expected: NamedTensors): void {
 function headerBase(tensors: NamedTensors): number {
   const inputs = Object.entries(tensors).map(([name, t]) => ({
     name,
-    dtype: t.dtype,
+    dtype: DTYPES[t.dtype].st,
     shape: t.shape,
     byteLength: t.data.byteLength,
   }));
@@ -138,7 +149,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
 
   test("a write whose temp file already exists fails with EEXIST and leaves that file (someone else's) alone", async () => {
     const dir = await tempDir();
-    const built = buildHeader([{ name: 'w', dtype: 'float32', shape: [2], byteLength: 8 }], {});
+    const built = buildHeader([{ name: 'w', dtype: 'F32', shape: [2], byteLength: 8 }], {});
     const tmpPath = path.join(dir, '.tfjs-ckpt-other.tmp');
     const target = path.join(dir, 'w.safetensors');
     await fsp.writeFile(tmpPath, 'another writer');
@@ -445,7 +456,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     await fsp.writeFile(file, Buffer.concat([len, header, Buffer.from(new Float32Array([1.5, -2]).buffer)]));
     await expectCode(loadTensors(file), ErrorCode.UNVERIFIED);
     const loaded = await loadTensors(file, { verify: false });
-    expect(Array.from(loaded.tensors.a.data)).toEqual([1.5, -2]);
+    expect(Array.from(loaded.tensors.a.data as Float32Array)).toEqual([1.5, -2]);
     expect(loaded.metadata).toEqual({ format: 'pt' });
   });
 
@@ -526,4 +537,126 @@ describe('the two backends', () => {
     setBackend('js');
     expectBitExact((await loadTensors(files.native)).tensors, sample());
   });
+});
+
+/** A header-only-metadata safetensors file (no checksums of ours) of `header` and `data`. */
+function foreignFile(header: Record<string, unknown>, data: Buffer): Buffer {
+  const text = Buffer.from(JSON.stringify(header));
+  const padded = Buffer.alloc(Math.ceil(text.length / 8) * 8, 0x20);
+  text.copy(padded);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(padded.length));
+  return Buffer.concat([len, padded, data]);
+}
+
+describe.each(BACKENDS)('every safetensors dtype (%s backend)', (backend) => {
+  useBackend(backend);
+
+  test('a file mixing F32 and I64 (a Hugging Face position_ids) loads: Float32Array and BigInt64Array', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'mixed.safetensors');
+    const w = Buffer.from(Float32Array.from([1.5, -2]).buffer);
+    const ids = Buffer.from(BigInt64Array.from([0n, 1n, 2n, 9007199254740993n]).buffer);
+    await fsp.writeFile(
+      file,
+      foreignFile(
+        {
+          position_ids: { dtype: 'I64', shape: [1, 4], data_offsets: [0, 32] },
+          w: { dtype: 'F32', shape: [2], data_offsets: [32, 40] },
+        },
+        Buffer.concat([ids, w]),
+      ),
+    );
+    expect((await readCheckpointInfo(file)).tensors.map((t) => [t.name, t.dtype])).toEqual([
+      ['position_ids', 'I64'],
+      ['w', 'F32'],
+    ]);
+    const { tensors, verification } = await loadTensors(file, { verify: false });
+    expect(verification).toBe('unverified');
+    expect(tensors.w).toEqual({ dtype: 'float32', shape: [2], data: Float32Array.from([1.5, -2]) });
+    expect(tensors.position_ids.dtype).toBe('I64');
+    expect(tensors.position_ids.data).toEqual(BigInt64Array.from([0n, 1n, 2n, 9007199254740993n]));
+    // 2^53 + 1 does not fit int32: the conversion names the tensor, the element and the value.
+    const err = (() => {
+      try {
+        convertLoaded({ tensors, metadata: {} });
+      } catch (e) {
+        return e as CheckpointError;
+      }
+      return undefined;
+    })();
+    expect(err).toMatchObject({ code: ErrorCode.OUT_OF_RANGE, tensor: 'position_ids' });
+    expect(err?.message).toContain('element 3 is 9007199254740993');
+  });
+
+  test('conversions: F16 and BF16 exactly (subnormals, infinities, NaN), F64 rounded, U8 numeric, never bool', () => {
+    const f16 = Uint16Array.from([0x0000, 0x8000, 0x3c00, 0xc000, 0x0001, 0x03ff, 0x7bff, 0x7c00, 0xfc00, 0x7e00]);
+    expect(Array.from(toTfjs({ name: 'h', safetensorsDtype: 'F16', data: f16 }, 'float32'))).toEqual([
+      0,
+      -0,
+      1,
+      -2,
+      2 ** -24,
+      1023 * 2 ** -24,
+      65504,
+      Infinity,
+      -Infinity,
+      NaN,
+    ]);
+    const f32 = Float32Array.from([3.140625, -0.0078125, 1e-40, Infinity]);
+    const bf16 = Uint16Array.from(Array.from(new Uint32Array(f32.buffer), (b) => b >>> 16));
+    expect(toTfjs({ name: 'b', safetensorsDtype: 'BF16', data: bf16 }, 'float32')).toEqual(
+      Float32Array.from(
+        Array.from(new Uint32Array(f32.buffer), (b) => new Float32Array(Uint32Array.of((b >>> 16) << 16).buffer)[0]),
+      ),
+    );
+    expect(Array.from(toTfjs({ name: 'd', safetensorsDtype: 'F64', data: Float64Array.of(0.1) }, 'float32'))).toEqual([
+      Math.fround(0.1),
+    ]);
+    expect(toTfjs({ name: 'u', safetensorsDtype: 'U8', data: Uint8Array.of(0, 255) }, 'int32')).toEqual(
+      Int32Array.of(0, 255),
+    );
+    expect(() => toTfjs({ name: 'u', safetensorsDtype: 'U8', data: Uint8Array.of(1) }, 'bool')).toThrow(
+      expect.objectContaining({ code: ErrorCode.UNSUPPORTED_DTYPE, tensor: 'u' }),
+    );
+    expect(() => toTfjs({ name: 'x', safetensorsDtype: 'U32', data: Uint32Array.of(1, 2 ** 31) }, 'int32')).toThrow(
+      expect.objectContaining({ code: ErrorCode.OUT_OF_RANGE, tensor: 'x' }),
+    );
+    expect(() => toTfjs({ name: 'c', safetensorsDtype: 'C64', data: new Float32Array(2) }, 'float32')).toThrow(
+      expect.objectContaining({ code: ErrorCode.UNSUPPORTED_DTYPE }),
+    );
+  });
+
+  test.each(['F16', 'BF16'] as const)(
+    'a %s file restores into a float32 model exactly (verify: false, reported unverified)',
+    async (st) => {
+      const model = tf.sequential({ layers: [tf.layers.dense({ units: 2, inputShape: [3] })] });
+      const [kernel, bias] = model.weights;
+      const kernelBits = Uint16Array.from([0x3c00, 0xc000, 0x3800, 0x0001, 0x7bff, 0x8000]);
+      const biasBits = Uint16Array.from([0x4248, 0xbe00]);
+      const values = (bits: Uint16Array) =>
+        st === 'F16'
+          ? Array.from(toTfjs({ name: 'v', safetensorsDtype: 'F16', data: bits }, 'float32'))
+          : Array.from(bits, (b) => new Float32Array(Uint32Array.of(b << 16).buffer)[0]);
+      const dir = await tempDir();
+      const file = path.join(dir, `${st}.safetensors`);
+      await fsp.writeFile(
+        file,
+        foreignFile(
+          {
+            __metadata__: { format: 'pt' },
+            [kernel.originalName]: { dtype: st, shape: [3, 2], data_offsets: [0, 12] },
+            [bias.originalName]: { dtype: st, shape: [2], data_offsets: [12, 16] },
+          },
+          Buffer.concat([Buffer.from(kernelBits.buffer), Buffer.from(biasBits.buffer)]),
+        ),
+      );
+      await expect(restoreCheckpoint(model, file)).rejects.toMatchObject({ code: ErrorCode.UNVERIFIED });
+      const result = await restoreCheckpoint(model, file, { verify: false });
+      expect(result.verification).toBe('unverified');
+      expect(Array.from(await kernel.read().data())).toEqual(values(kernelBits));
+      expect(Array.from(await bias.read().data())).toEqual(values(biasBits));
+      model.dispose();
+    },
+  );
 });

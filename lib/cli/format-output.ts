@@ -23,7 +23,8 @@ export interface Column {
 
 /** An aligned text table: a header row, a rule, then the rows. */
 export function renderTable(columns: readonly Column[], rows: readonly (readonly string[])[]): string {
-  const widths = columns.map((c, i) => Math.max(c.header.length, ...rows.map((r) => (r[i] ?? '').length)));
+  // A loop, not Math.max(...rows): spreading 200k arguments overflows the stack.
+  const widths = columns.map((c, i) => rows.reduce((w, r) => Math.max(w, (r[i] ?? '').length), c.header.length));
   const line = (cells: readonly string[]): string =>
     columns
       .map((c, i) => {

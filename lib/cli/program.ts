@@ -89,9 +89,11 @@ function buildProgram(ctx: CliContext): Command {
     .argument('<outdir>', 'output directory (created if missing)')
     .option('--include-optimizer', 'also export the optimizer state, when the checkpoint has it')
     .option('--shard-size <MiB>', 'maximum weight shard size in MiB', parseShardMiB, 4)
-    .action((file: string, outdir: string, opts: { includeOptimizer?: boolean; shardSize: number }) =>
+    .option('--no-verify', 'skip the checksums: also exports plain safetensors files without tfjs-checkpoint checksums')
+    .action((file: string, outdir: string, opts: { includeOptimizer?: boolean; shardSize: number; verify: boolean }) =>
       exportCommand(ctx, file, outdir, {
         includeOptimizer: opts.includeOptimizer === true,
+        verify: opts.verify,
         shardBytes: Math.round(opts.shardSize * 1024 * 1024),
       }),
     );

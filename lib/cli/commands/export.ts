@@ -17,6 +17,9 @@ export interface ExportArgs {
   includeOptimizer?: boolean;
   /** Maximum bytes per shard. Default: 4 MiB. */
   shardBytes?: number;
+  /** Check every checksum before exporting, refusing a file without tfjs-checkpoint's (`--no-verify` accepts it,
+   * and the summary says it was not verified). Default: true. */
+  verify?: boolean;
 }
 
 export async function exportCommand(
@@ -39,7 +42,8 @@ export async function exportCommand(
   }
   requireTfjs('export');
   const { loadModel } = await import('../../model');
-  const model = await loadModel(info.path);
+  const verify = args.verify !== false;
+  const model = await loadModel(info.path, { verify });
   try {
     const dir = path.resolve(outdir);
     const result = await model.save(layersDirWriter(dir, { shardBytes: args.shardBytes }), { includeOptimizer });
@@ -50,13 +54,15 @@ export async function exportCommand(
       weights: model.weights.length,
       weightBytes: bytes,
       includeOptimizer,
+      verified: verify && info.formatVersion !== undefined,
     };
     if (ctx.json) outJson(ctx, summary);
     else
       out(
         ctx,
         `Exported ${info.path} to ${summary.modelJson} (${summary.weights} weights, ${formatBytes(bytes)}` +
-          `${includeOptimizer ? ', with optimizer state' : ''})`,
+          `${includeOptimizer ? ', with optimizer state' : ''})` +
+          (summary.verified ? '' : '; NOT verified (--no-verify): its checksums were not checked'),
       );
   } finally {
     model.dispose();

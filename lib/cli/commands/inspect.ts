@@ -28,7 +28,7 @@ export async function inspectCommand(ctx: CliContext, file: string, args: Inspec
       info.formatVersion !== undefined
         ? `tfjs-checkpoint format ${info.formatVersion} (checksummed safetensors)`
         : 'plain safetensors, no tfjs-checkpoint checksums'
-    }`,
+    }${info.header === 'resaved' ? '; header re-serialized by another tool, contents verified' : ''}`,
   );
   out(ctx, `Backend:  ${backend}`);
   if (info.shards) {
@@ -53,7 +53,7 @@ export async function inspectCommand(ctx: CliContext, file: string, args: Inspec
     return;
   }
   out(ctx, 'Metadata:');
-  const width = Math.max(...keys.map((k) => k.length));
+  const width = keys.reduce((w, k) => Math.max(w, k.length), 0); // not Math.max(...keys): 200k arguments overflow
   for (const k of keys) {
     const v = info.metadata[k];
     const shown =
