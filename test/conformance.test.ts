@@ -4,13 +4,13 @@
  * lib/crc32c.ts), and tensors round-trip bit-exactly through both backends, which write identical bytes and read each
  * other's files.
  */
-import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { convertLoaded } from '../lib/dtype-convert';
+import { PYTHON_HINT, findPythonSafetensors, runPython } from './helpers/python-safetensors';
 import { loadTensors, readCheckpointInfo, saveTensors, setBackend, verifyCheckpoint } from '../lib/index';
 import type { LoadedTensor, NamedTensors, TensorData } from '../lib/index';
 
@@ -381,21 +381,12 @@ describe('both backends', () => {
   });
 });
 
-// Python's official safetensors package is the reference reader and writer. CI installs it (.ci/run, a venv whose
-// interpreter it passes as TFJS_CHECKPOINT_PYTHON); under CI=true its absence fails the suite. Elsewhere the check
-// runs when `python3 -c "import safetensors, numpy"` works, and otherwise says in one line how to enable it.
-const PYTHON = process.env.TFJS_CHECKPOINT_PYTHON ?? 'python3';
-const python = (() => {
-  try {
-    execFileSync(PYTHON, ['-c', 'import safetensors, numpy'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+// Python's official safetensors package is the reference reader and writer (helpers/python-safetensors.ts finds
+// it; CI installs it into a venv). Under CI=true its absence fails the suite; elsewhere one line says how to enable it.
+const python = findPythonSafetensors();
 
 function py(script: string, ...args: string[]): string {
-  return execFileSync(PYTHON, ['-c', script, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  return runPython(python!, script, args);
 }
 
 /** Python: writes one tensor of every safetensors dtype to argv[1] and prints, per tensor, its dtype, shape, raw
@@ -460,13 +451,10 @@ const ST_NAME: Record<string, string> = {
 if (!python) {
   if (process.env.CI === 'true') {
     test('the reference reader (python safetensors) is installed, as CI requires', () => {
-      throw new Error(`${PYTHON} cannot import safetensors and numpy: .ci/run installs them into a venv (pip)`);
+      throw new Error(`${PYTHON_HINT} (.ci/run installs them into a venv with pip)`);
     });
   } else {
-    console.info(
-      `conformance: ${PYTHON} cannot import safetensors/numpy, so the cross-check with the reference is not run; ` +
-        'enable it with `python3 -m venv V && V/bin/pip install safetensors numpy` and TFJS_CHECKPOINT_PYTHON=V/bin/python',
-    );
+    console.info(`conformance: the cross-check with the reference is not run: ${PYTHON_HINT}`);
   }
 } else {
   describe('the reference reader (python safetensors)', () => {
