@@ -6,6 +6,10 @@
  * executions (no time limit). New inputs go to build-fuzz/corpus (the repo's seeds are never modified); a crashing
  * input is saved under build-fuzz/artifacts/ and the script exits non-zero.
  *
+ * FUZZ_MAX_LEN caps the input size (default 65536). On a loaded machine the long run uses 4096 (libFuzzer's own
+ * default, room for a header and several tensors): the cost of an execution grows with its input (CRC32C at every
+ * alignment, a file written and read back), so the cap buys executions.
+ *
  * FUZZ_MERGE=1 instead minimizes build-fuzz/corpus plus the seeds into test/native/fuzz-corpus (libFuzzer
  * -merge=1: only inputs that add coverage are kept), so the next short pass (CI's) starts from what a long run found.
  *
@@ -31,6 +35,7 @@ function positiveInteger(name, fallback) {
   return value;
 }
 const runs = positiveInteger('FUZZ_RUNS', undefined);
+const maxLen = positiveInteger('FUZZ_MAX_LEN', 65536);
 const seconds = positiveInteger('FUZZ_SECONDS', 60);
 const merge = process.env.FUZZ_MERGE === '1';
 
@@ -72,7 +77,7 @@ fs.mkdirSync(artifacts, { recursive: true });
 // The target writes each input to a file and reads it back: a tmpfs makes that ~30x faster.
 const tmpdir = fs.existsSync('/dev/shm') ? '/dev/shm' : process.env.TMPDIR || '/tmp';
 const env = { ...process.env, TMPDIR: tmpdir, ASAN_OPTIONS: 'detect_leaks=1', UBSAN_OPTIONS: 'print_stacktrace=1' };
-const common = ['-max_len=65536', '-timeout=10', '-rss_limit_mb=2048', `-artifact_prefix=${artifacts}`];
+const common = [`-max_len=${maxLen}`, '-timeout=10', '-rss_limit_mb=2048', `-artifact_prefix=${artifacts}`];
 const target = path.join(buildDir, 'tfjs_checkpoint_fuzz_read');
 
 if (merge) {
@@ -89,6 +94,11 @@ if (merge) {
 
 const budget = runs === undefined ? [`-max_total_time=${seconds}`] : [`-runs=${runs}`];
 const status = run(target, [...budget, ...common, '-print_final_stats=1', corpus, seeds], { env });
+if (status === 72) {
+  // libFuzzer's exit code when interrupted (SIGINT): no finding, and no full run either.
+  console.error('fuzz: interrupted before the budget was spent (no finding so far)');
+  process.exit(1);
+}
 if (status !== 0) {
   console.error(`fuzz: the fuzzer failed (exit ${status}); the crashing input is in ${artifacts}`);
   process.exit(1);
