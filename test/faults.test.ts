@@ -180,7 +180,7 @@ describe.each(BACKENDS)('%s backend', (backend) => {
       await child.end();
     });
 
-    test.each(faultCases(mode).map((c) => [c.name, c] as const))(
+    test.each(faultCases(mode, backend).map((c) => [c.name, c] as const))(
       '%s: the fault fires, the outcome is as promised (coded error, previous checkpoint intact, no temp file), and the next save works',
       async (_name, c) => {
         const dir = path.join(child.dir, caseDirName(c));
