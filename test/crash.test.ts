@@ -231,7 +231,9 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
             await verifyCheckpoint(file);
             const { tensors } = await loadTensors(file);
             const kernel = Object.entries(tensors).find(([n]) => n.endsWith('/kernel'));
-            expect(Array.from(kernel![1].data).every((x) => x === crashWeightValue(promised.epoch))).toBe(true);
+            expect(
+              Array.from(kernel![1].data as Float32Array).every((x) => x === crashWeightValue(promised.epoch)),
+            ).toBe(true);
           }
           const maxLoggedEpoch = Math.max(-1, ...log.map((l) => l.epoch));
           if (log.length > 0) {

@@ -80,7 +80,7 @@ function shimHits(log: string, dir: string): ShimHit[] {
     .filter((h) => h.path === dir || h.path.startsWith(dir + '/'));
 }
 
-function sameTensors(a: NamedTensors, b: NamedTensors): boolean {
+function sameTensors(a: Record<string, { data: ArrayBufferView }>, b: NamedTensors): boolean {
   const bytes = (v: ArrayBufferView) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
   return (
     Object.keys(a).sort().join() === Object.keys(b).sort().join() &&
