@@ -278,7 +278,7 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
       const mgr = new CheckpointManager(crashManagerArgs(dir, mode));
       try {
         await mgr.open();
-        // A loss below any the child drew (they are in [0, 1)), so that saveBestOnly saves too.
+        // A loss below any the child drew (they are positive), so that saveBestOnly saves too.
         const saved = await mgr.step(model, mgr.initialEpoch, { val_loss: -1 });
         expect(saved).not.toBeNull();
         await saved!.durable;
