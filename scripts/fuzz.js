@@ -10,8 +10,9 @@
  * default, room for a header and several tensors): the cost of an execution grows with its input (CRC32C at every
  * alignment, a file written and read back), so the cap buys executions.
  *
- * FUZZ_MERGE=1 instead minimizes build-fuzz/corpus plus the seeds into test/native/fuzz-corpus (libFuzzer
- * -merge=1: only inputs that add coverage are kept), so the next short pass (CI's) starts from what a long run found.
+ * FUZZ_MERGE=1 instead adds to test/native/fuzz-corpus the inputs of build-fuzz/corpus that bring coverage the seeds
+ * lack (libFuzzer -merge=1, which keeps the corpus minimal), so the next short pass (CI's) starts from what a long run
+ * found.
  *
  * The long run (at least 10M executions; see README, Limits): FUZZ_RUNS=10000000 npm run fuzz, then
  * FUZZ_MERGE=1 npm run fuzz.
@@ -81,14 +82,11 @@ const common = [`-max_len=${maxLen}`, '-timeout=10', '-rss_limit_mb=2048', `-art
 const target = path.join(buildDir, 'tfjs_checkpoint_fuzz_read');
 
 if (merge) {
-  // Minimize into a fresh directory, then replace the seeds with it (merge never removes inputs from its target).
-  const merged = path.join(buildDir, 'merged');
-  fs.rmSync(merged, { recursive: true, force: true });
-  fs.mkdirSync(merged);
-  if (run(target, ['-merge=1', ...common, merged, seeds, corpus], { env }) !== 0) process.exit(1);
-  for (const name of fs.readdirSync(seeds)) fs.rmSync(path.join(seeds, name));
-  for (const name of fs.readdirSync(merged)) fs.copyFileSync(path.join(merged, name), path.join(seeds, name));
-  console.log(`fuzz: ${fs.readdirSync(seeds).length} inputs kept in ${path.relative(root, seeds)}`);
+  // Adds to the seeds only the inputs of build-fuzz/corpus that bring new coverage; the named seeds stay as they are.
+  const before = fs.readdirSync(seeds).length;
+  if (run(target, ['-merge=1', ...common, seeds, corpus], { env }) !== 0) process.exit(1);
+  const after = fs.readdirSync(seeds).length;
+  console.log(`fuzz: ${after - before} inputs added to ${path.relative(root, seeds)} (${after} in all)`);
   process.exit(0);
 }
 
