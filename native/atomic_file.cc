@@ -170,7 +170,13 @@ bool File::Close(SysError* err) {
 }
 
 bool RenameFile(const std::string& from, const std::string& to, SysError* err) {
-  if (::rename(from.c_str(), to.c_str()) != 0) return Fail(err, errno, "rename", to);
+  // EINTR (a signal during a rename on FUSE or NFS) means the rename did not happen: retry it, as libuv does for
+  // the JS backend, instead of failing the save.
+  int r;
+  do {
+    r = ::rename(from.c_str(), to.c_str());
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) return Fail(err, errno, "rename", to);
   return true;
 }
 

@@ -61,7 +61,7 @@ class File {
   std::string path_;
 };
 
-// rename(from, to): atomic replacement of `to` on POSIX filesystems.
+// rename(from, to): atomic replacement of `to` on POSIX filesystems; retried on EINTR (it did not happen).
 bool RenameFile(const std::string& from, const std::string& to, SysError* err);
 // Opens the directory and fsyncs it, so that a rename or create inside it is durable.
 bool FsyncDirectory(const std::string& dir, SysError* err);

@@ -5,7 +5,7 @@
  *   node scripts/clang-format.js --check   exit 1 and list the files that differ from .clang-format
  *   node scripts/clang-format.js --fix     rewrite them in place
  *
- * Files: native/**\/*.{h,cc} and test/native/**\/*.{h,cc}.
+ * Files: native/**\/*.{h,cc} and test/native/**\/*.{h,cc,c} (the C fault-injection shim).
  */
 'use strict';
 const { spawnSync } = require('node:child_process');
@@ -26,7 +26,7 @@ function sources(dir) {
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
     const full = path.join(dir, entry.name);
     if (entry.isDirectory()) out.push(...sources(full));
-    else if (/\.(h|cc)$/.test(entry.name)) out.push(full);
+    else if (/\.(h|cc|c)$/.test(entry.name)) out.push(full);
   }
   return out;
 }

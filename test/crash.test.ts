@@ -1,21 +1,25 @@
 /**
  * Crash consistency: a child process checkpoints in a loop (fixtures/crash-child.ts) and is killed with SIGKILL at a
- * random moment, again and again in the same directory. After every kill:
+ * random moment, again and again in the same directory. Before the kill, the child appends (and fsyncs) one log line
+ * per save it was promised durable (saveTensors resolved, or the manager's `durable` resolved). After every kill:
  * - every file under a checkpoint name loads and verifies, and holds one complete version (never a torn or mixed
- *   file), never older than the last save the child saw complete;
- * - with the CheckpointManager (keep: 2, saveLast, saveBestOnly: false; sync and async): the index file is valid
- *   (or missing, and then rebuilds), every checkpoint it lists that is not being deleted exists, a new manager opens
- *   the directory (the dead child's lock does not block it), its `best` is the true best among the saves that
- *   completed (or a better one whose save was in flight and became durable), retention holds (at most `keep`), and
- *   every file it lists loads with the weights of its epoch;
+ *   file), never older than the last save the child was promised; a promised name is never missing;
+ * - with the CheckpointManager (keep: 2, saveLast; sync and async with saveBestOnly: false, async with saveBestOnly:
+ *   true): the index file is valid (or missing, and then rebuilds), every checkpoint it lists that is not being
+ *   deleted exists, a new manager opens the directory (the dead child's lock does not block it), its `best` is the
+ *   true best among the promised saves (or a better one whose save was in flight and became durable), retention
+ *   holds (at most `keep`), every file it lists loads with the weights of its epoch, and no promised checkpoint is
+ *   missing: each one the child was promised exists, verifies and holds its epoch's weights, unless `keep` better
+ *   checkpoints are kept (then retention removed it, as it must);
  * - the temp files a kill leaves behind are removed by the next save into the directory;
  * - with shard sets (saveTensors and the manager): the same, and no half set is ever visible: each name is the
  *   previous complete set or the new one (its index the commit point), every index's shards exist and match it, and
  *   the shards a kill leaves unreferenced are removed by the next manager's open.
  * Kills land anywhere: during writes, fsyncs, renames, index updates and deletions of old checkpoints.
  *
- * CRASH_KILLS sets the kills per (backend, mode) pair: 3 by default (18 in all, inside `npm test`);
- * `npm run test:crash` runs 40 (240 in all).
+ * CRASH_KILLS sets the kills per (backend, mode) pair, over 2 backends x 6 modes (saveTensors plain and sharded, and
+ * the four manager configurations): 3 by default (36 in all, inside `npm test`); `npm run test:crash` runs 84
+ * (1,008 in all).
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -31,8 +35,10 @@ import { TEMP_PATTERN } from '../lib/tempfiles';
 import {
   CRASH_NAMES,
   MANAGER_KEEP,
+  MANAGER_MODES,
   MODEL_UNITS,
   crashManagerArgs,
+  crashManagerFile,
   crashTensors,
   crashWeightValue,
 } from './fixtures/crash-child';
@@ -42,7 +48,7 @@ const CHILD = path.join(__dirname, 'fixtures', 'crash-child.ts');
 const KILLS = Number(process.env.CRASH_KILLS ?? 3);
 const LONG = process.env.CRASH_KILLS !== undefined;
 
-jest.setTimeout(60_000 + KILLS * 6_000);
+jest.setTimeout(60_000 + KILLS * 10_000);
 
 let root: string;
 beforeAll(() => {
@@ -157,13 +163,21 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     },
   );
 
-  describe.each(['manager-sync', 'manager-async', 'manager-sharded'] as const)('%s', (mode) => {
+  describe.each(MANAGER_MODES)('%s', (mode) => {
     const sharded = mode === 'manager-sharded';
-    test(`CheckpointManager killed ${KILLS} times: the index is valid or rebuilds, best is the true best of the completed saves, retention holds, every listed file loads its epoch's weights, leftover temp files are removed`, async () => {
+    test(`CheckpointManager killed ${KILLS} times: the index is valid or rebuilds, best is the true best of the promised saves, no promised checkpoint is missing unless keep better ones are kept, retention holds, every listed file loads its epoch's weights, leftover temp files are removed`, async () => {
       const dir = path.join(root, `${backend}-${mode}`);
       const logFile = path.join(root, `${backend}-${mode}.log`);
       const model = tf.sequential({ layers: [tf.layers.dense({ units: MODEL_UNITS, inputShape: [MODEL_UNITS] })] });
-      const stats = { missingIndex: 0, deletingAtKill: 0, leftovers: 0, inFlightBest: 0, staleLast: 0 };
+      const stats = {
+        missingIndex: 0,
+        deletingAtKill: 0,
+        leftovers: 0,
+        inFlightBest: 0,
+        staleLast: 0,
+        promisedChecked: 0,
+        promisedRetired: 0,
+      };
       for (let kill = 0; kill < KILLS; kill++) {
         await runAndKill([mode, backend, dir, logFile, '0'], 1500);
         const log = readLog<{ epoch: number; val_loss: number }>(logFile);
@@ -188,7 +202,7 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
         }
 
         // A new manager takes over the dead child's lock, and reports the true best.
-        const mgr = new CheckpointManager(crashManagerArgs(dir, false, sharded));
+        const mgr = new CheckpointManager(crashManagerArgs(dir, mode));
         try {
           await mgr.open();
           if (sharded) {
@@ -199,6 +213,27 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
             }
             const shards = fs.readdirSync(dir).filter((f) => SHARD_PATTERN.test(f));
             expect(shards.filter((f) => !referenced.has(f))).toEqual([]);
+          }
+          // Promised but missing: every save the child was promised is on disk and holds its epoch's weights, unless
+          // retention removed it, which it may only do once `keep` better checkpoints are kept.
+          const keptScores = mgr.checkpoints.filter((c) => c.kind !== 'last').map((c) => c.metrics.val_loss);
+          for (const promised of log) {
+            stats.promisedChecked++;
+            const file = path.join(dir, crashManagerFile(promised.epoch));
+            if (!(await checkpointExists(file))) {
+              expect({ missing: promised, better: keptScores.filter((v) => v < promised.val_loss).length }).toEqual({
+                missing: promised,
+                better: MANAGER_KEEP,
+              });
+              stats.promisedRetired++;
+              continue;
+            }
+            await verifyCheckpoint(file);
+            const { tensors } = await loadTensors(file);
+            const kernel = Object.entries(tensors).find(([n]) => n.endsWith('/kernel'));
+            expect(
+              Array.from(kernel![1].data as Float32Array).every((x) => x === crashWeightValue(promised.epoch)),
+            ).toBe(true);
           }
           const maxLoggedEpoch = Math.max(-1, ...log.map((l) => l.epoch));
           if (log.length > 0) {
@@ -242,10 +277,13 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
         }
       }
       // The next save removes leftover temp files (the child's saves go through saveTensors, as this one does).
-      const mgr = new CheckpointManager(crashManagerArgs(dir, false, sharded));
+      const mgr = new CheckpointManager(crashManagerArgs(dir, mode));
       try {
         await mgr.open();
-        await mgr.step(model, mgr.initialEpoch, { val_loss: 2 });
+        // A loss below any the child drew (they are positive), so that saveBestOnly saves too.
+        const saved = await mgr.step(model, mgr.initialEpoch, { val_loss: -1 });
+        expect(saved).not.toBeNull();
+        await saved!.durable;
       } finally {
         await mgr.close();
       }
@@ -257,7 +295,8 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
           `crash (${backend}, ${mode}): ${KILLS} kills, ${readLog(logFile).length} completed saves; ` +
             `kills with: index missing ${stats.missingIndex}, deletions unfinished ${stats.deletingAtKill}, ` +
             `temp files left ${stats.leftovers}, an unlogged save as best ${stats.inFlightBest}, ` +
-            `index behind the last file ${stats.staleLast}`,
+            `index behind the last file ${stats.staleLast}; promised saves checked ${stats.promisedChecked} ` +
+            `(${stats.promisedRetired} of them retired by retention behind ${MANAGER_KEEP} better ones)`,
         );
       }
     });
