@@ -34,6 +34,7 @@ import { promises as fsp } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointLogger, CheckpointManager, CheckpointManagerArgs } from './checkpoint-manager';
 import { ManagerLifecycle } from './manager-lifecycle';
+import { BatchSaveCounter, SaveFreq, parseSaveFreq } from './save-frequency';
 import { CheckpointError, ErrorCode, invalidArgument } from './errors';
 import { resolveLogs } from './model-checkpoint';
 import { verifyCheckpoint } from './tensors';
@@ -84,10 +85,9 @@ export class BackupAndRestore extends tf.Callback {
   /** The epoch the restored backup says training resumes at (0 without backup). */
   private resumeEpoch = 0;
   private checkedFirstEpoch = false;
-  private readonly saveFreq: 'epoch' | number;
+  private readonly saveFreq: SaveFreq;
   private currentEpoch = 0;
-  private batchesSinceSave = 0;
-  private lastBatchSeen = -1;
+  private readonly batchCounter: BatchSaveCounter | undefined;
 
   constructor(args: BackupAndRestoreArgs) {
     super();
@@ -116,11 +116,9 @@ export class BackupAndRestore extends tf.Callback {
     const double = args.doubleCheckpoint ?? false;
     if (typeof double !== 'boolean') invalidArgument('args.doubleCheckpoint', 'a boolean', double);
     this.doubleCheckpoint = double;
-    const saveFreq = args.saveFreq ?? 'epoch';
-    if (saveFreq !== 'epoch' && !(Number.isSafeInteger(saveFreq) && (saveFreq as number) >= 1)) {
-      invalidArgument('args.saveFreq', "'epoch' or an integer number of batches >= 1", saveFreq);
-    }
-    this.saveFreq = saveFreq as 'epoch' | number;
+    const saveFreq = parseSaveFreq(args.saveFreq);
+    this.saveFreq = saveFreq;
+    this.batchCounter = saveFreq === 'epoch' ? undefined : new BatchSaveCounter(saveFreq);
     const managerArgs: CheckpointManagerArgs = {
       directory: args.directory,
       filename: BACKUP_FILENAME,
@@ -197,8 +195,7 @@ export class BackupAndRestore extends tf.Callback {
       const manager = await this.openManager();
       this.resumeEpoch = await this.restore(manager);
       this.checkedFirstEpoch = false;
-      this.batchesSinceSave = 0;
-      this.lastBatchSeen = -1;
+      this.batchCounter?.reset();
     });
   }
 
@@ -218,12 +215,7 @@ export class BackupAndRestore extends tf.Callback {
   }
 
   override async onBatchEnd(batch: number, logs?: tf.Logs): Promise<void> {
-    if (this.saveFreq === 'epoch') return;
-    // Keras' _should_save_on_batch: count batches across epochs (batch restarts at 0 each epoch).
-    this.batchesSinceSave += batch <= this.lastBatchSeen ? batch + 1 : batch - this.lastBatchSeen;
-    this.lastBatchSeen = batch;
-    if (this.batchesSinceSave < this.saveFreq) return;
-    this.batchesSinceSave = 0;
+    if (!this.batchCounter?.due(batch)) return;
     await this.guard(async () => {
       const metrics = await resolveLogs(logs as Record<string, unknown> | undefined);
       delete metrics.batch; // tfjs' bookkeeping, not metrics

@@ -166,3 +166,14 @@ export function parseTrainingMetadata(metadata: Readonly<Record<string, string>>
   }
   return out;
 }
+
+/** A metadata value holding a JSON list of strings (e.g. MetadataKey.WEIGHTS), or undefined when absent or not one. */
+export function parseStringList(text: string | undefined): string[] | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return Array.isArray(parsed) && parsed.every((s) => typeof s === 'string') ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
+}

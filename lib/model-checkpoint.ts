@@ -33,6 +33,7 @@ import { CheckpointError, ErrorCode, invalidArgument } from './errors';
 import { MonitorModeArg, normalizeModeArg, resolveMonitorMode } from './metrics';
 import { validateTemplate } from './template';
 import { ManagerLifecycle } from './manager-lifecycle';
+import { BatchSaveCounter, SaveFreq, parseSaveFreq } from './save-frequency';
 
 export interface ModelCheckpointArgs {
   /**
@@ -237,12 +238,11 @@ export async function resolveLogs(logs: Record<string, unknown> | undefined): Pr
 
 export class ModelCheckpoint extends tf.Callback {
   private readonly managerArgs: CheckpointManagerArgs;
-  private readonly saveFreq: 'epoch' | number;
+  private readonly saveFreq: SaveFreq;
   private readonly onSave: ((saved: SavedCheckpoint, info: SaveInfo) => void) | undefined;
   private readonly lifecycle: ManagerLifecycle;
   private currentEpoch = 0;
-  private batchesSinceSave = 0;
-  private lastBatchSeen = -1;
+  private readonly batchCounter: BatchSaveCounter | undefined;
   /** The file path template as given. */
   readonly filepath: string;
 
@@ -260,10 +260,7 @@ export class ModelCheckpoint extends tf.Callback {
       }
     }
     const { directory, filename } = splitFilepath(args.filepath);
-    const saveFreq = args.saveFreq ?? 'epoch';
-    if (saveFreq !== 'epoch' && !(Number.isSafeInteger(saveFreq) && (saveFreq as number) >= 1)) {
-      invalidArgument('args.saveFreq', "'epoch' or an integer number of batches >= 1", saveFreq);
-    }
+    const saveFreq = parseSaveFreq(args.saveFreq);
     const saveWeightsOnly = args.saveWeightsOnly ?? false;
     if (typeof saveWeightsOnly !== 'boolean') invalidArgument('args.saveWeightsOnly', 'a boolean', saveWeightsOnly);
     const saveBestOnly = args.saveBestOnly ?? false;
@@ -296,7 +293,8 @@ export class ModelCheckpoint extends tf.Callback {
     if (args.maxShardSize !== undefined) m.maxShardSize = args.maxShardSize;
     if (args.logger !== undefined) m.logger = args.logger;
     this.managerArgs = m;
-    this.saveFreq = saveFreq as 'epoch' | number;
+    this.saveFreq = saveFreq;
+    this.batchCounter = saveFreq === 'epoch' ? undefined : new BatchSaveCounter(saveFreq);
     this.onSave = args.onSave;
     this.filepath = args.filepath;
     // Validates the remaining arguments now, so that a mistake fails at construction, not after an epoch.
@@ -384,8 +382,7 @@ export class ModelCheckpoint extends tf.Callback {
 
   override async onTrainBegin(_logs?: tf.Logs): Promise<void> {
     this.ensureManager();
-    this.batchesSinceSave = 0;
-    this.lastBatchSeen = -1;
+    this.batchCounter?.reset();
     this.currentEpoch = 0;
   }
 
@@ -394,12 +391,7 @@ export class ModelCheckpoint extends tf.Callback {
   }
 
   override async onBatchEnd(batch: number, logs?: tf.Logs): Promise<void> {
-    if (this.saveFreq === 'epoch') return;
-    // Keras' _should_save_on_batch: count batches across epochs (batch restarts at 0 each epoch).
-    this.batchesSinceSave += batch <= this.lastBatchSeen ? batch + 1 : batch - this.lastBatchSeen;
-    this.lastBatchSeen = batch;
-    if (this.batchesSinceSave < this.saveFreq) return;
-    this.batchesSinceSave = 0;
+    if (!this.batchCounter?.due(batch)) return;
     await this.guard(async () => {
       const metrics = await resolveLogs(logs as Record<string, unknown> | undefined);
       // tfjs' batch logs carry the batch index and size: bookkeeping, not metrics.

@@ -15,7 +15,7 @@
  * bit-identically. They are stored under `__optimizer_internal__/` and assigned back after setWeights.
  */
 import * as tf from '@tensorflow/tfjs';
-import { MetadataKey } from './checkpoint-metadata';
+import { MetadataKey, parseStringList } from './checkpoint-metadata';
 import { CheckpointError, ErrorCode } from './errors';
 import type { DType, NamedTensors, TensorData } from './tensors';
 
@@ -170,16 +170,6 @@ export class OptimizerMismatch {
   constructor(readonly reason: string) {}
 }
 
-function parseNameList(text: string | undefined): string[] | undefined {
-  if (text === undefined) return undefined;
-  try {
-    const parsed: unknown = JSON.parse(text);
-    return Array.isArray(parsed) && parsed.every((s) => typeof s === 'string') ? parsed : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Whether the checkpoint's tensors hold optimizer state. */
 export function hasOptimizerState(tensors: NamedTensors): boolean {
   return Object.keys(tensors).some(isOptimizerTensorName);
@@ -199,8 +189,8 @@ export function planOptimizerRestore(
 ): OptimizerRestorePlan | OptimizerMismatch {
   const optimizer = model.optimizer;
   const recordedClass = metadata[MetadataKey.OPTIMIZER_CLASS];
-  const order = parseNameList(metadata[MetadataKey.OPTIMIZER_WEIGHTS]);
-  const recordedTrainable = parseNameList(metadata[MetadataKey.TRAINABLE_WEIGHTS]);
+  const order = parseStringList(metadata[MetadataKey.OPTIMIZER_WEIGHTS]);
+  const recordedTrainable = parseStringList(metadata[MetadataKey.TRAINABLE_WEIGHTS]);
   if (recordedClass === undefined || order === undefined || recordedTrainable === undefined) {
     return new OptimizerMismatch('the checkpoint lacks the metadata that describes its optimizer state');
   }

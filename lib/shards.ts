@@ -575,21 +575,13 @@ export async function readShardSetInfo(indexPath: string): Promise<CheckpointInf
 }
 
 async function setInfo(index: ShardIndex): Promise<CheckpointInfo> {
-  const dir = path.dirname(index.path);
   const tensors: CheckpointInfo['tensors'] = [];
   const shards: ShardInfo[] = [];
   let fileSize = 0;
   let formatVersion: string | undefined = index.ours ? FORMAT_VERSION : undefined;
   let metadata = index.ours?.metadata;
   for (const [i, shard] of index.files.entries()) {
-    if (index.ours) await checkShardRecord(index, index.ours.shards[i]);
-    const info = await readCheckpointInfo(path.join(dir, shard));
-    checkShardTensors(
-      index,
-      shard,
-      info.tensors.map((t) => t.name),
-    );
-    checkShardMetadata(index, shard, info.metadata);
+    const info = await readShardInfo(index, i);
     if (info.formatVersion === undefined) formatVersion = undefined;
     metadata ??= info.metadata;
     tensors.push(...info.tensors);
@@ -607,6 +599,20 @@ async function setInfo(index: ShardIndex): Promise<CheckpointInfo> {
   };
 }
 
+/** Shard `i` of a set: its record in the index (when ours) checked, its header read and checked against the index. */
+async function readShardInfo(index: ShardIndex, i: number): Promise<CheckpointInfo> {
+  const shard = index.files[i];
+  if (index.ours) await checkShardRecord(index, index.ours.shards[i]);
+  const info = await readCheckpointInfo(path.join(path.dirname(index.path), shard));
+  checkShardTensors(
+    index,
+    shard,
+    info.tensors.map((t) => t.name),
+  );
+  checkShardMetadata(index, shard, info.metadata);
+  return info;
+}
+
 /** Verifies a set: the index against every shard (size, header CRC, tensors), then each shard's checksums. */
 export async function verifyShardSet(indexPath: string, options: VerifyCheckpointArgs): Promise<VerifyResult> {
   return readStable(indexPath, (index) => verifySet(index, options));
@@ -614,19 +620,8 @@ export async function verifyShardSet(indexPath: string, options: VerifyCheckpoin
 
 async function verifySet(index: ShardIndex, options: VerifyCheckpointArgs): Promise<VerifyResult> {
   if (!index.ours) throw unverifiedSet(index);
-  const dir = path.dirname(index.path);
   const infos: CheckpointInfo[] = [];
-  for (const [i, shard] of index.files.entries()) {
-    await checkShardRecord(index, index.ours.shards[i]);
-    const info = await readCheckpointInfo(path.join(dir, shard));
-    checkShardTensors(
-      index,
-      shard,
-      info.tensors.map((t) => t.name),
-    );
-    checkShardMetadata(index, shard, info.metadata);
-    infos.push(info);
-  }
+  for (const i of index.files.keys()) infos.push(await readShardInfo(index, i));
   const total = infos.reduce((a, info) => a + info.tensors.reduce((b, t) => b + t.byteLength, 0), 0);
   let before = 0;
   let tensors = 0;

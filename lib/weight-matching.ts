@@ -24,7 +24,7 @@
  * the caller's (model.ts), so that a dtype conversion can be added there without touching the matching.
  */
 import * as tf from '@tensorflow/tfjs';
-import { MetadataKey } from './checkpoint-metadata';
+import { MetadataKey, parseStringList } from './checkpoint-metadata';
 import { CheckpointError, ErrorCode, isPlainObject } from './errors';
 import { isOptimizerTensorName } from './optimizer-state';
 import type { NamedTensors } from './tensors';
@@ -161,16 +161,6 @@ function parseRecord(text: string, tensors: NamedTensors, file: string): StructL
     });
     return { path: l.path, className: l.class, layerName: typeof l.name === 'string' ? l.name : '?', weights };
   });
-}
-
-function parseStringList(text: string | undefined): string[] | undefined {
-  if (text === undefined) return undefined;
-  try {
-    const parsed: unknown = JSON.parse(text);
-    return Array.isArray(parsed) && parsed.every((s) => typeof s === 'string') ? parsed : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** 0.1.0 files: the structure rebuilt from the stored topology, or undefined when the tensors do not fit it. */
