@@ -433,7 +433,9 @@ type StallMode = 'none' | 'sync' | 'async';
 type StallLoop = 'fit' | 'custom' | 'fit-tfjs-node';
 interface StallRuns {
   epochMs: number[];
+  epochCpuMs: number[];
   stallMs: number[];
+  stallCpuMs: number[];
   closeMs: number[];
   snapshotMs: number[];
   saveMs: number[];
@@ -451,6 +453,8 @@ interface StallSummary {
   /** The loops that ran (`fit-tfjs-node` only when tfjs-node loads; `tfjsNode` says why not). */
   loops?: Partial<Record<StallLoop, Record<StallMode, StallRuns>>>;
   tfjsNode?: string;
+  /** What the CPU columns count: the JS thread alone, or (without schedstat) every thread of the process. */
+  cpuSource?: StallResult['cpuSource'];
 }
 
 const STALL = { epochs: 6, samples: 256 };
@@ -469,7 +473,9 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
   }
   const empty = (): StallRuns => ({
     epochMs: [],
+    epochCpuMs: [],
     stallMs: [],
+    stallCpuMs: [],
     closeMs: [],
     snapshotMs: [],
     saveMs: [],
@@ -490,6 +496,7 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
   const configs = ran.flatMap((loop) => STALL_MODES.map((mode) => ({ loop, mode })));
   let weightBytes = 0;
   let fileBytes = 0;
+  let cpuSource: StallResult['cpuSource'] = 'thread';
   for (let rep = 0; rep < o.reps; rep++) {
     for (const { loop, mode } of rotate(configs, rep)) {
       const dir = path.join(work, `stall-${loop}-${mode}-${rep}`);
@@ -506,6 +513,9 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
         // Epoch 0 includes tfjs's warm-up (kernel set-up, first allocations): left out of the medians.
         out.epochMs.push(...r.epochMs.slice(1));
         out.stallMs.push(...r.stallMs.slice(1));
+        out.epochCpuMs.push(...r.epochCpuMs.slice(1));
+        out.stallCpuMs.push(...r.stallCpuMs.slice(1));
+        cpuSource = r.cpuSource;
         out.closeMs.push(r.closeMs);
         out.snapshotMs.push(...r.snapshotMs);
         out.saveMs.push(...r.saveMs);
@@ -515,7 +525,10 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
         if (r.fileBytes) fileBytes = r.fileBytes;
         log(
           `stall rep ${rep + 1}/${o.reps} ${loop} ${mode}: epoch median ${fixed(median(r.epochMs.slice(1)), 0)} ms` +
-            (mode === 'none' ? '' : `, step() median ${fixed(median(r.stallMs.slice(1)), 1)} ms`),
+            (mode === 'none'
+              ? ''
+              : `, step() median ${fixed(median(r.stallMs.slice(1)), 1)} ms wall, ` +
+                `${fixed(median(r.stallCpuMs.slice(1)), 1)} ms JS-thread CPU`),
         );
       } catch (e) {
         fs.rmSync(dir, { recursive: true, force: true });
@@ -537,6 +550,7 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
     fileBytes,
     loops,
     tfjsNode,
+    cpuSource,
   };
 }
 
@@ -952,7 +966,9 @@ function report(res: Results): string {
           'loop',
           'checkpointing',
           'epoch ms (min–max)',
+          `epoch ${res.stall.cpuSource === 'process' ? 'process' : 'JS-thread'} CPU ms`,
           'step() blocks the loop, ms (min–max)',
+          `step() ${res.stall.cpuSource === 'process' ? 'process' : 'JS-thread'} CPU ms`,
           'durable after step() returned, ms',
           'steps that found a write in flight',
           'close() ms',
@@ -965,7 +981,9 @@ function report(res: Results): string {
               loop,
               k === 'none' ? 'none' : `every epoch, ${k}`,
               spread(r.epochMs),
+              fixed(median(r.epochCpuMs), 1),
               k === 'none' ? '—' : spread(r.stallMs, 1),
+              k === 'none' ? '—' : fixed(median(r.stallCpuMs), 1),
               k === 'async' ? spread(r.writeMs, 1) : '—',
               k === 'none' ? '—' : `${r.inFlightAtStep} of ${r.saves}`,
               k === 'none' ? '—' : fixed(median(r.closeMs), 1),
@@ -974,6 +992,12 @@ function report(res: Results): string {
           }),
         ),
       ),
+    );
+    parts.push(
+      `CPU columns: the ${res.stall.cpuSource === 'process' ? 'whole process (process.cpuUsage(); no per-thread schedstat here)' : 'JS thread alone (/proc/thread-self/schedstat)'}, ` +
+        'medians. Unlike wall time they exclude waiting for a core, so they stay stable on a loaded machine; an ' +
+        "epoch's CPU above the `none` row's is what checkpointing costs the JS thread per epoch, the background " +
+        "write's JavaScript steps included.",
     );
     // The snapshot's cost differs by platform: the cpu backend hands out its own arrays, tensorflow copies.
     const byPlatform = (tfjsNode: boolean): StallRuns[] =>
