@@ -254,7 +254,7 @@ async function benchSaves(o: Options, work: string, peers: Peers, canDrop: boole
 // ---------------------------------------------------------------------------------------------------------------
 // Section 3: loads
 
-type PythonLoadId = 'torch-load' | 'st-load' | 'st-np-load';
+type PythonLoadId = 'torch-load' | 'st-load' | 'st-load-touch' | 'st-np-load';
 
 interface LoadContender {
   id: NodeLoadContender | 'dd-read' | PythonLoadId;
@@ -265,6 +265,7 @@ interface LoadContender {
 const PYTHON_LOADS: Record<PythonLoadId, { mode: PeerLoad; needs: 'torch' | 'safetensors' | 'safetensorsNumpy' }> = {
   'torch-load': { mode: 'torch', needs: 'torch' },
   'st-load': { mode: 'st', needs: 'safetensors' },
+  'st-load-touch': { mode: 'st-touch', needs: 'safetensors' },
   'st-np-load': { mode: 'st-np', needs: 'safetensorsNumpy' },
 };
 const isPythonLoad = (id: string): id is PythonLoadId => id in PYTHON_LOADS;
@@ -279,7 +280,14 @@ const LOAD_CONTENDERS: LoadContender[] = [
     id: 'torch-load',
     label: 'python torch.load (weights_only) of a torch.save file of the same layout (no checks)',
   },
-  { id: 'st-load', label: 'python safetensors.torch.load_file of the same file (no checks)' },
+  {
+    id: 'st-load',
+    label: 'python safetensors.torch.load_file of the same file (no checks; returns tensors over an mmap, unread)',
+  },
+  {
+    id: 'st-load-touch',
+    label: 'python safetensors.torch.load_file, then one read per 4 KiB page of every tensor (first use)',
+  },
   { id: 'st-np-load', label: 'python safetensors.numpy.load_file of the same file (no checks)' },
 ];
 
@@ -662,10 +670,12 @@ function peerLoadTargets(rows: Row[], bytes: number, cache: 'warm' | 'cold'): Ta
       1,
       bound,
     ),
+    // load_file maps the file and reads nothing until the tensors are used: the comparable figure includes that
+    // first use (st-load-touch); the call alone (st-load) is a row of the table.
     ...ratioTarget(
-      `${s}: native verified load >= safetensors load_file (${cache} cache)`,
+      `${s}: native verified load >= safetensors load_file + first use (${cache} cache)`,
       nv,
-      find(rows, 'load', bytes, 'st-load', cache),
+      find(rows, 'load', bytes, 'st-load-touch', cache),
       1,
       bound,
     ),

@@ -4,13 +4,15 @@ package, on a state dict of the benchmark's layout (bench/layout.ts), each in a 
 Usage:
   python peers.py versions
   python peers.py save {torch,torch-fsync,st,st-fsync} LAYOUT_JSON OUT_FILE
-  python peers.py load {torch,st,st-np} FILE BYTES
+  python peers.py load {torch,st,st-touch,st-np} FILE BYTES
 
 LAYOUT_JSON holds {"tensors": [{"name", "shape"}, ...]} (makeLayout's output). A save allocates and touches the
 float32 tensors first, then resets the peak RSS (/proc/self/clear_refs) and times only the call (time.perf_counter).
 "-fsync" variants open the file, save through it or after it, and os.fsync it before the clock stops (no temp file,
 rename or directory fsync: less than a durable tfjs-checkpoint save does). A load times the call and reports the
-peak RSS above its start minus the bytes loaded. Prints one JSON line: {"ms", "baseRssKiB", "peakExtraKiB"?}.
+peak RSS above its start minus the bytes loaded. safetensors.torch.load_file returns tensors over a memory map of
+the file, read lazily on first use: `st-touch` also reads one float per 4 KiB page of every tensor inside the
+timing (what the first use of the weights pays), `st` times the call alone. Prints one JSON line: {"ms", "baseRssKiB", "peakExtraKiB"?}.
 No BLAS runs here (allocation, uniform_, serialization): thread counts are pinned to 1 anyway, so OPENBLAS_* / OMP_*
 settings of the caller cannot change a figure.
 """
@@ -87,7 +89,7 @@ def load(mode, path, nbytes):
     import torch
 
     torch.set_num_threads(1)
-    if mode == "st":
+    if mode in ("st", "st-touch"):
         from safetensors.torch import load_file
     elif mode == "st-np":
         from safetensors.numpy import load_file as load_np
@@ -98,6 +100,10 @@ def load(mode, path, nbytes):
         out = torch.load(path, weights_only=True)
     elif mode == "st":
         out = load_file(path)
+    elif mode == "st-touch":
+        out = load_file(path)
+        for t in out.values():
+            t.reshape(-1)[::1024].sum()  # one float per 4 KiB page: every page faulted in (read from disk when cold)
     elif mode == "st-np":
         out = load_np(path)
     else:

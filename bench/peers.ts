@@ -127,7 +127,7 @@ export function detectPeers(env: NodeJS.ProcessEnv = process.env): Peers {
 }
 
 export type PeerSave = 'torch' | 'torch-fsync' | 'st' | 'st-fsync';
-export type PeerLoad = 'torch' | 'st' | 'st-np';
+export type PeerLoad = 'torch' | 'st' | 'st-touch' | 'st-np';
 
 /** One timed save by a fresh Python process: the layout (makeLayout's output) is passed as a JSON file. */
 export function peerSave(peers: Peers, mode: PeerSave, layoutFile: string, out: string): OpResult | { error: string } {
