@@ -677,7 +677,9 @@ function peerLoadTargets(rows: Row[], bytes: number, cache: 'warm' | 'cold'): Ta
       nv,
       find(rows, 'load', bytes, 'st-load-touch', cache),
       1,
-      bound,
+      'load_file maps the page cache into the process (no copy, no fresh pages, nothing verified); a load into ' +
+        'fresh ArrayBuffers pays page faults and a copy' +
+        (bound ? `: ${bound}` : ''),
     ),
   ];
 }
