@@ -199,11 +199,6 @@ const SAVE_CONTENDERS: SaveContender[] = [
   { id: 'st', label: 'python safetensors.torch.save_file', kind: 'page-cache' },
 ];
 
-/** Whether a peer's package is installed (the bench logs which are missing once, at the start). */
-function peerAvailable(peers: Peers, needs: 'torch' | 'safetensors' | 'safetensorsNumpy'): boolean {
-  return peers[needs];
-}
-
 /** A Python save of the same layout (same names, shapes and bytes; contents seeded, not the JS pattern). */
 function runPythonSave(peers: Peers, id: PythonSaveId, bytes: number, dir: string): OpResult | { error: string } {
   const layoutFile = path.join(dir, 'layout.json');
@@ -215,9 +210,7 @@ function runPythonSave(peers: Peers, id: PythonSaveId, bytes: number, dir: strin
 async function benchSaves(o: Options, work: string, peers: Peers, canDrop: boolean): Promise<Row[]> {
   const rows: Row[] = [];
   const contenders = SAVE_CONTENDERS.filter(
-    (c) =>
-      (!o.contenders || o.contenders.has(c.id)) &&
-      (!isPythonSave(c.id) || peerAvailable(peers, PYTHON_SAVES[c.id].needs)),
+    (c) => (!o.contenders || o.contenders.has(c.id)) && (!isPythonSave(c.id) || peers[PYTHON_SAVES[c.id].needs]),
   );
   for (const bytes of o.sizes) {
     const mine = contenders.map((c) => newRow('save', bytes, c.id, c.label, c.kind));
@@ -307,9 +300,7 @@ async function benchLoads(
   const rows: Row[] = [];
   const roundtrips: Roundtrip[] = [];
   const contenders = LOAD_CONTENDERS.filter(
-    (c) =>
-      (!o.contenders || o.contenders.has(c.id)) &&
-      (!isPythonLoad(c.id) || peerAvailable(peers, PYTHON_LOADS[c.id].needs)),
+    (c) => (!o.contenders || o.contenders.has(c.id)) && (!isPythonLoad(c.id) || peers[PYTHON_LOADS[c.id].needs]),
   );
   const caches: ('warm' | 'cold')[] = canDrop ? ['warm', 'cold'] : ['warm'];
   for (const bytes of o.sizes) {
@@ -876,12 +867,13 @@ function saveTable(rows: Row[]): string {
         return [sizeLabel(r.bytes), r.label, r.kind, `failed: ${r.errors[0] ?? '?'}`.slice(0, 120), '', '', '', '0'];
       }
       const isDd = r.id.startsWith('dd');
+      const isRef = r.id === 'dd' || r.id === 'dd-fsync';
       return [
         sizeLabel(r.bytes),
         r.label,
         r.kind,
         fixed(rate(r)),
-        isDd ? '1' : fixed(rate(r) / rate(ref(r)), 2),
+        isRef ? '1' : fixed(rate(r) / rate(ref(r)), 2),
         spread(
           r.ms.map((x) => x / 1000),
           2,
