@@ -57,8 +57,14 @@ export interface RoundtripResult {
 export interface StallResult {
   /** Time each epoch took (ms), in order. */
   epochMs: number[];
+  /** Per epoch: CPU time of the JS thread over the same span (ms; see `cpuSource`). */
+  epochCpuMs: number[];
   /** Per save: how long `step()` blocked the loop (ms). */
   stallMs: number[];
+  /** Per save: CPU time of the JS thread during `step()` (ms): its own cost, without waiting for a core. */
+  stallCpuMs: number[];
+  /** `thread`: the JS thread alone (/proc/thread-self/schedstat); `process`: process.cpuUsage(), all threads. */
+  cpuSource: 'thread' | 'process';
   /** Bytes of the model weights. */
   weightBytes: number;
   /** Time `close()` waited for the last background write (ms). */

@@ -1,4 +1,4 @@
-/** The machine the benchmark runs on, page-cache control, and the external reference programs (dd, torch). */
+/** The machine the benchmark runs on, page-cache control, and the external reference program dd. */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -14,7 +14,8 @@ export interface MachineInfo {
   crc32cHardware?: boolean;
   /** Whether `echo 3 > /proc/sys/vm/drop_caches` works (root on Linux). */
   dropCaches: boolean;
-  torch: string;
+  /** Which Python peers run (bench/peers.ts), in one line. */
+  peers: string;
 }
 
 function run(cmd: string, args: string[]): string {
@@ -38,17 +39,7 @@ export function syncAll(): void {
   spawnSync('sync');
 }
 
-/** "torch X.Y" when `python3 -c 'import torch'` works, else the reason it does not. */
-export function detectTorch(): { available: boolean; note: string } {
-  const r = spawnSync('python3', ['-c', 'import torch, sys; sys.stdout.write(torch.__version__)'], {
-    encoding: 'utf8',
-  });
-  if (r.error) return { available: false, note: 'skipped: python3 not found' };
-  if (r.status !== 0) return { available: false, note: 'skipped: torch not installed (python3 cannot import torch)' };
-  return { available: true, note: `torch ${r.stdout.trim()}` };
-}
-
-export function machineInfo(dir: string, dropCachesWorks: boolean, torch: string): MachineInfo {
+export function machineInfo(dir: string, dropCachesWorks: boolean, peers: string): MachineInfo {
   const cpu = os.cpus()[0]?.model ?? 'unknown';
   const fsInfo = run('findmnt', ['-n', '-o', 'SOURCE,FSTYPE,OPTIONS', '-T', dir]);
   return {
@@ -59,7 +50,7 @@ export function machineInfo(dir: string, dropCachesWorks: boolean, torch: string
     node: process.version,
     filesystem: fsInfo || 'unknown',
     dropCaches: dropCachesWorks,
-    torch,
+    peers,
   };
 }
 
@@ -85,15 +76,21 @@ export function timeProgram(cmd: string, args: string[]): ExternalRun {
   return { ms, ...(m ? { maxRssKiB: Number(m[1]) } : {}) };
 }
 
-/** dd writing `bytes` bytes of zeros to `file` in 8 MiB blocks, with or without conv=fsync. */
-export function ddWrite(file: string, bytes: number, fsync: boolean): ExternalRun {
+/**
+ * dd writing `bytes` bytes of zeros to `file` in 8 MiB blocks: into the page cache (`none`), then fsync'd
+ * (`fsync`: conv=fsync), or with O_DIRECT and a final fsync (`direct`: oflag=direct conv=fsync, the device's
+ * sequential write bandwidth, the physical limit of a durable save; filesystems without O_DIRECT, such as tmpfs,
+ * make it fail).
+ */
+export function ddWrite(file: string, bytes: number, mode: 'none' | 'fsync' | 'direct'): ExternalRun {
   return timeProgram('dd', [
     'if=/dev/zero',
     `of=${file}`,
     'bs=8M',
     `count=${bytes}`,
     'iflag=count_bytes',
-    ...(fsync ? ['conv=fsync'] : []),
+    ...(mode === 'direct' ? ['oflag=direct'] : []),
+    ...(mode === 'none' ? [] : ['conv=fsync']),
     'status=none',
   ]);
 }

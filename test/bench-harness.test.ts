@@ -4,6 +4,8 @@
  */
 import { fillTensor, makeLayout } from '../bench/layout';
 import { memoryStatus } from '../bench/memory';
+import { describePeers, detectPeers, parsePeerOutput, pythonPath, toOpResult, venvDir } from '../bench/peers';
+import { threadCpuMs } from '../bench/stall';
 import { markdownTable, median, mibps, sizeLabel } from '../bench/stats';
 
 const MiB = 2 ** 20;
@@ -85,5 +87,62 @@ describe('bench memory readings', () => {
     const m = memoryStatus();
     expect(m.rssKiB).toBeGreaterThan(1024);
     expect(m.hwmKiB).toBeGreaterThanOrEqual(m.rssKiB);
+  });
+});
+
+describe('bench Python peers', () => {
+  it('find the venv of the set-up script, unless BENCH_PYTHON or TFJS_CHECKPOINT_BENCH_VENV says otherwise', () => {
+    expect(venvDir({ HOME: '/home/u' })).toBe('/home/u/.cache/tfjs-checkpoint/bench-venv');
+    expect(venvDir({ HOME: '/home/u', XDG_CACHE_HOME: '/c' })).toBe('/c/tfjs-checkpoint/bench-venv');
+    expect(venvDir({ TFJS_CHECKPOINT_BENCH_VENV: '/v' })).toBe('/v');
+    expect(pythonPath({ BENCH_PYTHON: '/opt/py' })).toBe('/opt/py');
+    // No venv there: python3 from the PATH.
+    expect(pythonPath({ TFJS_CHECKPOINT_BENCH_VENV: '/nonexistent-venv' })).toBe('python3');
+  });
+
+  it('name the missing packages in one line with the command that installs them, keeping the others', () => {
+    const p = describePeers('py', { python: '3.11.7', safetensors: '0.8.0', numpy: '2.4.6' });
+    expect(p).toMatchObject({ torch: false, safetensors: false, safetensorsNumpy: true });
+    expect(p.note).toMatch(/missing torch: .*setup-bench-python\.sh/);
+    expect(p.note).not.toContain('\n');
+    const all = describePeers('py', { python: '3.11.7', torch: '2.13.0', safetensors: '0.8.0', numpy: '2.4.6' });
+    expect(all).toMatchObject({ torch: true, safetensors: true, safetensorsNumpy: true });
+    expect(all.note).not.toMatch(/missing/);
+  });
+
+  it('report an interpreter that does not run as every peer missing, without throwing', () => {
+    const p = detectPeers({ ...process.env, BENCH_PYTHON: '/nonexistent/bin/python' });
+    expect(p).toMatchObject({ torch: false, safetensors: false, safetensorsNumpy: false });
+    expect(p.note).toMatch(/python peers skipped: .*ENOENT.*setup-bench-python/);
+  });
+
+  it("parse a peer's last stdout line as its result and say what came back otherwise", () => {
+    expect(parsePeerOutput(0, 'noise\n{"ms": 12.5, "baseRssKiB": 100}\n', '')).toEqual({
+      ok: true,
+      value: { ms: 12.5, baseRssKiB: 100 },
+    });
+    const failed = parsePeerOutput(1, '', 'Traceback\n  File x\nModuleNotFoundError: torch\n');
+    expect(failed).toEqual({ ok: false, error: expect.stringContaining('ModuleNotFoundError: torch') });
+    expect(parsePeerOutput(0, 'not json', '')).toEqual({ ok: false, error: expect.stringContaining('no JSON') });
+    expect(parsePeerOutput(0, '[1]', '')).toMatchObject({ ok: false });
+  });
+
+  it('turn a reply into a timing only when it carries a time', () => {
+    expect(toOpResult({ ms: 3, baseRssKiB: 7, peakExtraKiB: 2 })).toEqual({ ms: 3, baseRssKiB: 7, peakExtraKiB: 2 });
+    expect(toOpResult({ ms: 3 })).toEqual({ ms: 3, baseRssKiB: 0 });
+    expect(toOpResult({ baseRssKiB: 7 })).toMatchObject({ error: expect.stringContaining('without a time') });
+  });
+});
+
+describe('bench JS-thread CPU time', () => {
+  it('grows with work done on the calling thread', () => {
+    const a = threadCpuMs();
+    let x = 0;
+    for (let i = 0; i < 2e7; i++) x += i % 3;
+    const b = threadCpuMs();
+    expect(x).toBeGreaterThan(0);
+    expect(b.source).toBe(a.source);
+    expect(b.ms).toBeGreaterThan(a.ms);
+    if (process.platform === 'linux') expect(a.source).toBe('thread');
   });
 });
