@@ -93,6 +93,7 @@ import { captureCheckpoint, restoreCheckpoint } from './model';
 import { formatValue, renderFilename, validateTemplate } from './template';
 import { TEMP_PATTERN, acquireTempPath, releaseTempPath } from './tempfiles';
 import { checkpointExists, parseShardSize, removeCheckpoint, removeOrphanShards } from './shards';
+import { refuseS3 } from './s3/location';
 import { readCheckpointInfo, saveTensors } from './tensors';
 
 /** Where the manager's messages go. Default: `console`. */
@@ -317,6 +318,7 @@ function resolveArgs(args: CheckpointManagerArgs): Resolved {
   if (typeof args.directory !== 'string' || args.directory.length === 0 || args.directory.includes('\0')) {
     invalidArgument('args.directory', 'a non-empty path', args.directory);
   }
+  refuseS3(args.directory, 'args.directory', 'The CheckpointManager (and modelCheckpoint, backupAndRestore)');
   const filename = args.filename ?? 'checkpoint_{epoch:04d}.safetensors';
   if (typeof filename !== 'string' || filename.length === 0) invalidArgument('args.filename', 'a template', filename);
   if (filename.includes('/') || filename.includes(path.sep)) {

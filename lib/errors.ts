@@ -30,6 +30,14 @@ export const ErrorCode = {
   /** A value cannot be converted to the dtype asked for without changing it (e.g. an I64 above 2^31 - 1 to int32);
    * the message names the tensor, the element index and the value. */
   OUT_OF_RANGE: 'ERR_CHECKPOINT_OUT_OF_RANGE',
+  /** A location with a scheme the library does not serve (`gs://`, `http://`, `file:`, ...), or an `s3://` location
+   * given where it is not supported yet (CheckpointManager, modelCheckpoint, backupAndRestore). */
+  UNSUPPORTED_SCHEME: 'ERR_CHECKPOINT_UNSUPPORTED_SCHEME',
+  /** An `s3://` location was used but the optional dependency `@aws-sdk/client-s3` is not installed. */
+  S3_SDK_MISSING: 'ERR_CHECKPOINT_S3_SDK_MISSING',
+  /** An S3 request failed (the message names the S3 error, e.g. NoSuchKey, NoSuchBucket, AccessDenied, and the
+   * HTTP status; `cause` is the SDK's error). */
+  S3: 'ERR_CHECKPOINT_S3',
 } as const;
 
 export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

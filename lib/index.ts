@@ -62,6 +62,9 @@ export { INDEX_FILENAME } from './checkpoint-index';
 export { BackupAndRestore, backupAndRestore, BACKUP_FILENAME, PREVIOUS_BACKUP_FILENAME } from './backup-and-restore';
 export type { BackupAndRestoreArgs } from './backup-and-restore';
 
+export { configureS3 } from './s3/client';
+export type { ConfigureS3Args } from './s3/client';
+
 import { backendName } from './runtime';
 
 /** The backend in use: 'native' (the C++ addon) or 'js' (the pure-TypeScript fallback). */

@@ -42,7 +42,9 @@ import {
   TensorData,
   Verification,
   checkPath,
+  isObjectLocation,
   loadTensors,
+  readCheckpointInfo,
   saveTensors,
 } from './tensors';
 import { shardSetSummary } from './shards';
@@ -362,7 +364,12 @@ export async function saveCheckpoint(
       : { maxShardSize: maxShardSize as number | string, shardConcurrency: shardConcurrency as number | undefined };
   await saveTensors(target, captured.tensors, { metadata: captured.metadata, durable, ...sharding });
   const tensors = Object.keys(captured.tensors).length;
-  if (maxShardSize === undefined) return { path: target, bytes: (await fsp.stat(target)).size, tensors };
+  if (maxShardSize === undefined) {
+    const bytes = isObjectLocation(target)
+      ? (await readCheckpointInfo(target)).fileSize
+      : (await fsp.stat(target)).size;
+    return { path: target, bytes, tensors };
+  }
   const set = await shardSetSummary(target);
   return { path: set.index, bytes: set.bytes, tensors, shards: set.shards };
 }

@@ -49,6 +49,8 @@ import {
   saveShardSet,
   verifyShardSet,
 } from './shards';
+import { locationScheme, parseS3Url, refuseS3 } from './s3/location';
+import { openObject, readObjectData, readOneVersion, saveObject, verifyObjectData } from './s3/objects';
 import { acquireTempPath, releaseTempPath, removeStaleTemps } from './tempfiles';
 
 export type { DType, SafetensorsDType, TensorArray } from './format';
@@ -152,16 +154,25 @@ const ARRAY_TYPES: Record<DType, { ctor: new (b: ArrayBuffer) => TensorArray; na
   bool: { ctor: Uint8Array, name: 'Uint8Array' },
 };
 
-/** Validates a file path argument and returns it absolute. */
+/**
+ * Validates a file path argument and returns it absolute; an `s3://bucket/key` location is returned as it is (see
+ * isObjectLocation), any other scheme is refused with ERR_CHECKPOINT_UNSUPPORTED_SCHEME (s3/location.ts).
+ */
 export function checkPath(p: unknown, what = 'path'): string {
   if (typeof p !== 'string' || p.length === 0) invalidArgument(what, 'a non-empty string', p);
   if (p.includes('\0')) invalidArgument(what, 'a path without NUL characters', p);
+  if (locationScheme(p, what) === 's3') return parseS3Url(p, what).url;
   const abs = path.resolve(p);
   const base = path.basename(abs);
   if (p.endsWith('/') || p.endsWith(path.sep) || base === '' || base === '.' || base === '..') {
     invalidArgument(what, 'a file path', p);
   }
   return abs;
+}
+
+/** Whether a checked path (checkPath's result) is an `s3://` object rather than a local file. */
+export function isObjectLocation(checked: string): boolean {
+  return checked.startsWith('s3://');
 }
 
 function checkMetadata(metadata: unknown): Record<string, string> {
@@ -250,6 +261,11 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
     const byteLength = checkTensor(name, tensors[name]);
     return { name, dtype: DTYPES[tensors[name].dtype].st, shape: [...tensors[name].shape], byteLength };
   });
+  if (isObjectLocation(target)) {
+    if (maxShardSize !== undefined) refuseS3(target, 'file', 'A sharded save (maxShardSize)');
+    await writeCheckpointFile(target, tensors, inputs, metadata, durable, stack);
+    return;
+  }
   if (maxShardSize !== undefined) {
     await saveShardSet(target, tensors, inputs, { metadata, durable, maxShardSize, concurrency, stack });
     return;
@@ -281,6 +297,10 @@ export async function writeCheckpointFile(
   }
   if (!Number.isSafeInteger(header.bytes.length + header.dataLength)) {
     invalidArgument('the total size of the tensors', 'below 2^53 bytes', header.dataLength);
+  }
+  if (isObjectLocation(target)) {
+    const arrays = header.order.map((i) => tensors[inputs[i].name].data);
+    return saveObject(parseS3Url(target, 'file'), header, arrays);
   }
 
   const dir = path.dirname(target);
@@ -520,6 +540,22 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
   if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
   const verify = options.verify ?? true;
   if (typeof verify !== 'boolean') invalidArgument('options.verify', 'a boolean', verify);
+  if (isObjectLocation(abs)) {
+    const loc = parseS3Url(abs, 'file');
+    const { object, data } = await readOneVersion(async () => {
+      const o = await openObject(loc, verify);
+      return { object: o, data: await readObjectData(loc, o, verify, stack) };
+    });
+    const loaded: Record<string, LoadedTensor> = {};
+    object.parsed.entries.forEach((e, i) => setOwn(loaded, e.name, toTensor(e, data[i], abs)));
+    const verification: Verification =
+      !verify || !object.parsed.checksummed
+        ? 'unverified'
+        : object.state === 'resaved'
+          ? 'verified-resaved'
+          : 'verified';
+    return { tensors: loaded, metadata: object.parsed.metadata, verification };
+  }
   const where = await resolveCheckpoint(abs);
   if (where.kind === 'set') return loadShardSet(where.index, verify);
   const { opened, result: buffers } = await readVersion(abs, verify, (o) => readData(abs, o, verify, stack));
@@ -531,9 +567,14 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
 /** Reads a checkpoint's header (verifying its CRC) without reading the tensors. */
 export async function readCheckpointInfo(file: string): Promise<CheckpointInfo> {
   const abs = checkPath(file);
-  const where = await resolveCheckpoint(abs);
-  if (where.kind === 'set') return readShardSetInfo(where.index);
-  const { parsed, fileSize, state } = await openHeader(abs, 'if-present');
+  const object = isObjectLocation(abs) ? await openObject(parseS3Url(abs, 'file'), 'if-present') : undefined;
+  if (!object) {
+    const where = await resolveCheckpoint(abs);
+    if (where.kind === 'set') return readShardSetInfo(where.index);
+  }
+  const { parsed, fileSize, state } = object
+    ? { parsed: object.parsed, fileSize: object.version.size, state: object.state }
+    : await openHeader(abs, 'if-present');
   return {
     path: abs,
     fileSize,
@@ -676,6 +717,18 @@ export async function verifyCheckpoint(file: string, options: VerifyCheckpointAr
   }
   const limit = groupBytes ?? VERIFY_GROUP_BYTES;
   if (!Number.isSafeInteger(limit) || limit < 1) invalidArgument('options.groupBytes', 'an integer >= 1', limit);
+  if (isObjectLocation(abs)) {
+    const loc = parseS3Url(abs, 'file');
+    const check = (e: TensorEntry, bytes: Uint8Array, at: number) => {
+      if (e.dtype === 'BOOL') checkBoolBytes(e, bytes, at, abs);
+    };
+    const object = await readOneVersion(async () => {
+      const o = await openObject(loc, true);
+      await verifyObjectData(loc, o, limit, stack, check, onProgress);
+      return o;
+    });
+    return { path: abs, tensors: object.parsed.entries.length, bytes: object.parsed.dataLength };
+  }
   const where = await resolveCheckpoint(abs);
   if (where.kind === 'set') return verifyShardSet(where.index, { groupBytes: limit, onProgress });
   const { opened } = await readVersion(abs, true, (o) => verifyData(abs, o, stack, limit, onProgress));

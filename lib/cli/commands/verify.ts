@@ -7,7 +7,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError, fromNodeError } from '../../errors';
 import { INDEX_SUFFIX, checkpointNames, checkpointSize } from '../../shards';
-import { verifyCheckpoint } from '../../tensors';
+import { checkPath, isObjectLocation, readCheckpointInfo, verifyCheckpoint } from '../../tensors';
 import { type CliContext, out, outJson } from '../context';
 import { CliError, ExitCode, exitCodeFor } from '../exit-codes';
 import { formatBytes } from '../format-output';
@@ -67,12 +67,26 @@ export function fileProgress(
 }
 
 export async function verifyCommand(ctx: CliContext, target: string): Promise<void> {
-  const st = await statTarget(target);
-  const files = st.isDirectory() ? await listCheckpointFiles(path.resolve(target)) : [path.resolve(target)];
+  const object = isObjectLocation(checkPath(target, 'the checkpoint')); // one s3:// object (prefixes: not yet)
+  const st = object ? undefined : await statTarget(target);
+  const files = object
+    ? [target]
+    : st!.isDirectory()
+      ? await listCheckpointFiles(path.resolve(target))
+      : [path.resolve(target)];
   if (files.length === 0) {
     throw new CliError(ExitCode.INVALID, `No checkpoint files (*.safetensors) in ${path.resolve(target)}`);
   }
-  const sizes = await Promise.all(files.map(async (f) => (await checkpointSize(f).catch(() => null)) ?? 0));
+  const sizes = await Promise.all(
+    files.map(async (f) =>
+      object
+        ? readCheckpointInfo(f).then(
+            (i) => i.fileSize,
+            () => 0,
+          )
+        : ((await checkpointSize(f).catch(() => null)) ?? 0),
+    ),
+  );
   const total = sizes.reduce((a, b) => a + b, 0);
   const progress = byteProgress(ctx, total);
   const results: VerifyFileResult[] = [];

@@ -1,0 +1,123 @@
+/**
+ * The S3 client behind `s3://` locations: `@aws-sdk/client-s3` (an optional dependency), loaded on the first use of
+ * an s3:// location and never before, so that a user who never touches S3 installs nothing more. Configured the
+ * AWS SDK's usual way (environment: AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, ...,
+ * AWS_PROFILE and ~/.aws), with configureS3() to override, like tf.env().set for tfjs flags.
+ */
+import type * as SDK from '@aws-sdk/client-s3';
+import { CheckpointError, ErrorCode, invalidArgument, isPlainObject } from '../errors';
+
+export interface ConfigureS3Args {
+  /** The S3 endpoint, e.g. `http://127.0.0.1:7480` for a local Ceph gateway. Default: the SDK's (AWS_ENDPOINT_URL_S3,
+   * AWS_ENDPOINT_URL, the profile's endpoint_url, else AWS S3 for the region). */
+  endpoint?: string;
+  /** Default: the SDK's (AWS_REGION, the profile), else `us-east-1`. */
+  region?: string;
+  /** Static credentials. Default: the SDK's provider chain (environment, profile, SSO, instance metadata, ...). */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Path-style addressing (`endpoint/bucket/key`), which S3-compatible servers (Ceph, MinIO) need. Default: true
+   * when an endpoint is configured (here or in the environment), else false (virtual-hosted, as AWS prefers). */
+  forcePathStyle?: boolean;
+  /** Bytes per multipart-upload part, and the size above which an object is uploaded in parts (at most this, plus
+   * the header, is sent as one PUT). At least 5 MiB (S3's minimum part). Default: 16 MiB. */
+  partSize?: number;
+  /** Parts uploaded, and ranges downloaded, at once. A save holds at most `concurrency x partSize` bytes beyond the
+   * tensors. Default: 4. */
+  concurrency?: number;
+  /** Bytes per ranged GET when loading. Default: 8 MiB. */
+  rangeSize?: number;
+  /** Send each part's CRC32C (`x-amz-checksum-crc32c`) for the server to check: true, false, or 'auto' (probe the
+   * bucket once: a server that accepts a wrong checksum, like Ceph 16, ignores them, so none are sent).
+   * The library's own CRC32C per tensor, in the header, is verified on every load regardless. Default: 'auto'. */
+  partChecksums?: boolean | 'auto';
+}
+
+export interface S3Settings {
+  partSize: number;
+  concurrency: number;
+  rangeSize: number;
+  partChecksums: boolean | 'auto';
+}
+
+const MIB = 1024 * 1024;
+let args: ConfigureS3Args = {};
+let client: SDK.S3Client | undefined;
+let sdk: typeof SDK | undefined;
+/** Per bucket: whether the server checks x-amz-checksum-crc32c (probed once). */
+export const checksumSupport = new Map<string, Promise<boolean>>();
+
+/** Sets the S3 options for every later s3:// operation (merged over the previous ones; `{}` keeps them). */
+export function configureS3(options: ConfigureS3Args): void {
+  if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
+  const known = ['endpoint', 'region', 'credentials', 'forcePathStyle', 'partSize', 'concurrency', 'rangeSize'];
+  for (const k of Object.keys(options)) {
+    if (![...known, 'partChecksums'].includes(k)) invalidArgument(`options.${k}`, `one of ${known.join(', ')}`, k);
+  }
+  const o: ConfigureS3Args = options as ConfigureS3Args;
+  if (o.endpoint !== undefined && (typeof o.endpoint !== 'string' || !/^https?:\/\//.test(o.endpoint)))
+    invalidArgument('options.endpoint', 'an http:// or https:// URL', o.endpoint);
+  if (o.region !== undefined && (typeof o.region !== 'string' || o.region === ''))
+    invalidArgument('options.region', 'a non-empty string', o.region);
+  if (o.credentials !== undefined) {
+    const c = o.credentials as unknown as Record<string, unknown>;
+    if (!isPlainObject(c) || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string')
+      invalidArgument('options.credentials', '{ accessKeyId, secretAccessKey, sessionToken? } strings', c);
+  }
+  if (o.forcePathStyle !== undefined && typeof o.forcePathStyle !== 'boolean')
+    invalidArgument('options.forcePathStyle', 'a boolean', o.forcePathStyle);
+  if (o.partSize !== undefined && (!Number.isSafeInteger(o.partSize) || o.partSize < 5 * MIB))
+    invalidArgument('options.partSize', 'an integer >= 5 MiB (5242880)', o.partSize);
+  if (o.concurrency !== undefined && (!Number.isSafeInteger(o.concurrency) || o.concurrency < 1))
+    invalidArgument('options.concurrency', 'an integer >= 1', o.concurrency);
+  if (o.rangeSize !== undefined && (!Number.isSafeInteger(o.rangeSize) || o.rangeSize < 1))
+    invalidArgument('options.rangeSize', 'an integer >= 1', o.rangeSize);
+  if (o.partChecksums !== undefined && typeof o.partChecksums !== 'boolean' && o.partChecksums !== 'auto')
+    invalidArgument('options.partChecksums', "true, false or 'auto'", o.partChecksums);
+  args = { ...args, ...options };
+  client?.destroy();
+  client = undefined;
+  checksumSupport.clear();
+}
+
+export function s3Settings(): S3Settings {
+  return {
+    partSize: args.partSize ?? 16 * MIB,
+    concurrency: args.concurrency ?? 4,
+    rangeSize: args.rangeSize ?? 8 * MIB,
+    partChecksums: args.partChecksums ?? 'auto',
+  };
+}
+
+/** The SDK module, loaded on first use; ERR_CHECKPOINT_S3_SDK_MISSING when it is not installed. */
+export function loadSdk(): typeof SDK {
+  if (sdk) return sdk;
+  try {
+    sdk = require('@aws-sdk/client-s3') as typeof SDK;
+  } catch (e) {
+    throw new CheckpointError(
+      ErrorCode.S3_SDK_MISSING,
+      's3:// locations need the optional dependency @aws-sdk/client-s3, which is not installed: ' +
+        'npm install @aws-sdk/client-s3@~3.1175.0',
+      { cause: e },
+    );
+  }
+  return sdk;
+}
+
+/** The client every s3:// operation uses (made on first use from configureS3's options and the environment). */
+export function s3Client(): SDK.S3Client {
+  if (client) return client;
+  const { S3Client } = loadSdk();
+  const envEndpoint = process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
+  client = new S3Client({
+    ...(args.endpoint ? { endpoint: args.endpoint } : {}),
+    region: args.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+    ...(args.credentials ? { credentials: args.credentials } : {}),
+    forcePathStyle: args.forcePathStyle ?? (args.endpoint !== undefined || envEndpoint !== undefined),
+    // Checksums are sent where the server checks them (partChecksums), never computed by the SDK behind our back:
+    // its default also wraps bodies in aws-chunked encoding, which S3-compatible servers handle unevenly.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  return client;
+}

@@ -1,0 +1,57 @@
+/**
+ * Which locations the library serves: local paths and `s3://bucket/key`. The one home of the scheme rule: any other
+ * scheme (`gs://`, `http://`, `file:`, ...) is refused with ERR_CHECKPOINT_UNSUPPORTED_SCHEME, never taken as a local
+ * path. A scheme is RFC 3986's `letters followed by letters, digits, + - .` and a colon, at least two characters
+ * long (so a Windows drive, `C:\...`, stays a path); write `./a:b` for a local file whose name has a colon.
+ * No AWS SDK here: this module is loaded by every path check.
+ */
+import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
+
+/** A parsed `s3://bucket/key` location. */
+export interface S3Location {
+  bucket: string;
+  key: string;
+  /** The location as given, `s3://bucket/key`: what errors and results name. */
+  url: string;
+}
+
+const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]+):/;
+/** S3's bucket naming rules (3-63 lowercase letters, digits, dots, hyphens; starts and ends alphanumeric). */
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/** 's3' for an `s3://` location, undefined for a local path; throws UNSUPPORTED_SCHEME for any other scheme. */
+export function locationScheme(p: string, what: string): 's3' | undefined {
+  const m = SCHEME.exec(p);
+  if (!m) return undefined;
+  if (m[1] === 's3' && p.startsWith('s3://')) return 's3';
+  throw new CheckpointError(
+    ErrorCode.UNSUPPORTED_SCHEME,
+    `Expected ${what} to be a local path or an s3://bucket/key location, got ${JSON.stringify(p)}: the scheme ` +
+      `"${m[1]}:" is not served by tfjs-checkpoint (write ./${p} for a local name with a colon)`,
+    { path: p },
+  );
+}
+
+/** Parses an `s3://bucket/key` file location (the key must not be empty nor end with "/"). */
+export function parseS3Url(p: string, what: string): S3Location {
+  const rest = p.slice('s3://'.length);
+  const slash = rest.indexOf('/');
+  const bucket = slash === -1 ? rest : rest.slice(0, slash);
+  const key = slash === -1 ? '' : rest.slice(slash + 1);
+  if (!BUCKET.test(bucket)) invalidArgument(`${what}'s bucket`, 'a valid S3 bucket name (3-63 of a-z 0-9 . -)', bucket);
+  if (key === '' || key.endsWith('/')) invalidArgument(what, 'an s3://bucket/key location naming an object', p);
+  if (Buffer.byteLength(key) > 1024) invalidArgument(`${what}'s key`, 'at most 1024 bytes (the S3 limit)', key);
+  if (!key.isWellFormed()) invalidArgument(`${what}'s key`, 'well-formed Unicode', key);
+  return { bucket, key, url: p };
+}
+
+/** Refuses an s3:// location where the library does not serve it yet (the manager and its callbacks). */
+export function refuseS3(p: string, what: string, who: string): void {
+  if (locationScheme(p, what) !== 's3') return;
+  throw new CheckpointError(
+    ErrorCode.UNSUPPORTED_SCHEME,
+    `${who} does not support s3:// locations yet (got ${JSON.stringify(p)}): save with saveTensors/saveCheckpoint ` +
+      'to s3://, or use a local directory for the manager',
+    { path: p },
+  );
+}

@@ -1,0 +1,412 @@
+/**
+ * Checkpoint objects on S3: the same bytes as a local checkpoint file (the header from format.ts, a CRC32C per
+ * tensor), written and read through @aws-sdk/client-s3.
+ *
+ * Save: visible complete or not at all. Up to partSize bytes go as one PutObject; larger objects as a multipart
+ * upload, which S3 makes visible only when CompleteMultipartUpload succeeds, and which is aborted on any failure.
+ * The parts stream from the tensors' own arrays: each part is copied into one part-sized buffer while its tensors'
+ * CRC32Cs advance, so at most `concurrency` parts (concurrency x partSize bytes) exist at once, never the whole
+ * object. The header (part 1, with the first data bytes) goes last, once every CRC is known: nothing is read twice.
+ * Load: parallel ranged GETs into one buffer per tensor, every tensor's CRC32C checked (the server is not trusted),
+ * and every response's ETag compared with the first, so that an object replaced mid-read is never mixed.
+ */
+import type * as SDK from '@aws-sdk/client-s3';
+import type { Readable } from 'node:stream';
+import { crcHex } from '../crc32c';
+import { CheckpointError, ErrorCode, fromBackendFailure } from '../errors';
+import {
+  BuiltHeader,
+  HEADER_CRC_OFFSET,
+  ParsedHeader,
+  TENSOR_CRC_OFFSET,
+  TensorEntry,
+  HeaderState,
+  computeHeaderCrc,
+  readHeader,
+  readHeaderLength,
+} from '../format';
+import { getBackend } from '../runtime';
+import { checksumSupport, loadSdk, s3Client, s3Settings } from './client';
+import type { S3Location } from './location';
+
+/** Wraps an SDK error (whose message is often empty, e.g. from Ceph: its name and HTTP status say what failed). */
+export function fromS3Error(err: unknown, action: string, loc: S3Location): CheckpointError {
+  if (err instanceof CheckpointError) return err;
+  const e = err as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e?.$metadata?.httpStatusCode;
+  const what = [e?.name && e.name !== 'Error' ? e.name : e?.code, status ? `HTTP ${status}` : undefined, e?.message]
+    .filter((s) => typeof s === 'string' && s !== '')
+    .join(', ');
+  return new CheckpointError(ErrorCode.S3, `Could not ${action} ${loc.url}: ${what || String(err)}`, {
+    path: loc.url,
+    cause: err,
+  });
+}
+
+/** Runs `tasks` with at most `limit` in flight; rejects with the first failure after the running ones settle. */
+async function pool<T>(count: number, limit: number, task: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = new Array<T>(count);
+  let next = 0;
+  let failed: { e: unknown } | undefined;
+  const worker = async () => {
+    while (next < count && !failed) {
+      const i = next++;
+      try {
+        out[i] = await task(i);
+      } catch (e) {
+        failed ??= { e };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
+  if (failed) throw failed.e;
+  return out;
+}
+
+/** The bytes of the data section in [begin, end), as views of the tensors' arrays (file order). */
+function* dataViews(entries: readonly TensorEntry[], arrays: readonly ArrayBufferView[], begin: number, end: number) {
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    if (e.end <= begin || e.begin >= end || e.end === e.begin) continue;
+    const a = arrays[i];
+    const from = Math.max(begin, e.begin) - e.begin;
+    const to = Math.min(end, e.end) - e.begin;
+    yield { tensor: i, view: new Uint8Array(a.buffer, a.byteOffset + from, to - from) };
+  }
+}
+
+function crcBase64(crc: number): string {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(crc >>> 0);
+  return b.toString('base64');
+}
+
+/** Whether the bucket's server checks x-amz-checksum-crc32c: a PUT with a wrong one is refused (then true). */
+async function probeChecksums(loc: S3Location): Promise<boolean> {
+  const { PutObjectCommand, DeleteObjectCommand } = loadSdk();
+  const key = `${loc.key}.tfjs-checkpoint-probe-${process.pid}-${Date.now()}`;
+  try {
+    await s3Client().send(
+      new PutObjectCommand({ Bucket: loc.bucket, Key: key, Body: Buffer.from('probe'), ChecksumCRC32C: 'AAAAAA==' }),
+    );
+  } catch {
+    return true; // refused: the server checks
+  }
+  await s3Client()
+    .send(new DeleteObjectCommand({ Bucket: loc.bucket, Key: key }))
+    .catch(() => undefined);
+  return false;
+}
+
+async function useChecksums(loc: S3Location): Promise<boolean> {
+  const setting = s3Settings().partChecksums;
+  if (setting !== 'auto') return setting;
+  let p = checksumSupport.get(loc.bucket);
+  if (!p) {
+    p = probeChecksums(loc);
+    checksumSupport.set(loc.bucket, p);
+  }
+  return p;
+}
+
+/** Copies views into one new buffer of `size` bytes. */
+function gather(views: Iterable<Uint8Array>, size: number): Buffer {
+  const buf = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const v of views) {
+    buf.set(v, at);
+    at += v.length;
+  }
+  return buf;
+}
+
+/**
+ * Uploads a checkpoint object: `header` from buildHeader (CRC placeholders), `arrays` the tensors' data in file
+ * order. Resolves when the object is visible, complete; on failure none is (a multipart upload is aborted).
+ */
+export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: ArrayBufferView[]): Promise<void> {
+  const sdk = loadSdk();
+  const client = s3Client();
+  const { partSize, concurrency } = s3Settings();
+  const crc = getBackend().crc32c;
+  const { entries } = header;
+  const crcs = entries.map(() => 0);
+  const advance = (views: Iterable<{ tensor: number; view: Uint8Array }>): Uint8Array[] => {
+    const out: Uint8Array[] = [];
+    for (const { tensor, view } of views) {
+      crcs[tensor] = crc(view, crcs[tensor]);
+      out.push(view);
+    }
+    return out;
+  };
+  const finishHeader = (): Uint8Array => {
+    const h = Uint8Array.from(header.bytes);
+    crcs.forEach((c, i) => h.set(Buffer.from(crcHex(c), 'latin1'), TENSOR_CRC_OFFSET + 9 * i));
+    h.set(Buffer.from(crcHex(computeHeaderCrc(h, crc)), 'latin1'), HEADER_CRC_OFFSET);
+    return h;
+  };
+  const headLength = header.bytes.length;
+  const total = headLength + header.dataLength;
+  const checksums = await useChecksums(loc).catch(() => false);
+  const Bucket = loc.bucket;
+  const Key = loc.key;
+
+  if (total <= partSize + headLength) {
+    const views = advance(dataViews(entries, arrays, 0, header.dataLength));
+    const body = gather([finishHeader(), ...views], total);
+    try {
+      await client.send(
+        new sdk.PutObjectCommand({
+          Bucket,
+          Key,
+          Body: body,
+          ContentLength: total,
+          ...(checksums ? { ChecksumCRC32C: crcBase64(crc(body)) } : {}),
+        }),
+      );
+    } catch (e) {
+      throw fromS3Error(e, 'save', loc);
+    }
+    return;
+  }
+
+  // Part 1 is the header and the data up to partSize: its data's CRCs are taken first, it is uploaded last.
+  const firstDataEnd = Math.min(header.dataLength, Math.max(partSize - headLength, 0) || partSize);
+  const firstViews = advance(dataViews(entries, arrays, 0, firstDataEnd));
+  const rest = header.dataLength - firstDataEnd;
+  const partCount = 1 + Math.ceil(rest / partSize);
+  let uploadId: string | undefined;
+  try {
+    const created = await client.send(
+      new sdk.CreateMultipartUploadCommand({ Bucket, Key, ...(checksums ? { ChecksumAlgorithm: 'CRC32C' } : {}) }),
+    );
+    uploadId = created.UploadId;
+    if (!uploadId) throw new Error('CreateMultipartUpload returned no UploadId');
+    const UploadId = uploadId;
+    const uploadPart = async (PartNumber: number, body: Buffer): Promise<SDK.CompletedPart> => {
+      const sum = checksums ? crcBase64(crc(body)) : undefined;
+      const r = await client.send(
+        new sdk.UploadPartCommand({
+          Bucket,
+          Key,
+          UploadId,
+          PartNumber,
+          Body: body,
+          ContentLength: body.length,
+          ...(sum ? { ChecksumCRC32C: sum } : {}),
+        }),
+      );
+      return { PartNumber, ETag: r.ETag, ...(sum ? { ChecksumCRC32C: sum } : {}) };
+    };
+    // Parts 2..n in order, so that the CRCs advance in file order; the copy happens just before each part is sent.
+    const later = await pool(partCount - 1, concurrency, (i) => {
+      const begin = firstDataEnd + i * partSize;
+      const end = Math.min(begin + partSize, header.dataLength);
+      return uploadPart(i + 2, gather(advance(dataViews(entries, arrays, begin, end)), end - begin));
+    });
+    const head = finishHeader();
+    const first = await uploadPart(1, gather([head, ...firstViews], headLength + firstDataEnd));
+    await client.send(
+      new sdk.CompleteMultipartUploadCommand({
+        Bucket,
+        Key,
+        UploadId,
+        MultipartUpload: { Parts: [first, ...later] },
+      }),
+    );
+  } catch (e) {
+    if (uploadId) {
+      await client
+        .send(new sdk.AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId }))
+        .catch(() => undefined);
+    }
+    throw fromS3Error(e, 'save', loc);
+  }
+}
+
+/** A ranged GET saw another version of the object than the read began with (a save replaced it). */
+class ReplacedError extends CheckpointError {}
+
+/** How many times a read starts over when saves keep replacing the object under it (as for files). */
+const READ_ATTEMPTS = 10;
+
+/**
+ * Runs `read` (header and data of one version) again from the start when the object was replaced under it, up to
+ * READ_ATTEMPTS times; then fails with ERR_CHECKPOINT_CORRUPT "replaced while being read".
+ */
+export async function readOneVersion<T>(read: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await read();
+    } catch (e) {
+      if (!(e instanceof ReplacedError) || attempt >= READ_ATTEMPTS) throw e;
+    }
+  }
+}
+
+/** An object's identity for one read: its size and ETag (every later ranged GET must see the same). */
+interface ObjectVersion {
+  size: number;
+  etag: string;
+}
+
+/** GETs [begin, end) of the object into `target` at `at`; checks the response is of `version`. */
+async function getRange(
+  loc: S3Location,
+  begin: number,
+  end: number,
+  target: Uint8Array,
+  at: number,
+  version?: ObjectVersion,
+): Promise<ObjectVersion> {
+  const sdk = loadSdk();
+  let r: SDK.GetObjectCommandOutput;
+  try {
+    r = await s3Client().send(
+      new sdk.GetObjectCommand({
+        Bucket: loc.bucket,
+        Key: loc.key,
+        Range: `bytes=${begin}-${end - 1}`,
+      }),
+    );
+  } catch (e) {
+    throw fromS3Error(e, 'read', loc);
+  }
+  const total = /\/(\d+)$/.exec(r.ContentRange ?? '');
+  const size = total ? Number(total[1]) : Number(r.ContentLength ?? 0);
+  const seen = { size, etag: r.ETag ?? '' };
+  if (version && (seen.size !== version.size || seen.etag !== version.etag)) {
+    (r.Body as Readable | undefined)?.destroy();
+    throw new ReplacedError(ErrorCode.CORRUPT, `Could not read ${loc.url}: it was replaced while being read`, {
+      path: loc.url,
+    });
+  }
+  let pos = at;
+  const limit = at + Math.min(end, size) - begin;
+  try {
+    for await (const chunk of r.Body as Readable) {
+      const c = chunk as Buffer;
+      if (pos + c.length > limit) throw new Error('the server sent more bytes than the range asked for');
+      target.set(c, pos);
+      pos += c.length;
+    }
+  } catch (e) {
+    throw fromS3Error(e, 'read', loc);
+  }
+  if (pos !== limit) {
+    throw new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${loc.url}: a ranged read came back short`, {
+      path: loc.url,
+    });
+  }
+  return seen;
+}
+
+export interface OpenedObject {
+  parsed: ParsedHeader;
+  version: ObjectVersion;
+  /** Set when the header CRC was checked (see format.ts HeaderState). */
+  state?: HeaderState;
+}
+
+/** Reads and checks an object's header, as openHeader does for a file (`verify` likewise). */
+export async function openObject(loc: S3Location, verify: boolean | 'if-present'): Promise<OpenedObject> {
+  const guess = 64 * 1024;
+  let head = new Uint8Array(guess);
+  const version = await getRange(loc, 0, guess, head, 0);
+  const n = readHeaderLength(head.subarray(0, Math.min(8, version.size)), version.size, loc.url);
+  if (8 + n > guess) {
+    const full = new Uint8Array(8 + n);
+    full.set(head);
+    await getRange(loc, guess, 8 + n, full, guess, version);
+    head = full;
+  } else {
+    head = head.subarray(0, 8 + n);
+  }
+  const { parsed, state } = readHeader(head, version.size, loc.url, verify !== false, getBackend().crc32c);
+  if (verify === true && !parsed.checksummed) {
+    throw new CheckpointError(
+      ErrorCode.UNVERIFIED,
+      `${loc.url} is a safetensors file without tfjs-checkpoint checksums; load it with { verify: false }`,
+      { path: loc.url },
+    );
+  }
+  return { parsed, version, ...(state ? { state } : {}) };
+}
+
+/** Reads every tensor into its own buffer, `rangeSize` bytes per GET, `concurrency` at once; checks CRCs. */
+export async function readObjectData(loc: S3Location, opened: OpenedObject, verify: boolean, stack: string) {
+  const { rangeSize, concurrency } = s3Settings();
+  const { entries, dataStart, tensorCrcs } = opened.parsed;
+  const buffers = entries.map((e) => new ArrayBuffer(e.end - e.begin));
+  const ranges: { tensor: number; begin: number; end: number }[] = [];
+  entries.forEach((e, i) => {
+    for (let at = e.begin; at < e.end; at += rangeSize) {
+      ranges.push({ tensor: i, begin: at, end: Math.min(at + rangeSize, e.end) });
+    }
+  });
+  await pool(ranges.length, concurrency, async (j) => {
+    const r = ranges[j];
+    const e = entries[r.tensor];
+    const target = new Uint8Array(buffers[r.tensor]);
+    await getRange(loc, dataStart + r.begin, dataStart + r.end, target, r.begin - e.begin, opened.version);
+  });
+  if (verify && opened.parsed.checksummed && tensorCrcs) {
+    const crc = getBackend().crc32c;
+    buffers.forEach((b, i) => {
+      const actualCrc = crc(new Uint8Array(b));
+      if (actualCrc !== tensorCrcs[i]) {
+        const failure = { kind: 'checksum', tensorIndex: i, path: loc.url, actualCrc, message: 'checksum mismatch' };
+        throw fromBackendFailure(
+          failure,
+          `load ${loc.url}`,
+          entries.map((t) => t.name),
+          stack,
+        );
+      }
+    });
+  }
+  return buffers;
+}
+
+/**
+ * Verifies an object's tensors `groupBytes` of data at a time (one ranged GET each), carrying each tensor's CRC
+ * across groups; `check` sees every group's bytes of a tensor (the bool rule). Reports progress as verifyCheckpoint.
+ */
+export async function verifyObjectData(
+  loc: S3Location,
+  opened: OpenedObject,
+  groupBytes: number,
+  stack: string,
+  check: (entry: TensorEntry, bytes: Uint8Array, offset: number) => void,
+  onProgress?: (done: number, total: number) => void,
+): Promise<void> {
+  const { entries, dataStart, dataLength, tensorCrcs } = opened.parsed;
+  const crc = getBackend().crc32c;
+  const crcs = entries.map(() => 0);
+  onProgress?.(0, dataLength);
+  const buf = new Uint8Array(Math.min(groupBytes, dataLength));
+  for (let begin = 0; begin < dataLength; begin += groupBytes) {
+    const end = Math.min(begin + groupBytes, dataLength);
+    await getRange(loc, dataStart + begin, dataStart + end, buf, 0, opened.version);
+    entries.forEach((e, i) => {
+      if (e.end <= begin || e.begin >= end) return;
+      const from = Math.max(begin, e.begin);
+      const to = Math.min(end, e.end);
+      const bytes = buf.subarray(from - begin, to - begin);
+      crcs[i] = crc(bytes, crcs[i]);
+      check(e, bytes, from - e.begin);
+      if (to === e.end && tensorCrcs && crcs[i] !== tensorCrcs[i]) {
+        const failure = { kind: 'checksum', tensorIndex: 0, path: loc.url, message: 'checksum mismatch' };
+        throw fromBackendFailure(failure, `verify ${loc.url}`, [e.name], stack);
+      }
+    });
+    onProgress?.(end, dataLength);
+  }
+  // Empty tensors have a CRC too (of no bytes).
+  entries.forEach((e, i) => {
+    if (e.end === e.begin && tensorCrcs && tensorCrcs[i] !== crc(new Uint8Array(0))) {
+      const failure = { kind: 'checksum', tensorIndex: 0, path: loc.url, message: 'checksum mismatch' };
+      throw fromBackendFailure(failure, `verify ${loc.url}`, [e.name], stack);
+    }
+  });
+}

@@ -1,0 +1,104 @@
+/**
+ * A real S3 server for the object-storage suites: a single-node Ceph RADOS Gateway started by
+ * scripts/ceph-gateway.sh on a free 127.0.0.1 port in a temp dir, stopped (its daemons only) after the suite.
+ * Where Ceph is not installed the suite is skipped with one line saying how to install it; under CI=true it fails.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+
+const SCRIPT = path.join(__dirname, '..', '..', 'scripts', 'ceph-gateway.sh');
+export const INSTALL_HINT =
+  'object-storage suite: Ceph is not installed; run `apt-get install -y radosgw ceph-mon ceph-osd` (about 72 s) to enable it';
+
+export function cephInstalled(): boolean {
+  try {
+    execFileSync('sh', ['-c', 'command -v radosgw && command -v ceph-mon && command -v ceph-osd'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** describe() when Ceph is installed; else a one-line note and a skip, or under CI=true a failing test. */
+export function describeWithGateway(name: string, body: () => void): void {
+  if (cephInstalled()) {
+    describe(name, body);
+  } else if (process.env.CI === 'true') {
+    describe(name, () => {
+      test('needs a Ceph RADOS Gateway (CI=true: the object-storage suite must run)', () => {
+        throw new Error(INSTALL_HINT);
+      });
+    });
+  } else {
+    console.warn(INSTALL_HINT);
+    describe.skip(name, body);
+  }
+}
+
+async function freePortPair(): Promise<number> {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const free = await Promise.all([port, port + 1].map(isFree));
+    if (free.every(Boolean)) return port;
+  }
+}
+
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+export interface Gateway {
+  endpoint: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  stop(): Promise<void>;
+}
+
+/** Starts a gateway (about 15 s) and returns its endpoint and keys; tries a second port if the first start fails. */
+export async function startGateway(): Promise<Gateway> {
+  try {
+    return await startOnce();
+  } catch (e) {
+    console.warn(`the Ceph gateway did not start, trying another port: ${(e as Error).message.split('\n')[1]}`);
+    return startOnce();
+  }
+}
+
+async function startOnce(): Promise<Gateway> {
+  const port = await freePortPair();
+  const env = {
+    ...process.env,
+    CEPH_GATEWAY_PORT: String(port),
+    CEPH_GATEWAY_DIR: path.join(os.tmpdir(), `tfjs-checkpoint-test-ceph-${process.pid}-${port}`),
+  };
+  const run = promisify(execFile);
+  const stop = async () => {
+    await run(SCRIPT, ['stop'], { env, timeout: 60_000 });
+  };
+  let out: string;
+  try {
+    ({ stdout: out } = await run(SCRIPT, ['start'], { env, timeout: 120_000 }));
+  } catch (e) {
+    await stop().catch(() => undefined);
+    throw e;
+  }
+  const vars = Object.fromEntries(
+    out
+      .split('\n')
+      .filter((l) => l.includes('='))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
+  return {
+    endpoint: vars.AWS_ENDPOINT_URL,
+    accessKeyId: vars.AWS_ACCESS_KEY_ID,
+    secretAccessKey: vars.AWS_SECRET_ACCESS_KEY,
+    stop,
+  };
+}
