@@ -1,4 +1,4 @@
-// LD_PRELOAD fault injector for test/faults.test.ts: makes chosen libc calls fail (or write short) for chosen paths,
+// LD_PRELOAD fault injector for test/durability/faults.test.ts: makes chosen libc calls fail (or write short) for chosen paths,
 // in any process it is preloaded into (node with either backend: the native addon calls libc directly, the JS
 // backend reaches the same calls through libuv's thread pool).
 //
