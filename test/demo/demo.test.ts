@@ -152,7 +152,7 @@ describe('the platform option', () => {
 
   test('npm start options: a bad --epochs or --platform is a one-line usage error, exit 2', async () => {
     await ensureBuilt();
-    const main = path.join(ROOT, 'dist', 'lib', 'demo', 'main.js');
+    const main = path.join(ROOT, 'dist', 'demo', 'main.js');
     const a = spawnSync(process.execPath, [main, '--epochs', '0'], { encoding: 'utf8' });
     expect(a.status).toBe(2);
     expect(a.stderr.trim()).toBe(
@@ -168,7 +168,7 @@ describe('the platform option', () => {
   // restored best matches exactly; where it does not, the demo says in one line how to enable it.
   test('npm start -- --platform tfjs-node trains on the tensorflow backend, or says in one line to run npm run setup:tfjs-node', async () => {
     await ensureBuilt();
-    const main = path.join(ROOT, 'dist', 'lib', 'demo', 'main.js');
+    const main = path.join(ROOT, 'dist', 'demo', 'main.js');
     const out = path.join(await tempDir(), 'checkpoints');
     const args = [main, '--platform', 'tfjs-node', '--epochs', '1', '--samples', '100', '--out', out];
     const r = spawnSync(process.execPath, args, { encoding: 'utf8' });

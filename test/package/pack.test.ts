@@ -107,8 +107,9 @@ it('installs from the packed tarball with scripts disabled and saves/loads with 
       `prebuilds/${platformDir}/${prebuild}`,
     ]),
   );
-  // Nothing from the development tree: no build output, tests, sources of the TS, or node_modules.
-  expect(files.filter((f) => /^(build|test|lib|node_modules|build-[^/]*)\//.test(f))).toEqual([]);
+  // Nothing from the development tree: no build output, tests, sources of the TS, node_modules, or the demo
+  // (compiled or not: it is the repository's `npm start`, not part of the library).
+  expect(files.filter((f) => /^(build|test|lib|demo|dist\/demo|node_modules|build-[^/]*)\//.test(f))).toEqual([]);
   const tarball = path.join(work, packed[0].filename);
 
   const consumer = path.join(work, 'consumer');
