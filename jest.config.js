@@ -16,14 +16,14 @@ const common = {
 
 /** The suites that train, save and restore models: they run on both platforms. */
 const MODEL_LEVEL = [
-  'model',
-  'model-checkpoint',
-  'checkpoint-manager',
-  'async-save',
-  'backup-and-restore',
-  'restore-twin',
-  'io-handler',
-  'shards-training',
+  'model/model',
+  'callbacks/model-checkpoint',
+  'manager/checkpoint-manager',
+  'manager/async-save',
+  'callbacks/backup-and-restore',
+  'model/restore-twin',
+  'model/io-handler',
+  'manager/shards-training',
 ];
 
 function tfjsNodeProject() {

@@ -4,10 +4,10 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { crc32c as jsCrc32c } from '../lib/crc32c';
-import { loadNativeBackend } from '../lib/native-backend';
-import { setBackend } from '../lib/runtime';
-import { NamedTensors, loadTensors, readCheckpointInfo, saveTensors } from '../lib/tensors';
+import { crc32c as jsCrc32c } from '../lib/format/crc32c';
+import { loadNativeBackend } from '../lib/backend/native-backend';
+import { setBackend } from '../lib/backend/select';
+import { NamedTensors, loadTensors, readCheckpointInfo, saveTensors } from '../lib/io/tensors';
 import type {
   ChildReply,
   CrcImpl,
@@ -21,7 +21,7 @@ import type {
 import { Layout, allocate, fillTensor, makeLayout } from './layout';
 import { memoryStatus, resetPeak } from './memory';
 import { runStall } from './stall';
-import { loadShardSet } from '../lib/shards';
+import { loadShardSet } from '../lib/io/shards';
 
 function named(layout: Layout, arrays: Float32Array[]): NamedTensors {
   const out: NamedTensors = {};

@@ -33,7 +33,7 @@ import type {
 } from './jobs';
 import { makeLayout } from './layout';
 import { benchShards, shardsReport } from './shards';
-import { findPackageRoot, loadNativeBackend } from '../lib/native-backend';
+import { findPackageRoot, loadNativeBackend } from '../lib/backend/native-backend';
 import { MiB, fixed, markdownTable, median, mibps, sizeLabel, spread } from './stats';
 import { STALL_MODEL, loadCheckpointManager, tfjsNodeLoadError } from './stall';
 import { PeerLoad, PeerSave, Peers, detectPeers, peerLoad, peerSave } from './peers';
@@ -1048,7 +1048,7 @@ function report(res: Results): string {
             String(c.gbps.hardwareCached.length),
           ],
           ['native crc32cPortable (table)', spread(c.gbps.portable, 2), String(c.gbps.portable.length)],
-          ['JS lib/crc32c.ts (slicing-by-8)', spread(c.gbps.js, 2), String(c.gbps.js.length)],
+          ['JS lib/format/crc32c.ts (slicing-by-8)', spread(c.gbps.js, 2), String(c.gbps.js.length)],
           [
             'reference: memcmp of the buffer and a copy (read GB/s)',
             spread(c.gbps.memread, 2),

@@ -13,7 +13,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { NamedTensors, saveTensors } from '../lib/tensors';
+import { NamedTensors, saveTensors } from '../lib/io/tensors';
 import type { Job, StallResult } from './jobs';
 
 type StallJob = Extract<Job, { op: 'stall' }>;
@@ -43,7 +43,7 @@ type ManagerCtor = new (args: Record<string, unknown>) => ManagerLike;
 
 /** The CheckpointManager class of this build, or an Error saying why there is none. */
 export function loadCheckpointManager(): ManagerCtor | Error {
-  const file = path.join(__dirname, '..', 'lib', 'checkpoint-manager');
+  const file = path.join(__dirname, '..', 'lib', 'manager', 'checkpoint-manager');
   try {
     const mod = require(file) as { CheckpointManager?: ManagerCtor };
     if (typeof mod.CheckpointManager !== 'function') return new Error(`${file} exports no CheckpointManager`);
@@ -186,7 +186,7 @@ export async function runStall(job: StallJob): Promise<StallResult> {
   const saveMs: number[] = [];
   let fileBytes = 0;
   if (manager) {
-    const { captureCheckpoint } = require(path.join(__dirname, '..', 'lib', 'model')) as {
+    const { captureCheckpoint } = require(path.join(__dirname, '..', 'lib', 'model', 'save-restore')) as {
       captureCheckpoint(mdl: unknown): Promise<{ tensors: NamedTensors; metadata: Record<string, string> }>;
     };
     for (let i = 0; i < 5; i++) {

@@ -4,7 +4,7 @@
  * Codes never come from matching message text.
  */
 import * as util from 'node:util';
-import type { BackendFailure } from './backend';
+import type { BackendFailure } from './backend/backend';
 
 export const ErrorCode = {
   /** An argument had the wrong type or value; the message names it. */

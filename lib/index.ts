@@ -3,7 +3,7 @@
  */
 export { CheckpointError, ErrorCode } from './errors';
 export type { LibraryErrorCode, CheckpointErrorDetails } from './errors';
-export { saveTensors, loadTensors, verifyCheckpoint, readCheckpointInfo } from './tensors';
+export { saveTensors, loadTensors, verifyCheckpoint, readCheckpointInfo } from './io/tensors';
 export type {
   TensorData,
   NamedTensors,
@@ -21,13 +21,13 @@ export type {
   VerifyCheckpointArgs,
   DType,
   TensorArray,
-} from './tensors';
-export { backendName, setBackend, nativeLoadError } from './runtime';
-export { DEFAULT_MAX_SHARD_SIZE, INDEX_SUFFIX } from './shards';
-export type { ShardInfo } from './shards';
-export { FORMAT_VERSION } from './format';
-export { toTfjs, convertLoaded, defaultTfjsDtype } from './dtype-convert';
-export { captureCheckpoint, saveCheckpoint, restoreCheckpoint, loadModel } from './model';
+} from './io/tensors';
+export { backendName, setBackend, nativeLoadError } from './backend/select';
+export { DEFAULT_MAX_SHARD_SIZE, INDEX_SUFFIX } from './io/shards';
+export type { ShardInfo } from './io/shards';
+export { FORMAT_VERSION } from './format/header';
+export { toTfjs, convertLoaded, defaultTfjsDtype } from './format/dtype-convert';
+export { captureCheckpoint, saveCheckpoint, restoreCheckpoint, loadModel } from './model/save-restore';
 export type {
   CaptureCheckpointArgs,
   SaveCheckpointArgs,
@@ -36,36 +36,47 @@ export type {
   RestoreCheckpointArgs,
   RestoreCheckpointResult,
   LoadModelArgs,
-} from './model';
+} from './model/save-restore';
 // Importing the package registers the safetensors:// save and load routers with tfjs (see io-handler.ts).
-export { SafetensorsIOHandler, safetensorsIO, safetensorsRouter, SAFETENSORS_SCHEME } from './io-handler';
-export type { SafetensorsIOArgs } from './io-handler';
-export { MetadataKey, parseTrainingMetadata } from './checkpoint-metadata';
-export type { TrainingInfo, ParsedTrainingInfo } from './checkpoint-metadata';
-export { OPTIMIZER_PREFIX, OPTIMIZER_INTERNAL_PREFIX, isOptimizerTensorName } from './optimizer-state';
-export { renderFilename, validateTemplate, formatValue } from './template';
-export type { TemplateValue, TemplateField, RenderFilenameArgs } from './template';
-export { lookupMetric, metricAliases, inferMonitorMode, isMaximizedMetric, resolveMonitorMode } from './metrics';
-export type { MonitorMode, MonitorModeArg } from './metrics';
-export { ModelCheckpoint, modelCheckpoint } from './model-checkpoint';
-export type { ModelCheckpointArgs, SaveInfo } from './model-checkpoint';
-export { CheckpointManager, checkpointManager } from './checkpoint-manager';
+export { SafetensorsIOHandler, safetensorsIO, safetensorsRouter, SAFETENSORS_SCHEME } from './model/io-handler';
+export type { SafetensorsIOArgs } from './model/io-handler';
+export { MetadataKey, parseTrainingMetadata } from './format/metadata';
+export type { TrainingInfo, ParsedTrainingInfo } from './format/metadata';
+export { OPTIMIZER_PREFIX, OPTIMIZER_INTERNAL_PREFIX, isOptimizerTensorName } from './model/optimizer-state';
+export { renderFilename, validateTemplate, formatValue } from './manager/filename-template';
+export type { TemplateValue, TemplateField, RenderFilenameArgs } from './manager/filename-template';
+export {
+  lookupMetric,
+  metricAliases,
+  inferMonitorMode,
+  isMaximizedMetric,
+  resolveMonitorMode,
+} from './manager/metric-names';
+export type { MonitorMode, MonitorModeArg } from './manager/metric-names';
+export { ModelCheckpoint, modelCheckpoint } from './callbacks/model-checkpoint';
+export type { ModelCheckpointArgs, SaveInfo } from './callbacks/model-checkpoint';
+export { CheckpointManager, checkpointManager } from './manager/checkpoint-manager';
 export type {
   CheckpointManagerArgs,
   CheckpointLogger,
   SavedCheckpoint,
   StepResult,
   StepOptions,
-} from './checkpoint-manager';
-export type { CheckpointEntry, CheckpointKind, HistoryEntry } from './checkpoint-index';
-export { INDEX_FILENAME } from './checkpoint-index';
-export { BackupAndRestore, backupAndRestore, BACKUP_FILENAME, PREVIOUS_BACKUP_FILENAME } from './backup-and-restore';
-export type { BackupAndRestoreArgs } from './backup-and-restore';
+} from './manager/checkpoint-manager';
+export type { CheckpointEntry, CheckpointKind, HistoryEntry } from './manager/checkpoint-index';
+export { INDEX_FILENAME } from './manager/checkpoint-index';
+export {
+  BackupAndRestore,
+  backupAndRestore,
+  BACKUP_FILENAME,
+  PREVIOUS_BACKUP_FILENAME,
+} from './callbacks/backup-and-restore';
+export type { BackupAndRestoreArgs } from './callbacks/backup-and-restore';
 
 export { configureS3 } from './s3/client';
 export type { ConfigureS3Args } from './s3/client';
 
-import { backendName } from './runtime';
+import { backendName } from './backend/select';
 
 /** The backend in use: 'native' (the C++ addon) or 'js' (the pure-TypeScript fallback). */
 export declare const backend: 'native' | 'js';

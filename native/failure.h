@@ -1,5 +1,5 @@
 // How the core reports a failed operation: plain data, no Node types. addon.cc turns it into the JS error object
-// described by BackendFailure in lib/backend.ts.
+// described by BackendFailure in lib/backend/backend.ts.
 #ifndef TFJS_CHECKPOINT_FAILURE_H_
 #define TFJS_CHECKPOINT_FAILURE_H_
 

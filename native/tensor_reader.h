@@ -1,5 +1,5 @@
 // The read job: reads each tensor's byte range of a checkpoint into its own buffer, verifying CRC32Cs
-// (see ReadPlan in lib/backend.ts).
+// (see ReadPlan in lib/backend/backend.ts).
 //
 // Threading: a ReadJob is built on the JS thread and executed on one worker thread; ReadCheckpoint touches no JS
 // state. The buffers it returns are plain malloc'd memory owned by the caller (addon.cc hands them to JS as

@@ -1,4 +1,4 @@
-// The write job: persists one checkpoint file atomically (see WritePlan in lib/backend.ts).
+// The write job: persists one checkpoint file atomically (see WritePlan in lib/backend/backend.ts).
 //
 // Threading: a WriteJob is built on the JS thread (header copied, array pointers captured while the caller keeps
 // the arrays alive) and then executed on one worker thread; WriteCheckpoint touches no JS state. The memory behind

@@ -6,12 +6,12 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { MANAGER_METADATA_KEY, type CheckpointIndex, type HistoryEntry, readIndex } from '../checkpoint-index';
-import { decodeNumber, parseTrainingMetadata } from '../checkpoint-metadata';
+import { MANAGER_METADATA_KEY, type CheckpointIndex, type HistoryEntry, readIndex } from '../manager/checkpoint-index';
+import { decodeNumber, parseTrainingMetadata } from '../format/metadata';
 import { fromNodeError } from '../errors';
-import { inferMonitorMode, lookupMetric, type MonitorMode } from '../metrics';
-import { checkpointNames, checkpointSize } from '../shards';
-import { readCheckpointInfo } from '../tensors';
+import { inferMonitorMode, lookupMetric, type MonitorMode } from '../manager/metric-names';
+import { checkpointNames, checkpointSize } from '../io/shards';
+import { readCheckpointInfo } from '../io/tensors';
 
 export interface ListedCheckpoint {
   file: string;

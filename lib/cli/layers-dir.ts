@@ -8,7 +8,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { fromNodeError } from '../errors';
-import { acquireTempPath, releaseTempPath } from '../tempfiles';
+import { acquireTempPath, releaseTempPath } from '../fs/tempfiles';
 import { CliError, ExitCode } from './exit-codes';
 
 type ModelArtifacts = tfTypes.io.ModelArtifacts;

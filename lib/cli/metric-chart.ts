@@ -6,7 +6,7 @@
  */
 import type { Listing } from './checkpoint-listing';
 import { CliError, ExitCode } from './exit-codes';
-import { lookupMetric } from '../metrics';
+import { lookupMetric } from '../manager/metric-names';
 
 export interface ChartPoint {
   /** 1-based epoch, as file names show it. */

@@ -12,7 +12,7 @@
  */
 import type * as SDK from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
-import { crcHex } from '../crc32c';
+import { crcHex } from '../format/crc32c';
 import { CheckpointError, ErrorCode, fromBackendFailure } from '../errors';
 import {
   BuiltHeader,
@@ -24,8 +24,8 @@ import {
   computeHeaderCrc,
   readHeader,
   readHeaderLength,
-} from '../format';
-import { getBackend } from '../runtime';
+} from '../format/header';
+import { getBackend } from '../backend/select';
 import { checksumSupport, loadSdk, s3Client, s3Settings } from './client';
 import type { S3Location } from './location';
 

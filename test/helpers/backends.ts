@@ -4,7 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { nativeLoadError, setBackend } from '../../lib/runtime';
+import { nativeLoadError, setBackend } from '../../lib/backend/select';
 import { PLATFORM } from './platform';
 
 const STORAGE_BACKENDS = ['native', 'js'] as const;
@@ -43,7 +43,7 @@ afterAll(async () => {
 });
 
 /** Deterministic pseudo-random generator (the demo's mulberry32), so failures reproduce. */
-export { mulberry32 as rng } from '../../lib/demo/shapes';
+export { mulberry32 as rng } from '../../demo/shapes';
 
 /** Names of temp files (of this library) left in `dir`. */
 export async function leftoverTemps(dir: string): Promise<string[]> {

@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { NamedTensors } from '../../lib/tensors';
+import type { NamedTensors } from '../../lib/io/tensors';
 
 /** The TypeScript require hook for child processes (`node -r REGISTER child.ts`). */
 export const REGISTER = path.join(__dirname, '..', 'fixtures', 'worker-register.js');

@@ -1,5 +1,5 @@
 /**
- * Compiles lib/ and examples/ to dist/ (tsc -p examples/tsconfig.json) for the suites that run the compiled CLI and
+ * Compiles lib/, demo/ and examples/ to dist/ (tsc -p examples/tsconfig.json) for the suites that run the compiled CLI and
  * examples. One build at a time across jest workers (a lock file), and none when dist is newer than every source.
  */
 import { execFileSync } from 'node:child_process';
@@ -22,7 +22,7 @@ function newestSourceMtime(dir: string): number {
   return newest;
 }
 
-/** Builds dist/lib and dist/examples unless they are up to date. Throws with tsc's output when it fails. */
+/** Builds dist/lib, dist/demo and dist/examples unless they are up to date. Throws with tsc's output when it fails. */
 export async function ensureBuilt(): Promise<void> {
   fs.mkdirSync(DIST, { recursive: true });
   const release = await lockfile.lock(DIST, {
@@ -31,7 +31,7 @@ export async function ensureBuilt(): Promise<void> {
     stale: 30000,
   });
   try {
-    const sources = Math.max(newestSourceMtime(path.join(ROOT, 'lib')), newestSourceMtime(path.join(ROOT, 'examples')));
+    const sources = Math.max(...['lib', 'demo', 'examples'].map((d) => newestSourceMtime(path.join(ROOT, d))));
     const stamp = fs.statSync(STAMP, { throwIfNoEntry: false });
     if (stamp && stamp.mtimeMs > sources) return;
     const started = new Date();

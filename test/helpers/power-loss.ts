@@ -21,7 +21,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { mulberry32 as rng } from '../../lib/demo/shapes';
+import { mulberry32 as rng } from '../../demo/shapes';
 
 export type Model = 'posix' | 'ordered';
 export const MODELS: readonly Model[] = ['posix', 'ordered'];

@@ -1,6 +1,6 @@
-// LD_PRELOAD fault injector for test/faults.test.ts: makes chosen libc calls fail (or write short) for chosen paths,
-// in any process it is preloaded into (node with either backend: the native addon calls libc directly, the JS
-// backend reaches the same calls through libuv's thread pool).
+// LD_PRELOAD fault injector for test/durability/faults.test.ts: makes chosen libc calls fail (or write short) for
+// chosen paths, in any process it is preloaded into (node with either backend: the native addon calls libc directly,
+// the JS backend reaches the same calls through libuv's thread pool).
 //
 // Control: FAULT_SHIM_CONTROL names a control file, re-read at every intercepted call whose path can be known, so the
 // process under test arms and clears faults by writing or removing it. One line:

@@ -1,4 +1,4 @@
-// power_loss_fs: a FUSE filesystem for the power-loss test (test/power-loss.test.ts, docs/POWER-LOSS.md).
+// power_loss_fs: a FUSE filesystem for the power-loss test (test/durability/power-loss.test.ts, docs/POWER-LOSS.md).
 //
 //   power_loss_fs <backing dir> <op log> <mountpoint> [FUSE options, e.g. -f -s]
 //

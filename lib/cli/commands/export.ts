@@ -4,8 +4,8 @@
  * any tfjs layers loader reads.
  */
 import * as path from 'node:path';
-import { MetadataKey } from '../../checkpoint-metadata';
-import { readCheckpointInfo } from '../../tensors';
+import { MetadataKey } from '../../format/metadata';
+import { readCheckpointInfo } from '../../io/tensors';
 import { type CliContext, out, outJson } from '../context';
 import { CliError, ExitCode } from '../exit-codes';
 import { formatBytes } from '../format-output';
@@ -41,7 +41,7 @@ export async function exportCommand(
     throw new CliError(ExitCode.INVALID, `${info.path} has no optimizer state to export (--include-optimizer)`);
   }
   requireTfjs('export');
-  const { loadModel } = await import('../../model');
+  const { loadModel } = await import('../../model/save-restore');
   const verify = args.verify !== false;
   const model = await loadModel(info.path, { verify });
   try {

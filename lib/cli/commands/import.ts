@@ -8,7 +8,7 @@ import { type CliContext, out, outJson } from '../context';
 import { formatBytes } from '../format-output';
 import { layersDirReader, resolveModelJson } from '../layers-dir';
 import { requireTfjs } from '../tfjs';
-import { readCheckpointInfo } from '../../tensors';
+import { readCheckpointInfo } from '../../io/tensors';
 
 export async function importCommand(ctx: CliContext, dir: string, file: string): Promise<void> {
   const modelJson = await resolveModelJson(dir);
@@ -24,7 +24,7 @@ export async function importCommand(ctx: CliContext, dir: string, file: string):
   };
   const model = await tf.loadLayersModel(handler);
   try {
-    const { saveCheckpoint } = await import('../../model');
+    const { saveCheckpoint } = await import('../../model/save-restore');
     const target = path.resolve(file);
     await saveCheckpoint(model, target, { includeOptimizer: hasOptimizer && model.optimizer != null });
     const info = await readCheckpointInfo(target);

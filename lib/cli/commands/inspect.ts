@@ -1,8 +1,8 @@
 /**
  * `inspect FILE`: what a checkpoint holds (tensors, metadata, format version) and which I/O backend read it.
  */
-import { readCheckpointInfo, type CheckpointInfo } from '../../tensors';
-import { backendName } from '../../runtime';
+import { readCheckpointInfo, type CheckpointInfo } from '../../io/tensors';
+import { backendName } from '../../backend/select';
 import { type CliContext, out, outJson } from '../context';
 import { formatBytes, formatShape, renderTable } from '../format-output';
 

@@ -6,8 +6,8 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError, fromNodeError } from '../../errors';
-import { INDEX_SUFFIX, checkpointNames, checkpointSize } from '../../shards';
-import { checkPath, isObjectLocation, readCheckpointInfo, verifyCheckpoint } from '../../tensors';
+import { INDEX_SUFFIX, checkpointNames, checkpointSize } from '../../io/shards';
+import { checkPath, isObjectLocation, readCheckpointInfo, verifyCheckpoint } from '../../io/tensors';
 import { type CliContext, out, outJson } from '../context';
 import { CliError, ExitCode, exitCodeFor } from '../exit-codes';
 import { formatBytes } from '../format-output';

@@ -1,0 +1,162 @@
+/**
+ * The pure-TypeScript backend: the same contract as the native addon (see backend.ts), through node's fs.
+ * Slower (CRC32C in JS, ~0.5 GB/s), and the work runs on the JS thread between awaits, but it writes the same bytes
+ * with the same temp file, fsyncs and rename, and reads with the same checks.
+ */
+import { Stats, constants as fsConstants, promises as fsp } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import * as path from 'node:path';
+import type { Backend, BackendFailure, ReadPlan, WritePlan } from './backend';
+import { crc32c, crcHex } from '../format/crc32c';
+import { fsyncDirectory } from '../fs/fsync-dir';
+
+/** O_NONBLOCK: opening a FIFO returns at once (to be refused) instead of waiting for a writer; no effect on files. */
+const READ_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0);
+
+/** Bytes per write/read call and per CRC step: large enough to amortise the syscall, small enough to stay cached. */
+const CHUNK = 8 << 20;
+
+function failure(kind: BackendFailure['kind'], message: string, p: string, extra: Partial<BackendFailure> = {}): Error {
+  return Object.assign(new Error(message), { kind, errno: 0, syscall: '', path: p, tensorIndex: -1, ...extra });
+}
+
+function ioFailure(err: unknown, syscall: string, p: string): Error {
+  const e = err as NodeJS.ErrnoException;
+  const errno = typeof e?.errno === 'number' ? Math.abs(e.errno) : 5; /* EIO */
+  return failure('io', e?.message ?? String(err), p, { errno, syscall: e?.syscall ?? syscall });
+}
+
+async function writeAll(fh: fsp.FileHandle, view: Uint8Array, position: number, p: string): Promise<void> {
+  let done = 0;
+  while (done < view.length) {
+    let n: number;
+    try {
+      ({ bytesWritten: n } = await fh.write(view, done, Math.min(view.length - done, 1 << 30), position + done));
+    } catch (e) {
+      throw ioFailure(e, 'write', p);
+    }
+    if (n <= 0) throw failure('io', 'write returned 0 bytes', p, { errno: 5, syscall: 'write' });
+    done += n;
+  }
+}
+
+async function write(plan: WritePlan): Promise<void> {
+  const { tmpPath } = plan;
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(tmpPath, 'wx', 0o644);
+  } catch (e) {
+    throw ioFailure(e, 'open', tmpPath); // not ours to unlink (EEXIST: someone else's)
+  }
+  // From here on the temp file is ours: remove it on any failure before the rename.
+  try {
+    const header = Uint8Array.from(plan.header);
+    let position = header.length;
+    for (let i = 0; i < plan.arrays.length; i++) {
+      const a = plan.arrays[i];
+      const bytes = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+      let crc = 0;
+      for (let off = 0; off < bytes.length; off += CHUNK) {
+        const chunk = bytes.subarray(off, Math.min(bytes.length, off + CHUNK));
+        crc = crc32c(chunk, crc);
+        await writeAll(fh, chunk, position + off, tmpPath);
+      }
+      position += bytes.length;
+      header.set(Buffer.from(crcHex(crc), 'latin1'), plan.tensorCrcOffset + 9 * i);
+    }
+    header.set(Buffer.from(crcHex(crc32c(header)), 'latin1'), plan.headerCrcOffset);
+    await writeAll(fh, header, 0, tmpPath);
+    if (plan.durable) {
+      try {
+        await fh.sync();
+      } catch (e) {
+        throw ioFailure(e, 'fsync', tmpPath);
+      }
+    }
+    const closing = fh;
+    fh = undefined;
+    try {
+      await closing.close();
+    } catch (e) {
+      throw ioFailure(e, 'close', tmpPath);
+    }
+    try {
+      await fsp.rename(tmpPath, plan.path);
+    } catch (e) {
+      throw ioFailure(e, 'rename', plan.path);
+    }
+  } catch (e) {
+    await fh?.close().catch(() => undefined);
+    await fsp.unlink(tmpPath).catch(() => undefined);
+    throw e;
+  }
+  if (plan.durable) {
+    const dir = path.dirname(plan.path);
+    try {
+      await fsyncDirectory(dir);
+    } catch (e) {
+      // The rename is done: the new file is in place, but its directory entry may not survive power loss.
+      throw Object.assign(ioFailure(e, 'fsync', dir), { committed: true });
+    }
+  }
+}
+
+async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(plan.path, READ_FLAGS);
+  } catch (e) {
+    throw ioFailure(e, 'open', plan.path);
+  }
+  try {
+    let st: Stats;
+    try {
+      st = await fh.stat();
+    } catch (e) {
+      throw ioFailure(e, 'fstat', plan.path);
+    }
+    // As native: a directory, FIFO, socket or device is refused (EISDIR, syscall 'read') rather than read.
+    if (!st.isFile()) {
+      throw failure('io', `EISDIR: not a regular file, read '${plan.path}'`, plan.path, {
+        errno: osConstants.errno.EISDIR,
+        syscall: 'read',
+      });
+    }
+    const size = st.size;
+    if (size !== plan.fileSize) {
+      throw failure(
+        'corrupt',
+        `file is ${size} bytes, expected ${plan.fileSize} (it changed while being read)`,
+        plan.path,
+      );
+    }
+    const out: ArrayBuffer[] = [];
+    for (let i = 0; i < plan.ranges.length / 2; i++) {
+      const begin = plan.ranges[2 * i];
+      const length = plan.ranges[2 * i + 1] - begin;
+      const buffer = new ArrayBuffer(length);
+      const bytes = new Uint8Array(buffer);
+      let crc = 0;
+      for (let off = 0; off < length;) {
+        let n: number;
+        try {
+          ({ bytesRead: n } = await fh.read(bytes, off, Math.min(CHUNK, length - off), plan.dataStart + begin + off));
+        } catch (e) {
+          throw ioFailure(e, 'read', plan.path);
+        }
+        if (n === 0) throw failure('corrupt', 'unexpected end of file (it changed while being read)', plan.path);
+        if (plan.verify) crc = crc32c(bytes.subarray(off, off + n), crc);
+        off += n;
+      }
+      if (plan.verify && crc !== plan.crcs[i]) {
+        throw failure('checksum', `checksum mismatch in tensor ${i}`, plan.path, { tensorIndex: i, actualCrc: crc });
+      }
+      out.push(buffer);
+    }
+    return out;
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}
+
+export const jsBackend: Backend = { name: 'js', write, read, crc32c };

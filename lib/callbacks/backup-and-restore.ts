@@ -1,0 +1,258 @@
+/**
+ * BackupAndRestore: Keras' BackupAndRestore for `model.fit`: a killed or crashed run, started again with the same
+ * directory, resumes where it stopped instead of from scratch.
+ *
+ * ```ts
+ * const backup = backupAndRestore({ directory: 'backup' });
+ * await model.fit(xs, ys, { epochs: 20, initialEpoch: await backup.initialEpoch(), callbacks: [backup] });
+ * ```
+ *
+ * At each epoch's end it saves a backup (weights, optimizer state, epoch) through a CheckpointManager on the
+ * directory (one file, `backup.safetensors`, replaced atomically). When training begins it restores the latest
+ * backup into the model, weights and optimizer state, so the next step continues the killed run's trajectory.
+ * When `fit` completes, the backup is deleted (Keras' `delete_checkpoint`), so the next run starts afresh: the
+ * backup file and the index, then the directory itself if nothing else is left in it (Keras removes the whole
+ * directory tree; this callback never deletes a file it did not write).
+ *
+ * `saveFreq: n` backs up every n batches instead (counted across epochs, as Keras does); a resume then restores the
+ * weights of the latest batch backup and redoes its epoch from the start (tfjs, like Keras, cannot start a fit in
+ * the middle of an epoch): pass the same `initialEpoch: await backup.initialEpoch()`.
+ *
+ * An interrupted fit in this process (another callback threw: tfjs then never calls `onTrainEnd`) leaves this
+ * callback's manager open, its last backup possibly still being written. A new BackupAndRestore on the same
+ * directory takes the directory over when the earlier one's model is no longer in a fit: it closes the earlier
+ * manager first, waiting for its writes, so `initialEpoch()` and the restore see every backup the earlier fit took
+ * (see manager-lifecycle.ts). Reusing the same callback object (Keras' way) works as well.
+ *
+ * Skipping the finished epochs: tfjs's fit loop takes its first epoch from `initialEpoch` only (a callback cannot
+ * skip epochs: `model.stopTraining` ends the whole fit, after one batch), so pass
+ * `initialEpoch: await backup.initialEpoch()`. Forgetting it would silently retrain finished epochs on restored
+ * weights; the callback refuses that with an ERR_CHECKPOINT_INVALID_ARGUMENT error at the first epoch that the
+ * backup says is done.
+ */
+import { promises as fsp } from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
+import { CheckpointLogger, CheckpointManager, CheckpointManagerArgs } from '../manager/checkpoint-manager';
+import { ManagerLifecycle } from './manager-lifecycle';
+import { BatchSaveCounter, SaveFreq, parseSaveFreq } from './save-frequency';
+import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
+import { resolveLogs } from './model-checkpoint';
+import { verifyCheckpoint } from '../io/tensors';
+
+export interface BackupAndRestoreArgs {
+  /** The backup directory (created if missing; locked while training). Required. */
+  directory: string;
+  /** 'epoch' backs up at each epoch's end; an integer n >= 1 backs up after every n-th batch, counted across epochs
+   * (Keras' `save_freq`). Default: 'epoch'. */
+  saveFreq?: 'epoch' | number;
+  /**
+   * Keep the previous backup too (`backup.prev.safetensors`, a hard link: no extra write) and fall back to it, with
+   * a warning, when the latest cannot be read (ERR_CHECKPOINT_CORRUPT or ERR_CHECKPOINT_CHECKSUM: damaged after it
+   * was written, since a write itself is atomic): `initialEpoch()` checks the latest's checksums and answers the
+   * previous backup's epoch, and the restore loads the previous backup and puts it back in the latest's place
+   * (Keras' `double_checkpoint`). Twice the disk space. Default: false.
+   */
+  doubleCheckpoint?: boolean;
+  /** When fit completes, delete the backup file and the index, then the directory if it is then empty (Keras'
+   * `delete_checkpoint`, which removes the directory whatever it holds). Default: true. */
+  deleteCheckpoint?: boolean;
+  /** fsync each backup. Default: true. */
+  durable?: boolean;
+  /** Write backups in the background (flushed when training ends). Default: true. */
+  async?: boolean;
+  /** Where warnings go. Default: console. */
+  logger?: CheckpointLogger;
+}
+
+/** The backup's file name in the directory. */
+export const BACKUP_FILENAME = 'backup.safetensors';
+/** The previous backup's file name, with doubleCheckpoint. */
+export const PREVIOUS_BACKUP_FILENAME = 'backup.prev.safetensors';
+
+/** Whether `e` says a checkpoint file is damaged (the cases doubleCheckpoint falls back from). */
+function isDamaged(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === ErrorCode.CORRUPT || code === ErrorCode.CHECKSUM;
+}
+
+export class BackupAndRestore extends tf.Callback {
+  readonly directory: string;
+  private readonly deleteCheckpoint: boolean;
+  private readonly doubleCheckpoint: boolean;
+  private readonly logger: CheckpointLogger | undefined;
+  /** Opened (locking the directory) on first use, closed when training ends or fails. */
+  private readonly lifecycle: ManagerLifecycle;
+  /** The epoch the restored backup says training resumes at (0 without backup). */
+  private resumeEpoch = 0;
+  private checkedFirstEpoch = false;
+  private readonly saveFreq: SaveFreq;
+  private currentEpoch = 0;
+  private readonly batchCounter: BatchSaveCounter | undefined;
+
+  constructor(args: BackupAndRestoreArgs) {
+    super();
+    if (args === null || typeof args !== 'object') invalidArgument('args', 'an object', args);
+    const known = new Set([
+      'directory',
+      'saveFreq',
+      'doubleCheckpoint',
+      'deleteCheckpoint',
+      'durable',
+      'async',
+      'logger',
+    ]);
+    for (const k of Object.keys(args)) if (!known.has(k)) invalidArgument(`args.${k}`, [...known].join(', '), k);
+    if (typeof args.directory !== 'string' || args.directory.length === 0) {
+      invalidArgument(
+        'args.directory',
+        'a non-empty path (Keras: "Empty `backup_dir` argument passed")',
+        args.directory,
+      );
+    }
+    const del = args.deleteCheckpoint ?? true;
+    if (typeof del !== 'boolean') invalidArgument('args.deleteCheckpoint', 'a boolean', del);
+    this.deleteCheckpoint = del;
+    this.logger = args.logger;
+    const double = args.doubleCheckpoint ?? false;
+    if (typeof double !== 'boolean') invalidArgument('args.doubleCheckpoint', 'a boolean', double);
+    this.doubleCheckpoint = double;
+    const saveFreq = parseSaveFreq(args.saveFreq);
+    this.saveFreq = saveFreq;
+    this.batchCounter = saveFreq === 'epoch' ? undefined : new BatchSaveCounter(saveFreq);
+    const managerArgs: CheckpointManagerArgs = {
+      directory: args.directory,
+      filename: BACKUP_FILENAME,
+      saveBestOnly: false,
+      keep: 1,
+      // The backup is not chosen by a metric: this only names the value the index records as `best`.
+      monitor: 'loss',
+      mode: 'min',
+      ...(double ? { previousFilename: PREVIOUS_BACKUP_FILENAME } : {}),
+      ...(args.durable !== undefined ? { durable: args.durable } : {}),
+      ...(args.async !== undefined ? { async: args.async } : {}),
+      ...(args.logger !== undefined ? { logger: args.logger } : {}),
+    };
+    this.lifecycle = new ManagerLifecycle(managerArgs, {
+      // Idle once its model left fit (or before any fit): a new callback on the directory may then take it over.
+      isIdle: () => !(this.model as unknown as { isTraining?: boolean } | undefined)?.isTraining,
+      handOver: true,
+      announceResume: false,
+      warn: (m) => (args.logger ?? console).warn(m),
+    }); // validates the arguments
+    this.directory = this.lifecycle.current.directory;
+  }
+
+  private async openManager(): Promise<CheckpointManager> {
+    return this.lifecycle.acquire();
+  }
+
+  private closeManager(): Promise<void> {
+    return this.lifecycle.close();
+  }
+
+  /** The epoch to pass as fit's `initialEpoch`: the one after the latest backup, or 0. Locks the directory. With
+   * doubleCheckpoint, reads the latest backup through (checksums) and answers the previous one's when it is
+   * damaged, as the restore will fall back to it. */
+  async initialEpoch(): Promise<number> {
+    const manager = await this.openManager();
+    const latest = manager.last;
+    const previous = manager.previous;
+    if (!this.doubleCheckpoint || !latest || !previous) return manager.initialEpoch;
+    try {
+      await verifyCheckpoint(latest.path);
+      return manager.initialEpoch;
+    } catch (e) {
+      if (!isDamaged(e)) throw e;
+      return previous.batch === undefined ? previous.epoch + 1 : previous.epoch;
+    }
+  }
+
+  /** Restores the latest backup, or with doubleCheckpoint the previous one when the latest is damaged. */
+  private async restore(manager: CheckpointManager): Promise<number> {
+    try {
+      return await manager.restoreLatest(this.model);
+    } catch (e) {
+      if (!this.doubleCheckpoint || !isDamaged(e) || !manager.previous) throw e;
+      (this.logger ?? console).warn(
+        `tfjs-checkpoint: the latest backup in ${this.directory} cannot be read (${(e as Error).message}); ` +
+          `falling back to the previous one (${PREVIOUS_BACKUP_FILENAME})`,
+      );
+      return manager.restorePrevious(this.model);
+    }
+  }
+
+  /** Releases the directory (when a fit failed and will not reach onTrainEnd). Keeps the backup. */
+  async close(): Promise<void> {
+    await this.closeManager();
+  }
+
+  private guard<T>(fn: () => Promise<T>): Promise<T> {
+    return this.lifecycle.guard(fn);
+  }
+
+  override async onTrainBegin(_logs?: tf.Logs): Promise<void> {
+    await this.guard(async () => {
+      const manager = await this.openManager();
+      this.resumeEpoch = await this.restore(manager);
+      this.checkedFirstEpoch = false;
+      this.batchCounter?.reset();
+    });
+  }
+
+  override async onEpochBegin(epoch: number, _logs?: tf.Logs): Promise<void> {
+    this.currentEpoch = epoch;
+    if (this.checkedFirstEpoch) return;
+    this.checkedFirstEpoch = true;
+    if (epoch < this.resumeEpoch) {
+      await this.closeManager().catch(() => undefined);
+      throw new CheckpointError(
+        ErrorCode.INVALID_ARGUMENT,
+        `BackupAndRestore restored the backup of epoch ${this.resumeEpoch} (1-based) from ${this.directory}, but fit ` +
+          `starts at epoch ${epoch + 1}: pass initialEpoch: await backup.initialEpoch() to model.fit so that the ` +
+          'finished epochs are skipped',
+      );
+    }
+  }
+
+  override async onBatchEnd(batch: number, logs?: tf.Logs): Promise<void> {
+    if (!this.batchCounter?.due(batch)) return;
+    await this.guard(async () => {
+      const metrics = await resolveLogs(logs as Record<string, unknown> | undefined);
+      delete metrics.batch; // tfjs' bookkeeping, not metrics
+      delete metrics.size;
+      await (await this.openManager()).step(this.model, this.currentEpoch, metrics, { batch });
+    });
+  }
+
+  override async onEpochEnd(epoch: number, logs?: tf.Logs): Promise<void> {
+    await this.guard(async () => {
+      const metrics = await resolveLogs(logs as Record<string, unknown> | undefined);
+      if (this.saveFreq !== 'epoch') return;
+      await (await this.openManager()).step(this.model, epoch, metrics);
+    });
+  }
+
+  override async onTrainEnd(_logs?: tf.Logs): Promise<void> {
+    await this.guard(async () => {
+      const manager = await this.openManager();
+      await manager.flush();
+      if (this.deleteCheckpoint) await manager.deleteAll();
+    });
+    await this.closeManager();
+    // After the lock file is gone: the directory goes too if nothing else is in it (ENOTEMPTY: something is).
+    if (this.deleteCheckpoint) {
+      await fsp.rmdir(this.directory).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOTEMPTY' && e.code !== 'EEXIST' && e.code !== 'ENOENT') {
+          (this.logger ?? console).warn(
+            `tfjs-checkpoint: could not remove the emptied backup directory ${this.directory}: ${e.message}`,
+          );
+        }
+      });
+    }
+  }
+}
+
+/** Creates a BackupAndRestore callback (tfjs style). */
+export function backupAndRestore(args: BackupAndRestoreArgs): BackupAndRestore {
+  return new BackupAndRestore(args);
+}

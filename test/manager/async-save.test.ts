@@ -1,0 +1,470 @@
+/**
+ * Asynchronous saves: the snapshot really is a snapshot (without a copy on tfjs's cpu backend, a copy out of
+ * TensorFlow on tfjs-node's), writes are ordered with
+ * one in flight and one waiting at most, `best` and the index follow durability, failures are never lost, close()
+ * flushes, and a process ending (normally, or by SIGTERM) with a write in flight never leaves a torn checkpoint.
+ */
+import { ChildProcess, fork } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import type { WritePlan } from '../../lib/backend/backend';
+import { CheckpointManager } from '../../lib/manager/checkpoint-manager';
+import { INDEX_FILENAME, parseIndex } from '../../lib/manager/checkpoint-index';
+import { LOCK_FILENAME } from '../../lib/fs/dir-lock';
+import { captureCheckpoint } from '../../lib/model/save-restore';
+import { getBackend } from '../../lib/backend/select';
+import { TEMP_PATTERN } from '../../lib/fs/tempfiles';
+import { loadTensors, readCheckpointInfo, saveTensors, verifyCheckpoint } from '../../lib/io/tensors';
+import { CheckpointError } from '../../lib/errors';
+import { fsyncDirectory } from '../../lib/fs/fsync-dir';
+import { BACKENDS, tempDir, useBackend } from '../helpers/backends';
+import { DATA_IS_BACKING_ARRAY, PLATFORM, TF_BACKEND } from '../helpers/platform';
+import { compileTiny, tinyData, tinyModel } from '../helpers/models';
+
+// saveTensors stays the real one; one test makes a call fail after its rename, as a failed directory fsync does.
+// fsyncDirectory stays the real one; one test makes the index's directory fsync fail after its rename.
+jest.mock('../../lib/fs/fsync-dir', () => {
+  const actual = jest.requireActual<typeof import('../../lib/fs/fsync-dir')>('../../lib/fs/fsync-dir');
+  return { ...actual, fsyncDirectory: jest.fn(actual.fsyncDirectory) };
+});
+jest.mock('../../lib/io/tensors', () => {
+  const actual = jest.requireActual<typeof import('../../lib/io/tensors')>('../../lib/io/tensors');
+  return { ...actual, saveTensors: jest.fn(actual.saveTensors) };
+});
+
+const CHILD = path.join(__dirname, '..', 'fixtures', 'train-child.ts');
+const REGISTER = path.join(__dirname, '..', 'fixtures', 'worker-register.js');
+
+const { xs, ys } = tinyData(2);
+
+function bytesOf(a: ArrayBufferView): Buffer {
+  return Buffer.from(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
+}
+
+function recorder() {
+  const r = {
+    logs: [] as string[],
+    warnings: [] as string[],
+    logger: { log: (m: string) => r.logs.push(m), warn: (m: string) => r.warnings.push(m) },
+  };
+  return r;
+}
+
+/** Lets every pending I/O callback and microtask run a few times. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+}
+
+async function readIndexFile(dir: string) {
+  return parseIndex(await fsp.readFile(path.join(dir, INDEX_FILENAME), 'utf8'));
+}
+
+/**
+ * Wraps the active backend's write so that each write waits for the test to release it, and records how many run at
+ * once. `fail(i)` makes write i fail like a full disk.
+ */
+function gateWrites() {
+  const backend = getBackend() as { write: (p: WritePlan) => Promise<void> };
+  const original = backend.write;
+  const gates: { promise: Promise<void>; resolve: () => void }[] = [];
+  const gate = (i: number) => {
+    if (!gates[i]) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      gates[i] = { promise, resolve };
+    }
+    return gates[i];
+  };
+  const started: string[] = [];
+  const startWaiters: { n: number; resolve: () => void }[] = [];
+  const failing = new Set<number>();
+  let active = 0;
+  let maxActive = 0;
+  backend.write = async (plan: WritePlan) => {
+    const i = started.length;
+    started.push(path.basename(plan.path));
+    for (const w of startWaiters.filter((w) => started.length >= w.n)) w.resolve();
+    active++;
+    maxActive = Math.max(maxActive, active);
+    try {
+      await gate(i).promise;
+      if (failing.has(i)) {
+        throw Object.assign(new Error('No space left on device'), {
+          kind: 'io',
+          errno: 28,
+          syscall: 'write',
+          path: plan.tmpPath,
+          tensorIndex: -1,
+        });
+      }
+      return await original.call(backend, plan);
+    } finally {
+      active--;
+    }
+  };
+  return {
+    started,
+    /** Lets write i proceed (before or after it started). */
+    release: (i: number) => gate(i).resolve(),
+    fail: (i: number) => failing.add(i),
+    /** Resolves once n writes have reached the backend. */
+    waitStarted: (n: number) =>
+      started.length >= n ? Promise.resolve() : new Promise<void>((resolve) => startWaiters.push({ n, resolve })),
+    get maxActive() {
+      return maxActive;
+    },
+    restore: () => {
+      gates.forEach((g) => g.resolve());
+      backend.write = original;
+    },
+  };
+}
+
+describe(`snapshots on the tfjs ${TF_BACKEND} backend`, () => {
+  test(`the captured arrays are ${DATA_IS_BACKING_ARRAY ? 'the tensors’ own (no copy)' : 'copies out of TensorFlow'} and keep their values while training goes on`, async () => {
+    // tinyModel without its relu: a relu unit that dies for every input (random init) would leave its weights
+    // unmoved and make "training moved every weight" below fail by chance.
+    const model = compileTiny(
+      tf.sequential({ layers: [tf.layers.dense({ units: 4, inputShape: [3] }), tf.layers.dense({ units: 2 })] }),
+    );
+    await model.fit(xs, ys, { epochs: 1, verbose: 0 }); // creates Adam's slots
+    const captured = await captureCheckpoint(model, { includeOptimizer: true });
+    const kernel = model.weights[0];
+    // cpu: no copy, the snapshot holds the variable's backing array itself. tensorflow: data() copied it out.
+    if (DATA_IS_BACKING_ARRAY) expect(captured.tensors[kernel.originalName].data).toBe(kernel.read().dataSync());
+    else expect(captured.tensors[kernel.originalName].data).not.toBe(kernel.read().dataSync());
+    const before = new Map(Object.entries(captured.tensors).map(([k, t]) => [k, bytesOf(t.data)]));
+    const slotNames = Object.keys(captured.tensors).filter((k) => !model.weights.some((w) => w.originalName === k));
+    expect(slotNames.length).toBeGreaterThan(2); // iter + m and v slots
+
+    await model.fit(xs, ys, { epochs: 1, verbose: 0 });
+
+    for (const [name, t] of Object.entries(captured.tensors)) expect(bytesOf(t.data)).toEqual(before.get(name));
+    for (const w of model.weights) {
+      // Training moved every weight: the live values differ from the snapshot's.
+      expect(bytesOf(w.read().dataSync() as Float32Array)).not.toEqual(before.get(w.originalName));
+    }
+    const after = await captureCheckpoint(model, { includeOptimizer: true });
+    for (const name of slotNames) expect(bytesOf(after.tensors[name].data)).not.toEqual(before.get(name));
+  });
+});
+
+describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
+  useBackend(backend);
+
+  test('step() resolves before the write is durable; best and the index change only once it is', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_loss' });
+    const gate = gateWrites();
+    try {
+      const first = await ckpt.step(model, 0, { val_loss: 0.5 });
+      expect(first?.file).toBe('e1.safetensors');
+      await gate.waitStarted(1);
+      expect(ckpt.best).toBeNull();
+      await expect(fsp.stat(path.join(dir, INDEX_FILENAME))).rejects.toMatchObject({ code: 'ENOENT' });
+      gate.release(0);
+      await first?.durable;
+      expect(ckpt.best?.file).toBe('e1.safetensors');
+      expect((await readIndexFile(dir)).best).toBe('e1.safetensors');
+    } finally {
+      gate.restore();
+    }
+    await ckpt.close();
+  });
+
+  test('one write in flight, one waiting; a third step waits for a free slot before its snapshot; order is kept', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_loss' });
+    const gate = gateWrites();
+    try {
+      const s0 = await ckpt.step(model, 0, { val_loss: 0.5 });
+      const s1 = await ckpt.step(model, 1, { val_loss: 0.4 });
+      let thirdDone = false;
+      const third = ckpt.step(model, 2, { val_loss: 0.3 }).then((s) => {
+        thirdDone = true;
+        return s;
+      });
+      // Awaited below, after other awaits: marked handled so that an early rejection fails there, not as unhandled.
+      void third.catch(() => undefined);
+      await gate.waitStarted(1);
+      await settle();
+      expect(gate.started).toEqual(['e1.safetensors']); // the second waits behind the first
+      expect(thirdDone).toBe(false); // the third waits for a slot
+      // The third snapshot is taken only once a slot frees: these weights are the ones it must save.
+      model.setWeights(model.getWeights().map((w) => tf.fill(w.shape, 7)));
+      gate.release(0);
+      const s2 = await third;
+      await gate.waitStarted(2);
+      expect(gate.started).toEqual(['e1.safetensors', 'e2.safetensors']);
+      gate.release(1);
+      await s1?.durable;
+      await gate.waitStarted(3);
+      gate.release(2);
+      await Promise.all([s0?.durable, s1?.durable, s2?.durable]);
+      expect(gate.started).toEqual(['e1.safetensors', 'e2.safetensors', 'e3.safetensors']);
+      expect(gate.maxActive).toBe(1);
+      const index = await readIndexFile(dir);
+      expect(index.checkpoints.map((c) => c.file)).toEqual(['e1.safetensors', 'e2.safetensors', 'e3.safetensors']);
+      expect(index.best).toBe('e3.safetensors');
+    } finally {
+      gate.restore();
+    }
+    model.setWeights(model.getWeights().map((w) => tf.fill(w.shape, 0)));
+    await ckpt.restoreBest(model);
+    expect(Array.from(model.weights[0].read().dataSync())).toEqual(new Array(12).fill(7));
+    await ckpt.close();
+  });
+
+  test('a background failure is logged, rejects the next step (which is still taken), and leaves the previous best on disk and as best', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'e{epoch}.safetensors',
+      monitor: 'val_loss',
+      logger: rec.logger,
+    });
+    const gate = gateWrites();
+    try {
+      const s0 = await ckpt.step(model, 0, { val_loss: 0.5 });
+      gate.release(0);
+      await s0?.durable;
+      gate.fail(1);
+      const s1 = await ckpt.step(model, 1, { val_loss: 0.4 });
+      gate.release(1);
+      await expect(s1?.durable).rejects.toMatchObject({ code: 'ENOSPC' });
+      expect(rec.warnings.join('\n')).toMatch(/background checkpoint save failed.*ENOSPC/);
+      expect(ckpt.best?.file).toBe('e1.safetensors');
+      expect((await readIndexFile(dir)).best).toBe('e1.safetensors');
+      await expect(ckpt.step(model, 2, { val_loss: 0.45 })).rejects.toMatchObject({ code: 'ENOSPC' });
+      // That step was still taken: measured against the real best (0.5), 0.45 saves e3, and its epoch is recorded.
+      gate.release(2);
+      await ckpt.flush(); // reported once: flush does not reject again
+      expect(ckpt.best?.file).toBe('e3.safetensors');
+      expect(ckpt.history.map((h) => h.epoch)).toEqual([0, 1, 2]);
+      expect(await ckpt.step(model, 3, { val_loss: 0.45 })).toBeNull(); // a tie with the best: no save
+    } finally {
+      gate.restore();
+    }
+    await ckpt.close();
+    expect((await fsp.readdir(dir)).filter((f) => f.endsWith('.safetensors')).sort()).toEqual([
+      'e1.safetensors',
+      'e3.safetensors',
+    ]);
+    expect((await fsp.readdir(dir)).some((f) => TEMP_PATTERN.test(f))).toBe(false);
+  });
+
+  test('a save whose rename succeeded but whose directory fsync failed (committed) is recorded, then reported', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const args = { directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_loss', keep: 1, async: false };
+    const ckpt = new CheckpointManager(args);
+    await ckpt.step(model, 0, { val_loss: 0.5 });
+    const real = jest.requireActual<typeof import('../../lib/io/tensors')>('../../lib/io/tensors').saveTensors;
+    (saveTensors as jest.MockedFunction<typeof saveTensors>).mockImplementationOnce(async (...a) => {
+      await real(...a);
+      throw Object.assign(new CheckpointError('EIO', 'fsync of the directory failed'), { committed: true });
+    });
+    await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'EIO', committed: true });
+    // The file is in place: listed and best; nothing was deleted on account of a save not known durable.
+    expect(ckpt.best?.file).toBe('e2.safetensors');
+    expect((await readIndexFile(dir)).checkpoints.map((c) => c.file)).toEqual(['e1.safetensors', 'e2.safetensors']);
+    expect(await ckpt.step(model, 2, { val_loss: 0.45 })).toBeNull(); // measured against 0.4, the recorded best
+    await ckpt.close();
+    // The next open applies keep: 1 to it like any other checkpoint.
+    const again = await new CheckpointManager(args).open();
+    expect(again.checkpoints.map((c) => c.file)).toEqual(['e2.safetensors']);
+    await again.close();
+    expect((await fsp.readdir(dir)).filter((f) => f.endsWith('.safetensors'))).toEqual(['e2.safetensors']);
+  });
+
+  test('an index whose rename succeeded but whose directory fsync failed is taken as in place (committed), then reported', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', async: false });
+    await ckpt.step(model, 0, { val_loss: 0.5 });
+    const real = jest.requireActual<typeof import('../../lib/io/tensors')>('../../lib/io/tensors').saveTensors;
+    let fileWritten = false;
+    (saveTensors as jest.MockedFunction<typeof saveTensors>).mockImplementationOnce(async (...a) => {
+      await real(...a);
+      fileWritten = true;
+    });
+    const realFsync =
+      jest.requireActual<typeof import('../../lib/fs/fsync-dir')>('../../lib/fs/fsync-dir').fsyncDirectory;
+    (fsyncDirectory as jest.MockedFunction<typeof fsyncDirectory>).mockImplementation(async (d) => {
+      if (!fileWritten) return realFsync(d);
+      fileWritten = false; // the first directory fsync after the file: the index's
+      throw Object.assign(new Error('I/O error'), { code: 'EIO', syscall: 'fsync', path: d });
+    });
+    try {
+      await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'EIO', committed: true });
+    } finally {
+      (fsyncDirectory as jest.MockedFunction<typeof fsyncDirectory>).mockImplementation(realFsync);
+    }
+    // The index on disk lists e2 as best: the manager agrees with it instead of measuring against e1.
+    expect((await readIndexFile(dir)).best).toBe('e2.safetensors');
+    expect(ckpt.best?.file).toBe('e2.safetensors');
+    expect(await ckpt.step(model, 2, { val_loss: 0.45 })).toBeNull();
+    await ckpt.close();
+  });
+
+  test('a failure with no later step rejects flush(), and close() after releasing the lock', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    // A directory where the checkpoint should go: the manager refuses to replace what it did not write.
+    await fsp.mkdir(path.join(dir, 'e1.safetensors'));
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'e{epoch}.safetensors',
+      monitor: 'val_loss',
+      logger: recorder().logger,
+    });
+    await ckpt.step(model, 0, { val_loss: 0.5 });
+    await expect(ckpt.flush()).rejects.toMatchObject({ code: 'EEXIST' });
+    await ckpt.flush(); // reported once
+    // Nothing is durable, so the baseline is empty again: even a worse value than the failed one saves.
+    await ckpt.step(model, 1, { val_loss: 0.6 });
+    const closing = new CheckpointManager({
+      directory: path.join(dir, 'sub'),
+      filename: 'e{epoch}.safetensors',
+      logger: recorder().logger,
+    });
+    await fsp.mkdir(path.join(dir, 'sub', 'e1.safetensors'), { recursive: true });
+    await closing.step(model, 0, { val_loss: 1 });
+    await expect(closing.close()).rejects.toMatchObject({ code: 'EEXIST' });
+    expect((await fsp.readdir(path.join(dir, 'sub'))).includes(LOCK_FILENAME)).toBe(false);
+    await ckpt.close();
+    expect(ckpt.best?.file).toBe('e2.safetensors');
+  });
+
+  test('close() flushes every decided save without awaiting durable', async () => {
+    const dir = await tempDir();
+    const model = tinyModel();
+    const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_loss' });
+    for (let epoch = 0; epoch < 5; epoch++) {
+      model.setWeights(model.getWeights().map((w) => tf.fill(w.shape, epoch)));
+      await ckpt.step(model, epoch, { val_loss: 1 / (epoch + 1) });
+    }
+    await ckpt.close();
+    const index = await readIndexFile(dir);
+    expect(index.checkpoints.map((c) => c.file)).toEqual([1, 2, 3, 4, 5].map((e) => `e${e}.safetensors`));
+    for (const c of index.checkpoints) {
+      await verifyCheckpoint(path.join(dir, c.file));
+      expect((await readCheckpointInfo(path.join(dir, c.file))).metadata.epoch).toBe(String(c.epoch));
+    }
+  });
+
+  test('async: false resolves step() once durable and rejects it with the failure itself', async () => {
+    const dir = await tempDir();
+    const rec = recorder();
+    const model = tinyModel();
+    await fsp.mkdir(path.join(dir, 'e2.safetensors'));
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'e{epoch}.safetensors',
+      monitor: 'val_loss',
+      async: false,
+      logger: rec.logger,
+    });
+    const s0 = await ckpt.step(model, 0, { val_loss: 0.5 });
+    expect(ckpt.best?.file).toBe(s0?.file);
+    await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'EEXIST' });
+    // The failure was reported by the step itself, and the next decision measures against the durable 0.5.
+    const s2 = await ckpt.step(model, 2, { val_loss: 0.45 });
+    expect(s2?.file).toBe('e3.safetensors');
+    expect(ckpt.best?.file).toBe(s2?.file);
+    await ckpt.close();
+    expect(rec.warnings).toEqual([]);
+  });
+});
+
+function startChild(args: Record<string, unknown>): ChildProcess {
+  return fork(CHILD, [JSON.stringify({ platform: PLATFORM, ...args })], {
+    execArgv: ['-r', REGISTER],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+}
+
+function waitExit(
+  child: ChildProcess,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  let stderr = '';
+  child.stderr?.on('data', (d) => (stderr += String(d)));
+  return new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stderr })));
+}
+
+describe.each(BACKENDS)('process end with a write in flight (%s backend)', (backend) => {
+  test('a normal exit without close() still completes every decided save and the index', async () => {
+    const dir = await tempDir();
+    const child = startChild({
+      mode: 'stream',
+      directory: dir,
+      template: 'e{epoch}.safetensors',
+      steps: 4,
+      units: 256,
+      exitWithoutClose: true,
+      backend,
+    });
+    const result = await waitExit(child);
+    expect(result).toMatchObject({ code: 0, signal: null });
+    const index = await readIndexFile(dir);
+    expect(index.checkpoints.map((c) => c.file)).toEqual([
+      'e1.safetensors',
+      'e2.safetensors',
+      'e3.safetensors',
+      'e4.safetensors',
+    ]);
+    expect(index.best).toBe('e4.safetensors');
+    for (const c of index.checkpoints) await verifyCheckpoint(path.join(dir, c.file));
+  });
+
+  test('SIGTERM while a write is in flight leaves the target complete (old or new) and the index consistent', async () => {
+    const dir = await tempDir();
+    const child = startChild({ mode: 'stream', directory: dir, units: 1024, idleAfterStep: 3, backend });
+    const exited = waitExit(child);
+    let stepped = -1;
+    await new Promise<void>((resolve, reject) => {
+      void exited.then((r) => reject(new Error(`the child exited early: ${JSON.stringify(r)}`))); // never rejects
+      child.on('message', (m: { type: string; epoch: number }) => {
+        if (m.type !== 'stepped') return;
+        stepped = m.epoch;
+        if (m.epoch === 3) {
+          child.kill('SIGTERM');
+          resolve();
+        }
+      });
+    });
+    expect((await exited).signal).toBe('SIGTERM');
+    const target = path.join(dir, 'best.safetensors');
+    await verifyCheckpoint(target);
+    const fileEpoch = Number((await readCheckpointInfo(target)).metadata.epoch);
+    const index = await readIndexFile(dir);
+    expect(index.best).toBe('best.safetensors');
+    const indexEpoch = index.checkpoints[0].epoch;
+    // The file is the one the index names or the next (a kill between the file's rename and the index's).
+    expect(fileEpoch - indexEpoch).toBeGreaterThanOrEqual(0);
+    expect(fileEpoch - indexEpoch).toBeLessThanOrEqual(1);
+    expect(stepped).toBe(3);
+    expect(fileEpoch).toBeLessThanOrEqual(3);
+    // Every byte is the epoch's value (weights were filled with it): the file is that snapshot, whole.
+    const loaded = await loadTensors(target);
+    for (const t of Object.values(loaded.tensors)) expect(t.data.every((v) => v === fileEpoch)).toBe(true);
+
+    // A new manager takes over the dead process' lock and resumes from what is on disk: open() reconciles the index
+    // with the file's header, so after a kill between the two renames its best is the file's epoch, not the index's.
+    const ckpt = await new CheckpointManager({
+      directory: dir,
+      filename: 'best.safetensors',
+      monitor: 'val_loss',
+    }).open();
+    expect(ckpt.best?.epoch).toBe(fileEpoch);
+    const model = tf.sequential({ layers: [tf.layers.dense({ units: 1024, inputShape: [1024] })] });
+    await ckpt.step(model, 100, { val_loss: 0 });
+    await ckpt.close();
+    expect((await fsp.readdir(dir)).filter((f) => TEMP_PATTERN.test(f))).toEqual([]);
+  });
+});

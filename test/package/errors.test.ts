@@ -1,0 +1,30 @@
+/**
+ * The shared argument-validation helpers of errors.ts, and that the modules validating options with them agree.
+ */
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { CheckpointError, ErrorCode, isPlainObject } from '../../lib/errors';
+import { trainingMetadata } from '../../lib/format/metadata';
+import { saveTensors } from '../../lib/io/tensors';
+
+describe('isPlainObject', () => {
+  test('accepts object literals and null-prototype objects', () => {
+    expect(isPlainObject({})).toBe(true);
+    expect(isPlainObject({ a: 1 })).toBe(true);
+    expect(isPlainObject(Object.create(null))).toBe(true);
+  });
+
+  test('refuses null, primitives, arrays, functions and class instances', () => {
+    for (const v of [null, undefined, 0, 'x', true, [], () => undefined, new Map(), new Date(), new Float32Array(1)]) {
+      expect(isPlainObject(v)).toBe(false);
+    }
+    class Options {}
+    expect(isPlainObject(new Options())).toBe(false);
+  });
+
+  test('tensors.ts and checkpoint-metadata.ts refuse a Map where a plain object is expected, with INVALID_ARGUMENT', async () => {
+    const file = path.join(os.tmpdir(), 'tfjs-ckpt-never-written', 'x.safetensors');
+    await expect(saveTensors(file, new Map() as never)).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
+    expect(() => trainingMetadata({ metrics: new Map() as never })).toThrow(CheckpointError);
+  });
+});
