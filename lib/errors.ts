@@ -85,15 +85,8 @@ export function invalidArgument(what: string, expected: string, actual: unknown)
   throw new CheckpointError(ErrorCode.INVALID_ARGUMENT, `Expected ${what} to be ${expected}, got ${describe(actual)}`);
 }
 
-/**
- * Whether `v` is a plain object (an object literal, or Object.create(null)): what options, metadata and tensor maps
- * must be. Arrays, class instances (Map, Date, a tf.Tensor, ...) and null are not.
- */
-export function isPlainObject(v: unknown): v is Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
-  const proto = Object.getPrototypeOf(v);
-  return proto === Object.prototype || proto === null;
-}
+/** isPlainObject lives in args.ts with the other argument checks; re-exported here for existing importers. */
+export { isPlainObject } from './args';
 
 /** A short, safe description of a value for error messages. */
 export function describe(value: unknown): string {
