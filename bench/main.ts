@@ -10,11 +10,13 @@
  * Options: --large (adds a 5 GiB state dict), --reps N, --sizes 256,1024 (MiB), --dir DIR (where files are
  * written; default the OS temp dir), --only save,load,crc,stall,shards, --no-profile (skip the strace breakdown),
  * --contenders id,id (only these save/load rows, e.g. `dd-direct,torch-fsync,st-load`; ids in SAVE_CONTENDERS and
- * LOAD_CONTENDERS). The Python peers (torch, safetensors) run from the venv of scripts/setup-bench-python.sh; when
+ * LOAD_CONTENDERS), --out DIR (where results.{json,md} and shards.{json,md} go; default bench/results, so a partial
+ * run need not overwrite the committed results), --no-drop-caches (never drop the page cache, even as root: loads
+ * warm only; for a shared machine or a test). The Python peers (torch, safetensors) run from the venv of scripts/setup-bench-python.sh; when
  * one is missing the bench says so in one line and leaves its rows out. Likewise the tfjs-node rows (the file://
  * save, tf.loadLayersModel of file:// and safetensors:// on the tensorflow backend: bench/tfjs-io.ts) without a
  * built @tensorflow/tfjs-node (npm run setup:tfjs-node).
- * Writes bench/results/results.json and results.md. The `shards` section (bench/shards.ts: 4 GiB, one file vs a
+ * Writes (into --out) results.json and results.md. The `shards` section (bench/shards.ts: 4 GiB, one file vs a
  * shard set) runs only when named in --only, and writes bench/results/shards.{json,md}; `--only shards` alone
  * leaves results.{json,md} untouched.
  */
@@ -54,6 +56,10 @@ interface Options {
   profile: boolean;
   /** Save and load contender ids to run (--contenders); undefined: all. */
   contenders?: Set<string>;
+  /** Where results.{json,md} go (--out); default bench/results of the checkout. */
+  out?: string;
+  /** Drop the page cache where permitted (--no-drop-caches: never; loads are then measured warm only). */
+  dropCaches: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -64,6 +70,7 @@ function parseArgs(argv: string[]): Options {
     dir: os.tmpdir(),
     sections: new Set(['save', 'load', 'crc', 'stall']),
     profile: true,
+    dropCaches: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -82,6 +89,8 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--only') o.sections = new Set(value().split(','));
     else if (a === '--no-profile') o.profile = false;
     else if (a === '--contenders') o.contenders = new Set(value().split(','));
+    else if (a === '--out') o.out = path.resolve(value());
+    else if (a === '--no-drop-caches') o.dropCaches = false;
     else throw new Error(`unknown option ${a} (see the top of bench/main.ts)`);
   }
   if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error('--reps must be a positive integer');
@@ -93,11 +102,19 @@ function parseArgs(argv: string[]): Options {
 // ---------------------------------------------------------------------------------------------------------------
 // Child processes
 
-const CHILD = path.join(__dirname, 'child.js');
+/** The compiled child (dist/bench); run from the sources (`node -r <a TypeScript hook> bench/main.ts`), child.ts. */
+const CHILD = fs.existsSync(path.join(__dirname, 'child.js'))
+  ? path.join(__dirname, 'child.js')
+  : path.join(__dirname, 'child.ts');
+/** A TypeScript child needs the parent's require hook (its -r), a compiled one nothing. */
+const CHILD_EXEC_ARGV = CHILD.endsWith('.ts') ? process.execArgv : [];
 
 function runChild<T>(job: Job): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = fork(CHILD, [JSON.stringify(job)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [] });
+    const child = fork(CHILD, [JSON.stringify(job)], {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      execArgv: CHILD_EXEC_ARGV,
+    });
     let reply: ChildReply | undefined;
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
@@ -310,6 +327,40 @@ const TFJS_NODE_ROWS = new Set<string>(['tfjs-node', 'tfjs-node-load', 'tfjs-nod
 const TFIO_ROUTES = { 'tfjs-node-load': 'file', 'tfjs-node-st-load': 'safetensors' } as const;
 const isTfioLoad = (id: string): id is keyof typeof TFIO_ROUTES => id in TFIO_ROUTES;
 
+/**
+ * Why @tensorflow/tfjs-node does not load (undefined when it does), from the checkout's scripts/tfjs-node-probe.js,
+ * found from dist/bench/ and from bench/ (a run from the sources) alike.
+ */
+function tfjsNodeProbe(): string | undefined {
+  const root = findPackageRoot(__dirname) ?? process.cwd();
+  const probe = require(path.join(root, 'scripts', 'tfjs-node-probe.js')) as {
+    tfjsNodeLoadError(): string | undefined;
+  };
+  return probe.tfjsNodeLoadError();
+}
+
+/**
+ * The tfjs-node rows' fate: given why @tensorflow/tfjs-node does not load (undefined: it loads, at `version`), the
+ * rows to leave out and the one line the bench logs and reports.
+ */
+export function tfjsNodeRows(
+  why: string | undefined,
+  version?: string,
+): { unavailable: ReadonlySet<string>; note: string } {
+  if (why === undefined) {
+    return {
+      unavailable: new Set(),
+      note: `tfjs-node rows: @tensorflow/tfjs-node ${version ?? '?'}, tensorflow backend`,
+    };
+  }
+  return {
+    unavailable: TFJS_NODE_ROWS,
+    note:
+      `tfjs-node rows (${[...TFJS_NODE_ROWS].join(', ')}) skipped: @tensorflow/tfjs-node does not load ` +
+      `(${why.split('\n')[0]}); npm run setup:tfjs-node`,
+  };
+}
+
 interface Roundtrip {
   bytes: number;
   /** A loadTensors backend, or the route of tf.loadLayersModel on tfjs-node. */
@@ -412,7 +463,7 @@ async function benchLoads(
                 c.id === 'torch-load' && ptError
                   ? { error: `writing the torch.save file failed: ${ptError}` }
                   : peerLoad(peers, PYTHON_LOADS[c.id].mode, fileOf(c.id), bytes);
-            } else result = await runChild<OpResult>({ op: 'load', contender: c.id, bytes, file });
+            } else result = await runChild<OpResult>({ op: 'load', contender: c.id, bytes, file: fileOf(c.id) });
           } catch (e) {
             result = { error: (e as Error).message };
           }
@@ -469,15 +520,22 @@ const FILE_SYSCALLS = new Set([
   'copy_file_range',
 ]);
 
+/** False under --no-drop-caches (set by main): nothing then drops the page cache. */
+let mayDropCaches = true;
+
 function straceSave(contender: NodeSaveContender, bytes: number, work: string): Profile | { error: string } {
   const dir = path.join(work, `strace-${contender}`);
   fs.mkdirSync(dir, { recursive: true });
   const out = path.join(work, `strace-${contender}.txt`);
-  dropCaches();
+  if (mayDropCaches) dropCaches();
   const job: Job = { op: 'save', contender, bytes, dir };
-  const r = spawnSync('strace', ['-f', '-c', '-w', '-o', out, process.execPath, CHILD, JSON.stringify(job)], {
-    encoding: 'utf8',
-  });
+  const r = spawnSync(
+    'strace',
+    ['-f', '-c', '-w', '-o', out, process.execPath, ...CHILD_EXEC_ARGV, CHILD, JSON.stringify(job)],
+    {
+      encoding: 'utf8',
+    },
+  );
   fs.rmSync(dir, { recursive: true, force: true });
   syncAll();
   if (r.error || r.status !== 0) return { error: `strace failed: ${r.error?.message ?? r.stderr.slice(-300)}` };
@@ -987,7 +1045,7 @@ function report(res: Results): string {
     `Run ${res.date} (\`${res.command}\`, ${res.durationS.toFixed(0)} s). Machine: ${m.cpu}, ${m.cores} cores, ` +
       `${m.memoryGiB} GiB RAM, ${m.kernel}, Node ${m.node}; files on ${m.filesystem}. ` +
       `Each figure is the median of ${res.reps} runs, contenders interleaved round-robin, each Node contender in a ` +
-      `fresh child process. Page cache: ${m.dropCaches ? 'flushed and dropped before every save and before every cold load' : 'could not be dropped (not root): saves start after a sync, loads are warm only'}.`,
+      `fresh child process. Page cache: ${m.dropCaches ? 'flushed and dropped before every save and before every cold load' : 'not dropped (not root, or --no-drop-caches): saves start after a sync, loads are warm only'}.`,
   );
   parts.push(`## Save throughput and peak extra memory`);
   parts.push(
@@ -1158,12 +1216,13 @@ async function main(): Promise<void> {
   const native = loadNativeBackend();
   if ('error' in native)
     throw new Error(`the native addon does not load (npm run build:native): ${native.error.message}`);
-  const canDrop = dropCaches();
+  mayDropCaches = o.dropCaches;
+  const canDrop = o.dropCaches && dropCaches();
   const peers = detectPeers();
   const machine = machineInfo(work, canDrop, peers.note);
   machine.crc32cHardware = native.backend.crc32cHardware;
   log(
-    `bench in ${work}: sizes ${o.sizes.map(sizeLabel).join(', ')}, ${o.reps} reps; drop_caches ${canDrop ? 'works' : 'not permitted'}`,
+    `bench in ${work}: sizes ${o.sizes.map(sizeLabel).join(', ')}, ${o.reps} reps; drop_caches ${canDrop ? 'works' : o.dropCaches ? 'not permitted' : 'off (--no-drop-caches)'}`,
   );
   log(peers.note);
   // tfjs-node's rows need its native binding: without it they are left out, with one line saying how to build it.
@@ -1173,16 +1232,12 @@ async function main(): Promise<void> {
     [...TFJS_NODE_ROWS].some((id) => !o.contenders || o.contenders.has(id));
   let tfjsNode: string | undefined;
   if (wantsTfjsNode) {
-    const why = tfjsNodeLoadError();
-    if (why === undefined) {
-      const { version } = require('@tensorflow/tfjs-node/package.json') as { version: string };
-      tfjsNode = `tfjs-node rows: @tensorflow/tfjs-node ${version}, tensorflow backend`;
-    } else {
-      TFJS_NODE_ROWS.forEach((id) => unavailable.add(id));
-      tfjsNode =
-        `tfjs-node rows (${[...TFJS_NODE_ROWS].join(', ')}) skipped: @tensorflow/tfjs-node does not load ` +
-        `(${why}); npm run setup:tfjs-node`;
-    }
+    const why = tfjsNodeProbe();
+    const version =
+      why === undefined ? (require('@tensorflow/tfjs-node/package.json') as { version: string }).version : undefined;
+    const rows = tfjsNodeRows(why, version);
+    rows.unavailable.forEach((id) => unavailable.add(id));
+    tfjsNode = rows.note;
     log(tfjsNode);
   }
   const res: Results = {
@@ -1200,7 +1255,7 @@ async function main(): Promise<void> {
     targets: [],
   };
   const root = findPackageRoot(__dirname) ?? process.cwd();
-  const outDir = path.join(root, 'bench', 'results');
+  const outDir = o.out ?? path.join(root, 'bench', 'results');
   if (o.sections.has('shards')) {
     try {
       const shards = await benchShards(work, canDrop, runChild, log);
@@ -1253,7 +1308,8 @@ async function main(): Promise<void> {
   log(`done in ${res.durationS.toFixed(0)} s; wrote ${path.relative(process.cwd(), outDir)}/results.{json,md}`);
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
-  process.exit(1);
-});
+if (require.main === module)
+  main().catch((e: unknown) => {
+    process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  });

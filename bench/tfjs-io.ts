@@ -14,6 +14,7 @@
  *
  * tfjs-node is required only inside these functions, so a child of another contender never loads libtensorflow.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type * as TfTypes from '@tensorflow/tfjs';
 import { setBackend } from '../lib/backend/select';
@@ -50,8 +51,6 @@ export interface TfjsModelSpec {
 
 const suffix = (t: TensorSpec): string => t.name.slice(t.name.lastIndexOf('/') + 1);
 const prefix = (t: TensorSpec): string => t.name.slice(0, Math.max(0, t.name.lastIndexOf('/')));
-const hasSuffixes = (group: TensorSpec[], names: string[]): boolean =>
-  group.length === names.length && group.every((t, i) => suffix(t) === names[i]);
 
 /** A Keras topology whose weights are the layout's tensors (see the module comment). */
 export function tfjsModelOf(layout: Layout): TfjsModelSpec {
@@ -80,51 +79,52 @@ export function tfjsModelOf(layout: Layout): TfjsModelSpec {
     inputs.push([name, 0, 0]);
     return name;
   };
-  // Consecutive tensors with one prefix (`conv1_conv/kernel`, `conv1_conv/bias`) are one layer's weights.
-  const groups: { start: number; tensors: TensorSpec[] }[] = [];
-  layout.tensors.forEach((t, i) => {
-    const last = groups[groups.length - 1];
-    if (last && prefix(t) !== '' && prefix(last.tensors[0]) === prefix(t)) last.tensors.push(t);
-    else groups.push({ start: i, tensors: [t] });
-  });
-  for (let g = 0; g < groups.length; g++) {
-    const { start, tensors } = groups[g];
-    const name = prefix(tensors[0]);
-    const [a, b] = tensors;
-    const own = (): void => tensors.forEach((t, j) => (weightNames[start + j] = t.name));
-    if (hasSuffixes(tensors, ['kernel', 'bias']) && a.shape.length === 4 && b.shape.join() === `${a.shape[3]}`) {
-      const [kh, kw, cin, cout] = a.shape;
-      let out = layer('Conv2D', name, { filters: cout, kernel_size: [kh, kw], use_bias: true }, input([kh, kw, cin]));
-      own();
-      const next = groups[g + 1];
-      const bn = next?.tensors;
-      if (
-        bn &&
-        hasSuffixes(bn, ['gamma', 'beta', 'moving_mean', 'moving_variance']) &&
-        bn.every((t) => t.shape.join() === `${cout}`)
-      ) {
+  const BN = ['gamma', 'beta', 'moving_mean', 'moving_variance'];
+  /** The `names.length` tensors from `i` when they are one layer's weights with these names, else undefined. */
+  const weightsAt = (i: number, names: string[]): TensorSpec[] | undefined => {
+    const ts = layout.tensors.slice(i, i + names.length);
+    const p = ts.length > 0 ? prefix(ts[0]) : '';
+    const ok = p !== '' && ts.length === names.length && ts.every((t, j) => prefix(t) === p && suffix(t) === names[j]);
+    return ok ? ts : undefined;
+  };
+  const own = (i: number, ts: TensorSpec[]): number => {
+    ts.forEach((t, j) => (weightNames[i + j] = t.name));
+    return i + ts.length;
+  };
+  for (let i = 0; i < layout.tensors.length;) {
+    const dense = weightsAt(i, ['kernel', 'bias']);
+    const [kernel, bias] = dense ?? [];
+    const oneLayer = weightsAt(i, BN) ?? weightsAt(i, ['embeddings']);
+    if (kernel && kernel.shape.length === 4 && bias.shape.join() === `${kernel.shape[3]}`) {
+      // Conv2D over an input of the kernel's window, followed by its batch normalization when the layout has one.
+      const [kh, kw, cin, cout] = kernel.shape;
+      const conv = { filters: cout, kernel_size: [kh, kw], use_bias: true };
+      let out = layer('Conv2D', prefix(kernel), conv, input([kh, kw, cin]));
+      i = own(i, dense!);
+      const bn = weightsAt(i, BN);
+      if (bn && bn.every((t) => t.shape.join() === `${cout}`)) {
         out = layer('BatchNormalization', prefix(bn[0]), { axis: -1 }, out);
-        bn.forEach((t, j) => (weightNames[next.start + j] = t.name));
-        g++;
+        i = own(i, bn);
       }
       outputs.push([out, 0, 0]);
-    } else if (hasSuffixes(tensors, ['kernel', 'bias']) && a.shape.length === 2 && b.shape.join() === `${a.shape[1]}`) {
-      outputs.push([layer('Dense', name, { units: a.shape[1], use_bias: true }, input([a.shape[0]])), 0, 0]);
-      own();
-    } else if (hasSuffixes(tensors, ['gamma', 'beta', 'moving_mean', 'moving_variance']) && a.shape.length === 1) {
-      outputs.push([layer('BatchNormalization', name, { axis: -1 }, input(a.shape)), 0, 0]);
-      own();
-    } else if (hasSuffixes(tensors, ['embeddings']) && a.shape.length === 2) {
-      const [rows, dim] = a.shape;
-      outputs.push([layer('Embedding', name, { input_dim: rows, output_dim: dim }, input([1])), 0, 0]);
-      own();
+    } else if (kernel && kernel.shape.length === 2 && bias.shape.join() === `${kernel.shape[1]}`) {
+      const units = kernel.shape[1];
+      outputs.push([layer('Dense', prefix(kernel), { units, use_bias: true }, input([kernel.shape[0]])), 0, 0]);
+      i = own(i, dense!);
+    } else if (oneLayer?.length === 4 && oneLayer.every((t) => t.shape.length === 1)) {
+      outputs.push([layer('BatchNormalization', prefix(oneLayer[0]), { axis: -1 }, input(oneLayer[0].shape)), 0, 0]);
+      i = own(i, oneLayer);
+    } else if (oneLayer?.length === 1 && oneLayer[0].shape.length === 2) {
+      const [rows, dim] = oneLayer[0].shape;
+      const config = { input_dim: rows, output_dim: dim };
+      outputs.push([layer('Embedding', prefix(oneLayer[0]), config, input([1])), 0, 0]);
+      i = own(i, oneLayer);
     } else {
       // Any other tensor: the alpha of a PReLU over an input of its shape (alpha's shape is the input's).
-      tensors.forEach((t, j) => {
-        const own = t.name.replace(/\W/g, '_');
-        outputs.push([layer('PReLU', own, {}, input(t.shape)), 0, 0]);
-        weightNames[start + j] = `${own}/alpha`;
-      });
+      const t = layout.tensors[i];
+      const name = t.name.replace(/\W/g, '_');
+      outputs.push([layer('PReLU', name, {}, input(t.shape)), 0, 0]);
+      weightNames[i++] = `${name}/alpha`;
     }
   }
   return {
@@ -212,6 +212,7 @@ export async function createTfjsModelFiles(bytes: number, dir: string): Promise<
   const model = tfjsModelOf(layout);
   const weights = weightsInTensorflow(tf, layout, allocate(layout), model.weightNames);
   const files = tfjsModelFiles(dir);
+  fs.mkdirSync(dir, { recursive: true }); // NodeFileSystem makes its own directory, not the ones above it
   await modelSave(tf, `file://${path.dirname(files.modelJson)}`, model.topology, weights)();
   await modelSave(tf, routeUrl('safetensors', files.safetensors), model.topology, weights)();
   tf.dispose(weights);
