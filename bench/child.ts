@@ -22,6 +22,7 @@ import { Layout, allocate, fillTensor, makeLayout } from './layout';
 import { memoryStatus, resetPeak } from './memory';
 import { runStall } from './stall';
 import { loadShardSet } from '../lib/io/shards';
+import { createTfjsModelFiles, prepareFileSave, prepareTfioLoad, tfioRoundtrip } from './tfjs-io';
 
 function named(layout: Layout, arrays: Float32Array[]): NamedTensors {
   const out: NamedTensors = {};
@@ -63,40 +64,11 @@ async function save(contender: NodeSaveContender, bytes: number, dir: string): P
       const durable = contender !== 'native-fast';
       return measure(() => saveTensors(path.join(dir, 'model.safetensors'), tensors, { durable }));
     }
-    case 'tfjs-node': {
-      // What `model.save('file://dir')` does under tfjs-node, through the handler its router gives for file://
-      // (NodeFileSystem): tf.io.encodeWeights (data() of every tensor: a copy out of TensorFlow on this backend,
-      // then one concatenation into a single ArrayBuffer), then model.json and weights.bin by writeFile, no fsync.
-      process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
-      require('@tensorflow/tfjs-node'); // registers the tensorflow backend and the file:// router
-      const tf = require('@tensorflow/tfjs') as typeof import('@tensorflow/tfjs');
-      await tf.ready();
-      if (tf.getBackend() !== 'tensorflow') throw new Error(`tfjs-node loaded, but the backend is ${tf.getBackend()}`);
-      // A trained model's variables live in TensorFlow. tfjs-node keeps a tensor made from a JS array as that array
-      // until an op uses it, so each one goes through an op (x + 0) and the JS arrays are dropped.
-      const tensors: Record<string, import('@tensorflow/tfjs').Tensor> = {};
-      const zero = tf.scalar(0);
-      layout.tensors.forEach((t, i) => {
-        const js = tf.tensor(arrays[i], t.shape, 'float32');
-        tensors[t.name] = tf.add(js, zero);
-        js.dispose();
-      });
-      arrays.length = 0;
-      const [handler] = tf.io.getSaveHandlers(`file://${path.join(dir, 'tfjs-model')}`);
-      if (!handler?.save) throw new Error('tfjs-node registered no file:// save handler');
-      const save = handler.save.bind(handler);
-      return measure(async () => {
-        const { data, specs } = await tf.io.encodeWeights(tensors);
-        await save({
-          modelTopology: { class_name: 'Model', config: { name: 'bench', layers: [] } },
-          format: 'layers-model',
-          generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
-          convertedBy: null,
-          weightSpecs: specs,
-          weightData: data,
-        });
-      });
-    }
+    case 'tfjs-node':
+      // What `model.save('file://dir')` does under tfjs-node (bench/tfjs-io.ts): the weights are in TensorFlow
+      // before the clock starts; encodeWeights (a copy out of TensorFlow, then one concatenation) and the handler's
+      // writeFile of model.json and weights.bin are timed. No fsync.
+      return measure(await prepareFileSave(layout, arrays, dir));
     case 'writefile': {
       // The bytes are concatenated before the measurement (not timed, not counted): this row is the cost of
       // fs.promises.writeFile itself.
@@ -110,6 +82,14 @@ async function save(contender: NodeSaveContender, bytes: number, dir: string): P
 async function load(contender: NodeLoadContender, bytes: number, file: string): Promise<OpResult> {
   const excludeKiB = bytes / 1024;
   switch (contender) {
+    case 'tfjs-node-load':
+    case 'tfjs-node-st-load': {
+      // tf.loadLayersModel on tfjs-node (bench/tfjs-io.ts); `file` is model.json, or the safetensors:// file.
+      const { op, loaded } = await prepareTfioLoad(contender === 'tfjs-node-load' ? 'file' : 'safetensors', file);
+      const r = await measure(op, excludeKiB);
+      if (!loaded()) throw new Error('nothing loaded');
+      return r;
+    }
     case 'native-verify':
     case 'js-verify': {
       setBackend(contender === 'js-verify' ? 'js' : 'native');
@@ -236,6 +216,10 @@ async function run(job: Job): Promise<unknown> {
       return load(job.contender, job.bytes, job.file);
     case 'roundtrip':
       return roundtrip(job.backend, job.bytes, job.file);
+    case 'create-tfjs':
+      return createTfjsModelFiles(job.bytes, job.dir);
+    case 'tfio-roundtrip':
+      return tfioRoundtrip(job.route, job.bytes, job.file);
     case 'crc':
       return crc(job.bytes, job.reps);
     case 'stall':

@@ -2,14 +2,22 @@
 
 /** Save contenders that run inside a Node child (dd and torch run as their own processes). */
 export type NodeSaveContender = 'native-durable' | 'native-fast' | 'js-durable' | 'tfjs-node' | 'writefile';
-/** Load contenders that run inside a Node child. */
-export type NodeLoadContender = 'native-verify' | 'js-verify' | 'raw-read' | 'alloc-touch';
+/**
+ * Load contenders that run inside a Node child. `tfjs-node-load` and `tfjs-node-st-load`: tf.loadLayersModel on
+ * tfjs-node's tensorflow backend, of `file://…/model.json` (tfjs-node's own handler) and of `safetensors://…`.
+ */
+export type NodeLoadContender =
+  'native-verify' | 'js-verify' | 'raw-read' | 'alloc-touch' | 'tfjs-node-load' | 'tfjs-node-st-load';
 
 export type Job =
   | { op: 'save'; contender: NodeSaveContender; bytes: number; dir: string }
   | { op: 'create'; bytes: number; file: string }
   | { op: 'load'; contender: NodeLoadContender; bytes: number; file: string }
   | { op: 'roundtrip'; backend: 'native' | 'js'; bytes: number; file: string }
+  /** The two models the tf.loadLayersModel rows read, written into dir (bench/tfjs-io.ts, tfjsModelFiles). */
+  | { op: 'create-tfjs'; bytes: number; dir: string }
+  /** tf.loadLayersModel of a route's file, every weight compared with the regenerated layout. */
+  | { op: 'tfio-roundtrip'; route: 'file' | 'safetensors'; bytes: number; file: string }
   | { op: 'crc'; bytes: number; reps: number }
   /** saveTensors of a state dict to dir/model.safetensors (durable), as one file (maxShardSize null) or a set. */
   | { op: 'shard-save'; bytes: number; dir: string; maxShardSize: number | null; concurrency: number }

@@ -10,9 +10,13 @@
  * Options: --large (adds a 5 GiB state dict), --reps N, --sizes 256,1024 (MiB), --dir DIR (where files are
  * written; default the OS temp dir), --only save,load,crc,stall,shards, --no-profile (skip the strace breakdown),
  * --contenders id,id (only these save/load rows, e.g. `dd-direct,torch-fsync,st-load`; ids in SAVE_CONTENDERS and
- * LOAD_CONTENDERS). The Python peers (torch, safetensors) run from the venv of scripts/setup-bench-python.sh; when
- * one is missing the bench says so in one line and leaves its rows out.
- * Writes bench/results/results.json and results.md. The `shards` section (bench/shards.ts: 4 GiB, one file vs a
+ * LOAD_CONTENDERS), --out DIR (where results.{json,md} and shards.{json,md} go; default bench/results, so a partial
+ * run need not overwrite the committed results), --no-drop-caches (never drop the page cache, even as root: loads
+ * warm only; for a shared machine or a test). The Python peers (torch, safetensors) run from the venv of scripts/setup-bench-python.sh; when
+ * one is missing the bench says so in one line and leaves its rows out. Likewise the tfjs-node rows (the file://
+ * save, tf.loadLayersModel of file:// and safetensors:// on the tensorflow backend: bench/tfjs-io.ts) without a
+ * built @tensorflow/tfjs-node (npm run setup:tfjs-node).
+ * Writes (into --out) results.json and results.md. The `shards` section (bench/shards.ts: 4 GiB, one file vs a
  * shard set) runs only when named in --only, and writes bench/results/shards.{json,md}; `--only shards` alone
  * leaves results.{json,md} untouched.
  */
@@ -32,6 +36,7 @@ import type {
   StallResult,
 } from './jobs';
 import { makeLayout } from './layout';
+import { tfjsModelFiles } from './tfjs-io';
 import { benchShards, shardsReport } from './shards';
 import { findPackageRoot, loadNativeBackend } from '../lib/backend/native-backend';
 import { MiB, fixed, markdownTable, median, mibps, sizeLabel, spread } from './stats';
@@ -51,6 +56,10 @@ interface Options {
   profile: boolean;
   /** Save and load contender ids to run (--contenders); undefined: all. */
   contenders?: Set<string>;
+  /** Where results.{json,md} go (--out); default bench/results of the checkout. */
+  out?: string;
+  /** Drop the page cache where permitted (--no-drop-caches: never; loads are then measured warm only). */
+  dropCaches: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -61,6 +70,7 @@ function parseArgs(argv: string[]): Options {
     dir: os.tmpdir(),
     sections: new Set(['save', 'load', 'crc', 'stall']),
     profile: true,
+    dropCaches: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -79,6 +89,8 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--only') o.sections = new Set(value().split(','));
     else if (a === '--no-profile') o.profile = false;
     else if (a === '--contenders') o.contenders = new Set(value().split(','));
+    else if (a === '--out') o.out = path.resolve(value());
+    else if (a === '--no-drop-caches') o.dropCaches = false;
     else throw new Error(`unknown option ${a} (see the top of bench/main.ts)`);
   }
   if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error('--reps must be a positive integer');
@@ -90,11 +102,19 @@ function parseArgs(argv: string[]): Options {
 // ---------------------------------------------------------------------------------------------------------------
 // Child processes
 
-const CHILD = path.join(__dirname, 'child.js');
+/** The compiled child (dist/bench); run from the sources (`node -r <a TypeScript hook> bench/main.ts`), child.ts. */
+const CHILD = fs.existsSync(path.join(__dirname, 'child.js'))
+  ? path.join(__dirname, 'child.js')
+  : path.join(__dirname, 'child.ts');
+/** A TypeScript child needs the parent's require hook (its -r), a compiled one nothing. */
+const CHILD_EXEC_ARGV = CHILD.endsWith('.ts') ? process.execArgv : [];
 
 function runChild<T>(job: Job): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = fork(CHILD, [JSON.stringify(job)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [] });
+    const child = fork(CHILD, [JSON.stringify(job)], {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      execArgv: CHILD_EXEC_ARGV,
+    });
     let reply: ChildReply | undefined;
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
@@ -207,10 +227,19 @@ function runPythonSave(peers: Peers, id: PythonSaveId, bytes: number, dir: strin
   return peerSave(peers, PYTHON_SAVES[id].mode, layoutFile, out);
 }
 
-async function benchSaves(o: Options, work: string, peers: Peers, canDrop: boolean): Promise<Row[]> {
+async function benchSaves(
+  o: Options,
+  work: string,
+  peers: Peers,
+  canDrop: boolean,
+  unavailable: ReadonlySet<string>,
+): Promise<Row[]> {
   const rows: Row[] = [];
   const contenders = SAVE_CONTENDERS.filter(
-    (c) => (!o.contenders || o.contenders.has(c.id)) && (!isPythonSave(c.id) || peers[PYTHON_SAVES[c.id].needs]),
+    (c) =>
+      (!o.contenders || o.contenders.has(c.id)) &&
+      !unavailable.has(c.id) &&
+      (!isPythonSave(c.id) || peers[PYTHON_SAVES[c.id].needs]),
   );
   for (const bytes of o.sizes) {
     const mine = contenders.map((c) => newRow('save', bytes, c.id, c.label, c.kind));
@@ -282,11 +311,60 @@ const LOAD_CONTENDERS: LoadContender[] = [
     label: 'python safetensors.torch.load_file, then one read per 4 KiB page of every tensor (first use)',
   },
   { id: 'st-np-load', label: 'python safetensors.numpy.load_file of the same file (no checks)' },
+  {
+    id: 'tfjs-node-load',
+    label:
+      "tfjs-node tf.loadLayersModel('file://…/model.json'), tensorflow backend, of its own handler's save (no checks)",
+  },
+  {
+    id: 'tfjs-node-st-load',
+    label: "tf.loadLayersModel('safetensors://…') of this package, tensorflow backend, same model (CRC verified)",
+  },
 ];
+
+/** The rows that need @tensorflow/tfjs-node (its tensorflow backend, its file:// handler). */
+const TFJS_NODE_ROWS = new Set<string>(['tfjs-node', 'tfjs-node-load', 'tfjs-node-st-load']);
+const TFIO_ROUTES = { 'tfjs-node-load': 'file', 'tfjs-node-st-load': 'safetensors' } as const;
+const isTfioLoad = (id: string): id is keyof typeof TFIO_ROUTES => id in TFIO_ROUTES;
+
+/**
+ * Why @tensorflow/tfjs-node does not load (undefined when it does), from the checkout's scripts/tfjs-node-probe.js,
+ * found from dist/bench/ and from bench/ (a run from the sources) alike.
+ */
+function tfjsNodeProbe(): string | undefined {
+  const root = findPackageRoot(__dirname) ?? process.cwd();
+  const probe = require(path.join(root, 'scripts', 'tfjs-node-probe.js')) as {
+    tfjsNodeLoadError(): string | undefined;
+  };
+  return probe.tfjsNodeLoadError();
+}
+
+/**
+ * The tfjs-node rows' fate: given why @tensorflow/tfjs-node does not load (undefined: it loads, at `version`), the
+ * rows to leave out and the one line the bench logs and reports.
+ */
+export function tfjsNodeRows(
+  why: string | undefined,
+  version?: string,
+): { unavailable: ReadonlySet<string>; note: string } {
+  if (why === undefined) {
+    return {
+      unavailable: new Set(),
+      note: `tfjs-node rows: @tensorflow/tfjs-node ${version ?? '?'}, tensorflow backend`,
+    };
+  }
+  return {
+    unavailable: TFJS_NODE_ROWS,
+    note:
+      `tfjs-node rows (${[...TFJS_NODE_ROWS].join(', ')}) skipped: @tensorflow/tfjs-node does not load ` +
+      `(${why.split('\n')[0]}); npm run setup:tfjs-node`,
+  };
+}
 
 interface Roundtrip {
   bytes: number;
-  backend: 'native' | 'js';
+  /** A loadTensors backend, or the route of tf.loadLayersModel on tfjs-node. */
+  backend: 'native' | 'js' | 'tfjs-node file://' | 'tfjs-node safetensors://';
   ok: boolean;
   detail: string;
 }
@@ -296,11 +374,15 @@ async function benchLoads(
   work: string,
   canDrop: boolean,
   peers: Peers,
+  unavailable: ReadonlySet<string>,
 ): Promise<{ rows: Row[]; roundtrips: Roundtrip[] }> {
   const rows: Row[] = [];
   const roundtrips: Roundtrip[] = [];
   const contenders = LOAD_CONTENDERS.filter(
-    (c) => (!o.contenders || o.contenders.has(c.id)) && (!isPythonLoad(c.id) || peers[PYTHON_LOADS[c.id].needs]),
+    (c) =>
+      (!o.contenders || o.contenders.has(c.id)) &&
+      !unavailable.has(c.id) &&
+      (!isPythonLoad(c.id) || peers[PYTHON_LOADS[c.id].needs]),
   );
   const caches: ('warm' | 'cold')[] = canDrop ? ['warm', 'cold'] : ['warm'];
   for (const bytes of o.sizes) {
@@ -316,7 +398,27 @@ async function benchLoads(
       const r = peerSave(peers, 'torch', layoutFile, ptFile);
       if ('error' in r) ptError = r.error;
     }
-    const fileOf = (id: LoadContender['id']): string => (id === 'torch-load' ? ptFile : file);
+    // tf.loadLayersModel reads a model: the layout saved by tfjs-node's file:// handler, and through safetensors://.
+    const tfio = tfjsModelFiles(path.join(work, `tfio-${bytes}`));
+    let tfioError: string | undefined;
+    if (contenders.some((c) => isTfioLoad(c.id))) {
+      try {
+        await runChild({ op: 'create-tfjs', bytes, dir: path.dirname(tfio.safetensors) });
+      } catch (e) {
+        tfioError = (e as Error).message;
+      }
+    }
+    const fileOf = (id: LoadContender['id']): string =>
+      id === 'torch-load'
+        ? ptFile
+        : id === 'tfjs-node-load'
+          ? tfio.modelJson
+          : id === 'tfjs-node-st-load'
+            ? tfio.safetensors
+            : file;
+    /** What a warm run reads beforehand: every file the contender reads. */
+    const warmFiles = (id: LoadContender['id']): string[] =>
+      id === 'tfjs-node-load' ? [tfio.modelJson, tfio.weightsBin] : [fileOf(id)];
     // The JS backend's round trip is checked only past 4 GiB (the cross-backend suite covers smaller files).
     for (const backend of bytes > 4 * 1024 * MiB ? (['native', 'js'] as const) : (['native'] as const)) {
       try {
@@ -328,23 +430,40 @@ async function benchLoads(
       const last = roundtrips[roundtrips.length - 1];
       log(`load ${sizeLabel(bytes)} round trip (${backend}): ${last.ok ? 'ok' : 'FAILED'}: ${last.detail}`);
     }
+    for (const c of contenders.filter((x) => isTfioLoad(x.id))) {
+      const route = TFIO_ROUTES[c.id as keyof typeof TFIO_ROUTES];
+      const backend = route === 'file' ? 'tfjs-node file://' : 'tfjs-node safetensors://';
+      if (tfioError) roundtrips.push({ bytes, backend, ok: false, detail: `writing the models failed: ${tfioError}` });
+      else {
+        try {
+          const job: Job = { op: 'tfio-roundtrip', route, bytes, file: fileOf(c.id) };
+          roundtrips.push({ bytes, backend, ...(await runChild<RoundtripResult>(job)) });
+        } catch (e) {
+          roundtrips.push({ bytes, backend, ok: false, detail: (e as Error).message });
+        }
+      }
+      const last = roundtrips[roundtrips.length - 1];
+      log(`load ${sizeLabel(bytes)} round trip (${backend}): ${last.ok ? 'ok' : 'FAILED'}: ${last.detail}`);
+    }
     for (const cache of caches) {
       const mine = contenders.map((c) => newRow('load', bytes, c.id, c.label, cache));
       rows.push(...mine);
       for (let rep = 0; rep < o.reps; rep++) {
         for (const c of rotate(contenders, rep)) {
           const row = mine.find((r) => r.id === c.id) as Row;
+          const setupError = c.id === 'torch-load' ? ptError : isTfioLoad(c.id) ? tfioError : undefined;
           if (cache === 'cold') dropCaches();
-          else if (c.id !== 'torch-load' || !ptError) ddRead(fileOf(c.id)); // make sure every page is cached
+          else if (!setupError) warmFiles(c.id).forEach((f) => ddRead(f)); // make sure every page is cached
           let result: OpResult | ExternalRun | { error: string };
           try {
             if (c.id === 'dd-read') result = ddRead(file);
+            else if (isTfioLoad(c.id) && tfioError) result = { error: `writing the models failed: ${tfioError}` };
             else if (isPythonLoad(c.id)) {
               result =
                 c.id === 'torch-load' && ptError
                   ? { error: `writing the torch.save file failed: ${ptError}` }
                   : peerLoad(peers, PYTHON_LOADS[c.id].mode, fileOf(c.id), bytes);
-            } else result = await runChild<OpResult>({ op: 'load', contender: c.id, bytes, file });
+            } else result = await runChild<OpResult>({ op: 'load', contender: c.id, bytes, file: fileOf(c.id) });
           } catch (e) {
             result = { error: (e as Error).message };
           }
@@ -355,6 +474,7 @@ async function benchLoads(
     }
     fs.rmSync(file, { force: true });
     fs.rmSync(ptFile, { force: true });
+    fs.rmSync(path.dirname(tfio.safetensors), { recursive: true, force: true });
   }
   return { rows, roundtrips };
 }
@@ -400,15 +520,22 @@ const FILE_SYSCALLS = new Set([
   'copy_file_range',
 ]);
 
+/** False under --no-drop-caches (set by main): nothing then drops the page cache. */
+let mayDropCaches = true;
+
 function straceSave(contender: NodeSaveContender, bytes: number, work: string): Profile | { error: string } {
   const dir = path.join(work, `strace-${contender}`);
   fs.mkdirSync(dir, { recursive: true });
   const out = path.join(work, `strace-${contender}.txt`);
-  dropCaches();
+  if (mayDropCaches) dropCaches();
   const job: Job = { op: 'save', contender, bytes, dir };
-  const r = spawnSync('strace', ['-f', '-c', '-w', '-o', out, process.execPath, CHILD, JSON.stringify(job)], {
-    encoding: 'utf8',
-  });
+  const r = spawnSync(
+    'strace',
+    ['-f', '-c', '-w', '-o', out, process.execPath, ...CHILD_EXEC_ARGV, CHILD, JSON.stringify(job)],
+    {
+      encoding: 'utf8',
+    },
+  );
   fs.rmSync(dir, { recursive: true, force: true });
   syncAll();
   if (r.error || r.status !== 0) return { error: `strace failed: ${r.error?.message ?? r.stderr.slice(-300)}` };
@@ -849,6 +976,8 @@ interface Results {
   machine: MachineInfo;
   /** Which Python peers ran (or how to install the missing ones). */
   peers: string;
+  /** Whether the tfjs-node rows ran, or why not and how to enable them. */
+  tfjsNode?: string;
   save: Row[];
   load: Row[];
   roundtrips: Roundtrip[];
@@ -916,7 +1045,7 @@ function report(res: Results): string {
     `Run ${res.date} (\`${res.command}\`, ${res.durationS.toFixed(0)} s). Machine: ${m.cpu}, ${m.cores} cores, ` +
       `${m.memoryGiB} GiB RAM, ${m.kernel}, Node ${m.node}; files on ${m.filesystem}. ` +
       `Each figure is the median of ${res.reps} runs, contenders interleaved round-robin, each Node contender in a ` +
-      `fresh child process. Page cache: ${m.dropCaches ? 'flushed and dropped before every save and before every cold load' : 'could not be dropped (not root): saves start after a sync, loads are warm only'}.`,
+      `fresh child process. Page cache: ${m.dropCaches ? 'flushed and dropped before every save and before every cold load' : 'not dropped (not root, or --no-drop-caches): saves start after a sync, loads are warm only'}.`,
   );
   parts.push(`## Save throughput and peak extra memory`);
   parts.push(
@@ -948,7 +1077,12 @@ function report(res: Results): string {
   parts.push(`## Load`);
   parts.push(
     'Whole checkpoint into one ArrayBuffer per tensor. Warm: the file is read once before each run; cold: caches ' +
-      'dropped before each run. Peak extra memory excludes the loaded bytes themselves.',
+      'dropped before each run. Peak extra memory excludes the loaded bytes themselves. The two ' +
+      "`tf.loadLayersModel` rows load a model of the same weights (names, shapes, bytes) on tfjs-node's tensorflow " +
+      "backend: from model.json + weights.bin written by tfjs-node's own file:// handler, and from one file written " +
+      'through safetensors://; both end with the weights assigned to a built LayersModel (tfjs-node copies them into ' +
+      'TensorFlow at their first use, in either case).' +
+      (res.tfjsNode ? ` ${res.tfjsNode}.` : ''),
   );
   parts.push(res.load.length ? loadTable(res.load) : 'not measured: section not run');
   parts.push(
@@ -1082,14 +1216,30 @@ async function main(): Promise<void> {
   const native = loadNativeBackend();
   if ('error' in native)
     throw new Error(`the native addon does not load (npm run build:native): ${native.error.message}`);
-  const canDrop = dropCaches();
+  mayDropCaches = o.dropCaches;
+  const canDrop = o.dropCaches && dropCaches();
   const peers = detectPeers();
   const machine = machineInfo(work, canDrop, peers.note);
   machine.crc32cHardware = native.backend.crc32cHardware;
   log(
-    `bench in ${work}: sizes ${o.sizes.map(sizeLabel).join(', ')}, ${o.reps} reps; drop_caches ${canDrop ? 'works' : 'not permitted'}`,
+    `bench in ${work}: sizes ${o.sizes.map(sizeLabel).join(', ')}, ${o.reps} reps; drop_caches ${canDrop ? 'works' : o.dropCaches ? 'not permitted' : 'off (--no-drop-caches)'}`,
   );
   log(peers.note);
+  // tfjs-node's rows need its native binding: without it they are left out, with one line saying how to build it.
+  const unavailable = new Set<string>();
+  const wantsTfjsNode =
+    (o.sections.has('save') || o.sections.has('load')) &&
+    [...TFJS_NODE_ROWS].some((id) => !o.contenders || o.contenders.has(id));
+  let tfjsNode: string | undefined;
+  if (wantsTfjsNode) {
+    const why = tfjsNodeProbe();
+    const version =
+      why === undefined ? (require('@tensorflow/tfjs-node/package.json') as { version: string }).version : undefined;
+    const rows = tfjsNodeRows(why, version);
+    rows.unavailable.forEach((id) => unavailable.add(id));
+    tfjsNode = rows.note;
+    log(tfjsNode);
+  }
   const res: Results = {
     date: new Date().toISOString(),
     command: ['npm run bench', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])].join(' '),
@@ -1097,6 +1247,7 @@ async function main(): Promise<void> {
     reps: o.reps,
     machine,
     peers: peers.note,
+    ...(tfjsNode ? { tfjsNode } : {}),
     save: [],
     load: [],
     roundtrips: [],
@@ -1104,7 +1255,7 @@ async function main(): Promise<void> {
     targets: [],
   };
   const root = findPackageRoot(__dirname) ?? process.cwd();
-  const outDir = path.join(root, 'bench', 'results');
+  const outDir = o.out ?? path.join(root, 'bench', 'results');
   if (o.sections.has('shards')) {
     try {
       const shards = await benchShards(work, canDrop, runChild, log);
@@ -1121,7 +1272,7 @@ async function main(): Promise<void> {
   try {
     if (o.sections.has('crc')) res.crc = await benchCrc(o);
     if (o.sections.has('save')) {
-      res.save = await benchSaves(o, work, peers, canDrop);
+      res.save = await benchSaves(o, work, peers, canDrop, unavailable);
       const straceOk = spawnSync('strace', ['-V']).status === 0;
       if (o.profile && straceOk) {
         const bytes = Math.max(...o.sizes.filter((b) => b <= 1024 * MiB));
@@ -1138,7 +1289,10 @@ async function main(): Promise<void> {
     if (o.sections.has('load'))
       Object.assign(
         res,
-        await benchLoads(o, work, canDrop, peers).then((r) => ({ load: r.rows, roundtrips: r.roundtrips })),
+        await benchLoads(o, work, canDrop, peers, unavailable).then((r) => ({
+          load: r.rows,
+          roundtrips: r.roundtrips,
+        })),
       );
     if (o.sections.has('stall')) res.stall = await benchStall(o, work);
   } finally {
@@ -1154,7 +1308,8 @@ async function main(): Promise<void> {
   log(`done in ${res.durationS.toFixed(0)} s; wrote ${path.relative(process.cwd(), outDir)}/results.{json,md}`);
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
-  process.exit(1);
-});
+if (require.main === module)
+  main().catch((e: unknown) => {
+    process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  });

@@ -1,8 +1,16 @@
 /**
  * The benchmark's own building blocks (bench/): the state-dict layouts it saves, their deterministic contents (the
- * round-trip check regenerates them), and the statistics behind every figure.
+ * round-trip check regenerates them), the statistics behind every figure, and the wiring of the tf.loadLayersModel
+ * rows (a model topology over the layout; the driver running them on tfjs-node beside loadTensors).
  */
-import { fillTensor, makeLayout } from '../../bench/layout';
+import { fork } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { allocate, fillTensor, makeLayout } from '../../bench/layout';
+import { tfjsNodeRows } from '../../bench/main';
+import { tfjsModelOf } from '../../bench/tfjs-io';
 import { memoryStatus } from '../../bench/memory';
 import { describePeers, detectPeers, parsePeerOutput, pythonPath, toOpResult, venvDir } from '../../bench/peers';
 import { threadCpuMs } from '../../bench/stall';
@@ -144,5 +152,124 @@ describe('bench JS-thread CPU time', () => {
     expect(b.source).toBe(a.source);
     expect(b.ms).toBeGreaterThan(a.ms);
     if (process.platform === 'linux') expect(a.source).toBe('thread');
+  });
+});
+
+describe('bench tf.loadLayersModel model', () => {
+  it('is a topology tf.loadLayersModel builds, with every layout tensor in the weight it names, byte for byte', async () => {
+    const layout = makeLayout(MiB);
+    const { topology, weightNames } = tfjsModelOf(layout);
+    expect(new Set(weightNames).size).toBe(layout.tensors.length);
+    // Keras names are kept (conv, batch norm, dense, embedding); only the padding vector becomes a PReLU's alpha.
+    const renamed = layout.tensors.filter((t, i) => weightNames[i] !== t.name).map((t) => t.name);
+    expect(renamed).toEqual(['embedding/padding_bias']);
+    const arrays = allocate(layout);
+    const weightData = new Uint8Array(layout.bytes);
+    let off = 0;
+    for (const a of arrays) {
+      weightData.set(new Uint8Array(a.buffer), off);
+      off += a.byteLength;
+    }
+    const model = await tf.loadLayersModel(
+      tf.io.fromMemory({
+        modelTopology: topology,
+        weightSpecs: layout.tensors.map((t, i) => ({ name: weightNames[i], shape: t.shape, dtype: 'float32' })),
+        weightData: weightData.buffer,
+      }),
+    );
+    try {
+      const classes = new Set(model.layers.map((l) => l.getClassName()));
+      expect([...classes].sort()).toEqual([
+        'BatchNormalization',
+        'Conv2D',
+        'Dense',
+        'Embedding',
+        'InputLayer',
+        'PReLU',
+      ]);
+      const byName = new Map(model.weights.map((w) => [w.originalName, w]));
+      expect(byName.size).toBe(layout.tensors.length);
+      layout.tensors.forEach((t, i) => {
+        const w = byName.get(weightNames[i]);
+        expect([weightNames[i], w?.shape]).toEqual([weightNames[i], t.shape]);
+        const got = w!.read().dataSync() as Float32Array;
+        expect(Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(Buffer.from(arrays[i].buffer))).toBe(
+          true,
+        );
+      });
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe('bench tfjs-node rows', () => {
+  it('are left out, all three, with one line naming them and the command that builds tfjs-node', () => {
+    const missing = tfjsNodeRows('Error: libtensorflow.so.2: cannot open shared object file\n  at x');
+    expect([...missing.unavailable].sort()).toEqual(['tfjs-node', 'tfjs-node-load', 'tfjs-node-st-load']);
+    expect(missing.note).toMatch(/skipped: .*libtensorflow\.so\.2.*; npm run setup:tfjs-node$/);
+    expect(missing.note).not.toContain('\n');
+    const present = tfjsNodeRows(undefined, '4.22.0');
+    expect(present.unavailable.size).toBe(0);
+    expect(present.note).toContain('@tensorflow/tfjs-node 4.22.0');
+  });
+
+  const { tfjsNodeLoadError } = require('../../scripts/tfjs-node-probe') as {
+    tfjsNodeLoadError(): string | undefined;
+  };
+  const unavailable = tfjsNodeLoadError();
+  const REGISTER = path.join(__dirname, '..', 'fixtures', 'worker-register.js');
+  const runMain = (args: string[]): Promise<{ code: number | null; output: string }> =>
+    new Promise((resolve, reject) => {
+      const child = fork(path.join(__dirname, '..', '..', 'bench', 'main.ts'), args, {
+        execArgv: ['-r', REGISTER],
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      });
+      let output = '';
+      child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+      child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+      child.on('error', reject);
+      child.on('exit', (code) => resolve({ code, output }));
+    });
+
+  it('load a 1 MiB model by tf.loadLayersModel from file:// and safetensors:// beside loadTensors, each a round trip', async () => {
+    if (unavailable !== undefined) {
+      const why = `@tensorflow/tfjs-node does not load (${unavailable}); run \`npm run setup:tfjs-node\` to enable`;
+      if (process.env.CI === 'true') throw new Error(`${why} (CI=true: this test must run)`);
+      console.info(`bench tfjs-node rows: not run: ${why}`);
+      return;
+    }
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-harness-'));
+    try {
+      const out = path.join(dir, 'out');
+      const ids = ['native-verify', 'tfjs-node-load', 'tfjs-node-st-load'];
+      const { code, output } = await runMain([
+        ...['--only', 'load', '--sizes', '1', '--reps', '1', '--contenders', ids.join(',')],
+        ...['--no-drop-caches', '--no-profile', '--dir', dir, '--out', out],
+      ]);
+      expect([code, code === 0 ? '' : output.slice(-2000)]).toEqual([0, '']);
+      const res = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as {
+        tfjsNode: string;
+        load: { id: string; kind: string; ms: number[]; peakExtraKiB: number[]; errors: string[] }[];
+        roundtrips: { backend: string; ok: boolean; detail: string }[];
+      };
+      expect(res.tfjsNode).toMatch(/tfjs-node rows: @tensorflow\/tfjs-node \S+, tensorflow backend/);
+      // Warm only (--no-drop-caches); one sample each, with a peak memory reading, and no failure.
+      expect(res.load.map((r) => [r.id, r.kind, r.ms.length, r.peakExtraKiB.length, r.errors])).toEqual(
+        ids.map((id) => [id, 'warm', 1, 1, []]),
+      );
+      expect(res.roundtrips.map((r) => [r.backend, r.ok, r.detail])).toEqual([
+        ['native', true, expect.stringContaining('all bytes equal')],
+        ['tfjs-node file://', true, expect.stringMatching(/^322 weights of \d+ layers, all bytes equal$/)],
+        ['tfjs-node safetensors://', true, expect.stringMatching(/^322 weights of \d+ layers, all bytes equal$/)],
+      ]);
+      const md = fs.readFileSync(path.join(out, 'results.md'), 'utf8');
+      expect(md).toContain("tfjs-node tf.loadLayersModel('file://…/model.json')");
+      expect(md).toContain("tf.loadLayersModel('safetensors://…') of this package");
+      // The work directory (models, checkpoint) is removed; only --out remains.
+      expect(fs.readdirSync(dir)).toEqual(['out']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
