@@ -401,6 +401,61 @@ function waitExit(
   return new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stderr })));
 }
 
+/** Calls step() from a named frame of this file, so that a reported stack can be checked for it. */
+function stepFromTheTest(ckpt: CheckpointManager, model: tf.LayersModel, epoch: number) {
+  return ckpt.step(model, epoch, { val_loss: 0.5 - epoch / 10 });
+}
+
+/** The rejection of `p`, which must reject. */
+async function rejectionOf(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('the stack of a failed manager save points at the step() call that decided it', () => {
+  const THIS_FILE = path.basename(__filename);
+
+  async function blocked(async: boolean) {
+    const dir = await tempDir();
+    await fsp.mkdir(path.join(dir, 'e1.safetensors')); // the save is refused in the store, off the step() stack
+    return new CheckpointManager({
+      directory: dir,
+      filename: 'e{epoch}.safetensors',
+      async,
+      logger: recorder().logger,
+    });
+  }
+
+  test('async: false: the rejection of step() carries the caller frame', async () => {
+    const ckpt = await blocked(false);
+    const err = await rejectionOf(stepFromTheTest(ckpt, tinyModel(), 0));
+    expect(err).toMatchObject({ code: 'ERR_CHECKPOINT_FOREIGN_FILE' });
+    expect(err.stack).toContain('stepFromTheTest');
+    expect(err.stack).toContain(THIS_FILE);
+    expect(err.stack?.split('\n')[0]).toContain('ERR_CHECKPOINT_FOREIGN_FILE');
+    await ckpt.close();
+  });
+
+  test('async: the later step(), flush() and close() report it with the deciding step() frame', async () => {
+    const model = tinyModel();
+    for (const report of ['step', 'flush', 'close'] as const) {
+      const ckpt = await blocked(true);
+      const saved = await stepFromTheTest(ckpt, model, 0);
+      await saved?.durable.catch(() => undefined); // failed in the background
+      const call = { step: () => ckpt.step(model, 1, {}), flush: () => ckpt.flush(), close: () => ckpt.close() };
+      const err = await rejectionOf(call[report]());
+      expect(err).toMatchObject({ code: 'ERR_CHECKPOINT_FOREIGN_FILE' });
+      expect(err.stack).toContain('stepFromTheTest');
+      expect(err.stack).toContain(THIS_FILE);
+      await ckpt.close().catch(() => undefined);
+    }
+  });
+});
+
 describe.each(BACKENDS)('process end with a write in flight (%s backend)', (backend) => {
   test('a normal exit without close() still completes every decided save and the index', async () => {
     const dir = await tempDir();
