@@ -35,6 +35,7 @@ import * as tf from '@tensorflow/tfjs';
 import { CheckpointLogger, CheckpointManager, CheckpointManagerArgs } from '../manager/checkpoint-manager';
 import { ManagerLifecycle } from './manager-lifecycle';
 import { ManagedCallback } from './managed-callback';
+import { readArgs } from '../args';
 import { parseSaveFreq } from './save-frequency';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 import { verifyCheckpoint } from '../io/tensors';
@@ -75,6 +76,16 @@ function isDamaged(e: unknown): boolean {
   return code === ErrorCode.CORRUPT || code === ErrorCode.CHECKSUM;
 }
 
+const KNOWN_ARGS = [
+  'directory',
+  'saveFreq',
+  'doubleCheckpoint',
+  'deleteCheckpoint',
+  'durable',
+  'async',
+  'logger',
+] as const satisfies readonly (keyof BackupAndRestoreArgs)[];
+
 export class BackupAndRestore extends ManagedCallback {
   readonly directory: string;
   private readonly deleteCheckpoint: boolean;
@@ -85,17 +96,7 @@ export class BackupAndRestore extends ManagedCallback {
   private checkedFirstEpoch = false;
 
   constructor(args: BackupAndRestoreArgs) {
-    if (args === null || typeof args !== 'object') invalidArgument('args', 'an object', args);
-    const known = new Set([
-      'directory',
-      'saveFreq',
-      'doubleCheckpoint',
-      'deleteCheckpoint',
-      'durable',
-      'async',
-      'logger',
-    ]);
-    for (const k of Object.keys(args)) if (!known.has(k)) invalidArgument(`args.${k}`, [...known].join(', '), k);
+    const r = readArgs(args, 'args', KNOWN_ARGS, { required: true });
     if (typeof args.directory !== 'string' || args.directory.length === 0) {
       invalidArgument(
         'args.directory',
@@ -103,10 +104,8 @@ export class BackupAndRestore extends ManagedCallback {
         args.directory,
       );
     }
-    const del = args.deleteCheckpoint ?? true;
-    if (typeof del !== 'boolean') invalidArgument('args.deleteCheckpoint', 'a boolean', del);
-    const double = args.doubleCheckpoint ?? false;
-    if (typeof double !== 'boolean') invalidArgument('args.doubleCheckpoint', 'a boolean', double);
+    const del = r.boolean('deleteCheckpoint') ?? true;
+    const double = r.boolean('doubleCheckpoint') ?? false;
     const saveFreq = parseSaveFreq(args.saveFreq);
     const managerArgs: CheckpointManagerArgs = {
       directory: args.directory,

@@ -29,6 +29,8 @@ import {
   SavedCheckpoint,
   StepResult,
 } from '../manager/checkpoint-manager';
+import { consoleLogger, loggerArg } from '../manager/manager-args';
+import { readArgs } from '../args';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 import { MonitorModeArg, normalizeModeArg, resolveMonitorMode } from '../manager/metric-names';
 import { validateTemplate } from '../manager/filename-template';
@@ -154,13 +156,8 @@ const KNOWN_ARGS = [
   'onSave',
 ] as const;
 
-const consoleLogger: CheckpointLogger = {
-  log: (msg) => console.log(msg),
-  warn: (msg) => console.warn(msg),
-};
-
 /** Keras' names that are not ours, with what to use instead. */
-const KERAS_SPELLINGS: Record<string, string> = {
+const KERAS_SPELLINGS: Readonly<Record<string, string>> = {
   save_best_only: 'saveBestOnly',
   save_weights_only: 'saveWeightsOnly',
   save_freq: 'saveFreq',
@@ -205,32 +202,14 @@ export class ModelCheckpoint extends ManagedCallback {
   readonly filepath: string;
 
   constructor(args: ModelCheckpointArgs) {
-    if (args === null || typeof args !== 'object' || Array.isArray(args)) invalidArgument('args', 'an object', args);
-    for (const key of Object.keys(args)) {
-      if (!(KNOWN_ARGS as readonly string[]).includes(key)) {
-        const hint = KERAS_SPELLINGS[key];
-        throw new CheckpointError(
-          ErrorCode.INVALID_ARGUMENT,
-          `Unknown ModelCheckpoint argument ${JSON.stringify(key)}` +
-            (hint ? `: use ${hint}` : `; expected one of ${KNOWN_ARGS.join(', ')}`),
-        );
-      }
-    }
+    const r = readArgs(args, 'args', KNOWN_ARGS, { required: true, aliases: KERAS_SPELLINGS });
     const { directory, filename } = splitFilepath(args.filepath);
     const saveFreq = parseSaveFreq(args.saveFreq);
-    const saveWeightsOnly = args.saveWeightsOnly ?? false;
-    if (typeof saveWeightsOnly !== 'boolean') invalidArgument('args.saveWeightsOnly', 'a boolean', saveWeightsOnly);
-    const saveBestOnly = args.saveBestOnly ?? false;
-    if (typeof saveBestOnly !== 'boolean') invalidArgument('args.saveBestOnly', 'a boolean', saveBestOnly);
-    const monitor = args.monitor ?? 'val_loss';
-    if (typeof monitor !== 'string' || monitor.length === 0) invalidArgument('args.monitor', 'a metric name', monitor);
-    if (args.onSave !== undefined && typeof args.onSave !== 'function') {
-      invalidArgument('args.onSave', 'a function (saved, info) => void', args.onSave);
-    }
-    const logger = args.logger ?? consoleLogger;
-    if (!logger || typeof logger.log !== 'function' || typeof logger.warn !== 'function') {
-      invalidArgument('args.logger', 'an object with log() and warn() methods', logger);
-    }
+    const saveWeightsOnly = r.boolean('saveWeightsOnly') ?? false;
+    const saveBestOnly = r.boolean('saveBestOnly') ?? false;
+    const monitor = r.string('monitor', { nonEmpty: true, expected: 'a metric name' }) ?? 'val_loss';
+    r.function('onSave', 'a function (saved, info) => void');
+    const logger = r.custom('logger', loggerArg) ?? consoleLogger;
     // Warns once here for an unknown mode (Keras' fallback to 'auto'); the manager then gets 'auto'.
     const mode = normalizeModeArg(args.mode, 'ModelCheckpoint', (msg) => logger.warn(msg));
     resolveMonitorMode(monitor, mode, (msg) => logger.warn(msg), 'ModelCheckpoint'); // 'auto' it cannot infer throws

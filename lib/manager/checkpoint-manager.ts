@@ -69,7 +69,8 @@ import * as path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { AsyncWriter } from './async-writer';
 import { CheckpointEntry, HistoryEntry, entryFromMetadata } from './checkpoint-index';
-import { CheckpointError, ErrorCode, captureStack, invalidArgument, isPlainObject, withCallerStack } from '../errors';
+import { CheckpointError, ErrorCode, captureStack, invalidArgument, withCallerStack } from '../errors';
+import { integerArg, plainObjectArg, readArgs } from '../args';
 import type { MonitorMode } from './metric-names';
 import { captureCheckpoint, restoreCheckpoint } from '../model/save-restore';
 import { CheckpointManagerArgs, Resolved, renderSaveName, resolveArgs } from './manager-args';
@@ -117,6 +118,12 @@ export interface ManagerInternals {
   /** Whether opening a directory whose record has a best says so (the first manager of a callback: later ones
    * continue the callback's own record). Default: true. */
   announceResume?: boolean;
+}
+
+/** A step's log value: a number (NaN and infinities included). */
+function numberLog(v: unknown, what: string): number {
+  if (typeof v !== 'number') invalidArgument(what, 'a number (resolve scalar tensors with await t.data())', v);
+  return v;
 }
 
 /** The epoch fit resumes at after `e`: its epoch + 1, or its epoch for a save within an epoch (redone). */
@@ -263,20 +270,12 @@ export class CheckpointManager {
   ): Promise<StepResult | null> {
     const stack = captureStack();
     this.checkOpen();
-    if (!Number.isSafeInteger(epoch) || epoch < 0) invalidArgument('epoch', 'a non-negative integer', epoch);
-    if (!isPlainObject(logs)) invalidArgument('logs', 'an object of numbers', logs);
+    integerArg(epoch, 'epoch', { min: 0 });
     const metrics: Record<string, number> = {};
-    for (const [k, v] of Object.entries(logs)) {
-      if (typeof v !== 'number') {
-        invalidArgument(`logs[${JSON.stringify(k)}]`, 'a number (resolve scalar tensors with await t.data())', v);
-      }
-      metrics[k] = v;
+    for (const [k, v] of Object.entries(plainObjectArg(logs, 'logs', 'an object of numbers'))) {
+      metrics[k] = numberLog(v, `logs[${JSON.stringify(k)}]`);
     }
-    const batch = (opts as StepOptions | null)?.batch;
-    if (!isPlainObject(opts)) invalidArgument('opts', 'an object', opts);
-    if (batch !== undefined && (!Number.isSafeInteger(batch) || batch < 0)) {
-      invalidArgument('opts.batch', 'a non-negative integer', batch);
-    }
+    const batch = readArgs(plainObjectArg(opts, 'opts'), 'opts', ['batch'] as const).integer('batch', { min: 0 });
     return this.serial(async () => {
       await this.open();
       // An earlier background failure is reported by this call, but only after this step is taken (its history

@@ -5,7 +5,8 @@
 import * as path from 'node:path';
 import { INDEX_FILENAME } from './checkpoint-index';
 import { LOCK_FILENAME } from '../fs/dir-lock';
-import { invalidArgument, isPlainObject } from '../errors';
+import { invalidArgument } from '../errors';
+import { integerArg, readArgs } from '../args';
 import { MonitorMode, MonitorModeArg, resolveMonitorMode } from './metric-names';
 import { renderFilename, validateTemplate } from './filename-template';
 import { TEMP_PATTERN } from '../fs/tempfiles';
@@ -99,6 +100,15 @@ export const consoleLogger: CheckpointLogger = {
   warn: (m) => console.warn(m),
 };
 
+/** Returns `v` if it is a CheckpointLogger (log() and warn() methods), else throws naming it `what`. */
+export function loggerArg(v: unknown, what: string): CheckpointLogger {
+  const l = v as Partial<CheckpointLogger> | null;
+  if (!l || typeof l.log !== 'function' || typeof l.warn !== 'function') {
+    invalidArgument(what, 'an object with log() and warn() methods', v);
+  }
+  return l as CheckpointLogger;
+}
+
 /** CheckpointManagerArgs validated, with the defaults applied. */
 export interface Resolved {
   directory: string;
@@ -123,7 +133,7 @@ export interface Resolved {
   logger: CheckpointLogger;
 }
 
-const KNOWN_ARGS = new Set([
+const KNOWN_ARGS = [
   'directory',
   'filename',
   'monitor',
@@ -143,7 +153,7 @@ const KNOWN_ARGS = new Set([
   'verbose',
   'resume',
   'logger',
-]);
+] as const satisfies readonly (keyof CheckpointManagerArgs)[];
 
 export function checkReservedName(name: string, what: string): void {
   if (
@@ -160,54 +170,36 @@ export function checkReservedName(name: string, what: string): void {
 }
 
 export function resolveArgs(args: CheckpointManagerArgs): Resolved {
-  if (!isPlainObject(args)) invalidArgument('args', 'an object', args);
-  for (const k of Object.keys(args)) {
-    if (!KNOWN_ARGS.has(k)) invalidArgument(`args.${k}`, `one of ${[...KNOWN_ARGS].join(', ')}`, k);
-  }
-  const bool = (k: keyof CheckpointManagerArgs, dflt: boolean): boolean => {
-    const v = args[k] ?? dflt;
-    if (typeof v !== 'boolean') invalidArgument(`args.${k}`, 'a boolean', v);
+  const r = readArgs(args, 'args', KNOWN_ARGS, { required: true });
+  const directory = r.custom('directory', (v, w) => {
+    if (typeof v !== 'string' || v.length === 0 || v.includes('\0')) invalidArgument(w, 'a non-empty path', v);
     return v;
-  };
-  if (typeof args.directory !== 'string' || args.directory.length === 0 || args.directory.includes('\0')) {
-    invalidArgument('args.directory', 'a non-empty path', args.directory);
-  }
-  refuseS3(args.directory, 'args.directory', 'The CheckpointManager (and modelCheckpoint, backupAndRestore)');
-  const filename = args.filename ?? 'checkpoint_{epoch:04d}.safetensors';
-  if (typeof filename !== 'string' || filename.length === 0) invalidArgument('args.filename', 'a template', filename);
+  });
+  if (directory === undefined) invalidArgument('args.directory', 'a non-empty path', directory);
+  refuseS3(directory, 'args.directory', 'The CheckpointManager (and modelCheckpoint, backupAndRestore)');
+  const filename =
+    r.string('filename', { nonEmpty: true, expected: 'a template' }) ?? 'checkpoint_{epoch:04d}.safetensors';
   if (filename.includes('/') || filename.includes(path.sep)) {
     invalidArgument('args.filename', 'a file name without directories (put those in args.directory)', filename);
   }
-  const monitor = args.monitor ?? 'val_loss';
-  if (typeof monitor !== 'string' || monitor.length === 0) invalidArgument('args.monitor', 'a metric name', monitor);
-  const logger = args.logger ?? consoleLogger;
-  if (!logger || typeof logger.log !== 'function' || typeof logger.warn !== 'function') {
-    invalidArgument('args.logger', 'an object with log() and warn() methods', logger);
-  }
+  const monitor = r.string('monitor', { nonEmpty: true, expected: 'a metric name' }) ?? 'val_loss';
+  const logger = r.custom('logger', loggerArg) ?? consoleLogger;
   // An unknown mode warns and means 'auto' (as Keras); 'auto' on a name of unknown direction throws.
   const mode = resolveMonitorMode(monitor, args.mode, (m) => logger.warn(m), 'CheckpointManager');
-  const minDelta = args.minDelta ?? 0;
-  if (typeof minDelta !== 'number' || !Number.isFinite(minDelta) || minDelta < 0) {
-    invalidArgument('args.minDelta', 'a finite number >= 0', minDelta);
-  }
-  const ivt = args.initialValueThreshold;
-  if (ivt !== undefined && (typeof ivt !== 'number' || Number.isNaN(ivt))) {
-    invalidArgument('args.initialValueThreshold', 'a number', ivt);
-  }
-  const keep = args.keep ?? 'all';
-  if (keep !== 'all' && !(Number.isSafeInteger(keep) && (keep as number) >= 1)) {
-    invalidArgument('args.keep', "'all' or an integer >= 1", keep);
-  }
-  const lastFilename = args.lastFilename ?? 'last.safetensors';
-  if (typeof lastFilename !== 'string' || lastFilename.length === 0) {
-    invalidArgument('args.lastFilename', 'a file name', lastFilename);
-  }
+  const minDelta = r.number('minDelta', { min: 0 }) ?? 0;
+  const ivt = r.custom('initialValueThreshold', (v, w) => {
+    if (typeof v !== 'number' || Number.isNaN(v)) invalidArgument(w, 'a number', v);
+    return v;
+  });
+  const keep =
+    r.custom('keep', (v, w) =>
+      v === 'all' ? v : integerArg(v, w, { min: 1, expected: "'all' or an integer >= 1" }),
+    ) ?? 'all';
+  const fileName = { nonEmpty: true, expected: 'a file name' };
+  const lastFilename = r.string('lastFilename', fileName) ?? 'last.safetensors';
   checkReservedName(lastFilename, 'args.lastFilename');
-  const previousFilename = args.previousFilename;
+  const previousFilename = r.string('previousFilename', fileName);
   if (previousFilename !== undefined) {
-    if (typeof previousFilename !== 'string' || previousFilename.length === 0) {
-      invalidArgument('args.previousFilename', 'a file name', previousFilename);
-    }
     checkReservedName(previousFilename, 'args.previousFilename');
     if (/[{}]/.test(filename)) {
       invalidArgument('args.filename', 'a fixed file name (no placeholders) with args.previousFilename', filename);
@@ -220,34 +212,30 @@ export function resolveArgs(args: CheckpointManagerArgs): Resolved {
       );
     }
   }
-  const weightsOnly = bool('weightsOnly', false);
-  const includeOptimizer = args.includeOptimizer;
-  if (includeOptimizer !== undefined && typeof includeOptimizer !== 'boolean') {
-    invalidArgument('args.includeOptimizer', 'a boolean', includeOptimizer);
-  }
+  const weightsOnly = r.boolean('weightsOnly') ?? false;
+  const includeOptimizer = r.boolean('includeOptimizer');
   validateTemplate(filename);
-  const verbose = args.verbose ?? 0;
-  if (verbose !== 0 && verbose !== 1 && verbose !== 2) invalidArgument('args.verbose', '0, 1 or 2', verbose);
+  const verbose = r.oneOf('verbose', [0, 1, 2] as const) ?? 0;
   return {
-    directory: path.resolve(args.directory),
-    displayDirectory: args.directory,
+    directory: path.resolve(directory),
+    displayDirectory: directory,
     filename,
     monitor,
     mode,
-    saveBestOnly: bool('saveBestOnly', true),
+    saveBestOnly: r.boolean('saveBestOnly') ?? true,
     minDelta,
     initialValueThreshold: ivt,
-    keep: keep as 'all' | number,
-    saveLast: bool('saveLast', false),
+    keep,
+    saveLast: r.boolean('saveLast') ?? false,
     lastFilename,
     previousFilename,
     includeOptimizer,
     weightsOnly,
-    durable: bool('durable', true),
-    maxShardSize: args.maxShardSize === undefined ? undefined : parseShardSize(args.maxShardSize, 'args.maxShardSize'),
-    async: bool('async', true),
+    durable: r.boolean('durable') ?? true,
+    maxShardSize: r.custom('maxShardSize', (v, w) => parseShardSize(v, w)),
+    async: r.boolean('async') ?? true,
     verbose,
-    resume: bool('resume', true),
+    resume: r.boolean('resume') ?? true,
     logger,
   };
 }
