@@ -68,23 +68,20 @@
 import * as path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { AsyncWriter } from './async-writer';
-import { CheckpointEntry, HistoryEntry, entryFromMetadata } from './checkpoint-index';
+import { entryFromMetadata } from './checkpoint-index';
 import { CheckpointError, ErrorCode, captureStack, invalidArgument, withCallerStack } from '../errors';
 import { integerArg, plainObjectArg, readArgs } from '../args';
 import type { MonitorMode } from './metric-names';
 import { captureCheckpoint, restoreCheckpoint } from '../model/save-restore';
-import { CheckpointManagerArgs, Resolved, renderSaveName, resolveArgs } from './manager-args';
+import { CheckpointManagerArgs, ManagerInternals, Resolved, StepOptions, resolveArgs } from './manager-args';
 import { CheckpointPolicy } from './policy';
-import { CheckpointStore, LocalCheckpointStore, SaveDecision } from './store';
+import { LocalCheckpointStore } from './store';
+import { CheckpointRecord, SavedCheckpoint, resumeEpoch } from './checkpoint-record';
+import { DecisionBest, planStep } from './save-plan';
 import * as msg from './keras-messages';
 
-export type { CheckpointLogger, CheckpointManagerArgs } from './manager-args';
-
-/** A checkpoint on disk (or being written), as the manager reports it. */
-export interface SavedCheckpoint extends CheckpointEntry {
-  /** Absolute path of the file. */
-  path: string;
-}
+export type { SavedCheckpoint } from './checkpoint-record';
+export type { CheckpointLogger, CheckpointManagerArgs, ManagerInternals, StepOptions } from './manager-args';
 
 /** What `step()` returns for a save: the checkpoint, and when it is durable. */
 export interface StepResult extends SavedCheckpoint {
@@ -101,11 +98,6 @@ export interface StepResult extends SavedCheckpoint {
   previousBest: number | null;
 }
 
-export interface StepOptions {
-  /** The 0-based batch within the epoch, for saves every n batches. Default: an end-of-epoch save. */
-  batch?: number;
-}
-
 /**
  * The most an async step() spends letting the background writer's short steps run before it returns (see
  * AsyncWriter.pump; it usually stops much earlier, once the write is in the native thread pool). A bound, not a
@@ -113,35 +105,36 @@ export interface StepOptions {
  */
 const PUMP_BUDGET_MS = 100;
 
-/** What the callbacks' ManagerLifecycle tells the managers it creates besides the user's arguments. */
-export interface ManagerInternals {
-  /** Whether opening a directory whose record has a best says so (the first manager of a callback: later ones
-   * continue the callback's own record). Default: true. */
-  announceResume?: boolean;
-}
-
 /** A step's log value: a number (NaN and infinities included). */
 function numberLog(v: unknown, what: string): number {
   if (typeof v !== 'number') invalidArgument(what, 'a number (resolve scalar tensors with await t.data())', v);
   return v;
 }
 
-/** The epoch fit resumes at after `e`: its epoch + 1, or its epoch for a save within an epoch (redone). */
-function resumeEpoch(e: Pick<CheckpointEntry, 'epoch' | 'batch'>): number {
-  return e.batch === undefined ? e.epoch + 1 : e.epoch;
+/** Restores the checkpoint `e` into `model`; resolves with its entry as the file's own metadata describes it (the
+ * listed one when the file carries no readable record). */
+async function restoreInto(
+  model: tf.LayersModel,
+  e: SavedCheckpoint,
+  includeOptimizer: boolean | undefined,
+): Promise<SavedCheckpoint> {
+  const { metadata } = await restoreCheckpoint(model, e.path, {
+    ...(includeOptimizer !== undefined ? { includeOptimizer } : {}),
+  });
+  const own = entryFromMetadata(e.file, metadata);
+  if (!own) return e;
+  const { batch: _listed, ...rest } = e;
+  return { ...rest, epoch: own.epoch, ...(own.batch !== undefined ? { batch: own.batch } : {}) };
 }
 
-export class CheckpointManager {
+export class CheckpointManager extends CheckpointRecord {
   private readonly args: Resolved;
   private readonly policy: CheckpointPolicy;
-  private readonly store: CheckpointStore;
   private opening: Promise<void> | undefined;
   private closed = false;
   private readonly writer: AsyncWriter;
   /** The score future improvements are measured against: the durable best and every queued save's score. */
-  private decisionBest: number | null = null;
-  /** Scores of the monitor-driven saves queued and not yet settled. */
-  private readonly queuedScores = new Set<{ score: number | null }>();
+  private readonly decisionBest: DecisionBest;
   private warnedMissing = false;
   /** Whether the event loop turned since the last async step (then the background job got its turns). */
   private loopTurned = false;
@@ -150,65 +143,21 @@ export class CheckpointManager {
   private readonly announceResume: boolean;
 
   constructor(args: CheckpointManagerArgs, internals: ManagerInternals = {}) {
-    const a = (this.args = resolveArgs(args));
+    const a = resolveArgs(args);
+    const policy = new CheckpointPolicy(a);
+    super(new LocalCheckpointStore({ ...a, policy }), a.directory);
+    this.args = a;
+    this.policy = policy;
     this.announceResume = internals.announceResume ?? true;
-    this.policy = new CheckpointPolicy(a);
-    this.store = new LocalCheckpointStore({ ...a, policy: this.policy });
+    this.decisionBest = new DecisionBest(this.policy);
     this.writer = new AsyncWriter((err) => {
       if (a.async) a.logger.warn(msg.backgroundFailure(err));
     });
   }
 
-  /** The absolute checkpoint directory. */
-  get directory(): string {
-    return this.args.directory;
-  }
-
   /** The monitored metric and its direction. */
   get monitor(): { name: string; mode: MonitorMode } {
     return { name: this.args.monitor, mode: this.args.mode };
-  }
-
-  /** The best durable checkpoint, or null. */
-  get best(): SavedCheckpoint | null {
-    return this.saved(this.store.index.best);
-  }
-
-  /** The most recently written durable checkpoint (the `last` file with saveLast), or null. */
-  get last(): SavedCheckpoint | null {
-    return this.saved(this.store.index.last);
-  }
-
-  /** The version the latest save of a fixed file name replaced (with `previousFilename`), or null. */
-  get previous(): SavedCheckpoint | null {
-    const e = this.store.index.checkpoints.find((c) => c.kind === 'previous');
-    return e ? this.toSaved(e) : null;
-  }
-
-  /** Every kept durable checkpoint, oldest first (the `last` file included). */
-  get checkpoints(): SavedCheckpoint[] {
-    return this.store.index.checkpoints.map((e) => this.toSaved(e));
-  }
-
-  /** The epoch to pass as fit's `initialEpoch` to resume after the last checkpoint: its epoch + 1 (or its epoch for
-   * a save within an epoch, which is then redone); 0 when there is none. */
-  get initialEpoch(): number {
-    const last = this.last;
-    return last ? resumeEpoch(last) : 0;
-  }
-
-  /** Every step recorded (saved or not; the last 10,000), oldest first, as the index's `history` holds them. */
-  get history(): HistoryEntry[] {
-    return this.store.history.map((h) => ({ ...h, metrics: { ...h.metrics } }));
-  }
-
-  private toSaved(e: CheckpointEntry): SavedCheckpoint {
-    return { ...e, metrics: { ...e.metrics }, path: path.join(this.args.directory, e.file) };
-  }
-
-  private saved(file: string | null): SavedCheckpoint | null {
-    const e = file === null ? undefined : this.store.index.checkpoints.find((c) => c.file === file);
-    return e ? this.toSaved(e) : null;
   }
 
   /** Runs `fn` after every earlier call settled. */
@@ -243,7 +192,7 @@ export class CheckpointManager {
 
   private async doOpen(): Promise<void> {
     const source = await this.store.open(this.args.resume);
-    this.decisionBest = this.best?.score ?? null;
+    this.resetDecisionBest();
     const best = this.best;
     if (best && this.announceResume) {
       const { displayDirectory: directory, monitor } = this.args;
@@ -305,10 +254,7 @@ export class CheckpointManager {
 
   /** After a failed save, later decisions measure against what is really on disk (plus what is still queued). */
   private resetDecisionBest(): void {
-    this.decisionBest = this.best?.score ?? null;
-    for (const q of this.queuedScores) {
-      if (q.score !== null && this.policy.isBetter(q.score, this.decisionBest)) this.decisionBest = q.score;
-    }
+    this.decisionBest.reset(this.best?.score ?? null);
   }
 
   /** Records the step, decides (policy), says so (verbose), snapshots, and queues the save (store.commit). */
@@ -321,47 +267,27 @@ export class CheckpointManager {
   ): Promise<StepResult | null> {
     const a = this.args;
     this.store.record({ epoch, ...(batch !== undefined ? { batch } : {}), metrics });
-    const baseline = this.policy.baseline(this.decisionBest);
-    const d = this.policy.decide(metrics, baseline);
+    const baseline = this.policy.baseline(this.decisionBest.value);
+    const { decision: d, save } = planStep(a, this.policy, baseline, { epoch, batch, metrics }, stack);
     if (d.missing && !this.warnedMissing) {
       this.warnedMissing = true;
       a.logger.warn(msg.missingMetric(a.monitor, metrics));
     }
-    if (d.kind === 'best' && !d.save && a.verbose) a.logger.log(msg.notImproved(epoch, a.monitor, baseline));
-    if (!d.save && !a.saveLast) return null;
-
-    const savedAt = new Date().toISOString();
-    const entry = (file: string, kind: CheckpointEntry['kind']): CheckpointEntry => {
-      return { file, epoch, ...(batch !== undefined ? { batch } : {}), metrics, score: d.score, kind, savedAt };
-    };
-    const save: SaveDecision = { stack };
-    if (d.save) {
-      const file = renderSaveName(a, metrics, epoch, batch);
-      save.main = entry(file, d.kind);
-      if (a.verbose) {
-        const to = path.join(a.displayDirectory, file);
-        const line = d.kind === 'best' ? msg.improved(epoch, a.monitor, baseline, d.score as number, to) : null;
-        a.logger.log(line ?? msg.saving(epoch, to));
-      }
-    }
-    if (a.saveLast) save.last = entry(a.lastFilename, 'last');
-
+    if (!save) return null;
     // Bounded memory: wait for a free slot before taking the snapshot.
     await this.writer.reserve();
     const snapshot = await captureCheckpoint(model, {
       ...(a.includeOptimizer !== undefined ? { includeOptimizer: a.includeOptimizer } : {}),
       weightsOnly: a.weightsOnly,
     });
-    if (save.main && d.score !== null && this.policy.isBetter(d.score, this.decisionBest)) this.decisionBest = d.score;
-    const token = save.main ? { score: d.score } : undefined;
-    if (token !== undefined) this.queuedScores.add(token);
+    const token = save.main ? this.decisionBest.queue(d.score) : undefined;
     const durable = this.writer.submit(async () => {
       try {
         await this.store.commit(save, snapshot);
       } catch (e) {
         throw withCallerStack(e, stack); // the user's step(), not the background chain
       } finally {
-        if (token !== undefined) this.queuedScores.delete(token);
+        if (token !== undefined) this.decisionBest.settle(token);
       }
     });
     if (a.async) {
@@ -431,22 +357,13 @@ export class CheckpointManager {
     return this.serial(async () => {
       await this.settled();
       await this.store.deleteAll();
-      this.decisionBest = null;
+      this.decisionBest.reset(null);
     });
   }
 
-  /** Restores `file` into `model`; resolves with its entry as the file's own metadata describes it (the listed one
-   * when the file carries no readable record). */
-  private async restoreEntry(model: tf.LayersModel, file: string | null): Promise<SavedCheckpoint | null> {
+  private restoreEntry(model: tf.LayersModel, file: string | null): Promise<SavedCheckpoint | null> {
     const e = this.saved(file);
-    if (e === null || file === null) return null;
-    const { metadata } = await restoreCheckpoint(model, e.path, {
-      ...(this.args.includeOptimizer !== undefined ? { includeOptimizer: this.args.includeOptimizer } : {}),
-    });
-    const own = entryFromMetadata(file, metadata);
-    if (!own) return e;
-    const { batch: _listed, ...rest } = e;
-    return { ...rest, epoch: own.epoch, ...(own.batch !== undefined ? { batch: own.batch } : {}) };
+    return e ? restoreInto(model, e, this.args.includeOptimizer) : Promise.resolve(null);
   }
 
   /** Flushes, then loads the best checkpoint's weights (and optimizer state when stored) into `model`. Resolves with
@@ -492,7 +409,7 @@ export class CheckpointManager {
       const restored = await this.restoreEntry(model, prev.file);
       if (!restored) return 0;
       await this.store.promote(prev.file, a.filename, a.saveBestOnly ? 'best' : 'periodic');
-      this.decisionBest = this.best?.score ?? null;
+      this.resetDecisionBest();
       return resumeEpoch(restored);
     });
   }

@@ -95,6 +95,18 @@ export interface CheckpointManagerArgs {
   logger?: CheckpointLogger;
 }
 
+export interface StepOptions {
+  /** The 0-based batch within the epoch, for saves every n batches. Default: an end-of-epoch save. */
+  batch?: number;
+}
+
+/** What the callbacks' ManagerLifecycle tells the managers it creates besides the user's arguments. */
+export interface ManagerInternals {
+  /** Whether opening a directory whose record has a best says so (the first manager of a callback: later ones
+   * continue the callback's own record). Default: true. */
+  announceResume?: boolean;
+}
+
 export const consoleLogger: CheckpointLogger = {
   log: (m) => console.log(m),
   warn: (m) => console.warn(m),
