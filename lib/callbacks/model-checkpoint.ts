@@ -156,6 +156,22 @@ const KNOWN_ARGS = [
   'onSave',
 ] as const;
 
+/** The arguments ModelCheckpoint hands to its CheckpointManager as they are (the manager validates them). */
+const PASSED_THROUGH = [
+  'resume',
+  'initialValueThreshold',
+  'minDelta',
+  'verbose',
+  'includeOptimizer',
+  'keep',
+  'saveLast',
+  'lastFilename',
+  'async',
+  'durable',
+  'maxShardSize',
+  'logger',
+] as const satisfies readonly (keyof ModelCheckpointArgs & keyof CheckpointManagerArgs)[];
+
 /** Keras' names that are not ours, with what to use instead. */
 const KERAS_SPELLINGS: Readonly<Record<string, string>> = {
   save_best_only: 'saveBestOnly',
@@ -216,18 +232,7 @@ export class ModelCheckpoint extends ManagedCallback {
 
     const m: CheckpointManagerArgs = { directory, filename, monitor, saveBestOnly, weightsOnly: saveWeightsOnly };
     if (args.mode !== undefined) m.mode = mode;
-    if (args.resume !== undefined) m.resume = args.resume;
-    if (args.initialValueThreshold !== undefined) m.initialValueThreshold = args.initialValueThreshold;
-    if (args.minDelta !== undefined) m.minDelta = args.minDelta;
-    if (args.verbose !== undefined) m.verbose = args.verbose;
-    if (args.includeOptimizer !== undefined) m.includeOptimizer = args.includeOptimizer;
-    if (args.keep !== undefined) m.keep = args.keep;
-    if (args.saveLast !== undefined) m.saveLast = args.saveLast;
-    if (args.lastFilename !== undefined) m.lastFilename = args.lastFilename;
-    if (args.async !== undefined) m.async = args.async;
-    if (args.durable !== undefined) m.durable = args.durable;
-    if (args.maxShardSize !== undefined) m.maxShardSize = args.maxShardSize;
-    if (args.logger !== undefined) m.logger = args.logger;
+    for (const k of PASSED_THROUGH) if (args[k] !== undefined) Object.assign(m, { [k]: args[k] });
     // Validates the remaining arguments now, so that a mistake fails at construction, not after an epoch.
     super(() => new ManagerLifecycle(m), saveFreq);
     this.managerArgs = m;
