@@ -13,6 +13,10 @@
  * await ckpt.close();
  * ```
  *
+ * How it is built: the rules (scoring, improvement, retention, which checkpoint is best) are CheckpointPolicy
+ * (policy.ts); the directory's work (lock, index, writing one save, deletions) is CheckpointStore (store.ts); a step's
+ * plan is save-plan.ts; this class parses arguments (manager-args.ts), serializes calls and runs the async queue.
+ *
  * What a step does: it scores the logs by `monitor`; under `saveBestOnly` it saves only when the score is strictly
  * better than the best so far by more than `minDelta` (ties do not save; NaN and infinities never become best; a
  * missing monitored metric warns once and does not save). A save renders `filename` (Python's format mini-language,
