@@ -134,34 +134,12 @@ export interface SaveInfo {
   durable: Promise<void>;
 }
 
-const KNOWN_ARGS = [
-  'filepath',
-  'monitor',
-  'mode',
-  'saveBestOnly',
-  'saveWeightsOnly',
-  'saveFreq',
-  'initialValueThreshold',
-  'minDelta',
-  'verbose',
-  'resume',
-  'includeOptimizer',
-  'keep',
-  'saveLast',
-  'lastFilename',
-  'async',
-  'durable',
-  'maxShardSize',
-  'logger',
-  'onSave',
-] as const;
-
 /** The arguments ModelCheckpoint hands to its CheckpointManager as they are (the manager validates them). */
 const PASSED_THROUGH = [
-  'resume',
   'initialValueThreshold',
   'minDelta',
   'verbose',
+  'resume',
   'includeOptimizer',
   'keep',
   'saveLast',
@@ -171,6 +149,17 @@ const PASSED_THROUGH = [
   'maxShardSize',
   'logger',
 ] as const satisfies readonly (keyof ModelCheckpointArgs & keyof CheckpointManagerArgs)[];
+
+const KNOWN_ARGS = [
+  'filepath',
+  'monitor',
+  'mode',
+  'saveBestOnly',
+  'saveWeightsOnly',
+  'saveFreq',
+  ...PASSED_THROUGH,
+  'onSave',
+] as const satisfies readonly (keyof ModelCheckpointArgs)[];
 
 /** Keras' names that are not ours, with what to use instead. */
 const KERAS_SPELLINGS: Readonly<Record<string, string>> = {
