@@ -38,6 +38,9 @@ export const ErrorCode = {
   /** An S3 request failed (the message names the S3 error, e.g. NoSuchKey, NoSuchBucket, AccessDenied, and the
    * HTTP status; `cause` is the SDK's error). */
   S3: 'ERR_CHECKPOINT_S3',
+  /** A CheckpointManager refused to replace a file in its directory that it did not write (neither in its index nor
+   * bearing its record): the message names the file; move it away or change the file name. */
+  FOREIGN_FILE: 'ERR_CHECKPOINT_FOREIGN_FILE',
 } as const;
 
 export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -166,9 +169,21 @@ export function fromBackendFailure(
     const message = err instanceof Error ? err.message : String(err);
     out = new CheckpointError('EIO', `Could not ${action}: ${message}`, { cause: err });
   }
-  if (callerStack)
-    out.stack = `${out.name} [${out.code}]: ${out.message}\n${callerStack.split('\n').slice(1).join('\n')}`;
+  if (callerStack) withCallerStack(out, callerStack);
   return out;
+}
+
+/**
+ * Replaces `err`'s stack with its first line followed by the frames of `callerStack` (a captureStack() taken in a
+ * public API call before its work went asynchronous or to the background), so that the trace points at the user's
+ * call rather than at library frames. Returns `err`; a non-Error is returned as it is.
+ */
+export function withCallerStack<T>(err: T, callerStack: string): T {
+  if (!(err instanceof Error) || !callerStack) return err;
+  const head =
+    err instanceof CheckpointError ? `${err.name} [${err.code}]: ${err.message}` : `${err.name}: ${err.message}`;
+  err.stack = `${head}\n${callerStack.split('\n').slice(1).join('\n')}`;
+  return err;
 }
 
 /** The current stack, for attaching to errors raised after an await. */

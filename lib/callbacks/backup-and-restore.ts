@@ -34,9 +34,10 @@ import { promises as fsp } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointLogger, CheckpointManager, CheckpointManagerArgs } from '../manager/checkpoint-manager';
 import { ManagerLifecycle } from './manager-lifecycle';
-import { BatchSaveCounter, SaveFreq, parseSaveFreq } from './save-frequency';
+import { ManagedCallback } from './managed-callback';
+import { readArgs } from '../args';
+import { parseSaveFreq } from './save-frequency';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
-import { resolveLogs } from './model-checkpoint';
 import { verifyCheckpoint } from '../io/tensors';
 
 export interface BackupAndRestoreArgs {
@@ -75,33 +76,27 @@ function isDamaged(e: unknown): boolean {
   return code === ErrorCode.CORRUPT || code === ErrorCode.CHECKSUM;
 }
 
-export class BackupAndRestore extends tf.Callback {
+const KNOWN_ARGS = [
+  'directory',
+  'saveFreq',
+  'doubleCheckpoint',
+  'deleteCheckpoint',
+  'durable',
+  'async',
+  'logger',
+] as const satisfies readonly (keyof BackupAndRestoreArgs)[];
+
+export class BackupAndRestore extends ManagedCallback {
   readonly directory: string;
   private readonly deleteCheckpoint: boolean;
   private readonly doubleCheckpoint: boolean;
   private readonly logger: CheckpointLogger | undefined;
-  /** Opened (locking the directory) on first use, closed when training ends or fails. */
-  private readonly lifecycle: ManagerLifecycle;
   /** The epoch the restored backup says training resumes at (0 without backup). */
   private resumeEpoch = 0;
   private checkedFirstEpoch = false;
-  private readonly saveFreq: SaveFreq;
-  private currentEpoch = 0;
-  private readonly batchCounter: BatchSaveCounter | undefined;
 
   constructor(args: BackupAndRestoreArgs) {
-    super();
-    if (args === null || typeof args !== 'object') invalidArgument('args', 'an object', args);
-    const known = new Set([
-      'directory',
-      'saveFreq',
-      'doubleCheckpoint',
-      'deleteCheckpoint',
-      'durable',
-      'async',
-      'logger',
-    ]);
-    for (const k of Object.keys(args)) if (!known.has(k)) invalidArgument(`args.${k}`, [...known].join(', '), k);
+    const r = readArgs(args, 'args', KNOWN_ARGS, { required: true });
     if (typeof args.directory !== 'string' || args.directory.length === 0) {
       invalidArgument(
         'args.directory',
@@ -109,16 +104,9 @@ export class BackupAndRestore extends tf.Callback {
         args.directory,
       );
     }
-    const del = args.deleteCheckpoint ?? true;
-    if (typeof del !== 'boolean') invalidArgument('args.deleteCheckpoint', 'a boolean', del);
-    this.deleteCheckpoint = del;
-    this.logger = args.logger;
-    const double = args.doubleCheckpoint ?? false;
-    if (typeof double !== 'boolean') invalidArgument('args.doubleCheckpoint', 'a boolean', double);
-    this.doubleCheckpoint = double;
+    const del = r.boolean('deleteCheckpoint') ?? true;
+    const double = r.boolean('doubleCheckpoint') ?? false;
     const saveFreq = parseSaveFreq(args.saveFreq);
-    this.saveFreq = saveFreq;
-    this.batchCounter = saveFreq === 'epoch' ? undefined : new BatchSaveCounter(saveFreq);
     const managerArgs: CheckpointManagerArgs = {
       directory: args.directory,
       filename: BACKUP_FILENAME,
@@ -132,13 +120,18 @@ export class BackupAndRestore extends tf.Callback {
       ...(args.async !== undefined ? { async: args.async } : {}),
       ...(args.logger !== undefined ? { logger: args.logger } : {}),
     };
-    this.lifecycle = new ManagerLifecycle(managerArgs, {
-      // Idle once its model left fit (or before any fit): a new callback on the directory may then take it over.
-      isIdle: () => !(this.model as unknown as { isTraining?: boolean } | undefined)?.isTraining,
-      handOver: true,
-      announceResume: false,
-      warn: (m) => (args.logger ?? console).warn(m),
-    }); // validates the arguments
+    const lifecycle = (callback: ManagedCallback): ManagerLifecycle =>
+      new ManagerLifecycle(managerArgs, {
+        // Idle once its model left fit (or before any fit): a new callback on the directory may then take it over.
+        isIdle: () => !(callback.model as unknown as { isTraining?: boolean } | undefined)?.isTraining,
+        handOver: true,
+        announceResume: false,
+        warn: (m) => (args.logger ?? console).warn(m),
+      });
+    super(lifecycle, saveFreq); // validates the arguments
+    this.deleteCheckpoint = del;
+    this.logger = args.logger;
+    this.doubleCheckpoint = double;
     this.directory = this.lifecycle.current.directory;
   }
 
@@ -146,8 +139,12 @@ export class BackupAndRestore extends tf.Callback {
     return this.lifecycle.acquire();
   }
 
-  private closeManager(): Promise<void> {
-    return this.lifecycle.close();
+  protected stepManager(): Promise<CheckpointManager> {
+    return this.openManager();
+  }
+
+  protected stepModel(): tf.LayersModel {
+    return this.model;
   }
 
   /** The epoch to pass as fit's `initialEpoch`: the one after the latest backup, or 0. Locks the directory. With
@@ -181,15 +178,6 @@ export class BackupAndRestore extends tf.Callback {
     }
   }
 
-  /** Releases the directory (when a fit failed and will not reach onTrainEnd). Keeps the backup. */
-  async close(): Promise<void> {
-    await this.closeManager();
-  }
-
-  private guard<T>(fn: () => Promise<T>): Promise<T> {
-    return this.lifecycle.guard(fn);
-  }
-
   override async onTrainBegin(_logs?: tf.Logs): Promise<void> {
     await this.guard(async () => {
       const manager = await this.openManager();
@@ -199,8 +187,8 @@ export class BackupAndRestore extends tf.Callback {
     });
   }
 
-  override async onEpochBegin(epoch: number, _logs?: tf.Logs): Promise<void> {
-    this.currentEpoch = epoch;
+  override async onEpochBegin(epoch: number, logs?: tf.Logs): Promise<void> {
+    await super.onEpochBegin(epoch, logs);
     if (this.checkedFirstEpoch) return;
     this.checkedFirstEpoch = true;
     if (epoch < this.resumeEpoch) {
@@ -212,24 +200,6 @@ export class BackupAndRestore extends tf.Callback {
           'finished epochs are skipped',
       );
     }
-  }
-
-  override async onBatchEnd(batch: number, logs?: tf.Logs): Promise<void> {
-    if (!this.batchCounter?.due(batch)) return;
-    await this.guard(async () => {
-      const metrics = await resolveLogs(logs as Record<string, unknown> | undefined);
-      delete metrics.batch; // tfjs' bookkeeping, not metrics
-      delete metrics.size;
-      await (await this.openManager()).step(this.model, this.currentEpoch, metrics, { batch });
-    });
-  }
-
-  override async onEpochEnd(epoch: number, logs?: tf.Logs): Promise<void> {
-    await this.guard(async () => {
-      const metrics = await resolveLogs(logs as Record<string, unknown> | undefined);
-      if (this.saveFreq !== 'epoch') return;
-      await (await this.openManager()).step(this.model, epoch, metrics);
-    });
   }
 
   override async onTrainEnd(_logs?: tf.Logs): Promise<void> {

@@ -29,11 +29,16 @@ import {
   SavedCheckpoint,
   StepResult,
 } from '../manager/checkpoint-manager';
+import { consoleLogger, loggerArg } from '../manager/manager-args';
+import { readArgs } from '../args';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 import { MonitorModeArg, normalizeModeArg, resolveMonitorMode } from '../manager/metric-names';
 import { validateTemplate } from '../manager/filename-template';
 import { ManagerLifecycle } from './manager-lifecycle';
-import { BatchSaveCounter, SaveFreq, parseSaveFreq } from './save-frequency';
+import { ManagedCallback } from './managed-callback';
+import { parseSaveFreq } from './save-frequency';
+
+export { resolveLogs } from './managed-callback';
 
 export interface ModelCheckpointArgs {
   /**
@@ -129,13 +134,8 @@ export interface SaveInfo {
   durable: Promise<void>;
 }
 
-const KNOWN_ARGS = [
-  'filepath',
-  'monitor',
-  'mode',
-  'saveBestOnly',
-  'saveWeightsOnly',
-  'saveFreq',
+/** The arguments ModelCheckpoint hands to its CheckpointManager as they are (the manager validates them). */
+const PASSED_THROUGH = [
   'initialValueThreshold',
   'minDelta',
   'verbose',
@@ -148,16 +148,21 @@ const KNOWN_ARGS = [
   'durable',
   'maxShardSize',
   'logger',
-  'onSave',
-] as const;
+] as const satisfies readonly (keyof ModelCheckpointArgs & keyof CheckpointManagerArgs)[];
 
-const consoleLogger: CheckpointLogger = {
-  log: (msg) => console.log(msg),
-  warn: (msg) => console.warn(msg),
-};
+const KNOWN_ARGS = [
+  'filepath',
+  'monitor',
+  'mode',
+  'saveBestOnly',
+  'saveWeightsOnly',
+  'saveFreq',
+  ...PASSED_THROUGH,
+  'onSave',
+] as const satisfies readonly (keyof ModelCheckpointArgs)[];
 
 /** Keras' names that are not ours, with what to use instead. */
-const KERAS_SPELLINGS: Record<string, string> = {
+const KERAS_SPELLINGS: Readonly<Record<string, string>> = {
   save_best_only: 'saveBestOnly',
   save_weights_only: 'saveWeightsOnly',
   save_freq: 'saveFreq',
@@ -195,110 +200,33 @@ function splitFilepath(filepath: unknown): { directory: string; filename: string
   return { directory, filename };
 }
 
-/** True for a tfjs tensor (duck-typed, so that it works whatever copy of tfjs created it). */
-function isTensorLike(v: unknown): v is tf.Tensor {
-  return (
-    typeof v === 'object' &&
-    v !== null &&
-    typeof (v as tf.Tensor).data === 'function' &&
-    typeof (v as tf.Tensor).dispose === 'function' &&
-    Array.isArray((v as tf.Tensor).shape)
-  );
-}
-
-/**
- * Reads every scalar tensor of `logs` into a number, writes it back into `logs` and disposes the tensor (what tfjs'
- * resolveScalarsInLogs does; it is not exported). Returns the numeric entries.
- */
-export async function resolveLogs(logs: Record<string, unknown> | undefined): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  if (logs == null) return out;
-  const keys: string[] = [];
-  const tensors: tf.Tensor[] = [];
-  for (const [key, value] of Object.entries(logs)) {
-    if (typeof value === 'number') out[key] = value;
-    else if (isTensorLike(value)) {
-      keys.push(key);
-      tensors.push(value);
-    }
-  }
-  if (tensors.length === 0) return out;
-  try {
-    const arrays = await Promise.all(tensors.map((t) => t.data()));
-    keys.forEach((key, i) => {
-      const v = Number(arrays[i][0]);
-      logs[key] = v;
-      out[key] = v;
-    });
-  } finally {
-    for (const t of tensors) t.dispose();
-  }
-  return out;
-}
-
-export class ModelCheckpoint extends tf.Callback {
+export class ModelCheckpoint extends ManagedCallback {
   private readonly managerArgs: CheckpointManagerArgs;
-  private readonly saveFreq: SaveFreq;
   private readonly onSave: ((saved: SavedCheckpoint, info: SaveInfo) => void) | undefined;
-  private readonly lifecycle: ManagerLifecycle;
-  private currentEpoch = 0;
-  private readonly batchCounter: BatchSaveCounter | undefined;
   /** The file path template as given. */
   readonly filepath: string;
 
   constructor(args: ModelCheckpointArgs) {
-    super();
-    if (args === null || typeof args !== 'object' || Array.isArray(args)) invalidArgument('args', 'an object', args);
-    for (const key of Object.keys(args)) {
-      if (!(KNOWN_ARGS as readonly string[]).includes(key)) {
-        const hint = KERAS_SPELLINGS[key];
-        throw new CheckpointError(
-          ErrorCode.INVALID_ARGUMENT,
-          `Unknown ModelCheckpoint argument ${JSON.stringify(key)}` +
-            (hint ? `: use ${hint}` : `; expected one of ${KNOWN_ARGS.join(', ')}`),
-        );
-      }
-    }
+    const r = readArgs(args, 'args', KNOWN_ARGS, { required: true, aliases: KERAS_SPELLINGS });
     const { directory, filename } = splitFilepath(args.filepath);
     const saveFreq = parseSaveFreq(args.saveFreq);
-    const saveWeightsOnly = args.saveWeightsOnly ?? false;
-    if (typeof saveWeightsOnly !== 'boolean') invalidArgument('args.saveWeightsOnly', 'a boolean', saveWeightsOnly);
-    const saveBestOnly = args.saveBestOnly ?? false;
-    if (typeof saveBestOnly !== 'boolean') invalidArgument('args.saveBestOnly', 'a boolean', saveBestOnly);
-    const monitor = args.monitor ?? 'val_loss';
-    if (typeof monitor !== 'string' || monitor.length === 0) invalidArgument('args.monitor', 'a metric name', monitor);
-    if (args.onSave !== undefined && typeof args.onSave !== 'function') {
-      invalidArgument('args.onSave', 'a function (saved, info) => void', args.onSave);
-    }
-    const logger = args.logger ?? consoleLogger;
-    if (!logger || typeof logger.log !== 'function' || typeof logger.warn !== 'function') {
-      invalidArgument('args.logger', 'an object with log() and warn() methods', logger);
-    }
+    const saveWeightsOnly = r.boolean('saveWeightsOnly') ?? false;
+    const saveBestOnly = r.boolean('saveBestOnly') ?? false;
+    const monitor = r.string('monitor', { nonEmpty: true, expected: 'a metric name' }) ?? 'val_loss';
+    r.function('onSave', 'a function (saved, info) => void');
+    const logger = r.custom('logger', loggerArg) ?? consoleLogger;
     // Warns once here for an unknown mode (Keras' fallback to 'auto'); the manager then gets 'auto'.
     const mode = normalizeModeArg(args.mode, 'ModelCheckpoint', (msg) => logger.warn(msg));
     resolveMonitorMode(monitor, mode, (msg) => logger.warn(msg), 'ModelCheckpoint'); // 'auto' it cannot infer throws
 
     const m: CheckpointManagerArgs = { directory, filename, monitor, saveBestOnly, weightsOnly: saveWeightsOnly };
     if (args.mode !== undefined) m.mode = mode;
-    if (args.resume !== undefined) m.resume = args.resume;
-    if (args.initialValueThreshold !== undefined) m.initialValueThreshold = args.initialValueThreshold;
-    if (args.minDelta !== undefined) m.minDelta = args.minDelta;
-    if (args.verbose !== undefined) m.verbose = args.verbose;
-    if (args.includeOptimizer !== undefined) m.includeOptimizer = args.includeOptimizer;
-    if (args.keep !== undefined) m.keep = args.keep;
-    if (args.saveLast !== undefined) m.saveLast = args.saveLast;
-    if (args.lastFilename !== undefined) m.lastFilename = args.lastFilename;
-    if (args.async !== undefined) m.async = args.async;
-    if (args.durable !== undefined) m.durable = args.durable;
-    if (args.maxShardSize !== undefined) m.maxShardSize = args.maxShardSize;
-    if (args.logger !== undefined) m.logger = args.logger;
+    for (const k of PASSED_THROUGH) if (args[k] !== undefined) Object.assign(m, { [k]: args[k] });
+    // Validates the remaining arguments now, so that a mistake fails at construction, not after an epoch.
+    super(() => new ManagerLifecycle(m), saveFreq);
     this.managerArgs = m;
-    this.saveFreq = saveFreq;
-    this.batchCounter = saveFreq === 'epoch' ? undefined : new BatchSaveCounter(saveFreq);
     this.onSave = args.onSave;
     this.filepath = args.filepath;
-    // Validates the remaining arguments now, so that a mistake fails at construction, not after an epoch.
-    this.lifecycle = new ManagerLifecycle(m);
   }
 
   /** The CheckpointManager doing the work (best, last, checkpoints; closed after each fit). */
@@ -335,24 +263,15 @@ export class ModelCheckpoint extends tf.Callback {
     if (this.lifecycle.isOpen) await this.lifecycle.current.flush();
   }
 
-  /** Flushes and releases the directory (done by onTrainEnd; needed only if fit() was abandoned). Idempotent. */
-  async close(): Promise<void> {
-    await this.closeManager();
-  }
-
   private ensureManager(): CheckpointManager {
     return this.lifecycle.ensure();
   }
 
-  private closeManager(): Promise<void> {
-    return this.lifecycle.close();
+  protected stepManager(): CheckpointManager {
+    return this.ensureManager();
   }
 
-  private guard<T>(fn: () => Promise<T>): Promise<T> {
-    return this.lifecycle.guard(fn);
-  }
-
-  private checkModel(): tf.LayersModel {
+  protected stepModel(): tf.LayersModel {
     if (!this.model) {
       throw new CheckpointError(
         ErrorCode.INVALID_ARGUMENT,
@@ -363,7 +282,7 @@ export class ModelCheckpoint extends tf.Callback {
   }
 
   /** Calls `onSave` for a step that took a checkpoint. */
-  private reportSave(saved: StepResult | null): void {
+  protected override afterStep(saved: StepResult | null): void {
     if (!saved || !this.onSave) return;
     const { durable, previousBest, ...checkpoint } = saved;
     this.onSave(
@@ -384,32 +303,6 @@ export class ModelCheckpoint extends tf.Callback {
     this.ensureManager();
     this.batchCounter?.reset();
     this.currentEpoch = 0;
-  }
-
-  override async onEpochBegin(epoch: number, _logs?: tf.Logs): Promise<void> {
-    this.currentEpoch = epoch;
-  }
-
-  override async onBatchEnd(batch: number, logs?: tf.Logs): Promise<void> {
-    if (!this.batchCounter?.due(batch)) return;
-    await this.guard(async () => {
-      const metrics = await resolveLogs(logs as Record<string, unknown> | undefined);
-      // tfjs' batch logs carry the batch index and size: bookkeeping, not metrics.
-      delete metrics.batch;
-      delete metrics.size;
-      const saved = await this.ensureManager().step(this.checkModel(), this.currentEpoch, metrics, { batch });
-      this.reportSave(saved);
-    });
-  }
-
-  override async onEpochEnd(epoch: number, logs?: tf.Logs): Promise<void> {
-    await this.guard(async () => {
-      // Always resolved, so that no tensor outlives the hook and History records numbers.
-      const metrics = await resolveLogs(logs as Record<string, unknown> | undefined);
-      if (this.saveFreq !== 'epoch') return;
-      const saved = await this.ensureManager().step(this.checkModel(), epoch, metrics);
-      this.reportSave(saved);
-    });
   }
 
   override async onTrainEnd(_logs?: tf.Logs): Promise<void> {

@@ -10,6 +10,7 @@ import { MANAGER_METADATA_KEY, type CheckpointIndex, type HistoryEntry, readInde
 import { decodeNumber, parseTrainingMetadata } from '../format/metadata';
 import { fromNodeError } from '../errors';
 import { inferMonitorMode, lookupMetric, type MonitorMode } from '../manager/metric-names';
+import { CheckpointPolicy } from '../manager/policy';
 import { checkpointNames, checkpointSize } from '../io/shards';
 import { readCheckpointInfo } from '../io/tensors';
 
@@ -185,20 +186,23 @@ async function fromMetadata(dir: string, indexProblem?: string): Promise<Listing
   // A monitor whose direction its name does not tell lists without a best rather than guessing one.
   const mode = monitor ? inferMonitorMode(monitor) : null;
   const checkpoints = scanned.map((s) => s.entry);
-  for (const c of checkpoints) {
-    if (!monitor) continue;
-    const v = lookupMetric(c.metrics, monitor);
-    c.score = v !== undefined && Number.isFinite(v) ? v : null;
-  }
+  // Scored and elected by the manager's own rules (policy.ts); a file without an epoch sorts first.
+  const policy = new CheckpointPolicy({ monitor: monitor ?? '', mode: mode ?? 'min' });
+  for (const c of checkpoints) if (monitor) c.score = policy.score(c.metrics);
   checkpoints.sort((a, b) => (a.epoch ?? -1) - (b.epoch ?? -1) || (a.batch ?? Infinity) - (b.batch ?? Infinity));
-  // Best: strictly better wins, so among equal scores the earliest stays best (a tie never replaces a best).
-  let best: ListedCheckpoint | undefined;
-  for (const c of checkpoints) {
-    if (c.score === null || c.kind === 'last' || mode === null) continue;
-    if (!best || (mode === 'max' ? c.score > (best.score as number) : c.score < (best.score as number))) best = c;
-  }
-  const readable = checkpoints.filter((c) => c.kind !== 'unreadable');
-  const last = readable.length ? readable[readable.length - 1] : undefined;
+  const ranked = checkpoints
+    .filter((c) => c.kind !== 'unreadable')
+    .map((c) => ({
+      c,
+      epoch: c.epoch ?? -1,
+      ...(c.batch !== undefined ? { batch: c.batch } : {}),
+      score: c.score,
+      kind: c.kind,
+    }));
+  // Without a mode (a monitor whose direction its name does not tell), no best rather than a guess; last still is.
+  const elected = policy.elect(ranked);
+  const best = mode ? elected.best?.c : undefined;
+  const last = elected.last?.c;
   if (best) best.best = true;
   if (last) last.last = true;
   return {

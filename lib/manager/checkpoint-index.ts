@@ -22,6 +22,7 @@ import { LOCK_FILENAME } from '../fs/dir-lock';
 import { TEMP_PATTERN } from '../fs/tempfiles';
 import { checkpointFileNames, checkpointSize } from '../io/shards';
 import { readCheckpointInfo } from '../io/tensors';
+import { type CheckpointPolicy, compareProgress } from './policy';
 
 export const INDEX_FILENAME = 'tfjs-checkpoint.index.json';
 const INDEX_FORMAT = 'tfjs-checkpoint-index';
@@ -301,14 +302,12 @@ export async function writeIndex(dir: string, index: CheckpointIndex, durable: b
 }
 
 export interface RebuildArgs {
-  monitor: string;
-  mode: 'min' | 'max';
+  /** The rules (monitor, mode) that score the entries and elect best and last. */
+  policy: CheckpointPolicy;
   /** The name of the `last` file: an entry with that name is the last checkpoint, whatever it says. */
   lastFilename: string;
   /** The name of the `previous` file, if the manager keeps one: an entry with that name is the previous version. */
   previousFilename?: string;
-  /** The monitored value of a checkpoint's metrics (alias-aware), null when missing or not finite. */
-  score: (metrics: Record<string, number>) => number | null;
 }
 
 /** The first `n` bytes of a file as latin1 text ('' when unreadable). */
@@ -333,31 +332,9 @@ export interface RebuildResult {
   unreadable: { file: string; reason: string }[];
 }
 
-/** Orders two entries best first by score under `mode` (unscored last), then newest first. */
-export function compareEntries(a: CheckpointEntry, b: CheckpointEntry, mode: 'min' | 'max'): number {
-  if (a.score !== null && b.score !== null && a.score !== b.score) {
-    return mode === 'max' ? b.score - a.score : a.score - b.score;
-  }
-  if ((a.score === null) !== (b.score === null)) return a.score === null ? 1 : -1;
-  return compareProgress(b, a);
-}
-
-/** Orders by training position, oldest first. */
-export function compareProgress(
-  a: Pick<CheckpointEntry, 'epoch' | 'batch'>,
-  b: Pick<CheckpointEntry, 'epoch' | 'batch'>,
-): number {
-  if (a.epoch !== b.epoch) return a.epoch - b.epoch;
-  // An end-of-epoch save (no batch) comes after every save within that epoch.
-  if (a.batch === b.batch) return 0;
-  if (a.batch === undefined) return 1;
-  if (b.batch === undefined) return -1;
-  return a.batch - b.batch;
-}
-
 /**
- * Rebuilds an index from the files in `dir` whose metadata carries the manager's record. Best is the best-scoring
- * non-`last` checkpoint (the earliest of equal scores, since a tie never replaced a best); last is the most advanced.
+ * Rebuilds an index from the files in `dir` whose metadata carries the manager's record, scored and with best and
+ * last elected by `args.policy` (the manager's own rules).
  */
 export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<RebuildResult> {
   let names: string[];
@@ -365,7 +342,7 @@ export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<Rebu
     names = await fsp.readdir(dir);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT')
-      return { index: emptyIndex(args.monitor, args.mode), unreadable: [] };
+      return { index: emptyIndex(args.policy.monitor, args.policy.mode), unreadable: [] };
     throw fromNodeError(e, dir, 'list the checkpoint directory');
   }
   const checkpoints: CheckpointEntry[] = [];
@@ -394,22 +371,14 @@ export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<Rebu
     else if (name === args.previousFilename) entry.kind = 'previous';
     else if (entry.kind === 'last' || entry.kind === 'previous') entry.kind = 'periodic';
     // The monitor may have changed since: recompute the score from the metrics.
-    entry.score = args.score(entry.metrics);
+    entry.score = args.policy.score(entry.metrics);
     checkpoints.push(entry);
   }
   checkpoints.sort(compareProgress);
-  const index = emptyIndex(args.monitor, args.mode);
+  const index = emptyIndex(args.policy.monitor, args.policy.mode);
   index.checkpoints = checkpoints;
-  let best: CheckpointEntry | undefined;
-  for (const e of checkpoints) {
-    if (e.kind === 'last' || e.kind === 'previous' || e.score === null) continue;
-    if (!best || (args.mode === 'max' ? e.score > (best.score as number) : e.score < (best.score as number))) best = e;
-  }
+  const { best, last } = args.policy.elect(checkpoints);
   index.best = best?.file ?? null;
-  const current = checkpoints.filter((e) => e.kind !== 'previous');
-  const last = current.length ? current[current.length - 1] : undefined;
-  // Among equally advanced entries (the `last` file and a best file of the same epoch) prefer the `last` file.
-  const lastFile = checkpoints.find((e) => e.kind === 'last' && last && compareProgress(e, last) === 0);
-  index.last = (lastFile ?? last)?.file ?? null;
+  index.last = last?.file ?? null;
   return { index, unreadable };
 }

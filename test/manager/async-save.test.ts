@@ -15,22 +15,24 @@ import { LOCK_FILENAME } from '../../lib/fs/dir-lock';
 import { captureCheckpoint } from '../../lib/model/save-restore';
 import { getBackend } from '../../lib/backend/select';
 import { TEMP_PATTERN } from '../../lib/fs/tempfiles';
-import { loadTensors, readCheckpointInfo, saveTensors, verifyCheckpoint } from '../../lib/io/tensors';
+import { loadTensors, readCheckpointInfo, verifyCheckpoint } from '../../lib/io/tensors';
 import { CheckpointError } from '../../lib/errors';
 import { fsyncDirectory } from '../../lib/fs/fsync-dir';
+import { writeSnapshot } from '../../lib/io/write-snapshot';
 import { BACKENDS, tempDir, useBackend } from '../helpers/backends';
 import { DATA_IS_BACKING_ARRAY, PLATFORM, TF_BACKEND } from '../helpers/platform';
 import { compileTiny, tinyData, tinyModel } from '../helpers/models';
 
-// saveTensors stays the real one; one test makes a call fail after its rename, as a failed directory fsync does.
+// writeSnapshot (the manager's file writer) stays the real one; one test makes a call fail after its rename, as a
+// failed directory fsync does.
 // fsyncDirectory stays the real one; one test makes the index's directory fsync fail after its rename.
 jest.mock('../../lib/fs/fsync-dir', () => {
   const actual = jest.requireActual<typeof import('../../lib/fs/fsync-dir')>('../../lib/fs/fsync-dir');
   return { ...actual, fsyncDirectory: jest.fn(actual.fsyncDirectory) };
 });
-jest.mock('../../lib/io/tensors', () => {
-  const actual = jest.requireActual<typeof import('../../lib/io/tensors')>('../../lib/io/tensors');
-  return { ...actual, saveTensors: jest.fn(actual.saveTensors) };
+jest.mock('../../lib/io/write-snapshot', () => {
+  const actual = jest.requireActual<typeof import('../../lib/io/write-snapshot')>('../../lib/io/write-snapshot');
+  return { ...actual, writeSnapshot: jest.fn(actual.writeSnapshot) };
 });
 
 const CHILD = path.join(__dirname, '..', 'fixtures', 'train-child.ts');
@@ -264,8 +266,9 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
     const args = { directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_loss', keep: 1, async: false };
     const ckpt = new CheckpointManager(args);
     await ckpt.step(model, 0, { val_loss: 0.5 });
-    const real = jest.requireActual<typeof import('../../lib/io/tensors')>('../../lib/io/tensors').saveTensors;
-    (saveTensors as jest.MockedFunction<typeof saveTensors>).mockImplementationOnce(async (...a) => {
+    const real =
+      jest.requireActual<typeof import('../../lib/io/write-snapshot')>('../../lib/io/write-snapshot').writeSnapshot;
+    (writeSnapshot as jest.MockedFunction<typeof writeSnapshot>).mockImplementationOnce(async (...a) => {
       await real(...a);
       throw Object.assign(new CheckpointError('EIO', 'fsync of the directory failed'), { committed: true });
     });
@@ -287,9 +290,10 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
     const model = tinyModel();
     const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', async: false });
     await ckpt.step(model, 0, { val_loss: 0.5 });
-    const real = jest.requireActual<typeof import('../../lib/io/tensors')>('../../lib/io/tensors').saveTensors;
+    const real =
+      jest.requireActual<typeof import('../../lib/io/write-snapshot')>('../../lib/io/write-snapshot').writeSnapshot;
     let fileWritten = false;
-    (saveTensors as jest.MockedFunction<typeof saveTensors>).mockImplementationOnce(async (...a) => {
+    (writeSnapshot as jest.MockedFunction<typeof writeSnapshot>).mockImplementationOnce(async (...a) => {
       await real(...a);
       fileWritten = true;
     });
@@ -324,7 +328,7 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
       logger: recorder().logger,
     });
     await ckpt.step(model, 0, { val_loss: 0.5 });
-    await expect(ckpt.flush()).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(ckpt.flush()).rejects.toMatchObject({ code: 'ERR_CHECKPOINT_FOREIGN_FILE' });
     await ckpt.flush(); // reported once
     // Nothing is durable, so the baseline is empty again: even a worse value than the failed one saves.
     await ckpt.step(model, 1, { val_loss: 0.6 });
@@ -335,7 +339,7 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
     });
     await fsp.mkdir(path.join(dir, 'sub', 'e1.safetensors'), { recursive: true });
     await closing.step(model, 0, { val_loss: 1 });
-    await expect(closing.close()).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(closing.close()).rejects.toMatchObject({ code: 'ERR_CHECKPOINT_FOREIGN_FILE' });
     expect((await fsp.readdir(path.join(dir, 'sub'))).includes(LOCK_FILENAME)).toBe(false);
     await ckpt.close();
     expect(ckpt.best?.file).toBe('e2.safetensors');
@@ -372,7 +376,7 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
     });
     const s0 = await ckpt.step(model, 0, { val_loss: 0.5 });
     expect(ckpt.best?.file).toBe(s0?.file);
-    await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'ERR_CHECKPOINT_FOREIGN_FILE' });
     // The failure was reported by the step itself, and the next decision measures against the durable 0.5.
     const s2 = await ckpt.step(model, 2, { val_loss: 0.45 });
     expect(s2?.file).toBe('e3.safetensors');
@@ -396,6 +400,61 @@ function waitExit(
   child.stderr?.on('data', (d) => (stderr += String(d)));
   return new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stderr })));
 }
+
+/** Calls step() from a named frame of this file, so that a reported stack can be checked for it. */
+function stepFromTheTest(ckpt: CheckpointManager, model: tf.LayersModel, epoch: number) {
+  return ckpt.step(model, epoch, { val_loss: 0.5 - epoch / 10 });
+}
+
+/** The rejection of `p`, which must reject. */
+async function rejectionOf(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('the stack of a failed manager save points at the step() call that decided it', () => {
+  const THIS_FILE = path.basename(__filename);
+
+  async function blocked(async: boolean) {
+    const dir = await tempDir();
+    await fsp.mkdir(path.join(dir, 'e1.safetensors')); // the save is refused in the store, off the step() stack
+    return new CheckpointManager({
+      directory: dir,
+      filename: 'e{epoch}.safetensors',
+      async,
+      logger: recorder().logger,
+    });
+  }
+
+  test('async: false: the rejection of step() carries the caller frame', async () => {
+    const ckpt = await blocked(false);
+    const err = await rejectionOf(stepFromTheTest(ckpt, tinyModel(), 0));
+    expect(err).toMatchObject({ code: 'ERR_CHECKPOINT_FOREIGN_FILE' });
+    expect(err.stack).toContain('stepFromTheTest');
+    expect(err.stack).toContain(THIS_FILE);
+    expect(err.stack?.split('\n')[0]).toContain('ERR_CHECKPOINT_FOREIGN_FILE');
+    await ckpt.close();
+  });
+
+  test('async: the later step(), flush() and close() report it with the deciding step() frame', async () => {
+    const model = tinyModel();
+    for (const report of ['step', 'flush', 'close'] as const) {
+      const ckpt = await blocked(true);
+      const saved = await stepFromTheTest(ckpt, model, 0);
+      await saved?.durable.catch(() => undefined); // failed in the background
+      const call = { step: () => ckpt.step(model, 1, {}), flush: () => ckpt.flush(), close: () => ckpt.close() };
+      const err = await rejectionOf(call[report]());
+      expect(err).toMatchObject({ code: 'ERR_CHECKPOINT_FOREIGN_FILE' });
+      expect(err.stack).toContain('stepFromTheTest');
+      expect(err.stack).toContain(THIS_FILE);
+      await ckpt.close().catch(() => undefined);
+    }
+  });
+});
 
 describe.each(BACKENDS)('process end with a write in flight (%s backend)', (backend) => {
   test('a normal exit without close() still completes every decided save and the index', async () => {

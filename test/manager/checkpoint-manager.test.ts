@@ -391,7 +391,9 @@ describe('CheckpointManager rules (js backend)', () => {
       monitor: 'val_loss',
       async: false,
     });
-    await expect(ckpt.step(tinyModel(), 0, { val_loss: 1 })).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(ckpt.step(tinyModel(), 0, { val_loss: 1 })).rejects.toMatchObject({
+      code: 'ERR_CHECKPOINT_FOREIGN_FILE',
+    });
     await ckpt.close();
     expect(await fsp.readFile(path.join(dir, 'best.safetensors'), 'utf8')).toBe('precious');
   });

@@ -1,0 +1,380 @@
+/**
+ * CheckpointStore: the CheckpointManager's directory, and everything that touches it: the lock, the index (read,
+ * reconciled with the files, written), one save's disk work (files first, then the index, then the deletions
+ * retention decided), the `last` link and the kept `previous` version, the refusal to overwrite a file the manager
+ * did not write. The manager decides (with the policy) and queues; the store only carries out.
+ *
+ * The interface (CheckpointStore) is what a second implementation over an object store would satisfy: open (lock,
+ * read or rebuild the index), the committed index and history, commit one save, write the index, delete, close.
+ * LocalCheckpointStore is the local-directory one.
+ *
+ * Committed state: `index` is what is durable on disk (best, last and the kept checkpoints change only once a
+ * commit's index write succeeded); `history` is every recorded step, written with each index write.
+ */
+import * as path from 'node:path';
+import { promises as fsp } from 'node:fs';
+import {
+  CheckpointEntry,
+  CheckpointIndex,
+  HISTORY_LIMIT,
+  HistoryEntry,
+  INDEX_FILENAME,
+  emptyIndex,
+  entryMetadata,
+  readIndex,
+  rebuildIndex,
+  writeIndex,
+} from './checkpoint-index';
+import { DirLock, acquireDirLock } from '../fs/dir-lock';
+import { fromNodeError } from '../errors';
+import { fsyncDirectory } from '../fs/fsync-dir';
+import { removeCheckpoint, removeOrphanShards } from '../io/shards';
+import type { NamedTensors } from '../io/tensors';
+import { writeSnapshot } from '../io/write-snapshot';
+import { CheckpointPolicy, compareProgress } from './policy';
+import { checkOverwrite, createDirectoryDurably, linkViaTemp, reconcileIndex } from './store-files';
+import type { CheckpointLogger } from './manager-args';
+
+/** One save as step() decided it: the files to write from one snapshot, with their entries. */
+export interface SaveDecision {
+  /** The monitor-driven checkpoint (kind 'best' or 'periodic'), if any. */
+  main?: CheckpointEntry;
+  /** The `last` checkpoint (saveLast), if any. */
+  last?: CheckpointEntry;
+  /** The caller's stack at step() (captureStack), shown by the errors of the write. */
+  stack: string;
+}
+
+/** A model's state copied off the device at step() time: the tensors and the file metadata. */
+export interface Snapshot {
+  tensors: NamedTensors;
+  metadata: Record<string, string>;
+}
+
+/** Where the index `open()` loaded came from. */
+export type IndexSource = 'index' | 'metadata';
+
+export interface CheckpointStore {
+  /** The committed index (what is durable). Read-only for callers. */
+  readonly index: CheckpointIndex;
+  /** Every step recorded, oldest first (at most HISTORY_LIMIT). */
+  readonly history: readonly HistoryEntry[];
+  /** Locks the directory and loads its index, reconciled with the files (rebuilt from them when missing or
+   * damaged); `resume: false` detaches an earlier record. Deletions left over are finished. */
+  open(resume: boolean): Promise<IndexSource>;
+  /** Records a step in the history (written with the next index write). */
+  record(step: HistoryEntry): void;
+  /** Writes one save: its files from `snapshot`, then the index (the entries replacing same-named ones, retention
+   * applied, best/last elected), then deletes what retention dropped. Rejects with the failure; what was committed
+   * (renamed into place) is in the index, the previous best is untouched. */
+  commit(save: SaveDecision, snapshot: Snapshot): Promise<void>;
+  /** Writes the index when the file is out of date: steps recorded since its last write, or (`deletions`) deletions
+   * done since. */
+  sync(deletions: boolean): Promise<void>;
+  /** Deletes every listed checkpoint, then the index (kept, listing only them, when there are detached files). */
+  deleteAll(): Promise<void>;
+  /** Renames the listed `file` to `as` (replacing it) with the entry kind `kind`, then writes the index. */
+  promote(file: string, as: string, kind: CheckpointEntry['kind']): Promise<void>;
+  /** Releases the lock. */
+  close(): Promise<void>;
+}
+
+export interface LocalStoreArgs {
+  /** Absolute directory. */
+  directory: string;
+  policy: CheckpointPolicy;
+  durable: boolean;
+  maxShardSize: number | undefined;
+  lastFilename: string;
+  /** Keep the version a save replaces under this name (see CheckpointManagerArgs.previousFilename). */
+  previousFilename: string | undefined;
+  logger: CheckpointLogger;
+}
+
+function cloneIndex(index: CheckpointIndex): CheckpointIndex {
+  return {
+    ...index,
+    checkpoints: index.checkpoints.map((e) => ({ ...e, metrics: { ...e.metrics } })),
+    deleting: [...index.deleting],
+    ...(index.detached ? { detached: [...index.detached] } : {}),
+  };
+}
+
+export class LocalCheckpointStore implements CheckpointStore {
+  index: CheckpointIndex;
+  private recorded: HistoryEntry[] = [];
+  /** Bumped by each recorded step; `recordedWritten` is the value the index file last wrote. */
+  private recordedVersion = 0;
+  private recordedWritten = 0;
+  /** The index file lists deletions that have since happened. */
+  private indexStale = false;
+  private lock: DirLock | undefined;
+
+  constructor(private readonly args: LocalStoreArgs) {
+    this.index = emptyIndex(args.policy.monitor, args.policy.mode);
+  }
+
+  get history(): readonly HistoryEntry[] {
+    return this.recorded;
+  }
+
+  async open(resume: boolean): Promise<IndexSource> {
+    const { directory: dir, logger, policy } = this.args;
+    if (this.args.durable) await createDirectoryDurably(dir);
+    this.lock = await acquireDirLock(dir);
+    try {
+      // Shards no set references (a crash mid-set): under the lock no save of ours is in progress, so at once.
+      await removeOrphanShards(dir, { minAgeMs: 0 });
+      const read = await readIndex(dir);
+      // Every file of ours in the directory, as its own header describes it: the truth the index is checked against.
+      const scanned = await rebuildIndex(dir, {
+        policy,
+        lastFilename: this.args.lastFilename,
+        ...(this.args.previousFilename !== undefined ? { previousFilename: this.args.previousFilename } : {}),
+      });
+      let index: CheckpointIndex;
+      let rewrite: boolean;
+      if (read.status === 'ok') {
+        index = read.index;
+        this.recorded = index.history ?? [];
+        delete index.history; // kept in this.recorded, written by writeIndexFile
+        rewrite = (await reconcileIndex(dir, index, scanned, logger)) || index.monitor !== policy.monitor;
+      } else {
+        index = scanned.index;
+        for (const u of scanned.unreadable) {
+          logger.warn(`tfjs-checkpoint: skipping unreadable checkpoint ${u.file}: ${u.reason}`);
+        }
+        if (read.status === 'damaged') {
+          logger.warn(
+            `tfjs-checkpoint: ${INDEX_FILENAME} in ${dir} is damaged (${read.reason}); rebuilt it from ` +
+              `${index.checkpoints.length} checkpoint(s)`,
+          );
+        }
+        rewrite = read.status === 'damaged' || index.checkpoints.length > 0;
+      }
+      if (!resume && index.checkpoints.length > 0) {
+        // A fresh record: the earlier checkpoints stay on disk, outside it (see CheckpointManagerArgs.resume).
+        index.detached = [...(index.detached ?? []), ...index.checkpoints.map((e) => e.file)];
+        index.checkpoints = [];
+        this.recorded = [];
+        rewrite = true;
+      } else if (!resume && this.recorded.length > 0) {
+        this.recorded = [];
+        rewrite = true;
+      }
+      index.monitor = policy.monitor;
+      if (index.mode !== policy.mode) rewrite = true;
+      index.mode = policy.mode;
+      // Scores follow this manager's monitor and mode (they may differ from the run that wrote the files).
+      for (const e of index.checkpoints) e.score = policy.score(e.metrics);
+      if (this.settle(index, true)) rewrite = true;
+      this.index = index;
+      // The index first (it lists what is being deleted), then the deletions.
+      if (rewrite) await this.writeIndexFile(this.index);
+      if (index.deleting.length > 0) {
+        await this.finishDeletes(index);
+        this.indexStale = true; // rewritten by the next save or close()
+      }
+      return read.status === 'ok' ? 'index' : 'metadata';
+    } catch (e) {
+      await this.lock.release().catch(() => undefined);
+      this.lock = undefined;
+      throw e;
+    }
+  }
+
+  /** Applies retention (when `retain`: the evicted entries go to `deleting`) and elects best and last. True if
+   * retention evicted any. */
+  private settle(index: CheckpointIndex, retain: boolean): boolean {
+    let evicted = false;
+    if (retain) {
+      const r = this.args.policy.retain(index.checkpoints);
+      index.checkpoints = r.kept;
+      index.deleting.push(...r.evicted.map((e) => e.file));
+      evicted = r.evicted.length > 0;
+    }
+    const { best, last } = this.args.policy.elect(index.checkpoints);
+    index.best = best?.file ?? null;
+    index.last = last?.file ?? null;
+    return evicted;
+  }
+
+  record(step: HistoryEntry): void {
+    const entry: HistoryEntry = { ...step, metrics: { ...step.metrics } };
+    const h = this.recorded;
+    while (h.length > 0 && compareProgress(h[h.length - 1], entry) >= 0) h.pop();
+    h.push(entry);
+    if (h.length > HISTORY_LIMIT) h.splice(0, h.length - HISTORY_LIMIT);
+    this.recordedVersion++;
+  }
+
+  async commit(save: SaveDecision, snapshot: Snapshot): Promise<void> {
+    const { directory: dir, policy, previousFilename } = this.args;
+    const written: CheckpointEntry[] = [];
+    let writing: CheckpointEntry | undefined;
+    const write = (entry: CheckpointEntry): Promise<void> =>
+      writeSnapshot(path.join(dir, entry.file), snapshot.tensors, {
+        metadata: { ...snapshot.metadata, ...entryMetadata(entry, policy.monitor) },
+        durable: this.args.durable,
+        ...(this.args.maxShardSize !== undefined ? { maxShardSize: this.args.maxShardSize } : {}),
+        stack: save.stack,
+      });
+    try {
+      if (save.main) {
+        const replaced = this.index.checkpoints.find((e) => e.file === save.main?.file);
+        if (previousFilename !== undefined && replaced) {
+          const previous: CheckpointEntry = { ...replaced, file: previousFilename, kind: 'previous' };
+          writing = previous;
+          await checkOverwrite(dir, this.index, previous.file);
+          // A hard link to the version about to be replaced (a copy where links are unsupported).
+          await linkViaTemp(dir, replaced.file, previous.file, {
+            durable: this.args.durable,
+            onLinkFailure: 'copy',
+            action: 'keep the previous version',
+            fsyncFailureCommitted: false,
+          });
+          written.push(previous);
+        }
+        writing = save.main;
+        await checkOverwrite(dir, this.index, save.main.file);
+        await write(save.main);
+        written.push(save.main);
+      }
+      if (save.last) {
+        writing = save.last;
+        await checkOverwrite(dir, this.index, save.last.file);
+        // A hard link to the file just written; written from the snapshot where links are unsupported.
+        const linked = save.main
+          ? await linkViaTemp(dir, save.main.file, save.last.file, {
+              durable: this.args.durable,
+              onLinkFailure: 'give-up',
+              action: 'commit',
+              fsyncFailureCommitted: true,
+            })
+          : false;
+        if (!linked) await write(save.last);
+        written.push(save.last);
+      }
+    } catch (e) {
+      if (writing && (e as { committed?: unknown }).committed === true) {
+        // Renamed into place, but its durability is unknown (the directory fsync failed): the file is there, so the
+        // index says so, without deleting anything on its account; then the failure is reported.
+        written.push(writing);
+        await this.commitWritten(written, false).catch(() => undefined);
+      }
+      throw e;
+    }
+    await this.commitWritten(written, true);
+  }
+
+  /** Writes the index with the `written` entries replacing same-named ones (retention dropping the surplus when
+   * `retain`), then deletes what it dropped. */
+  private async commitWritten(written: CheckpointEntry[], retain: boolean): Promise<void> {
+    const next = cloneIndex(this.index);
+    const names = new Set(written.map((e) => e.file));
+    next.checkpoints = next.checkpoints.filter((e) => !names.has(e.file)).concat(written);
+    next.deleting = next.deleting.filter((f) => !names.has(f));
+    if (next.detached) {
+      next.detached = next.detached.filter((f) => !names.has(f));
+      if (next.detached.length === 0) delete next.detached;
+    }
+    this.settle(next, retain);
+    try {
+      await this.writeIndexFile(next);
+    } catch (e) {
+      if ((e as { committed?: unknown }).committed === true) this.index = next; // in place, durability unknown
+      throw e;
+    }
+    this.index = next; // durable: only now do best/last/checkpoints change
+    if (next.deleting.length > 0) {
+      await this.finishDeletes(next);
+      this.indexStale = true; // the file still lists them in `deleting`: rewritten by the next save or close()
+    } else {
+      this.indexStale = false;
+    }
+  }
+
+  /** Deletes the files an index lists in `deleting` (absent ones count as deleted); updates the list in place.
+   * Only files the index lists are ever deleted: never one the manager did not write. */
+  private async finishDeletes(index: CheckpointIndex): Promise<void> {
+    await this.lock?.check();
+    const kept = new Set(index.checkpoints.map((e) => e.file));
+    const remaining: string[] = [];
+    for (const f of index.deleting) {
+      if (kept.has(f)) continue;
+      try {
+        await removeCheckpoint(path.join(this.args.directory, f)); // a file, or a whole shard set
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+          remaining.push(f);
+          this.args.logger.warn(`tfjs-checkpoint: could not delete ${f}: ${(e as Error).message}`);
+        }
+      }
+    }
+    index.deleting = remaining; // written with the next index
+  }
+
+  /** Writes `index` with the history recorded so far (atomically; fsynced when durable). */
+  private async writeIndexFile(index: CheckpointIndex): Promise<void> {
+    const version = this.recordedVersion;
+    await this.lock?.check(); // never write over the work of a process that took the lock over
+    await writeIndex(this.args.directory, { ...index, history: [...this.recorded] }, this.args.durable);
+    this.recordedWritten = version;
+  }
+
+  async sync(deletions: boolean): Promise<void> {
+    if (!this.lock) return;
+    if (this.recordedVersion === this.recordedWritten && !(deletions && this.indexStale)) return;
+    await this.writeIndexFile(this.index);
+    if (deletions) this.indexStale = false;
+  }
+
+  async deleteAll(): Promise<void> {
+    await this.lock?.check();
+    const dir = this.args.directory;
+    const files = [...this.index.checkpoints.map((e) => e.file), ...this.index.deleting];
+    // Files first, the index last: a crash midway leaves an index naming missing files, which the next open drops;
+    // never unlisted files that a rebuild would bring back.
+    for (const f of files) await removeCheckpoint(path.join(dir, f)); // a file, or a whole shard set
+    const detached = this.index.detached;
+    this.index = emptyIndex(this.args.policy.monitor, this.args.policy.mode);
+    this.recorded = [];
+    if (detached && detached.length > 0) {
+      // The index stays, listing only the earlier record's files, so that no later open adopts them.
+      this.index.detached = detached;
+      await this.writeIndexFile(this.index);
+    } else {
+      await fsp.unlink(path.join(dir, INDEX_FILENAME)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, INDEX_FILENAME), 'delete');
+      });
+      this.recordedWritten = this.recordedVersion; // no index on disk to bring up to date
+    }
+    this.indexStale = false;
+  }
+
+  async promote(file: string, as: string, kind: CheckpointEntry['kind']): Promise<void> {
+    const entry = this.index.checkpoints.find((e) => e.file === file);
+    if (!entry) return;
+    await this.lock?.check();
+    const dir = this.args.directory;
+    try {
+      await fsp.rename(path.join(dir, file), path.join(dir, as));
+    } catch (e) {
+      throw fromNodeError(e, path.join(dir, as), 'restore the previous version');
+    }
+    if (this.args.durable) await fsyncDirectory(dir);
+    const next = cloneIndex(this.index);
+    next.checkpoints = next.checkpoints
+      .filter((e) => e.file !== file && e.file !== as)
+      .concat({ ...entry, file: as, kind })
+      .sort(compareProgress);
+    this.settle(next, false);
+    await this.writeIndexFile(next);
+    this.index = next;
+  }
+
+  async close(): Promise<void> {
+    await this.lock?.release();
+    this.lock = undefined;
+  }
+}
