@@ -141,6 +141,8 @@ export class Strings {
  */
 export class HeaderTable {
   tensorCount = 0;
+  /** Dimensions of all shapes read so far (bounded by HEADER_LIMITS.dimensions). */
+  dimensions = 0;
   dtype = new Uint8Array(64);
   rank = new Uint16Array(64);
   shapeAt = new Int32Array(64);

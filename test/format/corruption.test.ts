@@ -602,6 +602,7 @@ describe('hostile headers cost little before they are refused (each in a fresh p
     ['escapes-50MB', 'ok', 1.5],
     ['escape-lone-surrogate-50MB', ErrorCode.CORRUPT, 2],
     ['number-99MB', ErrorCode.CORRUPT, 0.5],
+    ['rank-1024-99MB', ErrorCode.CORRUPT, 0.5],
     ['whitespace-99MB', 'ok', 0.5],
     ['keys-over-limit', ErrorCode.CORRUPT, 2],
     ['duplicate-key-200k', ErrorCode.CORRUPT, 2],
