@@ -41,6 +41,10 @@ export const ErrorCode = {
   /** A CheckpointManager refused to replace a file in its directory that it did not write (neither in its index nor
    * bearing its record): the message names the file; move it away or change the file name. */
   FOREIGN_FILE: 'ERR_CHECKPOINT_FOREIGN_FILE',
+  /** A write made no progress: the system call returned 0 bytes, several times in a row, without an error (no errno
+   * to report, so none is invented; `syscall` and `path` name the call and the file). The save failed as any other:
+   * the previous checkpoint is intact and no temp file is left. */
+  WRITE_STALLED: 'ERR_CHECKPOINT_WRITE_STALLED',
 } as const;
 
 export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -152,6 +156,11 @@ export function fromBackendFailure(
     );
   } else if (f && f.kind === 'corrupt') {
     out = new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${f.path}: ${f.message}`, { path: f.path });
+  } else if (f && f.kind === 'stalled') {
+    out = new CheckpointError(ErrorCode.WRITE_STALLED, `Could not ${action}: ${f.message}`, {
+      path: f.path,
+      syscall: f.syscall || 'write',
+    });
   } else if (f && f.kind === 'io' && typeof f.errno === 'number') {
     const code = errnoCode(f.errno);
     const syscall = f.syscall || 'io';

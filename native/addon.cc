@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "atomic_file.h"
 #include "crc32c.h"
 #include "failure.h"
 #include "tensor_reader.h"
@@ -162,6 +163,12 @@ Napi::Error FailureToError(Napi::Env env, const Failure& f) {
     case Failure::Kind::kChecksum:
       kind = "checksum";
       message = "tensor " + std::to_string(f.tensor_index) + ": " + f.message + " (computed " + Hex(f.actual_crc) + ")";
+      break;
+    case Failure::Kind::kStalled:
+      kind = "stalled";
+      syscall = f.sys.syscall;
+      message = std::string(syscall) + " made no progress: it returned 0 bytes " + std::to_string(kZeroWriteAttempts) +
+                " times in a row without an error, '" + f.sys.path + "'";
       break;
     case Failure::Kind::kInvalid:
     case Failure::Kind::kNone:

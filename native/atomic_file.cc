@@ -82,6 +82,7 @@ bool File::OpenDirectory(const std::string& path, SysError* err) {
 
 bool File::PwriteAll(const void* data, size_t length, uint64_t offset, SysError* err) {
   const char* p = static_cast<const char*>(data);
+  int zero_writes = 0;  // calls in a row that returned 0
   while (length > 0) {
     const size_t request = length < kMaxIoRequest ? length : kMaxIoRequest;
     const ssize_t n = ::pwrite(fd_, p, request, static_cast<off_t>(offset));
@@ -89,7 +90,11 @@ bool File::PwriteAll(const void* data, size_t length, uint64_t offset, SysError*
       if (errno == EINTR) continue;
       return Fail(err, errno, "write", path_);
     }
-    if (n == 0) return Fail(err, ENOSPC, "write", path_);
+    if (n == 0) {
+      if (++zero_writes < kZeroWriteAttempts) continue;
+      return Fail(err, 0, "write", path_);
+    }
+    zero_writes = 0;
     p += n;
     length -= static_cast<size_t>(n);
     offset += static_cast<uint64_t>(n);

@@ -17,6 +17,8 @@ namespace tfjs_checkpoint {
 // The largest single write/read request; bigger ones are split (Linux transfers at most 0x7ffff000 bytes per call,
 // macOS refuses more than INT_MAX).
 constexpr size_t kMaxIoRequest = size_t{1} << 30;
+// Calls in a row that may return 0 bytes before PwriteAll reports that the write makes no progress.
+constexpr int kZeroWriteAttempts = 3;
 
 // An owned file descriptor. Invariant: fd_ >= 0 exactly while open; the destructor closes it unchecked (error
 // paths only: successful paths call Close() and check it).
@@ -40,7 +42,8 @@ class File {
   const std::string& path() const { return path_; }
 
   // Writes all `length` bytes at `offset`, looping on short writes and EINTR, in requests of at most kMaxIoRequest.
-  // A write that makes no progress (returns 0) fails with ENOSPC.
+  // A call that returns 0 bytes (no progress, and no errno: POSIX leaves it unexplained) is retried, up to
+  // kZeroWriteAttempts calls in a row; then it fails with err->errnum 0 (see SysError): no errno is invented.
   bool PwriteAll(const void* data, size_t length, uint64_t offset, SysError* err);
   // Reads up to `length` bytes at `offset`, looping until `length` bytes or end of file; *got is the count read.
   bool PreadAll(void* data, size_t length, uint64_t offset, size_t* got, SysError* err);

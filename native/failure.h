@@ -10,6 +10,8 @@
 namespace tfjs_checkpoint {
 
 // A failed system call: errno (positive), the call's name ("open", "write", "fsync", ...) and the path it was about.
+// errnum 0: the call set no errno but made no progress (a write that returned 0 bytes kZeroWriteAttempts times in a
+// row, see File::PwriteAll); Failure::Io makes it a kStalled failure, never an invented errno.
 struct SysError {
   int errnum = 0;
   const char* syscall = "";  // always a string literal
@@ -23,6 +25,7 @@ struct Failure {
     kCorrupt,   // the file is not what the plan says (size changed, short read at EOF)
     kChecksum,  // tensor_index's bytes do not match their CRC; actual_crc is what was computed
     kInvalid,   // the plan broke an invariant the TypeScript layer guarantees (a bug, never bad user input)
+    kStalled,   // a write made no progress without an error (sys.errnum 0): a library failure, no errno
   };
   Kind kind = Kind::kNone;
   SysError sys;
@@ -35,7 +38,7 @@ struct Failure {
 
   static Failure Io(const SysError& e) {
     Failure f;
-    f.kind = Kind::kIo;
+    f.kind = e.errnum == 0 ? Kind::kStalled : Kind::kIo;
     f.sys = e;
     f.path = e.path;
     return f;

@@ -62,13 +62,22 @@ export interface ReadPlan {
 }
 
 /**
+ * Calls in a row that may return 0 bytes before a write is reported as making no progress ('stalled'). POSIX does
+ * not say why a write of a regular file returns 0 for a non-empty buffer (it happens on some FUSE filesystems): a
+ * few retries let a transient one pass; the same in native/atomic_file.h (kZeroWriteAttempts).
+ */
+export const ZERO_WRITE_ATTEMPTS = 3;
+
+/**
  * How a backend reports a failure: the promise rejects with an Error carrying these fields, and errors.ts turns it
  * into a coded CheckpointError with the caller's stack. No code is derived from message text.
  */
 export interface BackendFailure {
   /** 'io': a system call failed (errno, syscall, path set). 'corrupt': the file is not what the plan says
-   * (e.g. the size changed, a short read at EOF). 'checksum': tensor `tensorIndex`'s bytes do not match its CRC. */
-  kind: 'io' | 'corrupt' | 'checksum';
+   * (e.g. the size changed, a short read at EOF). 'checksum': tensor `tensorIndex`'s bytes do not match its CRC.
+   * 'stalled': a write made no progress without an error (it returned 0 bytes ZERO_WRITE_ATTEMPTS times in a row;
+   * syscall and path set, errno 0: none is invented). */
+  kind: 'io' | 'corrupt' | 'checksum' | 'stalled';
   /** Positive errno for kind 'io', else 0. */
   errno: number;
   /** The failing system call for kind 'io' ('open', 'write', 'fsync', 'rename', ...), else ''. */

@@ -6,7 +6,7 @@
 import { Stats, constants as fsConstants, promises as fsp } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
-import type { Backend, BackendFailure, ReadPlan, WritePlan } from './backend';
+import { type Backend, type BackendFailure, type ReadPlan, type WritePlan, ZERO_WRITE_ATTEMPTS } from './backend';
 import { crc32c, crcHex } from '../format/crc32c';
 import { fsyncDirectory } from '../fs/fsync-dir';
 
@@ -28,6 +28,7 @@ function ioFailure(err: unknown, syscall: string, p: string): Error {
 
 async function writeAll(fh: fsp.FileHandle, view: Uint8Array, position: number, p: string): Promise<void> {
   let done = 0;
+  let zeroWrites = 0; // calls in a row that returned 0 bytes
   while (done < view.length) {
     let n: number;
     try {
@@ -35,7 +36,16 @@ async function writeAll(fh: fsp.FileHandle, view: Uint8Array, position: number, 
     } catch (e) {
       throw ioFailure(e, 'write', p);
     }
-    if (n <= 0) throw failure('io', 'write returned 0 bytes', p, { errno: 5, syscall: 'write' });
+    if (n <= 0) {
+      if (++zeroWrites < ZERO_WRITE_ATTEMPTS) continue;
+      throw failure(
+        'stalled',
+        `write made no progress: it returned 0 bytes ${ZERO_WRITE_ATTEMPTS} times in a row without an error, '${p}'`,
+        p,
+        { syscall: 'write' },
+      );
+    }
+    zeroWrites = 0;
     done += n;
   }
 }

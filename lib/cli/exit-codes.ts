@@ -45,7 +45,8 @@ export function exitCodeFor(err: unknown): ExitCodeValue {
   if (err instanceof CheckpointError) {
     if (INVALID_CODES.has(err.code)) return ExitCode.INVALID;
     if (err.code === ErrorCode.INVALID_ARGUMENT || err.code === ErrorCode.TEMPLATE) return ExitCode.USAGE;
-    if (/^E[A-Z0-9]+$/.test(err.code)) return ExitCode.IO;
+    // A write that made no progress is an I/O failure without an errno.
+    if (/^E[A-Z0-9]+$/.test(err.code) || err.code === ErrorCode.WRITE_STALLED) return ExitCode.IO;
     return ExitCode.OTHER;
   }
   const code = (err as NodeJS.ErrnoException | undefined)?.code;

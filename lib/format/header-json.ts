@@ -1,5 +1,6 @@
 /**
- * The safetensors header's JSON, parsed by a grammar-specific reader whose cost is bounded before anything is built.
+ * The safetensors header's JSON, read by a grammar-specific reader whose time and memory are bounded before anything
+ * is built.
  *
  * A general JSON parser (JSON.parse) allocates for whatever a hostile header describes: 16M levels of `[` cost
  * seconds and gigabytes before the structure could be refused. A safetensors header has a fixed shape, three levels
@@ -8,13 +9,19 @@
  *   { "<tensor>": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}, ..., "__metadata__": {"k": "v"} | null }
  *
  * so this reader accepts exactly that shape and refuses anything else at the first byte that departs from it, in one
- * pass over the bytes, without recursion. Its work is linear in the header's length and what it allocates is one
- * string per key and value plus one small record per tensor; HEADER_LIMITS bounds the counts and key sizes (far above
- * what real files use). Numbers are integers only, as in the reference reader (serde into usize): `2.0`, `1.6e1`,
- * `-0` and anything above 2^53 - 1 are refused. Strings follow JSON exactly (escapes, no raw control characters,
- * no lone surrogates; the bytes were checked to be UTF-8 before).
+ * pass over the bytes, without recursion. Its work is linear in the header's length. It builds no JavaScript object
+ * or string per entry: what it finds goes into a HeaderTable, typed-array columns of byte spans into the header
+ * (names, keys, values) and numbers (dtype, offsets), with duplicate names found by a hash table over those spans;
+ * strings are decoded when asked for (header.ts materializes them once, for the callers that need them). So a header
+ * of 200k metadata keys or 300k tensors costs a fraction of its own size before it is refused or used, where one JS
+ * object and string per entry cost 10-30 times it. HEADER_LIMITS bounds the counts and key sizes (far above what real
+ * files use). Numbers are integers only, as in the reference reader (serde into usize): `2.0`, `1.6e1`, `-0` and
+ * anything above 2^53 - 1 are refused. Strings follow JSON exactly (escapes, no raw control characters, no lone
+ * surrogates; the bytes were checked to be UTF-8 before). Names are compared as decoded (`"a"` and `"\u0061"` are
+ * the same name), as the reference reader does.
  */
 import { isUtf8 } from 'node:buffer';
+import { type HeaderDtypes, HeaderTable, Strings } from './header-table';
 
 /** Bounds on what a header may hold, checked while reading it (see docs/FORMAT.md). */
 export const HEADER_LIMITS = {
@@ -26,35 +33,23 @@ export const HEADER_LIMITS = {
   keyBytes: 65_536,
   /** Dimensions of one tensor's shape. */
   rank: 1_024,
+  /**
+   * Dimensions of all shapes together (300k tensors of rank 6; real files: a few thousand tensors of rank < 10). A
+   * shape is returned as a number[] (8 bytes a dimension, 4x the 2 bytes of `0,`): this bounds what a header of
+   * maximal-rank shapes costs once read (47k shapes of rank 1024 in 99 MB took 8.7 s and +535 MB).
+   */
+  dimensions: 2_000_000,
 } as const;
 
-/** One tensor entry as written, before the structural checks of format.ts. */
-export interface RawTensorEntry {
-  name: string;
-  dtype: string;
-  shape: number[];
-  begin: number;
-  end: number;
-}
-
-export interface RawHeader {
-  tensors: RawTensorEntry[];
-  /** `__metadata__`'s entries (own properties, `__proto__` included), or null when absent or `null`. */
-  metadata: Record<string, string> | null;
-  /**
-   * Where the value of the metadata key `locateKey` starts in `json` (the byte after its opening quote) and its length
-   * in bytes as written, when present; lets the caller find a checksum by key rather than by position.
-   */
-  located?: { at: number; length: number };
-}
-
-/** Thrown with what is wrong; format.ts turns it into ERR_CHECKPOINT_CORRUPT naming the file. */
+/** Thrown with what is wrong; header.ts turns it into ERR_CHECKPOINT_CORRUPT naming the file. */
 export class HeaderSyntaxError extends Error {}
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
-// eslint-disable-next-line no-control-regex -- JSON forbids raw control characters in strings: this finds them.
-const CONTROL = /[\u0000-\u001f]/;
+const METADATA_KEY = Buffer.from('__metadata__');
+const FIELD_DTYPE = Buffer.from('dtype');
+const FIELD_SHAPE = Buffer.from('shape');
+const FIELD_OFFSETS = Buffer.from('data_offsets');
 
 function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
@@ -62,17 +57,40 @@ function isSpace(c: number): boolean {
 
 /**
  * The reader's state: one cursor over the bytes. Written as plain methods and loops (no closure per member): the
- * header of a large model holds hundreds of thousands of entries. Strings are found with Buffer.indexOf (memchr)
- * and decoded natively; only the structure between them is walked byte by byte. `context` names where the cursor is,
- * for messages, and is only formatted when something fails.
+ * header of a large model holds hundreds of thousands of entries. Strings are found with Buffer.indexOf (memchr) and
+ * checked byte by byte; only those written with escapes are decoded (natively, by JSON.parse of the literal alone).
  */
 class Reader {
   i = 0;
-  context = 'the header';
-  constructor(readonly buf: Buffer) {}
+  /** Where the cursor is, for messages: the header, tensor `at`, `__metadata__`, or metadata entry `at`'s value. */
+  where: 'header' | 'tensor' | 'metadata' | 'value' = 'header';
+  at = 0;
+  /** The span of the last string read (without quotes) as written, and whether it holds escapes. */
+  lastStart = 0;
+  lastEnd = 0;
+  lastEscaped = false;
+  constructor(
+    readonly buf: Buffer,
+    readonly table: HeaderTable,
+  ) {}
+
+  /** Moves the context for messages (only formatted when something fails). */
+  in(where: Reader['where'], at = 0): void {
+    this.where = where;
+    this.at = at;
+  }
 
   fail(what: string): never {
-    throw new HeaderSyntaxError(`${what} in ${this.context} at byte ${8 + this.i} of the file`);
+    const t = this.table;
+    const context =
+      this.where === 'tensor'
+        ? `tensor ${JSON.stringify(t.name(this.at))}`
+        : this.where === 'metadata'
+          ? '__metadata__'
+          : this.where === 'value'
+            ? `the __metadata__ value of ${JSON.stringify(t.key(this.at))}`
+            : 'the header';
+    throw new HeaderSyntaxError(`${what} in ${context} at byte ${8 + this.i} of the file`);
   }
 
   /** Skips whitespace; returns the byte there (NaN at the end). */
@@ -89,8 +107,11 @@ class Reader {
     this.i++;
   }
 
-  /** Reads a JSON string (after spaces) of at most `limit` bytes as written; sets `start` to its first byte. */
-  str(what: string, limit: number): string {
+  /**
+   * Reads a JSON string (after spaces) of at most `limit` bytes as written, checks it and sets last*. Builds nothing
+   * unless it holds escapes: then it is decoded once, to check it (and returned, for the caller to store).
+   */
+  scan(what: string, limit: number): string | undefined {
     if (this.peek() !== QUOTE) this.fail(`expected ${what} (a string)`);
     const buf = this.buf;
     const start = ++this.i;
@@ -104,16 +125,24 @@ class Reader {
       end = buf.indexOf(QUOTE, end + 1);
     }
     if (end - start > limit) this.fail(`${what} is longer than ${limit} bytes`);
+    let escaped = false;
+    for (let k = start; k < end; k++) {
+      const c = buf[k];
+      if (c < 0x20) {
+        this.i = k;
+        this.fail(`raw control character in ${what}`);
+      }
+      if (c === BACKSLASH) escaped = true;
+    }
     this.i = end + 1;
     this.lastStart = start;
     this.lastEnd = end;
-    const text = buf.toString('utf8', start, end);
-    if (CONTROL.test(text)) this.fail(`raw control character in ${what}`);
-    if (!text.includes('\\')) return text;
+    this.lastEscaped = escaped;
+    if (!escaped) return undefined;
     let s: unknown;
     try {
-      // A string literal alone: JSON.parse's cost is linear and it builds nothing but the string.
-      s = JSON.parse(`"${text}"`);
+      // The literal alone: JSON.parse's cost is linear and it builds nothing but the string.
+      s = JSON.parse(buf.toString('utf8', start - 1, end + 1));
     } catch {
       return this.fail(`invalid escape in ${what}`);
     }
@@ -121,8 +150,27 @@ class Reader {
     return s as string;
   }
 
-  lastStart = 0;
-  lastEnd = 0;
+  /** The span (in `strings`) of the last string read by span(): in the header, or its decoded bytes. */
+  spanAt = 0;
+  spanEnd = 0;
+
+  /** Scans a string and sets spanAt/spanEnd to its span in `strings` (decoded bytes when it held escapes). */
+  span(what: string, limit: number): void {
+    const decoded = this.scan(what, limit);
+    if (decoded === undefined) {
+      this.spanAt = this.lastStart;
+      this.spanEnd = this.lastEnd;
+    } else {
+      this.spanAt = this.table.strings.store(decoded);
+      this.spanEnd = this.table.strings.decodedLength;
+    }
+  }
+
+  /** The index in `names` of the last string read (as decoded), or -1: compared as bytes, nothing built. */
+  lastIndexIn(names: readonly Buffer[], decoded: string | undefined): number {
+    for (let k = 0; k < names.length; k++) if (this.lastIs(names[k], decoded)) return k;
+    return -1;
+  }
 
   /** A non-negative JSON integer (digits only: no sign, fraction or exponent), at most 2^53 - 1. */
   int(what: string): number {
@@ -131,7 +179,7 @@ class Reader {
     const start = this.i;
     let i = start;
     let v = 0;
-    while (i < buf.length && buf[i] >= 0x30 && buf[i] <= 0x39) v = v * 10 + (buf[i++] - 0x30);
+    while (i < buf.length && buf[i] >= 0x30 && buf[i] <= 0x39 && i - start <= 16) v = v * 10 + (buf[i++] - 0x30);
     this.i = i;
     const c = buf[i];
     if (c === 0x2e || c === 0x65 || c === 0x45 || c === 0x2d || c === 0x2b || i === start) {
@@ -142,23 +190,14 @@ class Reader {
     return v;
   }
 
-  intArray(what: string, limit: number): number[] {
-    this.expect(0x5b, `[ opening ${what}`);
-    const out: number[] = [];
-    if (this.peek() === 0x5d) {
-      this.i++;
-      return out;
-    }
-    for (;;) {
-      if (out.length >= limit) this.fail(`${what} has more than ${limit} entries`);
-      out.push(this.int(`an entry of ${what}`));
-      const c = this.peek();
-      this.i++;
-      if (c === 0x2c) continue;
-      if (c === 0x5d) return out;
-      this.i--;
-      this.fail(`expected , or ] in ${what}`);
-    }
+  /** After an array's entry: true when another follows (`,`), false at `]`. */
+  nextInArray(what: string): boolean {
+    const c = this.peek();
+    this.i++;
+    if (c === 0x2c) return true;
+    if (c === 0x5d) return false;
+    this.i--;
+    return this.fail(`expected , or ] in ${what}`);
   }
 
   /** After a member's value: true when another member follows (`,`), false at `}`. */
@@ -180,89 +219,155 @@ class Reader {
     }
     return false;
   }
+
+  /** At `[`: true when the array is empty (consumed). */
+  openArray(what: string): boolean {
+    this.expect(0x5b, `[ opening ${what}`);
+    if (this.peek() === 0x5d) {
+      this.i++;
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether the last string read is `field` (as decoded). A loop: for a few bytes it beats a native call. */
+  lastIs(field: Buffer, decoded: string | undefined): boolean {
+    if (decoded !== undefined) return decoded === field.toString('latin1');
+    const n = field.length;
+    if (this.lastEnd - this.lastStart !== n) return false;
+    const buf = this.buf;
+    const at = this.lastStart;
+    for (let k = 0; k < n; k++) if (buf[at + k] !== field[k]) return false;
+    return true;
+  }
 }
 
-function tensorEntry(r: Reader, name: string): RawTensorEntry {
-  r.context = `tensor ${JSON.stringify(name)}`;
+/** Reads tensor entry `i` (its name already added) into the table's columns, checking dtype and size. */
+function tensorEntry(r: Reader, t: HeaderTable, i: number, dtypeBytes: readonly Buffer[]): void {
+  r.in('tensor', i);
   if (r.peek() !== 0x7b) r.fail('not an object');
-  let dtype: string | undefined;
-  let shape: number[] | undefined;
-  let offsets: number[] | undefined;
+  let dtype = -1;
+  let shapeAt = -1;
+  let rank = 0;
+  let elements = 1; // the product of the dimensions while below 2^53, then Infinity (0 wins: see zero)
+  let zero = false;
+  let begin = -1;
+  let end = -1;
   if (!r.open('the entry')) {
     do {
-      const field = r.str('a field name', 64);
+      const decoded = r.scan('a field name', 64);
       r.expect(0x3a, ': after a field name');
-      if (field === 'dtype' && dtype === undefined) dtype = r.str('the dtype', 64);
-      else if (field === 'shape' && shape === undefined) shape = r.intArray('the shape', HEADER_LIMITS.rank);
-      else if (field === 'data_offsets' && offsets === undefined) offsets = r.intArray('data_offsets', 2);
-      else if (field === 'dtype' || field === 'shape' || field === 'data_offsets') r.fail(`duplicate field "${field}"`);
-      else r.fail(`unknown field ${JSON.stringify(field)}`);
+      if (r.lastIs(FIELD_DTYPE, decoded)) {
+        if (dtype !== -1) r.fail('duplicate field "dtype"');
+        const name = r.scan('the dtype', 64);
+        dtype = r.lastIndexIn(dtypeBytes, name);
+        if (dtype < 0)
+          r.fail(`unknown dtype ${JSON.stringify(name ?? r.buf.toString('utf8', r.lastStart, r.lastEnd))}`);
+      } else if (r.lastIs(FIELD_SHAPE, decoded)) {
+        if (shapeAt !== -1) r.fail('duplicate field "shape"');
+        r.peek();
+        shapeAt = r.i;
+        if (!r.openArray('the shape')) {
+          do {
+            if (rank >= HEADER_LIMITS.rank) r.fail(`the shape has more than ${HEADER_LIMITS.rank} entries`);
+            if (++t.dimensions > HEADER_LIMITS.dimensions)
+              r.fail(`the shapes have more than ${HEADER_LIMITS.dimensions} dimensions in all`);
+            const d = r.int('an entry of the shape');
+            rank++;
+            if (d === 0) zero = true;
+            elements = elements * d <= Number.MAX_SAFE_INTEGER ? elements * d : Infinity;
+          } while (r.nextInArray('the shape'));
+        }
+      } else if (r.lastIs(FIELD_OFFSETS, decoded)) {
+        if (begin !== -1) r.fail('duplicate field "data_offsets"');
+        if (r.openArray('data_offsets')) r.fail('data_offsets is not [begin, end]');
+        begin = r.int('an entry of data_offsets');
+        if (!r.nextInArray('data_offsets')) r.fail('data_offsets is not [begin, end]');
+        end = r.int('an entry of data_offsets');
+        if (r.nextInArray('data_offsets')) r.fail('data_offsets has more than 2 entries');
+      } else r.fail(`unknown field ${JSON.stringify(decoded ?? r.buf.toString('utf8', r.lastStart, r.lastEnd))}`);
     } while (r.next());
   }
-  if (dtype === undefined) return r.fail('no dtype');
-  if (shape === undefined) return r.fail('no shape');
-  if (offsets === undefined || offsets.length !== 2) return r.fail('data_offsets is not [begin, end]');
-  return { name, dtype, shape, begin: offsets[0], end: offsets[1] };
+  if (dtype === -1) r.fail('no dtype');
+  if (shapeAt === -1) r.fail('no shape');
+  if (begin === -1) r.fail('data_offsets is not [begin, end]');
+  if (begin > end) r.fail('invalid data_offsets (begin after end)');
+  const size = t.dtypes.sizes[dtype];
+  const bytes = zero ? 0 : elements * size;
+  t.dtype[i] = dtype;
+  t.rank[i] = rank;
+  t.shapeAt[i] = shapeAt;
+  t.begin[i] = begin;
+  t.end[i] = end;
+  if (bytes !== end - begin) {
+    // Exact, in BigInt: the product of dimensions can overflow 2^64.
+    const shape = t.shapeOf(i);
+    const expected = shape.reduce((a, d) => a * BigInt(d), BigInt(size));
+    r.fail(`shape [${shape.join(',')}] of ${expected} bytes but spans ${end - begin} bytes`);
+  }
 }
 
-function metadataObject(r: Reader, locateKey: string | undefined, out: RawHeader): Record<string, string> {
-  r.context = '__metadata__';
-  const meta: Record<string, string> = {};
-  const keys = new Set<string>();
-  if (r.open('__metadata__')) return meta;
+function metadataObject(r: Reader, t: HeaderTable): void {
+  r.in('metadata');
+  t.hasMetadata = true;
+  if (r.open('__metadata__')) return;
   do {
-    r.context = '__metadata__';
-    const k = r.str('a key', HEADER_LIMITS.keyBytes);
-    if (keys.has(k)) r.fail(`duplicate key ${JSON.stringify(k)}`);
-    keys.add(k);
-    if (keys.size > HEADER_LIMITS.metadataEntries) r.fail(`more than ${HEADER_LIMITS.metadataEntries} entries`);
+    r.in('metadata');
+    r.span('a key', HEADER_LIMITS.keyBytes);
+    const at = r.spanAt;
+    const end = r.spanEnd;
+    const j = t.metaCount;
+    if (j >= HEADER_LIMITS.metadataEntries) r.fail(`more than ${HEADER_LIMITS.metadataEntries} entries`);
+    if (t.keys.add(at, end) >= 0) r.fail(`duplicate key ${JSON.stringify(t.strings.text(at, end))}`);
     r.expect(0x3a, ': after a key');
-    r.context = `the __metadata__ value of ${JSON.stringify(k)}`;
+    r.in('value', j);
     if (r.peek() !== QUOTE) r.fail('not a string');
-    const v = r.str('a value', Infinity);
-    if (k === locateKey) out.located = { at: r.lastStart, length: r.lastEnd - r.lastStart };
-    // Plain assignment is fast; `__proto__` would set the prototype instead, so it is defined as an own property.
-    if (k === '__proto__')
-      Object.defineProperty(meta, k, { value: v, enumerable: true, writable: true, configurable: true });
-    else meta[k] = v;
+    r.scan('a value', Infinity);
+    t.addValue(r.lastStart, r.lastEnd, r.lastEscaped);
   } while (r.next());
-  return meta;
 }
 
 /**
- * Parses the JSON text of a header (`json`, UTF-8 bytes: the file's bytes 8 to 8 + N). `locateKey`: a metadata key
- * whose value's position to report. Throws HeaderSyntaxError.
+ * Reads the JSON text of a header (`json`, UTF-8 bytes: the file's bytes 8 to 8 + N) into a HeaderTable, checking
+ * its grammar, each tensor's dtype (one of `dtypes`) and that its shape matches its byte span, and that names and
+ * keys are unique. Throws HeaderSyntaxError.
  */
-export function parseHeaderJson(json: Uint8Array, locateKey?: string): RawHeader {
+export function parseHeaderJson(json: Uint8Array, dtypes: HeaderDtypes): HeaderTable {
   if (!isUtf8(json)) throw new HeaderSyntaxError('header is not valid UTF-8');
-  const r = new Reader(Buffer.from(json.buffer, json.byteOffset, json.byteLength));
-  const out: RawHeader = { tensors: [], metadata: null };
-  const names = new Set<string>();
+  const buf = Buffer.from(json.buffer, json.byteOffset, json.byteLength);
+  const strings = new Strings(buf);
+  const t = new HeaderTable(strings, dtypes);
+  const r = new Reader(buf, t);
+  const dtypeBytes = dtypes.names.map((d) => Buffer.from(d, 'latin1'));
   let sawMetadata = false;
   if (!r.open('the header')) {
     do {
-      r.context = 'the header';
-      const key = r.str('a tensor name', HEADER_LIMITS.keyBytes);
+      r.in('header');
+      r.span('a tensor name', HEADER_LIMITS.keyBytes);
+      const at = r.spanAt;
+      const end = r.spanEnd;
       r.expect(0x3a, ': after a tensor name');
-      if (key === '__metadata__') {
+      if (strings.equalBytes(at, end, METADATA_KEY)) {
         if (sawMetadata) r.fail('duplicate key "__metadata__"');
         sawMetadata = true;
         const c = r.peek();
         if (c === 0x6e /* n */ && r.buf.toString('latin1', r.i, r.i + 4) === 'null') r.i += 4;
-        else if (c === 0x7b) out.metadata = metadataObject(r, locateKey, out);
+        else if (c === 0x7b) metadataObject(r, t);
         else r.fail('__metadata__ is not an object of strings (nor null)');
       } else {
-        if (names.has(key)) r.fail(`duplicate key ${JSON.stringify(key)}`);
-        names.add(key);
-        if (names.size > HEADER_LIMITS.tensors) r.fail(`more than ${HEADER_LIMITS.tensors} tensors`);
-        out.tensors.push(tensorEntry(r, key));
+        const i = t.tensorCount;
+        if (i >= HEADER_LIMITS.tensors) r.fail(`more than ${HEADER_LIMITS.tensors} tensors`);
+        if (t.names.add(at, end) >= 0) r.fail(`duplicate key ${JSON.stringify(strings.text(at, end))}`);
+        t.addTensor();
+        tensorEntry(r, t, i, dtypeBytes);
       }
-      r.context = 'the header';
+      r.in('header');
     } while (r.next());
   }
   if (r.i < r.buf.length && !Number.isNaN(r.peek()))
     r.fail('unexpected data after the header object (only spaces may pad it)');
-  return out;
+  t.seal();
+  return t;
 }
 
 /** The deepest nesting accepted in JSON stored in metadata (a model topology: real ones nest a few dozen levels). */

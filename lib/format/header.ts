@@ -17,6 +17,9 @@
  */
 import { CheckpointError, ErrorCode } from '../errors';
 import { HeaderSyntaxError, parseHeaderJson } from './header-json';
+import { type HeaderDtypes, type HeaderTable, TableHeader, setOwn } from './header-table';
+
+export { setOwn };
 
 /** tfjs dtypes that are stored, with their safetensors names and element sizes. */
 export const DTYPES = {
@@ -112,14 +115,26 @@ export interface HeaderInput {
  * Returns the indices of `items` in that order.
  */
 export function canonicalOrder(items: readonly { name: string; dtype: SafetensorsDType }[]): number[] {
-  const order = items.map((_, i) => i);
-  order.sort((a, b) => {
-    const d = ST_DTYPES[items[b].dtype].size - ST_DTYPES[items[a].dtype].size;
+  return canonicalIndices(
+    items.map((t) => t.name),
+    items.map((t) => ST_DTYPES[t.dtype].size),
+  );
+}
+
+/** canonicalOrder over columns: `names[i]` and `sizes[i]` (element size) of item i. */
+function canonicalIndices(names: readonly string[], sizes: ArrayLike<number>): number[] {
+  const order = names.map((_, i) => i);
+  const before = (a: number, b: number): number => {
+    const d = sizes[b] - sizes[a];
     if (d !== 0) return d;
-    const na = items[a].name;
-    const nb = items[b].name;
+    const na = names[a];
+    const nb = names[b];
     return na < nb ? -1 : na > nb ? 1 : 0;
-  });
+  };
+  // A file this library wrote is already in that order: a linear check spares the sort.
+  let sorted = true;
+  for (let i = 1; i < order.length && sorted; i++) sorted = before(i - 1, i) < 0;
+  if (!sorted) order.sort(before);
   return order;
 }
 
@@ -158,32 +173,28 @@ export function buildHeader(inputs: readonly HeaderInput[], metadata: Readonly<R
   return { bytes, entries, order, dataLength: offset };
 }
 
-/** The parsed, validated header of a file. */
+/**
+ * The parsed, validated header of a file. Its tensor entries and metadata are built from the compact HeaderTable
+ * (header-json.ts) when first read, so that a check that only needs counts, offsets and CRCs (and every refusal)
+ * never builds one object per entry.
+ */
 export interface ParsedHeader {
   /** 8 + N: where the data section starts. */
-  dataStart: number;
-  dataLength: number;
+  readonly dataStart: number;
+  readonly dataLength: number;
   /** Tensors in file order. */
-  entries: TensorEntry[];
+  readonly entries: TensorEntry[];
   /** All of `__metadata__`, including this library's keys. */
-  rawMetadata: Record<string, string>;
+  readonly rawMetadata: Record<string, string>;
   /** `__metadata__` without this library's keys. */
-  metadata: Record<string, string>;
+  readonly metadata: Record<string, string>;
   /** Whether the file carries this library's checksums (else it is a foreign safetensors file). */
-  checksummed: boolean;
+  readonly checksummed: boolean;
   /** The stored header CRC (found by its key), when checksummed. */
-  headerCrc?: number;
+  readonly headerCrc?: number;
   /** Each entry's stored CRC (file order, matched by name through the canonical order), when checksummed. */
-  tensorCrcs?: number[];
-  formatVersion?: string;
-}
-
-/**
- * Sets `key` as an own enumerable property of a plain record, even when it is `__proto__`: plain assignment would set
- * the prototype instead and silently drop a tensor or metadata entry of that name.
- */
-export function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
-  Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
+  readonly tensorCrcs?: number[];
+  readonly formatVersion?: string;
 }
 
 function corrupt(path: string, what: string): CheckpointError {
@@ -293,76 +304,81 @@ function rebuildHeader(parsed: ParsedHeader): Uint8Array {
   return bytes;
 }
 
+/** The dtypes the header reader accepts, with their element sizes (see header-json.ts). */
+const READER_DTYPES: HeaderDtypes = {
+  names: Object.keys(ST_DTYPES),
+  sizes: Object.values(ST_DTYPES).map((d) => d.size),
+};
+
+/** Parses a comma-separated list of 8-digit lowercase hex CRCs, or undefined if it is not exactly `count` of them. */
+function parseCrcList(list: string, count: number): number[] | undefined {
+  if (list === '' ? count !== 0 : list.length !== 9 * count - 1) return undefined;
+  const out = new Array<number>(count);
+  for (let k = 0; k < count; k++) {
+    let v = 0;
+    for (let d = 9 * k; d < 9 * k + 8; d++) {
+      const c = list.charCodeAt(d);
+      const h = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1;
+      if (h < 0) return undefined;
+      v = v * 16 + h;
+    }
+    if (k + 1 < count && list.charCodeAt(9 * k + 8) !== 0x2c) return undefined;
+    out[k] = v;
+  }
+  return out;
+}
+
 /**
  * Parses and validates a header. `head` is the file's first 8 + N bytes (N from readHeaderLength), `fileSize` the
- * file's size. Enforces every rule of the safetensors reference reader, then this library's metadata rules (the
- * checksums are found by key, and matched to tensors by name). Throws CORRUPT. Does not check CRCs (readHeader does).
+ * file's size. Enforces every rule of the safetensors reference reader (the grammar, dtypes and each tensor's size are
+ * checked while reading, see header-json.ts), then this library's metadata rules (the checksums are found by key, and
+ * matched to tensors by name). Throws CORRUPT. Does not check CRCs (readHeader does).
  */
 export function parseHeader(head: Uint8Array, fileSize: number, path: string): ParsedHeader {
   const dataStart = head.length;
-  let raw;
+  let t: HeaderTable;
   try {
-    raw = parseHeaderJson(head.subarray(8), META_HEADER_CRC);
+    t = parseHeaderJson(head.subarray(8), READER_DTYPES);
   } catch (e) {
     if (e instanceof HeaderSyntaxError) throw corrupt(path, e.message);
     throw e;
   }
-  const rawMetadata: Record<string, string> = raw.metadata ?? {};
-  for (const t of raw.tensors) {
-    const where = () => `tensor ${JSON.stringify(t.name)}`;
-    if (!isSafetensorsDType(t.dtype)) throw corrupt(path, `${where()} has unknown dtype ${JSON.stringify(t.dtype)}`);
-    if (t.begin > t.end) throw corrupt(path, `${where()} has invalid data_offsets (begin after end)`);
-    // In doubles while exact (below 2^53), else in BigInt: the product of dimensions can overflow 2^64.
-    let elements = ST_DTYPES[t.dtype].size;
-    for (const d of t.shape) elements *= d;
-    let expected: number | bigint = elements;
-    if (!Number.isSafeInteger(elements)) {
-      expected = BigInt(ST_DTYPES[t.dtype].size);
-      for (const d of t.shape) expected *= BigInt(d);
-    }
-    if (expected !== t.end - t.begin) {
-      throw corrupt(
-        path,
-        `${where()} has shape [${t.shape.join(',')}] of ${expected} bytes but spans ${t.end - t.begin} bytes`,
-      );
-    }
+  // File order: by offsets (a permutation, so that nothing is copied but indices).
+  const n = t.tensorCount;
+  const order = new Uint32Array(n);
+  let inOrder = true;
+  for (let i = 0; i < n; i++) {
+    order[i] = i;
+    if (i > 0 && (t.begin[i] < t.begin[i - 1] || (t.begin[i] === t.begin[i - 1] && t.end[i] < t.end[i - 1])))
+      inOrder = false;
   }
-  // Validated above: every dtype is a SafetensorsDType (the entries are used as they are, not copied).
-  const entries = raw.tensors as TensorEntry[];
-  entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  if (!inOrder) order.sort((a, b) => t.begin[a] - t.begin[b] || t.end[a] - t.end[b]);
   let expectedBegin = 0;
-  for (const e of entries) {
-    if (e.begin !== expectedBegin) {
+  for (let k = 0; k < n; k++) {
+    const i = order[k];
+    if (t.begin[i] !== expectedBegin) {
       throw corrupt(
         path,
-        e.begin < expectedBegin
-          ? `tensor ${JSON.stringify(e.name)} overlaps the previous tensor`
-          : `gap in the data section before tensor ${JSON.stringify(e.name)}`,
+        t.begin[i] < expectedBegin
+          ? `tensor ${JSON.stringify(t.name(i))} overlaps the previous tensor`
+          : `gap in the data section before tensor ${JSON.stringify(t.name(i))}`,
       );
     }
-    expectedBegin = e.end;
+    expectedBegin = t.end[i];
   }
   const dataLength = expectedBegin;
   if (dataStart + dataLength !== fileSize) {
     throw corrupt(path, `file is ${fileSize} bytes but its header describes ${dataStart + dataLength}`);
   }
-
-  const metadata: Record<string, string> = {};
-  let ours = false;
-  for (const k of Object.keys(rawMetadata)) {
-    if (k.startsWith(META_PREFIX)) ours = true;
-    else if (k === '__proto__') setOwn(metadata, k, rawMetadata[k]);
-    else metadata[k] = rawMetadata[k];
-  }
-  const result: ParsedHeader = { dataStart, dataLength, entries, rawMetadata, metadata, checksummed: false };
-  if (ours) {
-    const headerHex = rawMetadata[META_HEADER_CRC];
-    const list = rawMetadata[META_TENSOR_CRCS];
-    const version = rawMetadata[META_FORMAT_VERSION];
-    if (typeof headerHex !== 'string' || !/^[0-9a-f]{8}$/.test(headerHex)) {
+  const result = new TableHeader(t, order, dataStart, dataLength, META_PREFIX);
+  if (result.hasOurKeys()) {
+    const headerHex = result.value(META_HEADER_CRC);
+    const list = result.value(META_TENSOR_CRCS);
+    const version = result.value(META_FORMAT_VERSION);
+    if (headerHex === undefined || !/^[0-9a-f]{8}$/.test(headerHex)) {
       throw corrupt(path, 'the header checksum field is damaged');
     }
-    if (typeof list !== 'string' || typeof version !== 'string') throw corrupt(path, 'checksum metadata is missing');
+    if (list === undefined || version === undefined) throw corrupt(path, 'checksum metadata is missing');
     if (version !== FORMAT_VERSION) {
       throw new CheckpointError(
         ErrorCode.CORRUPT,
@@ -370,14 +386,15 @@ export function parseHeader(head: Uint8Array, fileSize: number, path: string): P
         { path },
       );
     }
-    const crcs = list === '' ? [] : list.split(',');
-    if (crcs.length !== entries.length || !crcs.every((c) => /^[0-9a-f]{8}$/.test(c))) {
-      throw corrupt(path, `${META_TENSOR_CRCS} does not list one CRC per tensor`);
-    }
+    const crcs = parseCrcList(list, n);
+    if (!crcs) throw corrupt(path, `${META_TENSOR_CRCS} does not list one CRC per tensor`);
     // The list is in canonical order (computed from names and dtypes): tensor canonical[k] has CRC k.
-    const canonical = canonicalOrder(entries);
-    const tensorCrcs = new Array<number>(entries.length);
-    canonical.forEach((entry, k) => (tensorCrcs[entry] = parseInt(crcs[k], 16)));
+    const canonical = canonicalIndices(
+      result.names,
+      Array.from({ length: n }, (_, k) => result.sizeAt(k)),
+    );
+    const tensorCrcs = new Array<number>(n);
+    for (let k = 0; k < n; k++) tensorCrcs[canonical[k]] = crcs[k];
     result.checksummed = true;
     result.headerCrc = parseInt(headerHex, 16);
     result.tensorCrcs = tensorCrcs;

@@ -13,6 +13,9 @@
  * - the directory fsync after the rename failing: a coded error with `committed: true`, the new file in place (the
  *   manager records it as its best, in memory and in the index, and keeps the previous one);
  * - short writes and EINTR: the library loops or retries, the save succeeds and the file verifies;
+ * - a write returning 0 bytes without an errno: retried while fewer than ZERO_WRITE_ATTEMPTS come in a row (the
+ *   save succeeds); that many in a row fail as above, but with ERR_CHECKPOINT_WRITE_STALLED and no errno (none is
+ *   invented);
  * - in every case the next save, once the fault is cleared, works in the same process (and the same manager).
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -114,8 +117,8 @@ function expectCoded(error: ReportedError | null, c: FaultCase): void {
   expect(error).not.toBeNull();
   expect({ name: error!.name, code: error!.code, errno: error!.errno, syscall: error!.syscall }).toEqual({
     name: 'CheckpointError',
-    code: c.action,
-    errno: os.constants.errno[c.action as keyof typeof os.constants.errno],
+    code: c.code ?? c.action,
+    errno: c.code ? undefined : os.constants.errno[c.action as keyof typeof os.constants.errno],
     syscall: c.syscall,
   });
 }

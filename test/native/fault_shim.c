@@ -10,13 +10,14 @@
 //   close (close, syscall(SYS_close)), fallocate (fallocate, fallocate64, posix_fallocate, posix_fallocate64);
 // - needle: matches a path that ends with it; a leading '*' matches a path that contains the rest anywhere. The path
 //   of an fd is read from /proc/self/fd; a rename matches on either name;
-// - action: a positive errno to fail with, or "short" (write at most half of the bytes asked for, at least 1: the
-//   call succeeds, the caller must loop);
+// - action: a positive errno to fail with, "short" (write at most half of the bytes asked for, at least 1: the
+//   call succeeds, the caller must loop), or "zero" (write family only: the call returns 0 without writing or
+//   setting errno, a write that makes no progress);
 // - skip: matching calls to let through first; count: injections before matching calls pass again.
 // A change of the line's text resets the counters. No file, an empty one or a malformed line: every call passes.
 //
 // Evidence: FAULT_SHIM_LOG names a file that gets one line per matching call, written with O_APPEND before the call
-// returns: "<function> <path> inject <errno>|short|pass". The test reads it to prove each injection fired, and how
+// returns: "<function> <path> inject <errno>|short|zero|pass". The test reads it to prove each injection fired, and how
 // often a call was made (e.g. that a failed fsync is never retried).
 //
 // Threading: calls come from any thread (libuv's pool, the addon's workers). The counters and the log are guarded by
@@ -46,6 +47,7 @@ struct decision {
   int inject;  // 0: pass
   int err;     // errno when inject and not short
   int is_short;
+  int is_zero;  // a write returns 0 (no progress, no errno)
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -138,7 +140,7 @@ static void log_line(const char* function, const char* path, const char* outcome
 
 // Decides the fate of a call of `family` (by `function`) on path a (and b, for renames). Preserves errno.
 static struct decision decide(int family, const char* function, const char* a, const char* b) {
-  struct decision d = {0, 0, 0};
+  struct decision d = {0, 0, 0, 0};
   const int saved = errno;
   char spec[kSpecMax];
   if (read_control(spec, sizeof spec) == 0) {
@@ -159,7 +161,8 @@ static struct decision decide(int family, const char* function, const char* a, c
   }
   int err = 0;
   int is_short = strcmp(action, "short") == 0;
-  if (!is_short) {
+  int is_zero = strcmp(action, "zero") == 0 && family == F_WRITE;
+  if (!is_short && !is_zero) {
     err = atoi(action);
     if (err <= 0) {
       errno = saved;
@@ -178,12 +181,15 @@ static struct decision decide(int family, const char* function, const char* a, c
     d.inject = 1;
     d.err = err;
     d.is_short = is_short;
+    d.is_zero = is_zero;
   }
   char outcome[32];
   if (!d.inject)
     snprintf(outcome, sizeof outcome, "pass");
   else if (d.is_short)
     snprintf(outcome, sizeof outcome, "short");
+  else if (d.is_zero)
+    snprintf(outcome, sizeof outcome, "zero");
   else
     snprintf(outcome, sizeof outcome, "inject %d", d.err);
   log_line(function, path, outcome);
@@ -311,6 +317,7 @@ ssize_t write(int fd, const void* buf, size_t n) {
   // stdio and pipes are never checkpoint files: skip the /proc lookup for them.
   if (fd <= 2) return real_write(fd, buf, n);
   const struct decision d = decide_fd(F_WRITE, "write", fd);
+  if (d.inject && d.is_zero) return 0;
   if (d.inject && !d.is_short) FAIL_WITH(d);
   return real_write(fd, buf, d.is_short ? shorter(n) : n);
 }
@@ -319,6 +326,7 @@ ssize_t write(int fd, const void* buf, size_t n) {
   ssize_t name(int fd, const void* buf, size_t n, off_type offset) {  \
     REAL(name);                                                       \
     const struct decision d = decide_fd(F_WRITE, #name, fd);          \
+    if (d.inject && d.is_zero) return 0;                              \
     if (d.inject && !d.is_short) FAIL_WITH(d);                        \
     return real_##name(fd, buf, d.is_short ? shorter(n) : n, offset); \
   }
@@ -338,6 +346,7 @@ ssize_t writev(int fd, const struct iovec* iov, int iovcnt) {
   REAL(writev);
   if (fd <= 2) return real_writev(fd, iov, iovcnt);
   const struct decision d = decide_fd(F_WRITE, "writev", fd);
+  if (d.inject && d.is_zero) return 0;
   if (d.inject && !d.is_short) FAIL_WITH(d);
   if (!d.is_short) return real_writev(fd, iov, iovcnt);
   struct iovec one;
@@ -348,6 +357,7 @@ ssize_t writev(int fd, const struct iovec* iov, int iovcnt) {
   ssize_t name(int fd, const struct iovec* iov, int iovcnt, off_type offset) { \
     REAL(name);                                                                \
     const struct decision d = decide_fd(F_WRITE, #name, fd);                   \
+    if (d.inject && d.is_zero) return 0;                                       \
     if (d.inject && !d.is_short) FAIL_WITH(d);                                 \
     if (!d.is_short) return real_##name(fd, iov, iovcnt, offset);              \
     struct iovec one;                                                          \
@@ -361,6 +371,7 @@ PWRITEV(pwritev64, off64_t)
   ssize_t name(int fd, const struct iovec* iov, int iovcnt, off_type offset, int flags) { \
     REAL(name);                                                                           \
     const struct decision d = decide_fd(F_WRITE, #name, fd);                              \
+    if (d.inject && d.is_zero) return 0;                                                  \
     if (d.inject && !d.is_short) FAIL_WITH(d);                                            \
     if (!d.is_short) return real_##name(fd, iov, iovcnt, offset, flags);                  \
     struct iovec one;                                                                     \

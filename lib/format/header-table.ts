@@ -1,0 +1,337 @@
+/**
+ * The compact form of a parsed safetensors header (see header-json.ts, which fills it): typed-array columns of byte
+ * spans into the header's bytes and of numbers, instead of one JavaScript object and string per entry; and
+ * TableHeader, the ParsedHeader that materializes names, entries and metadata from it when first asked for.
+ */
+import type { ParsedHeader, SafetensorsDType, TensorEntry } from './header';
+
+/** What the reader needs to know about dtypes: their names, and each one's element size in bytes. */
+export interface HeaderDtypes {
+  names: readonly string[];
+  sizes: readonly number[];
+}
+
+/** A copy of `a` with room for at least `need` elements (twice its length, or more when needed). */
+function grown<T extends Int32Array | Uint32Array | Uint16Array | Uint8Array | Float64Array>(a: T, need: number): T {
+  if (need <= a.length) return a;
+  const b = new (a.constructor as new (n: number) => T)(Math.max(need, a.length * 2, 64));
+  b.set(a);
+  return b;
+}
+
+/**
+ * A set of strings (tensor names, or metadata keys) as byte spans: in the header when written without escapes, else
+ * decoded (as UTF-8) into the shared `decoded` buffer. A span is (at, end) with at >= 0 in the header, and ~at (< 0)
+ * in `decoded`. Duplicates are found by an open-addressing hash table of entry indices over the decoded bytes.
+ */
+class SpanSet {
+  count = 0;
+  at = new Int32Array(64);
+  end = new Int32Array(64);
+  private hashes = new Uint32Array(64);
+  private slots = new Int32Array(128); // entry index + 1, 0 when empty; at most half full
+  constructor(private readonly strings: Strings) {}
+
+  /** Adds the span; returns the index of an equal one already present, or -1 (then it was added). */
+  add(at: number, end: number): number {
+    const s = this.strings;
+    const h = s.hash(at, end);
+    const mask = this.slots.length - 1;
+    for (let k = h & mask; ; k = (k + 1) & mask) {
+      const e = this.slots[k];
+      if (e === 0) break;
+      if (this.hashes[e - 1] === h && s.equal(this.at[e - 1], this.end[e - 1], at, end)) return e - 1;
+    }
+    const i = this.count++;
+    this.at = grown(this.at, this.count);
+    this.end = grown(this.end, this.count);
+    this.hashes = grown(this.hashes, this.count);
+    this.at[i] = at;
+    this.end[i] = end;
+    this.hashes[i] = h;
+    if (this.count * 2 > this.slots.length) this.rehash();
+    else this.insert(i);
+    return -1;
+  }
+
+  private insert(i: number): void {
+    const mask = this.slots.length - 1;
+    let k = this.hashes[i] & mask;
+    while (this.slots[k] !== 0) k = (k + 1) & mask;
+    this.slots[k] = i + 1;
+  }
+
+  private rehash(): void {
+    this.slots = new Int32Array(this.slots.length * 2);
+    for (let i = 0; i < this.count; i++) this.insert(i);
+  }
+
+  /** Index of the entry equal to `bytes` (a plain buffer), or -1. */
+  find(bytes: Buffer): number {
+    for (let i = 0; i < this.count; i++) {
+      if (this.strings.equalBytes(this.at[i], this.end[i], bytes)) return i;
+    }
+    return -1;
+  }
+
+  /** Drops the hash table once reading is done: lookups after that go through header.ts's materialized objects. */
+  seal(): void {
+    this.slots = new Int32Array(0);
+    this.hashes = new Uint32Array(0);
+    this.at = this.at.slice(0, this.count);
+    this.end = this.end.slice(0, this.count);
+  }
+}
+
+/** The header's bytes plus the decoded bytes of strings written with escapes; spans as in SpanSet. */
+export class Strings {
+  decoded = Buffer.alloc(0);
+  decodedLength = 0;
+  constructor(readonly json: Buffer) {}
+
+  private buf(at: number): Buffer {
+    return at >= 0 ? this.json : this.decoded;
+  }
+
+  /** The string of a span. */
+  text(at: number, end: number): string {
+    return at >= 0 ? this.json.toString('utf8', at, end) : this.decoded.toString('utf8', ~at, end);
+  }
+
+  /** Stores `s` (decoded) and returns its span start (negative: in `decoded`); the span ends at `decodedLength`. */
+  store(s: string): number {
+    const n = Buffer.byteLength(s);
+    if (this.decodedLength + n > this.decoded.length) {
+      const b = Buffer.alloc(Math.max(this.decodedLength + n, this.decoded.length * 2, 256));
+      this.decoded.copy(b, 0, 0, this.decodedLength);
+      this.decoded = b;
+    }
+    const at = this.decodedLength;
+    this.decoded.write(s, at, 'utf8');
+    this.decodedLength += n;
+    return ~at;
+  }
+
+  hash(at: number, end: number): number {
+    const b = this.buf(at);
+    let h = 0x811c9dc5;
+    for (let k = at >= 0 ? at : ~at; k < end; k++) h = Math.imul(h ^ b[k], 0x01000193);
+    return h >>> 0;
+  }
+
+  equal(a: number, aEnd: number, b: number, bEnd: number): boolean {
+    const as = a >= 0 ? a : ~a;
+    const bs = b >= 0 ? b : ~b;
+    if (aEnd - as !== bEnd - bs) return false;
+    return this.buf(a).compare(this.buf(b), bs, bEnd, as, aEnd) === 0;
+  }
+
+  equalBytes(at: number, end: number, bytes: Buffer): boolean {
+    const s = at >= 0 ? at : ~at;
+    return end - s === bytes.length && bytes.compare(this.buf(at), s, end) === 0;
+  }
+}
+
+/**
+ * A parsed header, as columns (index i: the i-th tensor, or metadata entry, as written). Tensor i: its name is the
+ * span (names.at[i], names.end[i]) of `strings`, its dtype `dtypes.names[dtype[i]]`, its data [begin[i], end[i]),
+ * its shape the `rank[i]` integers of the JSON array at byte shapeAt[i] of the header (see shapeOf). Metadata entry j:
+ * the key span (keys.at[j], keys.end[j]), the value written at bytes [valueAt[j], valueEnd[j]) of the header (without
+ * its quotes), with escapes when valueEscaped[j] (see valueOf).
+ */
+export class HeaderTable {
+  tensorCount = 0;
+  /** Dimensions of all shapes read so far (bounded by HEADER_LIMITS.dimensions). */
+  dimensions = 0;
+  dtype = new Uint8Array(64);
+  rank = new Uint16Array(64);
+  shapeAt = new Int32Array(64);
+  begin = new Float64Array(64);
+  end = new Float64Array(64);
+  readonly names: SpanSet;
+  /** Whether `__metadata__` is present as an object (false when absent or `null`). */
+  hasMetadata = false;
+  metaCount = 0;
+  readonly keys: SpanSet;
+  valueAt = new Int32Array(64);
+  valueEnd = new Int32Array(64);
+  valueEscaped = new Uint8Array(64);
+
+  constructor(
+    readonly strings: Strings,
+    readonly dtypes: HeaderDtypes,
+  ) {
+    this.names = new SpanSet(strings);
+    this.keys = new SpanSet(strings);
+  }
+
+  /** Makes room for one more tensor (its columns are then set by the reader). */
+  addTensor(): void {
+    const n = ++this.tensorCount;
+    this.dtype = grown(this.dtype, n);
+    this.rank = grown(this.rank, n);
+    this.shapeAt = grown(this.shapeAt, n);
+    this.begin = grown(this.begin, n);
+    this.end = grown(this.end, n);
+  }
+
+  /** Records the value of the metadata entry whose key was added last. */
+  addValue(at: number, end: number, escaped: boolean): void {
+    const j = this.metaCount++;
+    this.valueAt = grown(this.valueAt, j + 1);
+    this.valueEnd = grown(this.valueEnd, j + 1);
+    this.valueEscaped = grown(this.valueEscaped, j + 1);
+    this.valueAt[j] = at;
+    this.valueEnd[j] = end;
+    this.valueEscaped[j] = escaped ? 1 : 0;
+  }
+
+  name(i: number): string {
+    return this.strings.text(this.names.at[i], this.names.end[i]);
+  }
+
+  key(j: number): string {
+    return this.strings.text(this.keys.at[j], this.keys.end[j]);
+  }
+
+  /** The decoded value of metadata entry j (validated while reading: decoding cannot fail). */
+  valueOf(j: number): string {
+    const json = this.strings.json;
+    if (!this.valueEscaped[j]) return json.toString('utf8', this.valueAt[j], this.valueEnd[j]);
+    return JSON.parse(json.toString('utf8', this.valueAt[j] - 1, this.valueEnd[j] + 1)) as string;
+  }
+
+  /** The index of the metadata entry whose key is `key`, or -1 (a linear search: for a few known keys). */
+  findKey(key: string): number {
+    return this.keys.find(Buffer.from(key));
+  }
+
+  /** Tensor i's shape, read again from the header (validated while reading). */
+  shapeOf(i: number): number[] {
+    const b = this.strings.json;
+    const out = new Array<number>(this.rank[i]);
+    let k = this.shapeAt[i] + 1;
+    for (let d = 0; d < out.length; d++) {
+      while (b[k] < 0x30 || b[k] > 0x39) k++;
+      let v = 0;
+      while (b[k] >= 0x30 && b[k] <= 0x39) v = v * 10 + (b[k++] - 0x30);
+      out[d] = v;
+    }
+    return out;
+  }
+
+  /** Releases what only reading needed (the hash tables, spare capacity). */
+  seal(): void {
+    this.names.seal();
+    this.keys.seal();
+    const n = this.tensorCount;
+    this.dtype = this.dtype.slice(0, n);
+    this.rank = this.rank.slice(0, n);
+    this.shapeAt = this.shapeAt.slice(0, n);
+    this.begin = this.begin.slice(0, n);
+    this.end = this.end.slice(0, n);
+    const m = this.metaCount;
+    this.valueAt = this.valueAt.slice(0, m);
+    this.valueEnd = this.valueEnd.slice(0, m);
+    this.valueEscaped = this.valueEscaped.slice(0, m);
+  }
+}
+
+/**
+ * A ParsedHeader over a HeaderTable: `order[k]` is the table index of the k-th tensor in file order. Names, entries
+ * and metadata are materialized on first use (once), from the table.
+ */
+export class TableHeader implements ParsedHeader {
+  checksummed = false;
+  headerCrc?: number;
+  tensorCrcs?: number[];
+  formatVersion?: string;
+  private cached: { names?: string[]; entries?: TensorEntry[]; raw?: Record<string, string> } = {};
+  private user?: Record<string, string>;
+
+  constructor(
+    private readonly table: HeaderTable,
+    private readonly order: Uint32Array,
+    readonly dataStart: number,
+    readonly dataLength: number,
+    /** Keys with this prefix are the library's: left out of `metadata`. */
+    private readonly ourPrefix: string,
+  ) {}
+
+  /** Tensor names in file order. */
+  get names(): string[] {
+    if (!this.cached.names) this.cached.names = Array.from(this.order, (i) => this.table.name(i));
+    return this.cached.names;
+  }
+
+  get entries(): TensorEntry[] {
+    if (!this.cached.entries) {
+      const t = this.table;
+      const names = this.names;
+      const out = new Array<TensorEntry>(names.length);
+      for (let k = 0; k < out.length; k++) {
+        const i = this.order[k];
+        const dtype = t.dtypes.names[t.dtype[i]] as SafetensorsDType;
+        out[k] = { name: names[k], dtype, shape: t.shapeOf(i), begin: t.begin[i], end: t.end[i] };
+      }
+      this.cached.entries = out;
+    }
+    return this.cached.entries;
+  }
+
+  get rawMetadata(): Record<string, string> {
+    if (!this.cached.raw) this.cached.raw = this.metadataObject(true);
+    return this.cached.raw;
+  }
+
+  get metadata(): Record<string, string> {
+    if (!this.user) this.user = this.metadataObject(false);
+    return this.user;
+  }
+
+  /** Element size of the k-th tensor in file order. */
+  sizeAt(k: number): number {
+    return this.table.dtypes.sizes[this.table.dtype[this.order[k]]];
+  }
+
+  /** The value of a metadata key, or undefined. */
+  value(key: string): string | undefined {
+    const j = this.table.findKey(key);
+    return j < 0 ? undefined : this.table.valueOf(j);
+  }
+
+  /** Whether any metadata key is this library's. */
+  hasOurKeys(): boolean {
+    const t = this.table;
+    const prefix = Buffer.from(this.ourPrefix);
+    const json = t.strings.json;
+    for (let j = 0; j < t.metaCount; j++) {
+      const at = t.keys.at[j];
+      const end = t.keys.end[j];
+      if (at >= 0) {
+        if (end - at >= prefix.length && prefix.compare(json, at, at + prefix.length) === 0) return true;
+      } else if (t.key(j).startsWith(this.ourPrefix)) return true;
+    }
+    return false;
+  }
+
+  private metadataObject(all: boolean): Record<string, string> {
+    const t = this.table;
+    const out: Record<string, string> = {};
+    for (let j = 0; j < t.metaCount; j++) {
+      const k = t.key(j);
+      if (!all && k.startsWith(this.ourPrefix)) continue;
+      if (k === '__proto__') setOwn(out, k, t.valueOf(j));
+      else out[k] = t.valueOf(j);
+    }
+    return out;
+  }
+}
+
+/**
+ * Sets `key` as an own enumerable property of a plain record, even when it is `__proto__`: plain assignment would set
+ * the prototype instead and silently drop a tensor or metadata entry of that name.
+ */
+export function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
+}
