@@ -25,7 +25,8 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CheckpointError, ErrorCode, fromNodeError, invalidArgument, isPlainObject } from '../errors';
+import { integerArg, isPlainObject } from '../args';
+import { CheckpointError, ErrorCode, fromNodeError, invalidArgument } from '../errors';
 import { FORMAT_VERSION, HeaderInput, readHeaderLength, setOwn } from '../format/header';
 import { getBackend } from '../backend/select';
 import { FOREIGN_TEMP_MAX_AGE_MS } from '../fs/tempfiles';
@@ -123,10 +124,7 @@ const SIZE_UNITS: Record<string, number> = {
  */
 export function parseShardSize(v: unknown, what: string): number {
   const expected = 'a positive integer of bytes or a size string such as "5GB" or "512MiB"';
-  if (typeof v === 'number') {
-    if (!Number.isSafeInteger(v) || v < 1) invalidArgument(what, expected, v);
-    return v;
-  }
+  if (typeof v === 'number') return integerArg(v, what, { min: 1, expected });
   if (typeof v !== 'string') invalidArgument(what, expected, v);
   const m = /^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*$/.exec(v);
   const unit = m ? SIZE_UNITS[m[2].toUpperCase()] : undefined;
@@ -137,9 +135,7 @@ export function parseShardSize(v: unknown, what: string): number {
 
 /** Validates a shard concurrency; default: the machine's core count. */
 export function parseConcurrency(v: unknown, what: string): number {
-  if (v === undefined) return os.availableParallelism();
-  if (!Number.isSafeInteger(v) || (v as number) < 1) invalidArgument(what, 'an integer >= 1', v);
-  return v as number;
+  return v === undefined ? os.availableParallelism() : integerArg(v, what, { min: 1 });
 }
 
 /**

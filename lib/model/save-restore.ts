@@ -24,7 +24,8 @@ import {
   parseTrainingMetadata,
   trainingMetadata,
 } from '../format/metadata';
-import { CheckpointError, ErrorCode, invalidArgument, isPlainObject } from '../errors';
+import { argKeys, readArgs, stringMapArg } from '../args';
+import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 import {
   OptimizerMismatch,
   applyOptimizerRestore,
@@ -155,39 +156,26 @@ export interface LoadModelArgs {
   verify?: boolean;
 }
 
-const CAPTURE_KEYS = [
-  'includeOptimizer',
-  'weightsOnly',
-  'metadata',
-  'epoch',
-  'step',
-  'metrics',
-  'monitor',
-  'createdAt',
-] as const;
-const SAVE_KEYS = [...CAPTURE_KEYS, 'durable', 'maxShardSize', 'shardConcurrency'] as const;
-const RESTORE_KEYS = ['strict', 'includeOptimizer', 'verify'] as const;
-const LOAD_KEYS = ['includeOptimizer', 'verify'] as const;
-
-export function checkOptions<K extends string>(
-  options: unknown,
-  known: readonly K[],
-  what: string,
-): Partial<Record<K, unknown>> {
-  if (options === undefined) return {};
-  if (!isPlainObject(options)) invalidArgument(what, 'an object', options);
-  for (const key of Object.keys(options)) {
-    if (!(known as readonly string[]).includes(key)) {
-      invalidArgument(`${what} key ${JSON.stringify(key)}`, `one of ${known.join(', ')}`, key);
-    }
-  }
-  return options as Partial<Record<K, unknown>>;
-}
-
-export function optionalBoolean(value: unknown, what: string): boolean | undefined {
-  if (value !== undefined && typeof value !== 'boolean') invalidArgument(what, 'a boolean', value);
-  return value as boolean | undefined;
-}
+const CAPTURE_KEYS = argKeys<CaptureCheckpointArgs>({
+  includeOptimizer: true,
+  weightsOnly: true,
+  metadata: true,
+  epoch: true,
+  step: true,
+  metrics: true,
+  monitor: true,
+  createdAt: true,
+});
+const SAVE_KEYS = [
+  ...CAPTURE_KEYS,
+  ...argKeys<Omit<SaveCheckpointArgs, keyof CaptureCheckpointArgs>>({
+    durable: true,
+    maxShardSize: true,
+    shardConcurrency: true,
+  }),
+];
+const RESTORE_KEYS = argKeys<RestoreCheckpointArgs>({ strict: true, includeOptimizer: true, verify: true });
+const LOAD_KEYS = argKeys<LoadModelArgs>({ includeOptimizer: true, verify: true });
 
 function checkModel(model: unknown): tf.LayersModel {
   if (!(model instanceof tf.LayersModel)) {
@@ -244,9 +232,8 @@ function trainingConfigOf(model: tf.LayersModel): unknown {
 
 function userMetadata(metadata: unknown, training: Record<string, string>): Record<string, string> {
   if (metadata === undefined) return {};
-  if (!isPlainObject(metadata)) invalidArgument('options.metadata', 'an object of strings', metadata);
-  for (const [k, v] of Object.entries(metadata)) {
-    if (typeof v !== 'string') invalidArgument(`options.metadata[${JSON.stringify(k)}]`, 'a string', v);
+  const user = stringMapArg(metadata, 'options.metadata');
+  for (const k of Object.keys(user)) {
     if (k.startsWith(MODEL_META_PREFIX)) {
       invalidArgument(`options.metadata key ${JSON.stringify(k)}`, `a key not starting with "${MODEL_META_PREFIX}"`, k);
     }
@@ -254,7 +241,7 @@ function userMetadata(metadata: unknown, training: Record<string, string>): Reco
       invalidArgument(`options.metadata key ${JSON.stringify(k)}`, `not also given as options.${k}`, k);
     }
   }
-  return metadata as Record<string, string>;
+  return user;
 }
 
 /**
@@ -268,10 +255,11 @@ export async function captureCheckpoint(
   args: CaptureCheckpointArgs = {},
 ): Promise<CapturedCheckpoint> {
   checkModel(model);
-  const opts = checkOptions(args, CAPTURE_KEYS, 'options');
-  const weightsOnly = optionalBoolean(opts.weightsOnly, 'options.weightsOnly') ?? false;
+  const a = readArgs(args, 'options', CAPTURE_KEYS);
+  const opts = a.values;
+  const weightsOnly = a.boolean('weightsOnly') ?? false;
   const hasOptimizer = model.optimizer != null;
-  let includeOptimizer = optionalBoolean(opts.includeOptimizer, 'options.includeOptimizer');
+  let includeOptimizer = a.boolean('includeOptimizer');
   if (includeOptimizer === true && !hasOptimizer) {
     invalidArgument(
       'options.includeOptimizer',
@@ -353,9 +341,9 @@ export async function saveCheckpoint(
 ): Promise<SaveCheckpointResult> {
   checkModel(model);
   const target = checkPath(path);
-  const opts = checkOptions(args, SAVE_KEYS, 'options');
-  const durable = optionalBoolean(opts.durable, 'options.durable') ?? true;
-  const { durable: _durable, maxShardSize, shardConcurrency, ...captureArgs } = opts;
+  const a = readArgs(args, 'options', SAVE_KEYS);
+  const durable = a.boolean('durable') ?? true;
+  const { durable: _durable, maxShardSize, shardConcurrency, ...captureArgs } = a.values;
   void _durable;
   const captured = await captureCheckpoint(model, captureArgs as CaptureCheckpointArgs);
   const sharding =
@@ -482,10 +470,10 @@ export async function restoreCheckpoint(
 ): Promise<RestoreCheckpointResult> {
   checkModel(model);
   const file = checkPath(path);
-  const opts = checkOptions(args, RESTORE_KEYS, 'options');
-  const strict = optionalBoolean(opts.strict, 'options.strict') ?? true;
-  const includeOptimizer = optionalBoolean(opts.includeOptimizer, 'options.includeOptimizer');
-  const verify = optionalBoolean(opts.verify, 'options.verify') ?? true;
+  const a = readArgs(args, 'options', RESTORE_KEYS);
+  const strict = a.boolean('strict') ?? true;
+  const includeOptimizer = a.boolean('includeOptimizer');
+  const verify = a.boolean('verify') ?? true;
   // F16/BF16/F64 become float32, I64/U8/... int32: the model weights' dtypes (see convertLoaded).
   const loaded = convertLoaded(await loadTensors(file, { verify }));
   return { ...(await restoreLoaded(model, loaded, file, strict, includeOptimizer)), verification: loaded.verification };
@@ -543,9 +531,9 @@ export function storedModelConfig(
  */
 export async function loadModel(path: string, args: LoadModelArgs = {}): Promise<tf.LayersModel> {
   const file = checkPath(path);
-  const opts = checkOptions(args, LOAD_KEYS, 'options');
-  const includeOptimizer = optionalBoolean(opts.includeOptimizer, 'options.includeOptimizer') ?? true;
-  const verify = optionalBoolean(opts.verify, 'options.verify') ?? true;
+  const a = readArgs(args, 'options', LOAD_KEYS);
+  const includeOptimizer = a.boolean('includeOptimizer') ?? true;
+  const verify = a.boolean('verify') ?? true;
   const loaded = convertLoaded(await loadTensors(file, { verify }));
   const { topology, trainingConfig } = storedModelConfig(loaded.metadata, file, 'loadModel');
   // Hand tfjs the weights too: with weights present it builds the layers without running their initializers. It

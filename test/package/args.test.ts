@@ -3,6 +3,7 @@
  * the two message styles every public entry point shares.
  */
 import {
+  argKeys,
   booleanArg,
   checkKnownKeys,
   enumArg,
@@ -10,6 +11,7 @@ import {
   integerArg,
   isPlainObject,
   listOf,
+  methodsArg,
   nearestKey,
   numberArg,
   plainObjectArg,
@@ -100,6 +102,10 @@ describe('typed fields', () => {
     expect(thrown(() => stringArg('', 'args.monitor', { nonEmpty: true })).message).toBe(
       'Expected args.monitor to be a non-empty string, got ""',
     );
+    expect(stringArg('http://h', 'e', { pattern: /^https?:/ })).toBe('http://h');
+    expect(thrown(() => stringArg('ftp://h', 'options.endpoint', { pattern: /^https?:/ })).message).toBe(
+      'Expected options.endpoint to be a string matching /^https?:/, got "ftp://h"',
+    );
     expect(thrown(() => stringArg(undefined, 'args.monitor', { expected: 'a metric name' })).message).toBe(
       'Expected args.monitor to be a metric name, got undefined',
     );
@@ -150,6 +156,9 @@ describe('typed fields', () => {
     const copy = stringMapArg(src, 'options.metadata');
     expect(copy).toEqual({ a: 'x' });
     expect(copy).not.toBe(src);
+    const proto = stringMapArg(JSON.parse('{"__proto__": "p"}'), 'm');
+    expect(Object.getPrototypeOf(proto)).toBe(Object.prototype);
+    expect(Object.keys(proto)).toEqual(['__proto__']);
     expect(thrown(() => stringMapArg({ a: 1 }, 'options.metadata')).message).toBe(
       'Expected options.metadata["a"] to be a string, got 1',
     );
@@ -164,6 +173,31 @@ describe('typed fields', () => {
     expect(thrown(() => functionArg('log', 'args.onSave', 'a function (saved, info) => void')).message).toBe(
       'Expected args.onSave to be a function (saved, info) => void, got "log"',
     );
+  });
+});
+
+describe('objects with methods', () => {
+  test('methodsArg takes any object having the methods and names the missing ones in the message', () => {
+    class Logger {
+      log(): void {}
+      warn(): void {}
+    }
+    const logger = new Logger();
+    expect(methodsArg(logger, 'args.logger', ['log', 'warn'])).toBe(logger);
+    expect(thrown(() => methodsArg({ log() {} }, 'args.logger', ['log', 'warn'])).message).toBe(
+      'Expected args.logger to be an object with log() and warn() methods, got an object',
+    );
+    expect(() => methodsArg(null, 'x', ['log'])).toThrow(CheckpointError);
+  });
+});
+
+describe('argKeys', () => {
+  test('lists the keys of an options type as given (the compiler checks they are all there)', () => {
+    interface Opts {
+      a?: number;
+      b: string;
+    }
+    expect(argKeys<Opts>({ a: true, b: true })).toEqual(['a', 'b']);
   });
 });
 
