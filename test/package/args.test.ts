@@ -2,6 +2,9 @@
  * lib/args.ts, the one argument-validation helper: plain objects, unknown keys with their hint, typed fields, and
  * the two message styles every public entry point shares.
  */
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
 import {
   argKeys,
   booleanArg,
@@ -19,7 +22,13 @@ import {
   stringArg,
   stringMapArg,
 } from '../../lib/args';
+import { backupAndRestore } from '../../lib/callbacks/backup-and-restore';
+import { modelCheckpoint } from '../../lib/callbacks/model-checkpoint';
 import { CheckpointError, ErrorCode, isPlainObject as isPlainObjectFromErrors } from '../../lib/errors';
+import { loadTensors, saveTensors, verifyCheckpoint } from '../../lib/io/tensors';
+import { safetensorsIO } from '../../lib/model/io-handler';
+import { loadModel, restoreCheckpoint, saveCheckpoint } from '../../lib/model/save-restore';
+import { configureS3 } from '../../lib/s3/client';
 
 function thrown(fn: () => unknown): CheckpointError {
   try {
@@ -247,5 +256,59 @@ describe('readArgs', () => {
     expect(
       thrown(() => readArgs({ save_best_only: true }, 'args', KEYS, { aliases: { save_best_only: 'x' } })).message,
     ).toContain('Unknown args key "save_best_only": use x;');
+  });
+});
+
+describe('every public entry point refuses an unknown option in the one style', () => {
+  const file = path.join(os.tmpdir(), 'tfjs-ckpt-never-written', 'x.safetensors');
+  const style = (key: string, near?: string) =>
+    expect.objectContaining({
+      code: ErrorCode.INVALID_ARGUMENT,
+      message: expect.stringMatching(
+        new RegExp(
+          `^Unknown (options|args) key "${key}"${near ? ` \\(did you mean ${near}\\?\\)` : ''}; expected one of `,
+        ),
+      ),
+    });
+
+  test('the file API: saveTensors, loadTensors, verifyCheckpoint', async () => {
+    await expect(saveTensors(file, {}, { durabel: true } as never)).rejects.toEqual(style('durabel', 'durable'));
+    await expect(loadTensors(file, { verfy: false } as never)).rejects.toEqual(style('verfy', 'verify'));
+    await expect(verifyCheckpoint(file, { group_bytes: 1 } as never)).rejects.toEqual(
+      style('group_bytes', 'groupBytes'),
+    );
+  });
+
+  test('the model API: saveCheckpoint, restoreCheckpoint, loadModel, safetensorsIO', async () => {
+    const model = tf.sequential({ layers: [tf.layers.dense({ units: 1, inputShape: [1] })] });
+    try {
+      await expect(saveCheckpoint(model, file, { weights_only: true } as never)).rejects.toEqual(
+        style('weights_only', 'weightsOnly'),
+      );
+      await expect(restoreCheckpoint(model, file, { strikt: true } as never)).rejects.toEqual(
+        style('strikt', 'strict'),
+      );
+      await expect(loadModel(file, { optimizer: true } as never)).rejects.toEqual(style('optimizer'));
+      expect(() => safetensorsIO(file, { durable: true, verify: true } as never)).toThrow(style('verify'));
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('configureS3, modelCheckpoint and backupAndRestore', () => {
+    expect(() => configureS3({ endpiont: 'http://x' } as never)).toThrow(style('endpiont', 'endpoint'));
+    expect(() => configureS3(undefined as never)).toThrow(/^Expected options to be an object, got undefined$/);
+    expect(() => configureS3({ partChecksums: 'yes' } as never)).toThrow(
+      'Expected options.partChecksums to be true, false or \'auto\', got "yes"',
+    );
+    expect(() => configureS3({ credentials: { accessKeyId: 'a' } } as never)).toThrow(
+      'Expected options.credentials.secretAccessKey to be a string, got undefined',
+    );
+    expect(() => modelCheckpoint({ filepath: 'd/m.safetensors', savebestonly: true } as never)).toThrow(
+      style('savebestonly', 'saveBestOnly'),
+    );
+    expect(() => backupAndRestore({ backup_dir: 'd' } as never)).toThrow(
+      /^Unknown args key "backup_dir": use directory; expected one of directory, /,
+    );
   });
 });
