@@ -23,7 +23,7 @@ import { convertLoaded } from '../format/dtype-convert';
 import { argKeys, isPlainObject, readArgs } from '../args';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 import { DTYPES, DType, TensorArray } from '../format/header';
-import { exactBuffer, parseJsonMeta, storedModelConfig } from './save-restore';
+import { exactBuffer, parseJsonMeta, storedModelConfig } from './stored-model';
 import { OPTIMIZER_ITER, OPTIMIZER_PREFIX, isOptimizerTensorName, optimizerTensorNames } from './optimizer-state';
 import { NamedTensors, checkPath, loadTensors, saveTensors } from '../io/tensors';
 
