@@ -8,6 +8,7 @@ import { isPlainObject } from '../args';
 import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
 import { FORMAT_VERSION, readHeaderLength, setOwn } from '../format/header';
 import { getBackend } from '../backend/select';
+import { directoryAsFileError } from '../fs/entry-kind';
 
 /** The largest index file read (HF indexes of 100B-parameter models are a few MB). */
 const MAX_INDEX_BYTES = 256 * 1024 * 1024;
@@ -117,8 +118,10 @@ export async function readShardIndex(file: string): Promise<ShardIndex> {
   let text: string;
   try {
     const st = await fsp.stat(file);
-    if (st.isDirectory()) throw new CheckpointError('EISDIR', `Cannot load ${file}: it is a directory`, { path: file });
-    if (!st.isFile()) throw corruptIndex(file, 'not a regular file');
+    if (st.isDirectory()) {
+      const refused = await directoryAsFileError(file, 'read', `Cannot load ${file}: it is a directory`);
+      if (refused) throw refused;
+    } else if (!st.isFile()) throw corruptIndex(file, 'not a regular file');
     if (st.size > MAX_INDEX_BYTES) throw corruptIndex(file, `larger than ${MAX_INDEX_BYTES} bytes`);
     text = await fsp.readFile(file, 'utf8');
   } catch (e) {

@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
 import { FORMAT_VERSION, setOwn } from '../format/header';
+import { directoryAsFileError } from '../fs/entry-kind';
 import {
   type CheckpointInfo,
   type LoadedTensors,
@@ -35,14 +36,14 @@ export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } |
     }
     const indexes = names.filter((n) => n.endsWith('.safetensors' + INDEX_SUFFIX)).sort();
     if (indexes.length === 1) return { kind: 'set', index: path.join(abs, indexes[0]) };
-    throw new CheckpointError(
-      'EISDIR',
-      `Cannot load ${abs}: it is a directory ` +
-        (indexes.length === 0
-          ? 'without a shard index (*.safetensors.index.json)'
-          : `with ${indexes.length} shard indexes (${indexes.join(', ')}); name one`),
-      { path: abs },
-    );
+    // No set to load: read as a file, the directory fails with the OS's EISDIR; the message says why it is no set.
+    const why =
+      indexes.length === 0
+        ? 'without a shard index (*.safetensors.index.json)'
+        : `with ${indexes.length} shard indexes (${indexes.join(', ')}); name one`;
+    const refused = await directoryAsFileError(abs, 'read', `Cannot load ${abs}: it is a directory ${why}`);
+    if (refused) throw refused;
+    return { kind: 'file' }; // replaced by a file meanwhile
   }
   if (abs.endsWith(INDEX_SUFFIX)) return { kind: 'set', index: abs };
   if (!st) {

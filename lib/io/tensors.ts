@@ -16,6 +16,7 @@ import {
   invalidArgument,
 } from '../errors';
 import { argKeys, plainObjectArg, readArgs, stringArg, stringMapArg } from '../args';
+import { directoryAsFileError, fileAsDirectoryError } from '../fs/entry-kind';
 import { LoadedArray, ST_ARRAYS } from '../format/dtype-convert';
 import {
   DTYPES,
@@ -313,13 +314,11 @@ export async function writeCheckpointFile(
     created = await fsp.mkdir(dir, { recursive: true });
   } catch (e) {
     // mkdir -p reports EEXIST when a component of the path is a file; say what is really wrong.
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new CheckpointError('ENOTDIR', `Cannot save to ${target}: a file is in the way of the directory ${dir}`, {
-        path: dir,
-        syscall: 'mkdir',
-      });
-    }
-    throw fromNodeError(e, dir, 'create the directory');
+    const inTheWay =
+      (e as NodeJS.ErrnoException).code === 'EEXIST'
+        ? await fileAsDirectoryError(dir, `Cannot save to ${target}: a file is in the way of the directory ${dir}`)
+        : undefined;
+    throw inTheWay ?? fromNodeError(e, dir, 'create the directory');
   }
   if (durable && created !== undefined) {
     // The new directories' entries in their parents must survive power loss too, or so would not the file.
@@ -330,12 +329,10 @@ export async function writeCheckpointFile(
     }
   }
   const existing = await fsp.stat(target).catch(() => undefined);
-  if (existing?.isDirectory()) {
-    throw new CheckpointError('EISDIR', `Cannot save to ${target}: it is a directory`, {
-      path: target,
-      syscall: 'rename',
-    });
-  }
+  const onDirectory = existing?.isDirectory()
+    ? await directoryAsFileError(target, 'write', `Cannot save to ${target}: it is a directory`)
+    : undefined;
+  if (onDirectory) throw onDirectory;
   await removeStaleTemps(dir);
   const tmpPath = acquireTempPath(dir);
   try {
