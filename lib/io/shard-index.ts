@@ -3,12 +3,11 @@
  * with our `tfjs_checkpoint.*` additions), read and validated whoever wrote it, and the header bytes of a shard
  * whose CRC32C the index records.
  */
-import { promises as fsp } from 'node:fs';
+import { constants, promises as fsp } from 'node:fs';
 import { isPlainObject } from '../args';
 import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
 import { FORMAT_VERSION, readHeaderLength, setOwn } from '../format/header';
 import { getBackend } from '../backend/select';
-import { directoryAsFileError } from '../fs/entry-kind';
 
 /** The largest index file read (HF indexes of 100B-parameter models are a few MB). */
 const MAX_INDEX_BYTES = 256 * 1024 * 1024;
@@ -116,16 +115,19 @@ export function shardIndexText(c: ShardIndexContents): string {
 /** Reads and validates an index (ours or another tool's, e.g. transformers' save_pretrained). */
 export async function readShardIndex(file: string): Promise<ShardIndex> {
   let text: string;
+  let fh: fsp.FileHandle | undefined;
   try {
-    const st = await fsp.stat(file);
-    if (st.isDirectory()) {
-      const refused = await directoryAsFileError(file, 'read', `Cannot load ${file}: it is a directory`);
-      if (refused) throw refused;
-    } else if (!st.isFile()) throw corruptIndex(file, 'not a regular file');
+    // One open serves the checks and the read (O_NONBLOCK: a FIFO is refused below rather than waited on). A
+    // directory is read like a file, so that the read fails with the OS's own EISDIR.
+    fh = await fsp.open(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    const st = await fh.stat();
+    if (!st.isFile() && !st.isDirectory()) throw corruptIndex(file, 'not a regular file');
     if (st.size > MAX_INDEX_BYTES) throw corruptIndex(file, `larger than ${MAX_INDEX_BYTES} bytes`);
-    text = await fsp.readFile(file, 'utf8');
+    text = await fh.readFile('utf8');
   } catch (e) {
     throw fromNodeError(e, file, 'read the shard index');
+  } finally {
+    await fh?.close().catch(() => undefined);
   }
   let raw: unknown;
   try {

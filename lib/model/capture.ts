@@ -7,10 +7,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { MODEL_META_PREFIX, MetadataKey, TrainingInfo, trainingMetadata } from '../format/metadata';
-import { argKeys, readArgs, stringMapArg } from '../args';
+import { ArgReader, argKeys, readArgs, stringMapArg } from '../args';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 import { snapshotOptimizer } from './optimizer-state';
-import { DType, NamedTensors, TensorArray } from '../io/tensors';
+import { DType, NamedTensors, TensorArray, checkPath } from '../io/tensors';
 import { structureRecord } from './weight-matching';
 
 /** What to put in a checkpoint. */
@@ -57,6 +57,20 @@ export function checkModel(model: unknown): tf.LayersModel {
     invalidArgument('model', `a tf.LayersModel${hint}`, model);
   }
   return model;
+}
+
+/**
+ * The arguments of an entry point taking a model, a checkpoint path and options (saveCheckpoint,
+ * restoreCheckpoint), checked in that order: the path made absolute (see checkPath), the options' keys among `keys`.
+ */
+export function modelPathArgs<K extends string>(
+  model: unknown,
+  path: unknown,
+  args: unknown,
+  keys: readonly K[],
+): { file: string; a: ArgReader<K> } {
+  checkModel(model);
+  return { file: checkPath(path), a: readArgs(args, 'options', keys) };
 }
 
 /** The model's weights by originalName, refusing duplicates (which a checkpoint cannot tell apart). */

@@ -6,13 +6,13 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ParsedTrainingInfo, parseTrainingMetadata } from '../format/metadata';
-import { argKeys, readArgs } from '../args';
+import { argKeys } from '../args';
 import { CheckpointError, ErrorCode } from '../errors';
 import { OptimizerMismatch, applyOptimizerRestore, hasOptimizerState, planOptimizerRestore } from './optimizer-state';
 import { convertLoaded } from '../format/dtype-convert';
-import { NamedTensors, TensorData, Verification, checkPath, loadTensors } from '../io/tensors';
+import { NamedTensors, TensorData, Verification, loadTensors } from '../io/tensors';
 import { MatchedBy, MismatchedWeight, StructureSource, WeightMatchPlan, planWeightMatch } from './weight-matching';
-import { checkModel } from './capture';
+import { modelPathArgs } from './capture';
 
 export interface RestoreCheckpointArgs {
   /** The checkpoint must fit the model exactly, by name or by structure: otherwise ERR_CHECKPOINT_MISMATCH naming the
@@ -169,9 +169,7 @@ export async function restoreCheckpoint(
   path: string,
   args: RestoreCheckpointArgs = {},
 ): Promise<RestoreCheckpointResult> {
-  checkModel(model);
-  const file = checkPath(path);
-  const a = readArgs(args, 'options', RESTORE_KEYS);
+  const { file, a } = modelPathArgs(model, path, args, RESTORE_KEYS);
   const strict = a.boolean('strict') ?? true;
   const includeOptimizer = a.boolean('includeOptimizer');
   const verify = a.boolean('verify') ?? true;

@@ -16,10 +16,10 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
-import { argKeys, readArgs } from '../args';
-import { checkPath, isObjectLocation, readCheckpointInfo, saveTensors } from '../io/tensors';
+import { argKeys } from '../args';
+import { isObjectLocation, readCheckpointInfo, saveTensors } from '../io/tensors';
 import { shardSetSummary } from '../io/shards';
-import { captureCheckpoint, CaptureCheckpointArgs, CAPTURE_KEYS, checkModel } from './capture';
+import { captureCheckpoint, CaptureCheckpointArgs, CAPTURE_KEYS, modelPathArgs } from './capture';
 
 export { type CaptureCheckpointArgs, type CapturedCheckpoint, captureCheckpoint } from './capture';
 export { type RestoreCheckpointArgs, type RestoreCheckpointResult, restoreCheckpoint } from './restore';
@@ -63,9 +63,7 @@ export async function saveCheckpoint(
   path: string,
   args: SaveCheckpointArgs = {},
 ): Promise<SaveCheckpointResult> {
-  checkModel(model);
-  const target = checkPath(path);
-  const a = readArgs(args, 'options', SAVE_KEYS);
+  const { file: target, a } = modelPathArgs(model, path, args, SAVE_KEYS);
   const durable = a.boolean('durable') ?? true;
   const { durable: _durable, maxShardSize, shardConcurrency, ...captureArgs } = a.values;
   void _durable;

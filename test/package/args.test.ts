@@ -29,16 +29,13 @@ import { loadTensors, saveTensors, verifyCheckpoint } from '../../lib/io/tensors
 import { safetensorsIO } from '../../lib/model/io-handler';
 import { loadModel, restoreCheckpoint, saveCheckpoint } from '../../lib/model/save-restore';
 import { configureS3 } from '../../lib/s3/client';
+import { thrownBy } from '../helpers/errors';
 
+/** The INVALID_ARGUMENT error `fn` throws. */
 function thrown(fn: () => unknown): CheckpointError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(CheckpointError);
-    expect((e as CheckpointError).code).toBe(ErrorCode.INVALID_ARGUMENT);
-    return e as CheckpointError;
-  }
-  throw new Error('expected a throw');
+  const e = thrownBy(fn);
+  expect(e.code).toBe(ErrorCode.INVALID_ARGUMENT);
+  return e;
 }
 
 describe('plain objects', () => {

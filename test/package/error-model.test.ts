@@ -7,30 +7,21 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNativeBackend } from '../../lib/backend/native-backend';
 import { listCheckpoints } from '../../lib/cli/checkpoint-listing';
-import { CheckpointError, ErrorCode, fromBackendFailure, fromNodeError } from '../../lib/errors';
+import { ErrorCode, fromBackendFailure, fromNodeError } from '../../lib/errors';
 import { loadTensors, saveTensors } from '../../lib/io/tensors';
 import { tempDir } from '../helpers/backends';
+import { rejectionOf } from '../helpers/errors';
 
 const EISDIR = os.constants.errno.EISDIR;
 const ENOTDIR = os.constants.errno.ENOTDIR;
 const sample = () => ({ w: { dtype: 'float32' as const, shape: [1], data: Float32Array.of(1) } });
-
-async function rejection(p: Promise<unknown>): Promise<CheckpointError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(CheckpointError);
-    return e as CheckpointError;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('a directory where a file must be, or a file where a directory must be, reports the real failed call', () => {
   test('a save onto a directory: EISDIR from open(2) for writing, the directory untouched', async () => {
     const dir = await tempDir();
     const target = path.join(dir, 'taken.safetensors');
     fs.mkdirSync(target);
-    const err = await rejection(saveTensors(target, sample()));
+    const err = await rejectionOf(saveTensors(target, sample()));
     expect(err).toMatchObject({ code: 'EISDIR', errno: EISDIR, syscall: 'open', path: target });
     expect(err.message).toContain('it is a directory');
     expect(fs.statSync(target).isDirectory()).toBe(true);
@@ -40,7 +31,7 @@ describe('a directory where a file must be, or a file where a directory must be,
     const dir = await tempDir();
     const file = path.join(dir, 'plain');
     fs.writeFileSync(file, 'data');
-    const err = await rejection(saveTensors(path.join(file, 'm.safetensors'), sample()));
+    const err = await rejectionOf(saveTensors(path.join(file, 'm.safetensors'), sample()));
     // mkdir -p of an existing file fails with EEXIST on some platforms and ENOTDIR on others; never an invented code.
     expect(err.syscall).toBeDefined();
     expect([
@@ -54,12 +45,12 @@ describe('a directory where a file must be, or a file where a directory must be,
     const dir = await tempDir();
     const index = path.join(dir, 'm.safetensors.index.json');
     fs.mkdirSync(index);
-    expect(await rejection(loadTensors(index))).toMatchObject({ code: 'EISDIR', errno: EISDIR, syscall: 'read' });
+    expect(await rejectionOf(loadTensors(index))).toMatchObject({ code: 'EISDIR', errno: EISDIR, syscall: 'read' });
   });
 
   test('a directory holding no shard index: EISDIR from read(2), and the message says there is no index', async () => {
     const dir = await tempDir();
-    const err = await rejection(loadTensors(dir));
+    const err = await rejectionOf(loadTensors(dir));
     expect(err).toMatchObject({ code: 'EISDIR', errno: EISDIR, syscall: 'read', path: dir });
     expect(err.message).toContain('without a shard index');
   });
@@ -68,7 +59,7 @@ describe('a directory where a file must be, or a file where a directory must be,
     const dir = await tempDir();
     const file = path.join(dir, 'plain');
     fs.writeFileSync(file, 'data');
-    expect(await rejection(listCheckpoints(file))).toMatchObject({
+    expect(await rejectionOf(listCheckpoints(file))).toMatchObject({
       code: 'ENOTDIR',
       errno: ENOTDIR,
       syscall: 'opendir',
