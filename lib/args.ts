@@ -270,10 +270,6 @@ export class ArgReader<K extends string> {
     return this.field(key, (v, w) => functionArg<F>(v, w, expected));
   }
 
-  methods<T extends object>(key: K, methods: readonly string[]): T | undefined {
-    return this.field(key, (v, w) => methodsArg<T>(v, w, methods));
-  }
-
   /** A field checked by `check(value, path)`, for types the getters above do not cover. */
   custom<T>(key: K, check: (value: unknown, what: string) => T): T | undefined {
     return this.field(key, check);
