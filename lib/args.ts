@@ -17,6 +17,7 @@
  * refuse `undefined` (the reader's methods pass it through, so `??` supplies the documented default).
  */
 import { CheckpointError, ErrorCode, invalidArgument } from './errors';
+import { setOwn } from './format/header';
 
 /**
  * Whether `v` is a plain object (an object literal, or Object.create(null)): what options, metadata and tensor maps
@@ -95,10 +96,15 @@ export function checkKnownKeys(
   }
 }
 
+/** Words joined as prose: `a, b or c` (`conjunction` 'or' by default). */
+function joinWords(words: readonly string[], conjunction = 'or'): string {
+  if (words.length <= 1) return words[0] ?? 'nothing';
+  return `${words.slice(0, -1).join(', ')} ${conjunction} ${words[words.length - 1]}`;
+}
+
 /** A list of allowed values as messages write it: `'a', 'b' or 'c'` (numbers and booleans unquoted). */
 export function listOf(values: readonly unknown[]): string {
-  const shown = values.map((v) => (typeof v === 'string' ? `'${v}'` : String(v)));
-  return shown.length <= 1 ? (shown[0] ?? 'nothing') : `${shown.slice(0, -1).join(', ')} or ${shown[shown.length - 1]}`;
+  return joinWords(values.map((v) => (typeof v === 'string' ? `'${v}'` : String(v))));
 }
 
 /** Common to the field specs: `expected` replaces the generated description in the message. */
@@ -109,6 +115,8 @@ export interface FieldSpec {
 export interface StringSpec extends FieldSpec {
   /** Refuse ''. Default false. */
   nonEmpty?: boolean;
+  /** A pattern the string must match (give `expected` to say what it means). */
+  pattern?: RegExp;
 }
 
 export interface NumberSpec extends FieldSpec {
@@ -133,8 +141,13 @@ export function booleanArg(value: unknown, what: string, spec: FieldSpec = {}): 
 }
 
 export function stringArg(value: unknown, what: string, spec: StringSpec = {}): string {
-  if (typeof value !== 'string' || (spec.nonEmpty === true && value.length === 0)) {
-    invalidArgument(what, spec.expected ?? (spec.nonEmpty === true ? 'a non-empty string' : 'a string'), value);
+  if (
+    typeof value !== 'string' ||
+    (spec.nonEmpty === true && value.length === 0) ||
+    (spec.pattern !== undefined && !spec.pattern.test(value))
+  ) {
+    const generated = spec.pattern ? `a string matching ${String(spec.pattern)}` : 'a non-empty string';
+    invalidArgument(what, spec.expected ?? (spec.nonEmpty === true || spec.pattern ? generated : 'a string'), value);
   }
   return value;
 }
@@ -168,11 +181,11 @@ export function enumArg<V extends string | number | boolean>(
   return value as V;
 }
 
-/** A plain object of strings; a bad entry is named `<what>["<key>"]`. Returns a copy. */
+/** A plain object of strings; a bad entry is named `<what>["<key>"]`. Returns a copy (own keys only, `__proto__` too). */
 export function stringMapArg(value: unknown, what: string, spec: FieldSpec = {}): Record<string, string> {
   const obj = plainObjectArg(value, what, spec.expected ?? 'an object of strings');
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(obj)) out[k] = stringArg(v, `${what}[${JSON.stringify(k)}]`);
+  for (const [k, v] of Object.entries(obj)) setOwn(out, k, stringArg(v, `${what}[${JSON.stringify(k)}]`));
   return out;
 }
 
@@ -180,6 +193,22 @@ export function stringMapArg(value: unknown, what: string, spec: FieldSpec = {})
 export function functionArg<F extends Function>(value: unknown, what: string, expected = 'a function'): F {
   if (typeof value !== 'function') invalidArgument(what, expected, value);
   return value as F;
+}
+
+/** An object (of any class) that has the methods named: a logger, a reporter. */
+export function methodsArg<T extends object>(value: unknown, what: string, methods: readonly string[]): T {
+  const obj = value as Record<string, unknown> | null;
+  if (obj === null || typeof obj !== 'object' || methods.some((m) => typeof obj[m] !== 'function')) {
+    invalidArgument(
+      what,
+      `an object with ${joinWords(
+        methods.map((m) => `${m}()`),
+        'and',
+      )} methods`,
+      value,
+    );
+  }
+  return value as T;
 }
 
 /**
@@ -245,6 +274,14 @@ export class ArgReader<K extends string> {
   custom<T>(key: K, check: (value: unknown, what: string) => T): T | undefined {
     return this.field(key, check);
   }
+}
+
+/**
+ * The keys of an options type as readArgs takes them, checked complete by the compiler: a key added to the type and
+ * not here (or here and not in the type) does not compile. `argKeys<SaveTensorsArgs>({ durable: true, ... })`.
+ */
+export function argKeys<T extends object>(keys: { readonly [P in keyof T & string]-?: true }): (keyof T & string)[] {
+  return Object.keys(keys) as (keyof T & string)[];
 }
 
 export interface ReadArgsOptions extends KnownKeysOptions {

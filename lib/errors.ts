@@ -1,6 +1,7 @@
 /**
  * Coded errors. Every error this library throws on purpose is a `CheckpointError` with a stable `code`:
- * the operating system's (`ENOSPC`, `EACCES`, `ENOENT`, ...) for failed system calls, or one of `ErrorCode` below.
+ * the operating system's (`ENOSPC`, `EACCES`, `ENOENT`, ...) only for a system call that really failed (with its
+ * errno and syscall), else one of `ErrorCode` below: a library refusal never wears an OS code.
  * Codes never come from matching message text.
  */
 import * as util from 'node:util';
@@ -45,6 +46,11 @@ export const ErrorCode = {
    * to report, so none is invented; `syscall` and `path` name the call and the file). The save failed as any other:
    * the previous checkpoint is intact and no temp file is left. */
   WRITE_STALLED: 'ERR_CHECKPOINT_WRITE_STALLED',
+  /** A bug in tfjs-checkpoint, not a problem with the input or the system: an internal invariant broke (the native
+   * backend was handed a plan the TypeScript layer should have refused, or an operation failed with an error that is
+   * no failed system call, corrupt file or checksum). The message says what; `cause` is the original error. Please
+   * report it. */
+  INTERNAL: 'ERR_CHECKPOINT_INTERNAL',
 } as const;
 
 export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -121,7 +127,8 @@ export function errnoCode(errno: number): string {
 export function fromNodeError(err: unknown, fallbackPath: string, action: string): CheckpointError {
   if (err instanceof CheckpointError) return err;
   const e = err as NodeJS.ErrnoException;
-  const code = typeof e?.code === 'string' ? e.code : 'EIO';
+  // No code: not a failed system call (a TypeError, a RangeError...), so no OS code to report.
+  const code = typeof e?.code === 'string' ? e.code : ErrorCode.INTERNAL;
   const p = typeof e?.path === 'string' ? e.path : fallbackPath;
   const syscall = typeof e?.syscall === 'string' ? e.syscall : undefined;
   const reason = typeof e?.message === 'string' ? e.message : String(err);
@@ -175,8 +182,13 @@ export function fromBackendFailure(
       ...(committed ? { committed: true as const } : {}),
     });
   } else {
+    // kind 'internal', or anything else a backend threw: a broken invariant, not a failed system call.
     const message = err instanceof Error ? err.message : String(err);
-    out = new CheckpointError('EIO', `Could not ${action}: ${message}`, { cause: err });
+    out = new CheckpointError(
+      ErrorCode.INTERNAL,
+      `Could not ${action}: internal error in tfjs-checkpoint (please report it): ${message}`,
+      { ...(f?.path ? { path: f.path } : {}), cause: err },
+    );
   }
   if (callerStack) withCallerStack(out, callerStack);
   return out;

@@ -172,11 +172,10 @@ Napi::Error FailureToError(Napi::Env env, const Failure& f) {
       break;
     case Failure::Kind::kInvalid:
     case Failure::Kind::kNone:
-      // Unreachable: plans are validated before the job starts. Reported as an EINVAL io failure, not an abort.
-      kind = "io";
-      errnum = EINVAL;
-      syscall = "validate";
-      message = "invalid plan: " + f.message;
+      // Unreachable: plans are validated before the job starts. Reported as an internal failure (a library bug,
+      // ERR_CHECKPOINT_INTERNAL on the TypeScript side), not an abort, and with no errno: no system call failed.
+      kind = "internal";
+      message = f.kind == Failure::Kind::kNone ? "the job failed without recording why" : "invalid plan: " + f.message;
       break;
   }
   Napi::Error error = Napi::Error::New(env, message);

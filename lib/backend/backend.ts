@@ -76,8 +76,10 @@ export interface BackendFailure {
   /** 'io': a system call failed (errno, syscall, path set). 'corrupt': the file is not what the plan says
    * (e.g. the size changed, a short read at EOF). 'checksum': tensor `tensorIndex`'s bytes do not match its CRC.
    * 'stalled': a write made no progress without an error (it returned 0 bytes ZERO_WRITE_ATTEMPTS times in a row;
-   * syscall and path set, errno 0: none is invented). */
-  kind: 'io' | 'corrupt' | 'checksum' | 'stalled';
+   * syscall and path set, errno 0: none is invented).
+   * 'internal': a bug (the plan broke an invariant the TypeScript layer guarantees, or a call failed without an
+   * errno); errno 0 and syscall '' as for 'corrupt' and 'checksum'. */
+  kind: 'io' | 'corrupt' | 'checksum' | 'stalled' | 'internal';
   /** Positive errno for kind 'io', else 0. */
   errno: number;
   /** The failing system call for kind 'io' ('open', 'write', 'fsync', 'rename', ...), else ''. */

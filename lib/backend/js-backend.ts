@@ -20,10 +20,13 @@ function failure(kind: BackendFailure['kind'], message: string, p: string, extra
   return Object.assign(new Error(message), { kind, errno: 0, syscall: '', path: p, tensorIndex: -1, ...extra });
 }
 
+/** A failed fs call as a BackendFailure: kind 'io' with its errno, or 'internal' when it carries none (then it was
+ * no failed system call but, say, a TypeError, and has no OS code). */
 function ioFailure(err: unknown, syscall: string, p: string): Error {
   const e = err as NodeJS.ErrnoException;
-  const errno = typeof e?.errno === 'number' ? Math.abs(e.errno) : 5; /* EIO */
-  return failure('io', e?.message ?? String(err), p, { errno, syscall: e?.syscall ?? syscall });
+  const message = e?.message ?? String(err);
+  if (typeof e?.errno !== 'number') return failure('internal', message, p);
+  return failure('io', message, p, { errno: Math.abs(e.errno), syscall: e?.syscall ?? syscall });
 }
 
 async function writeAll(fh: fsp.FileHandle, view: Uint8Array, position: number, p: string): Promise<void> {

@@ -70,6 +70,9 @@ export const BACKUP_FILENAME = 'backup.safetensors';
 /** The previous backup's file name, with doubleCheckpoint. */
 export const PREVIOUS_BACKUP_FILENAME = 'backup.prev.safetensors';
 
+/** Keras' name that is not ours (its snake_case others are caught as near misses), with what to use instead. */
+const KERAS_SPELLINGS: Readonly<Record<string, string>> = { backup_dir: 'directory' };
+
 /** Whether `e` says a checkpoint file is damaged (the cases doubleCheckpoint falls back from). */
 function isDamaged(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
@@ -96,7 +99,7 @@ export class BackupAndRestore extends ManagedCallback {
   private checkedFirstEpoch = false;
 
   constructor(args: BackupAndRestoreArgs) {
-    const r = readArgs(args, 'args', KNOWN_ARGS, { required: true });
+    const r = readArgs(args, 'args', KNOWN_ARGS, { required: true, aliases: KERAS_SPELLINGS });
     if (typeof args.directory !== 'string' || args.directory.length === 0) {
       invalidArgument(
         'args.directory',

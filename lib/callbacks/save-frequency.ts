@@ -2,17 +2,14 @@
  * Keras' `save_freq`, shared by ModelCheckpoint and BackupAndRestore: `'epoch'` (save at each epoch end) or a number
  * of batches, counted across epochs as Keras' `_should_save_on_batch` does (tfjs restarts `batch` at 0 each epoch).
  */
-import { invalidArgument } from '../errors';
+import { integerArg } from '../args';
 
 export type SaveFreq = 'epoch' | number;
 
 /** Validates `args.saveFreq` (default 'epoch'). */
 export function parseSaveFreq(value: unknown): SaveFreq {
-  const saveFreq = value ?? 'epoch';
-  if (saveFreq !== 'epoch' && !(Number.isSafeInteger(saveFreq) && (saveFreq as number) >= 1)) {
-    invalidArgument('args.saveFreq', "'epoch' or an integer number of batches >= 1", saveFreq);
-  }
-  return saveFreq as SaveFreq;
+  if (value === undefined || value === 'epoch') return 'epoch';
+  return integerArg(value, 'args.saveFreq', { min: 1, expected: "'epoch' or an integer number of batches >= 1" });
 }
 
 /** Counts batches across epochs and says when `every` of them have passed since the last save. */

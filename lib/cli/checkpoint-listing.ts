@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { MANAGER_METADATA_KEY, type CheckpointIndex, type HistoryEntry, readIndex } from '../manager/checkpoint-index';
 import { decodeNumber, parseTrainingMetadata } from '../format/metadata';
 import { fromNodeError } from '../errors';
+import { fileAsDirectoryError } from '../fs/entry-kind';
 import { inferMonitorMode, lookupMetric, type MonitorMode } from '../manager/metric-names';
 import { CheckpointPolicy } from '../manager/policy';
 import { checkpointNames, checkpointSize } from '../io/shards';
@@ -61,12 +62,8 @@ async function checkDirectory(dir: string): Promise<void> {
   } catch (e) {
     throw fromNodeError(e, dir, 'open the directory');
   }
-  if (!st.isDirectory()) {
-    const err = new Error(`Not a directory: ${dir}`) as NodeJS.ErrnoException;
-    err.code = 'ENOTDIR';
-    err.syscall = 'scandir';
-    throw fromNodeError(err, dir, 'list');
-  }
+  const refused = st.isDirectory() ? undefined : await fileAsDirectoryError(dir, `Cannot list ${dir}: not a directory`);
+  if (refused) throw refused;
 }
 
 async function fromIndex(dir: string, index: CheckpointIndex): Promise<Listing> {

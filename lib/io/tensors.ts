@@ -14,8 +14,9 @@ import {
   fromBackendFailure,
   fromNodeError,
   invalidArgument,
-  isPlainObject,
 } from '../errors';
+import { argKeys, plainObjectArg, readArgs, stringArg, stringMapArg } from '../args';
+import { directoryAsFileError, fileAsDirectoryError } from '../fs/entry-kind';
 import { LoadedArray, ST_ARRAYS } from '../format/dtype-convert';
 import {
   DTYPES,
@@ -90,11 +91,20 @@ export interface SaveTensorsArgs {
   shardConcurrency?: number;
 }
 
+const SAVE_KEYS = argKeys<SaveTensorsArgs>({
+  metadata: true,
+  durable: true,
+  maxShardSize: true,
+  shardConcurrency: true,
+});
+
 export interface LoadTensorsArgs {
   /** Verify the header CRC and every tensor's CRC32C. With `false`, also loads plain safetensors files that carry no
    * checksums. Default: true. */
   verify?: boolean;
 }
+
+const LOAD_KEYS = argKeys<LoadTensorsArgs>({ verify: true });
 
 /** The safetensors dtypes that have no tfjs dtype of their own: loaded under their safetensors name. */
 export type ForeignDType = Exclude<SafetensorsDType, 'F32' | 'I32' | 'BOOL'>;
@@ -158,8 +168,8 @@ const ARRAY_TYPES: Record<DType, { ctor: new (b: ArrayBuffer) => TensorArray; na
  * Validates a file path argument and returns it absolute; an `s3://bucket/key` location is returned as it is (see
  * isObjectLocation), any other scheme is refused with ERR_CHECKPOINT_UNSUPPORTED_SCHEME (s3/location.ts).
  */
-export function checkPath(p: unknown, what = 'path'): string {
-  if (typeof p !== 'string' || p.length === 0) invalidArgument(what, 'a non-empty string', p);
+export function checkPath(value: unknown, what = 'path'): string {
+  const p = stringArg(value, what, { nonEmpty: true });
   if (p.includes('\0')) invalidArgument(what, 'a path without NUL characters', p);
   if (locationScheme(p, what) === 's3') return parseS3Url(p, what).url;
   const abs = path.resolve(p);
@@ -177,10 +187,8 @@ export function isObjectLocation(checked: string): boolean {
 
 function checkMetadata(metadata: unknown): Record<string, string> {
   if (metadata === undefined) return {};
-  if (!isPlainObject(metadata)) invalidArgument('options.metadata', 'an object of strings', metadata);
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(metadata)) {
-    if (typeof v !== 'string') invalidArgument(`options.metadata[${JSON.stringify(k)}]`, 'a string', v);
+  const out = stringMapArg(metadata, 'options.metadata');
+  for (const [k, v] of Object.entries(out)) {
     if (k.startsWith(META_PREFIX)) {
       invalidArgument(
         `options.metadata key ${JSON.stringify(k)}`,
@@ -191,7 +199,6 @@ function checkMetadata(metadata: unknown): Record<string, string> {
     if (!k.isWellFormed() || !v.isWellFormed()) {
       invalidArgument(`options.metadata[${JSON.stringify(k)}]`, 'well-formed Unicode (no lone surrogates)', v);
     }
-    setOwn(out, k, v);
   }
   return out;
 }
@@ -249,14 +256,12 @@ function checkTensor(name: string, t: unknown): number {
 export async function saveTensors(file: string, tensors: NamedTensors, options: SaveTensorsArgs = {}): Promise<void> {
   const stack = captureStack();
   const target = checkPath(file);
-  if (!isPlainObject(tensors)) invalidArgument('tensors', 'an object mapping names to { dtype, shape, data }', tensors);
-  if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
-  const durable = options.durable ?? true;
-  if (typeof durable !== 'boolean') invalidArgument('options.durable', 'a boolean', durable);
-  const metadata = checkMetadata(options.metadata);
-  const maxShardSize =
-    options.maxShardSize === undefined ? undefined : parseShardSize(options.maxShardSize, 'options.maxShardSize');
-  const concurrency = parseConcurrency(options.shardConcurrency, 'options.shardConcurrency');
+  plainObjectArg(tensors, 'tensors', 'an object mapping names to { dtype, shape, data }');
+  const a = readArgs(options, 'options', SAVE_KEYS);
+  const durable = a.boolean('durable') ?? true;
+  const metadata = checkMetadata(a.get('metadata'));
+  const maxShardSize = a.custom('maxShardSize', parseShardSize);
+  const concurrency = parseConcurrency(a.get('shardConcurrency'), a.path('shardConcurrency'));
   const inputs = Object.keys(tensors).map((name) => {
     const byteLength = checkTensor(name, tensors[name]);
     return { name, dtype: DTYPES[tensors[name].dtype].st, shape: [...tensors[name].shape], byteLength };
@@ -309,13 +314,11 @@ export async function writeCheckpointFile(
     created = await fsp.mkdir(dir, { recursive: true });
   } catch (e) {
     // mkdir -p reports EEXIST when a component of the path is a file; say what is really wrong.
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new CheckpointError('ENOTDIR', `Cannot save to ${target}: a file is in the way of the directory ${dir}`, {
-        path: dir,
-        syscall: 'mkdir',
-      });
-    }
-    throw fromNodeError(e, dir, 'create the directory');
+    const inTheWay =
+      (e as NodeJS.ErrnoException).code === 'EEXIST'
+        ? await fileAsDirectoryError(dir, `Cannot save to ${target}: a file is in the way of the directory ${dir}`)
+        : undefined;
+    throw inTheWay ?? fromNodeError(e, dir, 'create the directory');
   }
   if (durable && created !== undefined) {
     // The new directories' entries in their parents must survive power loss too, or so would not the file.
@@ -326,12 +329,10 @@ export async function writeCheckpointFile(
     }
   }
   const existing = await fsp.stat(target).catch(() => undefined);
-  if (existing?.isDirectory()) {
-    throw new CheckpointError('EISDIR', `Cannot save to ${target}: it is a directory`, {
-      path: target,
-      syscall: 'rename',
-    });
-  }
+  const onDirectory = existing?.isDirectory()
+    ? await directoryAsFileError(target, 'write', `Cannot save to ${target}: it is a directory`)
+    : undefined;
+  if (onDirectory) throw onDirectory;
   await removeStaleTemps(dir);
   const tmpPath = acquireTempPath(dir);
   try {
@@ -537,9 +538,7 @@ function verificationOf(opened: OpenedHeader, verify: boolean): Verification {
 export async function loadTensors(file: string, options: LoadTensorsArgs = {}): Promise<LoadedTensors> {
   const stack = captureStack();
   const abs = checkPath(file);
-  if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
-  const verify = options.verify ?? true;
-  if (typeof verify !== 'boolean') invalidArgument('options.verify', 'a boolean', verify);
+  const verify = readArgs(options, 'options', LOAD_KEYS).boolean('verify') ?? true;
   if (isObjectLocation(abs)) {
     const loc = parseS3Url(abs, 'file');
     const { object, data } = await readOneVersion(async () => {
@@ -615,6 +614,8 @@ export interface VerifyCheckpointArgs {
    */
   groupBytes?: number;
 }
+
+const VERIFY_KEYS = argKeys<VerifyCheckpointArgs>({ onProgress: true, groupBytes: true });
 
 /** verifyCheckpoint's default groupBytes. */
 export const VERIFY_GROUP_BYTES = 64 * 1024 * 1024;
@@ -710,13 +711,12 @@ async function verifyData(
 export async function verifyCheckpoint(file: string, options: VerifyCheckpointArgs = {}): Promise<VerifyResult> {
   const stack = captureStack();
   const abs = checkPath(file);
-  if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
-  const { onProgress, groupBytes }: VerifyCheckpointArgs = options;
-  if (onProgress !== undefined && typeof onProgress !== 'function') {
-    invalidArgument('options.onProgress', 'a function (bytesDone, bytesTotal) => void', onProgress);
-  }
-  const limit = groupBytes ?? VERIFY_GROUP_BYTES;
-  if (!Number.isSafeInteger(limit) || limit < 1) invalidArgument('options.groupBytes', 'an integer >= 1', limit);
+  const a = readArgs(options, 'options', VERIFY_KEYS);
+  const onProgress = a.function<NonNullable<VerifyCheckpointArgs['onProgress']>>(
+    'onProgress',
+    'a function (bytesDone, bytesTotal) => void',
+  );
+  const limit = a.integer('groupBytes', { min: 1 }) ?? VERIFY_GROUP_BYTES;
   if (isObjectLocation(abs)) {
     const loc = parseS3Url(abs, 'file');
     const check = (e: TensorEntry, bytes: Uint8Array, at: number) => {

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { INDEX_FILENAME } from './checkpoint-index';
 import { LOCK_FILENAME } from '../fs/dir-lock';
 import { invalidArgument } from '../errors';
-import { integerArg, readArgs } from '../args';
+import { integerArg, methodsArg, readArgs } from '../args';
 import { MonitorMode, MonitorModeArg, resolveMonitorMode } from './metric-names';
 import { renderFilename, validateTemplate } from './filename-template';
 import { TEMP_PATTERN } from '../fs/tempfiles';
@@ -114,11 +114,7 @@ export const consoleLogger: CheckpointLogger = {
 
 /** Returns `v` if it is a CheckpointLogger (log() and warn() methods), else throws naming it `what`. */
 export function loggerArg(v: unknown, what: string): CheckpointLogger {
-  const l = v as Partial<CheckpointLogger> | null;
-  if (!l || typeof l.log !== 'function' || typeof l.warn !== 'function') {
-    invalidArgument(what, 'an object with log() and warn() methods', v);
-  }
-  return l as CheckpointLogger;
+  return methodsArg<CheckpointLogger>(v, what, ['log', 'warn']);
 }
 
 /** CheckpointManagerArgs validated, with the defaults applied. */

@@ -20,9 +20,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { MetadataKey, trainingMetadata } from '../format/metadata';
 import { convertLoaded } from '../format/dtype-convert';
-import { CheckpointError, ErrorCode, invalidArgument, isPlainObject } from '../errors';
+import { argKeys, isPlainObject, readArgs } from '../args';
+import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 import { DTYPES, DType, TensorArray } from '../format/header';
-import { checkOptions, exactBuffer, optionalBoolean, parseJsonMeta, storedModelConfig } from './save-restore';
+import { exactBuffer, parseJsonMeta, storedModelConfig } from './stored-model';
 import { OPTIMIZER_ITER, OPTIMIZER_PREFIX, isOptimizerTensorName, optimizerTensorNames } from './optimizer-state';
 import { NamedTensors, checkPath, loadTensors, saveTensors } from '../io/tensors';
 
@@ -41,7 +42,7 @@ export interface SafetensorsIOArgs {
   includeOptimizer?: boolean;
 }
 
-const ARGS_KEYS = ['durable', 'includeOptimizer'] as const;
+const ARGS_KEYS = argKeys<SafetensorsIOArgs>({ durable: true, includeOptimizer: true });
 const ARRAY_CTORS: Record<DType, new (b: ArrayBuffer, offset: number, length: number) => TensorArray> = {
   float32: Float32Array,
   int32: Int32Array,
@@ -320,9 +321,9 @@ export class SafetensorsIOHandler implements tf.io.IOHandler {
 
   constructor(path: string, args: SafetensorsIOArgs = {}) {
     this.path = checkPath(path);
-    const opts = checkOptions(args, ARGS_KEYS, 'args');
-    this.durable = optionalBoolean(opts.durable, 'args.durable') ?? true;
-    this.includeOptimizer = optionalBoolean(opts.includeOptimizer, 'args.includeOptimizer') ?? true;
+    const a = readArgs(args, 'args', ARGS_KEYS);
+    this.durable = a.boolean('durable') ?? true;
+    this.includeOptimizer = a.boolean('includeOptimizer') ?? true;
   }
 
   /** Writes the artifacts atomically (temp file, fsync, rename, directory fsync), a CRC32C per tensor. */

@@ -5,7 +5,8 @@
  * AWS_PROFILE and ~/.aws), with configureS3() to override, like tf.env().set for tfjs flags.
  */
 import type * as SDK from '@aws-sdk/client-s3';
-import { CheckpointError, ErrorCode, invalidArgument, isPlainObject } from '../errors';
+import { argKeys, plainObjectArg, readArgs, stringArg } from '../args';
+import { CheckpointError, ErrorCode } from '../errors';
 
 export interface ConfigureS3Args {
   /** The S3 endpoint, e.g. `http://127.0.0.1:7480` for a local Ceph gateway. Default: the SDK's (AWS_ENDPOINT_URL_S3,
@@ -46,33 +47,37 @@ let sdk: typeof SDK | undefined;
 /** Per bucket: whether the server checks x-amz-checksum-crc32c (probed once). */
 export const checksumSupport = new Map<string, Promise<boolean>>();
 
+const CONFIGURE_KEYS = argKeys<ConfigureS3Args>({
+  endpoint: true,
+  region: true,
+  credentials: true,
+  forcePathStyle: true,
+  partSize: true,
+  concurrency: true,
+  rangeSize: true,
+  partChecksums: true,
+});
+
+/** Static credentials: a plain object whose accessKeyId and secretAccessKey (and sessionToken, if given) are strings;
+ * other keys (the SDK's `expiration`, `accountId`, ...) pass. */
+function checkCredentials(value: unknown, what: string): void {
+  const c = plainObjectArg(value, what, '{ accessKeyId, secretAccessKey, sessionToken? } strings');
+  stringArg(c.accessKeyId, `${what}.accessKeyId`);
+  stringArg(c.secretAccessKey, `${what}.secretAccessKey`);
+  if (c.sessionToken !== undefined) stringArg(c.sessionToken, `${what}.sessionToken`);
+}
+
 /** Sets the S3 options for every later s3:// operation (merged over the previous ones; `{}` keeps them). */
 export function configureS3(options: ConfigureS3Args): void {
-  if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
-  const known = ['endpoint', 'region', 'credentials', 'forcePathStyle', 'partSize', 'concurrency', 'rangeSize'];
-  for (const k of Object.keys(options)) {
-    if (![...known, 'partChecksums'].includes(k)) invalidArgument(`options.${k}`, `one of ${known.join(', ')}`, k);
-  }
-  const o: ConfigureS3Args = options as ConfigureS3Args;
-  if (o.endpoint !== undefined && (typeof o.endpoint !== 'string' || !/^https?:\/\//.test(o.endpoint)))
-    invalidArgument('options.endpoint', 'an http:// or https:// URL', o.endpoint);
-  if (o.region !== undefined && (typeof o.region !== 'string' || o.region === ''))
-    invalidArgument('options.region', 'a non-empty string', o.region);
-  if (o.credentials !== undefined) {
-    const c = o.credentials as unknown as Record<string, unknown>;
-    if (!isPlainObject(c) || typeof c.accessKeyId !== 'string' || typeof c.secretAccessKey !== 'string')
-      invalidArgument('options.credentials', '{ accessKeyId, secretAccessKey, sessionToken? } strings', c);
-  }
-  if (o.forcePathStyle !== undefined && typeof o.forcePathStyle !== 'boolean')
-    invalidArgument('options.forcePathStyle', 'a boolean', o.forcePathStyle);
-  if (o.partSize !== undefined && (!Number.isSafeInteger(o.partSize) || o.partSize < 5 * MIB))
-    invalidArgument('options.partSize', 'an integer >= 5 MiB (5242880)', o.partSize);
-  if (o.concurrency !== undefined && (!Number.isSafeInteger(o.concurrency) || o.concurrency < 1))
-    invalidArgument('options.concurrency', 'an integer >= 1', o.concurrency);
-  if (o.rangeSize !== undefined && (!Number.isSafeInteger(o.rangeSize) || o.rangeSize < 1))
-    invalidArgument('options.rangeSize', 'an integer >= 1', o.rangeSize);
-  if (o.partChecksums !== undefined && typeof o.partChecksums !== 'boolean' && o.partChecksums !== 'auto')
-    invalidArgument('options.partChecksums', "true, false or 'auto'", o.partChecksums);
+  const a = readArgs(options, 'options', CONFIGURE_KEYS, { required: true });
+  a.string('endpoint', { pattern: /^https?:\/\//, expected: 'an http:// or https:// URL' });
+  a.string('region', { nonEmpty: true });
+  a.custom('credentials', checkCredentials);
+  a.boolean('forcePathStyle');
+  a.integer('partSize', { min: 5 * MIB, expected: 'an integer >= 5 MiB (5242880)' });
+  a.integer('concurrency', { min: 1 });
+  a.integer('rangeSize', { min: 1 });
+  a.oneOf('partChecksums', [true, false, 'auto']);
   args = { ...args, ...options };
   client?.destroy();
   client = undefined;

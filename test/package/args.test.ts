@@ -2,7 +2,11 @@
  * lib/args.ts, the one argument-validation helper: plain objects, unknown keys with their hint, typed fields, and
  * the two message styles every public entry point shares.
  */
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
 import {
+  argKeys,
   booleanArg,
   checkKnownKeys,
   enumArg,
@@ -10,6 +14,7 @@ import {
   integerArg,
   isPlainObject,
   listOf,
+  methodsArg,
   nearestKey,
   numberArg,
   plainObjectArg,
@@ -17,17 +22,20 @@ import {
   stringArg,
   stringMapArg,
 } from '../../lib/args';
+import { backupAndRestore } from '../../lib/callbacks/backup-and-restore';
+import { modelCheckpoint } from '../../lib/callbacks/model-checkpoint';
 import { CheckpointError, ErrorCode, isPlainObject as isPlainObjectFromErrors } from '../../lib/errors';
+import { loadTensors, saveTensors, verifyCheckpoint } from '../../lib/io/tensors';
+import { safetensorsIO } from '../../lib/model/io-handler';
+import { loadModel, restoreCheckpoint, saveCheckpoint } from '../../lib/model/save-restore';
+import { configureS3 } from '../../lib/s3/client';
+import { thrownBy } from '../helpers/errors';
 
+/** The INVALID_ARGUMENT error `fn` throws. */
 function thrown(fn: () => unknown): CheckpointError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(CheckpointError);
-    expect((e as CheckpointError).code).toBe(ErrorCode.INVALID_ARGUMENT);
-    return e as CheckpointError;
-  }
-  throw new Error('expected a throw');
+  const e = thrownBy(fn);
+  expect(e.code).toBe(ErrorCode.INVALID_ARGUMENT);
+  return e;
 }
 
 describe('plain objects', () => {
@@ -100,6 +108,10 @@ describe('typed fields', () => {
     expect(thrown(() => stringArg('', 'args.monitor', { nonEmpty: true })).message).toBe(
       'Expected args.monitor to be a non-empty string, got ""',
     );
+    expect(stringArg('http://h', 'e', { pattern: /^https?:/ })).toBe('http://h');
+    expect(thrown(() => stringArg('ftp://h', 'options.endpoint', { pattern: /^https?:/ })).message).toBe(
+      'Expected options.endpoint to be a string matching /^https?:/, got "ftp://h"',
+    );
     expect(thrown(() => stringArg(undefined, 'args.monitor', { expected: 'a metric name' })).message).toBe(
       'Expected args.monitor to be a metric name, got undefined',
     );
@@ -150,6 +162,9 @@ describe('typed fields', () => {
     const copy = stringMapArg(src, 'options.metadata');
     expect(copy).toEqual({ a: 'x' });
     expect(copy).not.toBe(src);
+    const proto = stringMapArg(JSON.parse('{"__proto__": "p"}'), 'm');
+    expect(Object.getPrototypeOf(proto)).toBe(Object.prototype);
+    expect(Object.keys(proto)).toEqual(['__proto__']);
     expect(thrown(() => stringMapArg({ a: 1 }, 'options.metadata')).message).toBe(
       'Expected options.metadata["a"] to be a string, got 1',
     );
@@ -164,6 +179,31 @@ describe('typed fields', () => {
     expect(thrown(() => functionArg('log', 'args.onSave', 'a function (saved, info) => void')).message).toBe(
       'Expected args.onSave to be a function (saved, info) => void, got "log"',
     );
+  });
+});
+
+describe('objects with methods', () => {
+  test('methodsArg takes any object having the methods and names the missing ones in the message', () => {
+    class Logger {
+      log(): void {}
+      warn(): void {}
+    }
+    const logger = new Logger();
+    expect(methodsArg(logger, 'args.logger', ['log', 'warn'])).toBe(logger);
+    expect(thrown(() => methodsArg({ log() {} }, 'args.logger', ['log', 'warn'])).message).toBe(
+      'Expected args.logger to be an object with log() and warn() methods, got an object',
+    );
+    expect(() => methodsArg(null, 'x', ['log'])).toThrow(CheckpointError);
+  });
+});
+
+describe('argKeys', () => {
+  test('lists the keys of an options type as given (the compiler checks they are all there)', () => {
+    interface Opts {
+      a?: number;
+      b: string;
+    }
+    expect(argKeys<Opts>({ a: true, b: true })).toEqual(['a', 'b']);
   });
 });
 
@@ -213,5 +253,59 @@ describe('readArgs', () => {
     expect(
       thrown(() => readArgs({ save_best_only: true }, 'args', KEYS, { aliases: { save_best_only: 'x' } })).message,
     ).toContain('Unknown args key "save_best_only": use x;');
+  });
+});
+
+describe('every public entry point refuses an unknown option in the one style', () => {
+  const file = path.join(os.tmpdir(), 'tfjs-ckpt-never-written', 'x.safetensors');
+  const style = (key: string, near?: string) =>
+    expect.objectContaining({
+      code: ErrorCode.INVALID_ARGUMENT,
+      message: expect.stringMatching(
+        new RegExp(
+          `^Unknown (options|args) key "${key}"${near ? ` \\(did you mean ${near}\\?\\)` : ''}; expected one of `,
+        ),
+      ),
+    });
+
+  test('the file API: saveTensors, loadTensors, verifyCheckpoint', async () => {
+    await expect(saveTensors(file, {}, { durabel: true } as never)).rejects.toEqual(style('durabel', 'durable'));
+    await expect(loadTensors(file, { verfy: false } as never)).rejects.toEqual(style('verfy', 'verify'));
+    await expect(verifyCheckpoint(file, { group_bytes: 1 } as never)).rejects.toEqual(
+      style('group_bytes', 'groupBytes'),
+    );
+  });
+
+  test('the model API: saveCheckpoint, restoreCheckpoint, loadModel, safetensorsIO', async () => {
+    const model = tf.sequential({ layers: [tf.layers.dense({ units: 1, inputShape: [1] })] });
+    try {
+      await expect(saveCheckpoint(model, file, { weights_only: true } as never)).rejects.toEqual(
+        style('weights_only', 'weightsOnly'),
+      );
+      await expect(restoreCheckpoint(model, file, { strikt: true } as never)).rejects.toEqual(
+        style('strikt', 'strict'),
+      );
+      await expect(loadModel(file, { optimizer: true } as never)).rejects.toEqual(style('optimizer'));
+      expect(() => safetensorsIO(file, { durable: true, verify: true } as never)).toThrow(style('verify'));
+    } finally {
+      model.dispose();
+    }
+  });
+
+  test('configureS3, modelCheckpoint and backupAndRestore', () => {
+    expect(() => configureS3({ endpiont: 'http://x' } as never)).toThrow(style('endpiont', 'endpoint'));
+    expect(() => configureS3(undefined as never)).toThrow(/^Expected options to be an object, got undefined$/);
+    expect(() => configureS3({ partChecksums: 'yes' } as never)).toThrow(
+      'Expected options.partChecksums to be true, false or \'auto\', got "yes"',
+    );
+    expect(() => configureS3({ credentials: { accessKeyId: 'a' } } as never)).toThrow(
+      'Expected options.credentials.secretAccessKey to be a string, got undefined',
+    );
+    expect(() => modelCheckpoint({ filepath: 'd/m.safetensors', savebestonly: true } as never)).toThrow(
+      style('savebestonly', 'saveBestOnly'),
+    );
+    expect(() => backupAndRestore({ backup_dir: 'd' } as never)).toThrow(
+      /^Unknown args key "backup_dir": use directory; expected one of directory, /,
+    );
   });
 });
