@@ -144,7 +144,8 @@ std::string Hex(uint32_t crc) {
   return std::string(reinterpret_cast<const char*>(digits), 8);
 }
 
-// The Error object of BackendFailure: message, kind, errno, syscall, path, tensorIndex, actualCrc, committed.
+// The Error object of BackendFailure: message, kind, errno, syscall, path, tensorIndex, expectedCrc, actualCrc,
+// committed.
 Napi::Error FailureToError(Napi::Env env, const Failure& f) {
   std::string kind, message, syscall;
   int errnum = 0;
@@ -162,7 +163,8 @@ Napi::Error FailureToError(Napi::Env env, const Failure& f) {
       break;
     case Failure::Kind::kChecksum:
       kind = "checksum";
-      message = "tensor " + std::to_string(f.tensor_index) + ": " + f.message + " (computed " + Hex(f.actual_crc) + ")";
+      message = "tensor " + std::to_string(f.tensor_index) + ": " + f.message + " (expected " + Hex(f.expected_crc) +
+                ", computed " + Hex(f.actual_crc) + ")";
       break;
     case Failure::Kind::kStalled:
       kind = "stalled";
@@ -186,7 +188,10 @@ Napi::Error FailureToError(Napi::Env env, const Failure& f) {
   o.Set("syscall", syscall);
   o.Set("path", f.path);
   o.Set("tensorIndex", static_cast<double>(f.tensor_index));
-  if (f.kind == Failure::Kind::kChecksum) o.Set("actualCrc", static_cast<double>(f.actual_crc));
+  if (f.kind == Failure::Kind::kChecksum) {
+    o.Set("expectedCrc", static_cast<double>(f.expected_crc));
+    o.Set("actualCrc", static_cast<double>(f.actual_crc));
+  }
   if (f.committed) o.Set("committed", true);
   return error;
 }
@@ -345,6 +350,13 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   Napi::Object plan = PlanArgument(info);
   ReadJob job;
   job.path = GetString(env, plan, "path");
+  // plan.fd: the caller's open descriptor of path (kept open by the caller until the promise settles), or absent.
+  const Napi::Value fd = Field(plan, "fd");
+  if (!fd.IsUndefined()) {
+    const uint64_t n = ToIndex(env, fd, "plan.fd");
+    if (n > 0x7fffffff) ThrowType(env, "plan.fd must be a file descriptor");
+    job.fd = static_cast<int>(n);
+  }
   job.file_size = GetIndex(env, plan, "fileSize");
   job.data_start = GetIndex(env, plan, "dataStart");
   job.verify = GetBool(env, plan, "verify");

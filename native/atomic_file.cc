@@ -26,19 +26,31 @@ bool Fail(SysError* err, int errnum, const char* syscall, const std::string& pat
 }  // namespace
 
 File::~File() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0 && owned_) ::close(fd_);
 }
 
-File::File(File&& other) noexcept : fd_(other.fd_), path_(std::move(other.path_)) { other.fd_ = -1; }
+File::File(File&& other) noexcept : fd_(other.fd_), owned_(other.owned_), path_(std::move(other.path_)) {
+  other.fd_ = -1;
+  other.owned_ = true;
+}
 
 File& File::operator=(File&& other) noexcept {
   if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0 && owned_) ::close(fd_);
     fd_ = other.fd_;
+    owned_ = other.owned_;
     path_ = std::move(other.path_);
     other.fd_ = -1;
+    other.owned_ = true;
   }
   return *this;
+}
+
+void File::Borrow(int fd, const std::string& path) {
+  if (fd_ >= 0 && owned_) ::close(fd_);
+  fd_ = fd;
+  owned_ = false;
+  path_ = path;
 }
 
 static bool OpenWithFlags(const std::string& path, int flags, mode_t mode, const char* syscall, int* fd,
@@ -169,6 +181,10 @@ bool File::Close(SysError* err) {
   if (fd_ < 0) return true;
   const int fd = fd_;
   fd_ = -1;
+  if (!owned_) {
+    owned_ = true;
+    return true;  // borrowed: its owner closes it
+  }
   // Never retry close on EINTR: on Linux the descriptor is released anyway and may already be reused.
   if (::close(fd) != 0 && errno != EINTR) return Fail(err, errno, "close", path_);
   return true;

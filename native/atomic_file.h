@@ -20,8 +20,8 @@ constexpr size_t kMaxIoRequest = size_t{1} << 30;
 // Calls in a row that may return 0 bytes before PwriteAll reports that the write makes no progress.
 constexpr int kZeroWriteAttempts = 3;
 
-// An owned file descriptor. Invariant: fd_ >= 0 exactly while open; the destructor closes it unchecked (error
-// paths only: successful paths call Close() and check it).
+// A file descriptor, owned unless borrowed. Invariant: fd_ >= 0 exactly while open; the destructor closes an owned
+// one unchecked (error paths only: successful paths call Close() and check it); a borrowed one is never closed.
 class File {
  public:
   File() = default;
@@ -37,6 +37,9 @@ class File {
   bool OpenRead(const std::string& path, SysError* err);
   // Opens a directory read-only, for FsyncDirectory.
   bool OpenDirectory(const std::string& path, SysError* err);
+  // Uses a descriptor someone else opened (and will close): this File never closes it. `path` names it in errors.
+  // The owner must keep it open until this File is done with it.
+  void Borrow(int fd, const std::string& path);
 
   bool is_open() const { return fd_ >= 0; }
   const std::string& path() const { return path_; }
@@ -61,6 +64,7 @@ class File {
 
  private:
   int fd_ = -1;
+  bool owned_ = true;
   std::string path_;
 };
 

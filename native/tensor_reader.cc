@@ -44,16 +44,21 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
 
   SysError err;
   File file;
-  if (!file.OpenRead(job.path, &err)) return fail(Failure::Io(err));
+  if (job.fd >= 0) {
+    file.Borrow(job.fd, job.path);
+  } else if (!file.OpenRead(job.path, &err)) {
+    return fail(Failure::Io(err));
+  }
   uint64_t size = 0;
   bool regular = false;
   if (!file.Stat(&size, &regular, &err)) return fail(Failure::Io(err));
   if (!regular) {
-    err.errnum = EISDIR;
-    err.syscall = "read";
-    err.path = job.path;
-    // Not a regular file: a directory is EISDIR; anything else (a FIFO, a device) is refused rather than read.
-    return fail(Failure::Io(err));
+    // Not a regular file: its data is not read. The verdict is the OS's own when reading fails (EISDIR for a
+    // directory, ESPIPE for a FIFO); a device that does read is refused as not what the plan says.
+    uint8_t probe = 0;
+    size_t got = 0;
+    if (!file.PreadAll(&probe, 1, 0, &got, &err)) return fail(Failure::Io(err));
+    return fail(Failure::Make(Failure::Kind::kCorrupt, job.path, "not a regular file"));
   }
   if (size != job.file_size) {
     return fail(Failure::Make(
@@ -95,6 +100,7 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
     if (job.verify && crc != job.crcs[i]) {
       Failure f = Failure::Make(Failure::Kind::kChecksum, job.path, "tensor bytes do not match their CRC32C");
       f.tensor_index = static_cast<int64_t>(i);
+      f.expected_crc = job.crcs[i];
       f.actual_crc = crc;
       return fail(std::move(f));
     }

@@ -32,7 +32,11 @@ struct OwnedBuffer {
 };
 
 struct ReadJob {
-  std::string path;
+  std::string path;  // the file, for errors; opened (and closed) by the reader only when fd is -1
+  // A descriptor of `path` opened by the caller, or -1. Borrowed: the reader preads from it (never moves its offset,
+  // never closes it); the caller keeps it open until the job is done. Reading through the descriptor the caller read
+  // the header from is what keeps header and data one version of the file, whatever renames replace the path.
+  int fd = -1;
   uint64_t file_size = 0;        // the size the header implies; a different actual size is kCorrupt
   uint64_t data_start = 0;       // 8 + N
   std::vector<uint64_t> ranges;  // [b0, e0, b1, e1, ...] relative to data_start
@@ -48,8 +52,9 @@ std::string ValidateReadJob(const ReadJob& job);
 
 // Reads every range into its own buffer (a failed allocation is an io failure with ENOMEM, never an abort).
 // On success *out has one buffer per range; on failure *out is empty and *failure says why:
-// kIo (open/fstat/read/malloc), kCorrupt (size differs from file_size, or the file shrank while being read),
-// kChecksum (tensor_index, actual_crc), kInvalid (the plan broke ValidateReadJob).
+// kIo (open/fstat/read/malloc; a directory: the EISDIR its read fails with), kCorrupt (size differs from file_size,
+// the file shrank while being read, or it is not a regular file yet reads), kChecksum (tensor_index, expected_crc,
+// actual_crc), kInvalid (the plan broke ValidateReadJob).
 bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* failure);
 
 }  // namespace tfjs_checkpoint

@@ -30,17 +30,12 @@ import { FORMAT_VERSION, HeaderInput, readHeaderLength, setOwn } from '../format
 import { getBackend } from '../backend/select';
 import { FOREIGN_TEMP_MAX_AGE_MS } from '../fs/tempfiles';
 import { writeTextAtomic } from '../fs/atomic-text';
-import {
-  type CheckpointInfo,
-  type LoadedTensors,
-  type NamedTensors,
-  type VerifyCheckpointArgs,
-  type VerifyResult,
-  loadTensors,
-  readCheckpointInfo,
-  verifyCheckpoint,
-  writeCheckpointFile,
-} from './tensors';
+import { readCheckpointInfo } from './info';
+import { loadTensors } from './load';
+import { notAFile, openRegularFile } from './open-file';
+import { writeCheckpointFile } from './save';
+import type { CheckpointInfo, LoadedTensors, NamedTensors, VerifyCheckpointArgs, VerifyResult } from './types';
+import { verifyCheckpoint } from './verify';
 
 /** What follows a checkpoint's name in its index's name (HF: `model.safetensors.index.json`). */
 export const INDEX_SUFFIX = '.index.json';
@@ -185,16 +180,10 @@ async function pool<T, R>(items: readonly T[], limit: number, fn: (item: T, i: n
   return results;
 }
 
-/** The first 8 + N bytes of a checkpoint file (its length prefix and JSON header). */
-async function readHeaderBytes(file: string): Promise<Uint8Array> {
-  let fh: fsp.FileHandle;
+/** The first 8 + N bytes of a checkpoint file (its length prefix and JSON header), and the file's size. */
+async function readHeaderBytes(file: string): Promise<{ head: Uint8Array; size: number }> {
+  const { handle: fh, stat: st } = await openRegularFile(file, 'open the shard');
   try {
-    fh = await fsp.open(file, 'r');
-  } catch (e) {
-    throw fromNodeError(e, file, 'open the shard');
-  }
-  try {
-    const st = await fh.stat();
     const prefix = new Uint8Array(8);
     const { bytesRead } = await fh.read(prefix, 0, 8, 0);
     const n = readHeaderLength(prefix.subarray(0, bytesRead), st.size, file);
@@ -203,7 +192,7 @@ async function readHeaderBytes(file: string): Promise<Uint8Array> {
     if (r.bytesRead !== head.length) {
       throw new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${file}: truncated header`, { path: file });
     }
-    return head;
+    return { head, size: st.size };
   } catch (e) {
     throw fromNodeError(e, file, 'read the shard');
   } finally {
@@ -281,9 +270,8 @@ export async function saveShardSet(
         throw e;
       }
       done.push(files[i]);
-      const head = await readHeaderBytes(file);
-      const st = await fsp.stat(file);
-      return { file: files[i], size: st.size, headerCrc32c: getBackend().crc32c(head) };
+      const { head, size } = await readHeaderBytes(file);
+      return { file: files[i], size, headerCrc32c: getBackend().crc32c(head) };
     });
   } catch (e) {
     clearInterval(heartbeat);
@@ -352,14 +340,14 @@ function isPlainFileName(f: unknown): f is string {
 /** Reads and validates an index (ours or another tool's, e.g. transformers' save_pretrained). */
 export async function readShardIndex(file: string): Promise<ShardIndex> {
   let text: string;
+  const { handle, stat } = await openRegularFile(file, 'open the shard index');
   try {
-    const st = await fsp.stat(file);
-    if (st.isDirectory()) throw new CheckpointError('EISDIR', `Cannot load ${file}: it is a directory`, { path: file });
-    if (!st.isFile()) throw corruptIndex(file, 'not a regular file');
-    if (st.size > MAX_INDEX_BYTES) throw corruptIndex(file, `larger than ${MAX_INDEX_BYTES} bytes`);
-    text = await fsp.readFile(file, 'utf8');
+    if (stat.size > MAX_INDEX_BYTES) throw corruptIndex(file, `larger than ${MAX_INDEX_BYTES} bytes`);
+    text = await handle.readFile('utf8');
   } catch (e) {
     throw fromNodeError(e, file, 'read the shard index');
+  } finally {
+    await handle.close().catch(() => undefined);
   }
   let raw: unknown;
   try {
@@ -430,13 +418,11 @@ export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } |
     }
     const indexes = names.filter((n) => n.endsWith('.safetensors' + INDEX_SUFFIX)).sort();
     if (indexes.length === 1) return { kind: 'set', index: path.join(abs, indexes[0]) };
-    throw new CheckpointError(
-      'EISDIR',
-      `Cannot load ${abs}: it is a directory ` +
-        (indexes.length === 0
-          ? 'without a shard index (*.safetensors.index.json)'
-          : `with ${indexes.length} shard indexes (${indexes.join(', ')}); name one`),
-      { path: abs },
+    throw notAFile(
+      abs,
+      indexes.length === 0
+        ? 'a directory without a shard index (*.safetensors.index.json)'
+        : `a directory with ${indexes.length} shard indexes (${indexes.join(', ')}; name one)`,
     );
   }
   if (abs.endsWith(INDEX_SUFFIX)) return { kind: 'set', index: abs };
@@ -450,16 +436,13 @@ export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } |
 /** Checks a shard against its index record: size and header CRC32C. */
 async function checkShardRecord(index: ShardIndex, record: ShardRecord): Promise<void> {
   const file = path.join(path.dirname(index.path), record.file);
-  const head = await readHeaderBytes(file);
-  const st = await fsp.stat(file).catch((e: unknown) => {
-    throw fromNodeError(e, file, 'stat the shard');
-  });
-  if (st.size !== record.size || getBackend().crc32c(head) !== record.headerCrc32c) {
+  const { head, size } = await readHeaderBytes(file);
+  if (size !== record.size || getBackend().crc32c(head) !== record.headerCrc32c) {
     throw new CheckpointError(
       ErrorCode.CHECKSUM,
       `Shard ${file} does not match ${index.path}: ` +
-        (st.size !== record.size
-          ? `its size is ${st.size} bytes, the index says ${record.size}`
+        (size !== record.size
+          ? `its size is ${size} bytes, the index says ${record.size}`
           : 'its header checksum differs from the one the index records (another set, or altered)'),
       { path: file },
     );

@@ -634,6 +634,35 @@ TEST(reader, missing_file_and_directory_are_io_errors) {
   CHECK_EQ(failure.sys.errnum, EISDIR);
 }
 
+TEST(reader, reads_through_the_borrowed_descriptor_after_the_path_is_replaced_and_leaves_it_open) {
+  TempDir dir;
+  WrittenFile w = WriteSample(dir);
+  const int fd = ::open(w.path.c_str(), O_RDONLY);
+  CHECK(fd >= 0);
+  // A save replaces the path (rename of another file over it) after the caller opened it.
+  const std::string other = dir / "other";
+  WriteWholeFile(other, "a different, shorter file");
+  CHECK(::rename(other.c_str(), w.path.c_str()) == 0);
+  ReadJob job = MakeReadJob(w.path, w.prefix_size, w.arrays);
+  job.fd = fd;
+  std::vector<OwnedBuffer> out;
+  Failure failure;
+  CHECK(ReadCheckpoint(job, &out, &failure));
+  CHECK_EQ(out.size(), w.arrays.size());
+  for (size_t i = 0; i < out.size() && i < w.arrays.size(); i++) {
+    CHECK(out[i].length == 0 || std::memcmp(out[i].data.get(), w.arrays[i].data(), out[i].length) == 0);
+  }
+  CHECK(::fcntl(fd, F_GETFD) != -1);  // still open: the caller owns it
+  // A failure through it (a wrong CRC) leaves it open too, and names both CRCs.
+  job.crcs[0] ^= 1;
+  CHECK(!ReadCheckpoint(job, &out, &failure));
+  CHECK(failure.kind == Failure::Kind::kChecksum);
+  CHECK_EQ(failure.expected_crc, job.crcs[0]);
+  CHECK_EQ(failure.actual_crc, job.crcs[0] ^ 1);
+  CHECK(::fcntl(fd, F_GETFD) != -1);
+  ::close(fd);
+}
+
 TEST(reader, failed_allocation_is_enomem_not_an_abort) {
   // A sparse 1 TiB file: the header-implied size matches, so the reader gets as far as allocating the tensor.
   TempDir dir;
