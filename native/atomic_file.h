@@ -42,6 +42,7 @@ class File {
   void Borrow(int fd, const std::string& path);
 
   bool is_open() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
   const std::string& path() const { return path_; }
 
   // Writes all `length` bytes at `offset`, looping on short writes and EINTR, in requests of at most kMaxIoRequest.

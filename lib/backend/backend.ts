@@ -65,6 +65,12 @@ export interface ReadPlan {
   crcs: number[];
   /** Compute and compare the CRCs. */
   verify: boolean;
+  /**
+   * Map the file instead of copying it (LoadTensorsArgs.mmap): each ArrayBuffer is then a view of one private
+   * (copy-on-write) mapping of the file, unmapped when the last of them is collected. Only the native backend maps;
+   * the JS backend reads as without it. Default: false.
+   */
+  map?: boolean;
 }
 
 /**

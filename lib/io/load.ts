@@ -42,8 +42,8 @@ function verificationOf(verify: boolean, checksummed: boolean, state: HeaderStat
 }
 
 /** Loads one local checkpoint file (not a set): its header and data through one descriptor. */
-async function loadFile(opened: OpenedFile, verify: boolean, stack: string): Promise<LoadedTensors> {
-  const buffers = await readTensors(opened, verify, `load ${opened.path}`, stack);
+async function loadFile(opened: OpenedFile, verify: boolean, mmap: boolean, stack: string): Promise<LoadedTensors> {
+  const buffers = await readTensors(opened, verify, `load ${opened.path}`, stack, 0, undefined, mmap);
   const tensors: Record<string, LoadedTensor> = {};
   opened.parsed.entries.forEach((e, i) => setOwn(tensors, e.name, toTensor(e, buffers[i], opened.path)));
   return {
@@ -67,6 +67,8 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
   if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
   const verify = options.verify ?? true;
   if (typeof verify !== 'boolean') invalidArgument('options.verify', 'a boolean', verify);
+  const mmap = options.mmap ?? false;
+  if (typeof mmap !== 'boolean') invalidArgument('options.mmap', 'a boolean', mmap);
   if (isObjectLocation(abs)) {
     const loc = parseS3Url(abs, 'file');
     const { object, data } = await readOneVersion(async () => {
@@ -79,6 +81,6 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
     return { tensors: loaded, metadata: object.parsed.metadata, verification };
   }
   const where = await resolveCheckpoint(abs);
-  if (where.kind === 'set') return loadShardSet(where.index, verify);
-  return withCheckpointFile(abs, verify, (opened) => loadFile(opened, verify, stack));
+  if (where.kind === 'set') return loadShardSet(where.index, verify, undefined, mmap);
+  return withCheckpointFile(abs, verify, (opened) => loadFile(opened, verify, mmap, stack));
 }

@@ -146,8 +146,8 @@ export function rangesPlan(opened: OpenedFile, ranges: number[], crcs: number[],
 }
 
 /**
- * Reads the tensors `first` to `end - 1` (all of them by default) of an opened file, each into its own ArrayBuffer,
- * checking their CRC32Cs when `verify` (and the file has them). Failures are coded CheckpointErrors whose stack is
+ * Reads the tensors `first` to `end - 1` (all of them by default) of an opened file, each into its own ArrayBuffer
+ * (with `map`, views of one mapping: ReadPlan.map), checking their CRC32Cs when `verify` (and the file has them). Failures are coded CheckpointErrors whose stack is
  * `stack` (the public call's); `action` says what was being done ('load x', 'verify x').
  */
 export async function readTensors(
@@ -157,6 +157,7 @@ export async function readTensors(
   stack: string,
   first = 0,
   end?: number,
+  map = false,
 ): Promise<ArrayBuffer[]> {
   const { parsed } = opened;
   const entries = parsed.entries.slice(first, end);
@@ -169,7 +170,7 @@ export async function readTensors(
     checked,
   );
   try {
-    return await getBackend().read(plan);
+    return await getBackend().read(map ? { ...plan, map } : plan);
   } catch (e) {
     throw fromBackendFailure(
       e,

@@ -520,16 +520,21 @@ async function readStable<T>(indexPath: string, read: (index: ShardIndex) => Pro
 }
 
 /** Loads every tensor of a set (shards read in parallel, each verified as a single file is, and against the index). */
-export async function loadShardSet(indexPath: string, verify: boolean, concurrency?: number): Promise<LoadedTensors> {
-  return readStable(indexPath, (index) => loadSet(index, verify, concurrency));
+export async function loadShardSet(
+  indexPath: string,
+  verify: boolean,
+  concurrency?: number,
+  mmap = false,
+): Promise<LoadedTensors> {
+  return readStable(indexPath, (index) => loadSet(index, verify, concurrency, mmap));
 }
 
-async function loadSet(index: ShardIndex, verify: boolean, concurrency?: number): Promise<LoadedTensors> {
+async function loadSet(index: ShardIndex, verify: boolean, concurrency?: number, mmap = false): Promise<LoadedTensors> {
   if (verify && !index.ours) throw unverifiedSet(index);
   const dir = path.dirname(index.path);
   const loaded = await pool(index.files, concurrency ?? os.availableParallelism(), async (shard, i) => {
     if (verify && index.ours) await checkShardRecord(index, index.ours.shards[i]);
-    const one = await loadTensors(path.join(dir, shard), { verify });
+    const one = await loadTensors(path.join(dir, shard), { verify, mmap });
     checkShardTensors(index, shard, Object.keys(one.tensors));
     checkShardMetadata(index, shard, one.metadata);
     return one;

@@ -47,6 +47,16 @@ export interface LoadTensorsArgs {
   /** Verify the header CRC and every tensor's CRC32C. With `false`, also loads plain safetensors files that carry no
    * checksums. Default: true. */
   verify?: boolean;
+  /**
+   * Memory-map the file instead of reading it into fresh memory (native backend; the JS backend and `s3://` read as
+   * without it): every tensor's array is a view of one private, copy-on-write mapping of the file, verified as
+   * usual, and the file's pages are shared with the page cache (a warm load copies nothing). Safety rules (README,
+   * "Memory-mapped loads"): while any loaded array is alive, nobody may truncate the file (the process would die of
+   * SIGBUS when touching the lost pages) or write into it in place (unverified bytes would show through). Replacing
+   * it by rename, as every save of this library does, is safe: the mapping keeps the old file. Writes into the
+   * arrays stay private, never reaching the file. Default: false.
+   */
+  mmap?: boolean;
 }
 
 /** The safetensors dtypes that have no tfjs dtype of their own: loaded under their safetensors name. */
