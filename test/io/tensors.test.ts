@@ -306,6 +306,59 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     await expect(getBackend().read(plan('/dev/null'))).rejects.toMatchObject({ kind: 'corrupt', errno: 0 });
   });
 
+  test('loadTensors { mmap: true } returns the same bytes verified, catches a flipped byte, keeps writes private and outlives a save replacing the file', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'm.safetensors');
+    await saveTensors(file, sample(), { metadata: { v: '1' } });
+    const mapped = await loadTensors(file, { mmap: true });
+    expect(mapped.verification).toBe('verified');
+    expectBitExact(mapped.tensors, sample());
+    const before = await fsp.readFile(file);
+    const kernel = mapped.tensors['dense_Dense1/kernel'].data as Float32Array;
+    kernel[0] = 12345; // private (copy-on-write): the file does not change
+    expect(await fsp.readFile(file)).toEqual(before);
+    const other = sample();
+    (other['dense_Dense1/kernel'].data as Float32Array).fill(7);
+    await saveTensors(file, other, { metadata: { v: '2' } }); // replaced by rename under the mapping
+    expect(kernel[0]).toBe(12345);
+    expect(Buffer.from(mapped.tensors.step.data.buffer)).toEqual(Buffer.from(sample().step.data.buffer));
+    expect((await loadTensors(file, { mmap: true })).metadata.v).toBe('2');
+    const bytes = await fsp.readFile(file);
+    const info = await readCheckpointInfo(file);
+    const k = info.tensors.findIndex((t) => t.name === 'dense_Dense1/kernel');
+    bytes[info.dataStart + info.tensors.slice(0, k).reduce((n, t) => n + t.byteLength, 0) + 3] ^= 1;
+    await fsp.writeFile(file, bytes);
+    const err = await expectCode(loadTensors(file, { mmap: true }), ErrorCode.CHECKSUM);
+    expect(err.tensor).toBe('dense_Dense1/kernel');
+    expect(typeof err.expectedCrc === 'number' && typeof err.actualCrc === 'number').toBe(true);
+    await expectCode(loadTensors(file, { mmap: 'yes' as never }), ErrorCode.INVALID_ARGUMENT);
+  });
+
+  test('a load large enough to checksum while reading (over 8 MiB) returns every byte, and names the one altered tensor of three', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'big.safetensors');
+    const r = rng(3);
+    const big = (n: number) => Float32Array.from({ length: n }, () => r());
+    const tensors: NamedTensors = {
+      a: { dtype: 'float32', shape: [1_500_000], data: big(1_500_000) },
+      b: { dtype: 'float32', shape: [1_200_001], data: big(1_200_001) },
+      c: { dtype: 'float32', shape: [3], data: big(3) },
+    };
+    await saveTensors(file, tensors);
+    const loaded = (await loadTensors(file)).tensors;
+    const bytesOf = (v: ArrayBufferView) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    for (const n of ['a', 'b', 'c']) expect(bytesOf(loaded[n].data).equals(bytesOf(tensors[n].data))).toBe(true);
+    const info = await readCheckpointInfo(file);
+    const bytes = await fsp.readFile(file);
+    bytes[info.dataStart + info.tensors[0].byteLength + (4 << 20) + 1] ^= 0x40; // b, just past a 4 MiB piece
+    await fsp.writeFile(file, bytes);
+    const err = await expectCode(loadTensors(file), ErrorCode.CHECKSUM);
+    expect({ tensor: err.tensor, expectedCrc: err.expectedCrc }).toEqual({
+      tensor: 'b',
+      expectedCrc: info.tensors[1].crc32c,
+    });
+  });
+
   test('loading a missing file fails with ENOENT naming the path', async () => {
     const dir = await tempDir();
     const err = await expectCode(loadTensors(path.join(dir, 'nope.safetensors')), 'ENOENT');
