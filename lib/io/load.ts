@@ -2,7 +2,8 @@
  * Loading a checkpoint's tensors: one file through its one open descriptor (open-file.ts), a shard set through its
  * index (shards.ts), an `s3://` object through ranged GETs of one version (s3/objects.ts).
  */
-import { CheckpointError, ErrorCode, captureStack, invalidArgument, isPlainObject } from '../errors';
+import { readArgs } from '../args';
+import { CheckpointError, ErrorCode, captureStack } from '../errors';
 import { ST_ARRAYS } from '../format/dtype-convert';
 import { HeaderState, TFJS_OF_ST, TensorArray, TensorEntry, setOwn } from '../format/header';
 import { parseS3Url } from '../s3/location';
@@ -64,11 +65,9 @@ async function loadFile(opened: OpenedFile, verify: boolean, mmap: boolean, stac
 export async function loadTensors(file: string, options: LoadTensorsArgs = {}): Promise<LoadedTensors> {
   const stack = captureStack();
   const abs = checkPath(file);
-  if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
-  const verify = options.verify ?? true;
-  if (typeof verify !== 'boolean') invalidArgument('options.verify', 'a boolean', verify);
-  const mmap = options.mmap ?? false;
-  if (typeof mmap !== 'boolean') invalidArgument('options.mmap', 'a boolean', mmap);
+  const args = readArgs(options, 'options', ['verify', 'mmap'] as const);
+  const verify = args.boolean('verify') ?? true;
+  const mmap = args.boolean('mmap') ?? false;
   if (isObjectLocation(abs)) {
     const loc = parseS3Url(abs, 'file');
     const { object, data } = await readOneVersion(async () => {

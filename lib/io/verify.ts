@@ -2,7 +2,8 @@
  * Verifying a checkpoint without keeping its tensors: every checksum and the structure, in groups of bounded size, with
  * progress. One file is verified through its one open descriptor (open-file.ts), whatever saves replace it meanwhile.
  */
-import { captureStack, fromBackendFailure, invalidArgument, isPlainObject } from '../errors';
+import { readArgs } from '../args';
+import { captureStack, fromBackendFailure } from '../errors';
 import { TensorEntry } from '../format/header';
 import { getBackend } from '../backend/select';
 import { parseS3Url } from '../s3/location';
@@ -101,13 +102,12 @@ async function verifyData(
 export async function verifyCheckpoint(file: string, options: VerifyCheckpointArgs = {}): Promise<VerifyResult> {
   const stack = captureStack();
   const abs = checkPath(file);
-  if (!isPlainObject(options)) invalidArgument('options', 'an object', options);
-  const { onProgress, groupBytes }: VerifyCheckpointArgs = options;
-  if (onProgress !== undefined && typeof onProgress !== 'function') {
-    invalidArgument('options.onProgress', 'a function (bytesDone, bytesTotal) => void', onProgress);
-  }
-  const limit = groupBytes ?? VERIFY_GROUP_BYTES;
-  if (!Number.isSafeInteger(limit) || limit < 1) invalidArgument('options.groupBytes', 'an integer >= 1', limit);
+  const args = readArgs(options, 'options', ['onProgress', 'groupBytes'] as const);
+  const onProgress = args.function<NonNullable<VerifyCheckpointArgs['onProgress']>>(
+    'onProgress',
+    'a function (bytesDone, bytesTotal) => void',
+  );
+  const limit = args.integer('groupBytes', { min: 1 }) ?? VERIFY_GROUP_BYTES;
   if (isObjectLocation(abs)) {
     const loc = parseS3Url(abs, 'file');
     const check = (e: TensorEntry, bytes: Uint8Array, at: number) => {
