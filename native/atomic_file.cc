@@ -156,6 +156,15 @@ void File::AdviseSequential() {
 #endif
 }
 
+void File::AdviseWillNeed(uint64_t offset, uint64_t length) {
+#if defined(POSIX_FADV_WILLNEED) && !defined(__APPLE__)
+  (void)::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_WILLNEED);
+#else
+  (void)offset;
+  (void)length;
+#endif
+}
+
 bool File::Stat(uint64_t* size, bool* is_regular, SysError* err) {
   struct stat st;
   if (::fstat(fd_, &st) != 0) return Fail(err, errno, "fstat", path_);

@@ -56,6 +56,9 @@ class File {
   bool Preallocate(uint64_t length, SysError* err);
   // Tells the kernel the file will be read sequentially (larger read-ahead). Advisory: never fails.
   void AdviseSequential();
+  // Tells the kernel [offset, offset + length) will be read soon: it starts reading all of it now (deep device
+  // queue) instead of one read-ahead window at a time. Advisory: never fails.
+  void AdviseWillNeed(uint64_t offset, uint64_t length);
   // fstat: the size, and whether it is a regular file.
   bool Stat(uint64_t* size, bool* is_regular, SysError* err);
   // fsync (F_FULLFSYNC on macOS). A failure means the data may not be on disk: the save has failed.
