@@ -11,6 +11,8 @@
               "native/addon.cc",
               "native/atomic_file.cc",
               "native/crc32c.cc",
+              "native/crc_follower.cc",
+              "native/mapped_reader.cc",
               "native/tensor_reader.cc",
               "native/tensor_writer.cc"
             ]

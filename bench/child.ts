@@ -91,11 +91,13 @@ async function load(contender: NodeLoadContender, bytes: number, file: string): 
       return r;
     }
     case 'native-verify':
+    case 'native-mmap':
     case 'js-verify': {
       setBackend(contender === 'js-verify' ? 'js' : 'native');
+      const mmap = contender === 'native-mmap'; // every page is read by the CRCs: nothing is left to fault in later
       let keep: unknown;
       const r = await measure(async () => {
-        keep = await loadTensors(file);
+        keep = await loadTensors(file, { mmap });
       }, excludeKiB);
       if (!keep) throw new Error('nothing loaded');
       return r;

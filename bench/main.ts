@@ -294,6 +294,10 @@ const isPythonLoad = (id: string): id is PythonLoadId => id in PYTHON_LOADS;
 
 const LOAD_CONTENDERS: LoadContender[] = [
   { id: 'native-verify', label: 'tfjs-checkpoint native loadTensors (CRC verified)' },
+  {
+    id: 'native-mmap',
+    label: 'tfjs-checkpoint native loadTensors { mmap: true } (CRC verified, views of the page cache)',
+  },
   { id: 'js-verify', label: 'tfjs-checkpoint JS fallback loadTensors (CRC verified)' },
   { id: 'raw-read', label: 'raw fs read into per-tensor buffers (no checks)' },
   { id: 'dd-read', label: 'dd of=/dev/null bs=8M (reference: one reused buffer)' },
@@ -873,6 +877,18 @@ function targets(
         status: status(peak <= limitKiB),
       });
     }
+    const mm = find(rows, 'load', bytes, 'native-mmap', 'warm');
+    if (mm?.ms.length) {
+      // Issue 11 §2: warm >= 3x the copying load's 1318 MiB/s of the 2026-12-01 run (1 GiB), bound by page faults.
+      const rawWarm = find(rows, 'load', bytes, 'raw-read', 'warm');
+      out.push({
+        target: `${s}: native verified load, warm, >= 3x 1318 MiB/s (the copying load of 2026-12-01)`,
+        measured:
+          `mmap ${fixed(rate(mm))} MiB/s (${(rate(mm) / 1318).toFixed(2)}x` +
+          (rawWarm?.ms.length ? `; ${(rate(mm) / rate(rawWarm)).toFixed(2)}x the raw read beside it)` : ')'),
+        status: status(rate(mm) >= 3 * 1318),
+      });
+    }
     for (const cache of ['warm', 'cold'] as const) {
       out.push(...peerLoadTargets(rows, bytes, cache));
       const nv = find(rows, 'load', bytes, 'native-verify', cache);
@@ -882,10 +898,10 @@ function targets(
       const alloc = find(rows, 'load', bytes, 'alloc-touch', cache);
       const ddr = find(rows, 'load', bytes, 'dd-read', cache);
       out.push({
-        target: `${s}: native verified load >= 0.8x raw read (${cache} cache)`,
+        target: `${s}: native verified load >= 0.9x raw read (${cache} cache)`,
         measured: `${ratio.toFixed(2)}x (${fixed(rate(nv))} vs ${fixed(rate(raw))} MiB/s)`,
-        status: status(ratio >= 0.8),
-        ...(ratio < 0.8
+        status: status(ratio >= 0.9),
+        ...(ratio < 0.9
           ? {
               bound:
                 `references: dd (one reused buffer) reads ${fixed(rate(ddr))} MiB/s; allocating and touching the ` +

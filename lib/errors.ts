@@ -6,6 +6,7 @@
  */
 import * as util from 'node:util';
 import type { BackendFailure } from './backend/backend';
+import { crcHex } from './format/crc32c';
 
 export const ErrorCode = {
   /** An argument had the wrong type or value; the message names it. */
@@ -51,6 +52,10 @@ export const ErrorCode = {
    * no failed system call, corrupt file or checksum). The message says what; `cause` is the original error. Please
    * report it. */
   INTERNAL: 'ERR_CHECKPOINT_INTERNAL',
+  /** A reader (loadTensors, verifyCheckpoint, readCheckpointInfo, a shard index or shard) was given a path that is
+   * not a regular file: a directory (one that leads to no single shard index), a FIFO, socket or device. Refused
+   * without reading it; the message says what it is. */
+  NOT_A_FILE: 'ERR_CHECKPOINT_NOT_A_FILE',
 } as const;
 
 export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -65,6 +70,9 @@ export interface CheckpointErrorDetails {
   syscall?: string;
   /** See CheckpointError.committed. */
   committed?: true;
+  /** See CheckpointError.expectedCrc and actualCrc. */
+  expectedCrc?: number;
+  actualCrc?: number;
   cause?: unknown;
 }
 
@@ -80,6 +88,9 @@ export class CheckpointError extends Error {
    * touched).
    */
   readonly committed?: true;
+  /** On ERR_CHECKPOINT_CHECKSUM for a tensor: the CRC32C the file records for it, and the one its bytes have. */
+  readonly expectedCrc?: number;
+  readonly actualCrc?: number;
 
   constructor(code: string, message: string, details: CheckpointErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
@@ -90,6 +101,8 @@ export class CheckpointError extends Error {
     if (details.errno !== undefined) this.errno = details.errno;
     if (details.syscall !== undefined) this.syscall = details.syscall;
     if (details.committed === true) this.committed = true;
+    if (details.expectedCrc !== undefined) this.expectedCrc = details.expectedCrc;
+    if (details.actualCrc !== undefined) this.actualCrc = details.actualCrc;
   }
 }
 
@@ -156,13 +169,21 @@ export function fromBackendFailure(
   if (f && f.kind === 'checksum') {
     const index = typeof f.tensorIndex === 'number' ? f.tensorIndex : -1;
     const name = tensorNames[index] ?? `#${index}`;
+    const crcs =
+      typeof f.expectedCrc === 'number' && typeof f.actualCrc === 'number'
+        ? { expectedCrc: f.expectedCrc, actualCrc: f.actualCrc }
+        : undefined;
+    const detail = crcs ? ` (CRC32C recorded ${crcHex(crcs.expectedCrc)}, computed ${crcHex(crcs.actualCrc)})` : '';
     out = new CheckpointError(
       ErrorCode.CHECKSUM,
-      `Checksum mismatch in tensor ${JSON.stringify(name)} of ${f.path}: its bytes were altered`,
-      { path: f.path, tensor: name },
+      `Checksum mismatch in tensor ${JSON.stringify(name)} of ${f.path}: its bytes were altered${detail}`,
+      { path: f.path, tensor: name, ...crcs, cause: err },
     );
   } else if (f && f.kind === 'corrupt') {
-    out = new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${f.path}: ${f.message}`, { path: f.path });
+    out = new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${f.path}: ${f.message}`, {
+      path: f.path,
+      cause: err,
+    });
   } else if (f && f.kind === 'stalled') {
     out = new CheckpointError(ErrorCode.WRITE_STALLED, `Could not ${action}: ${f.message}`, {
       path: f.path,
@@ -180,6 +201,7 @@ export function fromBackendFailure(
       errno: f.errno,
       syscall,
       ...(committed ? { committed: true as const } : {}),
+      cause: err,
     });
   } else {
     // kind 'internal', or anything else a backend threw: a broken invariant, not a failed system call.

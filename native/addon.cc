@@ -26,6 +26,7 @@
 #include "atomic_file.h"
 #include "crc32c.h"
 #include "failure.h"
+#include "mapped_reader.h"
 #include "tensor_reader.h"
 #include "tensor_writer.h"
 
@@ -144,7 +145,8 @@ std::string Hex(uint32_t crc) {
   return std::string(reinterpret_cast<const char*>(digits), 8);
 }
 
-// The Error object of BackendFailure: message, kind, errno, syscall, path, tensorIndex, actualCrc, committed.
+// The Error object of BackendFailure: message, kind, errno, syscall, path, tensorIndex, expectedCrc, actualCrc,
+// committed.
 Napi::Error FailureToError(Napi::Env env, const Failure& f) {
   std::string kind, message, syscall;
   int errnum = 0;
@@ -162,7 +164,8 @@ Napi::Error FailureToError(Napi::Env env, const Failure& f) {
       break;
     case Failure::Kind::kChecksum:
       kind = "checksum";
-      message = "tensor " + std::to_string(f.tensor_index) + ": " + f.message + " (computed " + Hex(f.actual_crc) + ")";
+      message = "tensor " + std::to_string(f.tensor_index) + ": " + f.message + " (expected " + Hex(f.expected_crc) +
+                ", computed " + Hex(f.actual_crc) + ")";
       break;
     case Failure::Kind::kStalled:
       kind = "stalled";
@@ -185,7 +188,10 @@ Napi::Error FailureToError(Napi::Env env, const Failure& f) {
   o.Set("syscall", syscall);
   o.Set("path", f.path);
   o.Set("tensorIndex", static_cast<double>(f.tensor_index));
-  if (f.kind == Failure::Kind::kChecksum) o.Set("actualCrc", static_cast<double>(f.actual_crc));
+  if (f.kind == Failure::Kind::kChecksum) {
+    o.Set("expectedCrc", static_cast<double>(f.expected_crc));
+    o.Set("actualCrc", static_cast<double>(f.actual_crc));
+  }
   if (f.committed) o.Set("committed", true);
   return error;
 }
@@ -292,22 +298,29 @@ class ReadWorker : public Napi::AsyncWorker {
 
  protected:
   void Execute() override {
-    if (!ReadCheckpoint(job_, &buffers_, &failure_)) SetError("read failed");  // details in failure_
+    const bool ok = job_.map ? MapCheckpoint(job_, &mapped_, &failure_) : ReadCheckpoint(job_, &buffers_, &failure_);
+    if (!ok) SetError("read failed");  // details in failure_
   }
 
   void OnOK() override {
     SettleSafely(deferred_, [&] {
       Napi::Env env = Env();
       Napi::HandleScope scope(env);
-      Napi::Array result = Napi::Array::New(env, buffers_.size());
-      for (size_t i = 0; i < buffers_.size(); i++) result.Set(static_cast<uint32_t>(i), TakeBuffer(env, buffers_[i]));
+      const size_t n = job_.map ? mapped_.views.size() : buffers_.size();
+      Napi::Array result = Napi::Array::New(env, n);
+      for (size_t i = 0; i < n; i++) {
+        result.Set(static_cast<uint32_t>(i),
+                   job_.map ? ViewBuffer(env, mapped_.mapping, mapped_.views[i]) : TakeBuffer(env, buffers_[i]));
+      }
       deferred_.Resolve(result);
     });
     buffers_.clear();  // frees whatever was not handed to JS (all of it if building the result failed)
+    mapped_.Reset();   // drops the job's own reference: the views' finalizers hold the mapping from here
   }
 
   void OnError(const Napi::Error&) override {
     buffers_.clear();
+    mapped_.Reset();
     SettleSafely(deferred_, [&] {
       Napi::HandleScope scope(Env());
       deferred_.Reject(FailureToError(Env(), failure_).Value());
@@ -333,8 +346,25 @@ class ReadWorker : public Napi::AsyncWorker {
     return copy;
   }
 
+  // A view of a mapping as an external ArrayBuffer holding one reference to it (released by its finalizer, on the JS
+  // thread). Where external buffers are not allowed, a copy.
+  static Napi::ArrayBuffer ViewBuffer(Napi::Env env, Mapping* mapping, const MappedView& view) {
+    if (view.length == 0) return Napi::ArrayBuffer::New(env, 0);
+    napi_value value = nullptr;
+    mapping->Retain();
+    const napi_status status = napi_create_external_arraybuffer(
+        env, view.data, view.length, [](napi_env, void*, void* hint) { Mapping::Release(static_cast<Mapping*>(hint)); },
+        mapping, &value);
+    if (status == napi_ok) return Napi::ArrayBuffer(env, value);
+    Mapping::Release(mapping);
+    Napi::ArrayBuffer copy = Napi::ArrayBuffer::New(env, view.length);
+    std::memcpy(copy.Data(), view.data, view.length);
+    return copy;
+  }
+
   Napi::Promise::Deferred deferred_;
   ReadJob job_;
+  MappedResult mapped_;
   std::vector<OwnedBuffer> buffers_;
   Failure failure_;
 };
@@ -344,9 +374,18 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   Napi::Object plan = PlanArgument(info);
   ReadJob job;
   job.path = GetString(env, plan, "path");
+  // plan.fd: the caller's open descriptor of path (kept open by the caller until the promise settles), or absent.
+  const Napi::Value fd = Field(plan, "fd");
+  if (!fd.IsUndefined()) {
+    const uint64_t n = ToIndex(env, fd, "plan.fd");
+    if (n > 0x7fffffff) ThrowType(env, "plan.fd must be a file descriptor");
+    job.fd = static_cast<int>(n);
+  }
   job.file_size = GetIndex(env, plan, "fileSize");
   job.data_start = GetIndex(env, plan, "dataStart");
   job.verify = GetBool(env, plan, "verify");
+  const Napi::Value map = Field(plan, "map");
+  if (!map.IsUndefined()) job.map = GetBool(env, plan, "map");
 
   Napi::Value ranges_value = Field(plan, "ranges");
   if (!ranges_value.IsArray()) ThrowType(env, "plan.ranges must be an array");

@@ -26,19 +26,31 @@ bool Fail(SysError* err, int errnum, const char* syscall, const std::string& pat
 }  // namespace
 
 File::~File() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0 && owned_) ::close(fd_);
 }
 
-File::File(File&& other) noexcept : fd_(other.fd_), path_(std::move(other.path_)) { other.fd_ = -1; }
+File::File(File&& other) noexcept : fd_(other.fd_), owned_(other.owned_), path_(std::move(other.path_)) {
+  other.fd_ = -1;
+  other.owned_ = true;
+}
 
 File& File::operator=(File&& other) noexcept {
   if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0 && owned_) ::close(fd_);
     fd_ = other.fd_;
+    owned_ = other.owned_;
     path_ = std::move(other.path_);
     other.fd_ = -1;
+    other.owned_ = true;
   }
   return *this;
+}
+
+void File::Borrow(int fd, const std::string& path) {
+  if (fd_ >= 0 && owned_) ::close(fd_);
+  fd_ = fd;
+  owned_ = false;
+  path_ = path;
 }
 
 static bool OpenWithFlags(const std::string& path, int flags, mode_t mode, const char* syscall, int* fd,
@@ -144,6 +156,15 @@ void File::AdviseSequential() {
 #endif
 }
 
+void File::AdviseWillNeed(uint64_t offset, uint64_t length) {
+#if defined(POSIX_FADV_WILLNEED) && !defined(__APPLE__)
+  (void)::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_WILLNEED);
+#else
+  (void)offset;
+  (void)length;
+#endif
+}
+
 bool File::Stat(uint64_t* size, bool* is_regular, SysError* err) {
   struct stat st;
   if (::fstat(fd_, &st) != 0) return Fail(err, errno, "fstat", path_);
@@ -169,6 +190,10 @@ bool File::Close(SysError* err) {
   if (fd_ < 0) return true;
   const int fd = fd_;
   fd_ = -1;
+  if (!owned_) {
+    owned_ = true;
+    return true;  // borrowed: its owner closes it
+  }
   // Never retry close on EINTR: on Linux the descriptor is released anyway and may already be reused.
   if (::close(fd) != 0 && errno != EINTR) return Fail(err, errno, "close", path_);
   return true;

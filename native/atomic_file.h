@@ -20,8 +20,8 @@ constexpr size_t kMaxIoRequest = size_t{1} << 30;
 // Calls in a row that may return 0 bytes before PwriteAll reports that the write makes no progress.
 constexpr int kZeroWriteAttempts = 3;
 
-// An owned file descriptor. Invariant: fd_ >= 0 exactly while open; the destructor closes it unchecked (error
-// paths only: successful paths call Close() and check it).
+// A file descriptor, owned unless borrowed. Invariant: fd_ >= 0 exactly while open; the destructor closes an owned
+// one unchecked (error paths only: successful paths call Close() and check it); a borrowed one is never closed.
 class File {
  public:
   File() = default;
@@ -37,8 +37,12 @@ class File {
   bool OpenRead(const std::string& path, SysError* err);
   // Opens a directory read-only, for FsyncDirectory.
   bool OpenDirectory(const std::string& path, SysError* err);
+  // Uses a descriptor someone else opened (and will close): this File never closes it. `path` names it in errors.
+  // The owner must keep it open until this File is done with it.
+  void Borrow(int fd, const std::string& path);
 
   bool is_open() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
   const std::string& path() const { return path_; }
 
   // Writes all `length` bytes at `offset`, looping on short writes and EINTR, in requests of at most kMaxIoRequest.
@@ -52,6 +56,9 @@ class File {
   bool Preallocate(uint64_t length, SysError* err);
   // Tells the kernel the file will be read sequentially (larger read-ahead). Advisory: never fails.
   void AdviseSequential();
+  // Tells the kernel [offset, offset + length) will be read soon: it starts reading all of it now (deep device
+  // queue) instead of one read-ahead window at a time. Advisory: never fails.
+  void AdviseWillNeed(uint64_t offset, uint64_t length);
   // fstat: the size, and whether it is a regular file.
   bool Stat(uint64_t* size, bool* is_regular, SysError* err);
   // fsync (F_FULLFSYNC on macOS). A failure means the data may not be on disk: the save has failed.
@@ -61,6 +68,7 @@ class File {
 
  private:
   int fd_ = -1;
+  bool owned_ = true;
   std::string path_;
 };
 

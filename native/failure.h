@@ -23,7 +23,7 @@ struct Failure {
     kNone,      // no failure
     kIo,        // a system call failed: sys is set
     kCorrupt,   // the file is not what the plan says (size changed, short read at EOF)
-    kChecksum,  // tensor_index's bytes do not match their CRC; actual_crc is what was computed
+    kChecksum,  // tensor_index's bytes do not match their CRC: expected_crc is the plan's, actual_crc the computed
     kInvalid,   // the plan broke an invariant the TypeScript layer guarantees (a bug, never bad user input)
     kStalled,   // a write made no progress without an error (sys.errnum 0): a library failure, no errno
   };
@@ -31,6 +31,7 @@ struct Failure {
   SysError sys;
   std::string path;  // the file concerned (for kIo: sys.path)
   int64_t tensor_index = -1;
+  uint32_t expected_crc = 0;
   uint32_t actual_crc = 0;
   // A write failed after its rename (the directory fsync): the new file is in place but may not survive power loss.
   bool committed = false;

@@ -1,5 +1,7 @@
-// Implementation of the read job. Each range is read in kReadChunk pieces, each piece checksummed right after it
-// lands (cache-hot). Memory use is the sum of the ranges, never one buffer for the whole file.
+// Implementation of the read job. Each range is read in kReadChunk pieces into its own malloc'd buffer. With
+// verification, the pieces are checksummed by a CrcFollower thread while the next ones are read (crc_follower.h);
+// reads under kOverlapMin bytes in all checksum each piece inline right after it lands (cache-hot), where a thread
+// would cost more than it saves. Memory use is the sum of the ranges, never one buffer for the whole file.
 #include "tensor_reader.h"
 
 #include <cerrno>
@@ -7,6 +9,7 @@
 
 #include "atomic_file.h"
 #include "crc32c.h"
+#include "crc_follower.h"
 
 namespace tfjs_checkpoint {
 
@@ -28,6 +31,78 @@ std::string ValidateReadJob(const ReadJob& job) {
   return "";
 }
 
+namespace {
+
+// Reads range i of the job into `buffer` (already allocated) in kReadChunk pieces. `crc` (when not null) is continued
+// over each piece right after it lands; `published` (when not null) is told the running total of bytes filled.
+bool ReadRange(File& file, const ReadJob& job, size_t i, OwnedBuffer& buffer, uint32_t* crc, CrcFollower* follower,
+               uint64_t* filled, Failure* failure) {
+  const uint64_t begin = job.ranges[2 * i];
+  SysError err;
+  for (size_t done = 0; done < buffer.length;) {
+    if (follower != nullptr && follower->failed()) return true;  // a checksum failed earlier: stop reading
+    const size_t want = buffer.length - done < kReadChunk ? buffer.length - done : kReadChunk;
+    size_t got = 0;
+    if (!file.PreadAll(buffer.data.get() + done, want, job.data_start + begin + done, &got, &err)) {
+      *failure = Failure::Io(err);
+      return false;
+    }
+    if (got < want) {
+      *failure =
+          Failure::Make(Failure::Kind::kCorrupt, job.path, "file ended early (it was truncated while being read)");
+      return false;
+    }
+    if (crc != nullptr) *crc = Crc32c(buffer.data.get() + done, want, *crc);
+    done += want;
+    *filled += want;
+    if (follower != nullptr) follower->Published(*filled);
+  }
+  return true;
+}
+
+Failure ChecksumFailure(const ReadJob& job, size_t i, uint32_t actual) {
+  Failure f = Failure::Make(Failure::Kind::kChecksum, job.path, "tensor bytes do not match their CRC32C");
+  f.tensor_index = static_cast<int64_t>(i);
+  f.expected_crc = job.crcs[i];
+  f.actual_crc = actual;
+  return f;
+}
+
+}  // namespace
+
+bool OpenReadJob(const ReadJob& job, File* file, Failure* failure) {
+  SysError err;
+  if (job.fd >= 0) {
+    file->Borrow(job.fd, job.path);
+  } else if (!file->OpenRead(job.path, &err)) {
+    *failure = Failure::Io(err);
+    return false;
+  }
+  uint64_t size = 0;
+  bool regular = false;
+  if (!file->Stat(&size, &regular, &err)) {
+    *failure = Failure::Io(err);
+    return false;
+  }
+  if (!regular) {
+    // Not a regular file: its data is not read. The verdict is the OS's own when reading fails (EISDIR for a
+    // directory, ESPIPE for a FIFO); a device that does read is refused as not what the plan says.
+    uint8_t probe = 0;
+    size_t got = 0;
+    *failure = file->PreadAll(&probe, 1, 0, &got, &err)
+                   ? Failure::Make(Failure::Kind::kCorrupt, job.path, "not a regular file")
+                   : Failure::Io(err);
+    return false;
+  }
+  if (size != job.file_size) {
+    *failure = Failure::Make(
+        Failure::Kind::kCorrupt, job.path,
+        "file size is " + std::to_string(size) + " bytes, the header implies " + std::to_string(job.file_size));
+    return false;
+  }
+  return true;
+}
+
 bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* failure) {
   out->clear();
   const std::string invalid = ValidateReadJob(job);
@@ -37,68 +112,69 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
   }
 
   auto fail = [&](Failure f) {
-    out->clear();  // frees every buffer read so far
+    out->clear();  // frees every buffer
     *failure = std::move(f);
     return false;
   };
 
   SysError err;
   File file;
-  if (!file.OpenRead(job.path, &err)) return fail(Failure::Io(err));
-  uint64_t size = 0;
-  bool regular = false;
-  if (!file.Stat(&size, &regular, &err)) return fail(Failure::Io(err));
-  if (!regular) {
-    err.errnum = EISDIR;
-    err.syscall = "read";
-    err.path = job.path;
-    // Not a regular file: a directory is EISDIR; anything else (a FIFO, a device) is refused rather than read.
-    return fail(Failure::Io(err));
+  Failure open_failure;
+  if (!OpenReadJob(job, &file, &open_failure)) return fail(std::move(open_failure));
+
+  // Every destination first (untouched memory costs nothing until read into), so that a failed allocation fails
+  // before any I/O.
+  const size_t n = job.ranges.size() / 2;
+  uint64_t total = 0;
+  out->resize(n);
+  for (size_t i = 0; i < n; i++) {
+    const size_t length = static_cast<size_t>(job.ranges[2 * i + 1] - job.ranges[2 * i]);
+    OwnedBuffer& buffer = (*out)[i];
+    buffer.length = length;
+    if (length > 0) buffer.data.reset(static_cast<uint8_t*>(std::malloc(length)));
+    if (length > 0 && !buffer.data) {
+      err.errnum = ENOMEM;
+      err.syscall = "malloc";
+      err.path = job.path;
+      return fail(Failure::Io(err));
+    }
+    total += length;
   }
-  if (size != job.file_size) {
-    return fail(Failure::Make(
-        Failure::Kind::kCorrupt, job.path,
-        "file size is " + std::to_string(size) + " bytes, the header implies " + std::to_string(job.file_size)));
+  if (n > 0) {
+    file.AdviseSequential();
+    // The whole span read, requested at once: measured ~10% faster cold on this VM's disk than read-ahead alone.
+    file.AdviseWillNeed(job.data_start + job.ranges[0], job.ranges[2 * n - 1] - job.ranges[0]);
   }
 
-  file.AdviseSequential();
-  const size_t n = job.ranges.size() / 2;
-  out->reserve(n);
-  for (size_t i = 0; i < n; i++) {
-    const uint64_t begin = job.ranges[2 * i];
-    const size_t length = static_cast<size_t>(job.ranges[2 * i + 1] - begin);
-    OwnedBuffer buffer;
-    buffer.length = length;
-    if (length > 0) {
-      buffer.data.reset(static_cast<uint8_t*>(std::malloc(length)));
-      if (!buffer.data) {
-        err.errnum = ENOMEM;
-        err.syscall = "malloc";
-        err.path = job.path;
-        return fail(Failure::Io(err));
-      }
+  uint64_t filled = 0;
+  if (job.verify && total >= kOverlapMin) {
+    std::vector<const uint8_t*> data(n);
+    std::vector<size_t> lengths(n);
+    for (size_t i = 0; i < n; i++) {
+      data[i] = (*out)[i].data.get();
+      lengths[i] = (*out)[i].length;
     }
-    uint32_t crc = 0;
-    for (size_t done = 0; done < length;) {
-      const size_t want = length - done < kReadChunk ? length - done : kReadChunk;
-      size_t got = 0;
-      if (!file.PreadAll(buffer.data.get() + done, want, job.data_start + begin + done, &got, &err)) {
-        return fail(Failure::Io(err));
-      }
-      if (got < want) {
-        return fail(
-            Failure::Make(Failure::Kind::kCorrupt, job.path, "file ended early (it was truncated while being read)"));
-      }
-      if (job.verify) crc = Crc32c(buffer.data.get() + done, want, crc);
-      done += want;
+    CrcFollower follower(std::move(data), std::move(lengths), job.crcs);
+    Failure read_failure;
+    bool ok = true;
+    for (size_t i = 0; i < n && ok && !follower.failed(); i++) {
+      ok = ReadRange(file, job, i, (*out)[i], nullptr, &follower, &filled, &read_failure);
     }
-    if (job.verify && crc != job.crcs[i]) {
-      Failure f = Failure::Make(Failure::Kind::kChecksum, job.path, "tensor bytes do not match their CRC32C");
-      f.tensor_index = static_cast<int64_t>(i);
-      f.actual_crc = crc;
-      return fail(std::move(f));
+    follower.Finish(filled);
+    size_t index = 0;
+    uint32_t actual = 0;
+    // A checksum failure is always in bytes before any read failure (the follower checks only what was read).
+    if (follower.Mismatch(&index, &actual)) return fail(ChecksumFailure(job, index, actual));
+    if (!ok) return fail(std::move(read_failure));
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      uint32_t crc = 0;
+      Failure read_failure;
+      if (!ReadRange(file, job, i, (*out)[i], job.verify ? &crc : nullptr, nullptr, &filled, &read_failure)) {
+        return fail(std::move(read_failure));
+      }
+      if (job.verify && crc != job.crcs[i]) return fail(ChecksumFailure(job, i, crc));
     }
-    out->push_back(std::move(buffer));
   }
   SysError ignored;
   file.Close(&ignored);  // read-only: a close error cannot lose data

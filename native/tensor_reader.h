@@ -1,9 +1,10 @@
 // The read job: reads each tensor's byte range of a checkpoint into its own buffer, verifying CRC32Cs
 // (see ReadPlan in lib/backend/backend.ts).
 //
-// Threading: a ReadJob is built on the JS thread and executed on one worker thread; ReadCheckpoint touches no JS
-// state. The buffers it returns are plain malloc'd memory owned by the caller (addon.cc hands them to JS as
-// external ArrayBuffers whose finalizer frees them).
+// Threading: a ReadJob is built on the JS thread and executed on one worker thread, which for a large verified read
+// starts one more (the CrcFollower) and joins it before returning; ReadCheckpoint touches no JS state. The buffers it
+// returns are plain malloc'd memory owned by the caller (addon.cc hands them to JS as external ArrayBuffers whose
+// finalizer frees them).
 #ifndef TFJS_CHECKPOINT_TENSOR_READER_H_
 #define TFJS_CHECKPOINT_TENSOR_READER_H_
 
@@ -14,12 +15,16 @@
 #include <string>
 #include <vector>
 
+#include "atomic_file.h"
 #include "failure.h"
 
 namespace tfjs_checkpoint {
 
-// Bytes per read request and per CRC step (checksummed right after the read, while in cache).
-constexpr size_t kReadChunk = size_t{1} << 20;
+// Bytes per read request: large enough to amortise the system call and keep the device's queue fed, small enough
+// that a piece is still in the CPU cache when it is checksummed.
+constexpr size_t kReadChunk = size_t{4} << 20;
+// Reads of at least this many bytes in all, verified, checksum on a second thread (CrcFollower) while reading.
+constexpr size_t kOverlapMin = size_t{8} << 20;
 
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
@@ -32,12 +37,18 @@ struct OwnedBuffer {
 };
 
 struct ReadJob {
-  std::string path;
+  std::string path;  // the file, for errors; opened (and closed) by the reader only when fd is -1
+  // A descriptor of `path` opened by the caller, or -1. Borrowed: the reader preads from it (never moves its offset,
+  // never closes it); the caller keeps it open until the job is done. Reading through the descriptor the caller read
+  // the header from is what keeps header and data one version of the file, whatever renames replace the path.
+  int fd = -1;
   uint64_t file_size = 0;        // the size the header implies; a different actual size is kCorrupt
   uint64_t data_start = 0;       // 8 + N
   std::vector<uint64_t> ranges;  // [b0, e0, b1, e1, ...] relative to data_start
   std::vector<uint32_t> crcs;    // expected CRC per range (used when verify)
   bool verify = true;
+  // Map the file instead of copying it (mapped_reader.h, MapCheckpoint): chosen by addon.cc, ignored here.
+  bool map = false;
 };
 
 // Checks the invariants the TypeScript layer guarantees: an even number of range bounds, ascending non-overlapping
@@ -46,10 +57,15 @@ struct ReadJob {
 // Returns an empty string when valid, else what is wrong.
 std::string ValidateReadJob(const ReadJob& job);
 
+// Opens (or borrows, job.fd) the job's file into *file and checks it: a regular file of exactly job.file_size bytes.
+// On failure *failure says why (as ReadCheckpoint's).
+bool OpenReadJob(const ReadJob& job, File* file, Failure* failure);
+
 // Reads every range into its own buffer (a failed allocation is an io failure with ENOMEM, never an abort).
 // On success *out has one buffer per range; on failure *out is empty and *failure says why:
-// kIo (open/fstat/read/malloc), kCorrupt (size differs from file_size, or the file shrank while being read),
-// kChecksum (tensor_index, actual_crc), kInvalid (the plan broke ValidateReadJob).
+// kIo (open/fstat/read/malloc; a directory: the EISDIR its read fails with), kCorrupt (size differs from file_size,
+// the file shrank while being read, or it is not a regular file yet reads), kChecksum (tensor_index, expected_crc,
+// actual_crc), kInvalid (the plan broke ValidateReadJob).
 bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* failure);
 
 }  // namespace tfjs_checkpoint

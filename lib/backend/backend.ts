@@ -42,8 +42,14 @@ export interface WritePlan {
 
 /** One `read` call: a validated plan of which byte ranges to read and which CRCs to expect. */
 export interface ReadPlan {
-  /** Path of the checkpoint file. */
+  /** Path of the checkpoint file: named in failures, and opened (then closed) by the backend when `fd` is absent. */
   path: string;
+  /**
+   * A descriptor of `path` the caller opened and read the header from, which the backend reads from with pread (its
+   * offset untouched) and never closes; the caller keeps it open until the promise settles. Header and data then
+   * come from one inode: an atomic rename replacing `path` meanwhile leaves the read on the old version, whole.
+   */
+  fd?: number;
   /** The file size the header implies (8 + N + data length); a different actual size is `corrupt`. */
   fileSize: number;
   /** 8 + N: where the data section begins. */
@@ -59,6 +65,12 @@ export interface ReadPlan {
   crcs: number[];
   /** Compute and compare the CRCs. */
   verify: boolean;
+  /**
+   * Map the file instead of copying it (LoadTensorsArgs.mmap): each ArrayBuffer is then a view of one private
+   * (copy-on-write) mapping of the file, unmapped when the last of them is collected. Only the native backend maps;
+   * the JS backend reads as without it. Default: false.
+   */
+  map?: boolean;
 }
 
 /**
@@ -74,7 +86,8 @@ export const ZERO_WRITE_ATTEMPTS = 3;
  */
 export interface BackendFailure {
   /** 'io': a system call failed (errno, syscall, path set). 'corrupt': the file is not what the plan says
-   * (e.g. the size changed, a short read at EOF). 'checksum': tensor `tensorIndex`'s bytes do not match its CRC.
+   * (e.g. the size changed, a short read at EOF, not a regular
+   * file). 'checksum': tensor `tensorIndex`'s bytes do not match its CRC.
    * 'stalled': a write made no progress without an error (it returned 0 bytes ZERO_WRITE_ATTEMPTS times in a row;
    * syscall and path set, errno 0: none is invented).
    * 'internal': a bug (the plan broke an invariant the TypeScript layer guarantees, or a call failed without an
@@ -89,6 +102,8 @@ export interface BackendFailure {
   /** For kind 'checksum': index in the plan's ranges of the one whose CRC failed (the tensor's index in the file
    * when the plan reads them all), else -1. */
   tensorIndex: number;
+  /** For kind 'checksum': the CRC the plan expected (`crcs[tensorIndex]`). */
+  expectedCrc?: number;
   /** For kind 'checksum': the CRC computed from the bytes read. */
   actualCrc?: number;
   /**

@@ -3,9 +3,10 @@
  * Slower (CRC32C in JS, ~0.5 GB/s), and the work runs on the JS thread between awaits, but it writes the same bytes
  * with the same temp file, fsyncs and rename, and reads with the same checks.
  */
+import * as fs from 'node:fs';
 import { Stats, constants as fsConstants, promises as fsp } from 'node:fs';
-import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { type Backend, type BackendFailure, type ReadPlan, type WritePlan, ZERO_WRITE_ATTEMPTS } from './backend';
 import { crc32c, crcHex } from '../format/crc32c';
 import { fsyncDirectory } from '../fs/fsync-dir';
@@ -114,26 +115,57 @@ async function write(plan: WritePlan): Promise<void> {
   }
 }
 
-async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
+/** The descriptor-level calls `read` needs, over a caller's descriptor or one it opened. */
+interface ReadSource {
+  stat(): Promise<Stats>;
+  read(into: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+const freadAsync = promisify(fs.read);
+const fstatAsync = promisify(fs.fstat);
+
+/** The caller's descriptor (ReadPlan.fd): read with pread, never closed here. */
+function borrowed(fd: number): ReadSource {
+  return {
+    stat: () => fstatAsync(fd),
+    read: async (into, offset, length, position) => (await freadAsync(fd, into, offset, length, position)).bytesRead,
+    close: async () => undefined,
+  };
+}
+
+async function opened(p: string): Promise<ReadSource> {
   let fh: fsp.FileHandle;
   try {
-    fh = await fsp.open(plan.path, READ_FLAGS);
+    fh = await fsp.open(p, READ_FLAGS);
   } catch (e) {
-    throw ioFailure(e, 'open', plan.path);
+    throw ioFailure(e, 'open', p);
   }
+  return {
+    stat: () => fh.stat(),
+    read: async (into, offset, length, position) => (await fh.read(into, offset, length, position)).bytesRead,
+    close: () => fh.close(),
+  };
+}
+
+async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
+  const source = plan.fd === undefined ? await opened(plan.path) : borrowed(plan.fd);
   try {
     let st: Stats;
     try {
-      st = await fh.stat();
+      st = await source.stat();
     } catch (e) {
       throw ioFailure(e, 'fstat', plan.path);
     }
-    // As native: a directory, FIFO, socket or device is refused (EISDIR, syscall 'read') rather than read.
     if (!st.isFile()) {
-      throw failure('io', `EISDIR: not a regular file, read '${plan.path}'`, plan.path, {
-        errno: osConstants.errno.EISDIR,
-        syscall: 'read',
-      });
+      // As native: not read. The OS's own verdict when reading fails (EISDIR for a directory, ESPIPE for a FIFO);
+      // a device that does read is not what the plan says.
+      try {
+        await source.read(new Uint8Array(1), 0, 1, 0);
+      } catch (e) {
+        throw ioFailure(e, 'read', plan.path);
+      }
+      throw failure('corrupt', 'not a regular file', plan.path);
     }
     const size = st.size;
     if (size !== plan.fileSize) {
@@ -153,7 +185,7 @@ async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
       for (let off = 0; off < length;) {
         let n: number;
         try {
-          ({ bytesRead: n } = await fh.read(bytes, off, Math.min(CHUNK, length - off), plan.dataStart + begin + off));
+          n = await source.read(bytes, off, Math.min(CHUNK, length - off), plan.dataStart + begin + off);
         } catch (e) {
           throw ioFailure(e, 'read', plan.path);
         }
@@ -162,13 +194,17 @@ async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
         off += n;
       }
       if (plan.verify && crc !== plan.crcs[i]) {
-        throw failure('checksum', `checksum mismatch in tensor ${i}`, plan.path, { tensorIndex: i, actualCrc: crc });
+        throw failure('checksum', `checksum mismatch in tensor ${i}`, plan.path, {
+          tensorIndex: i,
+          expectedCrc: plan.crcs[i],
+          actualCrc: crc,
+        });
       }
       out.push(buffer);
     }
     return out;
   } finally {
-    await fh.close().catch(() => undefined);
+    await source.close().catch(() => undefined);
   }
 }
 

@@ -3,11 +3,11 @@
  * with our `tfjs_checkpoint.*` additions), read and validated whoever wrote it, and the header bytes of a shard
  * whose CRC32C the index records.
  */
-import { constants, promises as fsp } from 'node:fs';
 import { isPlainObject } from '../args';
 import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
 import { FORMAT_VERSION, readHeaderLength, setOwn } from '../format/header';
 import { getBackend } from '../backend/select';
+import { openRegularFile } from './open-file';
 
 /** The largest index file read (HF indexes of 100B-parameter models are a few MB). */
 const MAX_INDEX_BYTES = 256 * 1024 * 1024;
@@ -41,16 +41,11 @@ export interface ShardIndex {
   ours?: { setId: string; shards: ShardRecord[]; metadata: Record<string, string> };
 }
 
-/** The first 8 + N bytes of a checkpoint file (its length prefix and JSON header). */
-async function readHeaderBytes(file: string): Promise<Uint8Array> {
-  let fh: fsp.FileHandle;
+/** The first 8 + N bytes of a checkpoint file (its length prefix and JSON header), and the file's size, read from one
+ * open descriptor. */
+async function readHeaderBytes(file: string): Promise<{ head: Uint8Array; size: number }> {
+  const { handle: fh, stat: st } = await openRegularFile(file, 'open the shard');
   try {
-    fh = await fsp.open(file, 'r');
-  } catch (e) {
-    throw fromNodeError(e, file, 'open the shard');
-  }
-  try {
-    const st = await fh.stat();
     const prefix = new Uint8Array(8);
     const { bytesRead } = await fh.read(prefix, 0, 8, 0);
     const n = readHeaderLength(prefix.subarray(0, bytesRead), st.size, file);
@@ -59,7 +54,7 @@ async function readHeaderBytes(file: string): Promise<Uint8Array> {
     if (r.bytesRead !== head.length) {
       throw new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${file}: truncated header`, { path: file });
     }
-    return head;
+    return { head, size: st.size };
   } catch (e) {
     throw fromNodeError(e, file, 'read the shard');
   } finally {
@@ -76,9 +71,11 @@ function isPlainFileName(f: unknown): f is string {
   return typeof f === 'string' && f.length > 0 && f !== '.' && f !== '..' && !/[/\\\0]/.test(f);
 }
 
-/** The CRC32C of a shard's first 8 + N bytes (length prefix and JSON header): what an index of ours records. */
-export async function shardHeaderCrc(file: string): Promise<number> {
-  return getBackend().crc32c(await readHeaderBytes(file));
+/** The CRC32C of a shard's first 8 + N bytes (length prefix and JSON header), what an index of ours records, and the
+ * shard's size, from one open descriptor. */
+export async function shardHeaderCrc(file: string): Promise<{ crc: number; size: number }> {
+  const { head, size } = await readHeaderBytes(file);
+  return { crc: getBackend().crc32c(head), size };
 }
 
 /** What an index of ours records (see the module comment of shards.ts). */
@@ -115,19 +112,14 @@ export function shardIndexText(c: ShardIndexContents): string {
 /** Reads and validates an index (ours or another tool's, e.g. transformers' save_pretrained). */
 export async function readShardIndex(file: string): Promise<ShardIndex> {
   let text: string;
-  let fh: fsp.FileHandle | undefined;
+  const { handle, stat } = await openRegularFile(file, 'open the shard index');
   try {
-    // One open serves the checks and the read (O_NONBLOCK: a FIFO is refused below rather than waited on). A
-    // directory is read like a file, so that the read fails with the OS's own EISDIR.
-    fh = await fsp.open(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
-    const st = await fh.stat();
-    if (!st.isFile() && !st.isDirectory()) throw corruptIndex(file, 'not a regular file');
-    if (st.size > MAX_INDEX_BYTES) throw corruptIndex(file, `larger than ${MAX_INDEX_BYTES} bytes`);
-    text = await fh.readFile('utf8');
+    if (stat.size > MAX_INDEX_BYTES) throw corruptIndex(file, `larger than ${MAX_INDEX_BYTES} bytes`);
+    text = await handle.readFile('utf8');
   } catch (e) {
     throw fromNodeError(e, file, 'read the shard index');
   } finally {
-    await fh?.close().catch(() => undefined);
+    await handle.close().catch(() => undefined);
   }
   let raw: unknown;
   try {

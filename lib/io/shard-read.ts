@@ -7,7 +7,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
 import { FORMAT_VERSION, setOwn } from '../format/header';
-import { directoryAsFileError } from '../fs/entry-kind';
 import {
   type CheckpointInfo,
   type LoadedTensors,
@@ -17,6 +16,7 @@ import {
   readCheckpointInfo,
   verifyCheckpoint,
 } from './tensors';
+import { notAFile } from './open-file';
 import { INDEX_SUFFIX, pool } from './shard-plan';
 import { type ShardIndex, type ShardRecord, corruptIndex, readShardIndex, shardHeaderCrc } from './shard-index';
 
@@ -36,14 +36,12 @@ export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } |
     }
     const indexes = names.filter((n) => n.endsWith('.safetensors' + INDEX_SUFFIX)).sort();
     if (indexes.length === 1) return { kind: 'set', index: path.join(abs, indexes[0]) };
-    // No set to load: read as a file, the directory fails with the OS's EISDIR; the message says why it is no set.
-    const why =
+    throw notAFile(
+      abs,
       indexes.length === 0
-        ? 'without a shard index (*.safetensors.index.json)'
-        : `with ${indexes.length} shard indexes (${indexes.join(', ')}); name one`;
-    const refused = await directoryAsFileError(abs, 'read', `Cannot load ${abs}: it is a directory ${why}`);
-    if (refused) throw refused;
-    return { kind: 'file' }; // replaced by a file meanwhile
+        ? 'a directory without a shard index (*.safetensors.index.json)'
+        : `a directory with ${indexes.length} shard indexes (${indexes.join(', ')}; name one)`,
+    );
   }
   if (abs.endsWith(INDEX_SUFFIX)) return { kind: 'set', index: abs };
   if (!st) {
@@ -56,16 +54,13 @@ export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } |
 /** Checks a shard against its index record: size and header CRC32C. */
 async function checkShardRecord(index: ShardIndex, record: ShardRecord): Promise<void> {
   const file = path.join(path.dirname(index.path), record.file);
-  const headerCrc = await shardHeaderCrc(file);
-  const st = await fsp.stat(file).catch((e: unknown) => {
-    throw fromNodeError(e, file, 'stat the shard');
-  });
-  if (st.size !== record.size || headerCrc !== record.headerCrc32c) {
+  const { crc: headerCrc, size } = await shardHeaderCrc(file);
+  if (size !== record.size || headerCrc !== record.headerCrc32c) {
     throw new CheckpointError(
       ErrorCode.CHECKSUM,
       `Shard ${file} does not match ${index.path}: ` +
-        (st.size !== record.size
-          ? `its size is ${st.size} bytes, the index says ${record.size}`
+        (size !== record.size
+          ? `its size is ${size} bytes, the index says ${record.size}`
           : 'its header checksum differs from the one the index records (another set, or altered)'),
       { path: file },
     );
@@ -143,16 +138,21 @@ async function readStable<T>(indexPath: string, read: (index: ShardIndex) => Pro
 }
 
 /** Loads every tensor of a set (shards read in parallel, each verified as a single file is, and against the index). */
-export async function loadShardSet(indexPath: string, verify: boolean, concurrency?: number): Promise<LoadedTensors> {
-  return readStable(indexPath, (index) => loadSet(index, verify, concurrency));
+export async function loadShardSet(
+  indexPath: string,
+  verify: boolean,
+  concurrency?: number,
+  mmap = false,
+): Promise<LoadedTensors> {
+  return readStable(indexPath, (index) => loadSet(index, verify, concurrency, mmap));
 }
 
-async function loadSet(index: ShardIndex, verify: boolean, concurrency?: number): Promise<LoadedTensors> {
+async function loadSet(index: ShardIndex, verify: boolean, concurrency?: number, mmap = false): Promise<LoadedTensors> {
   if (verify && !index.ours) throw unverifiedSet(index);
   const dir = path.dirname(index.path);
   const loaded = await pool(index.files, concurrency ?? os.availableParallelism(), async (shard, i) => {
     if (verify && index.ours) await checkShardRecord(index, index.ours.shards[i]);
-    const one = await loadTensors(path.join(dir, shard), { verify });
+    const one = await loadTensors(path.join(dir, shard), { verify, mmap });
     checkShardTensors(index, shard, Object.keys(one.tensors));
     checkShardMetadata(index, shard, one.metadata);
     return one;

@@ -93,9 +93,8 @@ export async function saveShardSet(
         throw e;
       }
       done.push(files[i]);
-      const headerCrc32c = await shardHeaderCrc(file);
-      const st = await fsp.stat(file);
-      return { file: files[i], size: st.size, headerCrc32c };
+      const { crc: headerCrc32c, size } = await shardHeaderCrc(file);
+      return { file: files[i], size, headerCrc32c };
     });
   } catch (e) {
     clearInterval(heartbeat);

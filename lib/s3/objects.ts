@@ -355,7 +355,15 @@ export async function readObjectData(loc: S3Location, opened: OpenedObject, veri
     buffers.forEach((b, i) => {
       const actualCrc = crc(new Uint8Array(b));
       if (actualCrc !== tensorCrcs[i]) {
-        const failure = { kind: 'checksum', tensorIndex: i, path: loc.url, actualCrc, message: 'checksum mismatch' };
+        const expectedCrc = tensorCrcs[i];
+        const failure = {
+          kind: 'checksum',
+          tensorIndex: i,
+          path: loc.url,
+          expectedCrc,
+          actualCrc,
+          message: 'mismatch',
+        };
         throw fromBackendFailure(
           failure,
           `load ${loc.url}`,
@@ -396,7 +404,15 @@ export async function verifyObjectData(
       crcs[i] = crc(bytes, crcs[i]);
       check(e, bytes, from - e.begin);
       if (to === e.end && tensorCrcs && crcs[i] !== tensorCrcs[i]) {
-        const failure = { kind: 'checksum', tensorIndex: 0, path: loc.url, message: 'checksum mismatch' };
+        const [expectedCrc, actualCrc] = [tensorCrcs[i], crcs[i]];
+        const failure = {
+          kind: 'checksum',
+          tensorIndex: 0,
+          path: loc.url,
+          expectedCrc,
+          actualCrc,
+          message: 'mismatch',
+        };
         throw fromBackendFailure(failure, `verify ${loc.url}`, [e.name], stack);
       }
     });
@@ -405,7 +421,8 @@ export async function verifyObjectData(
   // Empty tensors have a CRC too (of no bytes).
   entries.forEach((e, i) => {
     if (e.end === e.begin && tensorCrcs && tensorCrcs[i] !== crc(new Uint8Array(0))) {
-      const failure = { kind: 'checksum', tensorIndex: 0, path: loc.url, message: 'checksum mismatch' };
+      const [expectedCrc, actualCrc] = [tensorCrcs[i], crc(new Uint8Array(0))];
+      const failure = { kind: 'checksum', tensorIndex: 0, path: loc.url, expectedCrc, actualCrc, message: 'mismatch' };
       throw fromBackendFailure(failure, `verify ${loc.url}`, [e.name], stack);
     }
   });

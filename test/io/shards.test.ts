@@ -307,16 +307,16 @@ describe.each(BACKENDS)('shard sets (%s backend)', (backend) => {
     expect(await shardFiles(dir)).toHaveLength(4); // every replaced set's shards were deleted
   });
 
-  test('a directory with no index or several is refused with EISDIR saying which', async () => {
+  test('a directory with no index or several is refused with ERR_CHECKPOINT_NOT_A_FILE saying which', async () => {
     const dir = await tempDir();
     await expect(loadTensors(dir)).rejects.toMatchObject({
-      code: 'EISDIR',
+      code: ErrorCode.NOT_A_FILE,
       message: expect.stringContaining('without'),
     });
     await saveTensors(path.join(dir, 'a.safetensors'), sample(), { maxShardSize: 900 });
     await saveTensors(path.join(dir, 'b.safetensors'), sample(), { maxShardSize: 900 });
     await expect(loadTensors(dir)).rejects.toMatchObject({
-      code: 'EISDIR',
+      code: ErrorCode.NOT_A_FILE,
       message: expect.stringContaining('2 shard'),
     });
   });

@@ -3,6 +3,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
@@ -21,6 +22,7 @@ import { getBackend, setBackend } from '../../lib/backend/select';
 import type { ReadPlan } from '../../lib/backend/backend';
 import * as tf from '@tensorflow/tfjs';
 import { convertLoaded, toTfjs } from '../../lib/format/dtype-convert';
+import { crc32c } from '../../lib/format/crc32c';
 import { restoreCheckpoint } from '../../lib/model/save-restore';
 import {
   DTYPES,
@@ -246,27 +248,115 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     await expect(fsp.access(path.dirname(fresh))).rejects.toThrow();
   });
 
-  test('a FIFO is refused at once as not a regular file (CORRUPT) and a directory with EISDIR, by every reader', async () => {
+  test('every non-regular file (directory, FIFO, socket, character device) gets ERR_CHECKPOINT_NOT_A_FILE from every reader, unread', async () => {
     const dir = await tempDir();
     const fifo = path.join(dir, 'fifo.safetensors');
     execFileSync('mkfifo', [fifo]);
     const sub = path.join(dir, 'sub.safetensors');
     await fsp.mkdir(sub);
-    for (const read of [loadTensors, verifyCheckpoint, readCheckpointInfo] as ((f: string) => Promise<unknown>)[]) {
-      const err = await expectCode(read(fifo), ErrorCode.CORRUPT);
-      expect(err.message).toContain('not a regular file');
-      await expectCode(read(sub), 'EISDIR');
+    const socket = path.join(dir, 'socket.safetensors');
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    // Shard indexes are read by the same path: an index name that is not a regular file.
+    const indexFifo = path.join(dir, 'set.safetensors.index.json');
+    execFileSync('mkfifo', [indexFifo]);
+    const kinds: [string, string][] = [
+      [fifo, 'a FIFO'],
+      [sub, 'a directory without a shard index'],
+      [socket, 'a socket'],
+      ['/dev/null', 'a character device'],
+      [indexFifo, 'a FIFO'],
+    ];
+    const readers: [string, (f: string) => Promise<unknown>][] = [
+      ['loadTensors', (f) => loadTensors(f)],
+      ['loadTensors verify: false', (f) => loadTensors(f, { verify: false })],
+      ['verifyCheckpoint', (f) => verifyCheckpoint(f)],
+      ['readCheckpointInfo', (f) => readCheckpointInfo(f)],
+    ];
+    try {
+      for (const [file, kind] of kinds) {
+        for (const [reader, read] of readers) {
+          const err = await expectCode(read(file), ErrorCode.NOT_A_FILE);
+          expect({ reader, path: err.path, message: err.message }).toEqual({
+            reader,
+            path: file,
+            message: expect.stringContaining(`it is ${kind}`),
+          });
+          expect(err.message).toContain('not a regular file');
+          expect(err.errno).toBeUndefined(); // a library verdict, no invented OS code
+        }
+      }
+    } finally {
+      server.close();
     }
-    // The backend's own check (a file replaced by a FIFO or a directory between the header and the data).
-    for (const p of [fifo, sub]) {
-      const plan: ReadPlan = { path: p, fileSize: 0, dataStart: 0, ranges: [], crcs: [], verify: false };
-      await expect(getBackend().read(plan)).rejects.toMatchObject({
-        kind: 'io',
-        errno: os.constants.errno.EISDIR,
-        syscall: 'read',
-        path: p,
-      });
-    }
+    // The backend itself, given such a path, reports what the OS says when it tries to read it: no invented code.
+    const plan = (p: string): ReadPlan => ({ path: p, fileSize: 0, dataStart: 0, ranges: [], crcs: [], verify: false });
+    await expect(getBackend().read(plan(sub))).rejects.toMatchObject({
+      kind: 'io',
+      errno: os.constants.errno.EISDIR,
+      syscall: 'read',
+      path: sub,
+    });
+    await expect(getBackend().read(plan(fifo))).rejects.toMatchObject({
+      kind: 'io',
+      errno: os.constants.errno.ESPIPE,
+      syscall: 'read',
+      path: fifo,
+    });
+    await expect(getBackend().read(plan('/dev/null'))).rejects.toMatchObject({ kind: 'corrupt', errno: 0 });
+  });
+
+  test('loadTensors { mmap: true } returns the same bytes verified, catches a flipped byte, keeps writes private and outlives a save replacing the file', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'm.safetensors');
+    await saveTensors(file, sample(), { metadata: { v: '1' } });
+    const mapped = await loadTensors(file, { mmap: true });
+    expect(mapped.verification).toBe('verified');
+    expectBitExact(mapped.tensors, sample());
+    const before = await fsp.readFile(file);
+    const kernel = mapped.tensors['dense_Dense1/kernel'].data as Float32Array;
+    kernel[0] = 12345; // private (copy-on-write): the file does not change
+    expect(await fsp.readFile(file)).toEqual(before);
+    const other = sample();
+    (other['dense_Dense1/kernel'].data as Float32Array).fill(7);
+    await saveTensors(file, other, { metadata: { v: '2' } }); // replaced by rename under the mapping
+    expect(kernel[0]).toBe(12345);
+    expect(Buffer.from(mapped.tensors.step.data.buffer)).toEqual(Buffer.from(sample().step.data.buffer));
+    expect((await loadTensors(file, { mmap: true })).metadata.v).toBe('2');
+    const bytes = await fsp.readFile(file);
+    const info = await readCheckpointInfo(file);
+    const k = info.tensors.findIndex((t) => t.name === 'dense_Dense1/kernel');
+    bytes[info.dataStart + info.tensors.slice(0, k).reduce((n, t) => n + t.byteLength, 0) + 3] ^= 1;
+    await fsp.writeFile(file, bytes);
+    const err = await expectCode(loadTensors(file, { mmap: true }), ErrorCode.CHECKSUM);
+    expect(err.tensor).toBe('dense_Dense1/kernel');
+    expect(typeof err.expectedCrc === 'number' && typeof err.actualCrc === 'number').toBe(true);
+    await expectCode(loadTensors(file, { mmap: 'yes' as never }), ErrorCode.INVALID_ARGUMENT);
+  });
+
+  test('a load large enough to checksum while reading (over 8 MiB) returns every byte, and names the one altered tensor of three', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'big.safetensors');
+    const r = rng(3);
+    const big = (n: number) => Float32Array.from({ length: n }, () => r());
+    const tensors: NamedTensors = {
+      a: { dtype: 'float32', shape: [1_500_000], data: big(1_500_000) },
+      b: { dtype: 'float32', shape: [1_200_001], data: big(1_200_001) },
+      c: { dtype: 'float32', shape: [3], data: big(3) },
+    };
+    await saveTensors(file, tensors);
+    const loaded = (await loadTensors(file)).tensors;
+    const bytesOf = (v: ArrayBufferView) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    for (const n of ['a', 'b', 'c']) expect(bytesOf(loaded[n].data).equals(bytesOf(tensors[n].data))).toBe(true);
+    const info = await readCheckpointInfo(file);
+    const bytes = await fsp.readFile(file);
+    bytes[info.dataStart + info.tensors[0].byteLength + (4 << 20) + 1] ^= 0x40; // b, just past a 4 MiB piece
+    await fsp.writeFile(file, bytes);
+    const err = await expectCode(loadTensors(file), ErrorCode.CHECKSUM);
+    expect({ tensor: err.tensor, expectedCrc: err.expectedCrc }).toEqual({
+      tensor: 'b',
+      expectedCrc: info.tensors[1].crc32c,
+    });
   });
 
   test('loading a missing file fails with ENOENT naming the path', async () => {
@@ -290,6 +380,37 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
       const err = await expectCode(op(), ErrorCode.CHECKSUM);
       expect(err.tensor).toBe('dense_Dense1/kernel');
       expect(err.message).toContain('dense_Dense1/kernel');
+    }
+  });
+
+  test("a checksum failure's error names the tensor and both CRCs (recorded and computed), whole or verified in pieces", async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'x.safetensors');
+    await saveTensors(file, sample());
+    const info = await readCheckpointInfo(file);
+    const kernel = info.tensors.findIndex((t) => t.name === 'dense_Dense1/kernel');
+    const begin = info.dataStart + info.tensors.slice(0, kernel).reduce((s, t) => s + t.byteLength, 0);
+    const bytes = await fsp.readFile(file);
+    bytes[begin + 5] ^= 0x10;
+    await fsp.writeFile(file, bytes);
+    const recorded = info.tensors[kernel].crc32c as number;
+    const computed = crc32c(bytes.subarray(begin, begin + info.tensors[kernel].byteLength));
+    expect(computed).not.toBe(recorded);
+    const hex = (c: number) => c.toString(16).padStart(8, '0');
+    // groupBytes 16 verifies the 48-byte kernel in three pieces, its CRC computed across them.
+    for (const op of [
+      () => loadTensors(file),
+      () => verifyCheckpoint(file),
+      () => verifyCheckpoint(file, { groupBytes: 16 }),
+    ]) {
+      const err = await expectCode(op(), ErrorCode.CHECKSUM);
+      expect({ tensor: err.tensor, expectedCrc: err.expectedCrc, actualCrc: err.actualCrc }).toEqual({
+        tensor: 'dense_Dense1/kernel',
+        expectedCrc: recorded,
+        actualCrc: computed,
+      });
+      expect(err.message).toContain('"dense_Dense1/kernel"');
+      expect(err.message).toContain(`recorded ${hex(recorded)}, computed ${hex(computed)}`);
     }
   });
 

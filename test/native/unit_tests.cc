@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -23,6 +24,8 @@
 
 #include "atomic_file.h"
 #include "crc32c.h"
+#include "crc_follower.h"
+#include "mapped_reader.h"
 #include "tensor_reader.h"
 #include "tensor_writer.h"
 
@@ -632,6 +635,130 @@ TEST(reader, missing_file_and_directory_are_io_errors) {
   job.path = dir.path();
   CHECK(!ReadCheckpoint(job, &out, &failure));
   CHECK_EQ(failure.sys.errnum, EISDIR);
+}
+
+TEST(reader, reads_through_the_borrowed_descriptor_after_the_path_is_replaced_and_leaves_it_open) {
+  TempDir dir;
+  WrittenFile w = WriteSample(dir);
+  const int fd = ::open(w.path.c_str(), O_RDONLY);
+  CHECK(fd >= 0);
+  // A save replaces the path (rename of another file over it) after the caller opened it.
+  const std::string other = dir / "other";
+  WriteWholeFile(other, "a different, shorter file");
+  CHECK(::rename(other.c_str(), w.path.c_str()) == 0);
+  ReadJob job = MakeReadJob(w.path, w.prefix_size, w.arrays);
+  job.fd = fd;
+  std::vector<OwnedBuffer> out;
+  Failure failure;
+  CHECK(ReadCheckpoint(job, &out, &failure));
+  CHECK_EQ(out.size(), w.arrays.size());
+  for (size_t i = 0; i < out.size() && i < w.arrays.size(); i++) {
+    CHECK(out[i].length == 0 || std::memcmp(out[i].data.get(), w.arrays[i].data(), out[i].length) == 0);
+  }
+  CHECK(::fcntl(fd, F_GETFD) != -1);  // still open: the caller owns it
+  // A failure through it (a wrong CRC) leaves it open too, and names both CRCs.
+  job.crcs[0] ^= 1;
+  CHECK(!ReadCheckpoint(job, &out, &failure));
+  CHECK(failure.kind == Failure::Kind::kChecksum);
+  CHECK_EQ(failure.expected_crc, job.crcs[0]);
+  CHECK_EQ(failure.actual_crc, job.crcs[0] ^ 1);
+  CHECK(::fcntl(fd, F_GETFD) != -1);
+  ::close(fd);
+}
+
+TEST(reader, crc_follower_checks_tensors_published_in_arbitrary_pieces_and_names_the_first_mismatch) {
+  const std::vector<std::vector<uint8_t>> arrays = {
+      RandomBytes(5000, 4), {}, RandomBytes(70000, 5), {}, RandomBytes(3, 6)};
+  std::vector<const uint8_t*> data;
+  std::vector<size_t> lengths;
+  std::vector<uint32_t> crcs;
+  uint64_t total = 0;
+  for (const auto& a : arrays) {
+    data.push_back(a.data());
+    lengths.push_back(a.size());
+    crcs.push_back(Crc32cPortable(a.data(), a.size()));
+    total += a.size();
+  }
+  for (uint64_t step : {uint64_t{1} << 10, uint64_t{4999}, uint64_t{70003}, total}) {
+    CrcFollower ok(data, lengths, crcs);
+    for (uint64_t at = 0; at < total;) ok.Published(at = std::min(total, at + step));
+    ok.Finish(total);
+    size_t index = 99;
+    uint32_t actual = 0;
+    CHECK(!ok.Mismatch(&index, &actual));
+  }
+  // Tensors 2 and 4 are wrong: the first (2) is named with the CRC of its bytes.
+  std::vector<uint32_t> wrong = crcs;
+  wrong[2] ^= 1;
+  wrong[4] ^= 1;
+  CrcFollower bad(data, lengths, wrong);
+  for (uint64_t at = 0; at < total;) bad.Published(at = std::min(total, at + 777));
+  bad.Finish(total);
+  size_t index = 99;
+  uint32_t actual = 0;
+  CHECK(bad.Mismatch(&index, &actual));
+  CHECK_EQ(index, size_t{2});
+  CHECK_EQ(actual, crcs[2]);
+  CHECK(bad.failed());
+  // A reader that stops early (a read failure) has only what it filled checked: no mismatch past it.
+  CrcFollower stopped(data, lengths, wrong);
+  stopped.Published(5000);
+  stopped.Finish(5000 + 100);
+  CHECK(!stopped.Mismatch(&index, &actual));
+}
+
+TEST(reader, mapped_read_returns_verified_views_that_outlive_a_rename_and_keep_writes_private) {
+  TempDir dir;
+  WrittenFile w = WriteSample(dir);
+  const std::vector<uint8_t> before = ReadWholeFile(w.path);
+  ReadJob job = MakeReadJob(w.path, w.prefix_size, w.arrays);
+  job.map = true;
+  MappedResult mapped;
+  Failure failure;
+  CHECK(MapCheckpoint(job, &mapped, &failure));
+  CHECK_EQ(mapped.views.size(), w.arrays.size());
+  // A save replacing the file by rename: the views still show the version mapped.
+  const std::string other = dir / "other";
+  WriteWholeFile(other, "replacement");
+  CHECK(::rename(other.c_str(), w.path.c_str()) == 0);
+  for (size_t i = 0; i < mapped.views.size() && i < w.arrays.size(); i++) {
+    CHECK_EQ(mapped.views[i].length, w.arrays[i].size());
+    CHECK((mapped.views[i].data == nullptr) == (mapped.views[i].length == 0));
+    CHECK(w.arrays[i].empty() || std::memcmp(mapped.views[i].data, w.arrays[i].data(), w.arrays[i].size()) == 0);
+  }
+  mapped.views[0].data[0] ^= 0xff;  // copy-on-write: the file is not touched
+  CHECK(ReadWholeFile(dir / "model.safetensors") ==
+        std::vector<uint8_t>({'r', 'e', 'p', 'l', 'a', 'c', 'e', 'm', 'e', 'n', 't'}));
+  // Views shared by two holders: the mapping lives until the last reference goes.
+  Mapping* m = mapped.mapping;
+  m->Retain();
+  mapped.Reset();
+  Mapping::Release(m);
+  (void)before;
+}
+
+TEST(reader, mapped_read_checksum_mismatch_names_the_tensor_and_both_crcs) {
+  TempDir dir;
+  WrittenFile w = WriteSample(dir);
+  ReadJob job = MakeReadJob(w.path, w.prefix_size, w.arrays);
+  job.map = true;
+  job.crcs[2] ^= 0x10;
+  MappedResult mapped;
+  Failure failure;
+  CHECK(!MapCheckpoint(job, &mapped, &failure));
+  CHECK(failure.kind == Failure::Kind::kChecksum);
+  CHECK_EQ(failure.tensor_index, int64_t{2});
+  CHECK_EQ(failure.expected_crc, job.crcs[2]);
+  CHECK_EQ(failure.actual_crc, job.crcs[2] ^ 0x10);
+  CHECK(mapped.mapping == nullptr && mapped.views.empty());
+  // The size check and the missing file are as ReadCheckpoint's.
+  job.crcs[2] ^= 0x10;
+  job.file_size += 1;
+  CHECK(!MapCheckpoint(job, &mapped, &failure));
+  CHECK(failure.kind == Failure::Kind::kCorrupt);
+  job.path = dir / "missing";
+  CHECK(!MapCheckpoint(job, &mapped, &failure));
+  CHECK_EQ(failure.sys.errnum, ENOENT);
 }
 
 TEST(reader, failed_allocation_is_enomem_not_an_abort) {
