@@ -7,7 +7,7 @@ import { Stats, constants as fsConstants, promises as fsp } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { type Backend, type BackendFailure, type ReadPlan, type WritePlan, ZERO_WRITE_ATTEMPTS } from './backend';
-import { crc32c, crcHex } from '../format/crc32c';
+import { crc32c, crc32cCombine, crcHex } from '../format/crc32c';
 import { fsyncDirectory } from '../fs/fsync-dir';
 
 /** O_NONBLOCK: opening a FIFO returns at once (to be refused) instead of waiting for a writer; no effect on files. */
@@ -169,4 +169,4 @@ async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
   }
 }
 
-export const jsBackend: Backend = { name: 'js', write, read, crc32c };
+export const jsBackend: Backend = { name: 'js', write, read, crc32c, crc32cCombine };
