@@ -2,7 +2,8 @@
 // and conversion of results and failures into JS values.
 //
 // Exports: write(plan): Promise<void>, read(plan): Promise<ArrayBuffer[]>, crc32c(view, crc?): number,
-// crc32cPortable(view, crc?): number, crc32cCombine(crcA, crcB, lengthB): number, crc32cHardware: boolean. See lib/backend/backend.ts for the plans.
+// crc32cPortable(view, crc?): number, crc32cCombine(crcA, crcB, lengthB): number, crc32cHardware: boolean. See
+// lib/backend/backend.ts for the plans.
 //
 // Threading rules:
 // - Argument unpacking, OnOK and OnError run on the JS thread of the environment that called (main thread or a
