@@ -45,6 +45,9 @@ export const ErrorCode = {
    * to report, so none is invented; `syscall` and `path` name the call and the file). The save failed as any other:
    * the previous checkpoint is intact and no temp file is left. */
   WRITE_STALLED: 'ERR_CHECKPOINT_WRITE_STALLED',
+  /** The S3 server does not honour `If-None-Match: *` on PUT (probed when a prefix is locked), without which one
+   * writer per prefix cannot be guaranteed: the lock is refused rather than given without that guarantee. */
+  S3_CONDITIONAL_WRITES: 'ERR_CHECKPOINT_S3_CONDITIONAL_WRITES',
 } as const;
 
 export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

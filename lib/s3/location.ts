@@ -45,6 +45,37 @@ export function parseS3Url(p: string, what: string): S3Location {
   return { bucket, key, url: p };
 }
 
+/** A parsed `s3://bucket/prefix` directory location: the objects `prefix + name` are its entries. */
+export interface S3Prefix {
+  bucket: string;
+  /** The key prefix, '' (the bucket's root) or ending with '/'. */
+  prefix: string;
+  /** The location as given, without a trailing '/': what errors and results name. */
+  url: string;
+}
+
+/** Parses an `s3://bucket[/prefix][/]` directory location (a trailing '/' is optional). */
+export function parseS3Prefix(p: string, what: string): S3Prefix {
+  const rest = p.slice('s3://'.length).replace(/\/+$/, '');
+  const slash = rest.indexOf('/');
+  const bucket = slash === -1 ? rest : rest.slice(0, slash);
+  const key = slash === -1 ? '' : rest.slice(slash + 1);
+  if (!BUCKET.test(bucket)) invalidArgument(`${what}'s bucket`, 'a valid S3 bucket name (3-63 of a-z 0-9 . -)', bucket);
+  if (key.split('/').some((s) => s === '' || s === '.' || s === '..'))
+    if (key !== '') invalidArgument(what, 'an s3://bucket/prefix location without empty, . or .. segments', p);
+  if (!key.isWellFormed()) invalidArgument(`${what}'s prefix`, 'well-formed Unicode', key);
+  // Room for the names under it (the S3 key limit is 1024 bytes).
+  if (Buffer.byteLength(key) > 768) invalidArgument(`${what}'s prefix`, 'at most 768 bytes', key);
+  return { bucket, prefix: key === '' ? '' : key + '/', url: `s3://${bucket}${key === '' ? '' : '/' + key}` };
+}
+
+/** The object `name` (one key segment, no '/') under a prefix. */
+export function objectIn(dir: S3Prefix, name: string): S3Location {
+  if (name === '' || name.includes('/'))
+    invalidArgument('an object name under a prefix', 'one segment without /', name);
+  return { bucket: dir.bucket, key: dir.prefix + name, url: `${dir.url}/${name}` };
+}
+
 /** Refuses an s3:// location where the library does not serve it yet (the manager and its callbacks). */
 export function refuseS3(p: string, what: string, who: string): void {
   if (locationScheme(p, what) !== 's3') return;
