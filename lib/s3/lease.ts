@@ -207,7 +207,7 @@ export class S3Lock {
   private async lostTo(): Promise<string> {
     const seen = await readLock(this.location, this.record.leaseMs).catch(() => undefined);
     if (!seen) return 'the lock object is gone';
-    return `taken over by ${describeOwner(seen.record)} after the lease expired`;
+    return `the lock object is now ${describeOwner(seen.record)}'s`;
   }
 
   /** One renewal (the timer's). Never rejects: a failure is retried at the next tick or loses the lock. */
