@@ -141,7 +141,8 @@ export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: A
   const Key = loc.key;
 
   if (total <= partSize + headLength) {
-    const whole = withHeader(finishHeader(), advance(dataViews(entries, arrays, 0, header.dataLength)));
+    const data = advance(dataViews(entries, arrays, 0, header.dataLength)); // before the header: it needs the CRCs
+    const whole = withHeader(finishHeader(), data);
     const body = gather(whole.views, total);
     try {
       await client.send(

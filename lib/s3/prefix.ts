@@ -144,12 +144,13 @@ export async function abortStaleUploads(dir: S3Prefix, args: AbortStaleUploadsAr
   return aborted;
 }
 
-/** Deletes capability-probe objects (capabilities.ts) under the prefix older than a minute: a killed prober's. */
-export async function removeProbeLeftovers(dir: S3Prefix): Promise<string[]> {
+/** Deletes capability-probe objects (capabilities.ts) under the prefix older than `olderThanMs` (default: a minute;
+ * a probe takes a few requests): a killed prober's. Resolves with their names. */
+export async function removeProbeLeftovers(dir: S3Prefix, olderThanMs = 60_000): Promise<string[]> {
   const sdk = loadSdk();
   const removed: string[] = [];
   for (const e of await listPrefix(dir)) {
-    if (!PROBE_PATTERN.test(e.name) || (e.lastModified && Date.now() - e.lastModified.getTime() < 60_000)) continue;
+    if (!PROBE_PATTERN.test(e.name) || (e.lastModified && Date.now() - e.lastModified.getTime() < olderThanMs)) continue;
     await s3Client()
       .send(new sdk.DeleteObjectCommand({ Bucket: dir.bucket, Key: e.key }))
       .catch((err: unknown) => {

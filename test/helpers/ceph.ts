@@ -58,6 +58,8 @@ export interface Gateway {
   endpoint: string;
   accessKeyId: string;
   secretAccessKey: string;
+  /** Restarts the gateway daemon only (scripts/ceph-gateway.sh restart): the cluster and its data stay. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -99,6 +101,9 @@ async function startOnce(): Promise<Gateway> {
     endpoint: vars.AWS_ENDPOINT_URL,
     accessKeyId: vars.AWS_ACCESS_KEY_ID,
     secretAccessKey: vars.AWS_SECRET_ACCESS_KEY,
+    restart: async () => {
+      await run(SCRIPT, ['restart'], { env, timeout: 120_000 });
+    },
     stop,
   };
 }
