@@ -32,6 +32,8 @@ const BUCKET = 'tfjs-checkpoint-crash';
 const CHILD = path.join(__dirname, '..', 'fixtures', 's3-crash-child.ts');
 const KILLS = Number(process.env.S3_CRASH_KILLS ?? 100);
 const MIB = 1024 * 1024;
+/** How long after a kill the server may still be finishing the dead child's last request. */
+const SETTLE_MS = 300;
 
 async function uploadsUnder(dir: S3Prefix): Promise<string[]> {
   const r = await s3Client().send(new SDK.ListMultipartUploadsCommand({ Bucket: dir.bucket, Prefix: dir.prefix }));
@@ -67,6 +69,9 @@ describeWithGateway('s3:// crash consistency (Ceph RADOS Gateway)', () => {
         for (let kill = 0; kill < kills; kill++) {
           await runAndKill(CHILD, [backend, dir.url, logFile, String((kill + 1) * 1_000_000)], 700, env);
           stats.kills++;
+          // Requests the child had on the wire when killed may still complete on the server: let them land first, as
+          // they do before a store's open() may take the prefix over (only once the dead writer's lease expired).
+          await new Promise((r) => setTimeout(r, SETTLE_MS));
           const log = readLog<{ name: string; seed: number }>(logFile);
           const lastLogged = new Map<string, number>();
           for (const { name, seed } of log) lastLogged.set(name, seed);
