@@ -95,9 +95,14 @@ function gather(views: Iterable<Uint8Array>, size: number): Buffer {
 
 /**
  * Uploads a checkpoint object: `header` from buildHeader (CRC placeholders), `arrays` the tensors' data in file
- * order. Resolves when the object is visible, complete; on failure none is (a multipart upload is aborted).
+ * order. Resolves when the object is visible, complete, with its ETag; on failure none is (a multipart upload is
+ * aborted). Where CompleteMultipartUpload answers without an ETag (Ceph 16), the ETag is read with a HEAD.
  */
-export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: ArrayBufferView[]): Promise<void> {
+export async function saveObject(
+  loc: S3Location,
+  header: BuiltHeader,
+  arrays: ArrayBufferView[],
+): Promise<{ etag: string }> {
   const sdk = loadSdk();
   const client = s3Client();
   const { partSize, concurrency } = s3Settings();
@@ -145,7 +150,7 @@ export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: A
     const whole = withHeader(finishHeader(), data);
     const body = gather(whole.views, total);
     try {
-      await client.send(
+      const r = await client.send(
         new sdk.PutObjectCommand({
           Bucket,
           Key,
@@ -154,10 +159,10 @@ export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: A
           ...(checksums ? { ChecksumCRC32C: crcBase64(whole.crc) } : {}),
         }),
       );
+      return { etag: r.ETag ?? '' };
     } catch (e) {
       throw fromS3Error(e, 'save', loc);
     }
-    return;
   }
 
   // Part 1 is the header and the data up to partSize: its data's CRCs are taken first, it is uploaded last.
@@ -196,7 +201,7 @@ export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: A
       return uploadPart(i + 2, advance(dataViews(entries, arrays, begin, end)));
     });
     const first = await uploadPart(1, withHeader(finishHeader(), firstPiece));
-    await client.send(
+    const done = await client.send(
       new sdk.CompleteMultipartUploadCommand({
         Bucket,
         Key,
@@ -204,6 +209,11 @@ export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: A
         MultipartUpload: { Parts: [first, ...later] },
       }),
     );
+    uploadId = undefined; // completed: nothing to abort from here on
+    if (done.ETag) return { etag: done.ETag };
+    // Committed: a failed HEAD costs only the ETag, never the save.
+    const head = await client.send(new sdk.HeadObjectCommand({ Bucket, Key })).catch(() => undefined);
+    return { etag: head?.ETag ?? '' };
   } catch (e) {
     if (uploadId) {
       await client

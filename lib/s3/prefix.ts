@@ -98,6 +98,63 @@ export async function deleteOwnedObject(loc: S3Location, args: DeleteOwnedArgs):
   return { status: 'deleted' };
 }
 
+export interface CopyObjectArgs {
+  /** Objects up to this size are copied with one CopyObject. At most 5 GiB (S3's limit). Default: 5 GiB. */
+  maxSingleCopy?: number;
+  /** Bytes per UploadPartCopy above it (at least 5 MiB). Default: 512 MiB. */
+  partSize?: number;
+}
+
+/**
+ * Copies `from` to `to` on the server (no bytes through this process), visible at `to` complete or not at all: one
+ * CopyObject up to 5 GiB, above a multipart upload of UploadPartCopy ranges (aborted on failure). Resolves with the
+ * copy's ETag. For a store's `last` and `previous` objects, which S3 cannot hard-link.
+ */
+export async function copyObject(from: S3Location, to: S3Location, args: CopyObjectArgs = {}): Promise<string> {
+  const { maxSingleCopy = 5 * 1024 ** 3, partSize = 512 * 1024 ** 2 } = args;
+  const sdk = loadSdk();
+  const client = s3Client();
+  const CopySource = `${from.bucket}/${encodeURIComponent(from.key).replace(/%2F/g, '/')}`;
+  let size: number;
+  try {
+    size = (await client.send(new sdk.HeadObjectCommand({ Bucket: from.bucket, Key: from.key }))).ContentLength ?? 0;
+    if (size <= maxSingleCopy) {
+      const r = await client.send(new sdk.CopyObjectCommand({ Bucket: to.bucket, Key: to.key, CopySource }));
+      return r.CopyObjectResult?.ETag ?? '';
+    }
+  } catch (e) {
+    throw fromS3Error(e, `copy ${from.url} to`, to);
+  }
+  let UploadId: string | undefined;
+  try {
+    UploadId = (await client.send(new sdk.CreateMultipartUploadCommand({ Bucket: to.bucket, Key: to.key }))).UploadId;
+    const Parts: SDK.CompletedPart[] = [];
+    for (let at = 0, PartNumber = 1; at < size; at += partSize, PartNumber++) {
+      const r = await client.send(
+        new sdk.UploadPartCopyCommand({
+          Bucket: to.bucket,
+          Key: to.key,
+          UploadId,
+          PartNumber,
+          CopySource,
+          CopySourceRange: `bytes=${at}-${Math.min(at + partSize, size) - 1}`,
+        }),
+      );
+      Parts.push({ PartNumber, ETag: r.CopyPartResult?.ETag });
+    }
+    const done = await client.send(
+      new sdk.CompleteMultipartUploadCommand({ Bucket: to.bucket, Key: to.key, UploadId, MultipartUpload: { Parts } }),
+    );
+    return done.ETag ?? '';
+  } catch (e) {
+    if (UploadId)
+      await client
+        .send(new sdk.AbortMultipartUploadCommand({ Bucket: to.bucket, Key: to.key, UploadId }))
+        .catch(() => undefined);
+    throw fromS3Error(e, `copy ${from.url} to`, to);
+  }
+}
+
 export interface AbortStaleUploadsArgs {
   /** Only uploads initiated before this time (by the server's clock) are aborted. Default: every upload (under the
    * lock, none of the prefix's uploads belongs to a live writer). */
@@ -150,7 +207,8 @@ export async function removeProbeLeftovers(dir: S3Prefix, olderThanMs = 60_000):
   const sdk = loadSdk();
   const removed: string[] = [];
   for (const e of await listPrefix(dir)) {
-    if (!PROBE_PATTERN.test(e.name) || (e.lastModified && Date.now() - e.lastModified.getTime() < olderThanMs)) continue;
+    if (!PROBE_PATTERN.test(e.name) || (e.lastModified && Date.now() - e.lastModified.getTime() < olderThanMs))
+      continue;
     await s3Client()
       .send(new sdk.DeleteObjectCommand({ Bucket: dir.bucket, Key: e.key }))
       .catch((err: unknown) => {

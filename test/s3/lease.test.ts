@@ -6,14 +6,14 @@
  * as a server of that kind would read it, and the no-If-Match path with the probe's answer overridden.
  */
 import * as SDK from '@aws-sdk/client-s3';
-import { ErrorCode, saveTensors } from '../../lib';
+import { ErrorCode, loadTensors, saveTensors } from '../../lib';
 import type { CheckpointError } from '../../lib/errors';
 import { s3Client } from '../../lib/s3/client';
 import { S3Capabilities, conditionalCapabilities } from '../../lib/s3/capabilities';
 import { S3IndexObject } from '../../lib/s3/index-object';
 import { S3Lock, S3LockArgs, S3_LOCK_NAME, acquireS3Lock } from '../../lib/s3/lease';
 import { objectIn, parseS3Prefix } from '../../lib/s3/location';
-import { abortStaleUploads, deleteOwnedObject, listPrefix } from '../../lib/s3/prefix';
+import { abortStaleUploads, copyObject, deleteOwnedObject, listPrefix } from '../../lib/s3/prefix';
 import { describeWithGateway, useGateway } from '../helpers/ceph';
 
 const BUCKET = 'tfjs-checkpoint-lease';
@@ -296,6 +296,30 @@ describeWithGateway('one writer per s3:// prefix (Ceph RADOS Gateway)', () => {
     expect(await uploads()).toEqual(['deeper/c.safetensors']);
     // Nothing became visible under those names.
     expect((await listPrefix(dir)).map((e) => e.name)).toEqual([]);
+  });
+
+  test('copyObject copies on the server, in one request or in UploadPartCopy parts, and the copy loads bit-exactly', async () => {
+    const dir = freshPrefix('copy');
+    const data = new Float32Array((12 * 1024 * 1024) / 4).map((_, i) => i);
+    await saveTensors(`${dir.url}/src.safetensors`, { w: { dtype: 'float32', shape: [data.length], data } });
+    const src = objectIn(dir, 'src.safetensors');
+    expect(await copyObject(src, objectIn(dir, 'one.safetensors'))).not.toBe('');
+    await copyObject(src, objectIn(dir, 'parts.safetensors'), {
+      maxSingleCopy: 1024 * 1024,
+      partSize: 5 * 1024 * 1024,
+    });
+    for (const name of ['one.safetensors', 'parts.safetensors']) {
+      const loaded = await loadTensors(`${dir.url}/${name}`);
+      expect(Buffer.from((loaded.tensors.w.data as Float32Array).buffer).equals(Buffer.from(data.buffer))).toBe(true);
+    }
+    await expect(copyObject(objectIn(dir, 'missing'), objectIn(dir, 'x'))).rejects.toMatchObject({
+      code: ErrorCode.S3,
+    });
+    expect(await listPrefix(dir).then((l) => l.map((e) => e.name))).toEqual([
+      'one.safetensors',
+      'parts.safetensors',
+      'src.safetensors',
+    ]);
   });
 
   test('the lock object is named .tfjs-checkpoint.lock under the prefix and release removes it', async () => {
