@@ -5,6 +5,7 @@
  * long (so a Windows drive, `C:\...`, stays a path); write `./a:b` for a local file whose name has a colon.
  * No AWS SDK here: this module is loaded by every path check.
  */
+import * as path from 'node:path';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 
 /** A parsed `s3://bucket/key` location. */
@@ -74,6 +75,11 @@ export function objectIn(dir: S3Prefix, name: string): S3Location {
   if (name === '' || name.includes('/'))
     invalidArgument('an object name under a prefix', 'one segment without /', name);
   return { bucket: dir.bucket, key: dir.prefix + name, url: `${dir.url}/${name}` };
+}
+
+/** `file` in the directory `dir`: a local path (path.join), or an object under an s3:// prefix. */
+export function joinLocation(dir: string, file: string): string {
+  return dir.startsWith('s3://') ? `${dir.replace(/\/+$/, '')}/${file}` : path.join(dir, file);
 }
 
 /** Refuses an s3:// location where the library does not serve it yet (the manager and its callbacks). */
