@@ -15,16 +15,18 @@
  *   headers have whole-second resolution). The holder counts its lease from the moment it sent the renewal (before the
  *   server stamped it), on its monotonic clock, so it knows it lost the lease before anyone may take it. The takeover
  *   itself is a PUT with `If-Match` on the expired version's ETag: of several takers one wins, and a lock renewed or
- *   taken meanwhile is never replaced.
+ *   taken meanwhile is never replaced. One exception, the local lock's rule (fs/dir-lock.ts): a lock whose owner
+ *   recorded this host, boot and pid namespace, and whose pid (with its start time) no longer runs, is dead for
+ *   certain and taken over at once (a killed job restarted on the same machine does not wait out its lease).
  * - Release (close): DELETE, if the lock is still ours.
  * Where the server does not honour `If-Match` (probed, capabilities.ts), renewals and takeovers read the lock back and
  * compare ETags before writing: a small window remains in which two writers could race; S3 and Ceph honour it.
  */
 import { randomBytes } from 'node:crypto';
-import * as os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type * as SDK from '@aws-sdk/client-s3';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
+import { ownPidSpace, pidAlive, processStartTime, samePidSpace } from '../fs/pid-space';
 import { S3Capabilities, conditionalCapabilities, httpStatus, ifMatchValue, preconditionFailed } from './capabilities';
 import { loadSdk, s3Client } from './client';
 import { S3Location, S3Prefix, objectIn } from './location';
@@ -57,7 +59,11 @@ export interface S3LockRecord {
   format: typeof LOCK_FORMAT;
   version: 1;
   host: string;
+  /** The owner's boot id and pid namespace (null where /proc is unavailable) and its pid's start time. */
+  bootId: string | null;
+  pidNs: string | null;
   pid: number;
+  startTime: number | null;
   nonce: string;
   /** ISO times on the holder's clock, for humans (expiry is judged by the server's clock). */
   acquiredAt: string;
@@ -131,6 +137,13 @@ async function readLock(loc: S3Location, fallbackLeaseMs: number): Promise<SeenL
 
 function expired(seen: SeenLock): boolean {
   return seen.ageMs > seen.leaseMs + JUDGE_MARGIN_MS;
+}
+
+/** Whether the owner is known dead: recorded in this pid space, and its pid (with that start time) gone. */
+function ownerDead(r: S3LockRecord | undefined): boolean {
+  if (!r || typeof r.bootId === 'undefined' || typeof r.pidNs === 'undefined') return false;
+  const startTime = typeof r.startTime === 'number' ? r.startTime : null;
+  return samePidSpace({ host: r.host, bootId: r.bootId, pidNs: r.pidNs }) && !pidAlive(r.pid, startTime);
 }
 
 function describeOwner(r: S3LockRecord | undefined): string {
@@ -337,8 +350,9 @@ export async function acquireS3Lock(dir: S3Prefix, args: S3LockArgs = {}): Promi
   const record: S3LockRecord = {
     format: LOCK_FORMAT,
     version: 1,
-    host: os.hostname(),
+    ...ownPidSpace(),
     pid: process.pid,
+    startTime: processStartTime(process.pid),
     nonce: randomBytes(12).toString('hex'),
     acquiredAt: now,
     renewedAt: now,
@@ -369,7 +383,7 @@ export async function acquireS3Lock(dir: S3Prefix, args: S3LockArgs = {}): Promi
     if (created) return new S3Lock(loc, record, created.etag, created.sentAt, undefined, caps, renewMs, onLost);
     const seen = await readLock(loc, leaseMs);
     if (!seen) continue; // released meanwhile
-    if (!expired(seen)) throw lockedBy(dir, seen);
+    if (!expired(seen) && !ownerDead(seen.record)) throw lockedBy(dir, seen);
     if (caps.ifMatch) {
       const taken = await put({ IfMatch: ifMatchValue(caps, seen.etag) });
       if (taken) return new S3Lock(loc, record, taken.etag, taken.sentAt, seen.record, caps, renewMs, onLost);

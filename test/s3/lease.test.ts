@@ -14,6 +14,8 @@ import { S3IndexObject } from '../../lib/s3/index-object';
 import { S3Lock, S3LockArgs, S3_LOCK_NAME, acquireS3Lock } from '../../lib/s3/lease';
 import { objectIn, parseS3Prefix } from '../../lib/s3/location';
 import { abortStaleUploads, copyObject, deleteOwnedObject, listPrefix } from '../../lib/s3/prefix';
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
 import { describeWithGateway, useGateway } from '../helpers/ceph';
 
 const BUCKET = 'tfjs-checkpoint-lease';
@@ -44,7 +46,7 @@ function cutOff(lock: S3Lock): () => void {
 const outlive = (lock: S3Lock) => sleep(lock.record.leaseMs + 3_500);
 
 describeWithGateway('one writer per s3:// prefix (Ceph RADOS Gateway)', () => {
-  useGateway(BUCKET);
+  const gateway = useGateway(BUCKET);
   const held: S3Lock[] = [];
   const lost: CheckpointError[] = [];
   const acquire = async (dir: ReturnType<typeof freshPrefix>, args: S3LockArgs = {}) => {
@@ -87,6 +89,49 @@ describeWithGateway('one writer per s3:// prefix (Ceph RADOS Gateway)', () => {
     held.push((won[0] as PromiseFulfilledResult<S3Lock>).value);
     for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject(LOCKED);
   });
+
+  test('a lock whose owner on this host is gone (SIGKILL) is taken over at once; a live owner in another process keeps it', async () => {
+    const dir = freshPrefix('dead-owner');
+    const gw = gateway();
+    const child = spawn(
+      process.execPath,
+      [
+        '-r',
+        path.join(__dirname, '..', 'fixtures', 'worker-register.js'),
+        path.join(__dirname, '..', 'fixtures', 's3-lock-child.ts'),
+        dir.url,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: {
+          ...process.env,
+          NODE_NO_WARNINGS: '1',
+          AWS_ENDPOINT_URL: gw.endpoint,
+          AWS_ACCESS_KEY_ID: gw.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: gw.secretAccessKey,
+          AWS_REGION: 'us-east-1',
+        },
+      },
+    );
+    const exited = new Promise((r) => child.on('exit', r));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+        child.on('exit', (code) => reject(new Error(`lock child exited with ${code}`)));
+      });
+      await expect(acquireS3Lock(dir)).rejects.toMatchObject({
+        ...LOCKED,
+        message: expect.stringContaining(`process ${child.pid}`),
+      });
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    const started = Date.now();
+    const b = await acquire(dir);
+    expect(Date.now() - started).toBeLessThan(10_000); // not the 60 s lease
+    expect(b.tookOver?.pid).toBe(child.pid);
+  }, 60_000);
 
   test('a holder that keeps renewing keeps its lease far beyond one lease length', async () => {
     const dir = freshPrefix('renew');
