@@ -7,6 +7,10 @@
  *   older than the last save the child was promised, a promised name is never missing; the incomplete multipart
  *   uploads a kill leaves are aborted by abortStaleUploads, which makes nothing visible; at the end the probe objects
  *   a kill may leave are removed and a new save works.
+ * - a CheckpointManager child (fixtures/crash-child.ts, keep: 2, saveLast, sync and async) on s3:// killed at random:
+ *   the index object is valid or absent, the next manager on this host opens at once (the dead owner's lock is
+ *   taken over), every kept checkpoint holds its epoch's weights, retention holds, every promised save is there
+ *   unless keep better ones are, and open() leaves no incomplete upload.
  * - the gateway restarted in the middle of a save: the save fails with a coded error or completes, the name holds
  *   the previous version or the new one whole, never a partial object; abortStaleUploads clears what the failed save
  *   could not abort; the next save works.
@@ -22,7 +26,16 @@ import { PROBE_PATTERN } from '../../lib/s3/capabilities';
 import { s3Client } from '../../lib/s3/client';
 import { S3Prefix, parseS3Prefix } from '../../lib/s3/location';
 import { abortStaleUploads, listPrefix, removeProbeLeftovers } from '../../lib/s3/prefix';
-import { CRASH_NAMES } from '../fixtures/crash-child';
+import {
+  CRASH_NAMES,
+  MANAGER_KEEP,
+  ManagerMode,
+  crashManagerArgs,
+  crashManagerFile,
+  crashWeightValue,
+} from '../fixtures/crash-child';
+import { CheckpointManager } from '../../lib/manager/checkpoint-manager';
+import { INDEX_FILENAME, parseIndex } from '../../lib/manager/checkpoint-index';
 import { s3CrashTensors } from '../fixtures/s3-crash-child';
 import { BACKENDS, useBackend } from '../helpers/backends';
 import { describeWithGateway, useGateway } from '../helpers/ceph';
@@ -31,6 +44,9 @@ import { readLog, runAndKill, sameBytes } from '../helpers/crash';
 const BUCKET = 'tfjs-checkpoint-crash';
 const CHILD = path.join(__dirname, '..', 'fixtures', 's3-crash-child.ts');
 const KILLS = Number(process.env.S3_CRASH_KILLS ?? 100);
+const MANAGER_CHILD = path.join(__dirname, '..', 'fixtures', 'crash-child.ts');
+/** Kills of a CheckpointManager child per (backend, sync/async) pair. */
+const MANAGER_KILLS = Number(process.env.S3_MANAGER_KILLS ?? 3);
 const MIB = 1024 * 1024;
 /** How long after a kill the server may still be finishing the dead child's last request. */
 const SETTLE_MS = 300;
@@ -42,6 +58,17 @@ async function uploadsUnder(dir: S3Prefix): Promise<string[]> {
 
 describeWithGateway('s3:// crash consistency (Ceph RADOS Gateway)', () => {
   const gateway = useGateway(BUCKET);
+  const childEnv = () => {
+    const gw = gateway();
+    return {
+      ...process.env,
+      NODE_NO_WARNINGS: '1',
+      AWS_ENDPOINT_URL: gw.endpoint,
+      AWS_ACCESS_KEY_ID: gw.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: gw.secretAccessKey,
+      AWS_REGION: 'us-east-1',
+    };
+  };
   let root: string;
   beforeAll(() => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ckpt-s3-crash-'));
@@ -122,6 +149,57 @@ describeWithGateway('s3:// crash consistency (Ceph RADOS Gateway)', () => {
     },
     60_000 + KILLS * 5_000,
   );
+
+  for (const backend of BACKENDS) {
+    for (const mode of ['manager-sync', 'manager-async'] as ManagerMode[]) {
+      test(
+        `${backend}, ${mode}: a CheckpointManager on s3:// killed ${MANAGER_KILLS} times: the index object is valid or absent, the next manager opens at once (same host), every kept checkpoint holds its epoch's weights, retention holds, no promised checkpoint is missing unless keep better ones are kept, no incomplete upload survives open`,
+        async () => {
+          const url = `s3://${BUCKET}/manager-${backend}-${mode}`;
+          const dir = parseS3Prefix(url, 'prefix');
+          const logFile = path.join(root, `${backend}-${mode}.log`);
+          for (let kill = 0; kill < MANAGER_KILLS; kill++) {
+            await runAndKill(MANAGER_CHILD, [mode, backend, url, logFile, '0'], 1500, childEnv());
+            await new Promise((r) => setTimeout(r, SETTLE_MS));
+            const promised = readLog<{ epoch: number; val_loss: number }>(logFile);
+            // The index object as the kill left it: valid or absent, never torn.
+            const raw = await s3Client()
+              .send(new SDK.GetObjectCommand({ Bucket: BUCKET, Key: dir.prefix + INDEX_FILENAME }))
+              .then((r) => r.Body!.transformToString())
+              .catch((e: { $metadata?: { httpStatusCode?: number } }) => {
+                if (e.$metadata?.httpStatusCode === 404) return undefined;
+                throw e;
+              });
+            if (raw !== undefined) parseIndex(raw);
+            setBackend(backend);
+            const started = Date.now();
+            const mgr = new CheckpointManager(crashManagerArgs(url, mode));
+            await mgr.open();
+            expect(Date.now() - started).toBeLessThan(15_000); // the dead child's 60 s lease is not waited out
+            expect(await uploadsUnder(dir)).toEqual([]);
+            const kept = mgr.checkpoints.filter((e) => e.kind !== 'last');
+            expect(kept.length).toBeLessThanOrEqual(MANAGER_KEEP);
+            for (const e of mgr.checkpoints) {
+              const loaded = await loadTensors(e.path);
+              const kernel = Object.values(loaded.tensors).find((t) => t.shape.length === 2)!;
+              expect(new Set(kernel.data as Float32Array)).toEqual(new Set([Math.fround(crashWeightValue(e.epoch))]));
+            }
+            for (const p of promised) {
+              const present = mgr.checkpoints.some((e) => e.file === crashManagerFile(p.epoch));
+              const better = kept.filter((e) => e.score !== null && e.score <= p.val_loss).length;
+              expect({ epoch: p.epoch, present: present || better >= MANAGER_KEEP }).toEqual({
+                epoch: p.epoch,
+                present: true,
+              });
+            }
+            await mgr.close();
+          }
+          expect(readLog(logFile).length).toBeGreaterThan(0);
+        },
+        60_000 + MANAGER_KILLS * 20_000,
+      );
+    }
+  }
 
   for (const backend of BACKENDS) {
     describe(`${backend} backend`, () => {
