@@ -4,9 +4,10 @@
  * retention decided), the `last` link and the kept `previous` version, the refusal to overwrite a file the manager
  * did not write. The manager decides (with the policy) and queues; the store only carries out.
  *
- * The interface (CheckpointStore) is what a second implementation over an object store would satisfy: open (lock,
- * read or rebuild the index), the committed index and history, commit one save, write the index, delete, close.
- * LocalCheckpointStore is the local-directory one.
+ * The interface (CheckpointStore): open (lock, read or rebuild the index), the committed index and history, commit
+ * one save, write the index, delete, close. MediumCheckpointStore implements it once, over a StoreMedium
+ * (store-medium.ts) that carries out each step: LocalCheckpointStore on a local directory, S3CheckpointStore
+ * (s3-store.ts) on an s3:// prefix.
  *
  * Committed state: `index` is what is durable on disk (best, last and the kept checkpoints change only once a
  * commit's index write succeeded); `history` is every recorded step, written with each index write.
