@@ -33,7 +33,7 @@ export const ErrorCode = {
    * the message names the tensor, the element index and the value. */
   OUT_OF_RANGE: 'ERR_CHECKPOINT_OUT_OF_RANGE',
   /** A location with a scheme the library does not serve (`gs://`, `http://`, `file:`, ...), or an `s3://` location
-   * given where it is not supported yet (CheckpointManager, modelCheckpoint, backupAndRestore). */
+   * given where it is not supported yet (shard sets: maxShardSize; the tf.io route and some CLI commands). */
   UNSUPPORTED_SCHEME: 'ERR_CHECKPOINT_UNSUPPORTED_SCHEME',
   /** An `s3://` location was used but the optional dependency `@aws-sdk/client-s3` is not installed. */
   S3_SDK_MISSING: 'ERR_CHECKPOINT_S3_SDK_MISSING',
@@ -56,6 +56,9 @@ export const ErrorCode = {
    * not a regular file: a directory (one that leads to no single shard index), a FIFO, socket or device. Refused
    * without reading it; the message says what it is. */
   NOT_A_FILE: 'ERR_CHECKPOINT_NOT_A_FILE',
+  /** The S3 server does not honour `If-None-Match: *` on PUT (probed when a prefix is locked), without which one
+   * writer per prefix cannot be guaranteed: the lock is refused rather than given without that guarantee. */
+  S3_CONDITIONAL_WRITES: 'ERR_CHECKPOINT_S3_CONDITIONAL_WRITES',
 } as const;
 
 export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -2,7 +2,8 @@
 // and conversion of results and failures into JS values.
 //
 // Exports: write(plan): Promise<void>, read(plan): Promise<ArrayBuffer[]>, crc32c(view, crc?): number,
-// crc32cPortable(view, crc?): number, crc32cHardware: boolean. See lib/backend/backend.ts for the plans.
+// crc32cPortable(view, crc?): number, crc32cCombine(crcA, crcB, lengthB): number, crc32cHardware: boolean. See
+// lib/backend/backend.ts for the plans.
 //
 // Threading rules:
 // - Argument unpacking, OnOK and OnError run on the JS thread of the environment that called (main thread or a
@@ -426,11 +427,24 @@ Napi::Value CrcFunction(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, Fn(bytes.data, bytes.length, crc));
 }
 
+// crc32cCombine(crcA, crcB, lengthB): the CRC32C of A followed by B (lengthB: a safe integer byte count).
+Napi::Value CrcCombineFunction(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || info[0].IsUndefined() || info[1].IsUndefined()) {
+    ThrowType(env, "crc32cCombine needs crcA, crcB and lengthB");
+  }
+  const uint32_t a = OptionalCrc(env, info[0]);
+  const uint32_t b = OptionalCrc(env, info[1]);
+  const uint64_t length = ToIndex(env, info[2], "lengthB");
+  return Napi::Number::New(env, Crc32cCombine(a, b, length));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("write", Napi::Function::New(env, Write, "write"));
   exports.Set("read", Napi::Function::New(env, Read, "read"));
   exports.Set("crc32c", Napi::Function::New(env, CrcFunction<Crc32c>, "crc32c"));
   exports.Set("crc32cPortable", Napi::Function::New(env, CrcFunction<Crc32cPortable>, "crc32cPortable"));
+  exports.Set("crc32cCombine", Napi::Function::New(env, CrcCombineFunction, "crc32cCombine"));
   exports.Set("crc32cHardware", Napi::Boolean::New(env, Crc32cHardwareAvailable()));
   return exports;
 }

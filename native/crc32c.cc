@@ -212,7 +212,47 @@ TFJS_CKPT_HW_TARGET uint32_t HardwareRaw(uint32_t c, const uint8_t* p, size_t n)
 
 #endif
 
+// Multiplication modulo P of two polynomials in the reflected representation (bit 31 is x^0).
+uint32_t MultModP(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (uint32_t m = 1u << 31; m != 0; m >>= 1) {
+    if (a & m) product ^= b;
+    b = (b & 1) ? (b >> 1) ^ kPoly : b >> 1;
+  }
+  return product;
+}
+
+// kPowers.p[k] = x^(2^k) modulo P (as reflected polynomials), k = 0..66: x^(8n) for any 64-bit n is a product of
+// some of p[3..66].
+struct Powers {
+  uint32_t p[67];
+  constexpr Powers() : p{} {
+    uint32_t v = 1u << 30;  // x^1
+    for (int k = 0; k < 67; k++) {
+      p[k] = v;
+      // v = v * v modulo P (MultModP, spelled out: constexpr needs no calls to non-constexpr functions).
+      uint32_t product = 0, b = v;
+      for (uint32_t m = 1u << 31; m != 0; m >>= 1) {
+        if (v & m) product ^= b;
+        b = (b & 1) ? (b >> 1) ^ kPoly : b >> 1;
+      }
+      v = product;
+    }
+  }
+};
+
+constexpr Powers kPowers{};
+
 }  // namespace
+
+uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, uint64_t length_b) {
+  // x^(8 * length_b): the bits of length_b, shifted by 3 (x^8 per byte), select the powers x^(2^k).
+  uint32_t shift = 1u << 31;  // x^0
+  for (int k = 3; length_b != 0; length_b >>= 1, k++) {
+    if (length_b & 1) shift = MultModP(kPowers.p[k], shift);
+  }
+  return MultModP(shift, crc_a) ^ crc_b;
+}
 
 uint32_t Crc32cPortable(const void* data, size_t length, uint32_t crc) {
   if (length == 0) return crc;

@@ -23,6 +23,12 @@ uint32_t Crc32cPortable(const void* data, size_t length, uint32_t crc = 0);
 // processor may lack). Exposed for tests and the fuzzer.
 uint32_t Crc32cHardware(const void* data, size_t length, uint32_t crc = 0);
 
+// The CRC32C of A followed by B, from crc_a = Crc32c(A), crc_b = Crc32c(B) and length_b = |B|, without the bytes
+// (zlib's crc32_combine for this polynomial: crc_a times x^(8 * length_b) modulo P, plus crc_b; O(log length_b)).
+// Lets independently computed pieces (a tensor's slices, an upload part's slices) be joined without reading them
+// again. Crc32cCombine(a, Crc32c(nullptr, 0), 0) == a.
+uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, uint64_t length_b);
+
 // Whether the CPU has CRC32C instructions (SSE4.2 on x86-64, the CRC extension on arm64), detected at run time.
 bool Crc32cHardwareAvailable();
 

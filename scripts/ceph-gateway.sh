@@ -4,6 +4,8 @@
 #   scripts/ceph-gateway.sh start   start one mon, one memstore OSD and radosgw in $CEPH_GATEWAY_DIR, wait for S3 to
 #                                   answer, create a user, write $CEPH_GATEWAY_DIR/env and print it
 #   scripts/ceph-gateway.sh env     print the env file of the running gateway (source it: AWS_ENDPOINT_URL, keys)
+#   scripts/ceph-gateway.sh restart stop the gateway daemon (radosgw, by its PID, checked to be ours) and start it
+#                                   again on the same port; the monitor and the OSD, hence the data, stay up
 #   scripts/ceph-gateway.sh stop    stop the daemons this script started (by the PIDs in their pid files, checked to
 #                                   be ours) and remove the directory
 #
@@ -31,22 +33,46 @@ our_pid() {
   if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$CONF"; then echo "$pid"; fi
 }
 
-stop() {
-  local name pid i
-  for name in "${DAEMONS[@]}"; do
-    pid=$(our_pid "$name")
-    [[ -n $pid ]] || continue
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name ($pid) did not stop in 10 s, killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
+# Stops one daemon we started: SIGTERM, then SIGKILL after 10 s.
+stop_daemon() {
+  local name=$1 pid i
+  pid=$(our_pid "$name")
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
   done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name ($pid) did not stop in 10 s, killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+}
+
+stop() {
+  local name
+  for name in "${DAEMONS[@]}"; do stop_daemon "$name"; done
   rm -rf "$DIR"
+}
+
+# Waits for S3 to answer on PORT (up to 120 s).
+wait_http() {
+  local i
+  for ((i = 0; i < 600; i++)); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && return 0
+    sleep 0.2
+  done
+  curl -s -o /dev/null "http://127.0.0.1:$PORT/"
+}
+
+restart() {
+  [[ -n $(our_pid mon.a) && -f $ENV_FILE ]] || { log "not running in $DIR"; exit 1; }
+  local t0=$SECONDS
+  stop_daemon client.rgw.a
+  rm -f "$DIR/run/client.rgw.a.asok"
+  radosgw -c "$CONF" -n client.rgw.a </dev/null >/dev/null 2>&1
+  wait_http
+  log "the gateway answers again on http://127.0.0.1:$PORT after $((SECONDS - t0)) s"
 }
 
 start() {
@@ -125,12 +151,7 @@ CONF
   ceph-osd -c "$CONF" -i "$id" --mkfs --osd-uuid "$osd_uuid" >/dev/null 2>&1
   ceph-osd -c "$CONF" -i "$id" </dev/null >/dev/null 2>&1
   radosgw -c "$CONF" -n client.rgw.a </dev/null >/dev/null 2>&1
-  local i
-  for ((i = 0; i < 600; i++)); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
-    sleep 0.2
-  done
-  curl -s -o /dev/null "http://127.0.0.1:$PORT/"
+  wait_http
   timeout 60 radosgw-admin -c "$CONF" -n client.rgw.a user create --uid=tfjs-checkpoint --display-name=tfjs-checkpoint \
     --access-key="$access" --secret="$secret" >/dev/null
   trap - ERR
@@ -148,12 +169,13 @@ ENV
 case ${1:-} in
   start) start ;;
   stop) stop ;;
+  restart) restart ;;
   env)
     [[ -n $(our_pid mon.a) && -f $ENV_FILE ]] || { log "not running in $DIR"; exit 1; }
     cat "$ENV_FILE"
     ;;
   *)
-    echo "usage: $0 start|stop|env" >&2
+    echo "usage: $0 start|restart|stop|env" >&2
     exit 2
     ;;
 esac

@@ -123,4 +123,6 @@ export interface Backend {
   read(plan: ReadPlan): Promise<ArrayBuffer[]>;
   /** CRC32C (Castagnoli, reflected, init/xorout 0xffffffff) of `data`, continuing from `crc` (default 0). */
   crc32c(data: ArrayBufferView, crc?: number): number;
+  /** The CRC32C of A followed by B from crc32c(A), crc32c(B) and B's length in bytes, without the bytes. */
+  crc32cCombine(crcA: number, crcB: number, lengthB: number): number;
 }

@@ -8,7 +8,7 @@ import { Stats, constants as fsConstants, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { type Backend, type BackendFailure, type ReadPlan, type WritePlan, ZERO_WRITE_ATTEMPTS } from './backend';
-import { crc32c, crcHex } from '../format/crc32c';
+import { crc32c, crc32cCombine, crcHex } from '../format/crc32c';
 import { fsyncDirectory } from '../fs/fsync-dir';
 
 /** O_NONBLOCK: opening a FIFO returns at once (to be refused) instead of waiting for a writer; no effect on files. */
@@ -208,4 +208,4 @@ async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
   }
 }
 
-export const jsBackend: Backend = { name: 'js', write, read, crc32c };
+export const jsBackend: Backend = { name: 'js', write, read, crc32c, crc32cCombine };

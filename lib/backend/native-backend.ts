@@ -22,6 +22,8 @@ export interface NativeAddon {
   crc32c(data: ArrayBufferView, crc?: number): number;
   /** CRC32C with the portable table-driven implementation (for benchmarks and tests). */
   crc32cPortable(data: ArrayBufferView, crc?: number): number;
+  /** The CRC32C of A followed by B from their CRCs and B's length (native/crc32c.h Crc32cCombine). */
+  crc32cCombine(crcA: number, crcB: number, lengthB: number): number;
   /** Whether `crc32c` uses CRC32C CPU instructions (SSE4.2 on x86-64, the CRC extension on arm64). */
   crc32cHardware: boolean;
 }
@@ -56,7 +58,7 @@ export function findPackageRoot(start: string = __dirname): string | undefined {
   }
 }
 
-const REQUIRED_FUNCTIONS = ['write', 'read', 'crc32c', 'crc32cPortable'] as const;
+const REQUIRED_FUNCTIONS = ['write', 'read', 'crc32c', 'crc32cPortable', 'crc32cCombine'] as const;
 
 /** `err` itself when it is an Error of any realm (errors from the addon may come from another context under jest). */
 function toError(err: unknown): Error {
@@ -120,6 +122,9 @@ function wrap(addon: NativeAddon, binaryPath: string): NativeBackend {
     },
     crc32cPortable(data: ArrayBufferView, crc?: number): number {
       return addon.crc32cPortable(data, crc);
+    },
+    crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
+      return addon.crc32cCombine(crcA, crcB, lengthB);
     },
   };
 }

@@ -13,7 +13,6 @@
  * model is not in a fit), and waits for closes already under way; only then does it lock and read the directory.
  * A lifecycle whose owner is still training is left alone: the lock refuses the second writer, as it must.
  */
-import * as path from 'node:path';
 import { CheckpointManager, CheckpointManagerArgs } from '../manager/checkpoint-manager';
 
 export interface ManagerLifecycleArgs {
@@ -48,7 +47,8 @@ export class ManagerLifecycle {
     private readonly opts: ManagerLifecycleArgs = {},
   ) {
     this.manager = new CheckpointManager(args, { announceResume: opts.announceResume ?? true });
-    this.directory = path.resolve(this.manager.directory);
+    // The manager's directory is absolute already (a resolved path, or an s3:// URL, which path.resolve would mangle).
+    this.directory = this.manager.directory;
   }
 
   /** The current manager, even if closed (for reading best/monitor after fit). */

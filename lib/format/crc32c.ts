@@ -51,3 +51,37 @@ export function crc32c(data: ArrayBufferView, crc = 0): number {
 export function crcHex(crc: number): string {
   return (crc >>> 0).toString(16).padStart(8, '0');
 }
+
+/** Multiplication modulo the CRC polynomial of two reflected polynomials (bit 31 is x^0). */
+function multModP(a: number, b: number): number {
+  let product = 0;
+  for (let m = 0x80000000; m !== 0; m >>>= 1) {
+    if (a & m) product ^= b;
+    b = b & 1 ? (b >>> 1) ^ 0x82f63b78 : b >>> 1;
+  }
+  return product >>> 0;
+}
+
+/** POWERS[k] = x^(2^k) modulo P, k = 0..55: x^(8n) for any safe-integer n is a product of some of POWERS[3..55]. */
+const POWERS: number[] = (() => {
+  const p: number[] = [];
+  let v = 0x40000000; // x^1
+  for (let k = 0; k < 56; k++) {
+    p.push(v);
+    v = multModP(v, v);
+  }
+  return p;
+})();
+
+/**
+ * The CRC32C of A followed by B, from crcA = crc32c(A), crcB = crc32c(B) and lengthB = |B| (a safe integer), without
+ * the bytes: zlib's crc32_combine for this polynomial (crcA times x^(8 lengthB) modulo P, plus crcB). The native
+ * addon's crc32cCombine computes the same (native/crc32c.cc); the S3 upload joins part checksums with it.
+ */
+export function crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
+  let shift = 0x80000000; // x^0
+  for (let n = lengthB, k = 3; n > 0; n = Math.floor(n / 2), k++) {
+    if (n % 2 === 1) shift = multModP(POWERS[k], shift);
+  }
+  return (multModP(shift, crcA >>> 0) ^ crcB) >>> 0;
+}

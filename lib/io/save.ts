@@ -168,7 +168,8 @@ export async function writeCheckpointFile(
   }
   if (isObjectLocation(target)) {
     const arrays = header.order.map((i) => tensors[inputs[i].name].data);
-    return saveObject(parseS3Url(target, 'file'), header, arrays);
+    await saveObject(parseS3Url(target, 'file'), header, arrays);
+    return;
   }
 
   const dir = path.dirname(target);

@@ -2,11 +2,11 @@
  * The library's own tensor-file writer: what `saveTensors` does after validating its arguments, for tensors the
  * library built itself (a CheckpointManager's snapshot, taken by captureCheckpoint from a model's variables), which
  * need no second validation. Same bytes, same atomic protocol (temp file, fsync, rename, directory fsync), same
- * errors; only the argument checks are skipped. Local paths only (the manager refuses s3:// at construction).
+ * errors; only the argument checks are skipped. A local path, or an s3:// object (one file: the manager refuses shard sets there).
  */
 import { DTYPES } from '../format/header';
 import type { NamedTensors } from './tensors';
-import { writeCheckpointFile } from './tensors';
+import { isObjectLocation, writeCheckpointFile } from './tensors';
 import { parseConcurrency, removeSupersededSet, saveShardSet } from './shards';
 
 export interface WriteSnapshotArgs {
@@ -38,5 +38,5 @@ export async function writeSnapshot(target: string, tensors: NamedTensors, args:
     return;
   }
   await writeCheckpointFile(target, tensors, inputs, args.metadata, args.durable, args.stack);
-  await removeSupersededSet(target);
+  if (!isObjectLocation(target)) await removeSupersededSet(target); // no shard sets on s3:// (refused there)
 }

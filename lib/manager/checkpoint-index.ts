@@ -332,37 +332,26 @@ export interface RebuildResult {
   unreadable: { file: string; reason: string }[];
 }
 
+/** One file found in a checkpoint directory (or under an S3 prefix): its own metadata, or why it looks like a
+ * checkpoint of ours that cannot be read (a damaged header bearing the manager's key). */
+export type ScannedFile =
+  { file: string; metadata: Readonly<Record<string, string>> } | { file: string; unreadable: string };
+
 /**
- * Rebuilds an index from the files in `dir` whose metadata carries the manager's record, scored and with best and
- * last elected by `args.policy` (the manager's own rules).
+ * The index the scanned files describe: those whose metadata carries the manager's record, scored and with best and
+ * last elected by `args.policy` (the manager's own rules). Files without the record are not the manager's: ignored.
  */
-export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<RebuildResult> {
-  let names: string[];
-  try {
-    names = await fsp.readdir(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
-      return { index: emptyIndex(args.policy.monitor, args.policy.mode), unreadable: [] };
-    throw fromNodeError(e, dir, 'list the checkpoint directory');
-  }
+export function indexFromScan(found: readonly ScannedFile[], args: RebuildArgs): RebuildResult {
   const checkpoints: CheckpointEntry[] = [];
   const unreadable: { file: string; reason: string }[] = [];
-  for (const name of checkpointFileNames(names.filter((n) => n !== INDEX_FILENAME)).sort()) {
-    if (name.startsWith(LOCK_FILENAME) || TEMP_PATTERN.test(name)) continue;
-    const full = path.join(dir, name);
-    const size = await checkpointSize(full);
-    if (size === null || size < 8) continue;
-    let metadata: Record<string, string>;
-    try {
-      metadata = (await readCheckpointInfo(full)).metadata;
-    } catch (e) {
-      // Not a checkpoint (any other file) or a damaged one: a damaged one of ours is reported, others ignored.
-      if ((await readHead(full, 65536)).includes(MANAGER_METADATA_KEY))
-        unreadable.push({ file: name, reason: (e as Error).message });
+  for (const f of found) {
+    const name = f.file;
+    if ('unreadable' in f) {
+      unreadable.push({ file: name, reason: f.unreadable });
       continue;
     }
-    if (metadata[MANAGER_METADATA_KEY] === undefined) continue;
-    const entry = entryFromMetadata(name, metadata);
+    if (f.metadata[MANAGER_METADATA_KEY] === undefined) continue;
+    const entry = entryFromMetadata(name, f.metadata);
     if (!entry) {
       unreadable.push({ file: name, reason: `its ${MANAGER_METADATA_KEY} metadata is invalid` });
       continue;
@@ -381,4 +370,31 @@ export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<Rebu
   index.best = best?.file ?? null;
   index.last = last?.file ?? null;
   return { index, unreadable };
+}
+
+/** Rebuilds an index from the files in `dir` (see indexFromScan). */
+export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<RebuildResult> {
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      return { index: emptyIndex(args.policy.monitor, args.policy.mode), unreadable: [] };
+    throw fromNodeError(e, dir, 'list the checkpoint directory');
+  }
+  const found: ScannedFile[] = [];
+  for (const name of checkpointFileNames(names.filter((n) => n !== INDEX_FILENAME)).sort()) {
+    if (name.startsWith(LOCK_FILENAME) || TEMP_PATTERN.test(name)) continue;
+    const full = path.join(dir, name);
+    const size = await checkpointSize(full);
+    if (size === null || size < 8) continue;
+    try {
+      found.push({ file: name, metadata: (await readCheckpointInfo(full)).metadata });
+    } catch (e) {
+      // Not a checkpoint (any other file) or a damaged one: a damaged one of ours is reported, others ignored.
+      if ((await readHead(full, 65536)).includes(MANAGER_METADATA_KEY))
+        found.push({ file: name, unreadable: (e as Error).message });
+    }
+  }
+  return indexFromScan(found, args);
 }

@@ -69,7 +69,7 @@
  * disk (`best` and the index follow durability, failures are never lost, a torn file is impossible). The price is
  * that a failure surfaces one call later, and up to two snapshots of the weights are held in host memory.
  */
-import * as path from 'node:path';
+import { joinLocation } from '../s3/location';
 import type * as tf from '@tensorflow/tfjs';
 import { AsyncWriter } from './async-writer';
 import { entryFromMetadata } from './checkpoint-index';
@@ -80,6 +80,8 @@ import { captureCheckpoint, restoreCheckpoint } from '../model/save-restore';
 import { CheckpointManagerArgs, ManagerInternals, Resolved, StepOptions, resolveArgs } from './manager-args';
 import { CheckpointPolicy } from './policy';
 import { LocalCheckpointStore } from './store';
+import { S3CheckpointStore } from './s3-store';
+import { locationScheme, parseS3Prefix } from '../s3/location';
 import { CheckpointRecord, SavedCheckpoint, resumeEpoch } from './checkpoint-record';
 import { DecisionBest, planStep } from './save-plan';
 import * as msg from './keras-messages';
@@ -149,7 +151,11 @@ export class CheckpointManager extends CheckpointRecord {
   constructor(args: CheckpointManagerArgs, internals: ManagerInternals = {}) {
     const a = resolveArgs(args);
     const policy = new CheckpointPolicy(a);
-    super(new LocalCheckpointStore({ ...a, policy }), a.directory);
+    const store =
+      locationScheme(a.directory, 'args.directory') === 's3'
+        ? new S3CheckpointStore({ ...a, policy, location: parseS3Prefix(a.directory, 'args.directory') })
+        : new LocalCheckpointStore({ ...a, policy });
+    super(store, a.directory);
     this.args = a;
     this.policy = policy;
     this.announceResume = internals.announceResume ?? true;
@@ -311,7 +317,7 @@ export class CheckpointManager extends CheckpointRecord {
     if (!save.main) return null;
     if (a.verbose) {
       // Keras prints it once model.save returned; here, once the file is durable (its failure is reported anyway).
-      const line = msg.finishedSaving(epoch, path.join(a.displayDirectory, save.main.file));
+      const line = msg.finishedSaving(epoch, joinLocation(a.displayDirectory, save.main.file));
       void durable.then(
         () => a.logger.log(line),
         () => undefined,

@@ -3,7 +3,7 @@
  * checkpoint and the step history, read from its store's committed index (so they change only when a save is
  * durable). The read-only half of the manager, which extends it.
  */
-import * as path from 'node:path';
+import { joinLocation } from '../s3/location';
 import type { CheckpointEntry, HistoryEntry } from './checkpoint-index';
 import type { CheckpointStore } from './store';
 
@@ -59,7 +59,7 @@ export class CheckpointRecord {
   }
 
   protected toSaved(e: CheckpointEntry): SavedCheckpoint {
-    return { ...e, metrics: { ...e.metrics }, path: path.join(this.directory, e.file) };
+    return { ...e, metrics: { ...e.metrics }, path: joinLocation(this.directory, e.file) };
   }
 
   protected saved(file: string | null): SavedCheckpoint | null {

@@ -11,7 +11,7 @@ import { MonitorMode, MonitorModeArg, resolveMonitorMode } from './metric-names'
 import { renderFilename, validateTemplate } from './filename-template';
 import { TEMP_PATTERN } from '../fs/tempfiles';
 import { parseShardSize } from '../io/shards';
-import { refuseS3 } from '../s3/location';
+import { locationScheme, parseS3Prefix, refuseS3 } from '../s3/location';
 
 /** Where the manager's messages go. Default: `console`. */
 export interface CheckpointLogger {
@@ -22,7 +22,8 @@ export interface CheckpointLogger {
 }
 
 export interface CheckpointManagerArgs {
-  /** The checkpoint directory (created if missing). One writer at a time: the manager locks it. Required. */
+  /** The checkpoint directory (created if missing), or an `s3://bucket/prefix` (its objects are the directory's
+   * files). One writer at a time: the manager locks it (on S3, with a lease). Required. */
   directory: string;
   /**
    * File name template, rendered at each save with the logs plus `epoch` (1-based) and, for saves within an
@@ -184,7 +185,9 @@ export function resolveArgs(args: CheckpointManagerArgs): Resolved {
     return v;
   });
   if (directory === undefined) invalidArgument('args.directory', 'a non-empty path', directory);
-  refuseS3(directory, 'args.directory', 'The CheckpointManager (and modelCheckpoint, backupAndRestore)');
+  // An s3://bucket/prefix is served by the S3 store (s3-store.ts); any other scheme is refused, never a local path.
+  const s3 = locationScheme(directory, 'args.directory') === 's3';
+  const resolvedDirectory = s3 ? parseS3Prefix(directory, 'args.directory').url : path.resolve(directory);
   const filename =
     r.string('filename', { nonEmpty: true, expected: 'a template' }) ?? 'checkpoint_{epoch:04d}.safetensors';
   if (filename.includes('/') || filename.includes(path.sep)) {
@@ -225,7 +228,7 @@ export function resolveArgs(args: CheckpointManagerArgs): Resolved {
   validateTemplate(filename);
   const verbose = r.oneOf('verbose', [0, 1, 2] as const) ?? 0;
   return {
-    directory: path.resolve(directory),
+    directory: resolvedDirectory,
     displayDirectory: directory,
     filename,
     monitor,
@@ -240,7 +243,10 @@ export function resolveArgs(args: CheckpointManagerArgs): Resolved {
     includeOptimizer,
     weightsOnly,
     durable: r.boolean('durable') ?? true,
-    maxShardSize: r.custom('maxShardSize', (v, w) => parseShardSize(v, w)),
+    maxShardSize: r.custom('maxShardSize', (v, w) => {
+      refuseS3(directory, w, 'A sharded manager (maxShardSize)');
+      return parseShardSize(v, w);
+    }),
     async: r.boolean('async') ?? true,
     verbose,
     resume: r.boolean('resume') ?? true,

@@ -3,7 +3,7 @@
  * its rendered name, the `last` file) with their index entries, and the Keras messages that say so (`verbose`). Pure
  * but for those messages: no I/O, no manager state (the caller passes the baseline).
  */
-import * as path from 'node:path';
+import { joinLocation } from '../s3/location';
 import type { CheckpointEntry } from './checkpoint-index';
 import { Resolved, renderSaveName } from './manager-args';
 import type { CheckpointPolicy, StepDecision } from './policy';
@@ -40,7 +40,7 @@ export function planStep(
     const file = renderSaveName(a, metrics, epoch, batch);
     save.main = entry(file, d.kind);
     if (a.verbose) {
-      const to = path.join(a.displayDirectory, file);
+      const to = joinLocation(a.displayDirectory, file);
       a.logger.log(
         d.kind === 'best' ? msg.improved(epoch, a.monitor, baseline, d.score as number, to) : msg.saving(epoch, to),
       );

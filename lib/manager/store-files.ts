@@ -9,7 +9,6 @@ import { CheckpointEntry, CheckpointIndex, INDEX_FILENAME, RebuildResult, entryF
 import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
 import { fsyncCreatedDirectories, fsyncDirectory } from '../fs/fsync-dir';
 import { acquireTempPath, releaseTempPath } from '../fs/tempfiles';
-import { checkpointExists } from '../io/shards';
 import { readCheckpointInfo } from '../io/tensors';
 import { compareProgress } from './policy';
 import type { CheckpointLogger } from './manager-args';
@@ -126,7 +125,7 @@ async function copyFile(from: string, to: string, durable: boolean): Promise<voi
  * failed index write), which retention then treats like any other. True if the index changed.
  */
 export async function reconcileIndex(
-  dir: string,
+  exists: (file: string) => Promise<boolean>,
   index: CheckpointIndex,
   scanned: RebuildResult,
   logger: CheckpointLogger,
@@ -135,7 +134,7 @@ export async function reconcileIndex(
   const present: CheckpointEntry[] = [];
   let changed = false;
   for (const e of index.checkpoints) {
-    if (!(await checkpointExists(path.join(dir, e.file)))) {
+    if (!(await exists(e.file))) {
       logger.warn(`tfjs-checkpoint: ${e.file} is listed in ${INDEX_FILENAME} but missing; dropping it`);
       changed = true;
       continue;
@@ -152,7 +151,7 @@ export async function reconcileIndex(
     const kept: string[] = [];
     for (const f of index.detached) {
       if (present.some((e) => e.file === f)) continue;
-      if (await checkpointExists(path.join(dir, f)))
+      if (await exists(f))
         kept.push(f); // a file, or a shard set
       else changed = true; // removed by the user: forgotten
     }

@@ -4,15 +4,14 @@
  * retention decided), the `last` link and the kept `previous` version, the refusal to overwrite a file the manager
  * did not write. The manager decides (with the policy) and queues; the store only carries out.
  *
- * The interface (CheckpointStore) is what a second implementation over an object store would satisfy: open (lock,
- * read or rebuild the index), the committed index and history, commit one save, write the index, delete, close.
- * LocalCheckpointStore is the local-directory one.
+ * The interface (CheckpointStore): open (lock, read or rebuild the index), the committed index and history, commit
+ * one save, write the index, delete, close. MediumCheckpointStore implements it once, over a StoreMedium
+ * (store-medium.ts) that carries out each step: LocalCheckpointStore on a local directory, S3CheckpointStore
+ * (s3-store.ts) on an s3:// prefix.
  *
  * Committed state: `index` is what is durable on disk (best, last and the kept checkpoints change only once a
  * commit's index write succeeded); `history` is every recorded step, written with each index write.
  */
-import * as path from 'node:path';
-import { promises as fsp } from 'node:fs';
 import {
   CheckpointEntry,
   CheckpointIndex,
@@ -21,19 +20,12 @@ import {
   INDEX_FILENAME,
   emptyIndex,
   entryMetadata,
-  readIndex,
-  rebuildIndex,
-  writeIndex,
 } from './checkpoint-index';
-import { DirLock, acquireDirLock } from '../fs/dir-lock';
-import { fromNodeError } from '../errors';
-import { fsyncDirectory } from '../fs/fsync-dir';
-import { removeCheckpoint, removeOrphanShards } from '../io/shards';
 import type { NamedTensors } from '../io/tensors';
-import { writeSnapshot } from '../io/write-snapshot';
 import { CheckpointPolicy, compareProgress } from './policy';
-import { checkOverwrite, createDirectoryDurably, linkViaTemp, reconcileIndex } from './store-files';
+import { reconcileIndex } from './store-files';
 import type { CheckpointLogger } from './manager-args';
+import { LocalMedium, StoreLock, StoreMedium } from './store-medium';
 
 /** One save as step() decided it: the files to write from one snapshot, with their entries. */
 export interface SaveDecision {
@@ -79,12 +71,11 @@ export interface CheckpointStore {
   close(): Promise<void>;
 }
 
-export interface LocalStoreArgs {
-  /** Absolute directory. */
-  directory: string;
+/** What a store needs whatever its medium. */
+export interface StoreArgs {
+  /** The place as the user named it (messages). */
+  displayDirectory: string;
   policy: CheckpointPolicy;
-  durable: boolean;
-  maxShardSize: number | undefined;
   lastFilename: string;
   /** Keep the version a save replaces under this name (see CheckpointManagerArgs.previousFilename). */
   previousFilename: string | undefined;
@@ -100,7 +91,15 @@ function cloneIndex(index: CheckpointIndex): CheckpointIndex {
   };
 }
 
-export class LocalCheckpointStore implements CheckpointStore {
+export interface LocalStoreArgs extends StoreArgs {
+  /** Absolute directory. */
+  directory: string;
+  durable: boolean;
+  maxShardSize: number | undefined;
+}
+
+/** The store's rules over any medium (store-medium.ts): a local directory, an S3 prefix. */
+export class MediumCheckpointStore implements CheckpointStore {
   index: CheckpointIndex;
   private recorded: HistoryEntry[] = [];
   /** Bumped by each recorded step; `recordedWritten` is the value the index file last wrote. */
@@ -108,9 +107,12 @@ export class LocalCheckpointStore implements CheckpointStore {
   private recordedWritten = 0;
   /** The index file lists deletions that have since happened. */
   private indexStale = false;
-  private lock: DirLock | undefined;
+  private lock: StoreLock | undefined;
 
-  constructor(private readonly args: LocalStoreArgs) {
+  constructor(
+    private readonly args: StoreArgs,
+    private readonly medium: StoreMedium,
+  ) {
     this.index = emptyIndex(args.policy.monitor, args.policy.mode);
   }
 
@@ -119,15 +121,14 @@ export class LocalCheckpointStore implements CheckpointStore {
   }
 
   async open(resume: boolean): Promise<IndexSource> {
-    const { directory: dir, logger, policy } = this.args;
-    if (this.args.durable) await createDirectoryDurably(dir);
-    this.lock = await acquireDirLock(dir);
+    const { displayDirectory: dir, logger, policy } = this.args;
+    const medium = this.medium;
+    this.lock = await medium.lock();
     try {
-      // Shards no set references (a crash mid-set): under the lock no save of ours is in progress, so at once.
-      await removeOrphanShards(dir, { minAgeMs: 0 });
-      const read = await readIndex(dir);
+      await medium.removeLeftovers();
+      const read = await medium.readIndex();
       // Every file of ours in the directory, as its own header describes it: the truth the index is checked against.
-      const scanned = await rebuildIndex(dir, {
+      const scanned = await medium.scan({
         policy,
         lastFilename: this.args.lastFilename,
         ...(this.args.previousFilename !== undefined ? { previousFilename: this.args.previousFilename } : {}),
@@ -138,7 +139,8 @@ export class LocalCheckpointStore implements CheckpointStore {
         index = read.index;
         this.recorded = index.history ?? [];
         delete index.history; // kept in this.recorded, written by writeIndexFile
-        rewrite = (await reconcileIndex(dir, index, scanned, logger)) || index.monitor !== policy.monitor;
+        rewrite =
+          (await reconcileIndex((f) => medium.exists(f), index, scanned, logger)) || index.monitor !== policy.monitor;
       } else {
         index = scanned.index;
         for (const u of scanned.unreadable) {
@@ -209,49 +211,38 @@ export class LocalCheckpointStore implements CheckpointStore {
   }
 
   async commit(save: SaveDecision, snapshot: Snapshot): Promise<void> {
-    const { directory: dir, policy, previousFilename } = this.args;
+    const { policy } = this.args;
+    const medium = this.medium;
     const written: CheckpointEntry[] = [];
     let writing: CheckpointEntry | undefined;
     const write = (entry: CheckpointEntry): Promise<void> =>
-      writeSnapshot(path.join(dir, entry.file), snapshot.tensors, {
-        metadata: { ...snapshot.metadata, ...entryMetadata(entry, policy.monitor) },
-        durable: this.args.durable,
-        ...(this.args.maxShardSize !== undefined ? { maxShardSize: this.args.maxShardSize } : {}),
-        stack: save.stack,
-      });
+      medium.write(
+        entry.file,
+        snapshot.tensors,
+        { ...snapshot.metadata, ...entryMetadata(entry, policy.monitor) },
+        save.stack,
+      );
     try {
       if (save.main) {
         const replaced = this.index.checkpoints.find((e) => e.file === save.main?.file);
-        if (previousFilename !== undefined && replaced) {
-          const previous: CheckpointEntry = { ...replaced, file: previousFilename, kind: 'previous' };
+        if (this.args.previousFilename !== undefined && replaced) {
+          const previous: CheckpointEntry = { ...replaced, file: this.args.previousFilename, kind: 'previous' };
           writing = previous;
-          await checkOverwrite(dir, this.index, previous.file);
-          // A hard link to the version about to be replaced (a copy where links are unsupported).
-          await linkViaTemp(dir, replaced.file, previous.file, {
-            durable: this.args.durable,
-            onLinkFailure: 'copy',
-            action: 'keep the previous version',
-            fsyncFailureCommitted: false,
-          });
+          await medium.checkOverwrite(this.index, previous.file);
+          // The version about to be replaced (a hard link, a copy, a server-side copy).
+          await medium.copy(replaced.file, previous.file, 'previous');
           written.push(previous);
         }
         writing = save.main;
-        await checkOverwrite(dir, this.index, save.main.file);
+        await medium.checkOverwrite(this.index, save.main.file);
         await write(save.main);
         written.push(save.main);
       }
       if (save.last) {
         writing = save.last;
-        await checkOverwrite(dir, this.index, save.last.file);
-        // A hard link to the file just written; written from the snapshot where links are unsupported.
-        const linked = save.main
-          ? await linkViaTemp(dir, save.main.file, save.last.file, {
-              durable: this.args.durable,
-              onLinkFailure: 'give-up',
-              action: 'commit',
-              fsyncFailureCommitted: true,
-            })
-          : false;
+        await medium.checkOverwrite(this.index, save.last.file);
+        // A copy of the file just written (a hard link; server-side); written from the snapshot where not possible.
+        const linked = save.main ? await medium.copy(save.main.file, save.last.file, 'last') : false;
         if (!linked) await write(save.last);
         written.push(save.last);
       }
@@ -303,7 +294,7 @@ export class LocalCheckpointStore implements CheckpointStore {
     for (const f of index.deleting) {
       if (kept.has(f)) continue;
       try {
-        await removeCheckpoint(path.join(this.args.directory, f)); // a file, or a whole shard set
+        await this.medium.remove(f); // a file, or a whole shard set
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
           remaining.push(f);
@@ -318,7 +309,7 @@ export class LocalCheckpointStore implements CheckpointStore {
   private async writeIndexFile(index: CheckpointIndex): Promise<void> {
     const version = this.recordedVersion;
     await this.lock?.check(); // never write over the work of a process that took the lock over
-    await writeIndex(this.args.directory, { ...index, history: [...this.recorded] }, this.args.durable);
+    await this.medium.writeIndex({ ...index, history: [...this.recorded] });
     this.recordedWritten = version;
   }
 
@@ -331,11 +322,10 @@ export class LocalCheckpointStore implements CheckpointStore {
 
   async deleteAll(): Promise<void> {
     await this.lock?.check();
-    const dir = this.args.directory;
     const files = [...this.index.checkpoints.map((e) => e.file), ...this.index.deleting];
     // Files first, the index last: a crash midway leaves an index naming missing files, which the next open drops;
     // never unlisted files that a rebuild would bring back.
-    for (const f of files) await removeCheckpoint(path.join(dir, f)); // a file, or a whole shard set
+    for (const f of files) await this.medium.remove(f); // a file, or a whole shard set
     const detached = this.index.detached;
     this.index = emptyIndex(this.args.policy.monitor, this.args.policy.mode);
     this.recorded = [];
@@ -344,9 +334,7 @@ export class LocalCheckpointStore implements CheckpointStore {
       this.index.detached = detached;
       await this.writeIndexFile(this.index);
     } else {
-      await fsp.unlink(path.join(dir, INDEX_FILENAME)).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw fromNodeError(e, path.join(dir, INDEX_FILENAME), 'delete');
-      });
+      await this.medium.removeIndex();
       this.recordedWritten = this.recordedVersion; // no index on disk to bring up to date
     }
     this.indexStale = false;
@@ -356,13 +344,7 @@ export class LocalCheckpointStore implements CheckpointStore {
     const entry = this.index.checkpoints.find((e) => e.file === file);
     if (!entry) return;
     await this.lock?.check();
-    const dir = this.args.directory;
-    try {
-      await fsp.rename(path.join(dir, file), path.join(dir, as));
-    } catch (e) {
-      throw fromNodeError(e, path.join(dir, as), 'restore the previous version');
-    }
-    if (this.args.durable) await fsyncDirectory(dir);
+    await this.medium.rename(file, as);
     const next = cloneIndex(this.index);
     next.checkpoints = next.checkpoints
       .filter((e) => e.file !== file && e.file !== as)
@@ -376,5 +358,12 @@ export class LocalCheckpointStore implements CheckpointStore {
   async close(): Promise<void> {
     await this.lock?.release();
     this.lock = undefined;
+  }
+}
+
+/** The store of a local directory. */
+export class LocalCheckpointStore extends MediumCheckpointStore {
+  constructor(args: LocalStoreArgs) {
+    super(args, new LocalMedium(args));
   }
 }

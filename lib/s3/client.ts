@@ -44,8 +44,10 @@ const MIB = 1024 * 1024;
 let args: ConfigureS3Args = {};
 let client: SDK.S3Client | undefined;
 let sdk: typeof SDK | undefined;
-/** Per bucket: whether the server checks x-amz-checksum-crc32c (probed once). */
+/** Per bucket: whether the server checks x-amz-checksum-crc32c (probed once, see capabilities.ts). */
 export const checksumSupport = new Map<string, Promise<boolean>>();
+/** Per bucket: which conditional requests the server honours (probed once, see capabilities.ts). */
+export const conditionalSupport = new Map<string, Promise<unknown>>();
 
 const CONFIGURE_KEYS = argKeys<ConfigureS3Args>({
   endpoint: true,
@@ -82,6 +84,7 @@ export function configureS3(options: ConfigureS3Args): void {
   client?.destroy();
   client = undefined;
   checksumSupport.clear();
+  conditionalSupport.clear();
 }
 
 export function s3Settings(): S3Settings {

@@ -26,7 +26,8 @@ import {
   readHeaderLength,
 } from '../format/header';
 import { getBackend } from '../backend/select';
-import { checksumSupport, loadSdk, s3Client, s3Settings } from './client';
+import { loadSdk, s3Client, s3Settings } from './client';
+import { useChecksums } from './capabilities';
 import type { S3Location } from './location';
 
 /** Wraps an SDK error (whose message is often empty, e.g. from Ceph: its name and HTTP status say what failed). */
@@ -81,34 +82,6 @@ function crcBase64(crc: number): string {
   return b.toString('base64');
 }
 
-/** Whether the bucket's server checks x-amz-checksum-crc32c: a PUT with a wrong one is refused (then true). */
-async function probeChecksums(loc: S3Location): Promise<boolean> {
-  const { PutObjectCommand, DeleteObjectCommand } = loadSdk();
-  const key = `${loc.key}.tfjs-checkpoint-probe-${process.pid}-${Date.now()}`;
-  try {
-    await s3Client().send(
-      new PutObjectCommand({ Bucket: loc.bucket, Key: key, Body: Buffer.from('probe'), ChecksumCRC32C: 'AAAAAA==' }),
-    );
-  } catch {
-    return true; // refused: the server checks
-  }
-  await s3Client()
-    .send(new DeleteObjectCommand({ Bucket: loc.bucket, Key: key }))
-    .catch(() => undefined);
-  return false;
-}
-
-async function useChecksums(loc: S3Location): Promise<boolean> {
-  const setting = s3Settings().partChecksums;
-  if (setting !== 'auto') return setting;
-  let p = checksumSupport.get(loc.bucket);
-  if (!p) {
-    p = probeChecksums(loc);
-    checksumSupport.set(loc.bucket, p);
-  }
-  return p;
-}
-
 /** Copies views into one new buffer of `size` bytes. */
 function gather(views: Iterable<Uint8Array>, size: number): Buffer {
   const buf = Buffer.allocUnsafe(size);
@@ -122,22 +95,37 @@ function gather(views: Iterable<Uint8Array>, size: number): Buffer {
 
 /**
  * Uploads a checkpoint object: `header` from buildHeader (CRC placeholders), `arrays` the tensors' data in file
- * order. Resolves when the object is visible, complete; on failure none is (a multipart upload is aborted).
+ * order. Resolves when the object is visible, complete, with its ETag; on failure none is (a multipart upload is
+ * aborted). Where CompleteMultipartUpload answers without an ETag (Ceph 16), the ETag is read with a HEAD.
  */
-export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: ArrayBufferView[]): Promise<void> {
+export async function saveObject(
+  loc: S3Location,
+  header: BuiltHeader,
+  arrays: ArrayBufferView[],
+): Promise<{ etag: string }> {
   const sdk = loadSdk();
   const client = s3Client();
   const { partSize, concurrency } = s3Settings();
-  const crc = getBackend().crc32c;
+  const { crc32c: crc, crc32cCombine: combine } = getBackend();
   const { entries } = header;
   const crcs = entries.map(() => 0);
-  const advance = (views: Iterable<{ tensor: number; view: Uint8Array }>): Uint8Array[] => {
-    const out: Uint8Array[] = [];
+  /** A run of data bytes: the views to send, and their CRC32C as one piece (for the part checksum). */
+  interface Piece {
+    views: Uint8Array[];
+    crc: number;
+    length: number;
+  }
+  // Each view's bytes are read once: its CRC advances its tensor's CRC and the part's, joined with crc32c_combine.
+  const advance = (views: Iterable<{ tensor: number; view: Uint8Array }>): Piece => {
+    const piece: Piece = { views: [], crc: 0, length: 0 };
     for (const { tensor, view } of views) {
-      crcs[tensor] = crc(view, crcs[tensor]);
-      out.push(view);
+      const c = crc(view);
+      crcs[tensor] = combine(crcs[tensor], c, view.length);
+      piece.crc = combine(piece.crc, c, view.length);
+      piece.length += view.length;
+      piece.views.push(view);
     }
-    return out;
+    return piece;
   };
   const finishHeader = (): Uint8Array => {
     const h = Uint8Array.from(header.bytes);
@@ -145,6 +133,12 @@ export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: A
     h.set(Buffer.from(crcHex(computeHeaderCrc(h, crc)), 'latin1'), HEADER_CRC_OFFSET);
     return h;
   };
+  /** The header followed by a piece: its bytes' CRC from the header's (small) and the piece's, without re-reading. */
+  const withHeader = (h: Uint8Array, piece: Piece): Piece => ({
+    views: [h, ...piece.views],
+    crc: combine(crc(h), piece.crc, piece.length),
+    length: h.length + piece.length,
+  });
   const headLength = header.bytes.length;
   const total = headLength + header.dataLength;
   const checksums = await useChecksums(loc).catch(() => false);
@@ -152,27 +146,28 @@ export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: A
   const Key = loc.key;
 
   if (total <= partSize + headLength) {
-    const views = advance(dataViews(entries, arrays, 0, header.dataLength));
-    const body = gather([finishHeader(), ...views], total);
+    const data = advance(dataViews(entries, arrays, 0, header.dataLength)); // before the header: it needs the CRCs
+    const whole = withHeader(finishHeader(), data);
+    const body = gather(whole.views, total);
     try {
-      await client.send(
+      const r = await client.send(
         new sdk.PutObjectCommand({
           Bucket,
           Key,
           Body: body,
           ContentLength: total,
-          ...(checksums ? { ChecksumCRC32C: crcBase64(crc(body)) } : {}),
+          ...(checksums ? { ChecksumCRC32C: crcBase64(whole.crc) } : {}),
         }),
       );
+      return { etag: r.ETag ?? '' };
     } catch (e) {
       throw fromS3Error(e, 'save', loc);
     }
-    return;
   }
 
   // Part 1 is the header and the data up to partSize: its data's CRCs are taken first, it is uploaded last.
   const firstDataEnd = Math.min(header.dataLength, Math.max(partSize - headLength, 0) || partSize);
-  const firstViews = advance(dataViews(entries, arrays, 0, firstDataEnd));
+  const firstPiece = advance(dataViews(entries, arrays, 0, firstDataEnd));
   const rest = header.dataLength - firstDataEnd;
   const partCount = 1 + Math.ceil(rest / partSize);
   let uploadId: string | undefined;
@@ -183,8 +178,9 @@ export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: A
     uploadId = created.UploadId;
     if (!uploadId) throw new Error('CreateMultipartUpload returned no UploadId');
     const UploadId = uploadId;
-    const uploadPart = async (PartNumber: number, body: Buffer): Promise<SDK.CompletedPart> => {
-      const sum = checksums ? crcBase64(crc(body)) : undefined;
+    const uploadPart = async (PartNumber: number, piece: Piece): Promise<SDK.CompletedPart> => {
+      const body = gather(piece.views, piece.length);
+      const sum = checksums ? crcBase64(piece.crc) : undefined;
       const r = await client.send(
         new sdk.UploadPartCommand({
           Bucket,
@@ -202,11 +198,10 @@ export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: A
     const later = await pool(partCount - 1, concurrency, (i) => {
       const begin = firstDataEnd + i * partSize;
       const end = Math.min(begin + partSize, header.dataLength);
-      return uploadPart(i + 2, gather(advance(dataViews(entries, arrays, begin, end)), end - begin));
+      return uploadPart(i + 2, advance(dataViews(entries, arrays, begin, end)));
     });
-    const head = finishHeader();
-    const first = await uploadPart(1, gather([head, ...firstViews], headLength + firstDataEnd));
-    await client.send(
+    const first = await uploadPart(1, withHeader(finishHeader(), firstPiece));
+    const done = await client.send(
       new sdk.CompleteMultipartUploadCommand({
         Bucket,
         Key,
@@ -214,6 +209,11 @@ export async function saveObject(loc: S3Location, header: BuiltHeader, arrays: A
         MultipartUpload: { Parts: [first, ...later] },
       }),
     );
+    uploadId = undefined; // completed: nothing to abort from here on
+    if (done.ETag) return { etag: done.ETag };
+    // Committed: a failed HEAD costs only the ETag, never the save.
+    const head = await client.send(new sdk.HeadObjectCommand({ Bucket, Key })).catch(() => undefined);
+    return { etag: head?.ETag ?? '' };
   } catch (e) {
     if (uploadId) {
       await client

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { types } from 'node:util';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { ReadPlan, WritePlan } from '../../lib/backend/backend';
-import { crc32c as crc32cTs } from '../../lib/format/crc32c';
+import { crc32c as crc32cTs, crc32cCombine as crc32cCombineTs } from '../../lib/format/crc32c';
 import { findPackageRoot, loadNativeBackend, type NativeBackend } from '../../lib/backend/native-backend';
 
 const loaded = loadNativeBackend();
@@ -177,6 +177,28 @@ describe('crc32c', () => {
       expect(native.crc32c(b, native.crc32c(a))).toBe(native.crc32c(data));
       expect(native.crc32cPortable(b, native.crc32cPortable(a))).toBe(native.crc32c(data));
     }
+  });
+
+  it('crc32cCombine joins CRCs computed apart: the addon and the TypeScript one agree with the CRC of the whole', () => {
+    const data = randomBytes(100_000, 8);
+    const whole = native.crc32c(data);
+    for (const split of [0, 1, 5, 768, 24_576, 50_001, 99_999, 100_000]) {
+      const [a, b] = [native.crc32c(data.subarray(0, split)), native.crc32c(data.subarray(split))];
+      expect([native.crc32cCombine(a, b, 100_000 - split), crc32cCombineTs(a, b, 100_000 - split)]).toEqual([
+        whole,
+        whole,
+      ]);
+    }
+    // Lengths beyond 32 bits (no bytes needed): both implementations agree on random CRCs and lengths up to 2^53.
+    const r = randomBytes(4 * 3 * 200, 9);
+    const dv = new DataView(r.buffer);
+    for (let i = 0; i < 200; i++) {
+      const [a, b] = [dv.getUint32(12 * i), dv.getUint32(12 * i + 4)];
+      const length = Math.floor((dv.getUint32(12 * i + 8) / 2 ** 32) * 2 ** (i % 54));
+      expect(native.crc32cCombine(a, b, length)).toBe(crc32cCombineTs(a, b, length));
+    }
+    expect(native.crc32cCombine(0, whole, 100_000)).toBe(whole);
+    expect(crc32cCombineTs(whole, 0, 0)).toBe(whole);
   });
 
   it('respects byteOffset and byteLength of any view type, including views of a SharedArrayBuffer', () => {

@@ -21,7 +21,6 @@
  * the four manager configurations): 3 by default (36 in all, inside `npm test`); `npm run test:crash` runs 84
  * (1,008 in all).
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -29,7 +28,6 @@ import * as tf from '@tensorflow/tfjs';
 import { CheckpointManager } from '../../lib/manager/checkpoint-manager';
 import { INDEX_FILENAME, readIndex } from '../../lib/manager/checkpoint-index';
 import { loadTensors, saveTensors, setBackend, verifyCheckpoint } from '../../lib/index';
-import type { LoadedTensor, NamedTensors } from '../../lib/index';
 import { SHARD_PATTERN, checkpointExists, checkpointNames, readShardIndex } from '../../lib/io/shards';
 import { TEMP_PATTERN } from '../../lib/fs/tempfiles';
 import {
@@ -42,8 +40,10 @@ import {
   crashTensors,
   crashWeightValue,
 } from '../fixtures/crash-child';
+import { readLog, runAndKill as runAndKillChild, sameBytes } from '../helpers/crash';
 
-const REGISTER = path.join(__dirname, '..', 'fixtures', 'worker-register.js');
+const runAndKill = (args: string[], maxDelayMs: number) => runAndKillChild(CHILD, args, maxDelayMs);
+
 const CHILD = path.join(__dirname, '..', 'fixtures', 'crash-child.ts');
 const KILLS = Number(process.env.CRASH_KILLS ?? 3);
 const LONG = process.env.CRASH_KILLS !== undefined;
@@ -60,52 +60,6 @@ afterAll(() => {
 
 function tempFiles(dir: string): string[] {
   return fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => TEMP_PATTERN.test(n)) : [];
-}
-
-function readLog<T>(file: string): T[] {
-  if (!fs.existsSync(file)) return [];
-  return fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as T);
-}
-
-function sameBytes(a: Record<string, LoadedTensor>, b: NamedTensors): boolean {
-  const bytes = (v: ArrayBufferView) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-  return (
-    Object.keys(a).sort().join() === Object.keys(b).sort().join() &&
-    Object.keys(b).every((n) => bytes(a[n].data).equals(bytes(b[n].data)))
-  );
-}
-
-/**
- * Runs the child until it is ready, waits a random time (up to `maxDelayMs`), kills it with SIGKILL. Fails if the
- * child dies on its own (its stderr in the message).
- */
-async function runAndKill(args: string[], maxDelayMs: number): Promise<void> {
-  const child = spawn(process.execPath, ['-r', REGISTER, CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  );
-  const ready = new Promise<void>((resolve) => {
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('ready\n')) resolve();
-    });
-  });
-  const first = await Promise.race([ready.then(() => 'ready' as const), exited]);
-  if (first !== 'ready')
-    throw new Error(`crash child exited before it was ready (${JSON.stringify(first)}): ${stderr}`);
-  const delay = Math.random() * maxDelayMs;
-  const early = await Promise.race([new Promise((r) => setTimeout(r, delay)).then(() => null), exited]);
-  if (early) throw new Error(`crash child died on its own (${JSON.stringify(early)}): ${stderr}`);
-  child.kill('SIGKILL');
-  const end = await exited;
-  if (end.signal !== 'SIGKILL') throw new Error(`crash child ended with ${JSON.stringify(end)}: ${stderr}`);
 }
 
 describe.each(['native', 'js'] as const)('%s backend', (backend) => {

@@ -58,6 +58,8 @@ export interface Gateway {
   endpoint: string;
   accessKeyId: string;
   secretAccessKey: string;
+  /** Restarts the gateway daemon only (scripts/ceph-gateway.sh restart): the cluster and its data stay. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -99,6 +101,38 @@ async function startOnce(): Promise<Gateway> {
     endpoint: vars.AWS_ENDPOINT_URL,
     accessKeyId: vars.AWS_ACCESS_KEY_ID,
     secretAccessKey: vars.AWS_SECRET_ACCESS_KEY,
+    restart: async () => {
+      await run(SCRIPT, ['restart'], { env, timeout: 120_000 });
+    },
     stop,
+  };
+}
+
+/**
+ * In a describeWithGateway body: starts a gateway before the suite (configureS3 points at it, `bucket` is created)
+ * and stops it after. Returns a getter for the running gateway.
+ */
+export function useGateway(bucket: string): () => Gateway {
+  let gw: Gateway | undefined;
+  beforeAll(async () => {
+    const { configureS3 } = await import('../../lib');
+    const { s3Client } = await import('../../lib/s3/client');
+    const SDK = await import('@aws-sdk/client-s3');
+    gw = await startGateway();
+    configureS3({
+      endpoint: gw.endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: gw.accessKeyId, secretAccessKey: gw.secretAccessKey },
+    });
+    await s3Client().send(new SDK.CreateBucketCommand({ Bucket: bucket }));
+  }, 180_000);
+  afterAll(async () => {
+    const { s3Client } = await import('../../lib/s3/client');
+    s3Client().destroy();
+    await gw?.stop();
+  }, 60_000);
+  return () => {
+    if (!gw) throw new Error('the gateway is not running');
+    return gw;
   };
 }

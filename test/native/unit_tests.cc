@@ -253,6 +253,39 @@ TEST(crc32c, continues_a_previous_crc) {
   }
 }
 
+TEST(crc32c, combine_joins_pieces_computed_apart) {
+  const std::vector<uint8_t> data = RandomBytes(100000, 4);
+  const uint32_t whole = Crc32cPortable(data.data(), data.size());
+  for (size_t split : {size_t{0}, size_t{1}, size_t{7}, size_t{768}, size_t{24576}, size_t{50001}, data.size()}) {
+    const uint32_t a = Crc32c(data.data(), split);
+    const uint32_t b = Crc32c(data.data() + split, data.size() - split);
+    CHECK_EQ(Crc32cCombine(a, b, data.size() - split), whole);
+  }
+  // Three pieces, joined left first or right first.
+  const uint32_t a = Crc32c(data.data(), 1000), b = Crc32c(data.data() + 1000, 30000);
+  const uint32_t c = Crc32c(data.data() + 31000, data.size() - 31000);
+  CHECK_EQ(Crc32cCombine(Crc32cCombine(a, b, 30000), c, data.size() - 31000), whole);
+  CHECK_EQ(Crc32cCombine(a, Crc32cCombine(b, c, data.size() - 31000), data.size() - 1000), whole);
+  // An empty second piece leaves the first unchanged; an empty first piece gives the second.
+  CHECK_EQ(Crc32cCombine(whole, 0, 0), whole);
+  CHECK_EQ(Crc32cCombine(0, whole, data.size()), whole);
+}
+
+TEST(crc32c, combine_handles_lengths_beyond_32_bits) {
+  // zeros(2n) = Combine(zeros(n), zeros(n), n): doubling from a directly computed 1 MiB up to 2^62 bytes must agree
+  // with the direct CRC where it can be computed (2 MiB, 4 MiB) and stay consistent beyond (splitting 2^62 unevenly).
+  const std::vector<uint8_t> zeros(4u << 20, 0);
+  uint32_t z = Crc32c(zeros.data(), 1u << 20);
+  CHECK_EQ(Crc32cCombine(z, z, 1u << 20), Crc32c(zeros.data(), 2u << 20));
+  std::vector<uint32_t> pow2(63, 0);  // pow2[k] = CRC of 2^k zero bytes, k >= 20
+  pow2[20] = z;
+  for (int k = 21; k <= 62; k++) pow2[k] = Crc32cCombine(pow2[k - 1], pow2[k - 1], uint64_t{1} << (k - 1));
+  CHECK_EQ(pow2[22], Crc32c(zeros.data(), 4u << 20));
+  // 2^62 = 2^61 + 2^60 + 2^60, joined in another order.
+  const uint64_t l60 = uint64_t{1} << 60;
+  CHECK_EQ(Crc32cCombine(pow2[60], Crc32cCombine(pow2[60], pow2[61], 2 * l60), 3 * l60), pow2[62]);
+}
+
 // ---- atomic_file --------------------------------------------------------------------------------------------
 
 TEST(atomic_file, create_exclusive_refuses_an_existing_file) {

@@ -93,10 +93,11 @@ describe('unknown schemes', () => {
     );
   });
 
-  test('the manager and its callbacks refuse s3:// with a coded "not yet supported" error instead of writing locally', () => {
-    const code = expect.objectContaining({ code: ErrorCode.UNSUPPORTED_SCHEME });
-    expect(() => new CheckpointManager({ directory: 's3://bucket/run' })).toThrow(code);
-    expect(() => modelCheckpoint({ filepath: 's3://bucket/run/m_{epoch:02d}.safetensors' })).toThrow(code);
+  test('the manager and modelCheckpoint take s3:// (served by the S3 store, test/s3/manager.test.ts), never a local folder named s3:', async () => {
+    const cwd = await fsp.readdir('.');
+    expect(new CheckpointManager({ directory: 's3://bucket/run/' }).directory).toBe('s3://bucket/run');
+    expect(modelCheckpoint({ filepath: 's3://bucket/run/m_{epoch:02d}.safetensors' })).toBeDefined();
+    expect(await fsp.readdir('.')).toEqual(cwd);
   });
 
   test('a sharded save (maxShardSize) to s3:// is refused as not yet supported, before any request', async () => {
@@ -342,17 +343,42 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
     });
   });
 
-  test('the part-checksum probe finds that Ceph ignores x-amz-checksum-crc32c, and forced checksums still save', async () => {
+  test("the part-checksum probe finds that Ceph ignores x-amz-checksum-crc32c; forced checksums, joined with crc32c_combine, are each part body's CRC32C", async () => {
     const { checksumSupport } = await import('../../lib/s3/client');
+    const { crc32c } = await import('../../lib/format/crc32c');
     await saveTensors(`s3://${BUCKET}/probe/a.safetensors`, sample());
     expect(await checksumSupport.get(BUCKET)).toBe(false);
     configureS3({ partChecksums: true, partSize: 5 * MIB });
+    const sent: { command: string; body: Buffer; sum: string }[] = [];
+    s3Client().middlewareStack.add(
+      (next, context) => async (a) => {
+        const input = a.input as { Body?: Buffer; ChecksumCRC32C?: string };
+        if (input.ChecksumCRC32C && input.Body)
+          sent.push({ command: String(context.commandName), body: Buffer.from(input.Body), sum: input.ChecksumCRC32C });
+        return next(a);
+      },
+      { step: 'initialize', name: 'capturePartChecksums' },
+    );
     try {
-      const big = new Float32Array((11 * MIB) / 4).fill(2);
+      const r = rng(9);
+      const big = Float32Array.from({ length: (11 * MIB) / 4 }, () => r());
       const url = `s3://${BUCKET}/probe/big.safetensors`;
-      await saveTensors(url, { big: { dtype: 'float32', shape: [big.length], data: big } });
-      expect((await verifyCheckpoint(url)).bytes).toBe(big.byteLength);
+      await saveTensors(url, { big: { dtype: 'float32', shape: [big.length], data: big }, ...sample(6) });
+      await saveTensors(`s3://${BUCKET}/probe/small.safetensors`, sample(7));
+      expect((await verifyCheckpoint(url)).bytes).toBe(big.byteLength + 56);
+      expect(sent.map((s) => s.command)).toEqual([
+        'UploadPartCommand',
+        'UploadPartCommand',
+        'UploadPartCommand',
+        'PutObjectCommand',
+      ]);
+      for (const s of sent) {
+        const b = Buffer.alloc(4);
+        b.writeUInt32BE(crc32c(s.body));
+        expect(s.sum).toBe(b.toString('base64'));
+      }
     } finally {
+      s3Client().middlewareStack.remove('capturePartChecksums');
       configureS3({ partChecksums: 'auto', partSize: 16 * MIB });
     }
   });
