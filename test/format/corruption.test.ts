@@ -422,7 +422,7 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     const loaded = await loadTensors(file, { verify: false });
     expect(loaded.metadata).toEqual(expected.__metadata__);
     expect(Object.keys(loaded.tensors)).toEqual(['t\u2603']);
-    expect(loaded.tensors['t\u2603']).toMatchObject({ dtype: 'uint8', shape: [2] });
+    expect(loaded.tensors['t\u2603']).toMatchObject({ dtype: 'U8', shape: [2], data: Uint8Array.of(1, 2) });
   });
 
   test.each(hostile)(
