@@ -59,6 +59,10 @@ export const ErrorCode = {
   /** The S3 server does not honour `If-None-Match: *` on PUT (probed when a prefix is locked), without which one
    * writer per prefix cannot be guaranteed: the lock is refused rather than given without that guarantee. */
   S3_CONDITIONAL_WRITES: 'ERR_CHECKPOINT_S3_CONDITIONAL_WRITES',
+  /** The JavaScript backend could not allocate a buffer for a tensor or the header (V8's allocator refused it, with
+   * no errno to report; the native backend reports ENOMEM from its failed malloc). `path` names the file. Nothing was
+   * changed: a failed load returned nothing, a failed save left the previous checkpoint intact and no temp file. */
+  OUT_OF_MEMORY: 'ERR_CHECKPOINT_OUT_OF_MEMORY',
 } as const;
 
 export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -192,7 +196,9 @@ export function fromBackendFailure(
       path: f.path,
       syscall: f.syscall || 'write',
     });
-  } else if (f && f.kind === 'io' && typeof f.errno === 'number') {
+  } else if (f && f.kind === 'memory') {
+    out = new CheckpointError(ErrorCode.OUT_OF_MEMORY, `Could not ${action}: ${f.message}`, { path: f.path });
+  } else if (f && f.kind === 'io' && typeof f.errno === 'number' && f.errno > 0) {
     const code = errnoCode(f.errno);
     const syscall = f.syscall || 'io';
     const committed = f.committed === true;

@@ -91,8 +91,9 @@ export interface BackendFailure {
    * 'stalled': a write made no progress without an error (it returned 0 bytes ZERO_WRITE_ATTEMPTS times in a row;
    * syscall and path set, errno 0: none is invented).
    * 'internal': a bug (the plan broke an invariant the TypeScript layer guarantees, or a call failed without an
-   * errno); errno 0 and syscall '' as for 'corrupt' and 'checksum'. */
-  kind: 'io' | 'corrupt' | 'checksum' | 'stalled' | 'internal';
+   * errno); errno 0 and syscall '' as for 'corrupt' and 'checksum'.
+   * 'memory': the JS backend could not allocate a buffer (V8 refused it without an errno; path set, errno 0). */
+  kind: 'io' | 'corrupt' | 'checksum' | 'stalled' | 'internal' | 'memory';
   /** Positive errno for kind 'io', else 0. */
   errno: number;
   /** The failing system call for kind 'io' ('open', 'write', 'fsync', 'rename', ...), else ''. */

@@ -30,6 +30,18 @@ function ioFailure(err: unknown, syscall: string, p: string): Error {
   return failure('io', message, p, { errno: Math.abs(e.errno), syscall: e?.syscall ?? syscall });
 }
 
+/**
+ * A buffer of `bytes` bytes, or a 'memory' failure: V8 throws a RangeError when its allocator refuses (a tensor
+ * larger than the memory the process can get), with no errno to report (it was reported as an invented EIO).
+ */
+function allocate(bytes: number, p: string): ArrayBuffer {
+  try {
+    return new ArrayBuffer(bytes);
+  } catch {
+    throw failure('memory', `could not allocate ${bytes} bytes (out of memory) for '${p}'`, p);
+  }
+}
+
 async function writeAll(fh: fsp.FileHandle, view: Uint8Array, position: number, p: string): Promise<void> {
   let done = 0;
   let zeroWrites = 0; // calls in a row that returned 0 bytes
@@ -64,7 +76,8 @@ async function write(plan: WritePlan): Promise<void> {
   }
   // From here on the temp file is ours: remove it on any failure before the rename.
   try {
-    const header = Uint8Array.from(plan.header);
+    const header = new Uint8Array(allocate(plan.header.byteLength, tmpPath));
+    header.set(plan.header);
     let position = header.length;
     for (let i = 0; i < plan.arrays.length; i++) {
       const a = plan.arrays[i];
@@ -179,7 +192,7 @@ async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
     for (let i = 0; i < plan.ranges.length / 2; i++) {
       const begin = plan.ranges[2 * i];
       const length = plan.ranges[2 * i + 1] - begin;
-      const buffer = new ArrayBuffer(length);
+      const buffer = allocate(length, plan.path);
       const bytes = new Uint8Array(buffer);
       let crc = 0;
       for (let off = 0; off < length;) {

@@ -16,12 +16,13 @@
  * of 200k metadata keys or 300k tensors costs a fraction of its own size before it is refused or used, where one JS
  * object and string per entry cost 10-30 times it. HEADER_LIMITS bounds the counts and key sizes (far above what real
  * files use). Numbers are integers only, as in the reference reader (serde into usize): `2.0`, `1.6e1`, `-0` and
- * anything above 2^53 - 1 are refused. Strings follow JSON exactly (escapes, no raw control characters, no lone
+ * anything above 2^53 - 1 are refused. Strings follow JSON exactly (escapes, checked at the byte level: json-string.ts; no raw control characters, no lone
  * surrogates; the bytes were checked to be UTF-8 before). Names are compared as decoded (`"a"` and `"\u0061"` are
  * the same name), as the reference reader does.
  */
 import { isUtf8 } from 'node:buffer';
 import { type HeaderDtypes, HeaderTable, Strings } from './header-table';
+import { decodeEscapes, escapeEnd } from './json-string';
 
 /** Bounds on what a header may hold, checked while reading it (see docs/FORMAT.md). */
 export const HEADER_LIMITS = {
@@ -58,7 +59,9 @@ function isSpace(c: number): boolean {
 /**
  * The reader's state: one cursor over the bytes. Written as plain methods and loops (no closure per member): the
  * header of a large model holds hundreds of thousands of entries. Strings are found with Buffer.indexOf (memchr) and
- * checked byte by byte; only those written with escapes are decoded (natively, by JSON.parse of the literal alone).
+ * checked byte by byte, escapes included (json-string.ts); none is decoded here except names, keys and field names
+ * written with escapes (into bytes: the table's decoded buffer, or a small scratch buffer), so that they compare as
+ * the reference reader compares them. Values are decoded only when materialized.
  */
 class Reader {
   i = 0;
@@ -69,6 +72,8 @@ class Reader {
   lastStart = 0;
   lastEnd = 0;
   lastEscaped = false;
+  /** Decoded bytes of the last short string (field name, dtype: at most 64 bytes as written) held escapes. */
+  private readonly scratch = Buffer.alloc(64);
   constructor(
     readonly buf: Buffer,
     readonly table: HeaderTable,
@@ -108,10 +113,10 @@ class Reader {
   }
 
   /**
-   * Reads a JSON string (after spaces) of at most `limit` bytes as written, checks it and sets last*. Builds nothing
-   * unless it holds escapes: then it is decoded once, to check it (and returned, for the caller to store).
+   * Reads a JSON string (after spaces) of at most `limit` bytes as written, checks it (control characters, escapes,
+   * surrogates) and sets last*. Builds nothing.
    */
-  scan(what: string, limit: number): string | undefined {
+  scan(what: string, limit: number): void {
     if (this.peek() !== QUOTE) this.fail(`expected ${what} (a string)`);
     const buf = this.buf;
     const start = ++this.i;
@@ -132,22 +137,33 @@ class Reader {
         this.i = k;
         this.fail(`raw control character in ${what}`);
       }
-      if (c === BACKSLASH) escaped = true;
+      if (c === BACKSLASH) {
+        escaped = true;
+        const next = escapeEnd(buf, k, end);
+        if (typeof next !== 'number') {
+          this.i = next.at;
+          this.fail(`${next.what} ${JSON.stringify(buf.toString('latin1', k, Math.min(k + 12, end)))} in ${what}`);
+        }
+        k = next - 1;
+      }
     }
     this.i = end + 1;
     this.lastStart = start;
     this.lastEnd = end;
     this.lastEscaped = escaped;
-    if (!escaped) return undefined;
-    let s: unknown;
-    try {
-      // The literal alone: JSON.parse's cost is linear and it builds nothing but the string.
-      s = JSON.parse(buf.toString('utf8', start - 1, end + 1));
-    } catch {
-      return this.fail(`invalid escape in ${what}`);
-    }
-    if (typeof s !== 'string' || !s.isWellFormed()) this.fail(`${what} holds a lone surrogate`);
-    return s as string;
+  }
+
+  /** The decoded bytes of the last string read, if it held escapes (short strings only: see scratch). */
+  private lastDecoded(): Buffer {
+    const n = decodeEscapes(this.buf, this.lastStart, this.lastEnd, this.scratch, 0);
+    return this.scratch.subarray(0, n);
+  }
+
+  /** The last string read, decoded (for messages). */
+  lastText(): string {
+    return this.lastEscaped
+      ? this.lastDecoded().toString('utf8')
+      : this.buf.toString('utf8', this.lastStart, this.lastEnd);
   }
 
   /** The span (in `strings`) of the last string read by span(): in the header, or its decoded bytes. */
@@ -156,19 +172,19 @@ class Reader {
 
   /** Scans a string and sets spanAt/spanEnd to its span in `strings` (decoded bytes when it held escapes). */
   span(what: string, limit: number): void {
-    const decoded = this.scan(what, limit);
-    if (decoded === undefined) {
+    this.scan(what, limit);
+    if (!this.lastEscaped) {
       this.spanAt = this.lastStart;
       this.spanEnd = this.lastEnd;
     } else {
-      this.spanAt = this.table.strings.store(decoded);
+      this.spanAt = this.table.strings.storeEscaped(this.buf, this.lastStart, this.lastEnd);
       this.spanEnd = this.table.strings.decodedLength;
     }
   }
 
   /** The index in `names` of the last string read (as decoded), or -1: compared as bytes, nothing built. */
-  lastIndexIn(names: readonly Buffer[], decoded: string | undefined): number {
-    for (let k = 0; k < names.length; k++) if (this.lastIs(names[k], decoded)) return k;
+  lastIndexIn(names: readonly Buffer[]): number {
+    for (let k = 0; k < names.length; k++) if (this.lastIs(names[k])) return k;
     return -1;
   }
 
@@ -231,8 +247,8 @@ class Reader {
   }
 
   /** Whether the last string read is `field` (as decoded). A loop: for a few bytes it beats a native call. */
-  lastIs(field: Buffer, decoded: string | undefined): boolean {
-    if (decoded !== undefined) return decoded === field.toString('latin1');
+  lastIs(field: Buffer): boolean {
+    if (this.lastEscaped) return this.lastDecoded().equals(field);
     const n = field.length;
     if (this.lastEnd - this.lastStart !== n) return false;
     const buf = this.buf;
@@ -255,15 +271,14 @@ function tensorEntry(r: Reader, t: HeaderTable, i: number, dtypeBytes: readonly 
   let end = -1;
   if (!r.open('the entry')) {
     do {
-      const decoded = r.scan('a field name', 64);
+      r.scan('a field name', 64);
       r.expect(0x3a, ': after a field name');
-      if (r.lastIs(FIELD_DTYPE, decoded)) {
+      if (r.lastIs(FIELD_DTYPE)) {
         if (dtype !== -1) r.fail('duplicate field "dtype"');
-        const name = r.scan('the dtype', 64);
-        dtype = r.lastIndexIn(dtypeBytes, name);
-        if (dtype < 0)
-          r.fail(`unknown dtype ${JSON.stringify(name ?? r.buf.toString('utf8', r.lastStart, r.lastEnd))}`);
-      } else if (r.lastIs(FIELD_SHAPE, decoded)) {
+        r.scan('the dtype', 64);
+        dtype = r.lastIndexIn(dtypeBytes);
+        if (dtype < 0) r.fail(`unknown dtype ${JSON.stringify(r.lastText())}`);
+      } else if (r.lastIs(FIELD_SHAPE)) {
         if (shapeAt !== -1) r.fail('duplicate field "shape"');
         r.peek();
         shapeAt = r.i;
@@ -278,14 +293,14 @@ function tensorEntry(r: Reader, t: HeaderTable, i: number, dtypeBytes: readonly 
             elements = elements * d <= Number.MAX_SAFE_INTEGER ? elements * d : Infinity;
           } while (r.nextInArray('the shape'));
         }
-      } else if (r.lastIs(FIELD_OFFSETS, decoded)) {
+      } else if (r.lastIs(FIELD_OFFSETS)) {
         if (begin !== -1) r.fail('duplicate field "data_offsets"');
         if (r.openArray('data_offsets')) r.fail('data_offsets is not [begin, end]');
         begin = r.int('an entry of data_offsets');
         if (!r.nextInArray('data_offsets')) r.fail('data_offsets is not [begin, end]');
         end = r.int('an entry of data_offsets');
         if (r.nextInArray('data_offsets')) r.fail('data_offsets has more than 2 entries');
-      } else r.fail(`unknown field ${JSON.stringify(decoded ?? r.buf.toString('utf8', r.lastStart, r.lastEnd))}`);
+      } else r.fail(`unknown field ${JSON.stringify(r.lastText())}`);
     } while (r.next());
   }
   if (dtype === -1) r.fail('no dtype');

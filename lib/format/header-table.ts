@@ -4,6 +4,7 @@
  * TableHeader, the ParsedHeader that materializes names, entries and metadata from it when first asked for.
  */
 import type { ParsedHeader, SafetensorsDType, TensorEntry } from './header';
+import { decodeEscapes, decodeString } from './json-string';
 
 /** What the reader needs to know about dtypes: their names, and each one's element size in bytes. */
 export interface HeaderDtypes {
@@ -98,17 +99,19 @@ export class Strings {
     return at >= 0 ? this.json.toString('utf8', at, end) : this.decoded.toString('utf8', ~at, end);
   }
 
-  /** Stores `s` (decoded) and returns its span start (negative: in `decoded`); the span ends at `decodedLength`. */
-  store(s: string): number {
-    const n = Buffer.byteLength(s);
-    if (this.decodedLength + n > this.decoded.length) {
-      const b = Buffer.alloc(Math.max(this.decodedLength + n, this.decoded.length * 2, 256));
+  /**
+   * Decodes the checked JSON string body json[start..end) (with escapes) into `decoded`; returns its span start
+   * (negative: in `decoded`); the span ends at `decodedLength`.
+   */
+  storeEscaped(json: Buffer, start: number, end: number): number {
+    const room = end - start; // decoded is never longer than written
+    if (this.decodedLength + room > this.decoded.length) {
+      const b = Buffer.alloc(Math.max(this.decodedLength + room, this.decoded.length * 2, 256));
       this.decoded.copy(b, 0, 0, this.decodedLength);
       this.decoded = b;
     }
     const at = this.decodedLength;
-    this.decoded.write(s, at, 'utf8');
-    this.decodedLength += n;
+    this.decodedLength = decodeEscapes(json, start, end, this.decoded, at);
     return ~at;
   }
 
@@ -196,9 +199,7 @@ export class HeaderTable {
 
   /** The decoded value of metadata entry j (validated while reading: decoding cannot fail). */
   valueOf(j: number): string {
-    const json = this.strings.json;
-    if (!this.valueEscaped[j]) return json.toString('utf8', this.valueAt[j], this.valueEnd[j]);
-    return JSON.parse(json.toString('utf8', this.valueAt[j] - 1, this.valueEnd[j] + 1)) as string;
+    return decodeString(this.strings.json, this.valueAt[j], this.valueEnd[j], this.valueEscaped[j] === 1);
   }
 
   /** The index of the metadata entry whose key is `key`, or -1 (a linear search: for a few known keys). */

@@ -103,6 +103,31 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     await expect(verifyCheckpoint(file)).resolves.toMatchObject({ tensors: 6 });
   });
 
+  test('a tensor larger than the process can allocate is refused with a coded error and no invented errno (js: OUT_OF_MEMORY; native: ENOMEM from its malloc)', async () => {
+    // A sparse file of one 1 TB tensor (no disk used): its buffer cannot be allocated.
+    const dir = await tempDir();
+    const file = path.join(dir, 'huge.safetensors');
+    const n = 2 ** 40;
+    const json = Buffer.from(JSON.stringify({ t: { dtype: 'U8', shape: [n], data_offsets: [0, n] } }));
+    const header = Buffer.alloc(8 + Math.ceil(json.length / 8) * 8, 0x20);
+    header.writeBigUInt64LE(BigInt(header.length - 8));
+    json.copy(header, 8);
+    await fsp.writeFile(file, header);
+    await fsp.truncate(file, header.length + n);
+    const err = (await loadTensors(file, { verify: false }).catch((e: unknown) => e)) as CheckpointError;
+    expect(err).toBeInstanceOf(CheckpointError);
+    if (name === 'js') {
+      expect(err).toMatchObject({
+        code: ErrorCode.OUT_OF_MEMORY,
+        path: file,
+        message: expect.stringContaining(`${n}`),
+      });
+      expect(err.errno).toBeUndefined();
+    } else {
+      expect(err).toMatchObject({ code: 'ENOMEM', errno: os.constants.errno.ENOMEM, syscall: 'malloc', path: file });
+    }
+  });
+
   test('round-trips 1000 tiny tensors', async () => {
     const dir = await tempDir();
     const file = path.join(dir, 'many.safetensors');

@@ -3,7 +3,7 @@
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CheckpointError, ErrorCode, isPlainObject } from '../../lib/errors';
+import { CheckpointError, ErrorCode, fromBackendFailure, isPlainObject } from '../../lib/errors';
 import { trainingMetadata } from '../../lib/format/metadata';
 import { saveTensors } from '../../lib/io/tensors';
 
@@ -26,5 +26,21 @@ describe('isPlainObject', () => {
     const file = path.join(os.tmpdir(), 'tfjs-ckpt-never-written', 'x.safetensors');
     await expect(saveTensors(file, new Map() as never)).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
     expect(() => trainingMetadata({ metrics: new Map() as never })).toThrow(CheckpointError);
+  });
+});
+
+describe('fromBackendFailure', () => {
+  test('an io failure whose errno is 0 is not given an OS code: INTERNAL', () => {
+    const f = { kind: 'io', errno: 0, syscall: 'write', path: '/x/a', tensorIndex: -1, message: 'no errno' };
+    const e = fromBackendFailure(f, 'save /x/a', []);
+    expect(e).toMatchObject({ code: ErrorCode.INTERNAL });
+    expect(e.errno).toBeUndefined();
+  });
+
+  test("the JS backend's allocation failure ('memory') is OUT_OF_MEMORY with its path and no errno", () => {
+    const f = { kind: 'memory', errno: 0, syscall: '', path: '/x/a', tensorIndex: -1, message: 'could not allocate' };
+    const e = fromBackendFailure(f, 'load /x/a', []);
+    expect(e).toMatchObject({ code: ErrorCode.OUT_OF_MEMORY, path: '/x/a' });
+    expect(e.errno).toBeUndefined();
   });
 });
