@@ -26,6 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type * as SDK from '@aws-sdk/client-s3';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
+import type { LockOwner } from '../fs/dir-lock';
 import { ownPidSpace, pidAlive, processStartTime, samePidSpace } from '../fs/pid-space';
 import { S3Capabilities, conditionalCapabilities, httpStatus, ifMatchValue, preconditionFailed } from './capabilities';
 import { loadSdk, s3Client } from './client';
@@ -54,19 +55,12 @@ export interface S3LockArgs {
   capabilities?: S3Capabilities;
 }
 
-/** What the lock object holds. */
-export interface S3LockRecord {
+/** What the lock object holds: the owner as a local lock file records it (dir-lock.ts LockOwner: host, boot id, pid
+ * namespace, pid and its start time, nonce, acquiredAt), plus the lease. */
+export interface S3LockRecord extends LockOwner {
   format: typeof LOCK_FORMAT;
   version: 1;
-  host: string;
-  /** The owner's boot id and pid namespace (null where /proc is unavailable) and its pid's start time. */
-  bootId: string | null;
-  pidNs: string | null;
-  pid: number;
-  startTime: number | null;
-  nonce: string;
-  /** ISO times on the holder's clock, for humans (expiry is judged by the server's clock). */
-  acquiredAt: string;
+  /** ISO time of the last renewal on the holder's clock, for humans (expiry is judged by the server's clock). */
   renewedAt: string;
   leaseMs: number;
   renewals: number;
