@@ -63,6 +63,18 @@ export interface Gateway {
   stop(): Promise<void>;
 }
 
+/** The environment a child process needs to reach `gw` through the AWS SDK's usual variables (and no Node warnings). */
+export function gatewayEnv(gw: Gateway): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    NODE_NO_WARNINGS: '1',
+    AWS_ENDPOINT_URL: gw.endpoint,
+    AWS_ACCESS_KEY_ID: gw.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: gw.secretAccessKey,
+    AWS_REGION: 'us-east-1',
+  };
+}
+
 /** Starts a gateway (about 15 s) and returns its endpoint and keys; tries a second port if the first start fails. */
 export async function startGateway(): Promise<Gateway> {
   try {

@@ -38,7 +38,7 @@ import { CheckpointManager } from '../../lib/manager/checkpoint-manager';
 import { INDEX_FILENAME, parseIndex } from '../../lib/manager/checkpoint-index';
 import { s3CrashTensors } from '../fixtures/s3-crash-child';
 import { BACKENDS, useBackend } from '../helpers/backends';
-import { describeWithGateway, useGateway } from '../helpers/ceph';
+import { describeWithGateway, gatewayEnv, useGateway } from '../helpers/ceph';
 import { readLog, runAndKill, sameBytes } from '../helpers/crash';
 
 const BUCKET = 'tfjs-checkpoint-crash';
@@ -60,14 +60,7 @@ describeWithGateway('s3:// crash consistency (Ceph RADOS Gateway)', () => {
   const gateway = useGateway(BUCKET);
   const childEnv = () => {
     const gw = gateway();
-    return {
-      ...process.env,
-      NODE_NO_WARNINGS: '1',
-      AWS_ENDPOINT_URL: gw.endpoint,
-      AWS_ACCESS_KEY_ID: gw.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: gw.secretAccessKey,
-      AWS_REGION: 'us-east-1',
-    };
+    return gatewayEnv(gw);
   };
   let root: string;
   beforeAll(() => {
@@ -79,14 +72,7 @@ describeWithGateway('s3:// crash consistency (Ceph RADOS Gateway)', () => {
     `saveTensors to s3:// killed ${KILLS} times: only complete checkpoints are visible, never older than the last promised save; abortStaleUploads clears the uploads a kill leaves`,
     async () => {
       const gw = gateway();
-      const env = {
-        ...process.env,
-        NODE_NO_WARNINGS: '1',
-        AWS_ENDPOINT_URL: gw.endpoint,
-        AWS_ACCESS_KEY_ID: gw.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: gw.secretAccessKey,
-        AWS_REGION: 'us-east-1',
-      };
+      const env = gatewayEnv(gw);
       const started = Date.now();
       const stats = { kills: 0, leftUpload: 0, checked: 0, multipartSaves: 0, saves: 0 };
       const lane = async (backend: (typeof BACKENDS)[number], kills: number) => {

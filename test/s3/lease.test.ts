@@ -16,7 +16,7 @@ import { objectIn, parseS3Prefix } from '../../lib/s3/location';
 import { abortStaleUploads, copyObject, deleteOwnedObject, listPrefix } from '../../lib/s3/prefix';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { describeWithGateway, useGateway } from '../helpers/ceph';
+import { describeWithGateway, gatewayEnv, useGateway } from '../helpers/ceph';
 
 const BUCKET = 'tfjs-checkpoint-lease';
 const LOCKED = { code: ErrorCode.LOCKED };
@@ -103,14 +103,7 @@ describeWithGateway('one writer per s3:// prefix (Ceph RADOS Gateway)', () => {
       ],
       {
         stdio: ['ignore', 'pipe', 'inherit'],
-        env: {
-          ...process.env,
-          NODE_NO_WARNINGS: '1',
-          AWS_ENDPOINT_URL: gw.endpoint,
-          AWS_ACCESS_KEY_ID: gw.accessKeyId,
-          AWS_SECRET_ACCESS_KEY: gw.secretAccessKey,
-          AWS_REGION: 'us-east-1',
-        },
+        env: gatewayEnv(gw),
       },
     );
     const exited = new Promise((r) => child.on('exit', r));

@@ -23,7 +23,7 @@ import {
 } from '../../lib';
 import { s3Client } from '../../lib/s3/client';
 import { BACKENDS, rng, tempDir, useBackend } from '../helpers/backends';
-import { Gateway, describeWithGateway, startGateway } from '../helpers/ceph';
+import { Gateway, describeWithGateway, gatewayEnv, startGateway } from '../helpers/ceph';
 import { tinyModel } from '../helpers/models';
 import { ROOT, ensureBuilt } from '../helpers/dist-build';
 import * as SDK from '@aws-sdk/client-s3';
@@ -272,14 +272,7 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
     await ensureBuilt();
     const url = `s3://${BUCKET}/cli/m.safetensors`;
     await saveTensors(url, sample(5));
-    const env = {
-      ...process.env,
-      NODE_NO_WARNINGS: '1',
-      AWS_ENDPOINT_URL: gw.endpoint,
-      AWS_ACCESS_KEY_ID: gw.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: gw.secretAccessKey,
-      AWS_REGION: 'us-east-1',
-    };
+    const env = gatewayEnv(gw);
     const cli = (...args: string[]) =>
       spawnSync(process.execPath, [path.join(ROOT, 'dist', 'lib', 'cli', 'main.js'), ...args], {
         env,
