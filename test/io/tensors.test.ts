@@ -385,7 +385,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     });
   });
 
-  test('loads racing saves that replace a 72 MiB file (CRCs on a second thread, pages pre-faulted) each return one version whole, copied or mapped, and a flipped byte in either half is named', async () => {
+  test('loads racing saves that replace a 72 MiB file (CRCs on a second thread, pages pre-faulted) each return one version whole, copied or mapped; a flipped byte in either half is named, a short file refused', async () => {
     const dir = await tempDir();
     const file = path.join(dir, 'race.safetensors');
     // Two tensors across the mapped read's byte midpoint (its second CRC thread) and past the copying read's 8 MiB.
@@ -428,6 +428,11 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
         });
       }
     }
+    // A file already shorter than its header says is refused before anything is mapped (no SIGBUS).
+    const short = path.join(dir, 'short.safetensors');
+    await fsp.copyFile(file, short);
+    await fsp.truncate(short, info.fileSize - 4096);
+    for (const mmap of [true, false]) await expectCode(loadTensors(short, { mmap }), ErrorCode.CORRUPT);
   });
 
   test('loading a missing file fails with ENOENT naming the path', async () => {
