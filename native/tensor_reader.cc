@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <limits>
+#include <system_error>
+#include <thread>
 
 #include "atomic_file.h"
 #include "crc32c.h"
@@ -59,6 +61,33 @@ bool ReadRange(File& file, const ReadJob& job, size_t i, OwnedBuffer& buffer, ui
   }
   return true;
 }
+
+// posix_fadvise(WILLNEED) of [offset, offset + length) of `file`, inline or (`threaded`) on a thread of its own that
+// only makes that call and is joined by the destructor (before the reader closes `file`). Without a thread (resource
+// limits), inline.
+class ReadAhead {
+ public:
+  ReadAhead(File& file, uint64_t offset, uint64_t length, bool threaded) {
+    if (length == 0) return;
+    if (threaded) {
+      try {
+        thread_ = std::thread([&file, offset, length] { file.AdviseWillNeed(offset, length); });
+        return;
+      } catch (const std::system_error&) {
+      }
+    }
+    file.AdviseWillNeed(offset, length);
+  }
+  ~ReadAhead() { Join(); }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  ReadAhead(const ReadAhead&) = delete;
+  ReadAhead& operator=(const ReadAhead&) = delete;
+
+ private:
+  std::thread thread_;
+};
 
 Failure ChecksumFailure(const ReadJob& job, size_t i, uint32_t actual) {
   Failure f = Failure::Make(Failure::Kind::kChecksum, job.path, "tensor bytes do not match their CRC32C");
@@ -140,11 +169,12 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
     }
     total += length;
   }
-  if (n > 0) {
-    file.AdviseSequential();
-    // The whole span read, requested at once: measured ~10% faster cold on this VM's disk than read-ahead alone.
-    file.AdviseWillNeed(job.data_start + job.ranges[0], job.ranges[2 * n - 1] - job.ranges[0]);
-  }
+  if (n > 0) file.AdviseSequential();
+  // The whole span read, requested at once (deeper than read-ahead alone on this VM's disk), from its own thread for
+  // a large read: the request itself blocks while the kernel allocates the page cache and queues the I/O, which on
+  // the reader's thread would delay the first copy until most of the file is in.
+  ReadAhead ahead(file, n > 0 ? job.data_start + job.ranges[0] : 0, n > 0 ? job.ranges[2 * n - 1] - job.ranges[0] : 0,
+                  total >= kOverlapMin);
 
   uint64_t filled = 0;
   if (job.verify && total >= kOverlapMin) {
@@ -154,7 +184,7 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
       data[i] = (*out)[i].data.get();
       lengths[i] = (*out)[i].length;
     }
-    CrcFollower follower(std::move(data), std::move(lengths), job.crcs);
+    CrcFollower follower(std::move(data), std::move(lengths), job.crcs, /*prefault=*/true);
     Failure read_failure;
     bool ok = true;
     for (size_t i = 0; i < n && ok && !follower.failed(); i++) {
@@ -176,6 +206,7 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
       if (job.verify && crc != job.crcs[i]) return fail(ChecksumFailure(job, i, crc));
     }
   }
+  ahead.Join();  // before the descriptor closes
   SysError ignored;
   file.Close(&ignored);  // read-only: a close error cannot lose data
   return true;

@@ -10,6 +10,7 @@ import {
   CheckpointError,
   ErrorCode,
   LoadedTensor,
+  LoadedTensors,
   NamedTensors,
   backendName,
   loadTensors,
@@ -382,6 +383,56 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
       tensor: 'b',
       expectedCrc: info.tensors[1].crc32c,
     });
+  });
+
+  test('loads racing saves that replace a 72 MiB file (CRCs on a second thread, pages pre-faulted) each return one version whole, copied or mapped; a flipped byte in either half is named, a short file refused', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'race.safetensors');
+    // Two tensors across the mapped read's byte midpoint (its second CRC thread) and past the copying read's 8 MiB.
+    const version = (v: number): NamedTensors => ({
+      a: { dtype: 'float32', shape: [10 << 20], data: new Float32Array(10 << 20).fill(v) },
+      b: { dtype: 'float32', shape: [8 << 20], data: new Float32Array(8 << 20).fill(-v) },
+    });
+    const wholeVersion = (loaded: LoadedTensors): number => {
+      const v = Number(loaded.metadata.v);
+      const a = loaded.tensors.a.data as Float32Array;
+      const b = loaded.tensors.b.data as Float32Array;
+      expect(a.length === 10 << 20 && b.length === 8 << 20).toBe(true);
+      expect(a.every((x) => x === v) && b.every((x) => x === -v)).toBe(true);
+      return v;
+    };
+    await saveTensors(file, version(1), { metadata: { v: '1' }, durable: false });
+    const seen = new Set<number>();
+    for (let v = 2; v <= 4; v++) {
+      const loads = [loadTensors(file, { mmap: true }), loadTensors(file)];
+      const save = saveTensors(file, version(v), { metadata: { v: String(v) }, durable: false });
+      const loaded = await Promise.all(loads);
+      await save;
+      for (const l of loaded) seen.add(wholeVersion(l));
+    }
+    expect([...seen].every((v) => v >= 1 && v <= 4)).toBe(true);
+    const info = await readCheckpointInfo(file);
+    for (const [k, at] of [
+      [0, 5 << 20], // a: the first CRC thread's half
+      [1, 30 << 20], // b: the second half
+    ]) {
+      const bytes = await fsp.readFile(file);
+      bytes[info.dataStart + (k === 1 ? info.tensors[0].byteLength : 0) + at] ^= 0x10;
+      const broken = path.join(dir, `broken${k}.safetensors`);
+      await fsp.writeFile(broken, bytes);
+      for (const mmap of [true, false]) {
+        const err = await expectCode(loadTensors(broken, { mmap }), ErrorCode.CHECKSUM);
+        expect({ tensor: err.tensor, expectedCrc: err.expectedCrc }).toEqual({
+          tensor: info.tensors[k].name,
+          expectedCrc: info.tensors[k].crc32c,
+        });
+      }
+    }
+    // A file already shorter than its header says is refused before anything is mapped (no SIGBUS).
+    const short = path.join(dir, 'short.safetensors');
+    await fsp.copyFile(file, short);
+    await fsp.truncate(short, info.fileSize - 4096);
+    for (const mmap of [true, false]) await expectCode(loadTensors(short, { mmap }), ErrorCode.CORRUPT);
   });
 
   test('loading a missing file fails with ENOENT naming the path', async () => {

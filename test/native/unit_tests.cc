@@ -740,6 +740,52 @@ TEST(reader, crc_follower_checks_tensors_published_in_arbitrary_pieces_and_names
   CHECK(!stopped.Mismatch(&index, &actual));
 }
 
+TEST(reader, crc_follower_prefaulting_ahead_of_the_reader_changes_no_byte_it_fills) {
+  // Fresh malloc'd buffers filled piece by piece while the follower pre-faults them ahead of the "reader": every
+  // tensor still matches the CRC of what was written (a pre-fault that wrote a byte, or zeroed a filled page, would
+  // not), and a wrong CRC is still named.
+  const std::vector<size_t> lengths = {(size_t{3} << 20) + 5, 0, size_t{9} << 20, 4097};
+  std::vector<std::vector<uint8_t>> sources;
+  std::vector<uint8_t*> buffers;
+  std::vector<const uint8_t*> data;
+  std::vector<uint32_t> crcs;
+  uint64_t total = 0;
+  for (size_t i = 0; i < lengths.size(); i++) {
+    sources.push_back(RandomBytes(lengths[i], static_cast<uint32_t>(40 + i)));
+    buffers.push_back(static_cast<uint8_t*>(std::malloc(lengths[i] + 1)));
+    CHECK(buffers.back() != nullptr);
+    data.push_back(buffers.back());
+    crcs.push_back(Crc32cPortable(sources[i].data(), lengths[i]));
+    total += lengths[i];
+  }
+  for (int round = 0; round < 2; round++) {
+    std::vector<uint32_t> expected = crcs;
+    if (round == 1) expected[2] ^= 1;
+    CrcFollower follower(data, lengths, expected, /*prefault=*/true);
+    uint64_t filled = 0;
+    for (size_t i = 0; i < lengths.size(); i++) {
+      for (size_t done = 0; done < lengths[i];) {
+        const size_t take = std::min<size_t>(lengths[i] - done, 777 * 1024);
+        std::memcpy(buffers[i] + done, sources[i].data() + done, take);
+        done += take;
+        follower.Published(filled += take);
+      }
+    }
+    follower.Finish(total);
+    size_t index = 99;
+    uint32_t actual = 0;
+    CHECK_EQ(follower.Mismatch(&index, &actual), round == 1);
+    if (round == 1) {
+      CHECK_EQ(index, size_t{2});
+      CHECK_EQ(actual, crcs[2]);
+    }
+    for (size_t i = 0; i < lengths.size(); i++) {
+      CHECK(lengths[i] == 0 || std::memcmp(buffers[i], sources[i].data(), lengths[i]) == 0);
+    }
+  }
+  for (uint8_t* b : buffers) std::free(b);
+}
+
 TEST(reader, mapped_read_returns_verified_views_that_outlive_a_rename_and_keep_writes_private) {
   TempDir dir;
   WrittenFile w = WriteSample(dir);
