@@ -17,7 +17,7 @@ import { CheckpointError, fromNodeError } from '../errors';
 import { writeTextAtomic } from '../fs/atomic-text';
 import { objectIn, parseS3Prefix, parseS3Url } from '../s3/location';
 import { listPrefix } from '../s3/prefix';
-import { deleteObject, objectExists, putTextObject, readTextObject } from '../s3/text-objects';
+import { deleteObject, objectSize, putTextObject, readTextObject } from '../s3/text-objects';
 import { isObjectLocation } from './check-path';
 import { openRegularFile } from './open-file';
 
@@ -33,10 +33,16 @@ export function inPlace(place: string, name: string): string {
     : path.join(place, name);
 }
 
+/** The size of the regular file (the object) at `p`; undefined when there is none. */
+export async function sizeAt(p: string): Promise<number | undefined> {
+  if (isObjectLocation(p)) return objectSize(parseS3Url(p, 'a checkpoint location'));
+  const st = await fsp.stat(p).catch(() => undefined);
+  return st?.isFile() ? st.size : undefined;
+}
+
 /** Whether a regular file (an object) is at `p`. */
 export async function isFileAt(p: string): Promise<boolean> {
-  if (isObjectLocation(p)) return objectExists(parseS3Url(p, 'a checkpoint location'));
-  return (await fsp.stat(p).catch(() => undefined))?.isFile() === true;
+  return (await sizeAt(p)) !== undefined;
 }
 
 /** The text of a small file or object (an index), refused with `tooLarge()` above `maxBytes`. */

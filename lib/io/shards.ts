@@ -25,11 +25,9 @@
  * set, collecting orphan shards), shard-read.ts (resolving a reader's path, loading, inspecting, verifying a set).
  * This module re-exports them and holds the operations on a checkpoint that may be either a file or a set.
  */
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
 import { INDEX_SUFFIX, setNames } from './shard-plan';
 import { readShardIndex } from './shard-index';
-import { inPlace, isFileAt, removeAt, removeQuietly } from './shard-place';
+import { inPlace, isFileAt, removeAt, removeQuietly, sizeAt } from './shard-place';
 
 export {
   DEFAULT_MAX_SHARD_SIZE,
@@ -61,19 +59,18 @@ export async function checkpointExists(target: string): Promise<boolean> {
 
 /** The bytes a checkpoint takes: the file's size, or a set's shards and index; null when there is none. */
 export async function checkpointSize(target: string): Promise<number | null> {
-  const st = await fsp.stat(target).catch(() => undefined);
-  if (st?.isFile() && !target.endsWith(INDEX_SUFFIX)) return st.size;
+  const size = target.endsWith(INDEX_SUFFIX) ? undefined : await sizeAt(target).catch(() => undefined);
+  if (size !== undefined) return size;
   const names = setNames(target);
-  const ist = await fsp.stat(names.index).catch(() => undefined);
-  if (!ist?.isFile()) return null;
+  const indexSize = await sizeAt(names.index).catch(() => undefined);
+  if (indexSize === undefined) return null;
   const index = await readShardIndex(names.index).catch(() => undefined);
-  let size = ist.size;
-  for (const f of index?.files ?? [])
-    size += (await fsp.stat(path.join(names.dir, f)).catch(() => undefined))?.size ?? 0;
-  return size;
+  let total = indexSize;
+  for (const f of index?.files ?? []) total += (await sizeAt(inPlace(names.dir, f)).catch(() => undefined)) ?? 0;
+  return total;
 }
 
-/** The index, total bytes (shards and index) and shard count of the set saved under `target` (local). */
+/** The index, total bytes (shards and index) and shard count of the set saved under `target`. */
 export async function shardSetSummary(target: string): Promise<{ index: string; bytes: number; shards: number }> {
   const names = setNames(target);
   const index = await readShardIndex(names.index);

@@ -11,7 +11,7 @@ import { MonitorMode, MonitorModeArg, resolveMonitorMode } from './metric-names'
 import { renderFilename, validateTemplate } from './filename-template';
 import { TEMP_PATTERN } from '../fs/tempfiles';
 import { parseShardSize } from '../io/shards';
-import { locationScheme, parseS3Prefix, refuseS3 } from '../s3/location';
+import { locationScheme, parseS3Prefix } from '../s3/location';
 
 /** Where the manager's messages go. Default: `console`. */
 export interface CheckpointLogger {
@@ -243,10 +243,7 @@ export function resolveArgs(args: CheckpointManagerArgs): Resolved {
     includeOptimizer,
     weightsOnly,
     durable: r.boolean('durable') ?? true,
-    maxShardSize: r.custom('maxShardSize', (v, w) => {
-      refuseS3(directory, w, 'A sharded manager (maxShardSize)');
-      return parseShardSize(v, w);
-    }),
+    maxShardSize: r.custom('maxShardSize', parseShardSize),
     async: r.boolean('async') ?? true,
     verbose,
     resume: r.boolean('resume') ?? true,

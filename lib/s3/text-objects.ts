@@ -1,6 +1,6 @@
 /**
  * Small objects whole: what a shard set's index needs on S3 (lib/io/shard-place.ts): one GET of a text object with a
- * size bound, one PUT (a single object is visible complete or not at all), a HEAD for existence, a DELETE that
+ * size bound, one PUT (a single object is visible complete or not at all), a HEAD for existence and size, a DELETE that
  * counts an absent object as deleted.
  */
 import type * as SDK from '@aws-sdk/client-s3';
@@ -57,14 +57,13 @@ export async function putTextObject(loc: S3Location, text: string, action: strin
   }
 }
 
-/** Whether the object exists (a HEAD; 404: false). */
-export async function objectExists(loc: S3Location): Promise<boolean> {
+/** The object's size (a HEAD), undefined when there is none (404). */
+export async function objectSize(loc: S3Location): Promise<number | undefined> {
   const sdk = loadSdk();
   try {
-    await s3Client().send(new sdk.HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
-    return true;
+    return (await s3Client().send(new sdk.HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }))).ContentLength ?? 0;
   } catch (e) {
-    if (httpStatus(e) === 404) return false;
+    if (httpStatus(e) === 404) return undefined;
     throw fromS3Error(e, 'look up', loc);
   }
 }
