@@ -111,8 +111,9 @@ export class S3Medium implements StoreMedium {
     await removeOrphanShards(this.dir.url, {
       minAgeMs: 0,
       remove: async (url) => {
+        const name = url.slice(url.lastIndexOf('/') + 1);
         const r = await deleteOwnedObject(parseS3Url(url, 'a shard'), {
-          owned: (m) => entryFromMetadata(url, m) !== undefined,
+          owned: (m) => entryFromMetadata(name, m) !== undefined,
           lock,
           capabilities: lock.capabilities,
         });
