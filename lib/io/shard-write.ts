@@ -184,6 +184,13 @@ export async function removeOrphanShards(
   // Sets in progress before the listing: one committed meanwhile is in neither the indexes read nor `writing`.
   const busy = new Set(writing);
   const entries = await listPlace(dir, (n) => SHARD_PATTERN.test(n));
+  // The candidates first: without any (the common case) no index is read (on s3:// each read is a request).
+  const candidates = entries.filter(({ name, modifiedMs, isFile }) => {
+    const m = SHARD_PATTERN.exec(name);
+    if (!m || !isFile || busy.has(m[2]) || (opts.stem !== undefined && m[1] !== opts.stem)) return false;
+    return opts.minAgeMs === 0 || (modifiedMs !== undefined && Date.now() - modifiedMs >= opts.minAgeMs);
+  });
+  if (candidates.length === 0) return [];
   const referenced = new Set<string>();
   for (const n of entries.map((e) => e.name).filter((x) => x.endsWith(INDEX_SUFFIX))) {
     let index: ShardIndex;
@@ -203,18 +210,8 @@ export async function removeOrphanShards(
   }
   const remove = opts.remove ?? removeQuietly;
   const removed: string[] = [];
-  for (const { name: n, modifiedMs, isFile } of entries) {
-    const m = SHARD_PATTERN.exec(n);
-    if (
-      !m ||
-      referenced.has(n) ||
-      busy.has(m[2]) ||
-      writing.has(m[2]) ||
-      (opts.stem !== undefined && m[1] !== opts.stem)
-    )
-      continue;
-    if (!isFile || (opts.minAgeMs > 0 && (modifiedMs === undefined || Date.now() - modifiedMs < opts.minAgeMs)))
-      continue;
+  for (const { name: n } of candidates) {
+    if (referenced.has(n) || writing.has(SHARD_PATTERN.exec(n)![2])) continue;
     if (await remove(inPlace(dir, n))) removed.push(n);
   }
   return removed;

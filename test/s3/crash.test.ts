@@ -157,7 +157,10 @@ describeWithGateway('s3:// crash consistency (Ceph RADOS Gateway)', () => {
           const dir = parseS3Prefix(url, 'prefix');
           const logFile = path.join(root, `${backend}-${mode}.log`);
           for (let kill = 0; kill < MANAGER_KILLS; kill++) {
-            await runAndKill(MANAGER_CHILD, [mode, backend, url, logFile, '0'], 1500, childEnv());
+            // A sharded save is several requests more (shards, their header read back, the set's index): kills are
+            // spread wider so that some saves are promised before them.
+            const delay = mode === 'manager-sharded' ? 4000 : 1500;
+            await runAndKill(MANAGER_CHILD, [mode, backend, url, logFile, '0'], delay, childEnv());
             await new Promise((r) => setTimeout(r, SETTLE_MS));
             const promised = readLog<{ epoch: number; val_loss: number }>(logFile);
             // The index object as the kill left it: valid or absent, never torn.

@@ -14,8 +14,11 @@ import {
   ErrorCode,
   NamedTensors,
   configureS3,
+  loadModel,
   loadTensors,
   readCheckpointInfo,
+  restoreCheckpoint,
+  saveCheckpoint,
   saveTensors,
   verifyCheckpoint,
 } from '../../lib';
@@ -139,6 +142,25 @@ describeWithGateway('shard sets on s3:// (Ceph RADOS Gateway)', () => {
           expect(info.shards?.map((s) => s.file).sort()).toEqual(shards.sort());
           expect(info.tensors.map((x) => x.name).sort()).toEqual(['a', 'b', 'c', 'd', 'e']);
         }
+      });
+
+      test('saveCheckpoint with maxShardSize to s3:// reports the index, bytes and shards; restoreCheckpoint and loadModel read the set back', async () => {
+        const url = `${freshUrl(`model-${backend}`)}/model.safetensors`;
+        const model = tinyModel();
+        await model.fit(tf.ones([4, 3]), tf.ones([4, 2]), { epochs: 1, verbose: 0 });
+        const saved = await saveCheckpoint(model, url, { epoch: 1, maxShardSize: 64 });
+        expect(saved.path).toBe(url + INDEX_SUFFIX);
+        expect(saved.shards).toBeGreaterThan(1);
+        const objects = (await listPrefix(parseS3Prefix(url.slice(0, url.lastIndexOf('/')), 'p'))).filter((e) =>
+          e.name.startsWith('model'),
+        );
+        expect(saved.bytes).toBe(objects.reduce((a, e) => a + e.size, 0));
+        const twin = tinyModel();
+        await restoreCheckpoint(twin, url);
+        const expected = model.getWeights().map((w) => Array.from(w.dataSync()));
+        expect(twin.getWeights().map((w) => Array.from(w.dataSync()))).toEqual(expected);
+        const rebuilt = await loadModel(url);
+        expect(rebuilt.getWeights().map((w) => Array.from(w.dataSync()))).toEqual(expected);
       });
 
       test('a byte changed in a shard through the S3 API fails load and verify with ERR_CHECKPOINT_CHECKSUM naming the shard and tensor', async () => {
