@@ -17,6 +17,13 @@
  * Memory: the writers write straight from the caller's TypedArrays (no copy), so a save holds only headers, whatever
  * the number of parallel writers. Reading a set reads its shards in parallel with the same bound on concurrency.
  *
+ * On s3:// (shard-place.ts says how each step is done there) the same objects, the same index bytes, the same order:
+ * every shard uploaded whole (one PUT or a completed multipart upload), the index object last (one PUT: its commit
+ * point). Objects are never rewritten by a save (a fresh set id names new shards), so the replace rule is the local
+ * one: a reader holds each shard to one version (its ETag), and a read that fails because a re-save replaced the
+ * index meanwhile starts over on the new set (readStable). Shards a killed save left are collected by a later save
+ * of that name once OBJECT_ORPHAN_MAX_AGE_MS old, and at once by a CheckpointManager's open().
+ *
  * Our additions to the index live in its "metadata" map under `tfjs_checkpoint.*` keys (HF readers read only
  * `weight_map`): the format version, the set id, each shard's size and the CRC32C of its header bytes, and the user
  * metadata (which every shard carries as well).
