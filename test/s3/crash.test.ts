@@ -151,7 +151,7 @@ describeWithGateway('s3:// crash consistency (Ceph RADOS Gateway)', () => {
   for (const backend of BACKENDS) {
     for (const mode of ['manager-sync', 'manager-async', 'manager-sharded'] as ManagerMode[]) {
       test(
-        `${backend}, ${mode}: a CheckpointManager on s3:// killed ${MANAGER_KILLS} times: the index object is valid or absent, the next manager opens at once (same host), every kept checkpoint holds its epoch's weights, retention holds, no promised checkpoint is missing unless keep better ones are kept, no incomplete upload survives open`,
+        `${backend}, ${mode}: a CheckpointManager on s3:// killed ${MANAGER_KILLS} times: the index object is valid or absent, the next manager opens at once (same host), every kept checkpoint holds its epoch's weights, retention holds, no promised checkpoint is missing unless keep better ones are kept, no incomplete upload survives open${mode === 'manager-sharded' ? ', every shard left belongs to an index that names only shards present' : ''}`,
         async () => {
           const url = `s3://${BUCKET}/manager-${backend}-${mode}`;
           const dir = parseS3Prefix(url, 'prefix');
