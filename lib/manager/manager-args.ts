@@ -58,7 +58,8 @@ export interface CheckpointManagerArgs {
    * With a fixed `filename` (no placeholders): before each save replaces that file, keep the version it replaces
    * under this name (a hard link, no copy; a copy where links are unsupported), as the `previous` checkpoint: never
    * best nor latest, not counted by `keep`, loaded by `restorePrevious()` when the latest is damaged (Keras'
-   * BackupAndRestore `double_checkpoint`). Default: none (no previous version kept).
+   * BackupAndRestore `double_checkpoint`). Not with maxShardSize (a shard set is no one file to link). Default: none
+   * (no previous version kept).
    */
   previousFilename?: string;
   /** Store the optimizer's state (to resume training exactly). Default: when the model is compiled and not
@@ -214,6 +215,10 @@ export function resolveArgs(args: CheckpointManagerArgs): Resolved {
     checkReservedName(previousFilename, 'args.previousFilename');
     if (/[{}]/.test(filename)) {
       invalidArgument('args.filename', 'a fixed file name (no placeholders) with args.previousFilename', filename);
+    }
+    if (r.get('maxShardSize') !== undefined) {
+      // The previous version is kept by a hard link or a copy of one file (one object): not offered for shard sets.
+      invalidArgument('args.previousFilename', 'unset with args.maxShardSize (shard sets)', previousFilename);
     }
     if (previousFilename === filename || previousFilename === lastFilename) {
       invalidArgument(

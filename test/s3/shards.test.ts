@@ -100,6 +100,25 @@ function neutral(text: string, setId: string): string {
   return text.split(setId).join('<set>');
 }
 
+describe('sharded managers: what is refused before any request', () => {
+  test.each([`s3://${BUCKET}/run`, '/tmp/tfjs-checkpoint-never-created'])(
+    'previousFilename with maxShardSize on %s is ERR_CHECKPOINT_INVALID_ARGUMENT when the manager is made (a set is no one file to keep a version of)',
+    (directory) => {
+      expect(
+        () =>
+          new CheckpointManager({
+            directory,
+            filename: 'backup.safetensors',
+            previousFilename: 'backup.previous.safetensors',
+            maxShardSize: 64,
+          }),
+      ).toThrow(
+        expect.objectContaining({ code: ErrorCode.INVALID_ARGUMENT, message: expect.stringContaining('maxShardSize') }),
+      );
+    },
+  );
+});
+
 describeWithGateway('shard sets on s3:// (Ceph RADOS Gateway)', () => {
   useGateway(BUCKET);
 
