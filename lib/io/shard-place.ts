@@ -5,7 +5,7 @@
  *   local directory                           s3:// prefix (lib/s3)
  *   index: temp, fsync, rename (atomic)       index: one PUT (a single object is visible whole or not at all)
  *   shard: writeCheckpointFile (atomic)       shard: writeCheckpointFile -> saveObject (PUT or completed multipart)
- *   header bytes: one open descriptor         header bytes: ranged GETs of one version (openObject)
+ *   header bytes: one open descriptor         header bytes: ranged GETs of one version (shard-index.ts)
  *   listing: readdir + mtime                  listing: ListObjectsV2 + LastModified
  *
  * The protocol itself (shards first, the index last, names with a fresh set id, the replaced set's shards deleted
