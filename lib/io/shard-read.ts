@@ -1,6 +1,8 @@
 /**
  * Reading a shard set (see shards.ts): where a reader's path leads (a file or a set), and loading, inspecting and
- * verifying a set, each shard checked against its index, retried when a save replaces the set underneath.
+ * verifying a set, each shard checked against its index, retried when a save replaces the set underneath. A local
+ * directory or an s3:// prefix alike (shard-place.ts); a missing shard is the medium's own error (ENOENT from the
+ * open; ERR_CHECKPOINT_S3 NoSuchKey, HTTP 404, from the GET), a replaced one ERR_CHECKPOINT_CHECKSUM.
  */
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
