@@ -33,7 +33,7 @@ export const ErrorCode = {
    * the message names the tensor, the element index and the value. */
   OUT_OF_RANGE: 'ERR_CHECKPOINT_OUT_OF_RANGE',
   /** A location with a scheme the library does not serve (`gs://`, `http://`, `file:`, ...), or an `s3://` location
-   * given where it is not supported yet (shard sets: maxShardSize; the tf.io route and some CLI commands). */
+   * given where it is not supported yet (the tf.io route and some CLI commands). */
   UNSUPPORTED_SCHEME: 'ERR_CHECKPOINT_UNSUPPORTED_SCHEME',
   /** An `s3://` location was used but the optional dependency `@aws-sdk/client-s3` is not installed. */
   S3_SDK_MISSING: 'ERR_CHECKPOINT_S3_SDK_MISSING',

@@ -9,11 +9,9 @@ import type { CheckpointInfo } from './types';
 /** Reads a checkpoint's header (verifying its CRC when it has one) without reading the tensors. */
 export async function readCheckpointInfo(file: string): Promise<CheckpointInfo> {
   const abs = checkPath(file);
+  const where = await resolveCheckpoint(abs);
+  if (where.kind === 'set') return readShardSetInfo(where.index);
   const object = isObjectLocation(abs) ? await openObject(parseS3Url(abs, 'file'), 'if-present') : undefined;
-  if (!object) {
-    const where = await resolveCheckpoint(abs);
-    if (where.kind === 'set') return readShardSetInfo(where.index);
-  }
   const { parsed, fileSize, state } = object
     ? { parsed: object.parsed, fileSize: object.version.size, state: object.state }
     : await withCheckpointFile(abs, 'if-present', async (o) => o);

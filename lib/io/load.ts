@@ -1,6 +1,6 @@
 /**
  * Loading a checkpoint's tensors: one file through its one open descriptor (open-file.ts), a shard set through its
- * index (shards.ts), an `s3://` object through ranged GETs of one version (s3/objects.ts).
+ * index (shards.ts; locally or on s3://), an `s3://` object through ranged GETs of one version (s3/objects.ts).
  */
 import { readArgs } from '../args';
 import { CheckpointError, ErrorCode, captureStack } from '../errors';
@@ -68,6 +68,8 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
   const args = readArgs(options, 'options', ['verify', 'mmap'] as const);
   const verify = args.boolean('verify') ?? true;
   const mmap = args.boolean('mmap') ?? false;
+  const where = await resolveCheckpoint(abs);
+  if (where.kind === 'set') return loadShardSet(where.index, verify, undefined, mmap);
   if (isObjectLocation(abs)) {
     const loc = parseS3Url(abs, 'file');
     const { object, data } = await readOneVersion(async () => {
@@ -79,7 +81,5 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
     const verification = verificationOf(verify, object.parsed.checksummed, object.state);
     return { tensors: loaded, metadata: object.parsed.metadata, verification };
   }
-  const where = await resolveCheckpoint(abs);
-  if (where.kind === 'set') return loadShardSet(where.index, verify, undefined, mmap);
   return withCheckpointFile(abs, verify, (opened) => loadFile(opened, verify, mmap, stack));
 }

@@ -29,7 +29,7 @@ import {
 import { getBackend } from '../backend/select';
 import { fsyncCreatedDirectories } from '../fs/fsync-dir';
 import { acquireTempPath, releaseTempPath, removeStaleTemps } from '../fs/tempfiles';
-import { parseS3Url, refuseS3 } from '../s3/location';
+import { parseS3Url } from '../s3/location';
 import { saveObject } from '../s3/objects';
 import { checkPath, isObjectLocation } from './check-path';
 import { parseConcurrency, parseShardSize, removeSupersededSet, saveShardSet } from './shards';
@@ -129,11 +129,6 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
     const byteLength = checkTensor(name, tensors[name]);
     return { name, dtype: DTYPES[tensors[name].dtype].st, shape: [...tensors[name].shape], byteLength };
   });
-  if (isObjectLocation(target)) {
-    if (maxShardSize !== undefined) refuseS3(target, 'file', 'A sharded save (maxShardSize)');
-    await writeCheckpointFile(target, tensors, inputs, metadata, durable, stack);
-    return;
-  }
   if (maxShardSize !== undefined) {
     await saveShardSet(target, tensors, inputs, { metadata, durable, maxShardSize, concurrency, stack });
     return;

@@ -1,13 +1,17 @@
 /**
  * A shard set's index, `<name>.index.json` (see shards.ts): its JSON (Hugging Face's `weight_map` and `metadata`,
  * with our `tfjs_checkpoint.*` additions), read and validated whoever wrote it, and the header bytes of a shard
- * whose CRC32C the index records.
+ * whose CRC32C the index records. Local files and s3:// objects alike (shard-place.ts).
  */
 import { isPlainObject } from '../args';
 import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
 import { FORMAT_VERSION, readHeaderLength, setOwn } from '../format/header';
 import { getBackend } from '../backend/select';
+import { parseS3Url } from '../s3/location';
+import { openObject } from '../s3/objects';
+import { isObjectLocation } from './check-path';
 import { openRegularFile } from './open-file';
+import { readSmallText } from './shard-place';
 
 /** The largest index file read (HF indexes of 100B-parameter models are a few MB). */
 const MAX_INDEX_BYTES = 256 * 1024 * 1024;
@@ -72,9 +76,11 @@ function isPlainFileName(f: unknown): f is string {
 }
 
 /** The CRC32C of a shard's first 8 + N bytes (length prefix and JSON header), what an index of ours records, and the
- * shard's size, from one open descriptor. */
+ * shard's size: from one open descriptor, or (s3://) from ranged GETs of one version of the object. */
 export async function shardHeaderCrc(file: string): Promise<{ crc: number; size: number }> {
-  const { head, size } = await readHeaderBytes(file);
+  const { head, size } = isObjectLocation(file)
+    ? await openObject(parseS3Url(file, 'a shard'), 'if-present').then((o) => ({ head: o.head, size: o.version.size }))
+    : await readHeaderBytes(file);
   return { crc: getBackend().crc32c(head), size };
 }
 
@@ -109,18 +115,15 @@ export function shardIndexText(c: ShardIndexContents): string {
   return JSON.stringify(index, null, 2) + '\n';
 }
 
-/** Reads and validates an index (ours or another tool's, e.g. transformers' save_pretrained). */
+/** Reads and validates an index (ours or another tool's, e.g. transformers' save_pretrained), a local file or an
+ * s3:// object. */
 export async function readShardIndex(file: string): Promise<ShardIndex> {
-  let text: string;
-  const { handle, stat } = await openRegularFile(file, 'open the shard index');
-  try {
-    if (stat.size > MAX_INDEX_BYTES) throw corruptIndex(file, `larger than ${MAX_INDEX_BYTES} bytes`);
-    text = await handle.readFile('utf8');
-  } catch (e) {
-    throw fromNodeError(e, file, 'read the shard index');
-  } finally {
-    await handle.close().catch(() => undefined);
-  }
+  const text = await readSmallText(
+    file,
+    MAX_INDEX_BYTES,
+    () => corruptIndex(file, `larger than ${MAX_INDEX_BYTES} bytes`),
+    'the shard index',
+  );
   let raw: unknown;
   try {
     raw = JSON.parse(text);

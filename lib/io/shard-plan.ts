@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { integerArg } from '../args';
 import { invalidArgument } from '../errors';
+import { placeOf } from './shard-place';
 
 /** What follows a checkpoint's name in its index's name (HF: `model.safetensors.index.json`). */
 export const INDEX_SUFFIX = '.index.json';
@@ -22,19 +23,20 @@ export interface SetNames {
   /** The logical checkpoint path (what a single-file save would write). */
   target: string;
   index: string;
+  /** The directory, or the s3:// prefix (shard-place.ts). */
   dir: string;
   /** The shard name prefix: the target's basename without `.safetensors`. */
   stem: string;
 }
 
-/** The index and shard prefix of the checkpoint `target` (absolute; `x.safetensors` or its index's path). */
+/** The index and shard prefix of the checkpoint `target` (absolute or s3://; `x.safetensors` or its index's path). */
 export function setNames(target: string): SetNames {
   const logical = target.endsWith(INDEX_SUFFIX) ? target.slice(0, -INDEX_SUFFIX.length) : target;
   const base = path.basename(logical);
   return {
     target: logical,
     index: logical + INDEX_SUFFIX,
-    dir: path.dirname(logical),
+    dir: placeOf(logical),
     stem: base.endsWith('.safetensors') ? base.slice(0, -'.safetensors'.length) : base,
   };
 }

@@ -1,6 +1,8 @@
 /**
  * Reading a shard set (see shards.ts): where a reader's path leads (a file or a set), and loading, inspecting and
- * verifying a set, each shard checked against its index, retried when a save replaces the set underneath.
+ * verifying a set, each shard checked against its index, retried when a save replaces the set underneath. A local
+ * directory or an s3:// prefix alike (shard-place.ts); a missing shard is the medium's own error (ENOENT from the
+ * open; ERR_CHECKPOINT_S3 NoSuchKey, HTTP 404, from the GET), a replaced one ERR_CHECKPOINT_CHECKSUM.
  */
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -17,7 +19,9 @@ import {
   verifyCheckpoint,
 } from './tensors';
 import { notAFile } from './open-file';
-import { INDEX_SUFFIX, pool } from './shard-plan';
+import { INDEX_SUFFIX, SHARD_PATTERN, pool } from './shard-plan';
+import { inPlace, isFileAt, placeOf } from './shard-place';
+import { isObjectLocation } from './check-path';
 import { type ShardIndex, type ShardRecord, corruptIndex, readShardIndex, shardHeaderCrc } from './shard-index';
 
 /**
@@ -26,6 +30,7 @@ import { type ShardIndex, type ShardRecord, corruptIndex, readShardIndex, shardH
  * does not exist but `x.index.json` does is that set (what a sharded save to `x` wrote). Anything else: the file.
  */
 export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } | { kind: 'set'; index: string }> {
+  if (isObjectLocation(abs)) return resolveObject(abs);
   const st = await fsp.stat(abs).catch(() => undefined);
   if (st?.isDirectory()) {
     let names: string[];
@@ -51,9 +56,21 @@ export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } |
   return { kind: 'file' };
 }
 
+/**
+ * resolveCheckpoint for s3:// (no directories: a location names an object): `x.index.json` is an index; `x` that is
+ * no object while `x.index.json` is, is that set; a shard of ours (by its name) is a file without a lookup.
+ */
+async function resolveObject(url: string): Promise<{ kind: 'file' } | { kind: 'set'; index: string }> {
+  if (url.endsWith(INDEX_SUFFIX)) return { kind: 'set', index: url };
+  if (SHARD_PATTERN.test(url.slice(url.lastIndexOf('/') + 1))) return { kind: 'file' };
+  if (await isFileAt(url)) return { kind: 'file' };
+  const index = url + INDEX_SUFFIX;
+  return (await isFileAt(index)) ? { kind: 'set', index } : { kind: 'file' };
+}
+
 /** Checks a shard against its index record: size and header CRC32C. */
 async function checkShardRecord(index: ShardIndex, record: ShardRecord): Promise<void> {
-  const file = path.join(path.dirname(index.path), record.file);
+  const file = inPlace(placeOf(index.path), record.file);
   const { crc: headerCrc, size } = await shardHeaderCrc(file);
   if (size !== record.size || headerCrc !== record.headerCrc32c) {
     throw new CheckpointError(
@@ -69,7 +86,7 @@ async function checkShardRecord(index: ShardIndex, record: ShardRecord): Promise
 
 /** Refuses a shard whose tensors differ from what the index maps to it. */
 function checkShardTensors(index: ShardIndex, shard: string, names: readonly string[]): void {
-  const shardPath = path.join(path.dirname(index.path), shard);
+  const shardPath = inPlace(placeOf(index.path), shard);
   for (const n of names) {
     if (index.weightMap[n] !== shard) {
       throw corruptIndex(
@@ -149,10 +166,10 @@ export async function loadShardSet(
 
 async function loadSet(index: ShardIndex, verify: boolean, concurrency?: number, mmap = false): Promise<LoadedTensors> {
   if (verify && !index.ours) throw unverifiedSet(index);
-  const dir = path.dirname(index.path);
+  const dir = placeOf(index.path);
   const loaded = await pool(index.files, concurrency ?? os.availableParallelism(), async (shard, i) => {
     if (verify && index.ours) await checkShardRecord(index, index.ours.shards[i]);
-    const one = await loadTensors(path.join(dir, shard), { verify, mmap });
+    const one = await loadTensors(inPlace(dir, shard), { verify, mmap });
     checkShardTensors(index, shard, Object.keys(one.tensors));
     checkShardMetadata(index, shard, one.metadata);
     return one;
@@ -209,7 +226,7 @@ async function setInfo(index: ShardIndex): Promise<CheckpointInfo> {
 async function readShardInfo(index: ShardIndex, i: number): Promise<CheckpointInfo> {
   const shard = index.files[i];
   if (index.ours) await checkShardRecord(index, index.ours.shards[i]);
-  const info = await readCheckpointInfo(path.join(path.dirname(index.path), shard));
+  const info = await readCheckpointInfo(inPlace(placeOf(index.path), shard));
   checkShardTensors(
     index,
     shard,

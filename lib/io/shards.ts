@@ -17,6 +17,13 @@
  * Memory: the writers write straight from the caller's TypedArrays (no copy), so a save holds only headers, whatever
  * the number of parallel writers. Reading a set reads its shards in parallel with the same bound on concurrency.
  *
+ * On s3:// (shard-place.ts says how each step is done there) the same objects, the same index bytes, the same order:
+ * every shard uploaded whole (one PUT or a completed multipart upload), the index object last (one PUT: its commit
+ * point). Objects are never rewritten by a save (a fresh set id names new shards), so the replace rule is the local
+ * one: a reader holds each shard to one version (its ETag), and a read that fails because a re-save replaced the
+ * index meanwhile starts over on the new set (readStable). Shards a killed save left are collected by a later save
+ * of that name once OBJECT_ORPHAN_MAX_AGE_MS old, and at once by a CheckpointManager's open().
+ *
  * Our additions to the index live in its "metadata" map under `tfjs_checkpoint.*` keys (HF readers read only
  * `weight_map`): the format version, the set id, each shard's size and the CRC32C of its header bytes, and the user
  * metadata (which every shard carries as well).
@@ -25,11 +32,9 @@
  * set, collecting orphan shards), shard-read.ts (resolving a reader's path, loading, inspecting, verifying a set).
  * This module re-exports them and holds the operations on a checkpoint that may be either a file or a set.
  */
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
-import { fromNodeError } from '../errors';
 import { INDEX_SUFFIX, setNames } from './shard-plan';
 import { readShardIndex } from './shard-index';
+import { inPlace, isFileAt, removeAt, removeQuietly, sizeAt } from './shard-place';
 
 export {
   DEFAULT_MAX_SHARD_SIZE,
@@ -44,27 +49,32 @@ export {
   setNames,
 } from './shard-plan';
 export { type ShardIndex, type ShardRecord, readShardIndex } from './shard-index';
-export { HEARTBEAT_MS, type ShardSetArgs, type ShardSetResult, removeOrphanShards, saveShardSet } from './shard-write';
+export {
+  HEARTBEAT_MS,
+  OBJECT_ORPHAN_MAX_AGE_MS,
+  type ShardSetArgs,
+  type ShardSetResult,
+  removeOrphanShards,
+  saveShardSet,
+} from './shard-write';
 export { type ShardInfo, loadShardSet, readShardSetInfo, resolveCheckpoint, verifyShardSet } from './shard-read';
 
-/** Whether the checkpoint `target` exists, as a file or as a set (its index). */
+/** Whether the checkpoint `target` exists, as a file or as a set (its index); a local path or an s3:// location. */
 export async function checkpointExists(target: string): Promise<boolean> {
-  if ((await fsp.stat(target).catch(() => undefined))?.isFile()) return true;
-  return (await fsp.stat(setNames(target).index).catch(() => undefined))?.isFile() === true;
+  return (await isFileAt(target)) || (await isFileAt(setNames(target).index));
 }
 
 /** The bytes a checkpoint takes: the file's size, or a set's shards and index; null when there is none. */
 export async function checkpointSize(target: string): Promise<number | null> {
-  const st = await fsp.stat(target).catch(() => undefined);
-  if (st?.isFile() && !target.endsWith(INDEX_SUFFIX)) return st.size;
+  const size = target.endsWith(INDEX_SUFFIX) ? undefined : await sizeAt(target).catch(() => undefined);
+  if (size !== undefined) return size;
   const names = setNames(target);
-  const ist = await fsp.stat(names.index).catch(() => undefined);
-  if (!ist?.isFile()) return null;
+  const indexSize = await sizeAt(names.index).catch(() => undefined);
+  if (indexSize === undefined) return null;
   const index = await readShardIndex(names.index).catch(() => undefined);
-  let size = ist.size;
-  for (const f of index?.files ?? [])
-    size += (await fsp.stat(path.join(names.dir, f)).catch(() => undefined))?.size ?? 0;
-  return size;
+  let total = indexSize;
+  for (const f of index?.files ?? []) total += (await sizeAt(inPlace(names.dir, f)).catch(() => undefined)) ?? 0;
+  return total;
 }
 
 /** The index, total bytes (shards and index) and shard count of the set saved under `target`. */
@@ -75,40 +85,28 @@ export async function shardSetSummary(target: string): Promise<{ index: string; 
 }
 
 /**
- * After a single-file save to `target`: removes a set saved under the same name (its index, then its shards), which
- * readers of the directory would otherwise still find. Best effort: the save has succeeded, and what cannot be
- * removed is a complete older set, never a half one.
+ * After a single-file save to `target` (a local path or an s3:// location): removes a set saved under the same name
+ * (its index, then its shards), which readers would otherwise still find. Best effort: the save has succeeded, and
+ * what cannot be removed is a complete older set, never a half one.
  */
 export async function removeSupersededSet(target: string): Promise<void> {
   const names = setNames(target);
-  if (target === names.index || !(await fsp.stat(names.index).catch(() => undefined))?.isFile()) return;
+  if (target === names.index || !(await isFileAt(names.index).catch(() => false))) return;
   const index = await readShardIndex(names.index).catch(() => undefined);
-  if (
-    !(await fsp.unlink(names.index).then(
-      () => true,
-      () => false,
-    ))
-  )
-    return;
-  for (const f of index?.files ?? []) await fsp.unlink(path.join(names.dir, f)).catch(() => undefined);
+  if (!(await removeQuietly(names.index))) return;
+  for (const f of index?.files ?? []) await removeQuietly(inPlace(names.dir, f));
 }
 
 /**
- * Deletes the checkpoint `target`: the file, and the set of that name, index first (so no half set is ever
+ * Deletes the checkpoint `target` (local): the file, and the set of that name, index first (so no half set is ever
  * visible: a crash midway leaves unreferenced shards, which are garbage-collected), then its shards. Absent parts
- * count as deleted; another failure rejects with the OS code.
+ * count as deleted; another failure rejects with the OS code. (On s3:// a CheckpointManager deletes only what it
+ * wrote: s3-store.ts.)
  */
 export async function removeCheckpoint(target: string): Promise<void> {
   const names = setNames(target);
-  const unlink = async (p: string) => {
-    try {
-      await fsp.unlink(p);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromNodeError(e, p, 'delete');
-    }
-  };
-  if (target !== names.index) await unlink(names.target);
+  if (target !== names.index) await removeAt(names.target);
   const index = await readShardIndex(names.index).catch(() => undefined);
-  await unlink(names.index);
-  for (const f of index?.files ?? []) await unlink(path.join(names.dir, f));
+  await removeAt(names.index);
+  for (const f of index?.files ?? []) await removeAt(inPlace(names.dir, f));
 }

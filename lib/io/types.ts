@@ -36,10 +36,14 @@ export interface SaveTensorsArgs {
    * as transformers takes it ("5GB" = 5e9 bytes, "512MiB"). For `file` = `dir/model.safetensors` the save writes
    * `dir/model-<set id>-00001-of-0000N.safetensors`... and commits them with `dir/model.safetensors.index.json`
    * (always, even for one shard); every reader accepts `dir/model.safetensors` (then read as the set when no such
-   * file exists), the index or `dir`. Default: undefined (one file).
+   * file exists), the index or `dir`. On `s3://bucket/prefix/model.safetensors` the same objects, with the same index
+   * bytes: every shard uploaded whole (one PUT or a completed multipart upload), the index object last; readers take
+   * the name or the index (an S3 prefix is no directory). Default: undefined (one file).
    */
   maxShardSize?: number | string;
-  /** With maxShardSize: how many shards are written at once. Default: the core count (os.availableParallelism()). */
+  /** With maxShardSize: how many shards are written at once. Default: the core count (os.availableParallelism()).
+   * On s3:// at most the S3 concurrency of shards that each fit in one part (one PUT each), else one at a time
+   * (each uploads `concurrency` parts at once): memory stays that of one object's upload. */
   shardConcurrency?: number;
 }
 

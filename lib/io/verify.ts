@@ -108,6 +108,8 @@ export async function verifyCheckpoint(file: string, options: VerifyCheckpointAr
     'a function (bytesDone, bytesTotal) => void',
   );
   const limit = args.integer('groupBytes', { min: 1 }) ?? VERIFY_GROUP_BYTES;
+  const where = await resolveCheckpoint(abs);
+  if (where.kind === 'set') return verifyShardSet(where.index, { groupBytes: limit, onProgress });
   if (isObjectLocation(abs)) {
     const loc = parseS3Url(abs, 'file');
     const check = (e: TensorEntry, bytes: Uint8Array, at: number) => {
@@ -120,8 +122,6 @@ export async function verifyCheckpoint(file: string, options: VerifyCheckpointAr
     });
     return { path: abs, tensors: object.parsed.entries.length, bytes: object.parsed.dataLength };
   }
-  const where = await resolveCheckpoint(abs);
-  if (where.kind === 'set') return verifyShardSet(where.index, { groupBytes: limit, onProgress });
   return withCheckpointFile(abs, true, async (opened) => {
     await verifyData(opened, stack, limit, onProgress);
     return { path: abs, tensors: opened.parsed.entries.length, bytes: opened.parsed.dataLength };

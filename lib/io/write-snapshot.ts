@@ -2,11 +2,11 @@
  * The library's own tensor-file writer: what `saveTensors` does after validating its arguments, for tensors the
  * library built itself (a CheckpointManager's snapshot, taken by captureCheckpoint from a model's variables), which
  * need no second validation. Same bytes, same atomic protocol (temp file, fsync, rename, directory fsync), same
- * errors; only the argument checks are skipped. A local path, or an s3:// object (one file: the manager refuses shard sets there).
+ * errors; only the argument checks are skipped. A local path or an s3:// location, one file or a shard set.
  */
 import { DTYPES } from '../format/header';
 import type { NamedTensors } from './tensors';
-import { isObjectLocation, writeCheckpointFile } from './tensors';
+import { writeCheckpointFile } from './tensors';
 import { parseConcurrency, removeSupersededSet, saveShardSet } from './shards';
 
 export interface WriteSnapshotArgs {
@@ -38,5 +38,5 @@ export async function writeSnapshot(target: string, tensors: NamedTensors, args:
     return;
   }
   await writeCheckpointFile(target, tensors, inputs, args.metadata, args.durable, args.stack);
-  if (!isObjectLocation(target)) await removeSupersededSet(target); // no shard sets on s3:// (refused there)
+  await removeSupersededSet(target); // a set saved earlier under this name no longer is the checkpoint
 }

@@ -11,7 +11,7 @@ import { MonitorMode, MonitorModeArg, resolveMonitorMode } from './metric-names'
 import { renderFilename, validateTemplate } from './filename-template';
 import { TEMP_PATTERN } from '../fs/tempfiles';
 import { parseShardSize } from '../io/shards';
-import { locationScheme, parseS3Prefix, refuseS3 } from '../s3/location';
+import { locationScheme, parseS3Prefix } from '../s3/location';
 
 /** Where the manager's messages go. Default: `console`. */
 export interface CheckpointLogger {
@@ -58,7 +58,8 @@ export interface CheckpointManagerArgs {
    * With a fixed `filename` (no placeholders): before each save replaces that file, keep the version it replaces
    * under this name (a hard link, no copy; a copy where links are unsupported), as the `previous` checkpoint: never
    * best nor latest, not counted by `keep`, loaded by `restorePrevious()` when the latest is damaged (Keras'
-   * BackupAndRestore `double_checkpoint`). Default: none (no previous version kept).
+   * BackupAndRestore `double_checkpoint`). Not with maxShardSize (a shard set is no one file to link). Default: none
+   * (no previous version kept).
    */
   previousFilename?: string;
   /** Store the optimizer's state (to resume training exactly). Default: when the model is compiled and not
@@ -215,6 +216,10 @@ export function resolveArgs(args: CheckpointManagerArgs): Resolved {
     if (/[{}]/.test(filename)) {
       invalidArgument('args.filename', 'a fixed file name (no placeholders) with args.previousFilename', filename);
     }
+    if (r.get('maxShardSize') !== undefined) {
+      // The previous version is kept by a hard link or a copy of one file (one object): not offered for shard sets.
+      invalidArgument('args.previousFilename', 'unset with args.maxShardSize (shard sets)', previousFilename);
+    }
     if (previousFilename === filename || previousFilename === lastFilename) {
       invalidArgument(
         'args.previousFilename',
@@ -243,10 +248,7 @@ export function resolveArgs(args: CheckpointManagerArgs): Resolved {
     includeOptimizer,
     weightsOnly,
     durable: r.boolean('durable') ?? true,
-    maxShardSize: r.custom('maxShardSize', (v, w) => {
-      refuseS3(directory, w, 'A sharded manager (maxShardSize)');
-      return parseShardSize(v, w);
-    }),
+    maxShardSize: r.custom('maxShardSize', parseShardSize),
     async: r.boolean('async') ?? true,
     verbose,
     resume: r.boolean('resume') ?? true,

@@ -8,21 +8,36 @@
  *   (S3 has no hard links), a promote is a copy and a delete;
  * - deletions: only objects whose own header bears the manager's record (prefix.ts deleteOwnedObject), only after
  *   the index that drops them is published;
- * - open() aborts the incomplete multipart uploads a killed writer left, and removes stale capability probes.
- * `durable` has no meaning here (an object is committed when its PUT or CompleteMultipartUpload returns); shard sets
- * (maxShardSize) are not supported on s3:// yet.
+ * - open() aborts the incomplete multipart uploads a killed writer left (shards' included: they are objects directly
+ *   under the prefix), removes stale capability probes, and deletes the shards of ours no index references (a set
+ *   killed before its index was written), each owner-checked like any deletion;
+ * - shard sets (maxShardSize): written by the shard modules (lib/io/shard-write.ts: shards first, the set's index
+ *   object last); a set is deleted index first, then each shard whose own header bears the manager's record.
+ *   `last` of a set is written from the snapshot (no server-side copy of a set); `previousFilename` is refused for
+ *   sets.
+ * `durable` has no meaning here (an object is committed when its PUT or CompleteMultipartUpload returns).
  */
 import { CheckpointError, ErrorCode } from '../errors';
-import type { NamedTensors } from '../io/tensors';
+import {
+  INDEX_SUFFIX,
+  type ShardIndex,
+  checkpointExists,
+  checkpointFileNames,
+  readShardIndex,
+  removeOrphanShards,
+  setNames,
+} from '../io/shards';
+import { isFileAt } from '../io/shard-place';
+import { type NamedTensors, readCheckpointInfo } from '../io/tensors';
 import { writeSnapshot } from '../io/write-snapshot';
 import { PROBE_PATTERN } from '../s3/capabilities';
 import { loadSdk, s3Client } from '../s3/client';
 import { S3IndexObject } from '../s3/index-object';
 import { S3Lock, S3LockArgs, S3_LOCK_NAME, acquireS3Lock } from '../s3/lease';
-import { S3Prefix, objectIn } from '../s3/location';
-import { fromS3Error, openObject } from '../s3/objects';
+import { S3Prefix, objectIn, parseS3Url } from '../s3/location';
+import { deleteObject, isMissingObject } from '../s3/text-objects';
+import { openObject } from '../s3/objects';
 import { abortStaleUploads, copyObject, deleteOwnedObject, listPrefix, removeProbeLeftovers } from '../s3/prefix';
-import { httpStatus } from '../s3/capabilities';
 import {
   CheckpointIndex,
   INDEX_FILENAME,
@@ -43,6 +58,8 @@ export interface S3StoreArgs extends StoreArgs {
   location: S3Prefix;
   /** The lease lock's settings (lease length, renewal period). Default: lease.ts's. */
   lease?: S3LockArgs;
+  /** Write each checkpoint as a shard set of shards of at most this many bytes; undefined: one object. */
+  maxShardSize?: number | undefined;
 }
 
 /** An S3 prefix as a store's medium (see the module comment). */
@@ -89,6 +106,20 @@ export class S3Medium implements StoreMedium {
   async removeLeftovers(): Promise<void> {
     await abortStaleUploads(this.dir);
     await removeProbeLeftovers(this.dir);
+    // Under the lock no save of ours is in flight: an unreferenced shard is a dead writer's, deleted if ours.
+    const { lock } = this.holder();
+    await removeOrphanShards(this.dir.url, {
+      minAgeMs: 0,
+      remove: async (url) => {
+        const name = url.slice(url.lastIndexOf('/') + 1);
+        const r = await deleteOwnedObject(parseS3Url(url, 'a shard'), {
+          owned: (m) => entryFromMetadata(name, m) !== undefined,
+          lock,
+          capabilities: lock.capabilities,
+        });
+        return r.status === 'deleted';
+      },
+    });
   }
 
   async readIndex(): Promise<ReadIndexResult> {
@@ -114,28 +145,34 @@ export class S3Medium implements StoreMedium {
   async removeIndex(): Promise<void> {
     const { lock } = this.holder();
     lock.checkLocal();
-    const sdk = loadSdk();
     const loc = objectIn(this.dir, INDEX_FILENAME);
-    await s3Client()
-      .send(new sdk.DeleteObjectCommand({ Bucket: loc.bucket, Key: loc.key }))
-      .catch((e: unknown) => {
-        if (httpStatus(e) !== 404) throw fromS3Error(e, 'delete', loc);
-      });
+    await deleteObject(loc);
     this.indexObject = new S3IndexObject(loc, lock); // its next publish creates it anew
   }
 
   async scan(args: RebuildArgs): Promise<RebuildResult> {
     const found: ScannedFile[] = [];
+    const sizes = new Map<string, number>();
     for (const e of await listPrefix(this.dir)) {
-      if (e.name === INDEX_FILENAME || e.name === S3_LOCK_NAME || PROBE_PATTERN.test(e.name) || e.size < 8) continue;
-      const loc = objectIn(this.dir, e.name);
+      if (e.name === INDEX_FILENAME || e.name === S3_LOCK_NAME || PROBE_PATTERN.test(e.name)) continue;
+      sizes.set(e.name, e.size);
+    }
+    // Objects under their names, shard sets under their checkpoint's name (shards left out), as for a directory.
+    for (const name of checkpointFileNames([...sizes.keys()]).sort()) {
+      const size = sizes.get(name);
+      if (size !== undefined && size < 8) continue;
+      const loc = objectIn(this.dir, size !== undefined ? name : name + INDEX_SUFFIX);
       try {
-        found.push({ file: e.name, metadata: (await openObject(loc, 'if-present')).parsed.metadata });
+        const metadata =
+          size !== undefined
+            ? (await openObject(loc, 'if-present')).parsed.metadata
+            : (await readCheckpointInfo(loc.url)).metadata; // every shard's header read and checked
+        found.push({ file: name, metadata });
       } catch (err) {
         if (!(err instanceof CheckpointError) || err.code === ErrorCode.S3) throw err;
         // Not a checkpoint, or a damaged one: a damaged one of ours (its first bytes name the key) is reported.
         if ((await this.head(loc.key)).includes(MANAGER_METADATA_KEY))
-          found.push({ file: e.name, unreadable: err.message });
+          found.push({ file: name, unreadable: err.message });
       }
     }
     return indexFromScan(found, args);
@@ -154,38 +191,46 @@ export class S3Medium implements StoreMedium {
     }
   }
 
-  async exists(file: string): Promise<boolean> {
-    const sdk = loadSdk();
-    const loc = objectIn(this.dir, file);
-    try {
-      await s3Client().send(new sdk.HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
-      return true;
-    } catch (e) {
-      if (httpStatus(e) === 404) return false;
-      throw fromS3Error(e, 'look up', loc);
-    }
+  exists(file: string): Promise<boolean> {
+    return checkpointExists(this.locate(file)); // an object, or a shard set's index
   }
 
   async checkOverwrite(index: CheckpointIndex, file: string): Promise<void> {
     if (index.checkpoints.some((e) => e.file === file) || index.deleting.includes(file)) return;
     if (!(await this.exists(file))) return;
-    const loc = objectIn(this.dir, file);
-    const opened = await openObject(loc, 'if-present').catch(() => undefined);
-    if (opened && entryFromMetadata(file, opened.parsed.metadata)) return; // ours (e.g. written just before a crash)
+    const url = this.locate(file);
+    const info = await readCheckpointInfo(url).catch(() => undefined); // the object, or the set of that name
+    if (info && entryFromMetadata(file, info.metadata)) return; // ours (e.g. written just before a crash)
     throw new CheckpointError(
       ErrorCode.FOREIGN_FILE,
-      `Refusing to overwrite ${loc.url}: the CheckpointManager did not write it. Move it away or change args.filename`,
-      { path: loc.url },
+      `Refusing to overwrite ${url}: the CheckpointManager did not write it. Move it away or change args.filename`,
+      { path: url },
     );
   }
 
   async write(file: string, tensors: NamedTensors, metadata: Record<string, string>, stack: string): Promise<void> {
     this.holder().lock.checkLocal();
-    await writeSnapshot(this.locate(file), tensors, { metadata, durable: false, stack });
+    const { maxShardSize } = this.args;
+    await writeSnapshot(this.locate(file), tensors, {
+      metadata,
+      durable: false,
+      ...(maxShardSize !== undefined ? { maxShardSize } : {}),
+      stack,
+    });
   }
 
-  async copy(from: string, to: string): Promise<boolean> {
+  async copy(from: string, to: string, purpose: 'previous' | 'last'): Promise<boolean> {
     this.holder().lock.checkLocal();
+    if (!(await isFileAt(this.locate(from))) && (await isFileAt(setNames(this.locate(from)).index))) {
+      // A shard set: `last` is written from the snapshot; a copy of a whole set is not offered.
+      if (purpose === 'last') return false;
+      throw new CheckpointError(
+        ErrorCode.INVALID_ARGUMENT,
+        `Cannot keep the previous version of ${this.locate(from)}: it is a shard set, and previousFilename is ` +
+          'supported for single-object checkpoints only (leave maxShardSize unset)',
+        { path: this.locate(from) },
+      );
+    }
     await copyObject(objectIn(this.dir, from), objectIn(this.dir, to));
     return true;
   }
@@ -193,20 +238,39 @@ export class S3Medium implements StoreMedium {
   async remove(file: string): Promise<void> {
     const { lock } = this.holder();
     const loc = objectIn(this.dir, file);
-    const r = await deleteOwnedObject(loc, {
-      owned: (m) => entryFromMetadata(file, m) !== undefined,
-      lock,
-      capabilities: lock.capabilities,
-    });
-    if (r.status === 'refused') {
-      throw new CheckpointError(ErrorCode.FOREIGN_FILE, `Refusing to delete ${loc.url}: ${r.reason}`, {
-        path: loc.url,
-      });
+    const args = { owned: (m: Readonly<Record<string, string>>) => entryFromMetadata(file, m) !== undefined, lock };
+    const refuse = (url: string, reason: string) =>
+      new CheckpointError(ErrorCode.FOREIGN_FILE, `Refusing to delete ${url}: ${reason}`, { path: url });
+    const r = await deleteOwnedObject(loc, { ...args, capabilities: lock.capabilities });
+    if (r.status === 'refused') throw refuse(loc.url, r.reason);
+    // The set of that name: its index first (no reader then sees a half set), then each shard whose own header is
+    // ours; a refused shard stays (unreferenced) and fails the removal, which the store retries at its next open.
+    const names = setNames(loc.url);
+    let index: ShardIndex;
+    try {
+      index = await readShardIndex(names.index);
+    } catch (e) {
+      if (isMissingObject(e)) return;
+      throw e instanceof CheckpointError && e.code !== ErrorCode.S3
+        ? refuse(names.index, `it is not a readable shard index (${e.message})`)
+        : e;
     }
+    if (!index.ours || !args.owned(index.ours.metadata)) {
+      throw refuse(names.index, 'its metadata does not mark it as ours');
+    }
+    lock.checkLocal();
+    await deleteObject(parseS3Url(names.index, 'a shard index'));
+    const refused: string[] = [];
+    for (const f of index.files) {
+      const shard = objectIn(this.dir, f);
+      const d = await deleteOwnedObject(shard, { ...args, capabilities: lock.capabilities });
+      if (d.status === 'refused') refused.push(`${f} (${d.reason})`);
+    }
+    if (refused.length > 0) throw refuse(names.index, `shards of the set are not ours: ${refused.join(', ')}`);
   }
 
   async rename(from: string, as: string): Promise<void> {
-    await this.copy(from, as);
+    await this.copy(from, as, 'previous');
     await this.remove(from);
   }
 }

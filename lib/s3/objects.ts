@@ -304,6 +304,8 @@ async function getRange(
 export interface OpenedObject {
   parsed: ParsedHeader;
   version: ObjectVersion;
+  /** The object's first 8 + N bytes (length prefix and JSON header), as read. */
+  head: Uint8Array;
   /** Set when the header CRC was checked (see format.ts HeaderState). */
   state?: HeaderState;
 }
@@ -330,7 +332,7 @@ export async function openObject(loc: S3Location, verify: boolean | 'if-present'
       { path: loc.url },
     );
   }
-  return { parsed, version, ...(state ? { state } : {}) };
+  return { parsed, version, head, ...(state ? { state } : {}) };
 }
 
 /** Reads every tensor into its own buffer, `rangeSize` bytes per GET, `concurrency` at once; checks CRCs. */

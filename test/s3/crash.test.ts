@@ -7,8 +7,9 @@
  *   older than the last save the child was promised, a promised name is never missing; the incomplete multipart
  *   uploads a kill leaves are aborted by abortStaleUploads, which makes nothing visible; at the end the probe objects
  *   a kill may leave are removed and a new save works.
- * - a CheckpointManager child (fixtures/crash-child.ts, keep: 2, saveLast, sync and async) on s3:// killed at random:
- *   the index object is valid or absent, the next manager on this host opens at once (the dead owner's lock is
+ * - a CheckpointManager child (fixtures/crash-child.ts, keep: 2, saveLast, sync, async, and sharded: maxShardSize)
+ *   on s3:// killed at random: the index object is valid or absent, every shard left belongs to a set whose index
+ *   names only shards that are there, the next manager on this host opens at once (the dead owner's lock is
  *   taken over), every kept checkpoint holds its epoch's weights, retention holds, every promised save is there
  *   unless keep better ones are, and open() leaves no incomplete upload.
  * - the gateway restarted in the middle of a save: the save fails with a coded error or completes, the name holds
@@ -37,6 +38,7 @@ import {
 import { CheckpointManager } from '../../lib/manager/checkpoint-manager';
 import { INDEX_FILENAME, parseIndex } from '../../lib/manager/checkpoint-index';
 import { s3CrashTensors } from '../fixtures/s3-crash-child';
+import { INDEX_SUFFIX, SHARD_PATTERN, readShardIndex } from '../../lib/io/shards';
 import { BACKENDS, useBackend } from '../helpers/backends';
 import { describeWithGateway, gatewayEnv, useGateway } from '../helpers/ceph';
 import { readLog, runAndKill, sameBytes } from '../helpers/crash';
@@ -147,15 +149,18 @@ describeWithGateway('s3:// crash consistency (Ceph RADOS Gateway)', () => {
   );
 
   for (const backend of BACKENDS) {
-    for (const mode of ['manager-sync', 'manager-async'] as ManagerMode[]) {
+    for (const mode of ['manager-sync', 'manager-async', 'manager-sharded'] as ManagerMode[]) {
       test(
-        `${backend}, ${mode}: a CheckpointManager on s3:// killed ${MANAGER_KILLS} times: the index object is valid or absent, the next manager opens at once (same host), every kept checkpoint holds its epoch's weights, retention holds, no promised checkpoint is missing unless keep better ones are kept, no incomplete upload survives open`,
+        `${backend}, ${mode}: a CheckpointManager on s3:// killed ${MANAGER_KILLS} times: the index object is valid or absent, the next manager opens at once (same host), every kept checkpoint holds its epoch's weights, retention holds, no promised checkpoint is missing unless keep better ones are kept, no incomplete upload survives open${mode === 'manager-sharded' ? ', every shard left belongs to an index that names only shards present' : ''}`,
         async () => {
           const url = `s3://${BUCKET}/manager-${backend}-${mode}`;
           const dir = parseS3Prefix(url, 'prefix');
           const logFile = path.join(root, `${backend}-${mode}.log`);
           for (let kill = 0; kill < MANAGER_KILLS; kill++) {
-            await runAndKill(MANAGER_CHILD, [mode, backend, url, logFile, '0'], 1500, childEnv());
+            // A sharded save is several requests more (shards, their header read back, the set's index): kills are
+            // spread wider so that some saves are promised before them.
+            const delay = mode === 'manager-sharded' ? 4000 : 1500;
+            await runAndKill(MANAGER_CHILD, [mode, backend, url, logFile, '0'], delay, childEnv());
             await new Promise((r) => setTimeout(r, SETTLE_MS));
             const promised = readLog<{ epoch: number; val_loss: number }>(logFile);
             // The index object as the kill left it: valid or absent, never torn.
@@ -173,6 +178,19 @@ describeWithGateway('s3:// crash consistency (Ceph RADOS Gateway)', () => {
             await mgr.open();
             expect(Date.now() - started).toBeLessThan(15_000); // the dead child's 60 s lease is not waited out
             expect(await uploadsUnder(dir)).toEqual([]);
+            if (mode === 'manager-sharded') {
+              // Shard sets: every shard left is named by a set's index (open() deleted a killed save's), and every
+              // index names only shards that are there (the index object goes up last).
+              const listed = (await listPrefix(dir)).map((e) => e.name);
+              const referenced = new Set<string>();
+              for (const f of listed.filter((x) => x.endsWith('.safetensors' + INDEX_SUFFIX))) {
+                for (const shard of (await readShardIndex(`${url}/${f}`)).files) {
+                  expect(listed).toContain(shard);
+                  referenced.add(shard);
+                }
+              }
+              expect(listed.filter((x) => SHARD_PATTERN.test(x)).sort()).toEqual([...referenced].sort());
+            }
             const kept = mgr.checkpoints.filter((e) => e.kind !== 'last');
             expect(kept.length).toBeLessThanOrEqual(MANAGER_KEEP);
             for (const e of mgr.checkpoints) {

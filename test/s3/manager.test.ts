@@ -202,10 +202,4 @@ describeWithGateway('CheckpointManager on s3:// (Ceph RADOS Gateway)', () => {
     expect(r.warnings).toEqual([]);
     expect((await readIndexObject(url)).best).toBe('checkpoint_0002.safetensors');
   });
-
-  test('a sharded manager (maxShardSize) on s3:// is refused as not yet supported', () => {
-    expect(() => new CheckpointManager({ directory: freshUrl('sharded'), maxShardSize: '1MB' })).toThrow(
-      expect.objectContaining({ code: ErrorCode.UNSUPPORTED_SCHEME }),
-    );
-  });
 });

@@ -1,0 +1,84 @@
+/**
+ * Small objects whole: what a shard set's index needs on S3 (lib/io/shard-place.ts): one GET of a text object with a
+ * size bound, one PUT (a single object is visible complete or not at all), a HEAD for existence and size, a DELETE that
+ * counts an absent object as deleted.
+ */
+import type * as SDK from '@aws-sdk/client-s3';
+import { CheckpointError, ErrorCode } from '../errors';
+import { httpStatus } from './capabilities';
+import { loadSdk, s3Client } from './client';
+import type { S3Location } from './location';
+import { fromS3Error } from './objects';
+
+/** Reads a text object whole (ERR_CHECKPOINT_S3 when absent: NoSuchKey, HTTP 404), refusing one above `maxBytes`
+ * (`tooLarge` makes that error). Resolves with its text and ETag. */
+export async function readTextObject(
+  loc: S3Location,
+  maxBytes: number,
+  tooLarge: () => CheckpointError,
+  action: string,
+): Promise<{ text: string; etag: string }> {
+  const sdk = loadSdk();
+  let r: SDK.GetObjectCommandOutput;
+  try {
+    r = await s3Client().send(new sdk.GetObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
+  } catch (e) {
+    throw fromS3Error(e, action, loc);
+  }
+  if ((r.ContentLength ?? 0) > maxBytes) {
+    r.Body?.transformToWebStream()
+      .cancel()
+      .catch(() => undefined);
+    throw tooLarge();
+  }
+  try {
+    return { text: (await r.Body?.transformToString('utf8')) ?? '', etag: r.ETag ?? '' };
+  } catch (e) {
+    throw fromS3Error(e, action, loc);
+  }
+}
+
+/** Writes a text object with one PUT; resolves with its ETag. */
+export async function putTextObject(loc: S3Location, text: string, action: string): Promise<string> {
+  const sdk = loadSdk();
+  try {
+    const r = await s3Client().send(
+      new sdk.PutObjectCommand({
+        Bucket: loc.bucket,
+        Key: loc.key,
+        Body: text,
+        ContentType: 'application/json',
+        ContentLength: Buffer.byteLength(text),
+      }),
+    );
+    return r.ETag ?? '';
+  } catch (e) {
+    throw fromS3Error(e, action, loc);
+  }
+}
+
+/** The object's size (a HEAD), undefined when there is none (404). */
+export async function objectSize(loc: S3Location): Promise<number | undefined> {
+  const sdk = loadSdk();
+  try {
+    return (await s3Client().send(new sdk.HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }))).ContentLength ?? 0;
+  } catch (e) {
+    if (httpStatus(e) === 404) return undefined;
+    throw fromS3Error(e, 'look up', loc);
+  }
+}
+
+/** Deletes the object (absent counts as deleted). */
+export async function deleteObject(loc: S3Location): Promise<void> {
+  const sdk = loadSdk();
+  try {
+    await s3Client().send(new sdk.DeleteObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
+  } catch (e) {
+    if (httpStatus(e) !== 404) throw fromS3Error(e, 'delete', loc);
+  }
+}
+
+/** Whether a CheckpointError wraps S3's "no such object" (HTTP 404). */
+export function isMissingObject(e: unknown): boolean {
+  return e instanceof CheckpointError && e.code === ErrorCode.S3 && httpStatus(e.cause) === 404;
+}
