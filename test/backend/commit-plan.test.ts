@@ -1,0 +1,456 @@
+/**
+ * Commit plans (backend.ts, "commit plans"), over both backends: steps run in order and stop at the first failure,
+ * which names the step and the real OS error and says whether the checkpoint was committed; a failed step leaves its
+ * target as it was and no temp file; a lock check that fails publishes nothing; a plan queued behind a failed one is
+ * never executed (its index never published) until reset(); unlink failures are warnings; both backends write the
+ * same bytes. Failures are injected with the filesystem itself (a directory in the way of a rename, a temp name
+ * taken, a lock file rewritten, a missing source), which every backend meets through the real system calls; the
+ * faults only a failing disk produces (a directory fsync, links refused) are in commit-plan-faults.test.ts.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { constants as osConstants } from 'node:os';
+import type { CommitPlan, CommitQueue, CommitStep, WritePlan } from '../../lib/backend/backend';
+import { getBackend, setBackend } from '../../lib/backend/select';
+import { ErrorCode, fromCommitFailure } from '../../lib/errors';
+import { HEADER_CRC_OFFSET, TENSOR_CRC_OFFSET, buildHeader } from '../../lib/format/header';
+import { loadTensors } from '../../lib/io/tensors';
+import { BACKENDS, leftoverTemps, tempDir, useBackend } from '../helpers/backends';
+
+const { EISDIR, EEXIST, ENOENT } = osConstants.errno;
+
+/** A checkpoint of one float32 tensor whose values are `version + i`. */
+function checkpointWrite(dir: string, file: string, version: number, length = 1024): WritePlan {
+  const data = new Float32Array(length);
+  for (let i = 0; i < length; i++) data[i] = version + i;
+  const header = buildHeader([{ name: 'w', dtype: 'F32', shape: [length], byteLength: data.byteLength }], {
+    version: String(version),
+  });
+  return {
+    path: path.join(dir, file),
+    tmpPath: path.join(
+      dir,
+      `.tfjs-ckpt-${process.pid}-0-00000000-${Math.random().toString(16).slice(2, 14).padEnd(12, '0')}.tmp`,
+    ),
+    header: header.bytes,
+    headerCrcOffset: HEADER_CRC_OFFSET,
+    tensorCrcOffset: TENSOR_CRC_OFFSET,
+    arrays: [data],
+    durable: true,
+  };
+}
+
+function tmpName(dir: string): string {
+  return checkpointWrite(dir, 'unused', 0, 0).tmpPath;
+}
+
+const checkpoint = (dir: string, file: string, version: number, length?: number): CommitStep => ({
+  kind: 'checkpoint',
+  write: checkpointWrite(dir, file, version, length),
+});
+const text = (dir: string, file: string, body: string): CommitStep => ({
+  kind: 'text',
+  path: path.join(dir, file),
+  tmpPath: tmpName(dir),
+  bytes: Buffer.from(body),
+  durable: true,
+});
+const link = (dir: string, from: string, to: string, fallback: 'copy' | 'fail' = 'copy'): CommitStep => ({
+  kind: 'link',
+  from: path.join(dir, from),
+  to: path.join(dir, to),
+  tmpPath: tmpName(dir),
+  durable: true,
+  fallback,
+});
+const LOCK = '{"owner":"this test","nonce":"0123"}\n';
+const checkLock = (dir: string): CommitStep => ({
+  kind: 'checkLock',
+  path: path.join(dir, 'lock'),
+  content: Buffer.from(LOCK),
+});
+const unlink = (dir: string, ...files: string[]): CommitStep => ({
+  kind: 'unlink',
+  paths: files.map((f) => path.join(dir, f)),
+});
+
+/** The version a checkpoint file holds (loaded and verified). */
+async function versionOf(file: string): Promise<number> {
+  const { tensors } = await loadTensors(file);
+  return (tensors.w.data as Float32Array)[0];
+}
+
+/** Every file of `dir` with its bytes, temp files included. */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of fs.readdirSync(dir).sort()) {
+    const full = path.join(dir, name);
+    out[name] = fs.statSync(full).isDirectory() ? '<dir>' : fs.readFileSync(full).toString('base64');
+  }
+  return out;
+}
+
+/** A non-empty directory where a step wants to rename its file: the rename fails with EISDIR. */
+function blockWithDirectory(target: string): void {
+  fs.mkdirSync(target);
+  fs.writeFileSync(path.join(target, 'keep'), 'x');
+}
+
+async function rejection(p: Promise<unknown>): Promise<Record<string, unknown>> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Record<string, unknown>;
+  }
+  throw new Error('expected the plan to fail');
+}
+
+describe.each(BACKENDS)('%s backend', (backend) => {
+  useBackend(backend);
+  let dir: string;
+  let queue: CommitQueue;
+  beforeEach(async () => {
+    dir = await tempDir('tfjs-ckpt-commit-');
+    fs.writeFileSync(path.join(dir, 'lock'), LOCK);
+    queue = getBackend().openCommitQueue();
+  });
+  afterEach(async () => {
+    await queue.close();
+  });
+
+  /** The previous state: checkpoint version 1, its `last` link, the index naming it, a file retention will drop. */
+  async function previous(): Promise<void> {
+    await queue.commit({
+      label: 'previous',
+      steps: [
+        checkpoint(dir, 'a.safetensors', 1),
+        link(dir, 'a.safetensors', 'last.safetensors'),
+        text(dir, 'index.json', '{"v":1}'),
+      ],
+    });
+    fs.writeFileSync(path.join(dir, 'old.safetensors'), 'evicted');
+  }
+
+  /** The save under test: version 2, link, lock check, index, retention. */
+  const save = (): CommitPlan => ({
+    label: 'save 2',
+    steps: [
+      checkpoint(dir, 'b.safetensors', 2),
+      link(dir, 'b.safetensors', 'last.safetensors'),
+      checkLock(dir),
+      text(dir, 'index.json', '{"v":2}'),
+      unlink(dir, 'old.safetensors'),
+    ],
+  });
+
+  test('a plan runs every step: checkpoint, link, lock check, index, deletion', async () => {
+    await previous();
+    const result = await queue.commit(save());
+    expect(result).toEqual({ fallbacks: [], warnings: [] });
+    expect(await versionOf(path.join(dir, 'b.safetensors'))).toBe(2);
+    expect(await versionOf(path.join(dir, 'a.safetensors'))).toBe(1);
+    expect(await versionOf(path.join(dir, 'last.safetensors'))).toBe(2);
+    expect(fs.statSync(path.join(dir, 'last.safetensors')).ino).toBe(fs.statSync(path.join(dir, 'b.safetensors')).ino);
+    expect(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).toBe('{"v":2}');
+    expect(fs.existsSync(path.join(dir, 'old.safetensors'))).toBe(false);
+    expect(await leftoverTemps(dir)).toEqual([]);
+  });
+
+  test('steps run in the order given: a deletion before a write leaves the file, after it removes it', async () => {
+    await queue.commit({ label: 'delete then write', steps: [unlink(dir, 'x'), text(dir, 'x', 'kept')] });
+    expect(fs.readFileSync(path.join(dir, 'x'), 'utf8')).toBe('kept');
+    await queue.commit({ label: 'write then delete', steps: [text(dir, 'y', 'gone'), unlink(dir, 'y')] });
+    expect(fs.existsSync(path.join(dir, 'y'))).toBe(false);
+  });
+
+  // Failure injected at each step of save() in turn: the steps before it took effect, it and those after did not.
+  const failures: { step: number; kind: string; inject: (d: string) => void; errno: number; syscall: string }[] = [
+    {
+      step: 0,
+      kind: 'checkpoint',
+      inject: (d) => blockWithDirectory(path.join(d, 'b.safetensors')),
+      errno: EISDIR,
+      syscall: 'rename',
+    },
+    {
+      step: 1,
+      kind: 'link',
+      inject: (d) => {
+        fs.rmSync(path.join(d, 'last.safetensors'));
+        blockWithDirectory(path.join(d, 'last.safetensors'));
+      },
+      errno: EISDIR,
+      syscall: 'rename',
+    },
+    {
+      step: 2,
+      kind: 'checkLock',
+      inject: (d) => fs.writeFileSync(path.join(d, 'lock'), LOCK.replace('0123', '9999')),
+      errno: 0,
+      syscall: '',
+    },
+    {
+      step: 3,
+      kind: 'text',
+      inject: (d) => blockWithDirectory(path.join(d, 'index.json.d')),
+      errno: EISDIR,
+      syscall: 'rename',
+    },
+  ];
+  test.each(failures.map((f) => [f.step, f.kind, f] as const))(
+    'a failure at step %i (%s) stops the plan there: earlier steps done, later ones not, no temp file, the step and OS error reported',
+    async (step, kind, f) => {
+      await previous();
+      const plan = save();
+      if (kind === 'text') {
+        // The index step aims at a name with a directory in the way (same directory, so the temp rule holds).
+        const s = plan.steps[3] as Extract<CommitStep, { kind: 'text' }>;
+        s.path = path.join(dir, 'index.json.d');
+      }
+      f.inject(dir);
+      const e = await rejection(queue.commit(plan));
+      expect({ step: e.step, stepKind: e.stepKind, plan: e.plan, errno: e.errno, syscall: e.syscall }).toEqual({
+        step,
+        stepKind: kind,
+        plan: 'save 2',
+        errno: f.errno,
+        syscall: f.syscall,
+      });
+      expect(e.kind).toBe(kind === 'checkLock' ? 'lock' : 'io');
+      expect(e.stepCommitted).toBe(false);
+      // The checkpoint (step 0) is committed exactly when the failure came after it.
+      expect(e.committed).toBe(step > 0);
+      expect(await leftoverTemps(dir)).toEqual([]);
+      // Step 0: b written? step 1: last -> b? step 3: the index, step 4: the deletion.
+      expect(
+        fs.existsSync(path.join(dir, 'b.safetensors')) && !fs.statSync(path.join(dir, 'b.safetensors')).isDirectory(),
+      ).toBe(step > 0);
+      if (step !== 1) expect(await versionOf(path.join(dir, 'last.safetensors'))).toBe(step > 1 ? 2 : 1);
+      expect(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).toBe('{"v":1}');
+      expect(fs.readFileSync(path.join(dir, 'old.safetensors'), 'utf8')).toBe('evicted');
+      expect(await versionOf(path.join(dir, 'a.safetensors'))).toBe(1);
+    },
+  );
+
+  test('a failed checkpoint write leaves the index and every file as they were, and no temp file', async () => {
+    await previous();
+    blockWithDirectory(path.join(dir, 'b.safetensors'));
+    const before = snapshot(dir);
+    const e = await rejection(queue.commit(save()));
+    expect({ step: e.step, stepKind: e.stepKind, committed: e.committed }).toEqual({
+      step: 0,
+      stepKind: 'checkpoint',
+      committed: false,
+    });
+    expect(snapshot(dir)).toEqual(before);
+  });
+
+  test("a taken temp name fails the checkpoint at its exclusive open (EEXIST) and the other writer's file is left alone", async () => {
+    const plan = save();
+    const w = (plan.steps[0] as Extract<CommitStep, { kind: 'checkpoint' }>).write;
+    fs.writeFileSync(w.tmpPath, 'another writer');
+    const e = await rejection(queue.commit(plan));
+    expect({ step: e.step, errno: e.errno, syscall: e.syscall, path: e.path }).toEqual({
+      step: 0,
+      errno: EEXIST,
+      syscall: 'open',
+      path: w.tmpPath,
+    });
+    expect(fs.readFileSync(w.tmpPath, 'utf8')).toBe('another writer');
+  });
+
+  test('a failed index write after the checkpoint is reported as committed, naming the index step', async () => {
+    await previous();
+    const plan: CommitPlan = {
+      label: 'save 2',
+      steps: [checkpoint(dir, 'b.safetensors', 2), text(dir, 'index.json.d', '{"v":2}')],
+    };
+    blockWithDirectory(path.join(dir, 'index.json.d'));
+    const e = await rejection(queue.commit(plan));
+    expect({ step: e.step, stepKind: e.stepKind, committed: e.committed, stepCommitted: e.stepCommitted }).toEqual({
+      step: 1,
+      stepKind: 'text',
+      committed: true,
+      stepCommitted: false,
+    });
+    expect(await versionOf(path.join(dir, 'b.safetensors'))).toBe(2);
+    const coded = fromCommitFailure(e);
+    expect({ code: coded.code, committed: coded.committed, syscall: coded.syscall }).toEqual({
+      code: 'EISDIR',
+      committed: true,
+      syscall: 'rename',
+    });
+    expect(coded.message).toContain('save 2, step 1 (text)');
+  });
+
+  test('a failed lock check publishes nothing: no index, no link, no deletion', async () => {
+    await previous();
+    fs.rmSync(path.join(dir, 'lock'));
+    const e = await rejection(queue.commit(save()));
+    expect({ kind: e.kind, step: e.step, stepKind: e.stepKind, path: e.path }).toEqual({
+      kind: 'lock',
+      step: 2,
+      stepKind: 'checkLock',
+      path: path.join(dir, 'lock'),
+    });
+    expect(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).toBe('{"v":1}');
+    expect(fs.readFileSync(path.join(dir, 'old.safetensors'), 'utf8')).toBe('evicted');
+    expect(fromCommitFailure(e).code).toBe(ErrorCode.LOCKED);
+  });
+
+  test('a lock file with extra bytes after the expected content fails the check', async () => {
+    fs.writeFileSync(path.join(dir, 'lock'), LOCK + 'x');
+    const e = await rejection(queue.commit({ label: 'p', steps: [checkLock(dir), text(dir, 'index.json', 'x')] }));
+    expect(e.kind).toBe('lock');
+    expect(fs.existsSync(path.join(dir, 'index.json'))).toBe(false);
+  });
+
+  test('plans queued behind a failed one are never executed, their index never published, until reset()', async () => {
+    await previous();
+    blockWithDirectory(path.join(dir, 'b.safetensors'));
+    // Submitted together, without awaiting: the second and third are queued while the first runs.
+    const failed = queue.commit(save());
+    const behind = queue.commit({
+      label: 'save 3',
+      steps: [checkpoint(dir, 'c.safetensors', 3), text(dir, 'index.json', '{"v":3}')],
+    });
+    const e = await rejection(failed);
+    expect(e.step).toBe(0);
+    const aborted = await rejection(behind);
+    expect({ kind: aborted.kind, plan: aborted.plan, abortedBy: aborted.abortedBy, step: aborted.step }).toEqual({
+      kind: 'aborted',
+      plan: 'save 3',
+      abortedBy: 'save 2',
+      step: -1,
+    });
+    const coded = fromCommitFailure(aborted);
+    expect(coded.code).toBe(ErrorCode.ABORTED);
+    expect(coded.message).toContain('save 2');
+    // Submitted after the failure but before reset(): aborted as well.
+    const late = await rejection(queue.commit({ label: 'save 4', steps: [text(dir, 'index.json', '{"v":4}')] }));
+    expect({ kind: late.kind, abortedBy: late.abortedBy }).toEqual({ kind: 'aborted', abortedBy: 'save 2' });
+    expect(fs.existsSync(path.join(dir, 'c.safetensors'))).toBe(false);
+    expect(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).toBe('{"v":1}');
+    expect(await leftoverTemps(dir)).toEqual([]);
+
+    queue.reset();
+    await queue.commit({
+      label: 'save 5',
+      steps: [checkpoint(dir, 'e.safetensors', 5), text(dir, 'index.json', '{"v":5}')],
+    });
+    expect(await versionOf(path.join(dir, 'e.safetensors'))).toBe(5);
+    expect(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).toBe('{"v":5}');
+  });
+
+  test("a reset() made while a plan is still queued does not acknowledge that plan's failure", async () => {
+    // A slow plan first, so that the failing one is still queued when reset() is called.
+    const slow = queue.commit({ label: 'slow', steps: [checkpoint(dir, 'slow.safetensors', 1, 16 << 20)] });
+    blockWithDirectory(path.join(dir, 'b.safetensors'));
+    const failing = queue.commit({ label: 'failing', steps: [checkpoint(dir, 'b.safetensors', 2)] });
+    queue.reset(); // before the failure happened
+    // The precondition, checked rather than assumed: the slow plan had not finished, so the failing one had not run.
+    expect(fs.existsSync(path.join(dir, 'slow.safetensors'))).toBe(false);
+    const after = queue.commit({ label: 'next', steps: [text(dir, 'index.json', 'next')] });
+    await slow;
+    await rejection(failing);
+    expect((await rejection(after)).abortedBy).toBe('failing');
+    expect(fs.existsSync(path.join(dir, 'index.json'))).toBe(false);
+  });
+
+  test('unlink failures are warnings: absent files count as deleted, the rest of the plan runs', async () => {
+    fs.writeFileSync(path.join(dir, 'f1'), '1');
+    blockWithDirectory(path.join(dir, 'd'));
+    const result = await queue.commit({
+      label: 'retention',
+      steps: [unlink(dir, 'absent', 'd', 'f1'), text(dir, 'index.json', 'after')],
+    });
+    expect(result.fallbacks).toEqual([]);
+    expect(result.warnings).toHaveLength(1);
+    expect(result.warnings[0]).toMatchObject({ step: 0, path: path.join(dir, 'd'), syscall: 'unlink' });
+    // unlink(2) on a directory: EISDIR on Linux, EPERM on macOS.
+    expect([EISDIR, osConstants.errno.EPERM]).toContain(result.warnings[0].errno);
+    expect(result.warnings[0].message).toMatch(/unlink/);
+    expect(fs.existsSync(path.join(dir, 'f1'))).toBe(false);
+    expect(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')).toBe('after');
+  });
+
+  test('a link from a missing file fails the step with ENOENT (not a reason to fall back)', async () => {
+    const e = await rejection(queue.commit({ label: 'l', steps: [link(dir, 'missing', 'last.safetensors')] }));
+    expect({ step: e.step, stepKind: e.stepKind, errno: e.errno, syscall: e.syscall }).toEqual({
+      step: 0,
+      stepKind: 'link',
+      errno: ENOENT,
+      syscall: 'link',
+    });
+    expect(await leftoverTemps(dir)).toEqual([]);
+  });
+
+  test('a plan that breaks the contract is refused before anything runs', async () => {
+    const bad = { label: 'bad', steps: [text(dir, 'x', 'x'), { ...text(dir, 'y', 'y'), tmpPath: '/elsewhere/t' }] };
+    await expect(queue.commit(bad as CommitPlan)).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
+    expect(fs.existsSync(path.join(dir, 'x'))).toBe(false);
+    // A refused plan is not a failed one: the queue is not poisoned.
+    await queue.commit({ label: 'ok', steps: [text(dir, 'x', 'x')] });
+    expect(fs.readFileSync(path.join(dir, 'x'), 'utf8')).toBe('x');
+  });
+
+  test('close() waits for the plans submitted before it, and later commits are refused', async () => {
+    const running = queue.commit({ label: 'p', steps: [checkpoint(dir, 'a.safetensors', 1, 1 << 20)] });
+    await queue.close();
+    expect(await versionOf(path.join(dir, 'a.safetensors'))).toBe(1);
+    await running;
+    await expect(queue.commit({ label: 'q', steps: [] })).rejects.toMatchObject({ code: ErrorCode.CLOSED });
+  });
+});
+
+describe('native executor', () => {
+  useBackend('native');
+
+  test('runs queued plans to their end while the JS thread never yields (no event-loop turn needed)', async () => {
+    const dir = await tempDir('tfjs-ckpt-commit-');
+    const queue = getBackend().openCommitQueue();
+    const first = queue.commit({
+      label: 'first',
+      steps: [checkpoint(dir, 'a.safetensors', 1, 4 << 20), text(dir, 'index.json', 'first')],
+    });
+    // Submitted while the first is running: queued natively.
+    const second = queue.commit({
+      label: 'second',
+      steps: [checkpoint(dir, 'b.safetensors', 2, 1 << 20), text(dir, 'index.json', 'second')],
+    });
+    // Block this thread (no await, no turn) until the second plan's index is on disk.
+    const sleeper = new Int32Array(new SharedArrayBuffer(4));
+    const deadline = Date.now() + 30_000;
+    const published = () =>
+      fs.existsSync(path.join(dir, 'index.json')) && fs.readFileSync(path.join(dir, 'index.json'), 'utf8') === 'second';
+    while (!published() && Date.now() < deadline) Atomics.wait(sleeper, 0, 0, 5);
+    expect(published()).toBe(true);
+    await Promise.all([first, second]);
+    expect(await versionOf(path.join(dir, 'b.safetensors'))).toBe(2);
+    await queue.close();
+  });
+});
+
+describe('both backends', () => {
+  test('write byte-identical files for the same plans', async () => {
+    const dirs: Record<string, string> = {};
+    for (const backend of ['native', 'js'] as const) {
+      setBackend(backend);
+      const dir = await tempDir('tfjs-ckpt-commit-');
+      dirs[backend] = dir;
+      fs.writeFileSync(path.join(dir, 'lock'), LOCK);
+      const queue = getBackend().openCommitQueue();
+      await queue.commit({
+        label: 'p',
+        steps: [
+          checkpoint(dir, 'a.safetensors', 1, 3000),
+          link(dir, 'a.safetensors', 'last.safetensors'),
+          checkLock(dir),
+          text(dir, 'index.json', '{"ü":"✓"}\n'),
+        ],
+      });
+      await queue.close();
+    }
+    expect(snapshot(dirs.native)).toEqual(snapshot(dirs.js));
+  });
+});
