@@ -10,75 +10,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as osConstants } from 'node:os';
-import type { CommitPlan, CommitQueue, CommitStep, WritePlan } from '../../lib/backend/backend';
+import type { CommitPlan, CommitQueue, CommitStep } from '../../lib/backend/backend';
 import { getBackend, setBackend } from '../../lib/backend/select';
 import { ErrorCode, fromCommitFailure } from '../../lib/errors';
-import { HEADER_CRC_OFFSET, TENSOR_CRC_OFFSET, buildHeader } from '../../lib/format/header';
-import { loadTensors } from '../../lib/io/tensors';
 import { BACKENDS, leftoverTemps, tempDir, useBackend } from '../helpers/backends';
+import { LOCK, checkLock, checkpoint, link, text, unlink, versionOf } from '../helpers/commit-plans';
 
 const { EISDIR, EEXIST, ENOENT } = osConstants.errno;
-
-/** A checkpoint of one float32 tensor whose values are `version + i`. */
-function checkpointWrite(dir: string, file: string, version: number, length = 1024): WritePlan {
-  const data = new Float32Array(length);
-  for (let i = 0; i < length; i++) data[i] = version + i;
-  const header = buildHeader([{ name: 'w', dtype: 'F32', shape: [length], byteLength: data.byteLength }], {
-    version: String(version),
-  });
-  return {
-    path: path.join(dir, file),
-    tmpPath: path.join(
-      dir,
-      `.tfjs-ckpt-${process.pid}-0-00000000-${Math.random().toString(16).slice(2, 14).padEnd(12, '0')}.tmp`,
-    ),
-    header: header.bytes,
-    headerCrcOffset: HEADER_CRC_OFFSET,
-    tensorCrcOffset: TENSOR_CRC_OFFSET,
-    arrays: [data],
-    durable: true,
-  };
-}
-
-function tmpName(dir: string): string {
-  return checkpointWrite(dir, 'unused', 0, 0).tmpPath;
-}
-
-const checkpoint = (dir: string, file: string, version: number, length?: number): CommitStep => ({
-  kind: 'checkpoint',
-  write: checkpointWrite(dir, file, version, length),
-});
-const text = (dir: string, file: string, body: string): CommitStep => ({
-  kind: 'text',
-  path: path.join(dir, file),
-  tmpPath: tmpName(dir),
-  bytes: Buffer.from(body),
-  durable: true,
-});
-const link = (dir: string, from: string, to: string, fallback: 'copy' | 'fail' = 'copy'): CommitStep => ({
-  kind: 'link',
-  from: path.join(dir, from),
-  to: path.join(dir, to),
-  tmpPath: tmpName(dir),
-  durable: true,
-  fallback,
-});
-const LOCK = '{"owner":"this test","nonce":"0123"}\n';
-const checkLock = (dir: string): CommitStep => ({
-  kind: 'checkLock',
-  path: path.join(dir, 'lock'),
-  content: Buffer.from(LOCK),
-});
-const unlink = (dir: string, ...files: string[]): CommitStep => ({
-  kind: 'unlink',
-  paths: files.map((f) => path.join(dir, f)),
-});
-
-/** The version a checkpoint file holds (loaded and verified). */
-async function versionOf(file: string): Promise<number> {
-  const { tensors } = await loadTensors(file);
-  return (tensors.w.data as Float32Array)[0];
-}
 
 /** Every file of `dir` with its bytes, temp files included. */
 function snapshot(dir: string): Record<string, string> {
