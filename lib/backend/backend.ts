@@ -1,5 +1,6 @@
 /**
- * The contract between the TypeScript layer and the two I/O backends.
+ * The contract between the TypeScript layer and the two I/O backends: single-file writes and reads, and commit
+ * plans (one save of a CheckpointManager, executed off the JS thread: see "commit plans" below).
  *
  * Both backends (the native addon in native/, and the pure-TypeScript fallback in js-backend.ts) implement
  * exactly this interface and produce byte-identical files: the header bytes are always built by format.ts,
@@ -255,8 +256,8 @@ export interface CommitQueue {
   commit(plan: CommitPlan): Promise<CommitResult>;
   /** Acknowledges a failure: plans submitted after this call run again. Harmless when nothing failed. */
   reset(): void;
-  /** Resolves once every submitted plan has settled, then releases the executor (its thread). Later commits throw.
-   * Idempotent. */
+  /** Resolves once every submitted plan has settled, then releases the executor (its thread). Later commits reject
+   * with ERR_CHECKPOINT_CLOSED. Idempotent. */
   close(): Promise<void>;
 }
 
