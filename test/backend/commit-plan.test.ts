@@ -7,6 +7,7 @@
  * taken, a lock file rewritten, a missing source), which every backend meets through the real system calls; the
  * faults only a failing disk produces (a directory fsync, links refused) are in commit-plan-faults.test.ts.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as osConstants } from 'node:os';
@@ -366,6 +367,97 @@ describe('native executor', () => {
     await Promise.all([first, second]);
     expect(await versionOf(path.join(dir, 'b.safetensors'))).toBe(2);
     await queue.close();
+  });
+});
+
+/** A script for a child node: `body` runs in an async function with `addon` (the native binary) and `dir`. */
+function childScript(dir: string, body: string): string {
+  const binary = (getBackend() as unknown as { binaryPath: string }).binaryPath;
+  return `
+    const fs = require('node:fs');
+    const path = require('node:path');
+    const addon = require(${JSON.stringify(binary)});
+    const dir = ${JSON.stringify(dir)};
+    const textStep = (name, body) => ({ kind: 'text', path: path.join(dir, name),
+      tmpPath: path.join(dir, '.tfjs-ckpt-' + process.pid + '-' + name + '-000000000000.tmp'),
+      bytes: Buffer.from(body), durable: true });
+    (async () => { ${body} })().catch((e) => { process.stderr.write(String(e && e.stack)); process.exit(3); });
+  `;
+}
+
+describe('native executor teardown', () => {
+  useBackend('native');
+
+  test('a worker_threads worker commits plans; the process waits for a pending plan, then exits by itself', async () => {
+    const dir = await tempDir('tfjs-ckpt-commit-');
+    const script = childScript(
+      dir,
+      `
+      const { Worker } = require('node:worker_threads');
+      const src = ${JSON.stringify(`
+        const { parentPort, workerData } = require('node:worker_threads');
+        const path = require('node:path');
+        const addon = require(workerData.binary);
+        const q = new addon.CommitQueue();
+        const step = { kind: 'text', path: path.join(workerData.dir, 'from-worker'),
+          tmpPath: path.join(workerData.dir, '.tfjs-ckpt-w.tmp'), bytes: Buffer.from('w'), durable: true };
+        q.commit({ label: 'w', steps: [step] }).then((r) => parentPort.postMessage(r));
+      `)};
+      const worker = new Worker(src, { eval: true, workerData: { binary: ${JSON.stringify(
+        (getBackend() as unknown as { binaryPath: string }).binaryPath,
+      )}, dir } });
+      const result = await new Promise((resolve, reject) => { worker.once('message', resolve); worker.once('error', reject); });
+      const q = new addon.CommitQueue();
+      await q.commit({ label: 'main', steps: [textStep('from-main', 'm')] });
+      process.stdout.write(JSON.stringify(result) + ' ' + fs.readFileSync(path.join(dir, 'from-worker'), 'utf8') +
+        fs.readFileSync(path.join(dir, 'from-main'), 'utf8'));
+      // Not awaited: Node must stay alive until it settles (a pending plan refs the loop)...
+      q.commit({ label: 'late', steps: [textStep('late', 'x'.repeat(8 << 20))] });
+      // ...and then end by itself: no close(), no exit() (an idle queue holds no ref on the loop).
+    `,
+    );
+    expect(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 })).toBe(
+      '{"fallbacks":[],"warnings":[]} wm',
+    );
+    expect(fs.statSync(path.join(dir, 'late')).size).toBe(8 << 20);
+  });
+
+  test('survives a worker terminated, and a process exiting, with plans in flight; an idle queue can be collected', async () => {
+    const dir = await tempDir('tfjs-ckpt-commit-');
+    const binary = (getBackend() as unknown as { binaryPath: string }).binaryPath;
+    const script = childScript(
+      dir,
+      `
+      const { Worker } = require('node:worker_threads');
+      const src = ${JSON.stringify(`
+        const { parentPort, workerData } = require('node:worker_threads');
+        const path = require('node:path');
+        const addon = require(workerData.binary);
+        const q = new addon.CommitQueue();
+        for (let i = 0; i < 20; i++) {
+          q.commit({ label: 'w' + i, steps: [{ kind: 'text', path: path.join(workerData.dir, 'w' + i),
+            tmpPath: path.join(workerData.dir, '.tfjs-ckpt-w' + i + '.tmp'), bytes: Buffer.alloc(1 << 20), durable: true }] });
+        }
+        parentPort.postMessage('submitted');
+      `)};
+      const worker = new Worker(src, { eval: true, workerData: { binary: ${JSON.stringify(binary)}, dir } });
+      await new Promise((resolve) => worker.once('message', resolve));
+      await worker.terminate();
+      // An idle queue, unreferenced, collected: its destructor stops its thread.
+      (() => { new addon.CommitQueue(); })();
+      global.gc();
+      await new Promise((r) => setTimeout(r, 50));
+      global.gc();
+      // Plans in flight at exit.
+      const q = new addon.CommitQueue();
+      for (let i = 0; i < 5; i++) q.commit({ label: 'm' + i, steps: [textStep('m' + i, 'x'.repeat(1 << 20))] });
+      process.stdout.write('ok');
+      process.exit(0);
+    `,
+    );
+    expect(execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', timeout: 30_000 })).toBe(
+      'ok',
+    );
   });
 });
 
