@@ -10,7 +10,8 @@ import { getBackend } from '../backend/select';
 import { openRegularFile } from './open-file';
 
 /** The largest index file read (HF indexes of 100B-parameter models are a few MB). */
-const MAX_INDEX_BYTES = 256 * 1024 * 1024;
+/** The largest index file read. */
+export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
 
 const META_FORMAT = 'tfjs_checkpoint.format_version';
 
@@ -121,6 +122,11 @@ export async function readShardIndex(file: string): Promise<ShardIndex> {
   } finally {
     await handle.close().catch(() => undefined);
   }
+  return parseShardIndex(file, text);
+}
+
+/** Parses and validates the text of the index `file` (see readShardIndex). */
+export function parseShardIndex(file: string, text: string): ShardIndex {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
