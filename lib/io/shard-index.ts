@@ -10,7 +10,6 @@ import { getBackend } from '../backend/select';
 import { openRegularFile } from './open-file';
 
 /** The largest index file read (HF indexes of 100B-parameter models are a few MB). */
-/** The largest index file read. */
 export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
 
 const META_FORMAT = 'tfjs_checkpoint.format_version';
