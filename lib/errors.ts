@@ -252,9 +252,10 @@ export function captureStack(): string {
 /**
  * Converts a commit plan's rejection (see CommitFailure in backend.ts) into a CheckpointError: the OS code for an
  * 'io' failure (as fromBackendFailure), ERR_CHECKPOINT_LOCKED for a failed lock check, ERR_CHECKPOINT_ABORTED for a
- * plan not executed after an earlier one failed. The message names the plan and the failing step; `committed` is set
- * when the plan's checkpoint is in place under its name although the plan failed (a later step failed, or the
- * checkpoint's own directory fsync). `tensorNames` name a checksum failure's tensor, as in fromBackendFailure.
+ * plan not executed after an earlier one failed. The message names the plan and the failing step, and says when the
+ * plan's checkpoint is in place although a later step failed. `committed` keeps its meaning (CheckpointError): the
+ * failing step's own file is in place, only its directory fsync failed. `tensorNames` name a checksum failure's
+ * tensor, as in fromBackendFailure; `callerStack` as there.
  */
 export function fromCommitFailure(
   err: unknown,
@@ -265,8 +266,8 @@ export function fromCommitFailure(
   const where =
     `${f?.plan ?? 'a commit plan'}` +
     (typeof f?.step === 'number' && f.step >= 0 ? `, step ${f.step} (${f.stepKind})` : '');
-  const committed = f?.committed === true;
-  const consequence = committed ? '; the checkpoint itself is in place under its name' : '';
+  const committed = f?.stepCommitted === true;
+  const consequence = f?.committed === true && !committed ? '; the checkpoint itself is in place under its name' : '';
   let out: CheckpointError;
   if (f?.kind === 'aborted') {
     out = new CheckpointError(ErrorCode.ABORTED, `Did not commit ${where}: ${f.message}`);
@@ -278,7 +279,7 @@ export function fromCommitFailure(
     );
   } else {
     const base = fromBackendFailure(
-      { ...f, committed: undefined, message: f?.message },
+      { ...f, committed: committed ? true : undefined, message: f?.message },
       `commit ${where}`,
       tensorNames,
     );
@@ -291,7 +292,6 @@ export function fromCommitFailure(
       cause: err,
     });
   }
-  if (callerStack)
-    out.stack = `${out.name} [${out.code}]: ${out.message}\n${callerStack.split('\n').slice(1).join('\n')}`;
+  if (callerStack) withCallerStack(out, callerStack);
   return out;
 }

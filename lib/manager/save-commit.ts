@@ -9,7 +9,7 @@
  * `interpretFailure` says what a failed plan left in place, so the store records exactly that.
  */
 import * as path from 'node:path';
-import type { CommitFailure, CommitPlan, CommitStep, LinkStep } from '../backend/backend';
+import type { CommitFailure, CommitPlan, CommitResult, CommitStep, LinkStep } from '../backend/backend';
 import { DTYPES } from '../format/header';
 import { acquireTempPath } from '../fs/tempfiles';
 import { checkpointPathsSync } from '../io/shards';
@@ -154,4 +154,20 @@ export function interpretFailure(built: BuiltSave, f: Partial<CommitFailure>): F
     if (i < step || (i === step && stepCommitted)) placed.push(entry);
   }
   return { placed, stepCommitted, indexWritten: step > built.indexStep || (step === built.indexStep && stepCommitted) };
+}
+
+/** The checkpoint names whose deletion failed (a plan's unlink warnings), each logged once through `logger`. */
+export function undeletedNames(
+  built: BuiltSave,
+  result: CommitResult,
+  logger: { warn(message: string): void },
+): Set<string> {
+  const warned = new Set<string>();
+  for (const w of result.warnings) {
+    const owner = built.deleteOwners.get(w.path);
+    if (owner === undefined || warned.has(owner)) continue;
+    logger.warn(`tfjs-checkpoint: could not delete ${owner}: ${w.message}`);
+    warned.add(owner);
+  }
+  return warned;
 }

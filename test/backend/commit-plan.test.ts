@@ -213,13 +213,16 @@ describe.each(BACKENDS)('%s backend', (backend) => {
       stepCommitted: false,
     });
     expect(await versionOf(path.join(dir, 'b.safetensors'))).toBe(2);
+    // As a CheckpointError: the OS code of the index step; `committed` keeps its meaning (the failing step's own file
+    // in place), and the message says the checkpoint is.
     const coded = fromCommitFailure(e);
     expect({ code: coded.code, committed: coded.committed, syscall: coded.syscall }).toEqual({
       code: 'EISDIR',
-      committed: true,
+      committed: undefined,
       syscall: 'rename',
     });
     expect(coded.message).toContain('save 2, step 1 (text)');
+    expect(coded.message).toContain('the checkpoint itself is in place');
   });
 
   test('a failed lock check publishes nothing: no index, no link, no deletion', async () => {
