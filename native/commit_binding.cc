@@ -259,6 +259,7 @@ class CommitQueueWrap : public Napi::ObjectWrap<CommitQueueWrap> {
         }
         result.Set("fallbacks", fallbacks);
         result.Set("warnings", Warnings(env, done.outcome.warnings));
+        result.Set("finishedAt", static_cast<double>(done.outcome.finished_ns) / 1e6);
         p.deferred.Resolve(result);
       } else {
         const int64_t step = done.outcome.step;

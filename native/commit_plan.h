@@ -61,6 +61,9 @@ struct CommitOutcome {
   int64_t step = -1;
   bool committed = false;
   std::string aborted_by;  // Kind::kAborted: the failed plan's label (set by the queue)
+  // When the plan finished (its last step ended, or it failed or was aborted), in nanoseconds of CLOCK_MONOTONIC:
+  // the clock of libuv's uv_hrtime and so of Node's process.hrtime on Linux. Set by the queue, on its thread.
+  uint64_t finished_ns = 0;
 };
 
 // The name of a step kind as the TypeScript contract spells it ("checkpoint", "link", "checkLock", "text", "unlink").

@@ -2,9 +2,22 @@
 // ExecuteCommitPlan, and reports each through on_done (see commit_queue.h for the threading rules).
 #include "commit_queue.h"
 
+#include <time.h>
+
 #include <utility>
 
 namespace tfjs_checkpoint {
+
+namespace {
+
+// CLOCK_MONOTONIC in nanoseconds (see CommitOutcome::finished_ns); 0 if the clock cannot be read.
+uint64_t MonotonicNs() {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
 
 CommitQueue::CommitQueue(OnDone on_done) : on_done_(std::move(on_done)) {
   thread_ = std::thread([this] { Run(); });
@@ -79,7 +92,8 @@ void CommitQueue::Run() {
       poison_.step_kind = outcome.step >= 0 ? StepKindName(entry.plan.steps[outcome.step].kind) : "validate";
       poison_.message = DescribeFailure(outcome.failure).message;
     }
-    entry.plan = CommitPlanJob();  // free the copies before reporting
+    outcome.finished_ns = MonotonicNs();  // the plan's work ends here, not when JS learns of it
+    entry.plan = CommitPlanJob();         // free the copies before reporting
     on_done_(entry.id, std::move(outcome));
     std::lock_guard<std::mutex> lock(mu_);
     running_ = false;

@@ -219,6 +219,10 @@ export interface CommitResult {
   fallbacks: number[];
   /** Files an 'unlink' step could not delete (absent files are not listed: they count as deleted). */
   warnings: CommitWarning[];
+  /** When the plan's last step ended, in milliseconds on the clock of `process.hrtime` (Number(hrtime.bigint()) /
+   * 1e6), taken by the executor itself (the native queue's thread: CLOCK_MONOTONIC, libuv's clock on Linux), not when
+   * the promise settles, which waits for a JS turn. For measuring a save's time to durable. */
+  finishedAt: number;
 }
 
 /**

@@ -165,7 +165,7 @@ async function unlinkStep(paths: readonly string[], step: number, warnings: Comm
 
 /** Runs one plan's steps in order (see the rules in backend.ts). */
 export async function executePlan(plan: CommitPlan): Promise<CommitResult> {
-  const result: CommitResult = { fallbacks: [], warnings: [] };
+  const result: CommitResult = { fallbacks: [], warnings: [], finishedAt: 0 };
   const checkpoints = plan.steps.filter((s) => s.kind === 'checkpoint').length;
   let renamed = 0;
   for (let i = 0; i < plan.steps.length; i++) {
@@ -204,6 +204,7 @@ export async function executePlan(plan: CommitPlan): Promise<CommitResult> {
       throw Object.assign(err, fields);
     }
   }
+  result.finishedAt = Number(process.hrtime.bigint()) / 1e6;
   return result;
 }
 

@@ -82,10 +82,15 @@ describe.each(BACKENDS)('%s backend', (backend) => {
     ],
   });
 
-  test('a plan runs every step: checkpoint, link, lock check, index, deletion', async () => {
+  test('a plan runs every step: checkpoint, link, lock check, index, deletion, and reports when it finished', async () => {
     await previous();
+    const before = Number(process.hrtime.bigint()) / 1e6;
     const result = await queue.commit(save());
-    expect(result).toEqual({ fallbacks: [], warnings: [] });
+    const after = Number(process.hrtime.bigint()) / 1e6;
+    expect({ ...result, finishedAt: 0 }).toEqual({ fallbacks: [], warnings: [], finishedAt: 0 });
+    // The executor's own clock reading when the last step ended: process.hrtime's clock, within the commit call.
+    expect(result.finishedAt).toBeGreaterThanOrEqual(before);
+    expect(result.finishedAt).toBeLessThanOrEqual(after);
     expect(await versionOf(path.join(dir, 'b.safetensors'))).toBe(2);
     expect(await versionOf(path.join(dir, 'a.safetensors'))).toBe(1);
     expect(await versionOf(path.join(dir, 'last.safetensors'))).toBe(2);
