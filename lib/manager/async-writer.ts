@@ -9,12 +9,12 @@
  * pending slot, a loop whose epochs are shorter than a write still overlaps training with I/O, and memory stays at
  * two snapshots at most.
  *
- * The jobs only await work already queued elsewhere (a CheckpointManager's commit plans, run by the backend in
- * submission order without the JS thread): this writer bounds how many snapshots exist and collects the failures; it
- * never has to turn the event loop for the work to progress. A failed plan makes the backend abort the plans queued
- * behind it (backend.ts, "commit plans"), so they fail too (ERR_CHECKPOINT_ABORTED); the first failure is kept until
- * `takeFailure()` hands it to the caller, and every failure is passed to `onError` when it happens, so none is lost
- * even if no call comes after it.
+ * The jobs only await work already queued elsewhere (the store's saves: commit plans run by the backend in
+ * submission order without the JS thread, or, for shard sets and s3:// prefixes, the store's own chain of JS steps):
+ * this writer bounds how many snapshots exist and collects the failures; it never turns the event loop itself. A
+ * failed plan makes the backend abort the plans queued behind it (backend.ts, "commit plans"), so they fail too
+ * (ERR_CHECKPOINT_ABORTED); the first failure is kept until `takeFailure()` hands it to the caller, and every failure
+ * is passed to `onError` when it happens, so none is lost even if no call comes after it.
  */
 
 interface Job {
