@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1122,6 +1123,26 @@ TEST(commit_queue, runs_plans_in_submission_order) {
     CHECK(c.done[i].second.ok);
   }
   CHECK_STR(ReadText(dir / "index"), "20");
+}
+
+TEST(commit_queue, stamps_each_plan_with_the_monotonic_time_it_finished) {
+  TempDir dir;
+  Completions c;
+  CommitQueue queue(c.Callback());
+  struct timespec ts;
+  CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
+  const uint64_t before = static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+  for (uint64_t i = 1; i <= 3; i++) CHECK(queue.Submit(i, TextPlan(dir, "p", "index", std::to_string(i))));
+  CHECK(c.WaitFor(3));
+  CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
+  const uint64_t after = static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+  uint64_t previous = before;
+  for (size_t i = 0; i < 3; i++) {
+    const uint64_t t = c.done[i].second.finished_ns;
+    CHECK(t >= previous);  // in order, each after the plan before it
+    CHECK(t <= after);
+    previous = t;
+  }
 }
 
 TEST(commit_queue, a_failure_aborts_every_plan_submitted_until_reset) {
