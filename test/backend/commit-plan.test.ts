@@ -409,7 +409,8 @@ describe('native executor teardown', () => {
         const q = new addon.CommitQueue();
         const step = { kind: 'text', path: path.join(workerData.dir, 'from-worker'),
           tmpPath: path.join(workerData.dir, '.tfjs-ckpt-w.tmp'), bytes: Buffer.from('w'), durable: true };
-        q.commit({ label: 'w', steps: [step] }).then((r) => parentPort.postMessage(r));
+        q.commit({ label: 'w', steps: [step] }).then((r) =>
+          parentPort.postMessage({ ...r, finishedAt: typeof r.finishedAt === 'number' && r.finishedAt > 0 }));
       `)};
       const worker = new Worker(src, { eval: true, workerData: { binary: ${JSON.stringify(
         (getBackend() as unknown as { binaryPath: string }).binaryPath,
@@ -425,7 +426,7 @@ describe('native executor teardown', () => {
     `,
     );
     expect(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 })).toBe(
-      '{"fallbacks":[],"warnings":[]} wm',
+      '{"fallbacks":[],"warnings":[],"finishedAt":true} wm',
     );
     expect(fs.statSync(path.join(dir, 'late')).size).toBe(8 << 20);
   });
