@@ -102,7 +102,7 @@ describe.each(BACKENDS)('%s backend', (backend) => {
   test(`${scenario(2)}: last is a copy with the same bytes, the step listed in fallbacks`, async () => {
     const { report, dir, injected } = run(backend, scenario(2));
     expect(injected).toHaveLength(1);
-    expect(report.result).toEqual({ fallbacks: [1], warnings: [] });
+    expect(report.result).toEqual({ fallbacks: [1], warnings: [], finishedAt: expect.any(Number) });
     const last = path.join(dir, 'last.safetensors');
     expect(fs.readFileSync(last).equals(fs.readFileSync(path.join(dir, 'b.safetensors')))).toBe(true);
     expect(fs.statSync(last).ino).not.toBe(fs.statSync(path.join(dir, 'b.safetensors')).ino);
@@ -112,7 +112,7 @@ describe.each(BACKENDS)('%s backend', (backend) => {
   test(`${scenario(3)}: last is written from the snapshot and verifies`, async () => {
     const { report, dir, injected } = run(backend, scenario(3));
     expect(injected).toHaveLength(1);
-    expect(report.result).toEqual({ fallbacks: [1], warnings: [] });
+    expect(report.result).toEqual({ fallbacks: [1], warnings: [], finishedAt: expect.any(Number) });
     const { tensors } = await loadTensors(path.join(dir, 'last.safetensors'));
     expect((tensors.w.data as Float32Array)[0]).toBe(2);
     expect(tempFiles(dir)).toEqual([]);
