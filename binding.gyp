@@ -10,8 +10,13 @@
             "sources": [
               "native/addon.cc",
               "native/atomic_file.cc",
+              "native/commit_binding.cc",
+              "native/commit_plan.cc",
+              "native/commit_queue.cc",
               "native/crc32c.cc",
               "native/crc_follower.cc",
+              "native/failure.cc",
+              "native/js_convert.cc",
               "native/mapped_reader.cc",
               "native/tensor_reader.cc",
               "native/tensor_writer.cc"

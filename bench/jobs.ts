@@ -87,6 +87,10 @@ export interface StallResult {
   writeMs: number[];
   /** Saves whose step() was called while the previous save's write was still in flight. */
   inFlightAtStep: number;
+  /** Per save: from step() being called to the end of its commit plan's last step, as the executor itself timed it
+   * (CommitResult.finishedAt: on the native queue's thread), so not delayed by a loop that gives no JS turn. Empty
+   * when the saves took no commit plan (a JS-path medium). */
+  durableMs: number[];
 }
 
 export type ChildReply = { ok: true; result: unknown } | { ok: false; error: string };

@@ -559,8 +559,9 @@ function straceSave(contender: NodeSaveContender, bytes: number, work: string): 
 // Sections 4 and 5
 
 type StallMode = 'none' | 'sync' | 'async';
-/** `fit-tfjs-node`: the fit loop on tfjs-node's tensorflow backend (snapshots copy out of TensorFlow there). */
-type StallLoop = 'fit' | 'custom' | 'fit-tfjs-node';
+/** `*-tfjs-node`: the loop on tfjs-node's tensorflow backend (snapshots copy out of TensorFlow there). */
+type StallLoop = 'fit' | 'custom' | 'fit-tfjs-node' | 'custom-tfjs-node';
+const onTfjsNode = (l: StallLoop): boolean => l.endsWith('-tfjs-node');
 interface StallRuns {
   epochMs: number[];
   epochCpuMs: number[];
@@ -570,6 +571,8 @@ interface StallRuns {
   snapshotMs: number[];
   saveMs: number[];
   writeMs: number[];
+  /** step() call to the end of its commit plan (the executor's timestamp; see StallResult.durableMs). */
+  durableMs: number[];
   /** Saves (all runs) whose step() started while the previous write was in flight, of `saves`. */
   inFlightAtStep: number;
   saves: number;
@@ -588,10 +591,20 @@ interface StallSummary {
 }
 
 const STALL = { epochs: 6, samples: 256 };
-const STALL_LOOPS: StallLoop[] = ['fit', 'custom', 'fit-tfjs-node'];
+const STALL_LOOPS: StallLoop[] = ['fit', 'custom', 'fit-tfjs-node', 'custom-tfjs-node'];
 /** The loops of a summary, in STALL_LOOPS order. */
 const loopsOf = (loops: StallSummary['loops']): StallLoop[] => STALL_LOOPS.filter((l) => loops?.[l] !== undefined);
 const STALL_MODES: StallMode[] = ['none', 'sync', 'async'];
+
+/** The sync and async runs of every loop on the same platform as `loop` (whose saveTensors references compare). */
+function onTfjsNodeRuns(loop: StallLoop, loops: NonNullable<StallSummary['loops']>): StallRuns[] {
+  return loopsOf(loops)
+    .filter((l) => onTfjsNode(l) === onTfjsNode(loop))
+    .flatMap((l) => [
+      (loops[l] as Record<StallMode, StallRuns>).sync,
+      (loops[l] as Record<StallMode, StallRuns>).async,
+    ]);
+}
 
 async function benchStall(o: Options, work: string): Promise<StallSummary> {
   const Ctor = loadCheckpointManager();
@@ -610,17 +623,18 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
     snapshotMs: [],
     saveMs: [],
     writeMs: [],
+    durableMs: [],
     inFlightAtStep: 0,
     saves: 0,
   });
   const nodeError = tfjsNodeLoadError();
   const tfjsNode =
     nodeError === undefined
-      ? 'fit-tfjs-node: model.fit on @tensorflow/tfjs-node (tensorflow backend; captureCheckpoint copies every ' +
-        'tensor out of TensorFlow there)'
-      : `fit-tfjs-node: not measured: @tensorflow/tfjs-node does not load (${nodeError}); npm run setup:tfjs-node`;
+      ? 'fit-tfjs-node, custom-tfjs-node: the same loops on @tensorflow/tfjs-node (tensorflow backend; ' +
+        'captureCheckpoint copies every tensor out of TensorFlow there)'
+      : `*-tfjs-node: not measured: @tensorflow/tfjs-node does not load (${nodeError}); npm run setup:tfjs-node`;
   if (nodeError !== undefined) log(`stall: ${tfjsNode}`);
-  const ran = STALL_LOOPS.filter((l) => l !== 'fit-tfjs-node' || nodeError === undefined);
+  const ran = STALL_LOOPS.filter((l) => !onTfjsNode(l) || nodeError === undefined);
   const loops: Partial<Record<StallLoop, Record<StallMode, StallRuns>>> = {};
   for (const l of ran) loops[l] = { none: empty(), sync: empty(), async: empty() };
   const configs = ran.flatMap((loop) => STALL_MODES.map((mode) => ({ loop, mode })));
@@ -634,10 +648,9 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
       syncAll();
       const out = (loops[loop] as Record<StallMode, StallRuns>)[mode];
       try {
-        const job: Job =
-          loop === 'fit-tfjs-node'
-            ? { op: 'stall', mode, loop: 'fit', platform: 'tfjs-node', dir, ...STALL }
-            : { op: 'stall', mode, loop, platform: 'tfjs', dir, ...STALL };
+        const job: Job = onTfjsNode(loop)
+          ? { op: 'stall', mode, loop: loop.startsWith('fit') ? 'fit' : 'custom', platform: 'tfjs-node', dir, ...STALL }
+          : { op: 'stall', mode, loop: loop as 'fit' | 'custom', platform: 'tfjs', dir, ...STALL };
         const r = await runChild<StallResult>(job);
         weightBytes = r.weightBytes;
         // Epoch 0 includes tfjs's warm-up (kernel set-up, first allocations): left out of the medians.
@@ -650,6 +663,7 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
         out.snapshotMs.push(...r.snapshotMs);
         out.saveMs.push(...r.saveMs);
         out.writeMs.push(...r.writeMs);
+        out.durableMs.push(...r.durableMs.slice(1));
         out.inFlightAtStep += r.inFlightAtStep;
         out.saves += r.stallMs.length;
         if (r.fileBytes) fileBytes = r.fileBytes;
@@ -658,7 +672,8 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
             (mode === 'none'
               ? ''
               : `, step() median ${fixed(median(r.stallMs.slice(1)), 1)} ms wall, ` +
-                `${fixed(median(r.stallCpuMs.slice(1)), 1)} ms JS-thread CPU`),
+                `${fixed(median(r.stallCpuMs.slice(1)), 1)} ms JS-thread CPU, step() to durable ` +
+                `${r.durableMs.length > 1 ? fixed(median(r.durableMs.slice(1)), 1) : '—'} ms`),
         );
       } catch (e) {
         fs.rmSync(dir, { recursive: true, force: true });
@@ -675,7 +690,7 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
       `flatten, dense ${m.hidden} relu, dense ${m.classes} softmax, Adam; ${STALL.samples} samples, batch ` +
       `${m.batchSize}; ${STALL.epochs} epochs per run (the first left out); durable saves every epoch. ` +
       '"fit": model.fit, step() in a callback\'s onEpochEnd (tfjs does not yield to the event loop there); ' +
-      '"custom": a trainOnBatch loop that yields to the event loop after each batch (as an async data pipeline does)',
+      '"custom": a hand-written trainOnBatch loop that never yields to the event loop (it only awaits)',
     weightBytes,
     fileBytes,
     loops,
@@ -950,6 +965,21 @@ function targets(
               }
             : {}),
         });
+        out.push({
+          target: `${loop} loop, async: stall per save <= the snapshot + 2 ms`,
+          measured: `${fixed(a, 1)} ms vs ${fixed(snap, 1)} + 2 ms`,
+          status: status(a <= snap + 2),
+        });
+        const saveRef = median(onTfjsNodeRuns(loop, stall.loops).flatMap((r) => r.saveMs));
+        const dur = median(m.async.durableMs);
+        out.push({
+          target: `${loop} loop, async: step() to durable <= 1.5x a standalone saveTensors of the snapshot`,
+          measured:
+            m.async.durableMs.length === 0
+              ? 'no commit-plan timestamps'
+              : `${fixed(dur, 1)} ms vs ${fixed(saveRef, 1)} ms (${fixed(dur / saveRef, 2)}x)`,
+          status: m.async.durableMs.length === 0 ? 'not measured' : status(dur <= 1.5 * saveRef),
+        });
         const en = median(m.none.epochMs);
         for (const mode of ['async', 'sync'] as const) {
           const e = median(m[mode].epochMs);
@@ -1133,7 +1163,8 @@ function report(res: Results): string {
           `epoch ${res.stall.cpuSource === 'process' ? 'process' : 'JS-thread'} CPU ms`,
           'step() blocks the loop, ms (min–max)',
           `step() ${res.stall.cpuSource === 'process' ? 'process' : 'JS-thread'} CPU ms`,
-          'durable after step() returned, ms',
+          'durable after step() returned (JS promise), ms',
+          'step() to durable (plan finished), ms',
           'steps that found a write in flight',
           'close() ms',
           'epochs',
@@ -1149,6 +1180,7 @@ function report(res: Results): string {
               k === 'none' ? '—' : spread(r.stallMs, 1),
               k === 'none' ? '—' : fixed(median(r.stallCpuMs), 1),
               k === 'async' ? spread(r.writeMs, 1) : '—',
+              k === 'none' || r.durableMs.length === 0 ? '—' : spread(r.durableMs, 1),
               k === 'none' ? '—' : `${r.inFlightAtStep} of ${r.saves}`,
               k === 'none' ? '—' : fixed(median(r.closeMs), 1),
               String(r.epochMs.length),
@@ -1166,7 +1198,7 @@ function report(res: Results): string {
     // The snapshot's cost differs by platform: the cpu backend hands out its own arrays, tensorflow copies.
     const byPlatform = (tfjsNode: boolean): StallRuns[] =>
       loopsOf(loops)
-        .filter((l) => (l === 'fit-tfjs-node') === tfjsNode)
+        .filter((l) => onTfjsNode(l) === tfjsNode)
         .flatMap((l) => [
           (loops[l] as Record<StallMode, StallRuns>).sync,
           (loops[l] as Record<StallMode, StallRuns>).async,
@@ -1181,7 +1213,7 @@ function report(res: Results): string {
       )} ms`;
     parts.push(
       `References, after training in the same children: on the cpu backend (fit, custom), ${refs(byPlatform(false))}.` +
-        (loops['fit-tfjs-node'] ? ` On tfjs-node (fit-tfjs-node), ${refs(byPlatform(true))}.` : '') +
+        (loops['fit-tfjs-node'] ? ` On tfjs-node (*-tfjs-node), ${refs(byPlatform(true))}.` : '') +
         ` ${res.stall.tfjsNode ?? ''}`,
     );
   } else {

@@ -5,15 +5,17 @@
  * CheckpointManager step at each epoch's end saves every epoch (sync or async), or nothing is saved.
  *
  * Two loops: `fit` is model.fit with the step in a callback's onEpochEnd (tfjs does not yield to the event loop
- * there: callback instances turn its yielding off); `custom` is a hand-written loop of trainOnBatch that yields to
- * the event loop after each batch, as a loop fed by an asynchronous data pipeline does. Records each epoch's wall
- * time (epoch start to the next epoch's start, so the save counts) and how long each `step()` kept the loop waiting.
+ * there: callback instances turn its yielding off); `custom` is a hand-written loop of trainOnBatch that never
+ * yields to the event loop (only awaits). Records each epoch's wall time (epoch start to the next epoch's start, so
+ * the save counts), how long each `step()` kept the loop waiting (wall and JS-thread CPU), and each save's time from
+ * step() to the end of its commit plan as the plan's executor timed it (CommitResult.finishedAt).
  *
  * CheckpointManager is loaded at run time: the benchmark reports "not measured" when the build has none.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { NamedTensors, saveTensors } from '../lib/io/tensors';
+import type { CommitQueue } from '../lib/backend/backend';
 import type { Job, StallResult } from './jobs';
 
 type StallJob = Extract<Job, { op: 'stall' }>;
@@ -83,6 +85,28 @@ export async function runStall(job: StallJob): Promise<StallResult> {
   await tf.ready();
   if (tf.getBackend() !== want) throw new Error(`the ${want} backend did not start (got ${tf.getBackend()})`);
   let manager: ManagerLike | undefined;
+  // When each save's commit plan finished (CommitResult.finishedAt), in submission order: the backend's queues are
+  // wrapped before the manager opens one.
+  const finishedAt: number[] = [];
+  if (job.mode !== 'none') {
+    const { getBackend } = require(path.join(__dirname, '..', 'lib', 'backend', 'select')) as {
+      getBackend(): import('../lib/backend/backend').Backend;
+    };
+    const backend = getBackend();
+    const open = backend.openCommitQueue.bind(backend);
+    (backend as { openCommitQueue: () => CommitQueue }).openCommitQueue = () => {
+      const real = open();
+      return {
+        commit: (plan) =>
+          real.commit(plan).then((r) => {
+            finishedAt.push(r.finishedAt);
+            return r;
+          }),
+        reset: () => real.reset(),
+        close: () => real.close(),
+      };
+    };
+  }
   if (job.mode !== 'none') {
     const Ctor = loadCheckpointManager();
     if (Ctor instanceof Error) throw Ctor;
@@ -125,11 +149,13 @@ export async function runStall(job: StallJob): Promise<StallResult> {
   const writeMs: number[] = [];
   let inFlightAtStep = 0;
   let previousSettled = true;
+  const stepAt: number[] = [];
   const save = async (epoch: number, loss: number): Promise<void> => {
     if (!manager) return;
     if (!previousSettled) inFlightAtStep++;
     const c0 = threadCpuMs().ms;
     const t0 = now();
+    stepAt.push(t0);
     const result = (await manager.step(model, epoch, { loss })) as { durable?: Promise<void> } | null;
     const t1 = now();
     stallCpuMs.push(threadCpuMs().ms - c0);
@@ -169,8 +195,7 @@ export async function runStall(job: StallJob): Promise<StallResult> {
           ys.slice([b * m.batchSize, 0], [Math.min(m.batchSize, job.samples - b * m.batchSize), m.classes]),
         ]);
         loss = (await model.trainOnBatch(x, y)) as number;
-        tf.dispose([x, y]);
-        await new Promise((resolve) => setImmediate(resolve)); // the next batch arrives from a data pipeline
+        tf.dispose([x, y]); // and on to the next batch: no yield to the event loop
       }
       await save(epoch, loss);
     }
@@ -179,6 +204,8 @@ export async function runStall(job: StallJob): Promise<StallResult> {
   const t0 = now();
   await manager?.close();
   const closeMs = now() - t0;
+  // One plan per save (saveLast links within it): pairs the step() calls with their plans' ends.
+  const durableMs = finishedAt.length === stepAt.length ? finishedAt.map((f, i) => f - stepAt[i]) : [];
   const epochMs = marks.slice(1).map((mk, i) => mk - marks[i]);
   const epochCpuMs = cpuMarks.slice(1).map((mk, i) => mk - cpuMarks[i]);
   // References for what a step() costs at least: the snapshot alone, and a plain durable saveTensors of it.
@@ -214,5 +241,6 @@ export async function runStall(job: StallJob): Promise<StallResult> {
     fileBytes,
     writeMs,
     inFlightAtStep,
+    durableMs,
   };
 }

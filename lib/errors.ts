@@ -5,7 +5,7 @@
  * Codes never come from matching message text.
  */
 import * as util from 'node:util';
-import type { BackendFailure } from './backend/backend';
+import type { BackendFailure, CommitFailure } from './backend/backend';
 import { crcHex } from './format/crc32c';
 
 export const ErrorCode = {
@@ -63,6 +63,10 @@ export const ErrorCode = {
    * no errno to report; the native backend reports ENOMEM from its failed malloc). `path` names the file. Nothing was
    * changed: a failed load returned nothing, a failed save left the previous checkpoint intact and no temp file. */
   OUT_OF_MEMORY: 'ERR_CHECKPOINT_OUT_OF_MEMORY',
+  /** A commit plan (one save's disk work, see backend.ts) was not executed because a plan queued before it failed:
+   * it could have published an index listing the failed plan's checkpoint. The message names the failed plan; the
+   * queue runs plans again once its owner has acknowledged the failure (CommitQueue.reset). */
+  ABORTED: 'ERR_CHECKPOINT_ABORTED',
 } as const;
 
 export type LibraryErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -243,4 +247,51 @@ export function captureStack(): string {
   const holder: { stack?: string } = {};
   Error.captureStackTrace(holder, captureStack);
   return holder.stack ?? '';
+}
+
+/**
+ * Converts a commit plan's rejection (see CommitFailure in backend.ts) into a CheckpointError: the OS code for an
+ * 'io' failure (as fromBackendFailure), ERR_CHECKPOINT_LOCKED for a failed lock check, ERR_CHECKPOINT_ABORTED for a
+ * plan not executed after an earlier one failed. The message names the plan and the failing step, and says when the
+ * plan's checkpoint is in place although a later step failed. `committed` keeps its meaning (CheckpointError): the
+ * failing step's own file is in place, only its directory fsync failed. `tensorNames` name a checksum failure's
+ * tensor, as in fromBackendFailure; `callerStack` as there.
+ */
+export function fromCommitFailure(
+  err: unknown,
+  tensorNames: readonly string[] = [],
+  callerStack?: string,
+): CheckpointError {
+  const f = err as Partial<CommitFailure> & Error;
+  const where =
+    `${f?.plan ?? 'a commit plan'}` +
+    (typeof f?.step === 'number' && f.step >= 0 ? `, step ${f.step} (${f.stepKind})` : '');
+  const committed = f?.stepCommitted === true;
+  const consequence = f?.committed === true && !committed ? '; the checkpoint itself is in place under its name' : '';
+  let out: CheckpointError;
+  if (f?.kind === 'aborted') {
+    out = new CheckpointError(ErrorCode.ABORTED, `Did not commit ${where}: ${f.message}`);
+  } else if (f?.kind === 'lock') {
+    out = new CheckpointError(
+      ErrorCode.LOCKED,
+      `Did not commit ${where}: the directory lock is no longer held by this process (${f.message})`,
+      { path: f.path },
+    );
+  } else {
+    const base = fromBackendFailure(
+      { ...f, committed: committed ? true : undefined, message: f?.message },
+      `commit ${where}`,
+      tensorNames,
+    );
+    out = new CheckpointError(base.code, base.message + consequence, {
+      ...(base.path !== undefined ? { path: base.path } : {}),
+      ...(base.tensor !== undefined ? { tensor: base.tensor } : {}),
+      ...(base.errno !== undefined ? { errno: base.errno } : {}),
+      ...(base.syscall !== undefined ? { syscall: base.syscall } : {}),
+      ...(committed ? { committed: true as const } : {}),
+      cause: err,
+    });
+  }
+  if (callerStack) withCallerStack(out, callerStack);
+  return out;
 }

@@ -2,8 +2,9 @@
 // and conversion of results and failures into JS values.
 //
 // Exports: write(plan): Promise<void>, read(plan): Promise<ArrayBuffer[]>, crc32c(view, crc?): number,
-// crc32cPortable(view, crc?): number, crc32cCombine(crcA, crcB, lengthB): number, crc32cHardware: boolean. See
-// lib/backend/backend.ts for the plans.
+// crc32cPortable(view, crc?): number, crc32cCombine(crcA, crcB, lengthB): number, crc32cHardware: boolean, and the
+// CommitQueue class (commit_binding.cc). See lib/backend/backend.ts for the plans; value conversion lives in
+// js_convert.cc.
 //
 // Threading rules:
 // - Argument unpacking, OnOK and OnError run on the JS thread of the environment that called (main thread or a
@@ -15,204 +16,22 @@
 //   synchronously (never an abort).
 #include <napi.h>
 
-#include <cerrno>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <system_error>
 #include <utility>
 #include <vector>
 
-#include "atomic_file.h"
+#include "commit_binding.h"
 #include "crc32c.h"
 #include "failure.h"
+#include "js_convert.h"
 #include "mapped_reader.h"
 #include "tensor_reader.h"
 #include "tensor_writer.h"
 
 namespace tfjs_checkpoint {
 namespace {
-
-// ---- argument unpacking -------------------------------------------------------------------------------------
-
-[[noreturn]] void ThrowType(Napi::Env env, const std::string& message) { throw Napi::TypeError::New(env, message); }
-
-Napi::Value Field(const Napi::Object& plan, const char* name) { return plan.Get(name); }
-
-std::string GetString(Napi::Env env, const Napi::Object& plan, const char* name) {
-  Napi::Value v = Field(plan, name);
-  if (!v.IsString()) ThrowType(env, std::string("plan.") + name + " must be a string");
-  std::string s = v.As<Napi::String>().Utf8Value();
-  if (s.empty() || s.find('\0') != std::string::npos) {
-    ThrowType(env, std::string("plan.") + name + " must be a non-empty path without NUL bytes");
-  }
-  return s;
-}
-
-bool GetBool(Napi::Env env, const Napi::Object& plan, const char* name) {
-  Napi::Value v = Field(plan, name);
-  if (!v.IsBoolean()) ThrowType(env, std::string("plan.") + name + " must be a boolean");
-  return v.As<Napi::Boolean>().Value();
-}
-
-// A non-negative integer up to 2^53 - 1 (the exact range of a JS number).
-uint64_t ToIndex(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  if (!v.IsNumber()) ThrowType(env, what + " must be a number");
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9007199254740991.0 || std::floor(d) != d) {
-    ThrowType(env, what + " must be a non-negative safe integer");
-  }
-  return static_cast<uint64_t>(d);
-}
-
-uint64_t GetIndex(Napi::Env env, const Napi::Object& plan, const char* name) {
-  return ToIndex(env, Field(plan, name), std::string("plan.") + name);
-}
-
-// The bytes of any ArrayBufferView (TypedArray, Buffer or DataView), respecting byteOffset and byteLength. Uses the
-// data pointer Node-API reports for the view itself, so views over a SharedArrayBuffer work too.
-ByteSpan ViewBytes(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  ByteSpan span;
-  void* data = nullptr;
-  napi_status status = napi_invalid_arg;
-  if (v.IsTypedArray()) {
-    napi_typedarray_type type;
-    size_t length = 0;
-    status = napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr);
-    span.length = v.As<Napi::TypedArray>().ByteLength();
-  } else if (v.IsDataView()) {
-    status = napi_get_dataview_info(env, v, &span.length, &data, nullptr, nullptr);
-  } else {
-    ThrowType(env, what + " must be an ArrayBufferView");
-  }
-  if (status != napi_ok) ThrowType(env, what + " is not a readable ArrayBufferView");
-  if (span.length > 0 && data == nullptr) ThrowType(env, what + " has a detached buffer");
-  span.data = static_cast<const uint8_t*>(data);
-  return span;
-}
-
-uint32_t OptionalCrc(Napi::Env env, const Napi::Value& v) {
-  if (v.IsUndefined()) return 0;
-  const uint64_t crc = ToIndex(env, v, "crc");
-  if (crc > 0xffffffffu) ThrowType(env, "crc must be a 32-bit unsigned integer");
-  return static_cast<uint32_t>(crc);
-}
-
-Napi::Object PlanArgument(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsObject()) ThrowType(info.Env(), "plan must be an object");
-  return info[0].As<Napi::Object>();
-}
-
-// ---- failures -----------------------------------------------------------------------------------------------
-
-const char* ErrnoName(int e) {
-  switch (e) {
-#define TFJS_CKPT_ERRNO(name) \
-  case name:                  \
-    return #name;
-    TFJS_CKPT_ERRNO(EACCES)
-    TFJS_CKPT_ERRNO(EPERM)
-    TFJS_CKPT_ERRNO(ENOENT)
-    TFJS_CKPT_ERRNO(EEXIST)
-    TFJS_CKPT_ERRNO(ENOTDIR)
-    TFJS_CKPT_ERRNO(EISDIR)
-    TFJS_CKPT_ERRNO(ENOSPC)
-    TFJS_CKPT_ERRNO(EDQUOT)
-    TFJS_CKPT_ERRNO(EFBIG)
-    TFJS_CKPT_ERRNO(EROFS)
-    TFJS_CKPT_ERRNO(EIO)
-    TFJS_CKPT_ERRNO(EMFILE)
-    TFJS_CKPT_ERRNO(ENFILE)
-    TFJS_CKPT_ERRNO(ENAMETOOLONG)
-    TFJS_CKPT_ERRNO(ELOOP)
-    TFJS_CKPT_ERRNO(ENOMEM)
-    TFJS_CKPT_ERRNO(EINVAL)
-    TFJS_CKPT_ERRNO(EBADF)
-    TFJS_CKPT_ERRNO(EBUSY)
-    TFJS_CKPT_ERRNO(EXDEV)
-    TFJS_CKPT_ERRNO(ENOTEMPTY)
-    TFJS_CKPT_ERRNO(ETXTBSY)
-    TFJS_CKPT_ERRNO(EAGAIN)
-#undef TFJS_CKPT_ERRNO
-    default:
-      return "EIO";
-  }
-}
-
-std::string Hex(uint32_t crc) {
-  uint8_t digits[8];
-  FormatCrcHex(crc, digits);
-  return std::string(reinterpret_cast<const char*>(digits), 8);
-}
-
-// The Error object of BackendFailure: message, kind, errno, syscall, path, tensorIndex, expectedCrc, actualCrc,
-// committed.
-Napi::Error FailureToError(Napi::Env env, const Failure& f) {
-  std::string kind, message, syscall;
-  int errnum = 0;
-  switch (f.kind) {
-    case Failure::Kind::kIo:
-      kind = "io";
-      errnum = f.sys.errnum;
-      syscall = f.sys.syscall;
-      message = std::string(ErrnoName(errnum)) + ": " + std::generic_category().message(errnum) + ", " + syscall +
-                " '" + f.sys.path + "'";
-      break;
-    case Failure::Kind::kCorrupt:
-      kind = "corrupt";
-      message = f.message;
-      break;
-    case Failure::Kind::kChecksum:
-      kind = "checksum";
-      message = "tensor " + std::to_string(f.tensor_index) + ": " + f.message + " (expected " + Hex(f.expected_crc) +
-                ", computed " + Hex(f.actual_crc) + ")";
-      break;
-    case Failure::Kind::kStalled:
-      kind = "stalled";
-      syscall = f.sys.syscall;
-      message = std::string(syscall) + " made no progress: it returned 0 bytes " + std::to_string(kZeroWriteAttempts) +
-                " times in a row without an error, '" + f.sys.path + "'";
-      break;
-    case Failure::Kind::kInvalid:
-    case Failure::Kind::kNone:
-      // Unreachable: plans are validated before the job starts. Reported as an internal failure (a library bug,
-      // ERR_CHECKPOINT_INTERNAL on the TypeScript side), not an abort, and with no errno: no system call failed.
-      kind = "internal";
-      message = f.kind == Failure::Kind::kNone ? "the job failed without recording why" : "invalid plan: " + f.message;
-      break;
-  }
-  Napi::Error error = Napi::Error::New(env, message);
-  Napi::Object o = error.Value();
-  o.Set("kind", kind);
-  o.Set("errno", errnum);
-  o.Set("syscall", syscall);
-  o.Set("path", f.path);
-  o.Set("tensorIndex", static_cast<double>(f.tensor_index));
-  if (f.kind == Failure::Kind::kChecksum) {
-    o.Set("expectedCrc", static_cast<double>(f.expected_crc));
-    o.Set("actualCrc", static_cast<double>(f.actual_crc));
-  }
-  if (f.committed) o.Set("committed", true);
-  return error;
-}
-
-// Settles `deferred` by running `settle`; if that fails (e.g. out of memory building the result), rejects with the
-// failure instead, so the promise never stays pending. When the environment is shutting down (a worker_threads
-// worker terminated while the job ran) no JS can run and every Node-API call fails: nobody is left to tell, so the
-// failure is dropped (NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS keeps node-addon-api from aborting on it too).
-template <typename Settle>
-void SettleSafely(Napi::Promise::Deferred& deferred, Settle&& settle) {
-  try {
-    settle();
-  } catch (const Napi::Error& e) {
-    try {
-      deferred.Reject(e.Value());
-    } catch (const Napi::Error&) {
-      // environment shutting down
-    }
-  }
-}
 
 // ---- write ----------------------------------------------------------------------------------------------------
 
@@ -252,30 +71,8 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object plan = PlanArgument(info);
   WriteJob job;
-  job.path = GetString(env, plan, "path");
-  job.tmp_path = GetString(env, plan, "tmpPath");
-  job.durable = GetBool(env, plan, "durable");
-  job.header_crc_offset = static_cast<size_t>(GetIndex(env, plan, "headerCrcOffset"));
-  job.tensor_crc_offset = static_cast<size_t>(GetIndex(env, plan, "tensorCrcOffset"));
-
-  Napi::Value header = Field(plan, "header");
-  if (!header.IsTypedArray() || header.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    ThrowType(env, "plan.header must be a Uint8Array");
-  }
-  const ByteSpan header_bytes = ViewBytes(env, header, "plan.header");
-  job.header.assign(header_bytes.data, header_bytes.data + header_bytes.length);
-
-  Napi::Value arrays_value = Field(plan, "arrays");
-  if (!arrays_value.IsArray()) ThrowType(env, "plan.arrays must be an array");
-  Napi::Array arrays = arrays_value.As<Napi::Array>();
-  // Our own array of the views: the caller may mutate plan.arrays while we work, this one it cannot reach.
-  Napi::Array keep = Napi::Array::New(env, arrays.Length());
-  job.arrays.reserve(arrays.Length());
-  for (uint32_t i = 0; i < arrays.Length(); i++) {
-    Napi::Value view = arrays.Get(i);
-    job.arrays.push_back(ViewBytes(env, view, "plan.arrays[" + std::to_string(i) + "]"));
-    keep.Set(i, view);
-  }
+  Napi::Array keep = Napi::Array::New(env);
+  UnpackWriteJob(env, plan, "plan", &job, keep);
 
   const std::string invalid = ValidateWriteJob(job);
   if (!invalid.empty()) throw Napi::RangeError::New(env, "invalid write plan: " + invalid);
@@ -446,6 +243,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("crc32cPortable", Napi::Function::New(env, CrcFunction<Crc32cPortable>, "crc32cPortable"));
   exports.Set("crc32cCombine", Napi::Function::New(env, CrcCombineFunction, "crc32cCombine"));
   exports.Set("crc32cHardware", Napi::Boolean::New(env, Crc32cHardwareAvailable()));
+  exports.Set("CommitQueue", DefineCommitQueueClass(env));
   return exports;
 }
 

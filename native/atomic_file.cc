@@ -210,6 +210,16 @@ bool RenameFile(const std::string& from, const std::string& to, SysError* err) {
   return true;
 }
 
+bool LinkFile(const std::string& from, const std::string& to, SysError* err) {
+  if (::link(from.c_str(), to.c_str()) != 0) return Fail(err, errno, "link", from);
+  return true;
+}
+
+bool UnlinkFile(const std::string& path, SysError* err) {
+  if (::unlink(path.c_str()) != 0) return Fail(err, errno, "unlink", path);
+  return true;
+}
+
 bool FsyncDirectory(const std::string& dir, SysError* err) {
   File d;
   if (!d.OpenDirectory(dir, err)) return false;

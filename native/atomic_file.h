@@ -74,6 +74,10 @@ class File {
 
 // rename(from, to): atomic replacement of `to` on POSIX filesystems; retried on EINTR (it did not happen).
 bool RenameFile(const std::string& from, const std::string& to, SysError* err);
+// link(from, to): a new name for an existing file; fails with EEXIST if `to` exists. The error's path is `from`.
+bool LinkFile(const std::string& from, const std::string& to, SysError* err);
+// unlink(path), checked (ENOENT included: the caller decides what an absent file means).
+bool UnlinkFile(const std::string& path, SysError* err);
 // Opens the directory and fsyncs it, so that a rename or create inside it is durable.
 bool FsyncDirectory(const std::string& dir, SysError* err);
 // unlink, ignoring errors (used to remove a temp file after a failure, when the first error is what matters).

@@ -1,5 +1,5 @@
-// How the core reports a failed operation: plain data, no Node types. addon.cc turns it into the JS error object
-// described by BackendFailure in lib/backend/backend.ts.
+// How the core reports a failed operation: plain data, no Node types (failure.cc composes its text). addon.cc turns it
+// into the JS error object described by BackendFailure in lib/backend/backend.ts.
 #ifndef TFJS_CHECKPOINT_FAILURE_H_
 #define TFJS_CHECKPOINT_FAILURE_H_
 
@@ -26,6 +26,8 @@ struct Failure {
     kChecksum,  // tensor_index's bytes do not match their CRC: expected_crc is the plan's, actual_crc the computed
     kInvalid,   // the plan broke an invariant the TypeScript layer guarantees (a bug, never bad user input)
     kStalled,   // a write made no progress without an error (sys.errnum 0): a library failure, no errno
+    kLock,      // a commit plan's lock check found the lock file missing or holding another owner's record
+    kAborted,   // a commit plan not executed because a plan queued before it failed (commit_queue.h)
   };
   Kind kind = Kind::kNone;
   SysError sys;
@@ -35,7 +37,7 @@ struct Failure {
   uint32_t actual_crc = 0;
   // A write failed after its rename (the directory fsync): the new file is in place but may not survive power loss.
   bool committed = false;
-  std::string message;  // what went wrong, without the path (addon.cc composes the final message)
+  std::string message;  // what went wrong, without the path (failure.cc composes the final message)
 
   static Failure Io(const SysError& e) {
     Failure f;
@@ -52,6 +54,18 @@ struct Failure {
     return f;
   }
 };
+
+// The OS's symbolic name of an errno ("ENOSPC"); "EIO" for one not listed.
+const char* ErrnoName(int errnum);
+
+// A failure as the TypeScript layer sees it (BackendFailure / CommitFailure): kind name, errno, syscall, message.
+struct FailureText {
+  const char* kind = "io";
+  int errnum = 0;
+  std::string syscall;
+  std::string message;
+};
+FailureText DescribeFailure(const Failure& failure);
 
 }  // namespace tfjs_checkpoint
 

@@ -4,7 +4,8 @@
  *
  * 1. cmake-js configures build-native-test/ with TFJS_CKPT_TESTS=ON and TFJS_CKPT_SANITIZE=ON, builds the core, the
  *    C++ unit tests (test/native/unit_tests.cc) and the addon, all instrumented, and ctest runs the unit tests.
- * 2. The addon's jest suite (test/backend/native-backend.test.ts) runs against that instrumented addon
+ * 2. The addon's jest suites (test/backend/native-backend.test.ts, and commit-plan.test.ts for the commit queue's
+ *    thread and thread-safe function) run against that instrumented addon
  *    (TFJS_CHECKPOINT_NATIVE_PATH), with the compiler's ASan and UBSan runtimes preloaded into node, so the
  *    Node-API boundary (argument unpacking, workers, external buffers) is checked too. This needs Linux and gcc's
  *    runtimes; elsewhere step 2 says it is skipped.
@@ -68,7 +69,7 @@ if (!addon || !asan || !ubsan) {
   );
   process.exit(0);
 }
-run(bin('jest'), ['--runInBand', 'test/backend/native-backend.test.ts'], {
+run(bin('jest'), ['--runInBand', 'test/backend/native-backend.test.ts', 'test/backend/commit-plan.test.ts'], {
   ...process.env,
   TFJS_CHECKPOINT_NATIVE_PATH: addon,
   LD_PRELOAD: `${asan} ${ubsan}`,

@@ -1,5 +1,6 @@
 /**
- * The contract between the TypeScript layer and the two I/O backends.
+ * The contract between the TypeScript layer and the two I/O backends: single-file writes and reads, and commit
+ * plans (one save of a CheckpointManager, executed off the JS thread: see "commit plans" below).
  *
  * Both backends (the native addon in native/, and the pure-TypeScript fallback in js-backend.ts) implement
  * exactly this interface and produce byte-identical files: the header bytes are always built by format.ts,
@@ -116,8 +117,158 @@ export interface BackendFailure {
   message: string;
 }
 
+// ---- commit plans ----------------------------------------------------------------------------------------------
+//
+// One save of a CheckpointManager is one commit plan: every step decided and serialized on the JS thread at step()
+// time (paths, header, index bytes, files to delete, the lock content to re-check), then executed by the backend
+// without needing the JS thread (the native executor runs on its own thread; see native/commit_queue.h).
+//
+// Rules, the same on both backends:
+// - Steps run in order. The first failing step stops the plan: later steps do not run, and the plan rejects with a
+//   CommitFailure naming the step (index and kind), the OS error of the real call (errno, syscall, path), and
+//   whether the plan's checkpoint was committed (renamed into place).
+// - Every step that replaces a file does it atomically (temp file created exclusively in the target's directory,
+//   rename over the target): a step that fails before its rename leaves its target as it was and removes its temp
+//   file. A step that fails after its rename (the directory fsync) has its file in place: `stepCommitted`.
+// - 'unlink' is best-effort: an absent file counts as deleted, any other failure is a warning in the result, never
+//   the plan's failure.
+// - A CommitQueue runs the plans submitted to it strictly in submission order, one at a time. Once a plan fails, the
+//   queue is poisoned: every plan submitted before the owner calls `reset()` (those already queued behind the
+//   failed one, and later ones) is not executed and rejects with kind 'aborted' naming the failed plan, so that a
+//   later plan never publishes an index listing a checkpoint whose own plan failed. `reset()` acknowledges the
+//   failure: plans submitted after it run again.
+// - Threading (native): the plan is unpacked on the calling JS thread (strings and small byte arrays copied, the
+//   tensor arrays referenced until the plan settles: do not detach or transfer them meanwhile); steps run on the
+//   queue's own thread; the promise settles on the JS thread. A queue belongs to the JS thread (main or worker) that
+//   opened it.
+
+/** Rewrites one checkpoint file atomically: exactly `Backend.write` (temp, data and CRCs, fsync, rename, dir fsync). */
+export interface CheckpointStep {
+  kind: 'checkpoint';
+  write: WritePlan;
+}
+
+/**
+ * Makes `to` hold the same file as `from` (already in place, usually written by an earlier step): hard link `from`
+ * to `tmpPath` (in `to`'s directory, must not exist), rename `tmpPath` over `to`, fsync the directory (durable).
+ * When the filesystem refuses hard links (link fails with EPERM, EOPNOTSUPP/ENOTSUP, ENOSYS, EMLINK or EXDEV) the
+ * `fallback` decides: 'copy' copies `from`'s bytes into `tmpPath` (created exclusively, fsynced when durable) and
+ * renames it the same way; a WritePlan (whose `path` must be `to`) writes that checkpoint instead, as a 'checkpoint'
+ * step would; 'fail' fails the step with the link's error. Any other link error fails the step.
+ */
+export interface LinkStep {
+  kind: 'link';
+  from: string;
+  to: string;
+  tmpPath: string;
+  durable: boolean;
+  fallback: 'copy' | 'fail' | WritePlan;
+}
+
+/**
+ * Re-reads the lock file at `path` and compares its bytes with `content` (the holder's own record): a writer whose
+ * lock was taken over must not publish. Fails with kind 'lock' when the file holds anything else or is missing
+ * (ENOENT), kind 'io' when it cannot be read.
+ */
+export interface CheckLockStep {
+  kind: 'checkLock';
+  path: string;
+  content: Uint8Array;
+}
+
+/** Writes `bytes` to `path` atomically (the manager's index): temp `tmpPath` created exclusively, write, fsync
+ * (durable), close, rename over `path`, directory fsync (durable; its failure sets `stepCommitted`). */
+export interface TextStep {
+  kind: 'text';
+  path: string;
+  tmpPath: string;
+  bytes: Uint8Array;
+  durable: boolean;
+}
+
+/** Deletes `paths` (retention), in order, best-effort: absent counts as deleted, other failures are warnings. */
+export interface UnlinkStep {
+  kind: 'unlink';
+  paths: string[];
+}
+
+export type CommitStep = CheckpointStep | LinkStep | CheckLockStep | TextStep | UnlinkStep;
+export type CommitStepKind = CommitStep['kind'];
+
+/** One save's disk work, in order. */
+export interface CommitPlan {
+  /** Names the plan in failures (its own, and the 'aborted' ones of the plans behind it), e.g. the checkpoint file. */
+  label: string;
+  steps: CommitStep[];
+}
+
+/** An 'unlink' failure that did not fail the plan. */
+export interface CommitWarning {
+  /** The step's index in the plan. */
+  step: number;
+  path: string;
+  /** Positive errno, the call ('unlink'), and the OS message. */
+  errno: number;
+  syscall: string;
+  message: string;
+}
+
+/** A plan that ran to its end. */
+export interface CommitResult {
+  /** Indexes of the 'link' steps that used their fallback (the filesystem refused the hard link). */
+  fallbacks: number[];
+  /** Files an 'unlink' step could not delete (absent files are not listed: they count as deleted). */
+  warnings: CommitWarning[];
+  /** When the plan's last step ended, in milliseconds on the clock of `process.hrtime` (Number(hrtime.bigint()) /
+   * 1e6), taken by the executor itself (the native queue's thread: CLOCK_MONOTONIC, libuv's clock on Linux), not when
+   * the promise settles, which waits for a JS turn. For measuring a save's time to durable. */
+  finishedAt: number;
+}
+
+/**
+ * How a plan rejects: an Error carrying these fields. `kind` 'io', 'corrupt', 'checksum' as in BackendFailure; 'lock'
+ * for a failed 'checkLock' (the lock file no longer holds `content`); 'aborted' for a plan not executed because a plan
+ * before it failed (then `step` is -1, `stepKind` null, and `abortedBy` is the failed plan's label).
+ */
+export interface CommitFailure {
+  kind: BackendFailure['kind'] | 'lock' | 'aborted';
+  errno: number;
+  syscall: string;
+  path: string;
+  tensorIndex: number;
+  actualCrc?: number;
+  /** The failed plan's label. */
+  plan: string;
+  /** Index of the failing step, -1 for 'aborted'. */
+  step: number;
+  stepKind: CommitStepKind | null;
+  /** The failing step's file is in place: it failed after its rename (the directory fsync). */
+  stepCommitted: boolean;
+  /** The plan has at least one 'checkpoint' step and all of them are renamed into place (completed before `step`,
+   * or `step` itself with `stepCommitted`): the checkpoint exists under its name, durable unless `step` is it. */
+  committed: boolean;
+  /** For 'aborted': the label of the failed plan that poisoned the queue. */
+  abortedBy?: string;
+  /** Unlink warnings of the steps before the failing one. */
+  warnings: CommitWarning[];
+  message: string;
+}
+
+/** A serial executor of commit plans (see the rules above). */
+export interface CommitQueue {
+  /** Queues `plan` behind every plan submitted before it. Rejects with a CommitFailure. */
+  commit(plan: CommitPlan): Promise<CommitResult>;
+  /** Acknowledges a failure: plans submitted after this call run again. Harmless when nothing failed. */
+  reset(): void;
+  /** Resolves once every submitted plan has settled, then releases the executor (its thread). Later commits reject
+   * with ERR_CHECKPOINT_CLOSED. Idempotent. */
+  close(): Promise<void>;
+}
+
 export interface Backend {
   readonly name: 'native' | 'js';
+  /** A new commit-plan executor with its own serial queue (native: its own thread). */
+  openCommitQueue(): CommitQueue;
   /** Writes plan atomically: temp file, data, header, (fsync), rename, (directory fsync). */
   write(plan: WritePlan): Promise<void>;
   /** Reads each range into its own ArrayBuffer (exactly the range's length), verifying CRCs when asked. */

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { type Backend, type BackendFailure, type ReadPlan, type WritePlan, ZERO_WRITE_ATTEMPTS } from './backend';
 import { crc32c, crc32cCombine, crcHex } from '../format/crc32c';
 import { fsyncDirectory } from '../fs/fsync-dir';
+import { openJsCommitQueue } from './js-commit';
 
 /** O_NONBLOCK: opening a FIFO returns at once (to be refused) instead of waiting for a writer; no effect on files. */
 const READ_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0);
@@ -17,13 +18,19 @@ const READ_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0);
 /** Bytes per write/read call and per CRC step: large enough to amortise the syscall, small enough to stay cached. */
 const CHUNK = 8 << 20;
 
-function failure(kind: BackendFailure['kind'], message: string, p: string, extra: Partial<BackendFailure> = {}): Error {
+/** A BackendFailure-shaped Error (see backend.ts). */
+export function failure(
+  kind: BackendFailure['kind'],
+  message: string,
+  p: string,
+  extra: Partial<BackendFailure> = {},
+): Error {
   return Object.assign(new Error(message), { kind, errno: 0, syscall: '', path: p, tensorIndex: -1, ...extra });
 }
 
 /** A failed fs call as a BackendFailure: kind 'io' with its errno, or 'internal' when it carries none (then it was
  * no failed system call but, say, a TypeError, and has no OS code). */
-function ioFailure(err: unknown, syscall: string, p: string): Error {
+export function ioFailure(err: unknown, syscall: string, p: string): Error {
   const e = err as NodeJS.ErrnoException;
   const message = e?.message ?? String(err);
   if (typeof e?.errno !== 'number') return failure('internal', message, p);
@@ -42,7 +49,8 @@ function allocate(bytes: number, p: string): ArrayBuffer {
   }
 }
 
-async function writeAll(fh: fsp.FileHandle, view: Uint8Array, position: number, p: string): Promise<void> {
+/** Writes all of `view` at `position`, looping on short writes. */
+export async function writeAll(fh: fsp.FileHandle, view: Uint8Array, position: number, p: string): Promise<void> {
   let done = 0;
   let zeroWrites = 0; // calls in a row that returned 0 bytes
   while (done < view.length) {
@@ -66,7 +74,8 @@ async function writeAll(fh: fsp.FileHandle, view: Uint8Array, position: number, 
   }
 }
 
-async function write(plan: WritePlan): Promise<void> {
+/** Backend.write: see WritePlan. */
+export async function write(plan: WritePlan): Promise<void> {
   const { tmpPath } = plan;
   let fh: fsp.FileHandle | undefined;
   try {
@@ -221,4 +230,12 @@ async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
   }
 }
 
-export const jsBackend: Backend = { name: 'js', write, read, crc32c, crc32cCombine };
+export const jsBackend: Backend = {
+  name: 'js',
+  write,
+  read,
+  crc32c,
+  crc32cCombine,
+  // A call, not the function itself: js-commit.ts imports this module's helpers (a cycle resolved at call time).
+  openCommitQueue: () => openJsCommitQueue(),
+};

@@ -10,7 +10,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { types } from 'node:util';
-import type { Backend, ReadPlan, WritePlan } from './backend';
+import type { Backend, CommitPlan, CommitQueue, CommitResult, ReadPlan, WritePlan } from './backend';
+import { CheckpointError, ErrorCode } from '../errors';
+import { validateCommitPlan } from './commit-plan';
 
 const PACKAGE_NAME = 'tfjs-checkpoint';
 
@@ -26,6 +28,16 @@ export interface NativeAddon {
   crc32cCombine(crcA: number, crcB: number, lengthB: number): number;
   /** Whether `crc32c` uses CRC32C CPU instructions (SSE4.2 on x86-64, the CRC extension on arm64). */
   crc32cHardware: boolean;
+  /** A commit-plan executor with its own thread (native/commit_binding.cc). */
+  CommitQueue: new () => NativeCommitQueue;
+}
+
+/** The addon's CommitQueue object: `close()` is synchronous and refuses while plans are pending. */
+export interface NativeCommitQueue {
+  commit(plan: CommitPlan): Promise<CommitResult>;
+  reset(): void;
+  close(): void;
+  readonly pending: number;
 }
 
 /** The native backend, with the extras the benchmarks and tests use. */
@@ -58,7 +70,7 @@ export function findPackageRoot(start: string = __dirname): string | undefined {
   }
 }
 
-const REQUIRED_FUNCTIONS = ['write', 'read', 'crc32c', 'crc32cPortable', 'crc32cCombine'] as const;
+const REQUIRED_FUNCTIONS = ['write', 'read', 'crc32c', 'crc32cPortable', 'crc32cCombine', 'CommitQueue'] as const;
 
 /** `err` itself when it is an Error of any realm (errors from the addon may come from another context under jest). */
 function toError(err: unknown): Error {
@@ -96,6 +108,39 @@ export function loadNativeBackend(): NativeBackendResult {
   return { backend: wrap(addon, binaryPath) };
 }
 
+/** The addon's queue as backend.ts' CommitQueue: plans validated first, close() once every plan has settled. */
+function wrapCommitQueue(queue: NativeCommitQueue): CommitQueue {
+  let closed = false;
+  const pending = new Set<Promise<unknown>>();
+  return {
+    commit(plan: CommitPlan): Promise<CommitResult> {
+      if (closed) return Promise.reject(new CheckpointError(ErrorCode.CLOSED, 'The commit queue is closed'));
+      let run: Promise<CommitResult>;
+      try {
+        validateCommitPlan(plan);
+        run = queue.commit(plan);
+      } catch (err) {
+        return Promise.reject(toError(err));
+      }
+      const settled: Promise<unknown> = run.then(
+        () => pending.delete(settled),
+        () => pending.delete(settled),
+      );
+      pending.add(settled);
+      return run;
+    },
+    reset(): void {
+      queue.reset();
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      while (pending.size > 0) await Promise.all([...pending]);
+      queue.close();
+    },
+  };
+}
+
 function wrap(addon: NativeAddon, binaryPath: string): NativeBackend {
   return {
     name: 'native',
@@ -119,6 +164,9 @@ function wrap(addon: NativeAddon, binaryPath: string): NativeBackend {
     },
     crc32c(data: ArrayBufferView, crc?: number): number {
       return addon.crc32c(data, crc);
+    },
+    openCommitQueue(): CommitQueue {
+      return wrapCommitQueue(new addon.CommitQueue());
     },
     crc32cPortable(data: ArrayBufferView, crc?: number): number {
       return addon.crc32cPortable(data, crc);

@@ -64,6 +64,8 @@ export interface DirLock {
   /** The lock file's absolute path. */
   readonly path: string;
   readonly owner: LockOwner;
+  /** The lock file's exact bytes while this lock holds it (what a commit plan's 'checkLock' step compares). */
+  readonly content: Uint8Array;
   /** Rejects with ERR_CHECKPOINT_LOCKED if the lock file no longer holds this lock's nonce (taken over). */
   check(): Promise<void>;
   /** Removes the lock file if it is still ours and stops the heartbeat. Idempotent. */
@@ -251,7 +253,7 @@ export async function acquireDirLock(dir: string, args: DirLockArgs = {}): Promi
       heldLocks.add(lockPath);
       installExitHook();
       await removeLeftovers(abs);
-      return makeLock(abs, lockPath, owner, heartbeatMs);
+      return makeLock(abs, lockPath, owner, content, heartbeatMs);
     }
     const seen = await judge(lockPath, staleMs);
     if (!seen) continue;
@@ -314,7 +316,7 @@ async function removeLeftovers(dir: string): Promise<void> {
   }
 }
 
-function makeLock(dir: string, lockPath: string, owner: LockOwner, heartbeatMs: number): DirLock {
+function makeLock(dir: string, lockPath: string, owner: LockOwner, content: string, heartbeatMs: number): DirLock {
   let released = false;
   const ours = async (): Promise<boolean> =>
     parseOwner(await fsp.readFile(lockPath, 'utf8').catch(() => ''))?.nonce === owner.nonce;
@@ -330,6 +332,7 @@ function makeLock(dir: string, lockPath: string, owner: LockOwner, heartbeatMs: 
   return {
     path: lockPath,
     owner,
+    content: Buffer.from(content, 'utf8'),
     async check(): Promise<void> {
       if (released || !(await ours())) {
         const text = await fsp.readFile(lockPath, 'utf8').catch(() => '');

@@ -26,6 +26,7 @@ import {
   TensorArray,
   buildHeader,
 } from '../format/header';
+import type { WritePlan } from '../backend/backend';
 import { getBackend } from '../backend/select';
 import { fsyncCreatedDirectories } from '../fs/fsync-dir';
 import { acquireTempPath, releaseTempPath, removeStaleTemps } from '../fs/tempfiles';
@@ -149,18 +150,7 @@ export async function writeCheckpointFile(
   durable: boolean,
   stack: string,
 ): Promise<void> {
-  const header = buildHeader(inputs, metadata);
-  // Every reader (ours included, see readHeaderLength) refuses a longer header: never write a file none can load.
-  if (header.bytes.length - 8 > MAX_HEADER_LENGTH) {
-    invalidArgument(
-      'the header (tensor names, shapes and metadata)',
-      `at most ${MAX_HEADER_LENGTH} bytes of JSON`,
-      header.bytes.length - 8,
-    );
-  }
-  if (!Number.isSafeInteger(header.bytes.length + header.dataLength)) {
-    invalidArgument('the total size of the tensors', 'below 2^53 bytes', header.dataLength);
-  }
+  const header = checkedHeader(inputs, metadata);
   if (isObjectLocation(target)) {
     const arrays = header.order.map((i) => tensors[inputs[i].name].data);
     await saveObject(parseS3Url(target, 'file'), header, arrays);
@@ -195,15 +185,7 @@ export async function writeCheckpointFile(
   await removeStaleTemps(dir);
   const tmpPath = acquireTempPath(dir);
   try {
-    await getBackend().write({
-      path: target,
-      tmpPath,
-      header: header.bytes,
-      headerCrcOffset: HEADER_CRC_OFFSET,
-      tensorCrcOffset: TENSOR_CRC_OFFSET,
-      arrays: header.order.map((i) => tensors[inputs[i].name].data),
-      durable,
-    });
+    await getBackend().write(writePlanOf(header, target, tmpPath, tensors, inputs, durable));
   } catch (e) {
     throw fromBackendFailure(
       e,
@@ -214,4 +196,64 @@ export async function writeCheckpointFile(
   } finally {
     releaseTempPath(tmpPath);
   }
+}
+
+/** The header of validated tensors, refused (INVALID_ARGUMENT) when no reader could load the file. */
+function checkedHeader(
+  inputs: readonly HeaderInput[],
+  metadata: Record<string, string>,
+): ReturnType<typeof buildHeader> {
+  const header = buildHeader(inputs, metadata);
+  // Every reader (ours included, see readHeaderLength) refuses a longer header: never write a file none can load.
+  if (header.bytes.length - 8 > MAX_HEADER_LENGTH) {
+    invalidArgument(
+      'the header (tensor names, shapes and metadata)',
+      `at most ${MAX_HEADER_LENGTH} bytes of JSON`,
+      header.bytes.length - 8,
+    );
+  }
+  if (!Number.isSafeInteger(header.bytes.length + header.dataLength)) {
+    invalidArgument('the total size of the tensors', 'below 2^53 bytes', header.dataLength);
+  }
+  return header;
+}
+
+/**
+ * The backend's WritePlan for one checkpoint file of validated tensors (`inputs` in the caller's order, with their
+ * byte lengths) and metadata, through the temp file `tmpPath` in the target's directory; with the tensors' names in
+ * file order (to name a checksum failure). Synchronous: a CheckpointManager builds its commit plans with it at
+ * step() time. Throws INVALID_ARGUMENT for a header no reader could load.
+ */
+export function checkpointWritePlan(
+  target: string,
+  tmpPath: string,
+  tensors: NamedTensors,
+  inputs: readonly HeaderInput[],
+  metadata: Record<string, string>,
+  durable: boolean,
+): { plan: WritePlan; tensorNames: string[] } {
+  const header = checkedHeader(inputs, metadata);
+  return {
+    plan: writePlanOf(header, target, tmpPath, tensors, inputs, durable),
+    tensorNames: header.entries.map((t) => t.name),
+  };
+}
+
+function writePlanOf(
+  header: ReturnType<typeof buildHeader>,
+  target: string,
+  tmpPath: string,
+  tensors: NamedTensors,
+  inputs: readonly HeaderInput[],
+  durable: boolean,
+): WritePlan {
+  return {
+    path: target,
+    tmpPath,
+    header: header.bytes,
+    headerCrcOffset: HEADER_CRC_OFFSET,
+    tensorCrcOffset: TENSOR_CRC_OFFSET,
+    arrays: header.order.map((i) => tensors[inputs[i].name].data),
+    durable,
+  };
 }

@@ -14,7 +14,7 @@ import { openRegularFile } from './open-file';
 import { readSmallText } from './shard-place';
 
 /** The largest index file read (HF indexes of 100B-parameter models are a few MB). */
-const MAX_INDEX_BYTES = 256 * 1024 * 1024;
+export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
 
 const META_FORMAT = 'tfjs_checkpoint.format_version';
 
@@ -124,6 +124,11 @@ export async function readShardIndex(file: string): Promise<ShardIndex> {
     () => corruptIndex(file, `larger than ${MAX_INDEX_BYTES} bytes`),
     'the shard index',
   );
+  return parseShardIndex(file, text);
+}
+
+/** Parses and validates the text of the index `file` (see readShardIndex). */
+export function parseShardIndex(file: string, text: string): ShardIndex {
   let raw: unknown;
   try {
     raw = JSON.parse(text);

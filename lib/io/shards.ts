@@ -32,8 +32,10 @@
  * set, collecting orphan shards), shard-read.ts (resolving a reader's path, loading, inspecting, verifying a set).
  * This module re-exports them and holds the operations on a checkpoint that may be either a file or a set.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { INDEX_SUFFIX, setNames } from './shard-plan';
-import { readShardIndex } from './shard-index';
+import { MAX_INDEX_BYTES, parseShardIndex, readShardIndex } from './shard-index';
 import { inPlace, isFileAt, removeAt, removeQuietly, sizeAt } from './shard-place';
 
 export {
@@ -95,6 +97,30 @@ export async function removeSupersededSet(target: string): Promise<void> {
   const index = await readShardIndex(names.index).catch(() => undefined);
   if (!(await removeQuietly(names.index))) return;
   for (const f of index?.files ?? []) await removeQuietly(inPlace(names.dir, f));
+}
+
+/**
+ * Every path of the checkpoint `target` (see removeCheckpoint), in the order a deletion removes them: the file, the
+ * index of a set of that name, then its shards (read now, synchronously: a CheckpointManager lists them in a commit
+ * plan at step() time). Only the names when there is no readable set index.
+ */
+export function checkpointPathsSync(target: string): string[] {
+  const names = setNames(target);
+  const out = target !== names.index ? [names.target, names.index] : [names.index];
+  let text: string;
+  try {
+    const st = fs.statSync(names.index);
+    if (!st.isFile() || st.size > MAX_INDEX_BYTES) return out;
+    text = fs.readFileSync(names.index, 'utf8');
+  } catch {
+    return out; // no set under this name
+  }
+  try {
+    for (const f of parseShardIndex(names.index, text).files) out.push(path.join(names.dir, f));
+  } catch {
+    // a damaged index: its shards, unreferenced, are removed as orphans by the next open
+  }
+  return out;
 }
 
 /**

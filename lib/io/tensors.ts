@@ -21,7 +21,7 @@ export type {
   VerifyResult,
 } from './types';
 export { checkPath, isObjectLocation } from './check-path';
-export { saveTensors, writeCheckpointFile } from './save';
+export { checkpointWritePlan, saveTensors, writeCheckpointFile } from './save';
 export { loadTensors } from './load';
 export { VERIFY_GROUP_BYTES, verifyCheckpoint } from './verify';
 export { readCheckpointInfo } from './info';

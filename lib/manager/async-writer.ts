@@ -9,17 +9,13 @@
  * pending slot, a loop whose epochs are shorter than a write still overlaps training with I/O, and memory stays at
  * two snapshots at most.
  *
- * A failed job does not stop the queue (the next job's decision was made against a better score than the durable
- * best, so it is still an improvement); the first failure is kept until `takeFailure()` hands it to the caller, and
- * every failure is passed to `onError` when it happens, so none is lost even if no call comes after it.
+ * The jobs only await work already queued elsewhere (the store's saves: commit plans run by the backend in
+ * submission order without the JS thread, or, for shard sets and s3:// prefixes, the store's own chain of JS steps):
+ * this writer bounds how many snapshots exist and collects the failures; it never turns the event loop itself. A
+ * failed plan makes the backend abort the plans queued behind it (backend.ts, "commit plans"), so they fail too
+ * (ERR_CHECKPOINT_ABORTED); the first failure is kept until `takeFailure()` hands it to the caller, and every failure
+ * is passed to `onError` when it happens, so none is lost even if no call comes after it.
  */
-
-/** Whether an fs request (whose callback needs an event-loop turn) is in flight in this thread. */
-function fsRequestPending(): boolean {
-  const info = (process as { getActiveResourcesInfo?: () => string[] }).getActiveResourcesInfo;
-  if (typeof info !== 'function') return true;
-  return info().some((r) => r.startsWith('FSReq') || r.endsWith('CloseReq'));
-}
 
 interface Job {
   done: Promise<void>;
@@ -80,26 +76,6 @@ export class AsyncWriter {
     const f = this.failure;
     this.failure = undefined;
     return f;
-  }
-
-  /**
-   * Gives the queued jobs event-loop turns (setImmediate) while they wait on file system requests, for at most
-   * `budgetMs`. A job's JavaScript steps (the callbacks of its fs calls: preparing the save, committing the index)
-   * run only when the event loop turns, and a training loop of synchronous tfjs work with only promise awaits in
-   * between never turns it (model.fit with callback instances does not yield): without this, a write submitted at
-   * one epoch's end would not even start before the next. Pumping stops as soon as no fs request is pending (the
-   * job is then in the native writer's thread-pool work, which needs no turns, or done), so the loop waits for the
-   * short steps only, while the long write proceeds during training. Pending fs requests are read from
-   * `process.getActiveResourcesInfo()`; where it is missing, the budget alone bounds the pumping.
-   */
-  async pump(budgetMs: number): Promise<void> {
-    const end = performance.now() + budgetMs;
-    // The first turns run completions already waiting (e.g. a native write that finished during the epoch, which
-    // is not an fs request), so that the job behind it starts now rather than at the next step.
-    for (let turn = 0; this.jobs.length > 0 && performance.now() < end; turn++) {
-      if (turn >= 2 && !fsRequestPending()) break;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
   }
 
   /** Resolves when every submitted job has settled (failures are left for `takeFailure()`). */

@@ -398,3 +398,26 @@ export async function rebuildIndex(dir: string, args: RebuildArgs): Promise<Rebu
   }
   return indexFromScan(found, args);
 }
+
+/** A deep copy of `index` (entries and lists), to build the next one from. */
+export function cloneIndex(index: CheckpointIndex): CheckpointIndex {
+  return {
+    ...index,
+    checkpoints: index.checkpoints.map((e) => ({ ...e, metrics: { ...e.metrics } })),
+    deleting: [...index.deleting],
+    ...(index.detached ? { detached: [...index.detached] } : {}),
+  };
+}
+
+/** A copy of `index` with `written` replacing same-named entries (no longer deleted nor detached). */
+export function withWritten(index: CheckpointIndex, written: readonly CheckpointEntry[]): CheckpointIndex {
+  const next = cloneIndex(index);
+  const names = new Set(written.map((e) => e.file));
+  next.checkpoints = next.checkpoints.filter((e) => !names.has(e.file)).concat(written);
+  next.deleting = next.deleting.filter((f) => !names.has(f));
+  if (next.detached) {
+    next.detached = next.detached.filter((f) => !names.has(f));
+    if (next.detached.length === 0) delete next.detached;
+  }
+  return next;
+}

@@ -29,10 +29,12 @@
  *   On the pure-JS backend this is not even a copy: tfjs replaces a variable's data when training updates it, so the
  *   arrays held by the snapshot keep the step's values. The file is then written in the background. Await step()
  *   before training on: the snapshot is taken inside it.
- * - Background work needs event-loop turns for its short JavaScript steps (the native writer's long work runs on the
- *   thread pool). model.fit with callback instances never yields between batches, so when the event loop did not
- *   turn since the previous step, step() itself gives the background job turns while it waits on fs requests (at
- *   most 100 ms, usually a few), enough to hand the write to the thread pool before training resumes.
+ * - Everything after the snapshot runs without the JS thread: step() decides and serializes the whole save (the
+ *   file's header, the index, the files retention deletes, the lock to re-check) into one commit plan and hands it to
+ *   the backend, whose executor runs it on its own thread (native backend; see backend.ts, "commit plans"). So a
+ *   save progresses even where the event loop never turns, as in model.fit with callback instances; only learning
+ *   that it finished needs a turn. The pure-JS backend runs the same plan with fs, which does need turns. Sharded
+ *   saves (maxShardSize) and s3:// prefixes keep a JavaScript path, which needs turns too (store.ts, store-medium.ts).
  * - At most one write is in flight and at most one more snapshot waits behind it; a step that would need a third
  *   waits for the write in flight to finish (back-pressure, never a dropped checkpoint: see async-writer.ts).
  * - `best`, `last`, `checkpoints` and the index change only when a write is durable. A background failure is logged
@@ -104,13 +106,6 @@ export interface StepResult extends SavedCheckpoint {
   previousBest: number | null;
 }
 
-/**
- * The most an async step() spends letting the background writer's short steps run before it returns (see
- * AsyncWriter.pump; it usually stops much earlier, once the write is in the native thread pool). A bound, not a
- * delay: it caps the stall when fs calls are slow or the JS backend does the whole write on this thread.
- */
-const PUMP_BUDGET_MS = 100;
-
 /** A step's log value: a number (NaN and infinities included). */
 function numberLog(v: unknown, what: string): number {
   if (typeof v !== 'number') invalidArgument(what, 'a number (resolve scalar tensors with await t.data())', v);
@@ -142,8 +137,6 @@ export class CheckpointManager extends CheckpointRecord {
   /** The score future improvements are measured against: the durable best and every queued save's score. */
   private readonly decisionBest: DecisionBest;
   private warnedMissing = false;
-  /** Whether the event loop turned since the last async step (then the background job got its turns). */
-  private loopTurned = false;
   /** Serializes step/flush/close/restore calls. */
   private chain: Promise<unknown> = Promise.resolve();
   private readonly announceResume: boolean;
@@ -291,21 +284,19 @@ export class CheckpointManager extends CheckpointRecord {
       weightsOnly: a.weightsOnly,
     });
     const token = save.main ? this.decisionBest.queue(d.score) : undefined;
+    // Queued now, in this call: the backend runs it whether or not the event loop turns.
+    const committing = this.store.commit(save, snapshot);
+    committing.catch(() => undefined); // handled by the job below, which may start later than it settles
     const durable = this.writer.submit(async () => {
       try {
-        await this.store.commit(save, snapshot);
+        await committing;
       } catch (e) {
         throw withCallerStack(e, stack); // the user's step(), not the background chain
       } finally {
         if (token !== undefined) this.decisionBest.settle(token);
       }
     });
-    if (a.async) {
-      // Only a loop that did not turn the event loop since the last step needs it turned here.
-      if (!this.loopTurned) await this.writer.pump(PUMP_BUDGET_MS);
-      this.loopTurned = false;
-      setImmediate(() => (this.loopTurned = true)).unref();
-    } else {
+    if (!a.async) {
       try {
         await durable;
       } catch (e) {

@@ -4,12 +4,13 @@
  * of a loaded index with the files.
  */
 import * as path from 'node:path';
+import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import { CheckpointEntry, CheckpointIndex, INDEX_FILENAME, RebuildResult, entryFromMetadata } from './checkpoint-index';
 import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
 import { fsyncCreatedDirectories, fsyncDirectory } from '../fs/fsync-dir';
 import { acquireTempPath, releaseTempPath } from '../fs/tempfiles';
-import { readCheckpointInfo } from '../io/tensors';
+import { parseHeader, readHeaderLength } from '../format/header';
 import { compareProgress } from './policy';
 import type { CheckpointLogger } from './manager-args';
 
@@ -35,18 +36,43 @@ export async function createDirectoryDurably(dir: string): Promise<void> {
 
 /**
  * Refuses (ERR_CHECKPOINT_FOREIGN_FILE) to overwrite `file` in `dir` when the manager did not write it: not listed
- * in `index` (nor being deleted) and without the manager's record in its own metadata.
+ * in `index` (nor being deleted) and without the manager's record in its own metadata. Synchronous (a commit plan is
+ * built at step() time, without a turn of the event loop): one lstat for a name `index` does not list and, only when
+ * such a file exists, a read of its header.
  */
-export async function checkOverwrite(dir: string, index: CheckpointIndex, file: string): Promise<void> {
+export function checkOverwrite(dir: string, index: CheckpointIndex, file: string): void {
   if (index.checkpoints.some((e) => e.file === file) || index.deleting.includes(file)) return;
   const full = path.join(dir, file);
-  const st = await fsp.lstat(full).catch(() => undefined);
-  if (!st) return;
-  if (st.isFile()) {
-    const info = await readCheckpointInfo(full).catch(() => undefined);
-    if (info && entryFromMetadata(file, info.metadata)) return; // ours (e.g. written just before a crash)
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(full);
+  } catch {
+    return; // absent
   }
-  throw new CheckpointError(
+  if (st.isFile() && ownMetadataSync(full, st.size, file)) return; // ours (e.g. written just before a crash)
+  throw foreignFile(full);
+}
+
+/** Whether the checkpoint file `full` carries the manager's record for `file` (its header only, unverified). */
+function ownMetadataSync(full: string, size: number, file: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(full, 'r');
+    const prefix = new Uint8Array(8);
+    if (fs.readSync(fd, prefix, 0, 8, 0) !== 8) return false;
+    const n = readHeaderLength(prefix, size, full);
+    const head = new Uint8Array(8 + n);
+    if (fs.readSync(fd, head, 0, head.length, 0) !== head.length) return false;
+    return entryFromMetadata(file, parseHeader(head, size, full).metadata) !== undefined;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+function foreignFile(full: string): CheckpointError {
+  return new CheckpointError(
     ErrorCode.FOREIGN_FILE,
     `Refusing to overwrite ${full}: the CheckpointManager did not write it. Move it away or change args.filename`,
     { path: full },

@@ -2,18 +2,27 @@
  * What a CheckpointStore (store.ts) does to the place it owns, as one interface over two media: a local directory
  * (LocalMedium, here) and an S3 prefix (S3Medium, s3-store.ts). The store keeps the rules (what to write, in which
  * order, what the index says); a medium only carries out one step at a time. File names are relative to the place.
+ *
+ * A medium may also offer a SavePlanner: then a whole save is one commit plan (backend.ts, "commit plans"; built by
+ * save-commit.ts) that the store builds at step() time and the backend's queue runs without the JS thread. The local
+ * directory does, except for shard sets (maxShardSize: a set's index records each shard's header CRC, known only once
+ * written); the S3 prefix does not (its steps are requests made from JS).
  */
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import type { CheckpointIndex, ReadIndexResult, RebuildArgs, RebuildResult } from './checkpoint-index';
 import { INDEX_FILENAME, readIndex, rebuildIndex, writeIndex } from './checkpoint-index';
+import type { CommitQueue } from '../backend/backend';
+import { getBackend } from '../backend/select';
 import { fromNodeError } from '../errors';
-import { acquireDirLock } from '../fs/dir-lock';
+import { DirLock, acquireDirLock } from '../fs/dir-lock';
 import { fsyncDirectory } from '../fs/fsync-dir';
+import { removeStaleTemps } from '../fs/tempfiles';
 import { checkpointExists, removeCheckpoint, removeOrphanShards } from '../io/shards';
 import type { NamedTensors } from '../io/tensors';
 import { writeSnapshot } from '../io/write-snapshot';
 import { checkOverwrite, createDirectoryDurably, linkViaTemp } from './store-files';
+import { BuiltSave, SavePlanArgs, buildSavePlan } from './save-commit';
 
 /** The lock a medium holds for its store (one writer per place). */
 export interface StoreLock {
@@ -22,7 +31,22 @@ export interface StoreLock {
   release(): Promise<void>;
 }
 
+/** One save as the store decided it, for SavePlanner.plan (the medium adds where, how durably, and the lock). */
+export type PlannedSave = Omit<SavePlanArgs, 'directory' | 'durable' | 'lock'>;
+
+/** What a medium offers when a whole save can be one commit plan (see the module comment). */
+export interface SavePlanner {
+  /** StoreMedium.checkOverwrite, synchronously (the plan is built within step()). */
+  checkOverwriteSync(index: CheckpointIndex, file: string): void;
+  /** The commit plan of one save, with the lock re-check before it publishes. Requires the lock. */
+  plan(save: PlannedSave): BuiltSave;
+  /** A queue to run the plans on (the backend's: its own thread on the native backend). */
+  openQueue(): CommitQueue;
+}
+
 export interface StoreMedium {
+  /** Set when a save can be one commit plan (see SavePlanner). */
+  readonly planner?: SavePlanner;
   /** Where `file` is, as the manager reports it (SavedCheckpoint.path) and the load functions take it. */
   locate(file: string): string;
   /** Creates the place if needed and locks it: ERR_CHECKPOINT_LOCKED while another writer holds it. */
@@ -63,7 +87,26 @@ export interface LocalMediumArgs {
 
 /** A local directory: atomic files (temp, fsync, rename, directory fsync), hard links, the directory lock. */
 export class LocalMedium implements StoreMedium {
-  constructor(private readonly args: LocalMediumArgs) {}
+  private held: DirLock | undefined;
+  readonly planner: SavePlanner | undefined;
+
+  constructor(private readonly args: LocalMediumArgs) {
+    // A shard set's index needs each shard's header CRC, known only once written: no plan at step() time.
+    this.planner = args.maxShardSize === undefined ? this.makePlanner() : undefined;
+  }
+
+  private makePlanner(): SavePlanner {
+    const { directory, durable } = this.args;
+    return {
+      checkOverwriteSync: (index, file) => checkOverwrite(directory, index, file),
+      plan: (save) => {
+        const lock = this.held;
+        if (!lock) throw new Error(`${directory} is not locked by this store`); // a library bug (store not open)
+        return buildSavePlan({ ...save, directory, durable, lock: { path: lock.path, content: lock.content } });
+      },
+      openQueue: () => getBackend().openCommitQueue(),
+    };
+  }
 
   locate(file: string): string {
     return path.join(this.args.directory, file);
@@ -71,10 +114,14 @@ export class LocalMedium implements StoreMedium {
 
   async lock(): Promise<StoreLock> {
     if (this.args.durable) await createDirectoryDurably(this.args.directory);
-    return acquireDirLock(this.args.directory);
+    this.held = await acquireDirLock(this.args.directory);
+    return this.held;
   }
 
   async removeLeftovers(): Promise<void> {
+    // Temp files of crashed saves: under the lock none of ours is being written. Only here: a planned save itself
+    // never lists the directory.
+    await removeStaleTemps(this.args.directory);
     // Shards no set references (a crash mid-set): under the lock no save of ours is in progress, so at once.
     await removeOrphanShards(this.args.directory, { minAgeMs: 0 });
   }
@@ -102,8 +149,8 @@ export class LocalMedium implements StoreMedium {
     return checkpointExists(this.locate(file));
   }
 
-  checkOverwrite(index: CheckpointIndex, file: string): Promise<void> {
-    return checkOverwrite(this.args.directory, index, file);
+  async checkOverwrite(index: CheckpointIndex, file: string): Promise<void> {
+    checkOverwrite(this.args.directory, index, file);
   }
 
   write(file: string, tensors: NamedTensors, metadata: Record<string, string>, stack: string): Promise<void> {

@@ -9,6 +9,11 @@
  * (store-medium.ts) that carries out each step: LocalCheckpointStore on a local directory, S3CheckpointStore
  * (s3-store.ts) on an s3:// prefix.
  *
+ * A save is carried out one of two ways, by the same rules (entriesOf, withWritten, settle): on a medium with a
+ * SavePlanner (a local directory, unsharded) it becomes one commit plan, built synchronously within commit() on the
+ * projected index (the saves queued before it) and run by the backend's queue without the JS thread; otherwise (an
+ * S3 prefix, shard sets) its steps run from JS, one save after another.
+ *
  * Committed state: `index` is what is durable on disk (best, last and the kept checkpoints change only once a
  * commit's index write succeeded); `history` is every recorded step, written with each index write.
  */
@@ -18,14 +23,21 @@ import {
   HISTORY_LIMIT,
   HistoryEntry,
   INDEX_FILENAME,
+  cloneIndex,
   emptyIndex,
   entryMetadata,
+  serializeIndex,
+  withWritten,
 } from './checkpoint-index';
+import type { CommitFailure, CommitQueue } from '../backend/backend';
+import { fromCommitFailure, withCallerStack } from '../errors';
+import { releaseTempPath } from '../fs/tempfiles';
 import type { NamedTensors } from '../io/tensors';
 import { CheckpointPolicy, compareProgress } from './policy';
 import { reconcileIndex } from './store-files';
 import type { CheckpointLogger } from './manager-args';
-import { LocalMedium, StoreLock, StoreMedium } from './store-medium';
+import { BuiltSave, interpretFailure, undeletedNames } from './save-commit';
+import { LocalMedium, SavePlanner, StoreLock, StoreMedium } from './store-medium';
 
 /** One save as step() decided it: the files to write from one snapshot, with their entries. */
 export interface SaveDecision {
@@ -57,8 +69,9 @@ export interface CheckpointStore {
   /** Records a step in the history (written with the next index write). */
   record(step: HistoryEntry): void;
   /** Writes one save: its files from `snapshot`, then the index (the entries replacing same-named ones, retention
-   * applied, best/last elected), then deletes what retention dropped. Rejects with the failure; what was committed
-   * (renamed into place) is in the index, the previous best is untouched. */
+   * applied, best/last elected), then deletes what retention dropped. Queued within this call, after every save
+   * committed before it. Rejects with the failure; what was committed (renamed into place) is in the index, the
+   * previous best is untouched. */
   commit(save: SaveDecision, snapshot: Snapshot): Promise<void>;
   /** Writes the index when the file is out of date: steps recorded since its last write, or (`deletions`) deletions
    * done since. */
@@ -82,15 +95,6 @@ export interface StoreArgs {
   logger: CheckpointLogger;
 }
 
-function cloneIndex(index: CheckpointIndex): CheckpointIndex {
-  return {
-    ...index,
-    checkpoints: index.checkpoints.map((e) => ({ ...e, metrics: { ...e.metrics } })),
-    deleting: [...index.deleting],
-    ...(index.detached ? { detached: [...index.detached] } : {}),
-  };
-}
-
 export interface LocalStoreArgs extends StoreArgs {
   /** Absolute directory. */
   directory: string;
@@ -108,12 +112,22 @@ export class MediumCheckpointStore implements CheckpointStore {
   /** The index file lists deletions that have since happened. */
   private indexStale = false;
   private lock: StoreLock | undefined;
+  /** The executor of this place's commit plans (a medium with a SavePlanner), opened with the lock. */
+  private queue: CommitQueue | undefined;
+  /** The index as it will be once every queued plan has run: what the next plan is built on. Equal to `index` when
+   * nothing is queued; reset to it when a plan fails (the queue aborts the plans behind it). */
+  private projected: CheckpointIndex;
+  /** Checkpoints retention dropped whose deletion failed (a plan's warnings): in `deleting` until a plan removes them. */
+  private readonly undeleted = new Set<string>();
+  /** Saves carried out step by step (no SavePlanner), one after another. */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly args: StoreArgs,
     private readonly medium: StoreMedium,
   ) {
     this.index = emptyIndex(args.policy.monitor, args.policy.mode);
+    this.projected = this.index;
   }
 
   get history(): readonly HistoryEntry[] {
@@ -177,6 +191,9 @@ export class MediumCheckpointStore implements CheckpointStore {
         await this.finishDeletes(index);
         this.indexStale = true; // rewritten by the next save or close()
       }
+      for (const f of index.deleting) this.undeleted.add(f);
+      this.projected = this.index;
+      this.queue = medium.planner?.openQueue();
       return read.status === 'ok' ? 'index' : 'metadata';
     } catch (e) {
       await this.lock.release().catch(() => undefined);
@@ -210,28 +227,132 @@ export class MediumCheckpointStore implements CheckpointStore {
     this.recordedVersion++;
   }
 
-  async commit(save: SaveDecision, snapshot: Snapshot): Promise<void> {
-    const { policy } = this.args;
+  /** What `save` writes over `base`: the version a fixed name replaces, kept as `previous` (when configured), then
+   * the monitor-driven checkpoint and `last`. */
+  private entriesOf(base: CheckpointIndex, save: SaveDecision) {
+    const { previousFilename } = this.args;
+    const replaced = save.main ? base.checkpoints.find((e) => e.file === save.main?.file) : undefined;
+    const previous =
+      previousFilename !== undefined && replaced
+        ? { from: replaced.file, entry: { ...replaced, file: previousFilename, kind: 'previous' as const } }
+        : undefined;
+    const written = [previous?.entry, save.main, save.last].filter((e): e is CheckpointEntry => e !== undefined);
+    return { previous, written };
+  }
+
+  private metadataOf(snapshot: Snapshot, entry: CheckpointEntry): Record<string, string> {
+    return { ...snapshot.metadata, ...entryMetadata(entry, this.args.policy.monitor) };
+  }
+
+  commit(save: SaveDecision, snapshot: Snapshot): Promise<void> {
+    const planner = this.medium.planner;
+    if (planner && this.queue) return this.commitPlanned(planner, this.queue, save, snapshot);
+    const run = this.tail.then(() => this.commitSteps(save, snapshot));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * One save as one commit plan (save-commit.ts), built and queued before this returns: the files, the lock
+   * re-check, the index (the projected one plus this save's entries, retention applied, best/last elected) and the
+   * deletions then run in the backend without the JS thread. `index` changes only once the plan has run. A failure
+   * is converted once (fromCommitFailure) and records what it left in place (settleFailure).
+   */
+  private commitPlanned(planner: SavePlanner, queue: CommitQueue, save: SaveDecision, snapshot: Snapshot) {
+    let built: BuiltSave;
+    let next: CheckpointIndex;
+    const version = this.recordedVersion;
+    try {
+      const base = this.projected;
+      const { previous, written } = this.entriesOf(base, save);
+      for (const e of written) planner.checkOverwriteSync(base, e.file);
+      next = withWritten(base, written);
+      next.deleting = [...new Set([...next.deleting, ...this.undeleted])];
+      this.settle(next, true);
+      built = planner.plan({
+        tensors: snapshot.tensors,
+        metadataOf: (e) => this.metadataOf(snapshot, e),
+        ...(previous ? { previous } : {}),
+        ...(save.main ? { main: save.main } : {}),
+        ...(save.last ? { last: save.last } : {}),
+        index: serializeIndex({ ...next, history: [...this.recorded] }),
+        deletes: next.deleting,
+      });
+    } catch (e) {
+      return Promise.reject(withCallerStack(e, save.stack));
+    }
+    const deletes = next.deleting;
+    this.projected = { ...next, deleting: [] };
+    const run = queue.commit(built.plan).then(
+      (result) => {
+        const warned = undeletedNames(built, result, this.args.logger);
+        for (const f of deletes) if (!warned.has(f)) this.undeleted.delete(f);
+        for (const f of warned) this.undeleted.add(f);
+        if (warned.size > 0) this.projected.deleting = [...new Set([...this.projected.deleting, ...warned])];
+        this.index = { ...next, deleting: [...this.undeleted] }; // durable: only now do best/last/checkpoints change
+        this.recordedWritten = version;
+        this.indexStale = deletes.length > 0; // the file lists deletions that have since happened (or not)
+      },
+      (e: unknown) => this.settleFailure(e, built, next, version, save.stack),
+    );
+    return run.finally(() => {
+      for (const t of built.temps) releaseTempPath(t);
+    });
+  }
+
+  /**
+   * A plan failed (or was aborted behind one that did). For the failed one: a written index becomes the committed
+   * one; the projection goes back to what is on disk and the queue is reset (later saves run again); a file the
+   * failing step had renamed into place (its directory fsync failed) is recorded by an index written from JS (no
+   * deletions on its account). Then the coded error is thrown.
+   */
+  private async settleFailure(
+    e: unknown,
+    built: BuiltSave,
+    next: CheckpointIndex,
+    version: number,
+    stack: string,
+  ): Promise<never> {
+    const error = fromCommitFailure(e, built.tensorNames, stack);
+    if ((e as Partial<CommitFailure>).kind === 'aborted' || !this.queue) throw error;
+    const out = interpretFailure(built, e as Partial<CommitFailure>);
+    if (out.indexWritten) {
+      this.index = next;
+      this.recordedWritten = version;
+      this.indexStale = next.deleting.length > 0;
+    }
+    this.projected = this.index;
+    this.queue.reset();
+    if (out.stepCommitted && !out.indexWritten && out.placed.length > 0) {
+      const recorded = withWritten(this.index, out.placed);
+      this.settle(recorded, false);
+      this.projected = recorded;
+      try {
+        await this.writeIndexFile(recorded);
+        this.index = recorded;
+      } catch {
+        this.projected = this.index; // the next open adopts the file from its metadata
+      }
+    }
+    throw error;
+  }
+
+  /** One save step by step from JS (a medium without a SavePlanner): each file, then the index, then deletions. */
+  private async commitSteps(save: SaveDecision, snapshot: Snapshot): Promise<void> {
     const medium = this.medium;
     const written: CheckpointEntry[] = [];
     let writing: CheckpointEntry | undefined;
     const write = (entry: CheckpointEntry): Promise<void> =>
-      medium.write(
-        entry.file,
-        snapshot.tensors,
-        { ...snapshot.metadata, ...entryMetadata(entry, policy.monitor) },
-        save.stack,
-      );
+      medium.write(entry.file, snapshot.tensors, this.metadataOf(snapshot, entry), save.stack);
+    const { previous } = this.entriesOf(this.index, save);
     try {
       if (save.main) {
-        const replaced = this.index.checkpoints.find((e) => e.file === save.main?.file);
-        if (this.args.previousFilename !== undefined && replaced) {
-          const previous: CheckpointEntry = { ...replaced, file: this.args.previousFilename, kind: 'previous' };
-          writing = previous;
-          await medium.checkOverwrite(this.index, previous.file);
+        if (previous) {
+          writing = previous.entry;
+          await medium.checkOverwrite(this.index, previous.entry.file);
           // The version about to be replaced (a hard link, a copy, a server-side copy).
-          await medium.copy(replaced.file, previous.file, 'previous');
-          written.push(previous);
+          await medium.copy(previous.from, previous.entry.file, 'previous');
+          written.push(previous.entry);
         }
         writing = save.main;
         await medium.checkOverwrite(this.index, save.main.file);
@@ -261,14 +382,7 @@ export class MediumCheckpointStore implements CheckpointStore {
   /** Writes the index with the `written` entries replacing same-named ones (retention dropping the surplus when
    * `retain`), then deletes what it dropped. */
   private async commitWritten(written: CheckpointEntry[], retain: boolean): Promise<void> {
-    const next = cloneIndex(this.index);
-    const names = new Set(written.map((e) => e.file));
-    next.checkpoints = next.checkpoints.filter((e) => !names.has(e.file)).concat(written);
-    next.deleting = next.deleting.filter((f) => !names.has(f));
-    if (next.detached) {
-      next.detached = next.detached.filter((f) => !names.has(f));
-      if (next.detached.length === 0) delete next.detached;
-    }
+    const next = withWritten(this.index, written);
     this.settle(next, retain);
     try {
       await this.writeIndexFile(next);
@@ -277,6 +391,7 @@ export class MediumCheckpointStore implements CheckpointStore {
       throw e;
     }
     this.index = next; // durable: only now do best/last/checkpoints change
+    this.projected = next;
     if (next.deleting.length > 0) {
       await this.finishDeletes(next);
       this.indexStale = true; // the file still lists them in `deleting`: rewritten by the next save or close()
@@ -328,6 +443,8 @@ export class MediumCheckpointStore implements CheckpointStore {
     for (const f of files) await this.medium.remove(f); // a file, or a whole shard set
     const detached = this.index.detached;
     this.index = emptyIndex(this.args.policy.monitor, this.args.policy.mode);
+    this.projected = this.index;
+    this.undeleted.clear();
     this.recorded = [];
     if (detached && detached.length > 0) {
       // The index stays, listing only the earlier record's files, so that no later open adopts them.
@@ -353,9 +470,12 @@ export class MediumCheckpointStore implements CheckpointStore {
     this.settle(next, false);
     await this.writeIndexFile(next);
     this.index = next;
+    this.projected = next;
   }
 
   async close(): Promise<void> {
+    await this.queue?.close(); // every plan has settled (the manager drained its writer): stops the executor
+    this.queue = undefined;
     await this.lock?.release();
     this.lock = undefined;
   }

@@ -8,32 +8,16 @@ import { ChildProcess, fork } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { WritePlan } from '../../lib/backend/backend';
 import { CheckpointManager } from '../../lib/manager/checkpoint-manager';
 import { INDEX_FILENAME, parseIndex } from '../../lib/manager/checkpoint-index';
 import { LOCK_FILENAME } from '../../lib/fs/dir-lock';
 import { captureCheckpoint } from '../../lib/model/save-restore';
-import { getBackend } from '../../lib/backend/select';
 import { TEMP_PATTERN } from '../../lib/fs/tempfiles';
 import { loadTensors, readCheckpointInfo, verifyCheckpoint } from '../../lib/io/tensors';
-import { CheckpointError } from '../../lib/errors';
-import { fsyncDirectory } from '../../lib/fs/fsync-dir';
-import { writeSnapshot } from '../../lib/io/write-snapshot';
 import { BACKENDS, tempDir, useBackend } from '../helpers/backends';
+import { commitGate } from '../helpers/commit-gate';
 import { DATA_IS_BACKING_ARRAY, PLATFORM, TF_BACKEND } from '../helpers/platform';
 import { compileTiny, tinyData, tinyModel } from '../helpers/models';
-
-// writeSnapshot (the manager's file writer) stays the real one; one test makes a call fail after its rename, as a
-// failed directory fsync does.
-// fsyncDirectory stays the real one; one test makes the index's directory fsync fail after its rename.
-jest.mock('../../lib/fs/fsync-dir', () => {
-  const actual = jest.requireActual<typeof import('../../lib/fs/fsync-dir')>('../../lib/fs/fsync-dir');
-  return { ...actual, fsyncDirectory: jest.fn(actual.fsyncDirectory) };
-});
-jest.mock('../../lib/io/write-snapshot', () => {
-  const actual = jest.requireActual<typeof import('../../lib/io/write-snapshot')>('../../lib/io/write-snapshot');
-  return { ...actual, writeSnapshot: jest.fn(actual.writeSnapshot) };
-});
 
 const CHILD = path.join(__dirname, '..', 'fixtures', 'train-child.ts');
 const REGISTER = path.join(__dirname, '..', 'fixtures', 'worker-register.js');
@@ -62,65 +46,12 @@ async function readIndexFile(dir: string) {
   return parseIndex(await fsp.readFile(path.join(dir, INDEX_FILENAME), 'utf8'));
 }
 
-/**
- * Wraps the active backend's write so that each write waits for the test to release it, and records how many run at
- * once. `fail(i)` makes write i fail like a full disk.
- */
+/** Holds each commit plan (one save) until the test releases it, and records how many run at once; `fail(i)` makes
+ * save i fail like a full disk (see helpers/commit-gate.ts). */
 function gateWrites() {
-  const backend = getBackend() as { write: (p: WritePlan) => Promise<void> };
-  const original = backend.write;
-  const gates: { promise: Promise<void>; resolve: () => void }[] = [];
-  const gate = (i: number) => {
-    if (!gates[i]) {
-      let resolve!: () => void;
-      const promise = new Promise<void>((r) => (resolve = r));
-      gates[i] = { promise, resolve };
-    }
-    return gates[i];
-  };
-  const started: string[] = [];
-  const startWaiters: { n: number; resolve: () => void }[] = [];
-  const failing = new Set<number>();
-  let active = 0;
-  let maxActive = 0;
-  backend.write = async (plan: WritePlan) => {
-    const i = started.length;
-    started.push(path.basename(plan.path));
-    for (const w of startWaiters.filter((w) => started.length >= w.n)) w.resolve();
-    active++;
-    maxActive = Math.max(maxActive, active);
-    try {
-      await gate(i).promise;
-      if (failing.has(i)) {
-        throw Object.assign(new Error('No space left on device'), {
-          kind: 'io',
-          errno: 28,
-          syscall: 'write',
-          path: plan.tmpPath,
-          tensorIndex: -1,
-        });
-      }
-      return await original.call(backend, plan);
-    } finally {
-      active--;
-    }
-  };
-  return {
-    started,
-    /** Lets write i proceed (before or after it started). */
-    release: (i: number) => gate(i).resolve(),
-    fail: (i: number) => failing.add(i),
-    /** Resolves once n writes have reached the backend. */
-    waitStarted: (n: number) =>
-      started.length >= n ? Promise.resolve() : new Promise<void>((resolve) => startWaiters.push({ n, resolve })),
-    get maxActive() {
-      return maxActive;
-    },
-    restore: () => {
-      gates.forEach((g) => g.resolve());
-      backend.write = original;
-    },
-  };
+  const g = commitGate();
+  g.gate();
+  return g;
 }
 
 describe(`snapshots on the tfjs ${TF_BACKEND} backend`, () => {
@@ -264,14 +195,11 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
     const dir = await tempDir();
     const model = tinyModel();
     const args = { directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_loss', keep: 1, async: false };
+    const commits = commitGate();
     const ckpt = new CheckpointManager(args);
     await ckpt.step(model, 0, { val_loss: 0.5 });
-    const real =
-      jest.requireActual<typeof import('../../lib/io/write-snapshot')>('../../lib/io/write-snapshot').writeSnapshot;
-    (writeSnapshot as jest.MockedFunction<typeof writeSnapshot>).mockImplementationOnce(async (...a) => {
-      await real(...a);
-      throw Object.assign(new CheckpointError('EIO', 'fsync of the directory failed'), { committed: true });
-    });
+    // The second save: its checkpoint renamed into place, then its directory fsync fails.
+    commits.failAfterRename(1, 'checkpoint');
     await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'EIO', committed: true });
     // The file is in place: listed and best; nothing was deleted on account of a save not known durable.
     expect(ckpt.best?.file).toBe('e2.safetensors');
@@ -288,27 +216,12 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
   test('an index whose rename succeeded but whose directory fsync failed is taken as in place (committed), then reported', async () => {
     const dir = await tempDir();
     const model = tinyModel();
+    const commits = commitGate();
     const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', async: false });
     await ckpt.step(model, 0, { val_loss: 0.5 });
-    const real =
-      jest.requireActual<typeof import('../../lib/io/write-snapshot')>('../../lib/io/write-snapshot').writeSnapshot;
-    let fileWritten = false;
-    (writeSnapshot as jest.MockedFunction<typeof writeSnapshot>).mockImplementationOnce(async (...a) => {
-      await real(...a);
-      fileWritten = true;
-    });
-    const realFsync =
-      jest.requireActual<typeof import('../../lib/fs/fsync-dir')>('../../lib/fs/fsync-dir').fsyncDirectory;
-    (fsyncDirectory as jest.MockedFunction<typeof fsyncDirectory>).mockImplementation(async (d) => {
-      if (!fileWritten) return realFsync(d);
-      fileWritten = false; // the first directory fsync after the file: the index's
-      throw Object.assign(new Error('I/O error'), { code: 'EIO', syscall: 'fsync', path: d });
-    });
-    try {
-      await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'EIO', committed: true });
-    } finally {
-      (fsyncDirectory as jest.MockedFunction<typeof fsyncDirectory>).mockImplementation(realFsync);
-    }
+    // The second save: its index renamed into place, then the directory fsync fails.
+    commits.failAfterRename(1, 'text');
+    await expect(ckpt.step(model, 1, { val_loss: 0.4 })).rejects.toMatchObject({ code: 'EIO', committed: true });
     // The index on disk lists e2 as best: the manager agrees with it instead of measuring against e1.
     expect((await readIndexFile(dir)).best).toBe('e2.safetensors');
     expect(ckpt.best?.file).toBe('e2.safetensors');

@@ -7,9 +7,10 @@
 //   <families> <needle> <action> <skip> <count>
 // - families: comma-separated among open (open, open64, openat, openat64), write (write, pwrite, pwrite64, writev,
 //   pwritev, pwritev64, pwritev2, pwritev64v2), fsync (fsync, fdatasync), rename (rename, renameat, renameat2),
-//   close (close, syscall(SYS_close)), fallocate (fallocate, fallocate64, posix_fallocate, posix_fallocate64);
+//   close (close, syscall(SYS_close)), fallocate (fallocate, fallocate64, posix_fallocate, posix_fallocate64),
+//   link (link, linkat), unlink (unlink, unlinkat);
 // - needle: matches a path that ends with it; a leading '*' matches a path that contains the rest anywhere. The path
-//   of an fd is read from /proc/self/fd; a rename matches on either name;
+//   of an fd is read from /proc/self/fd; a rename or a link matches on either name;
 // - action: a positive errno to fail with, "short" (write at most half of the bytes asked for, at least 1: the
 //   call succeeds, the caller must loop), or "zero" (write family only: the call returns 0 without writing or
 //   setting errno, a write that makes no progress);
@@ -38,7 +39,16 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-enum family { F_OPEN = 1, F_WRITE = 2, F_FSYNC = 4, F_RENAME = 8, F_CLOSE = 16, F_FALLOCATE = 32 };
+enum family {
+  F_OPEN = 1,
+  F_WRITE = 2,
+  F_FSYNC = 4,
+  F_RENAME = 8,
+  F_CLOSE = 16,
+  F_FALLOCATE = 32,
+  F_LINK = 64,
+  F_UNLINK = 128
+};
 
 enum { kPathMax = 4096, kSpecMax = 1024 };
 
@@ -93,8 +103,8 @@ static int parse_families(const char* text) {
   static const struct {
     const char* name;
     int bit;
-  } kNames[] = {{"open", F_OPEN},     {"write", F_WRITE}, {"fsync", F_FSYNC},
-                {"rename", F_RENAME}, {"close", F_CLOSE}, {"fallocate", F_FALLOCATE}};
+  } kNames[] = {{"open", F_OPEN},   {"write", F_WRITE},         {"fsync", F_FSYNC}, {"rename", F_RENAME},
+                {"close", F_CLOSE}, {"fallocate", F_FALLOCATE}, {"link", F_LINK},   {"unlink", F_UNLINK}};
   int bits = 0;
   char copy[256];
   snprintf(copy, sizeof copy, "%s", text);
@@ -483,4 +493,43 @@ int renameat2(int fromfd, const char* from, int tofd, const char* to, unsigned i
   const struct decision d = decide(F_RENAME, "renameat2", a, b);
   if (d.inject && !d.is_short) FAIL_WITH(d);
   return real_renameat2(fromfd, from, tofd, to, flags);
+}
+
+// ---- link, unlink ----
+
+int link(const char* from, const char* to) {
+  REAL(link);
+  const struct decision d = decide(F_LINK, "link", from, to);
+  if (d.inject && !d.is_short) FAIL_WITH(d);
+  return real_link(from, to);
+}
+
+int linkat(int fromfd, const char* from, int tofd, const char* to, int flags) {
+  REAL(linkat);
+  char a[kPathMax], b[kPathMax];
+  const int saved = errno;
+  at_path(fromfd, from, a, sizeof a);
+  at_path(tofd, to, b, sizeof b);
+  errno = saved;
+  const struct decision d = decide(F_LINK, "linkat", a, b);
+  if (d.inject && !d.is_short) FAIL_WITH(d);
+  return real_linkat(fromfd, from, tofd, to, flags);
+}
+
+int unlink(const char* path) {
+  REAL(unlink);
+  const struct decision d = decide(F_UNLINK, "unlink", path, NULL);
+  if (d.inject && !d.is_short) FAIL_WITH(d);
+  return real_unlink(path);
+}
+
+int unlinkat(int dirfd, const char* path, int flags) {
+  REAL(unlinkat);
+  char full[kPathMax];
+  const int saved = errno;
+  at_path(dirfd, path, full, sizeof full);
+  errno = saved;
+  const struct decision d = decide(F_UNLINK, "unlinkat", full, NULL);
+  if (d.inject && !d.is_short) FAIL_WITH(d);
+  return real_unlinkat(dirfd, path, flags);
 }

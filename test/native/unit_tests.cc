@@ -1,4 +1,5 @@
-// Native unit tests of the core (crc32c, atomic_file, tensor_writer, tensor_reader), without Node.
+// Native unit tests of the core (crc32c, atomic_file, tensor_writer, tensor_reader, commit_plan, commit_queue),
+// without Node.
 // Built by CMakeLists.txt with TFJS_CKPT_TESTS=ON (under ASan/UBSan by `npm run test:native`) and run by ctest,
 // one entry per group: `tfjs_checkpoint_unit_tests <group>` runs the tests of that group, no argument runs all.
 #include <fcntl.h>
@@ -7,10 +8,13 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -18,11 +22,14 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "atomic_file.h"
+#include "commit_plan.h"
+#include "commit_queue.h"
 #include "crc32c.h"
 #include "crc_follower.h"
 #include "mapped_reader.h"
@@ -900,6 +907,278 @@ TEST(reader, rejects_plans_that_break_the_invariants) {
   Failure failure;
   CHECK(!ReadCheckpoint(overlap, &out, &failure));
   CHECK(failure.kind == Failure::Kind::kInvalid);
+}
+
+// ---- commit_plan --------------------------------------------------------------------------------------------
+
+CommitStep TextStep(const TempDir& dir, const std::string& name, const std::string& body) {
+  CommitStep s;
+  s.kind = CommitStep::Kind::kText;
+  s.path = dir / name;
+  s.tmp_path = dir / (".tmp-" + name);
+  s.bytes.assign(body.begin(), body.end());
+  return s;
+}
+
+CommitStep CheckpointStep(const TempDir& dir, const std::vector<std::vector<uint8_t>>& arrays) {
+  CommitStep s;
+  s.kind = CommitStep::Kind::kCheckpoint;
+  s.write = MakeWriteJob(dir, arrays);
+  return s;
+}
+
+std::string ReadText(const std::string& path) {
+  const std::vector<uint8_t> b = ReadWholeFile(path);
+  return std::string(b.begin(), b.end());
+}
+
+TEST(commit_plan, runs_every_step_in_order) {
+  TempDir dir;
+  const std::vector<std::vector<uint8_t>> arrays = {RandomBytes(3000, 9)};
+  WriteWholeFile(dir / "lock", "me");
+  WriteWholeFile(dir / "old", "evicted");
+  CommitPlanJob plan;
+  plan.label = "p";
+  plan.steps.push_back(CheckpointStep(dir, arrays));
+  CommitStep link;
+  link.kind = CommitStep::Kind::kLink;
+  link.from = dir / "model.safetensors";
+  link.path = dir / "last";
+  link.tmp_path = dir / ".tmp-last";
+  plan.steps.push_back(link);
+  CommitStep lock;
+  lock.kind = CommitStep::Kind::kCheckLock;
+  lock.path = dir / "lock";
+  lock.bytes = {'m', 'e'};
+  plan.steps.push_back(lock);
+  plan.steps.push_back(TextStep(dir, "index", "{}"));
+  CommitStep unlink;
+  unlink.kind = CommitStep::Kind::kUnlink;
+  unlink.paths = {dir / "old", dir / "absent", dir / "index"};  // the index written just before: order matters
+  plan.steps.push_back(unlink);
+  CommitOutcome outcome;
+  CHECK(ExecuteCommitPlan(plan, &outcome));
+  CHECK(outcome.ok);
+  CheckFile(dir / "model.safetensors", MakePrefix(1), arrays);
+  CheckFile(dir / "last", MakePrefix(1), arrays);
+  CHECK(!Exists(dir / "old"));
+  CHECK(!Exists(dir / "index"));
+  CHECK(outcome.warnings.empty());
+  CHECK(outcome.fallbacks.empty());
+  CHECK_EQ(CountEntries(dir.path()), size_t{3});  // model, last, lock: no temp file
+}
+
+TEST(commit_plan, stops_at_the_first_failure_and_names_it) {
+  TempDir dir;
+  WriteWholeFile(dir / "index", "before");
+  CommitPlanJob plan;
+  plan.label = "p";
+  const std::vector<std::vector<uint8_t>> arrays = {RandomBytes(100, 1)};  // outlives the plan's spans
+  plan.steps.push_back(CheckpointStep(dir, arrays));
+  CommitStep blocked = TextStep(dir, "blocked", "x");
+  fs::create_directory(dir / "blocked");
+  WriteWholeFile(dir / "blocked/keep", "x");
+  plan.steps.push_back(blocked);
+  plan.steps.push_back(TextStep(dir, "index", "after"));
+  CommitOutcome outcome;
+  CHECK(!ExecuteCommitPlan(plan, &outcome));
+  CHECK_EQ(outcome.step, int64_t{1});
+  CHECK(outcome.committed);  // the checkpoint (step 0) is in place
+  CHECK(!outcome.failure.committed);
+  CHECK(outcome.failure.kind == Failure::Kind::kIo);
+  CHECK_EQ(outcome.failure.sys.errnum, EISDIR);
+  CHECK_STR(outcome.failure.sys.syscall, "rename");
+  CHECK_STR(ReadText(dir / "index"), "before");  // step 2 never ran
+  CHECK(!Exists(dir / ".tmp-blocked"));
+}
+
+TEST(commit_plan, lock_check_fails_on_other_content_longer_content_or_a_missing_file) {
+  for (const char* content : std::vector<const char*>{"other", "me!", nullptr}) {
+    TempDir dir;
+    if (content != nullptr) WriteWholeFile(dir / "lock", content);
+    CommitPlanJob plan;
+    CommitStep lock;
+    lock.kind = CommitStep::Kind::kCheckLock;
+    lock.path = dir / "lock";
+    lock.bytes = {'m', 'e'};
+    plan.steps.push_back(lock);
+    plan.steps.push_back(TextStep(dir, "index", "x"));
+    CommitOutcome outcome;
+    CHECK(!ExecuteCommitPlan(plan, &outcome));
+    CHECK(outcome.failure.kind == Failure::Kind::kLock);
+    CHECK_EQ(outcome.step, int64_t{0});
+    CHECK(!outcome.committed);  // no checkpoint step at all
+    CHECK(!Exists(dir / "index"));
+  }
+}
+
+TEST(commit_plan, unlink_failures_are_warnings) {
+  TempDir dir;
+  fs::create_directory(dir / "d");
+  WriteWholeFile(dir / "d/keep", "x");
+  CommitPlanJob plan;
+  CommitStep unlink;
+  unlink.kind = CommitStep::Kind::kUnlink;
+  unlink.paths = {dir / "d", dir / "missing"};
+  plan.steps.push_back(unlink);
+  plan.steps.push_back(TextStep(dir, "index", "x"));
+  CommitOutcome outcome;
+  CHECK(ExecuteCommitPlan(plan, &outcome));
+  CHECK_EQ(outcome.warnings.size(), size_t{1});
+  CHECK_EQ(outcome.warnings[0].step, size_t{0});
+  CHECK_STR(outcome.warnings[0].sys.syscall, "unlink");
+  CHECK_STR(outcome.warnings[0].sys.path, dir / "d");
+  CHECK(Exists(dir / "index"));
+}
+
+TEST(commit_plan, link_fallbacks_apply_only_when_links_are_unsupported) {
+  CHECK(LinkUnsupported(EPERM));
+  CHECK(LinkUnsupported(EXDEV));
+  CHECK(LinkUnsupported(EMLINK));
+  CHECK(!LinkUnsupported(ENOENT));
+  CHECK(!LinkUnsupported(EIO));
+  // A missing source is an error, whatever the fallback.
+  TempDir dir;
+  CommitPlanJob plan;
+  CommitStep link;
+  link.kind = CommitStep::Kind::kLink;
+  link.from = dir / "missing";
+  link.path = dir / "last";
+  link.tmp_path = dir / ".tmp-last";
+  link.fallback = CommitStep::Fallback::kCopy;
+  plan.steps.push_back(link);
+  CommitOutcome outcome;
+  CHECK(!ExecuteCommitPlan(plan, &outcome));
+  CHECK_EQ(outcome.failure.sys.errnum, ENOENT);
+  CHECK_STR(outcome.failure.sys.syscall, "link");
+  CHECK(outcome.fallbacks.empty());
+}
+
+TEST(commit_plan, validation_refuses_temp_files_outside_the_target_directory_and_bad_fallbacks) {
+  TempDir dir;
+  CommitPlanJob plan;
+  CommitStep text = TextStep(dir, "index", "x");
+  text.tmp_path = "/elsewhere/.tmp";
+  plan.steps.push_back(text);
+  CHECK(!ValidateCommitPlan(plan).empty());
+  CommitOutcome outcome;
+  CHECK(!ExecuteCommitPlan(plan, &outcome));
+  CHECK(outcome.failure.kind == Failure::Kind::kInvalid);
+  CHECK(!Exists(dir / "index"));
+
+  CommitPlanJob link_plan;
+  CommitStep link;
+  link.kind = CommitStep::Kind::kLink;
+  link.from = dir / "a";
+  link.path = dir / "last";
+  link.tmp_path = dir / ".tmp-last";
+  link.fallback = CommitStep::Fallback::kWrite;
+  const std::vector<std::vector<uint8_t>> arrays = {RandomBytes(10, 1)};
+  link.write = MakeWriteJob(dir, arrays);  // writes model.safetensors, not last
+  link_plan.steps.push_back(link);
+  CHECK(!ValidateCommitPlan(link_plan).empty());
+}
+
+// ---- commit_queue -------------------------------------------------------------------------------------------
+
+// Collects the queue's completions (called on its thread) for the test thread.
+struct Completions {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::pair<uint64_t, CommitOutcome>> done;
+
+  CommitQueue::OnDone Callback() {
+    return [this](uint64_t id, CommitOutcome outcome) {
+      std::lock_guard<std::mutex> lock(mu);
+      done.emplace_back(id, std::move(outcome));
+      cv.notify_all();
+    };
+  }
+  bool WaitFor(size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(30), [&] { return done.size() >= n; });
+  }
+};
+
+CommitPlanJob TextPlan(const TempDir& dir, const std::string& label, const std::string& name, const std::string& body) {
+  CommitPlanJob plan;
+  plan.label = label;
+  plan.steps.push_back(TextStep(dir, name, body));
+  return plan;
+}
+
+CommitPlanJob FailingPlan(const TempDir& dir, const std::string& label) {
+  fs::create_directories(dir / "wall/inside");
+  return TextPlan(dir, label, "wall", "x");
+}
+
+TEST(commit_queue, runs_plans_in_submission_order) {
+  TempDir dir;
+  Completions c;
+  CommitQueue queue(c.Callback());
+  for (uint64_t i = 1; i <= 20; i++) CHECK(queue.Submit(i, TextPlan(dir, "p", "index", std::to_string(i))));
+  CHECK(c.WaitFor(20));
+  for (size_t i = 0; i < 20; i++) {
+    CHECK_EQ(c.done[i].first, uint64_t{i + 1});
+    CHECK(c.done[i].second.ok);
+  }
+  CHECK_STR(ReadText(dir / "index"), "20");
+}
+
+TEST(commit_queue, stamps_each_plan_with_the_monotonic_time_it_finished) {
+  TempDir dir;
+  Completions c;
+  CommitQueue queue(c.Callback());
+  struct timespec ts;
+  CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
+  const uint64_t before = static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+  for (uint64_t i = 1; i <= 3; i++) CHECK(queue.Submit(i, TextPlan(dir, "p", "index", std::to_string(i))));
+  CHECK(c.WaitFor(3));
+  CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
+  const uint64_t after = static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+  uint64_t previous = before;
+  for (size_t i = 0; i < 3; i++) {
+    const uint64_t t = c.done[i].second.finished_ns;
+    CHECK(t >= previous);  // in order, each after the plan before it
+    CHECK(t <= after);
+    previous = t;
+  }
+}
+
+TEST(commit_queue, a_failure_aborts_every_plan_submitted_until_reset) {
+  TempDir dir;
+  Completions c;
+  CommitQueue queue(c.Callback());
+  CHECK(queue.Submit(1, FailingPlan(dir, "failed")));
+  CHECK(queue.Submit(2, TextPlan(dir, "behind", "index", "2")));
+  CHECK(c.WaitFor(2));
+  CHECK(queue.Submit(3, TextPlan(dir, "late", "index", "3")));  // after the failure, before reset
+  CHECK(c.WaitFor(3));
+  queue.Reset();
+  CHECK(queue.Submit(4, TextPlan(dir, "acknowledged", "index", "4")));
+  CHECK(c.WaitFor(4));
+  CHECK(!c.done[0].second.ok);
+  CHECK(c.done[0].second.failure.kind == Failure::Kind::kIo);
+  for (size_t i : {1, 2}) {
+    CHECK(c.done[i].second.failure.kind == Failure::Kind::kAborted);
+    CHECK_STR(c.done[i].second.aborted_by, "failed");
+    CHECK_EQ(c.done[i].second.step, int64_t{-1});
+  }
+  CHECK(c.done[3].second.ok);
+  CHECK_STR(ReadText(dir / "index"), "4");
+}
+
+TEST(commit_queue, stop_finishes_the_running_plan_and_refuses_new_ones) {
+  TempDir dir;
+  Completions c;
+  CommitQueue queue(c.Callback());
+  CHECK(queue.Submit(1, TextPlan(dir, "p", "index", "1")));
+  CHECK(c.WaitFor(1));
+  queue.Stop();
+  queue.Stop();  // idempotent
+  CHECK(!queue.Submit(2, TextPlan(dir, "p", "index", "2")));
+  CHECK_EQ(queue.Pending(), size_t{0});
+  CHECK_STR(ReadText(dir / "index"), "1");
 }
 
 // ---- main ---------------------------------------------------------------------------------------------------
