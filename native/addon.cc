@@ -174,6 +174,10 @@ Napi::Error FailureToError(Napi::Env env, const Failure& f) {
       message = std::string(syscall) + " made no progress: it returned 0 bytes " + std::to_string(kZeroWriteAttempts) +
                 " times in a row without an error, '" + f.sys.path + "'";
       break;
+    case Failure::Kind::kMemory:
+      kind = "memory";
+      message = f.message;
+      break;
     case Failure::Kind::kInvalid:
     case Failure::Kind::kNone:
       // Unreachable: plans are validated before the job starts. Reported as an internal failure (a library bug,

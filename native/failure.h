@@ -26,6 +26,7 @@ struct Failure {
     kChecksum,  // tensor_index's bytes do not match their CRC: expected_crc is the plan's, actual_crc the computed
     kInvalid,   // the plan broke an invariant the TypeScript layer guarantees (a bug, never bad user input)
     kStalled,   // a write made no progress without an error (sys.errnum 0): a library failure, no errno
+    kMemory,    // a destination buffer could not be allocated: the library's refusal (no system call), no errno
   };
   Kind kind = Kind::kNone;
   SysError sys;
