@@ -284,17 +284,31 @@ export class TableHeader implements ParsedHeader {
 
   get entries(): TensorEntry[] {
     if (!this.cached.entries) {
-      const t = this.table;
       const names = this.names;
       const out = new Array<TensorEntry>(names.length);
-      for (let k = 0; k < out.length; k++) {
-        const i = this.order[k];
-        const dtype = t.dtypes.names[t.dtype[i]] as SafetensorsDType;
-        out[k] = { name: names[k], dtype, shape: t.shapeOf(i), begin: t.begin[i], end: t.end[i] };
-      }
+      for (let k = 0; k < out.length; k++) out[k] = this.entryAt(k);
       this.cached.entries = out;
     }
     return this.cached.entries;
+  }
+
+  entryAt(k: number): TensorEntry {
+    const t = this.table;
+    const i = this.order[k];
+    const name = this.cached.names ? this.cached.names[k] : t.name(i);
+    return { name, dtype: this.dtypeOf(k), shape: t.shapeOf(i), begin: t.begin[i], end: t.end[i] };
+  }
+
+  beginOf(k: number): number {
+    return this.table.begin[this.order[k]];
+  }
+
+  endOf(k: number): number {
+    return this.table.end[this.order[k]];
+  }
+
+  dtypeOf(k: number): SafetensorsDType {
+    return this.table.dtypes.names[this.table.dtype[this.order[k]]] as SafetensorsDType;
   }
 
   get rawMetadata(): Record<string, string> {

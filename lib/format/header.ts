@@ -198,6 +198,12 @@ export interface ParsedHeader {
   readonly tensorCount: number;
   /** Tensor k (file order) as readCheckpointInfo describes it, built from the table (entries not needed). */
   tensorSummary(k: number): TensorSummary;
+  /** Tensor k's entry, built anew from the table (`entries` builds every one once and keeps them). */
+  entryAt(k: number): TensorEntry;
+  /** Tensor k's span [beginOf(k), endOf(k)) in the data section and its dtype, without building its entry. */
+  beginOf(k: number): number;
+  endOf(k: number): number;
+  dtypeOf(k: number): SafetensorsDType;
   /** All of `__metadata__`, including this library's keys. */
   readonly rawMetadata: Record<string, string>;
   /** `__metadata__` without this library's keys. */

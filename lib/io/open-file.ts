@@ -12,7 +12,7 @@ import { Stats, constants as fsConstants, promises as fsp } from 'node:fs';
 import type { ReadPlan } from '../backend/backend';
 import { getBackend } from '../backend/select';
 import { CheckpointError, ErrorCode, fromBackendFailure, fromNodeError } from '../errors';
-import { HeaderState, ParsedHeader, TensorEntry, readHeader, readHeaderLength } from '../format/header';
+import { HeaderState, ParsedHeader, readHeader, readHeaderLength } from '../format/header';
 
 /**
  * Opening flags of every file a reader opens: O_NONBLOCK so that opening a FIFO returns at once (a blocking open would
@@ -159,8 +159,11 @@ interface Run {
   to: number;
 }
 
-/** Splits `entries` into runs of small tensors (see SMALL_TENSOR_BYTES) and the indices of those read on their own. */
-function planRuns(entries: readonly TensorEntry[]): { runs: Run[]; single: number[] } {
+/**
+ * Splits the tensors `first` to `end - 1` of a header into runs of small tensors (see SMALL_TENSOR_BYTES) and those
+ * read on their own; indices are relative to `first`. Reads the columns (no entry is built).
+ */
+function planRuns(parsed: ParsedHeader, first: number, end: number): { runs: Run[]; single: number[] } {
   const runs: Run[] = [];
   const single: number[] = [];
   let from = 0;
@@ -169,8 +172,8 @@ function planRuns(entries: readonly TensorEntry[]): { runs: Run[]; single: numbe
     if (to - from >= MIN_RUN) runs.push({ from, to });
     else for (let k = from; k < to; k++) single.push(k);
   };
-  for (let k = 0; k < entries.length; k++) {
-    const size = entries[k].end - entries[k].begin;
+  for (let k = 0; k < end - first; k++) {
+    const size = parsed.endOf(first + k) - parsed.beginOf(first + k);
     if (size > SMALL_TENSOR_BYTES) {
       close(k);
       single.push(k);
@@ -182,15 +185,15 @@ function planRuns(entries: readonly TensorEntry[]): { runs: Run[]; single: numbe
       bytes = size;
     } else bytes += size;
   }
-  close(entries.length);
+  close(end - first);
   return { runs, single };
 }
 
 /**
  * Reads the tensors `first` to `end - 1` (all of them by default) of an opened file, each into its own ArrayBuffer
  * (with `map`, views of one mapping: ReadPlan.map), checking their CRC32Cs when `verify` (and the file has them).
- * Consecutive small tensors are read as one range per run and copied out into their own buffers (or, with `copy`
- * false, returned as views of the run: for a reader that keeps no tensor), each checked against its CRC here (a backend call per tiny tensor is what made 200k of them cost seconds). Failures are coded
+ * Consecutive small tensors are read as one range per run and copied out into their own buffers, each checked
+ * against its CRC here (a backend call per tiny tensor is what made 200k of them cost seconds). Failures are coded
  * CheckpointErrors whose stack is `stack` (the public call's); `action` says what was being done ('load x', 'verify
  * x').
  */
@@ -203,20 +206,31 @@ export async function readTensors(
   end?: number,
   map = false,
 ): Promise<ArrayBuffer[]> {
-  return (await readRanges(opened, verify, action, stack, first, end, map, true)) as ArrayBuffer[];
+  const out = new Array<ArrayBuffer>((end ?? opened.parsed.tensorCount) - first);
+  await readRanges(opened, verify, action, stack, first, end, map, (k, bytes, own) => {
+    out[k] = own
+      ? (bytes.buffer as ArrayBuffer)
+      : (bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer);
+  });
+  return out;
 }
 
-/** As readTensors (verifying), but the bytes of each tensor as a view, possibly of a buffer shared with others. */
-export async function readTensorBytes(
+/**
+ * As readTensors (verifying), but hands each tensor's bytes to `visit` (k relative to `first`) as a view, possibly of
+ * a buffer shared with others, valid during the call: for a reader that keeps no tensor (verifyCheckpoint).
+ */
+export async function visitTensorBytes(
   opened: OpenedFile,
   action: string,
   stack: string,
   first: number,
   end: number,
-): Promise<Uint8Array[]> {
-  return (await readRanges(opened, true, action, stack, first, end, false, false)) as Uint8Array[];
+  visit: (k: number, bytes: Uint8Array) => void,
+): Promise<void> {
+  await readRanges(opened, true, action, stack, first, end, false, visit);
 }
 
+/** The read behind readTensors and visitTensorBytes: `sink(k, bytes, own)`, own when `bytes` is a whole buffer. */
 async function readRanges(
   opened: OpenedFile,
   verify: boolean,
@@ -225,23 +239,27 @@ async function readRanges(
   first: number,
   end: number | undefined,
   map: boolean,
-  copy: boolean,
-): Promise<(ArrayBuffer | Uint8Array)[]> {
+  sink: (k: number, bytes: Uint8Array, own: boolean) => void,
+): Promise<void> {
   const { parsed } = opened;
-  const entries = parsed.entries.slice(first, end);
+  const last = end ?? parsed.tensorCount;
   const checked = verify && parsed.checksummed;
-  const crcs = checked ? (parsed.tensorCrcs?.slice(first, end) ?? []) : [];
+  const crcOf = (k: number): number => (parsed.tensorCrcs as number[])[first + k];
+  const beginOf = (k: number) => parsed.beginOf(first + k);
+  const endOf = (k: number) => parsed.endOf(first + k);
   const backend = getBackend();
-  const { runs, single } = map ? { runs: [], single: entries.map((_, k) => k) } : planRuns(entries);
+  const { runs, single } = map
+    ? { runs: [], single: Array.from({ length: last - first }, (_, k) => k) }
+    : planRuns(parsed, first, last);
   const plan = rangesPlan(
     opened,
-    single.flatMap((k) => [entries[k].begin, entries[k].end]),
-    checked ? single.map((k) => crcs[k]) : [],
+    single.flatMap((k) => [beginOf(k), endOf(k)]),
+    checked ? single.map(crcOf) : [],
     checked,
   );
   const runPlan = rangesPlan(
     opened,
-    runs.flatMap((r) => [entries[r.from].begin, entries[r.to - 1].end]),
+    runs.flatMap((r) => [beginOf(r.from), endOf(r.to - 1)]),
     [],
     false,
   );
@@ -251,29 +269,31 @@ async function readRanges(
     singles = await backend.read(map ? { ...plan, map } : plan);
     runBuffers = runs.length > 0 ? await backend.read(runPlan) : [];
   } catch (e) {
-    throw fromBackendFailure(
-      e,
-      action,
-      single.map((k) => entries[k].name),
-      stack,
-    );
+    // Names only now: a checksum failure's tensorIndex is an index into the plan's ranges (singles).
+    const names = single.map((k) => parsed.entryAt(first + k).name);
+    throw fromBackendFailure(e, action, names, stack);
   }
-  const out = new Array<ArrayBuffer | Uint8Array>(entries.length);
-  single.forEach((k, i) => (out[k] = copy ? singles[i] : new Uint8Array(singles[i])));
+  single.forEach((k, i) => sink(k, new Uint8Array(singles[i]), true));
+  singles = [];
   runs.forEach((r, i) => {
-    const base = entries[r.from].begin;
+    const base = beginOf(r.from);
     for (let k = r.from; k < r.to; k++) {
-      const at = entries[k].begin - base;
-      const bytes = new Uint8Array(runBuffers[i], at, entries[k].end - entries[k].begin);
+      const bytes = new Uint8Array(runBuffers[i], beginOf(k) - base, endOf(k) - beginOf(k));
       if (checked) {
         const crc = backend.crc32c(bytes);
-        if (crc !== crcs[k]) {
-          const failure = { kind: 'checksum', tensorIndex: 0, path: opened.path, expectedCrc: crcs[k], actualCrc: crc };
-          throw fromBackendFailure({ ...failure, message: 'checksum mismatch' }, action, [entries[k].name], stack);
+        if (crc !== crcOf(k)) {
+          const name = parsed.entryAt(first + k).name;
+          const failure = {
+            kind: 'checksum',
+            tensorIndex: 0,
+            path: opened.path,
+            expectedCrc: crcOf(k),
+            actualCrc: crc,
+          };
+          throw fromBackendFailure({ ...failure, message: 'checksum mismatch' }, action, [name], stack);
         }
       }
-      out[k] = copy ? runBuffers[i].slice(at, at + bytes.length) : bytes;
+      sink(k, bytes, false);
     }
   });
-  return out;
 }
