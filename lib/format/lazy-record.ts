@@ -28,6 +28,21 @@ function define(record: Record<string, string>, key: string, value: string): voi
   Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
+/** The source of each view not yet written to (see recordKeys). */
+const sources = new WeakMap<object, RecordSource>();
+
+/**
+ * The keys of a record, as Object.keys gives them, but read straight from the table when `record` is an unwritten
+ * view: no trap per key (the CLI's inspect lists 200k of them).
+ */
+export function recordKeys(record: Record<string, string>): string[] {
+  const source = sources.get(record);
+  if (!source) return Object.keys(record);
+  const keys = new Array<string>(source.count);
+  for (let j = 0; j < source.count; j++) keys[j] = source.key(j);
+  return keys;
+}
+
 /** A Record<string, string> reading `source` until its first write (see the module comment). */
 export function lazyRecord(source: RecordSource): Record<string, string> {
   const target: Record<string, string> = {};
@@ -35,6 +50,7 @@ export function lazyRecord(source: RecordSource): Record<string, string> {
   const copy = (): void => {
     if (copied) return;
     copied = true;
+    sources.delete(view);
     for (let j = 0; j < source.count; j++) define(target, source.key(j), source.value(j));
   };
   const index = (p: string | symbol): number => (copied || typeof p !== 'string' ? -1 : source.find(p));
@@ -50,7 +66,7 @@ export function lazyRecord(source: RecordSource): Record<string, string> {
     configurable: true,
     writable: true,
   });
-  return new Proxy(target, {
+  const view = new Proxy(target, {
     get(t, p, receiver) {
       const j = index(p);
       return j >= 0 ? source.value(j) : Reflect.get(t, p, receiver);
@@ -90,6 +106,8 @@ export function lazyRecord(source: RecordSource): Record<string, string> {
       return Reflect.setPrototypeOf(t, proto);
     },
   });
+  sources.set(view, source);
+  return view;
 }
 
 /** Arrays longer than this are returned as a view (lazyArray). */

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { inspect } from 'node:util';
 import { loadTensors, readCheckpointInfo, saveTensors } from '../../lib/index';
-import { LAZY_ARRAY_ITEMS, LAZY_RECORD_ENTRIES, lazyArray, lazyRecord } from '../../lib/format/lazy-record';
+import { LAZY_ARRAY_ITEMS, LAZY_RECORD_ENTRIES, lazyArray, lazyRecord, recordKeys } from '../../lib/format/lazy-record';
 
 const N = LAZY_RECORD_ENTRIES + 10;
 
@@ -46,7 +46,7 @@ describe('large metadata is a view that behaves as a plain record', () => {
     expect(Object.entries(info.metadata)).toEqual(Object.entries(m));
   });
 
-  test('the first write copies the entries into the object: writes, deletes and freezing then act as on a plain record', () => {
+  test('the first write copies the entries into the object: writes, deletes and freezing then act as on a plain record; recordKeys gives Object.keys before and after', () => {
     const keys = ['a', 'b', 'c'];
     const m = lazyRecord({
       count: 3,
@@ -54,7 +54,10 @@ describe('large metadata is a view that behaves as a plain record', () => {
       value: (j) => keys[j].toUpperCase(),
       find: (k) => keys.indexOf(k),
     });
+    expect(recordKeys(m)).toEqual(['a', 'b', 'c']); // read from the source
     m.d = 'D';
+    expect(recordKeys(m)).toEqual(['a', 'b', 'c', 'd']); // a plain object now: Object.keys
+    expect(recordKeys({ x: '1' })).toEqual(['x']);
     delete m.a;
     expect(m).toEqual({ b: 'B', c: 'C', d: 'D' });
     Object.freeze(m);
