@@ -59,8 +59,9 @@ export const ErrorCode = {
   /** The S3 server does not honour `If-None-Match: *` on PUT (probed when a prefix is locked), without which one
    * writer per prefix cannot be guaranteed: the lock is refused rather than given without that guarantee. */
   S3_CONDITIONAL_WRITES: 'ERR_CHECKPOINT_S3_CONDITIONAL_WRITES',
-  /** The JavaScript backend could not allocate a buffer for a tensor or the header (V8's allocator refused it, with
-   * no errno to report; the native backend reports ENOMEM from its failed malloc). `path` names the file. Nothing was
+  /** A buffer for a tensor or the header could not be allocated (V8's allocator refused it on the JS backend, malloc
+   * on the native one): the library's refusal, with no errno (no system call failed), worded alike on both backends.
+   * `path` names the file, the message the size asked for. Nothing was
    * changed: a failed load returned nothing, a failed save left the previous checkpoint intact and no temp file. */
   OUT_OF_MEMORY: 'ERR_CHECKPOINT_OUT_OF_MEMORY',
   /** A commit plan (one save's disk work, see backend.ts) was not executed because a plan queued before it failed:

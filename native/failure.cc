@@ -86,6 +86,10 @@ FailureText DescribeFailure(const Failure& f) {
       t.message = t.syscall + " made no progress: it returned 0 bytes " + std::to_string(kZeroWriteAttempts) +
                   " times in a row without an error, '" + f.sys.path + "'";
       break;
+    case Failure::Kind::kMemory:
+      t.kind = "memory";
+      t.message = f.message;
+      break;
     case Failure::Kind::kInvalid:
     case Failure::Kind::kNone:
       // Unreachable: plans are validated before the job starts. Reported as an internal failure (a library bug,

@@ -28,6 +28,7 @@ struct Failure {
     kStalled,   // a write made no progress without an error (sys.errnum 0): a library failure, no errno
     kLock,      // a commit plan's lock check found the lock file missing or holding another owner's record
     kAborted,   // a commit plan not executed because a plan queued before it failed (commit_queue.h)
+    kMemory,    // a destination buffer could not be allocated: the library's refusal (no system call), no errno
   };
   Kind kind = Kind::kNone;
   SysError sys;

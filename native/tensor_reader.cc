@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <limits>
+#include <string>
 #include <system_error>
 #include <thread>
 
@@ -146,7 +147,6 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
     return false;
   };
 
-  SysError err;
   File file;
   Failure open_failure;
   if (!OpenReadJob(job, &file, &open_failure)) return fail(std::move(open_failure));
@@ -162,10 +162,11 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
     buffer.length = length;
     if (length > 0) buffer.data.reset(static_cast<uint8_t*>(std::malloc(length)));
     if (length > 0 && !buffer.data) {
-      err.errnum = ENOMEM;
-      err.syscall = "malloc";
-      err.path = job.path;
-      return fail(Failure::Io(err));
+      // No system call failed (malloc is the allocator's answer, not the kernel's): a library refusal, worded as
+      // the JS backend's (lib/backend/js-backend.ts allocate), so that both report ERR_CHECKPOINT_OUT_OF_MEMORY.
+      return fail(Failure::Make(
+          Failure::Kind::kMemory, job.path,
+          "could not allocate " + std::to_string(length) + " bytes (out of memory) for '" + job.path + "'"));
     }
     total += length;
   }

@@ -62,11 +62,11 @@ std::string ValidateReadJob(const ReadJob& job);
 // On failure *failure says why (as ReadCheckpoint's).
 bool OpenReadJob(const ReadJob& job, File* file, Failure* failure);
 
-// Reads every range into its own buffer (a failed allocation is an io failure with ENOMEM, never an abort).
+// Reads every range into its own buffer (a failed allocation is a kMemory failure, never an abort).
 // On success *out has one buffer per range; on failure *out is empty and *failure says why:
-// kIo (open/fstat/read/malloc; a directory: the EISDIR its read fails with), kCorrupt (size differs from file_size,
-// the file shrank while being read, or it is not a regular file yet reads), kChecksum (tensor_index, expected_crc,
-// actual_crc), kInvalid (the plan broke ValidateReadJob).
+// kMemory (a buffer could not be allocated), kIo (open/fstat/read; a directory: the EISDIR its read fails with),
+// kCorrupt (size differs from file_size, the file shrank while being read, or it is not a regular file yet reads),
+// kChecksum (tensor_index, expected_crc, actual_crc), kInvalid (the plan broke ValidateReadJob).
 bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* failure);
 
 }  // namespace tfjs_checkpoint

@@ -93,7 +93,8 @@ export interface BackendFailure {
    * syscall and path set, errno 0: none is invented).
    * 'internal': a bug (the plan broke an invariant the TypeScript layer guarantees, or a call failed without an
    * errno); errno 0 and syscall '' as for 'corrupt' and 'checksum'.
-   * 'memory': the JS backend could not allocate a buffer (V8 refused it without an errno; path set, errno 0). */
+   * 'memory': a destination buffer could not be allocated (V8's allocator on the JS backend, malloc on the native
+   * one; the same message on both: "could not allocate <n> bytes (out of memory) for '<path>'"; path set, errno 0). */
   kind: 'io' | 'corrupt' | 'checksum' | 'stalled' | 'internal' | 'memory';
   /** Positive errno for kind 'io', else 0. */
   errno: number;

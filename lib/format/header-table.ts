@@ -3,8 +3,9 @@
  * spans into the header's bytes and of numbers, instead of one JavaScript object and string per entry; and
  * TableHeader, the ParsedHeader that materializes names, entries and metadata from it when first asked for.
  */
-import type { ParsedHeader, SafetensorsDType, TensorEntry } from './header';
+import type { ParsedHeader, SafetensorsDType, TensorEntry, TensorSummary } from './header';
 import { decodeEscapes, decodeString } from './json-string';
+import { LAZY_RECORD_ENTRIES, lazyRecord } from './lazy-record';
 
 /** What the reader needs to know about dtypes: their names, and each one's element size in bytes. */
 export interface HeaderDtypes {
@@ -67,18 +68,34 @@ class SpanSet {
     for (let i = 0; i < this.count; i++) this.insert(i);
   }
 
-  /** Index of the entry equal to `bytes` (a plain buffer), or -1. */
+  /** Index of the entry equal to `bytes` (a plain buffer), or -1: by the hash table when kept (see seal). */
   find(bytes: Buffer): number {
+    if (this.slots.length > 0) {
+      let h = 0x811c9dc5;
+      for (let k = 0; k < bytes.length; k++) h = Math.imul(h ^ bytes[k], 0x01000193);
+      h >>>= 0;
+      const mask = this.slots.length - 1;
+      for (let k = h & mask; ; k = (k + 1) & mask) {
+        const e = this.slots[k];
+        if (e === 0) return -1;
+        if (this.hashes[e - 1] === h && this.strings.equalBytes(this.at[e - 1], this.end[e - 1], bytes)) return e - 1;
+      }
+    }
     for (let i = 0; i < this.count; i++) {
       if (this.strings.equalBytes(this.at[i], this.end[i], bytes)) return i;
     }
     return -1;
   }
 
-  /** Drops the hash table once reading is done: lookups after that go through header.ts's materialized objects. */
-  seal(): void {
-    this.slots = new Int32Array(0);
-    this.hashes = new Uint32Array(0);
+  /**
+   * Releases spare capacity once reading is done, and the hash table unless `keepIndex` (the metadata keys of a
+   * large `__metadata__`, which a lazy record looks up by key: see lazy-record.ts).
+   */
+  seal(keepIndex = false): void {
+    if (!keepIndex) {
+      this.slots = new Int32Array(0);
+      this.hashes = new Uint32Array(0);
+    } else this.hashes = this.hashes.slice(0, this.count);
     this.at = this.at.slice(0, this.count);
     this.end = this.end.slice(0, this.count);
   }
@@ -224,7 +241,7 @@ export class HeaderTable {
   /** Releases what only reading needed (the hash tables, spare capacity). */
   seal(): void {
     this.names.seal();
-    this.keys.seal();
+    this.keys.seal(this.metaCount > LAZY_RECORD_ENTRIES);
     const n = this.tensorCount;
     this.dtype = this.dtype.slice(0, n);
     this.rank = this.rank.slice(0, n);
@@ -267,17 +284,31 @@ export class TableHeader implements ParsedHeader {
 
   get entries(): TensorEntry[] {
     if (!this.cached.entries) {
-      const t = this.table;
       const names = this.names;
       const out = new Array<TensorEntry>(names.length);
-      for (let k = 0; k < out.length; k++) {
-        const i = this.order[k];
-        const dtype = t.dtypes.names[t.dtype[i]] as SafetensorsDType;
-        out[k] = { name: names[k], dtype, shape: t.shapeOf(i), begin: t.begin[i], end: t.end[i] };
-      }
+      for (let k = 0; k < out.length; k++) out[k] = this.entryAt(k);
       this.cached.entries = out;
     }
     return this.cached.entries;
+  }
+
+  entryAt(k: number): TensorEntry {
+    const t = this.table;
+    const i = this.order[k];
+    const name = this.cached.names ? this.cached.names[k] : t.name(i);
+    return { name, dtype: this.dtypeOf(k), shape: t.shapeOf(i), begin: t.begin[i], end: t.end[i] };
+  }
+
+  beginOf(k: number): number {
+    return this.table.begin[this.order[k]];
+  }
+
+  endOf(k: number): number {
+    return this.table.end[this.order[k]];
+  }
+
+  dtypeOf(k: number): SafetensorsDType {
+    return this.table.dtypes.names[this.table.dtype[this.order[k]]] as SafetensorsDType;
   }
 
   get rawMetadata(): Record<string, string> {
@@ -288,6 +319,22 @@ export class TableHeader implements ParsedHeader {
   get metadata(): Record<string, string> {
     if (!this.user) this.user = this.metadataObject(false);
     return this.user;
+  }
+
+  get tensorCount(): number {
+    return this.order.length;
+  }
+
+  tensorSummary(k: number): TensorSummary {
+    const t = this.table;
+    const i = this.order[k];
+    return {
+      name: this.cached.names ? this.cached.names[k] : t.name(i),
+      dtype: t.dtypes.names[t.dtype[i]] as SafetensorsDType,
+      shape: t.shapeOf(i),
+      byteLength: t.end[i] - t.begin[i],
+      ...(this.tensorCrcs ? { crc32c: this.tensorCrcs[k] } : {}),
+    };
   }
 
   /** Element size of the k-th tensor in file order. */
@@ -303,21 +350,25 @@ export class TableHeader implements ParsedHeader {
 
   /** Whether any metadata key is this library's. */
   hasOurKeys(): boolean {
-    const t = this.table;
-    const prefix = Buffer.from(this.ourPrefix);
-    const json = t.strings.json;
-    for (let j = 0; j < t.metaCount; j++) {
-      const at = t.keys.at[j];
-      const end = t.keys.end[j];
-      if (at >= 0) {
-        if (end - at >= prefix.length && prefix.compare(json, at, at + prefix.length) === 0) return true;
-      } else if (t.key(j).startsWith(this.ourPrefix)) return true;
-    }
+    for (let j = 0; j < this.table.metaCount; j++) if (this.isOurKey(j)) return true;
     return false;
   }
 
+  /** Whether metadata key j is this library's (compared as bytes when written without escapes: no string built). */
+  private isOurKey(j: number): boolean {
+    const t = this.table;
+    const prefix = (this.prefixBytes ??= Buffer.from(this.ourPrefix));
+    const at = t.keys.at[j];
+    const end = t.keys.end[j];
+    if (at < 0) return t.key(j).startsWith(this.ourPrefix);
+    return end - at >= prefix.length && prefix.compare(t.strings.json, at, at + prefix.length) === 0;
+  }
+
+  private prefixBytes?: Buffer;
+
   private metadataObject(all: boolean): Record<string, string> {
     const t = this.table;
+    if (t.metaCount > LAZY_RECORD_ENTRIES) return this.metadataView(all);
     const out: Record<string, string> = {};
     for (let j = 0; j < t.metaCount; j++) {
       const k = t.key(j);
@@ -326,6 +377,38 @@ export class TableHeader implements ParsedHeader {
       else out[k] = t.valueOf(j);
     }
     return out;
+  }
+
+  /** The metadata as a read-through view of the table (lazy-record.ts), without this library's keys unless `all`. */
+  private metadataView(all: boolean): Record<string, string> {
+    const t = this.table;
+    let picked: Int32Array | undefined; // table indices of the entries shown, when some are left out
+    if (!all && this.hasOurKeys()) {
+      const keep: number[] = [];
+      for (let j = 0; j < t.metaCount; j++) if (!this.isOurKey(j)) keep.push(j);
+      picked = Int32Array.from(keep);
+    }
+    const prefix = this.ourPrefix;
+    return lazyRecord({
+      count: picked ? picked.length : t.metaCount,
+      key: (j) => t.key(picked ? picked[j] : j),
+      value: (j) => t.valueOf(picked ? picked[j] : j),
+      find: (key) => {
+        if (!all && key.startsWith(prefix)) return -1;
+        const j = t.findKey(key);
+        if (j < 0 || !picked) return j;
+        // The view's index of table entry j: a binary search (picked is ascending).
+        let lo = 0;
+        let hi = picked.length - 1;
+        while (lo <= hi) {
+          const mid = (lo + hi) >> 1;
+          if (picked[mid] < j) lo = mid + 1;
+          else if (picked[mid] > j) hi = mid - 1;
+          else return mid;
+        }
+        return -1;
+      },
+    });
   }
 }
 

@@ -90,6 +90,16 @@ export interface TensorEntry {
   end: number;
 }
 
+/** What readCheckpointInfo says about one tensor. */
+export interface TensorSummary {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: number[];
+  byteLength: number;
+  /** Its stored CRC32C, when the file has our checksums. */
+  crc32c?: number;
+}
+
 /** A header ready to be written by a backend. */
 export interface BuiltHeader {
   /** The file prefix: length, JSON, padding; CRC digits are '0' placeholders. */
@@ -184,6 +194,16 @@ export interface ParsedHeader {
   readonly dataLength: number;
   /** Tensors in file order. */
   readonly entries: TensorEntry[];
+  /** The number of tensors. */
+  readonly tensorCount: number;
+  /** Tensor k (file order) as readCheckpointInfo describes it, built from the table (entries not needed). */
+  tensorSummary(k: number): TensorSummary;
+  /** Tensor k's entry, built anew from the table (`entries` builds every one once and keeps them). */
+  entryAt(k: number): TensorEntry;
+  /** Tensor k's span [beginOf(k), endOf(k)) in the data section and its dtype, without building its entry. */
+  beginOf(k: number): number;
+  endOf(k: number): number;
+  dtypeOf(k: number): SafetensorsDType;
   /** All of `__metadata__`, including this library's keys. */
   readonly rawMetadata: Record<string, string>;
   /** `__metadata__` without this library's keys. */

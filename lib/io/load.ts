@@ -46,7 +46,11 @@ function verificationOf(verify: boolean, checksummed: boolean, state: HeaderStat
 async function loadFile(opened: OpenedFile, verify: boolean, mmap: boolean, stack: string): Promise<LoadedTensors> {
   const buffers = await readTensors(opened, verify, `load ${opened.path}`, stack, 0, undefined, mmap);
   const tensors: Record<string, LoadedTensor> = {};
-  opened.parsed.entries.forEach((e, i) => setOwn(tensors, e.name, toTensor(e, buffers[i], opened.path)));
+  // Each entry built once and dropped (not `entries`, which would keep 200k of them alive with the result).
+  for (let i = 0; i < buffers.length; i++) {
+    const e = opened.parsed.entryAt(i);
+    setOwn(tensors, e.name, toTensor(e, buffers[i], opened.path));
+  }
   return {
     tensors,
     metadata: opened.parsed.metadata,

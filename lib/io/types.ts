@@ -3,10 +3,10 @@
  * what comes out. No code.
  */
 import type { LoadedArray } from '../format/dtype-convert';
-import type { DType, HeaderState, SafetensorsDType, TensorArray } from '../format/header';
+import type { DType, HeaderState, SafetensorsDType, TensorArray, TensorSummary } from '../format/header';
 import type { ShardInfo } from './shards';
 
-export type { DType, SafetensorsDType, TensorArray } from '../format/header';
+export type { DType, SafetensorsDType, TensorArray, TensorSummary } from '../format/header';
 export type { LoadedArray } from '../format/dtype-convert';
 
 /** One tensor: dtype, shape, and its elements in row-major order. */
@@ -104,7 +104,7 @@ export interface CheckpointInfo {
   /** Where the data section begins (8 + header length). */
   dataStart: number;
   /** Tensors in file order, each with its safetensors dtype (F32, I32, BOOL, F16, BF16, I64, ...). */
-  tensors: { name: string; dtype: SafetensorsDType; shape: number[]; byteLength: number; crc32c?: number }[];
+  tensors: TensorSummary[];
   metadata: Record<string, string>;
   /** This library's format version, or undefined for a foreign safetensors file (no checksums). */
   formatVersion?: string;

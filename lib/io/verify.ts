@@ -4,13 +4,13 @@
  */
 import { readArgs } from '../args';
 import { captureStack, fromBackendFailure } from '../errors';
-import { TensorEntry } from '../format/header';
+import { ParsedHeader, TensorEntry } from '../format/header';
 import { getBackend } from '../backend/select';
 import { parseS3Url } from '../s3/location';
 import { openObject, readOneVersion, verifyObjectData } from '../s3/objects';
 import { checkPath, isObjectLocation } from './check-path';
-import { checkBoolBytes, toTensor } from './load';
-import { OpenedFile, rangesPlan, readTensors, withCheckpointFile } from './open-file';
+import { checkBoolBytes } from './load';
+import { OpenedFile, rangesPlan, visitTensorBytes, withCheckpointFile } from './open-file';
 import { resolveCheckpoint, verifyShardSet } from './shards';
 import type { VerifyCheckpointArgs, VerifyResult } from './types';
 
@@ -21,7 +21,7 @@ export const VERIFY_GROUP_BYTES = 64 * 1024 * 1024;
 type VerifyStep = { first: number; end: number } | { tensor: number; begin: number; end: number };
 
 /** Splits the tensors into groups of at most `limit` bytes; a larger tensor into pieces of `limit` bytes. */
-function verifySteps(entries: readonly TensorEntry[], limit: number): VerifyStep[] {
+function verifySteps(parsed: ParsedHeader, limit: number): VerifyStep[] {
   const steps: VerifyStep[] = [];
   let first = 0;
   let bytes = 0;
@@ -30,23 +30,27 @@ function verifySteps(entries: readonly TensorEntry[], limit: number): VerifyStep
     first = end;
     bytes = 0;
   };
-  entries.forEach((e, i) => {
-    const size = e.end - e.begin;
+  for (let i = 0; i < parsed.tensorCount; i++) {
+    const begin = parsed.beginOf(i);
+    const end = parsed.endOf(i);
+    const size = end - begin;
     if (size > limit) {
       flush(i);
-      for (let at = e.begin; at < e.end; at += limit)
-        steps.push({ tensor: i, begin: at, end: Math.min(at + limit, e.end) });
+      for (let at = begin; at < end; at += limit) steps.push({ tensor: i, begin: at, end: Math.min(at + limit, end) });
       first = i + 1;
-      return;
+      continue;
     }
     if (bytes + size > limit) flush(i);
     bytes += size;
-  });
-  flush(entries.length);
+  }
+  flush(parsed.tensorCount);
   return steps;
 }
 
-/** Reads and checks an opened file's tensors step by step, holding one step's bytes at a time. */
+/**
+ * Reads and checks an opened file's tensors step by step, holding one step's bytes at a time. Works from the header's
+ * columns: an entry object is built only for a bool tensor (to check its bytes) or a failure.
+ */
 async function verifyData(
   opened: OpenedFile,
   stack: string,
@@ -55,18 +59,21 @@ async function verifyData(
 ): Promise<void> {
   const file = opened.path;
   const action = `verify ${file}`;
-  const { entries, tensorCrcs, dataLength } = opened.parsed;
+  const { parsed } = opened;
+  const { tensorCrcs, dataLength } = parsed;
   const backend = getBackend();
   let done = 0;
   onProgress?.(0, dataLength);
   let crc = 0; // of the pieces of a large tensor read so far
-  for (const step of verifySteps(entries, limit)) {
+  for (const step of verifySteps(parsed, limit)) {
     if ('first' in step) {
-      const buffers = await readTensors(opened, true, action, stack, step.first, step.end);
-      buffers.forEach((b, i) => toTensor(entries[step.first + i], b, file));
-      done += entries[step.end - 1].end - entries[step.first].begin;
+      await visitTensorBytes(opened, action, stack, step.first, step.end, (k, bytes) => {
+        const i = step.first + k;
+        if (parsed.dtypeOf(i) === 'BOOL') checkBoolBytes(parsed.entryAt(i), bytes, 0, file);
+      });
+      done += parsed.endOf(step.end - 1) - parsed.beginOf(step.first);
     } else {
-      const e = entries[step.tensor];
+      const e = parsed.entryAt(step.tensor);
       let bytes: Uint8Array;
       try {
         bytes = new Uint8Array((await backend.read(rangesPlan(opened, [step.begin, step.end], [], false)))[0]);
@@ -124,6 +131,6 @@ export async function verifyCheckpoint(file: string, options: VerifyCheckpointAr
   }
   return withCheckpointFile(abs, true, async (opened) => {
     await verifyData(opened, stack, limit, onProgress);
-    return { path: abs, tensors: opened.parsed.entries.length, bytes: opened.parsed.dataLength };
+    return { path: abs, tensors: opened.parsed.tensorCount, bytes: opened.parsed.dataLength };
   });
 }

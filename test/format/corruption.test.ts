@@ -655,9 +655,9 @@ describe('hostile headers cost little before they are refused (each in a fresh p
     ['duplicate-key-200k', ErrorCode.CORRUPT, 2],
     ['duplicate-tensor-200k', ErrorCode.CORRUPT, 1],
     ['tensors-over-limit', ErrorCode.CORRUPT, 1],
-    // Valid: readCheckpointInfo returns plain objects (metadata: one property per key; tensors: one object each),
-    // which alone cost 6.5x (200k keys) and 3x (200k tensors) their header: the bound is the reader's plus that
-    // (the parser before needed 57 MB of heap for keys-200k, 93 MB for tensors-200k: above these caps).
+    // Valid: these caps date from when readCheckpointInfo returned plain objects (6.5x and 3x the header); large
+    // metadata and tensor lists are now views of the table (lazy-record.ts), bounded tighter by many-entries.test.ts
+    // (the parser before the table needed 57 MB of heap for keys-200k, 93 MB for tensors-200k: above these caps).
     ['keys-200k', 'ok', 6],
     ['escapes-in-keys-200k', 'ok', 6],
     ['tensors-200k', 'ok', 4.5],
