@@ -70,8 +70,8 @@ export async function s3Save(
   return measure(() => saveTensors(url, tensors));
 }
 
-/** GETs [begin, end) of the object into `target` at `at` (no checks beyond the length). */
-async function getInto(url: string, target: Uint8Array, at: number, range?: [number, number]): Promise<number> {
+/** GETs [begin, end) of the object (all of it without a range) into consecutive views, in order. */
+async function getInto(url: string, into: Uint8Array[], range?: [number, number]): Promise<number> {
   const loc = parseS3Url(url, 'file');
   const r = await s3Client().send(
     new (loadSdk().GetObjectCommand)({
@@ -80,12 +80,18 @@ async function getInto(url: string, target: Uint8Array, at: number, range?: [num
       ...(range ? { Range: `bytes=${range[0]}-${range[1] - 1}` } : {}),
     }),
   );
-  let pos = at;
+  let [seg, pos, got] = [0, 0, 0];
   for await (const chunk of r.Body as Readable) {
-    target.set(chunk as Buffer, pos);
-    pos += (chunk as Buffer).length;
+    let c = chunk as Buffer;
+    got += c.length;
+    while (c.length > 0) {
+      const n = Math.min(into[seg].length - pos, c.length);
+      into[seg].set(c.subarray(0, n), pos);
+      [pos, c] = [pos + n, c.subarray(n)];
+      if (pos === into[seg].length) [seg, pos] = [seg + 1, 0];
+    }
   }
-  return pos - at;
+  return got;
 }
 
 export async function s3Load(
@@ -114,29 +120,31 @@ export async function s3Load(
       const size = Number(head.ContentLength);
       return measure(async () => {
         const buf = new Uint8Array(size);
-        if ((await getInto(url, buf, 0)) !== size) throw new Error('short read');
+        if ((await getInto(url, [buf])) !== size) throw new Error('short read');
         keep = buf;
       }, excludeKiB);
     }
     case 's3-get-ranged': {
-      // What loadTensors' reads do, without any check: the header parsed beforehand (untimed), then ranged GETs of
-      // rangeSize bytes, `concurrency` at once, into one ArrayBuffer per tensor.
+      // What loadTensors' reads do, without any check: the header parsed beforehand (untimed), then the data section
+      // in ranges of rangeSize bytes (a range may span several tensors), `concurrency` GETs at once, each scattered
+      // into the buffers of the tensors it covers (one ArrayBuffer per tensor).
       const { parsed } = await openObject(parseS3Url(url, 'file'), false);
       const { rangeSize, concurrency } = s3Settings();
+      const { entries, dataStart, dataLength } = parsed;
       return measure(async () => {
-        const buffers = parsed.entries.map((e) => new Uint8Array(e.end - e.begin));
-        const ranges: { t: number; begin: number; end: number }[] = [];
-        parsed.entries.forEach((e, t) => {
-          for (let at = e.begin; at < e.end; at += rangeSize)
-            ranges.push({ t, begin: at, end: Math.min(at + rangeSize, e.end) });
-        });
+        const buffers = entries.map((e) => new Uint8Array(e.end - e.begin));
         let next = 0;
         const worker = async (): Promise<void> => {
-          while (next < ranges.length) {
-            const r = ranges[next++];
-            const e = parsed.entries[r.t];
-            const start = parsed.dataStart;
-            await getInto(url, buffers[r.t], r.begin - e.begin, [start + r.begin, start + r.end]);
+          for (let begin = next++ * rangeSize; begin < dataLength; begin = next++ * rangeSize) {
+            const end = Math.min(begin + rangeSize, dataLength);
+            const views = entries.flatMap((e, i) =>
+              e.end <= begin || e.begin >= end || e.end === e.begin
+                ? []
+                : [buffers[i].subarray(Math.max(begin, e.begin) - e.begin, Math.min(end, e.end) - e.begin)],
+            );
+            if ((await getInto(url, views, [dataStart + begin, dataStart + end])) !== end - begin) {
+              throw new Error('short read');
+            }
           }
         };
         await Promise.all(Array.from({ length: concurrency }, worker));
