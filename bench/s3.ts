@@ -16,11 +16,15 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { findPackageRoot } from '../lib/backend/native-backend';
+import { loadSdk, s3Client, s3Settings } from '../lib/s3/client';
 import type { Job, OpResult, S3LoadContender, S3SaveContender } from './jobs';
 import { MiB, fixed, markdownTable, median, mibps, sizeLabel, spread } from './stats';
 import { UPLOAD_PART_SIZE, UPLOAD_QUEUE_SIZE } from './s3-child';
 
 type RunChild = <T>(job: Job) => Promise<T>;
+
+/** The library's default ranged reads (lib/s3/client.ts s3Settings), which the plain ranged row copies. */
+const RANGES = `${s3Settings().rangeSize / MiB} MiB ranges x${s3Settings().concurrency}`;
 
 export const S3_SAVES: { id: S3SaveContender; label: string }[] = [
   { id: 's3-native', label: 'tfjs-checkpoint saveTensors to s3:// (native backend)' },
@@ -36,7 +40,7 @@ export const S3_LOADS: { id: S3LoadContender; label: string }[] = [
   { id: 's3-get', label: 'plain GetObject of the whole object into one buffer (no checks)' },
   {
     id: 's3-get-ranged',
-    label: 'plain parallel ranged GETs (8 MiB x4, as ours) into one buffer per tensor (no checks)',
+    label: `plain parallel ranged GETs (${RANGES}, as ours) into one buffer per tensor (no checks)`,
   },
 ];
 
@@ -184,7 +188,6 @@ export async function benchS3(
     AWS_SECRET_ACCESS_KEY: gw.vars.AWS_SECRET_ACCESS_KEY,
     AWS_REGION: gw.vars.AWS_REGION ?? 'us-east-1',
   });
-  const { loadSdk, s3Client } = await import('../lib/s3/client');
   const sdk = loadSdk();
   const client = s3Client();
   const remove = async (key: string): Promise<void> => {
