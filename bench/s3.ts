@@ -268,9 +268,16 @@ const BOUND =
   'the gateway (radosgw, the OSD) runs on the same 2 cores as the client and competes with it for CPU; memstore ' +
   'keeps every byte in RAM, so no disk is involved';
 
+const JS_BOUND =
+  "the JS thread: the JS fallback's CRC32C (slicing-by-8, a few hundred MiB/s) runs there, beside the SDK's SigV4 " +
+  'SHA-256 of every request body, while the gateway takes the other core';
+const RANGED_BOUND =
+  'parallel ranged GETs: the same ranges without any check (the plain ranged row) are as slow as ours, so the gap is ' +
+  'the gateway serving 4 ranged streams against one whole-object stream, on cores it shares with the client';
+
 export function s3Targets(s: S3Summary, sizes: number[]): S3Target[] {
   const out: S3Target[] = [];
-  const ratio = (target: string, ours?: S3Row, theirs?: S3Row, factor = 0.9): void => {
+  const ratio = (target: string, ours?: S3Row, theirs?: S3Row, bound = BOUND, factor = 0.9): void => {
     if (!ours?.ms.length || !theirs?.ms.length) {
       if (ours || theirs) out.push({ target, measured: 'a row failed or did not run', status: 'not measured' });
       return;
@@ -280,7 +287,7 @@ export function s3Targets(s: S3Summary, sizes: number[]): S3Target[] {
       target,
       measured: `${x.toFixed(2)}x (${fixed(rate(ours))} vs ${fixed(rate(theirs))} MiB/s)`,
       status: x >= factor ? 'met' : 'missed',
-      ...(x < factor ? { bound: BOUND } : {}),
+      ...(x < factor ? { bound } : {}),
     });
   };
   for (const bytes of sizes) {
@@ -289,7 +296,12 @@ export function s3Targets(s: S3Summary, sizes: number[]): S3Target[] {
     for (const id of ['s3-native', 's3-js']) {
       const ours = find(s, 'save', bytes, id);
       const backend = id === 's3-native' ? 'native' : 'JS';
-      ratio(`${z}: s3 save (${backend}) >= 0.9x the plain lib-storage Upload`, ours, upload);
+      ratio(
+        `${z}: s3 save (${backend}) >= 0.9x the plain lib-storage Upload`,
+        ours,
+        upload,
+        id === 's3-js' ? JS_BOUND : BOUND,
+      );
       if (ours?.peakExtraKiB.length) {
         const peak = median(ours.peakExtraKiB);
         const limit = saveMemoryLimitKiB(bytes);
@@ -305,8 +317,19 @@ export function s3Targets(s: S3Summary, sizes: number[]): S3Target[] {
     for (const id of ['s3-native-verify', 's3-js-verify']) {
       const ours = find(s, 'load', bytes, id);
       const backend = id === 's3-native-verify' ? 'native' : 'JS';
-      ratio(`${z}: s3 load with verification (${backend}) >= 0.9x the plain GetObject`, ours, get);
-      ratio(`${z}: s3 load with verification (${backend}) >= 0.9x the plain ranged GETs`, ours, ranged);
+      const js = id === 's3-js-verify';
+      ratio(
+        `${z}: s3 load with verification (${backend}) >= 0.9x the plain GetObject`,
+        ours,
+        get,
+        js ? JS_BOUND : RANGED_BOUND,
+      );
+      ratio(
+        `${z}: s3 load with verification (${backend}) >= 0.9x the plain ranged GETs`,
+        ours,
+        ranged,
+        js ? JS_BOUND : BOUND,
+      );
     }
   }
   return out;
