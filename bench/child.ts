@@ -23,6 +23,7 @@ import { memoryStatus, resetPeak } from './memory';
 import { runStall } from './stall';
 import { loadShardSet } from '../lib/io/shards';
 import { createTfjsModelFiles, prepareFileSave, prepareTfioLoad, tfioRoundtrip } from './tfjs-io';
+import { s3Create, s3Load, s3Save } from './s3-child';
 
 function named(layout: Layout, arrays: Float32Array[]): NamedTensors {
   const out: NamedTensors = {};
@@ -167,7 +168,7 @@ async function roundtrip(backend: 'native' | 'js', bytes: number, file: string):
     largest = Math.max(largest, spec.size * 4);
     delete tensors[spec.name];
   }
-  const { size } = await fsp.stat(file);
+  const size = (await readCheckpointInfo(file)).fileSize; // a file or an s3:// object
   return {
     ok: true,
     detail: `${layout.tensors.length} tensors, file ${size} bytes, largest tensor ${largest} bytes, all bytes equal`,
@@ -224,6 +225,14 @@ async function run(job: Job): Promise<unknown> {
       return tfioRoundtrip(job.route, job.bytes, job.file);
     case 'crc':
       return crc(job.bytes, job.reps);
+    case 's3-save':
+      return s3Save(job.contender, makeLayout(job.bytes), job.url, measure, named);
+    case 's3-load':
+      return s3Load(job.contender, job.bytes, job.url, measure);
+    case 's3-create':
+      return s3Create(makeLayout(job.bytes), job.url, named);
+    case 's3-roundtrip':
+      return roundtrip(job.backend, job.bytes, job.url);
     case 'stall':
       return runStall(job);
     case 'shard-save': {

@@ -9,6 +9,10 @@ export type NodeSaveContender = 'native-durable' | 'native-fast' | 'js-durable' 
 export type NodeLoadContender =
   'native-verify' | 'native-mmap' | 'js-verify' | 'raw-read' | 'alloc-touch' | 'tfjs-node-load' | 'tfjs-node-st-load';
 
+/** Object-storage contenders (bench/s3.ts, run by bench/s3-child.ts against the local Ceph gateway). */
+export type S3SaveContender = 's3-native' | 's3-js' | 's3-upload';
+export type S3LoadContender = 's3-native-verify' | 's3-js-verify' | 's3-get' | 's3-get-ranged';
+
 export type Job =
   | { op: 'save'; contender: NodeSaveContender; bytes: number; dir: string }
   | { op: 'create'; bytes: number; file: string }
@@ -19,6 +23,14 @@ export type Job =
   /** tf.loadLayersModel of a route's file, every weight compared with the regenerated layout. */
   | { op: 'tfio-roundtrip'; route: 'file' | 'safetensors'; bytes: number; file: string }
   | { op: 'crc'; bytes: number; reps: number }
+  /** One save to an s3:// URL (the gateway's address and keys in the environment the child inherits). */
+  | { op: 's3-save'; contender: S3SaveContender; bytes: number; url: string }
+  /** One load of the object s3-create wrote. */
+  | { op: 's3-load'; contender: S3LoadContender; bytes: number; url: string }
+  /** saveTensors of the layout to `url` (native backend, untimed): the object the loads read. */
+  | { op: 's3-create'; bytes: number; url: string }
+  /** loadTensors of `url` (verified, `backend`), every byte compared with the regenerated layout. */
+  | { op: 's3-roundtrip'; backend: 'native' | 'js'; bytes: number; url: string }
   /** saveTensors of a state dict to dir/model.safetensors (durable), as one file (maxShardSize null) or a set. */
   | { op: 'shard-save'; bytes: number; dir: string; maxShardSize: number | null; concurrency: number }
   /** loadTensors of what shard-save wrote (verified); a set's shards read `concurrency` at a time. */

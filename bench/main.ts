@@ -8,7 +8,7 @@
  * are removed and flushed, so no run pays for another's writeback.
  *
  * Options: --large (adds a 5 GiB state dict), --reps N, --sizes 256,1024 (MiB), --dir DIR (where files are
- * written; default the OS temp dir), --only save,load,crc,stall,shards, --no-profile (skip the strace breakdown),
+ * written; default the OS temp dir), --only save,load,crc,stall,s3,shards (s3: bench/s3.ts, object storage on a local Ceph gateway), --no-profile (skip the strace breakdown),
  * --contenders id,id (only these save/load rows, e.g. `dd-direct,torch-fsync,st-load`; ids in SAVE_CONTENDERS and
  * LOAD_CONTENDERS), --out DIR (where results.{json,md} and shards.{json,md} go; default bench/results, so a partial
  * run need not overwrite the committed results), --no-drop-caches (never drop the page cache, even as root: loads
@@ -38,6 +38,7 @@ import type {
 import { makeLayout } from './layout';
 import { tfjsModelFiles } from './tfjs-io';
 import { benchShards, shardsReport } from './shards';
+import { S3Summary, S3_MAX_BYTES, benchS3, s3Report, s3Targets } from './s3';
 import { findPackageRoot, loadNativeBackend } from '../lib/backend/native-backend';
 import { MiB, fixed, markdownTable, median, mibps, sizeLabel, spread } from './stats';
 import { STALL_MODEL, loadCheckpointManager, tfjsNodeLoadError } from './stall';
@@ -68,7 +69,7 @@ function parseArgs(argv: string[]): Options {
     reps: 3,
     sizes: [256 * MiB, 1024 * MiB],
     dir: os.tmpdir(),
-    sections: new Set(['save', 'load', 'crc', 'stall']),
+    sections: new Set(['save', 'load', 'crc', 'stall', 's3']),
     profile: true,
     dropCaches: true,
   };
@@ -1040,6 +1041,8 @@ interface Results {
   profiles: Profile[];
   crc?: CrcSummary;
   stall?: StallSummary;
+  /** The object-storage section (bench/s3.ts). */
+  s3?: S3Summary;
   targets: Target[];
 }
 
@@ -1250,6 +1253,7 @@ function report(res: Results): string {
       ),
     );
   } else parts.push('not measured: section not run');
+  if (res.s3) parts.push(s3Report(res.s3).trimEnd());
   parts.push(`## Targets`);
   parts.push(
     markdownTable(
@@ -1353,11 +1357,19 @@ async function main(): Promise<void> {
         })),
       );
     if (o.sections.has('stall')) res.stall = await benchStall(o, work);
+    if (o.sections.has('s3')) res.s3 = await benchS3(o.sizes, o.reps, o.contenders, work, runChild, log);
   } finally {
     cleanup();
   }
   res.durationS = (Date.now() - started) / 1000;
   res.targets = targets(o, [...res.save, ...res.load], res.crc, res.stall, res.profiles);
+  if (res.s3)
+    res.targets.push(
+      ...s3Targets(
+        res.s3,
+        o.sizes.filter((b) => b <= S3_MAX_BYTES),
+      ),
+    );
   const md = report(res);
   fs.mkdirSync(outDir, { recursive: true });
   fs.writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(res, null, 2) + '\n');

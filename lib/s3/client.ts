@@ -25,7 +25,10 @@ export interface ConfigureS3Args {
   /** Parts uploaded, and ranges downloaded, at once. A save holds at most `concurrency x partSize` bytes beyond the
    * tensors. Default: 4. */
   concurrency?: number;
-  /** Bytes per ranged GET when loading. Default: 8 MiB. */
+  /** Bytes per ranged GET when loading: the data section is read in ranges of this size (a range may span many
+   * small tensors), `concurrency` at once, each scattered into the tensors' own buffers. A value of at least the
+   * object's size makes a load one GET (on a local gateway sharing the client's 2 cores, bench/README.md, a plain
+   * whole-object GET beat 4 ranged ones; on AWS S3 parallel ranges are the way to bandwidth). Default: 8 MiB. */
   rangeSize?: number;
   /** Send each part's CRC32C (`x-amz-checksum-crc32c`) for the server to check: true, false, or 'auto' (probe the
    * bucket once: a server that accepts a wrong checksum, like Ceph 16, ignores them, so none are sent).

@@ -82,15 +82,14 @@ function crcBase64(crc: number): string {
   return b.toString('base64');
 }
 
-/** Copies views into one new buffer of `size` bytes. */
-function gather(views: Iterable<Uint8Array>, size: number): Buffer {
-  const buf = Buffer.allocUnsafe(size);
+/** Copies views into `buf` (a new buffer of `size` bytes when none is given); returns the filled bytes. */
+function gather(views: Iterable<Uint8Array>, size: number, buf: Buffer = Buffer.allocUnsafe(size)): Buffer {
   let at = 0;
   for (const v of views) {
     buf.set(v, at);
     at += v.length;
   }
-  return buf;
+  return buf.subarray(0, size);
 }
 
 /**
@@ -178,35 +177,53 @@ export async function saveObject(
     uploadId = created.UploadId;
     if (!uploadId) throw new Error('CreateMultipartUpload returned no UploadId');
     const UploadId = uploadId;
+    // Part buffers, reused: a part is copied into one only when it spans tensors, and a buffer goes back here when
+    // its part's request has settled, so at most `concurrency` of them (concurrency x partSize bytes) ever exist.
+    const spare: Buffer[] = [];
+    const takeBuffer = (n: number): Buffer =>
+      spare.length && spare[spare.length - 1].length >= n
+        ? (spare.pop() as Buffer)
+        : Buffer.allocUnsafe(Math.max(partSize, n));
     const uploadPart = async (PartNumber: number, piece: Piece): Promise<SDK.CompletedPart> => {
-      const body = gather(piece.views, piece.length);
+      // A part within one tensor is sent from the tensor's own bytes; one that spans tensors is copied together.
+      const only = piece.views.length === 1 ? piece.views[0] : undefined;
+      const own = only ? undefined : takeBuffer(piece.length);
+      const body = own
+        ? gather(piece.views, piece.length, own)
+        : Buffer.from(only!.buffer, only!.byteOffset, only!.byteLength);
       const sum = checksums ? crcBase64(piece.crc) : undefined;
-      const r = await client.send(
-        new sdk.UploadPartCommand({
-          Bucket,
-          Key,
-          UploadId,
-          PartNumber,
-          Body: body,
-          ContentLength: body.length,
-          ...(sum ? { ChecksumCRC32C: sum } : {}),
-        }),
-      );
-      return { PartNumber, ETag: r.ETag, ...(sum ? { ChecksumCRC32C: sum } : {}) };
+      try {
+        const r = await client.send(
+          new sdk.UploadPartCommand({
+            Bucket,
+            Key,
+            UploadId,
+            PartNumber,
+            Body: body,
+            ContentLength: body.length,
+            ...(sum ? { ChecksumCRC32C: sum } : {}),
+          }),
+        );
+        return { PartNumber, ETag: r.ETag, ...(sum ? { ChecksumCRC32C: sum } : {}) };
+      } finally {
+        if (own) spare.push(own);
+      }
     };
-    // Parts 2..n in order, so that the CRCs advance in file order; the copy happens just before each part is sent.
-    const later = await pool(partCount - 1, concurrency, (i) => {
+    // Parts 2..n in order, so that the CRCs advance in file order (each part's when it starts: the pool starts them
+    // in order); then part 1 in the same pool, which starts only after part n has started, so every CRC is known and
+    // part 1 overlaps the last parts instead of waiting for them.
+    const parts = await pool(partCount, concurrency, (i) => {
+      if (i === partCount - 1) return uploadPart(1, withHeader(finishHeader(), firstPiece));
       const begin = firstDataEnd + i * partSize;
       const end = Math.min(begin + partSize, header.dataLength);
       return uploadPart(i + 2, advance(dataViews(entries, arrays, begin, end)));
     });
-    const first = await uploadPart(1, withHeader(finishHeader(), firstPiece));
     const done = await client.send(
       new sdk.CompleteMultipartUploadCommand({
         Bucket,
         Key,
         UploadId,
-        MultipartUpload: { Parts: [first, ...later] },
+        MultipartUpload: { Parts: [parts[partCount - 1], ...parts.slice(0, -1)] },
       }),
     );
     uploadId = undefined; // completed: nothing to abort from here on
@@ -250,13 +267,15 @@ interface ObjectVersion {
   etag: string;
 }
 
-/** GETs [begin, end) of the object into `target` at `at`; checks the response is of `version`. */
+/**
+ * GETs [begin, end) of the object into `into`: one buffer, or consecutive views (a range spanning several tensors'
+ * buffers, filled in order, end - begin bytes in all); checks the response is of `version`.
+ */
 async function getRange(
   loc: S3Location,
   begin: number,
   end: number,
-  target: Uint8Array,
-  at: number,
+  into: Uint8Array | Uint8Array[],
   version?: ObjectVersion,
 ): Promise<ObjectVersion> {
   const sdk = loadSdk();
@@ -281,19 +300,29 @@ async function getRange(
       path: loc.url,
     });
   }
-  let pos = at;
-  const limit = at + Math.min(end, size) - begin;
+  const segments = (Array.isArray(into) ? into : [into]).filter((v) => v.length > 0);
+  const limit = Math.max(0, Math.min(end, size) - begin);
+  let got = 0;
+  let seg = 0;
+  let segPos = 0;
   try {
     for await (const chunk of r.Body as Readable) {
-      const c = chunk as Buffer;
-      if (pos + c.length > limit) throw new Error('the server sent more bytes than the range asked for');
-      target.set(c, pos);
-      pos += c.length;
+      let c = chunk as Buffer;
+      if (got + c.length > limit) throw new Error('the server sent more bytes than the range asked for');
+      got += c.length;
+      while (c.length > 0) {
+        const target = segments[seg];
+        const n = Math.min(target.length - segPos, c.length);
+        target.set(n === c.length ? c : c.subarray(0, n), segPos);
+        segPos += n;
+        c = c.subarray(n);
+        if (segPos === target.length) [seg, segPos] = [seg + 1, 0];
+      }
     }
   } catch (e) {
     throw fromS3Error(e, 'read', loc);
   }
-  if (pos !== limit) {
+  if (got !== limit) {
     throw new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${loc.url}: a ranged read came back short`, {
       path: loc.url,
     });
@@ -314,12 +343,12 @@ export interface OpenedObject {
 export async function openObject(loc: S3Location, verify: boolean | 'if-present'): Promise<OpenedObject> {
   const guess = 64 * 1024;
   let head = new Uint8Array(guess);
-  const version = await getRange(loc, 0, guess, head, 0);
+  const version = await getRange(loc, 0, guess, head);
   const n = readHeaderLength(head.subarray(0, Math.min(8, version.size)), version.size, loc.url);
   if (8 + n > guess) {
     const full = new Uint8Array(8 + n);
     full.set(head);
-    await getRange(loc, guess, 8 + n, full, guess, version);
+    await getRange(loc, guess, 8 + n, full.subarray(guess), version);
     head = full;
   } else {
     head = head.subarray(0, 8 + n);
@@ -335,27 +364,40 @@ export async function openObject(loc: S3Location, verify: boolean | 'if-present'
   return { parsed, version, head, ...(state ? { state } : {}) };
 }
 
-/** Reads every tensor into its own buffer, `rangeSize` bytes per GET, `concurrency` at once; checks CRCs. */
+/**
+ * Reads every tensor into its own buffer: the data section in ranges of `rangeSize` bytes (a range may span many
+ * small tensors, so that a model of many small tensors needs few requests), `concurrency` GETs at once, each
+ * scattered into the buffers of the tensors it covers. With `verify`, each range's pieces are hashed as soon as the
+ * range arrives, while the other GETs are in flight, and every tensor's CRC32C is combined from its pieces
+ * (crc32cCombine) and checked: nothing is read twice.
+ */
 export async function readObjectData(loc: S3Location, opened: OpenedObject, verify: boolean, stack: string) {
   const { rangeSize, concurrency } = s3Settings();
-  const { entries, dataStart, tensorCrcs } = opened.parsed;
+  const { entries, dataStart, dataLength, tensorCrcs } = opened.parsed;
+  const { crc32c: crc, crc32cCombine: combine } = getBackend();
+  const check = verify && opened.parsed.checksummed && tensorCrcs !== undefined;
   const buffers = entries.map((e) => new ArrayBuffer(e.end - e.begin));
-  const ranges: { tensor: number; begin: number; end: number }[] = [];
-  entries.forEach((e, i) => {
-    for (let at = e.begin; at < e.end; at += rangeSize) {
-      ranges.push({ tensor: i, begin: at, end: Math.min(at + rangeSize, e.end) });
-    }
+  const rangeCount = Math.ceil(dataLength / rangeSize);
+  /** Per range, the CRC32C of each tensor piece it holds (in the order of dataViews). */
+  const pieceCrcs: { tensor: number; crc: number; length: number }[][] = new Array(rangeCount);
+  const tensorBytes = buffers.map((b) => new Uint8Array(b));
+  await pool(rangeCount, concurrency, async (j) => {
+    const begin = j * rangeSize;
+    const end = Math.min(begin + rangeSize, dataLength);
+    const pieces = [...dataViews(entries, tensorBytes, begin, end)];
+    await getRange(
+      loc,
+      dataStart + begin,
+      dataStart + end,
+      pieces.map((p) => p.view),
+      opened.version,
+    );
+    if (check) pieceCrcs[j] = pieces.map(({ tensor, view }) => ({ tensor, crc: crc(view), length: view.length }));
   });
-  await pool(ranges.length, concurrency, async (j) => {
-    const r = ranges[j];
-    const e = entries[r.tensor];
-    const target = new Uint8Array(buffers[r.tensor]);
-    await getRange(loc, dataStart + r.begin, dataStart + r.end, target, r.begin - e.begin, opened.version);
-  });
-  if (verify && opened.parsed.checksummed && tensorCrcs) {
-    const crc = getBackend().crc32c;
-    buffers.forEach((b, i) => {
-      const actualCrc = crc(new Uint8Array(b));
+  if (check) {
+    const crcs = entries.map(() => 0); // the CRC32C of no bytes, which an empty tensor keeps
+    for (const pieces of pieceCrcs) for (const p of pieces) crcs[p.tensor] = combine(crcs[p.tensor], p.crc, p.length);
+    crcs.forEach((actualCrc, i) => {
       if (actualCrc !== tensorCrcs[i]) {
         const expectedCrc = tensorCrcs[i];
         const failure = {
@@ -397,7 +439,7 @@ export async function verifyObjectData(
   const buf = new Uint8Array(Math.min(groupBytes, dataLength));
   for (let begin = 0; begin < dataLength; begin += groupBytes) {
     const end = Math.min(begin + groupBytes, dataLength);
-    await getRange(loc, dataStart + begin, dataStart + end, buf, 0, opened.version);
+    await getRange(loc, dataStart + begin, dataStart + end, buf.subarray(0, end - begin), opened.version);
     entries.forEach((e, i) => {
       if (e.end <= begin || e.begin >= end) return;
       const from = Math.max(begin, e.begin);
