@@ -22,6 +22,7 @@ import { writeSnapshot } from '../../lib/io/write-snapshot';
 import { BACKENDS, tempDir, useBackend } from '../helpers/backends';
 import { DATA_IS_BACKING_ARRAY, PLATFORM, TF_BACKEND } from '../helpers/platform';
 import { compileTiny, tinyData, tinyModel } from '../helpers/models';
+import { recorder } from '../helpers/training';
 
 // writeSnapshot (the manager's file writer) stays the real one; one test makes a call fail after its rename, as a
 // failed directory fsync does.
@@ -42,15 +43,6 @@ const { xs, ys } = tinyData(2);
 
 function bytesOf(a: ArrayBufferView): Buffer {
   return Buffer.from(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
-}
-
-function recorder() {
-  const r = {
-    logs: [] as string[],
-    warnings: [] as string[],
-    logger: { log: (m: string) => r.logs.push(m), warn: (m: string) => r.warnings.push(m) },
-  };
-  return r;
 }
 
 /** Lets every pending I/O callback and microtask run a few times. */
