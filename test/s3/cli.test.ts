@@ -117,8 +117,8 @@ describeWithGateway('the CLI on s3:// (Ceph RADOS Gateway)', () => {
   test('ls on a prefix without an index lists the checkpoints from their own metadata', async () => {
     const url = freshUrl('plain');
     const model = tinyModel();
-    await saveCheckpoint(model, `${url}/a.safetensors`, { epoch: 0, metrics: { val_loss: 0.5 } });
-    await saveCheckpoint(model, `${url}/b.safetensors`, { epoch: 1, metrics: { val_loss: 0.25 } });
+    await saveCheckpoint(model, `${url}/a.safetensors`, { epoch: 0, metrics: { val_loss: 0.5 }, monitor: 'val_loss' });
+    await saveCheckpoint(model, `${url}/b.safetensors`, { epoch: 1, metrics: { val_loss: 0.25 }, monitor: 'val_loss' });
     await putObject(`${url}/notes.txt`, 'not a checkpoint');
     const ls = await cli('ls', '--json', url);
     expect(ls.stderr).toBe('');
@@ -159,7 +159,9 @@ describeWithGateway('the CLI on s3:// (Ceph RADOS Gateway)', () => {
     expect(one.code).toBe(0);
     const missing = await cli('verify', `${url}/missing.safetensors`);
     expect(missing.code).toBe(3);
-    expect(missing.stderr).toMatch(/NoSuchKey.*\[ERR_CHECKPOINT_S3\]/);
+    expect(missing.stdout).toMatch(
+      new RegExp(`FAILED  ${url}/missing\\.safetensors: .*NoSuchKey.*\\[ERR_CHECKPOINT_S3\\]`),
+    );
     const empty = await cli('verify', `${freshUrl('nothing')}/`);
     expect(empty.code).toBe(1);
     expect(empty.stderr).toMatch(/No checkpoint files/);
