@@ -297,14 +297,27 @@ export class S3Lock {
     if (this.remainingMs <= 0) throw this.lose(`its ${this.record.leaseMs} ms lease lapsed without renewal`);
   }
 
-  /** checkLocal(), then reads the lock object: ERR_CHECKPOINT_LOCKED unless it is still the version we wrote. */
+  /**
+   * checkLocal(), then reads the lock object: ERR_CHECKPOINT_LOCKED unless it is still the version we wrote. The read
+   * holds the renewal slot (`renewing`, which the timer skips while taken): a renewal landing between the read and
+   * its own ETag update would otherwise look like a takeover and lose a lock that is ours.
+   */
   async check(): Promise<void> {
     this.checkLocal();
-    await this.renewing;
-    this.checkLocal();
-    const seen = await readLock(this.location, this.record.leaseMs);
-    this.checkLocal();
-    if (!seen || seen.etag !== this.etag) throw this.lose(await this.lostTo());
+    while (this.renewing) await this.renewing;
+    const compare = (async () => {
+      this.checkLocal();
+      const seen = await readLock(this.location, this.record.leaseMs);
+      this.checkLocal();
+      if (!seen || seen.etag !== this.etag) throw this.lose(await this.lostTo());
+    })();
+    const slot: Promise<void> = compare
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.renewing === slot) this.renewing = undefined;
+      });
+    this.renewing = slot;
+    await compare;
   }
 
   /** Stops renewing and deletes the lock object if it is still ours. Idempotent. */
