@@ -12,7 +12,7 @@ import { fileAsDirectoryError } from '../fs/entry-kind';
 import { INDEX_SUFFIX, checkpointNames, checkpointSize } from '../io/shards';
 import { type ReadIndexResult, readIndex } from '../manager/checkpoint-index';
 import { S3Medium } from '../manager/s3-store';
-import { blobExists } from '../s3/blobs';
+import { objectSize } from '../s3/text-objects';
 import { locationScheme, parseS3Prefix, parseS3Url } from '../s3/location';
 
 export interface CheckpointSource {
@@ -67,8 +67,8 @@ async function s3Source(url: string): Promise<CheckpointSource> {
     directory: location.url,
     readIndex: () => medium.readIndex(),
     checkpointNames: () => names,
-    // Shard sets on s3:// are not written yet (SaveTensorsArgs.maxShardSize refuses s3://): objects only.
-    size: async (name) => sizes.get(name) ?? null,
+    // An object from the listing; a shard set (its index and shards) as the file API sizes it.
+    size: async (name) => sizes.get(name) ?? (await checkpointSize(medium.locate(name)).catch(() => null)),
     locate: (name) => medium.locate(sizes.has(name) ? name : name + INDEX_SUFFIX),
   };
 }
@@ -90,7 +90,7 @@ export async function resolveTarget(target: string): Promise<Target> {
     const rest = target.slice('s3://'.length);
     if (!rest.includes('/') || target.endsWith('/')) return { kind: 'directory', source: await s3Source(target) };
     const loc = parseS3Url(target, 'the checkpoint');
-    if (await blobExists(loc)) return { kind: 'file', path: loc.url };
+    if ((await objectSize(loc)) !== undefined) return { kind: 'file', path: loc.url };
     const source = await s3Source(target);
     return source.checkpointNames().length > 0 ? { kind: 'directory', source } : { kind: 'file', path: loc.url };
   }

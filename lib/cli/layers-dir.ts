@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { fromNodeError } from '../errors';
 import { acquireTempPath, releaseTempPath } from '../fs/tempfiles';
-import { deleteBlob, getBlob, putBlob } from '../s3/blobs';
+import { deleteObject, putObject, readObject } from '../s3/text-objects';
 import { locationScheme, objectIn, parseS3Prefix, parseS3Url } from '../s3/location';
 import { listPrefix } from '../s3/prefix';
 import { CliError, ExitCode } from './exit-codes';
@@ -100,11 +100,17 @@ function s3Place(url: string): LayersPlace {
     where: prefix.url,
     locate: (name) => at(name).url,
     create: async () => undefined,
-    write: (name, data) =>
-      putBlob(at(name), data, name.endsWith('.json') ? 'application/json' : 'application/octet-stream'),
-    read: (name) => getBlob(at(name)),
+    write: async (name, data) => {
+      await putObject(
+        at(name),
+        data,
+        name.endsWith('.json') ? 'application/json' : 'application/octet-stream',
+        'write',
+      );
+    },
+    read: (name, what) => readObject(at(name), what),
     names: async () => (await listPrefix(prefix)).map((e) => e.name),
-    remove: (name) => deleteBlob(objectIn(prefix, name)).catch(() => undefined),
+    remove: (name) => deleteObject(objectIn(prefix, name)).catch(() => undefined),
   };
 }
 

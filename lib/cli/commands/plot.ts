@@ -10,7 +10,7 @@ import { listCheckpoints } from '../checkpoint-listing';
 import { type CliContext, out, outJson } from '../context';
 import { CliError, ExitCode } from '../exit-codes';
 import { chartPoints, chartSpec, htmlPage, renderSvg } from '../metric-chart';
-import { putBlob } from '../../s3/blobs';
+import { putObject } from '../../s3/text-objects';
 import { joinLocation, locationScheme, parseS3Url } from '../../s3/location';
 
 export interface PlotArgs {
@@ -36,7 +36,7 @@ export async function plotCommand(ctx: CliContext, dir: string, args: PlotArgs =
   const html = /\.html$/i.test(target);
   const content = html ? htmlPage(`${listing.monitor} per epoch: ${listing.directory}`, svg) : svg;
   if (s3) {
-    await putBlob(parseS3Url(target, '--out'), content, html ? 'text/html' : 'image/svg+xml');
+    await putObject(parseS3Url(target, '--out'), content, html ? 'text/html' : 'image/svg+xml', 'write');
   } else {
     try {
       await fsp.mkdir(path.dirname(target), { recursive: true });
