@@ -39,6 +39,8 @@ import { readArgs } from '../args';
 import { parseSaveFreq } from './save-frequency';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 import { verifyCheckpoint } from '../io/tensors';
+import type { S3LeaseArgs } from '../s3/lease';
+import { locationScheme } from '../s3/location';
 
 export interface BackupAndRestoreArgs {
   /** The backup directory (created if missing; locked while training). Required. */
@@ -63,6 +65,9 @@ export interface BackupAndRestoreArgs {
   async?: boolean;
   /** Where warnings go. Default: console. */
   logger?: CheckpointLogger;
+  /** For an `s3://` directory: the lock's lease timing, `{ leaseMs, renewMs }` (see CheckpointManagerArgs.s3).
+   * Default: {} (a 60 s lease). */
+  s3?: S3LeaseArgs;
 }
 
 /** The backup's file name in the directory. */
@@ -87,6 +92,7 @@ const KNOWN_ARGS = [
   'durable',
   'async',
   'logger',
+  's3',
 ] as const satisfies readonly (keyof BackupAndRestoreArgs)[];
 
 export class BackupAndRestore extends ManagedCallback {
@@ -122,6 +128,7 @@ export class BackupAndRestore extends ManagedCallback {
       ...(args.durable !== undefined ? { durable: args.durable } : {}),
       ...(args.async !== undefined ? { async: args.async } : {}),
       ...(args.logger !== undefined ? { logger: args.logger } : {}),
+      ...(args.s3 !== undefined ? { s3: args.s3 } : {}),
     };
     const lifecycle = (callback: ManagedCallback): ManagerLifecycle =>
       new ManagerLifecycle(managerArgs, {
@@ -212,8 +219,9 @@ export class BackupAndRestore extends ManagedCallback {
       if (this.deleteCheckpoint) await manager.deleteAll();
     });
     await this.closeManager();
-    // After the lock file is gone: the directory goes too if nothing else is in it (ENOTEMPTY: something is).
-    if (this.deleteCheckpoint) {
+    // After the lock file is gone: the directory goes too if nothing else is in it (ENOTEMPTY: something is). An
+    // s3:// prefix is no object of its own: it is gone with its last object.
+    if (this.deleteCheckpoint && locationScheme(this.directory, 'the backup directory') !== 's3') {
       await fsp.rmdir(this.directory).catch((e: NodeJS.ErrnoException) => {
         if (e.code !== 'ENOTEMPTY' && e.code !== 'EEXIST' && e.code !== 'ENOENT') {
           (this.logger ?? console).warn(

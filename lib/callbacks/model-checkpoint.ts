@@ -37,6 +37,7 @@ import { validateTemplate } from '../manager/filename-template';
 import { ManagerLifecycle } from './manager-lifecycle';
 import { ManagedCallback } from './managed-callback';
 import { parseSaveFreq } from './save-frequency';
+import type { S3LeaseArgs } from '../s3/lease';
 
 export { resolveLogs } from './managed-callback';
 
@@ -100,6 +101,9 @@ export interface ModelCheckpointArgs {
   /** Write each checkpoint as a shard set of shards of at most this size (see CheckpointManagerArgs.maxShardSize).
    * Default: undefined (one file). */
   maxShardSize?: number | string;
+  /** For an `s3://` filepath: the lock's lease timing, `{ leaseMs, renewMs }` (see CheckpointManagerArgs.s3).
+   * Default: {} (a 60 s lease). */
+  s3?: S3LeaseArgs;
   /** Where messages and warnings go. Default: console. */
   logger?: CheckpointLogger;
   /**
@@ -147,6 +151,7 @@ const PASSED_THROUGH = [
   'async',
   'durable',
   'maxShardSize',
+  's3',
   'logger',
 ] as const satisfies readonly (keyof ModelCheckpointArgs & keyof CheckpointManagerArgs)[];
 

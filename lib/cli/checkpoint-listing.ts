@@ -1,19 +1,16 @@
 /**
- * What `ls` and `plot` show about a checkpoint directory: its checkpoints (epoch, metrics, monitored value, size,
- * time), which is best and which is last. Read from the CheckpointManager's index (checkpoint-index.ts) when the
- * directory has a valid one; otherwise from each checkpoint file's own metadata (the manager's record, or the
- * training information saveCheckpoint stores), so a directory without an index, or with a damaged one, still lists.
+ * What `ls` and `plot` show about a checkpoint directory, local or an s3:// prefix (checkpoint-source.ts): its
+ * checkpoints (epoch, metrics, monitored value, size, time), which is best and which is last. Read from the
+ * CheckpointManager's index (checkpoint-index.ts) when the directory has a valid one; otherwise from each checkpoint
+ * file's own metadata (the manager's record, or the training information saveCheckpoint stores), so a directory
+ * without an index, or with a damaged one, still lists.
  */
-import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
-import { MANAGER_METADATA_KEY, type CheckpointIndex, type HistoryEntry, readIndex } from '../manager/checkpoint-index';
+import { MANAGER_METADATA_KEY, type CheckpointIndex, type HistoryEntry } from '../manager/checkpoint-index';
 import { decodeNumber, parseTrainingMetadata } from '../format/metadata';
-import { fromNodeError } from '../errors';
-import { fileAsDirectoryError } from '../fs/entry-kind';
 import { inferMonitorMode, lookupMetric, type MonitorMode } from '../manager/metric-names';
 import { CheckpointPolicy } from '../manager/policy';
-import { checkpointNames, checkpointSize } from '../io/shards';
 import { readCheckpointInfo } from '../io/tensors';
+import { type CheckpointSource, openSource } from './checkpoint-source';
 
 export interface ListedCheckpoint {
   file: string;
@@ -50,26 +47,10 @@ export interface Listing {
   history?: HistoryEntry[];
 }
 
-/** Bytes on disk of a checkpoint: its file, or a shard set's index and shards; null when missing. */
-async function sizeOf(file: string): Promise<number | null> {
-  return checkpointSize(file).catch(() => null);
-}
-
-async function checkDirectory(dir: string): Promise<void> {
-  let st;
-  try {
-    st = await fsp.stat(dir);
-  } catch (e) {
-    throw fromNodeError(e, dir, 'open the directory');
-  }
-  const refused = st.isDirectory() ? undefined : await fileAsDirectoryError(dir, `Cannot list ${dir}: not a directory`);
-  if (refused) throw refused;
-}
-
-async function fromIndex(dir: string, index: CheckpointIndex): Promise<Listing> {
+async function fromIndex(source: CheckpointSource, index: CheckpointIndex): Promise<Listing> {
   const checkpoints: ListedCheckpoint[] = [];
   for (const e of index.checkpoints) {
-    const size = await sizeOf(path.join(dir, e.file));
+    const size = await source.size(e.file);
     checkpoints.push({
       file: e.file,
       epoch: e.epoch,
@@ -86,7 +67,7 @@ async function fromIndex(dir: string, index: CheckpointIndex): Promise<Listing> 
   }
   const history = index.history;
   return {
-    directory: dir,
+    directory: source.directory,
     source: 'index',
     monitor: index.monitor,
     mode: index.mode,
@@ -144,20 +125,13 @@ function recordFromMetadata(file: string, size: number, metadata: Record<string,
   return { entry: base, ...(monitor ? { monitor } : {}) };
 }
 
-async function fromMetadata(dir: string, indexProblem?: string): Promise<Listing> {
-  let names: string[];
-  try {
-    names = await fsp.readdir(dir);
-  } catch (e) {
-    throw fromNodeError(e, dir, 'list the directory');
-  }
+async function fromMetadata(source: CheckpointSource, indexProblem?: string): Promise<Listing> {
   const scanned: ScannedFile[] = [];
-  for (const name of checkpointNames(names)) {
-    const full = path.join(dir, name);
-    const size = await sizeOf(full);
+  for (const name of source.checkpointNames()) {
+    const size = await source.size(name);
     if (size === null) continue;
     try {
-      const info = await readCheckpointInfo(full);
+      const info = await readCheckpointInfo(source.locate(name));
       scanned.push(recordFromMetadata(name, size, info.metadata));
     } catch (e) {
       scanned.push({
@@ -203,7 +177,7 @@ async function fromMetadata(dir: string, indexProblem?: string): Promise<Listing
   if (best) best.best = true;
   if (last) last.last = true;
   return {
-    directory: dir,
+    directory: source.directory,
     source: 'metadata',
     ...(indexProblem ? { indexProblem } : {}),
     monitor,
@@ -214,11 +188,10 @@ async function fromMetadata(dir: string, indexProblem?: string): Promise<Listing
   };
 }
 
-/** Lists the checkpoints of `dir` (see the module comment). */
-export async function listCheckpoints(dirArg: string): Promise<Listing> {
-  const dir = path.resolve(dirArg);
-  await checkDirectory(dir);
-  const read = await readIndex(dir);
-  if (read.status === 'ok') return fromIndex(dir, read.index);
-  return fromMetadata(dir, read.status === 'damaged' ? read.reason : undefined);
+/** Lists the checkpoints of `dir`, a local directory or an s3:// prefix (see the module comment). */
+export async function listCheckpoints(dir: string): Promise<Listing> {
+  const source = await openSource(dir);
+  const read = await source.readIndex();
+  if (read.status === 'ok') return fromIndex(source, read.index);
+  return fromMetadata(source, read.status === 'damaged' ? read.reason : undefined);
 }

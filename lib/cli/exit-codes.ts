@@ -11,7 +11,7 @@ export const ExitCode = {
   INVALID: 1,
   /** Usage error: unknown command or option, missing or malformed argument. */
   USAGE: 2,
-  /** I/O error: a file or directory is missing, unreadable or unwritable. */
+  /** I/O error: a file or directory is missing, unreadable or unwritable; an S3 request failed. */
   IO: 3,
   /** Anything else: a missing optional dependency, or an unexpected failure (run with --verbose for the trace). */
   OTHER: 4,
@@ -45,8 +45,10 @@ export function exitCodeFor(err: unknown): ExitCodeValue {
   if (err instanceof CheckpointError) {
     if (INVALID_CODES.has(err.code)) return ExitCode.INVALID;
     if (err.code === ErrorCode.INVALID_ARGUMENT || err.code === ErrorCode.TEMPLATE) return ExitCode.USAGE;
-    // A write that made no progress is an I/O failure without an errno.
-    if (/^E[A-Z0-9]+$/.test(err.code) || err.code === ErrorCode.WRITE_STALLED) return ExitCode.IO;
+    // A write that made no progress is an I/O failure without an errno; so is a failed S3 request (NoSuchKey,
+    // AccessDenied, a gateway that does not answer).
+    if (/^E[A-Z0-9]+$/.test(err.code) || err.code === ErrorCode.WRITE_STALLED || err.code === ErrorCode.S3)
+      return ExitCode.IO;
     return ExitCode.OTHER;
   }
   const code = (err as NodeJS.ErrnoException | undefined)?.code;

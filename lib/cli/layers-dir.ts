@@ -2,13 +2,17 @@
  * tfjs layers-model directories (the format of `model.save('file://dir')` and of tensorflowjs_converter): a
  * `model.json` (topology, training config, weights manifest) beside binary weight shards. Two IOHandlers:
  * `layersDirWriter` for `model.save` and `layersDirReader` for `tf.loadLayersModel`. Both work with any tfjs
- * platform, including the pure-JS one, and produce/accept exactly what tfjs-node's `file://` handler does.
+ * platform, including the pure-JS one, and produce/accept exactly what tfjs-node's `file://` handler does. The
+ * directory may be an `s3://bucket/prefix` (the files are objects under it, each written with one PUT).
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { fromNodeError } from '../errors';
 import { acquireTempPath, releaseTempPath } from '../fs/tempfiles';
+import { deleteObject, putObject, readObject } from '../s3/text-objects';
+import { locationScheme, objectIn, parseS3Prefix, parseS3Url } from '../s3/location';
+import { listPrefix } from '../s3/prefix';
 import { CliError, ExitCode } from './exit-codes';
 
 type ModelArtifacts = tfTypes.io.ModelArtifacts;
@@ -46,23 +50,94 @@ async function writeFileAtomic(file: string, data: string | Uint8Array): Promise
   }
 }
 
-/**
- * An IOHandler that writes `dir/model.json` and `dir/group1-shardKofN.bin`. Shards are written first and model.json
- * last, each through a temp file and a rename, so a model.json on disk always describes complete shards. Stale shards
- * of an earlier export into the same directory are removed.
- */
-export function layersDirWriter(dir: string, args: LayersDirWriterArgs = {}): tfTypes.io.IOHandler {
-  const shardBytes = args.shardBytes ?? 4 * 1024 * 1024;
+/** A layers-model directory's files, whole: a local directory or an s3:// prefix. */
+interface LayersPlace {
+  /** The directory as messages name it (absolute, or the s3:// URL). */
+  readonly where: string;
+  /** Where the file `name` is (a relative name, `/`-separated). */
+  locate(name: string): string;
+  /** Creates the directory if needed (nothing to do on S3). */
+  create(): Promise<void>;
+  /** Writes `name` whole or not at all (temp file and rename; one PUT). */
+  write(name: string, data: string | Uint8Array): Promise<void>;
+  read(name: string, what: string): Promise<Buffer>;
+  /** The names directly in the directory. */
+  names(): Promise<string[]>;
+  /** Removes `name`, best effort. */
+  remove(name: string): Promise<void>;
+}
+
+function localPlace(dir: string): LayersPlace {
   return {
-    async save(artifacts: ModelArtifacts): Promise<tfTypes.io.SaveResult> {
-      if (artifacts.modelTopology instanceof ArrayBuffer) {
-        throw new CliError(ExitCode.INVALID, 'Cannot export a graph model (binary topology): only layers models');
-      }
+    where: dir,
+    locate: (name) => path.join(dir, name),
+    async create() {
       try {
         await fsp.mkdir(dir, { recursive: true });
       } catch (e) {
         throw fromNodeError(e, dir, 'create the directory');
       }
+    },
+    write: (name, data) => writeFileAtomic(path.join(dir, name), data),
+    async read(name, what) {
+      const file = path.join(dir, name);
+      try {
+        return await fsp.readFile(file);
+      } catch (e) {
+        throw fromNodeError(e, file, what);
+      }
+    },
+    names: () => fsp.readdir(dir),
+    remove: (name) => fsp.unlink(path.join(dir, name)).catch(() => undefined),
+  };
+}
+
+function s3Place(url: string): LayersPlace {
+  const prefix = parseS3Prefix(url, 'the model directory');
+  // A manifest's relative path may have directories of its own: its objects are then under deeper prefixes.
+  const at = (name: string) => parseS3Url(`${prefix.url}/${name}`, 'a model file');
+  return {
+    where: prefix.url,
+    locate: (name) => at(name).url,
+    create: async () => undefined,
+    write: async (name, data) => {
+      await putObject(
+        at(name),
+        data,
+        name.endsWith('.json') ? 'application/json' : 'application/octet-stream',
+        'write',
+      );
+    },
+    read: (name, what) => readObject(at(name), what),
+    names: async () => (await listPrefix(prefix)).map((e) => e.name),
+    remove: (name) => deleteObject(objectIn(prefix, name)).catch(() => undefined),
+  };
+}
+
+/** The place of a layers-model directory, local or s3://. */
+function placeOf(dir: string): LayersPlace {
+  return locationScheme(dir, 'the model directory') === 's3' ? s3Place(dir) : localPlace(path.resolve(dir));
+}
+
+/** Where model.json of the layers-model directory `dir` (local or s3://) is. */
+export function modelJsonIn(dir: string): string {
+  return placeOf(dir).locate(MODEL_JSON);
+}
+
+/**
+ * An IOHandler that writes `dir/model.json` and `dir/group1-shardKofN.bin` (`dir` local or an s3:// prefix). Shards
+ * are written first and model.json last, each whole or not at all (a temp file and a rename; one PUT), so a
+ * model.json always describes complete shards. Stale shards of an earlier export into the same directory are removed.
+ */
+export function layersDirWriter(dir: string, args: LayersDirWriterArgs = {}): tfTypes.io.IOHandler {
+  const shardBytes = args.shardBytes ?? 4 * 1024 * 1024;
+  const place = placeOf(dir);
+  return {
+    async save(artifacts: ModelArtifacts): Promise<tfTypes.io.SaveResult> {
+      if (artifacts.modelTopology instanceof ArrayBuffer) {
+        throw new CliError(ExitCode.INVALID, 'Cannot export a graph model (binary topology): only layers models');
+      }
+      await place.create();
       const parts = chunks(artifacts.weightData);
       const total = parts.reduce((a, p) => a + p.byteLength, 0);
       const count = Math.max(1, Math.ceil(total / shardBytes));
@@ -85,7 +160,7 @@ export function layersDirWriter(dir: string, args: LayersDirWriterArgs = {}): tf
           }
         }
         const name = `group1-shard${s + 1}of${count}.bin`;
-        await writeFileAtomic(path.join(dir, name), shard);
+        await place.write(name, shard);
         names.push(name);
       }
       const modelJson: ModelJSON = {
@@ -98,11 +173,10 @@ export function layersDirWriter(dir: string, args: LayersDirWriterArgs = {}): tf
         ...(artifacts.userDefinedMetadata ? { userDefinedMetadata: artifacts.userDefinedMetadata } : {}),
       };
       const jsonText = JSON.stringify(modelJson);
-      await writeFileAtomic(path.join(dir, MODEL_JSON), jsonText);
+      await place.write(MODEL_JSON, jsonText);
       const keep = new Set(names);
-      for (const entry of await fsp.readdir(dir)) {
-        if (SHARD_PATTERN.test(entry) && !keep.has(entry))
-          await fsp.unlink(path.join(dir, entry)).catch(() => undefined);
+      for (const entry of await place.names()) {
+        if (SHARD_PATTERN.test(entry) && !keep.has(entry)) await place.remove(entry);
       }
       return {
         modelArtifactsInfo: {
@@ -117,8 +191,12 @@ export function layersDirWriter(dir: string, args: LayersDirWriterArgs = {}): tf
   };
 }
 
-/** `dir` or `dir/model.json` -> the model.json path. */
+/** `dir` or `dir/model.json` -> the model.json path (an s3:// URL names model.json when it ends with .json). */
 export async function resolveModelJson(target: string): Promise<string> {
+  if (locationScheme(target, 'the model directory') === 's3') {
+    if (/\.json$/i.test(target)) return parseS3Url(target, 'the model.json').url;
+    return `${parseS3Prefix(target, 'the model directory').url}/${MODEL_JSON}`;
+  }
   const abs = path.resolve(target);
   let st;
   try {
@@ -138,14 +216,12 @@ function isObject(v: unknown): v is Record<string, unknown> {
  * directory). Each shard must have been fully written: the total size must match what the weight specs need.
  */
 export function layersDirReader(modelJsonPath: string): tfTypes.io.IOHandler {
+  const s3 = locationScheme(modelJsonPath, 'the model.json') === 's3';
+  const cut = modelJsonPath.lastIndexOf(s3 ? '/' : path.sep);
+  const place = s3 ? s3Place(modelJsonPath.slice(0, cut)) : localPlace(path.dirname(modelJsonPath));
   return {
     async load(): Promise<ModelArtifacts> {
-      let text: string;
-      try {
-        text = await fsp.readFile(modelJsonPath, 'utf8');
-      } catch (e) {
-        throw fromNodeError(e, modelJsonPath, 'read');
-      }
+      const text = (await place.read(modelJsonPath.slice(cut + 1), 'read')).toString('utf8');
       let json: unknown;
       try {
         json = JSON.parse(text);
@@ -158,7 +234,6 @@ export function layersDirReader(modelJsonPath: string): tfTypes.io.IOHandler {
           `${modelJsonPath} is not a tfjs layers model (expected modelTopology and weightsManifest)`,
         );
       }
-      const dir = path.dirname(modelJsonPath);
       const specs: WeightsManifestEntry[] = [];
       const buffers: ArrayBuffer[] = [];
       for (const group of json.weightsManifest as unknown[]) {
@@ -167,16 +242,10 @@ export function layersDirReader(modelJsonPath: string): tfTypes.io.IOHandler {
         }
         specs.push(...(group.weights as WeightsManifestEntry[]));
         for (const p of group.paths) {
-          if (typeof p !== 'string' || p.length === 0 || path.isAbsolute(p)) {
+          if (typeof p !== 'string' || p.length === 0 || path.isAbsolute(p) || (s3 && /(^|\/)\.\.?(\/|$)/.test(p))) {
             throw new CliError(ExitCode.INVALID, `${modelJsonPath} names an invalid weight file ${JSON.stringify(p)}`);
           }
-          const shardPath = path.join(dir, p);
-          let data: Buffer;
-          try {
-            data = await fsp.readFile(shardPath);
-          } catch (e) {
-            throw fromNodeError(e, shardPath, 'read the weight shard');
-          }
+          const data = await place.read(p, 'read the weight shard');
           // An exact ArrayBuffer, never a pooled Buffer's backing store (tfjs ignores byteOffset).
           buffers.push(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) as ArrayBuffer);
         }

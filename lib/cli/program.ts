@@ -18,7 +18,7 @@ Exit codes:
   1  a checkpoint failed verification or is not a usable checkpoint (corrupt, checksum mismatch, no checksums,
      no model topology for export)
   2  usage error (unknown command or option, bad or missing argument)
-  3  I/O error (missing file or directory, permission denied, disk full)
+  3  I/O error (missing file or directory, permission denied, disk full, a failed S3 request)
   4  other (missing optional dependency, unexpected failure: rerun with --verbose)
 `;
 
@@ -42,7 +42,9 @@ function buildProgram(ctx: CliContext): Command {
   const program = new Command();
   program
     .name('tfjs-checkpoint')
-    .description('Inspect, verify, list, plot, export and import tfjs-checkpoint files (checksummed safetensors).')
+    .description(
+      'Inspect, verify, list, plot, export and import tfjs-checkpoint files (checksummed safetensors), local or s3://.',
+    )
     .option('--json', 'machine-readable JSON on stdout')
     .option('--verbose', 'stack traces on errors')
     .version(readVersion(), '-V, --version')
@@ -66,7 +68,7 @@ function buildProgram(ctx: CliContext): Command {
   program
     .command('ls')
     .description('list the checkpoints of a directory: epoch, monitored metric, size, time; best and last marked')
-    .argument('<dir>', 'checkpoint directory')
+    .argument('<dir>', 'checkpoint directory or s3://bucket/prefix')
     .action((dir: string) => lsCommand(ctx, dir));
 
   program
@@ -79,14 +81,14 @@ function buildProgram(ctx: CliContext): Command {
   program
     .command('verify')
     .description('check every checksum of a checkpoint, or of every checkpoint in a directory; exit 1 on corruption')
-    .argument('<path>', 'checkpoint file or directory')
+    .argument('<path>', 'checkpoint file or directory, or an s3:// object or prefix')
     .action((target: string) => verifyCommand(ctx, target));
 
   program
     .command('export')
     .description('write a checkpoint (with its model topology) as a tfjs layers model: model.json + weight shards')
     .argument('<file>', 'checkpoint file or shard set (index or its directory) saved with the model topology')
-    .argument('<outdir>', 'output directory (created if missing)')
+    .argument('<outdir>', 'output directory (created if missing) or s3://bucket/prefix')
     .option('--include-optimizer', 'also export the optimizer state, when the checkpoint has it')
     .option('--shard-size <MiB>', 'maximum weight shard size in MiB', parseShardMiB, 4)
     .option('--no-verify', 'skip the checksums: also exports plain safetensors files without tfjs-checkpoint checksums')
@@ -101,8 +103,8 @@ function buildProgram(ctx: CliContext): Command {
   program
     .command('import')
     .description('convert a tfjs layers model (model.json + weight shards) into a checkpoint file')
-    .argument('<dir>', 'directory holding model.json (or the path of model.json)')
-    .argument('<file>', 'checkpoint file to write')
+    .argument('<dir>', 'directory holding model.json (or the path of model.json), local or s3://')
+    .argument('<file>', 'checkpoint file to write, local or s3://bucket/key')
     .action((dir: string, file: string) => importCommand(ctx, dir, file));
 
   program
@@ -111,7 +113,7 @@ function buildProgram(ctx: CliContext): Command {
       'chart the monitored metric per epoch from a directory index, saved checkpoints marked, best highlighted',
     )
     .argument('<dir>', 'checkpoint directory')
-    .option('-o, --out <file>', 'output file, .svg or .html (default: <dir>/metrics.svg)', parsePlotOut)
+    .option('-o, --out <file>', 'output file, .svg or .html, local or s3:// (default: <dir>/metrics.svg)', parsePlotOut)
     .action((dir: string, opts: { out?: string }) => plotCommand(ctx, dir, { out: opts.out }));
 
   return program;

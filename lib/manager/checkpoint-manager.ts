@@ -146,7 +146,12 @@ export class CheckpointManager extends CheckpointRecord {
     const policy = new CheckpointPolicy(a);
     const store =
       locationScheme(a.directory, 'args.directory') === 's3'
-        ? new S3CheckpointStore({ ...a, policy, location: parseS3Prefix(a.directory, 'args.directory') })
+        ? new S3CheckpointStore({
+            ...a,
+            policy,
+            location: parseS3Prefix(a.directory, 'args.directory'),
+            lease: a.lease,
+          })
         : new LocalCheckpointStore({ ...a, policy });
     super(store, a.directory);
     this.args = a;

@@ -12,6 +12,7 @@ import { renderFilename, validateTemplate } from './filename-template';
 import { TEMP_PATTERN } from '../fs/tempfiles';
 import { parseShardSize } from '../io/shards';
 import { locationScheme, parseS3Prefix } from '../s3/location';
+import { S3LeaseArgs, resolveLease } from '../s3/lease';
 
 /** Where the manager's messages go. Default: `console`. */
 export interface CheckpointLogger {
@@ -95,6 +96,16 @@ export interface CheckpointManagerArgs {
   resume?: boolean;
   /** Where messages go. Default: console. */
   logger?: CheckpointLogger;
+  /**
+   * For an `s3://` directory: the timing of its lock's lease (S3LeaseArgs), `{ leaseMs, renewMs }`. `leaseMs`: how
+   * long the lock lasts without renewal, after which (by the server's clock, plus 2 s) another manager may take it
+   * over: longer rides out longer stalls of this process (a paused VM, a network outage), shorter lets a job
+   * restarted on another machine resume sooner (on the same host a dead job's lock is taken over at once). At least
+   * 1000; default 60000 (60 s). `renewMs`: how often the lease is renewed, below leaseMs; default leaseMs / 3.
+   * Checked for a local directory too, where it has no effect (its lock is the lock file, fs/dir-lock.ts).
+   * Default: {}.
+   */
+  s3?: S3LeaseArgs;
 }
 
 export interface StepOptions {
@@ -141,6 +152,8 @@ export interface Resolved {
   verbose: 0 | 1 | 2;
   resume: boolean;
   logger: CheckpointLogger;
+  /** The s3:// lease's timing (defaults applied; unused for a local directory). */
+  lease: { leaseMs: number; renewMs: number };
 }
 
 const KNOWN_ARGS = [
@@ -163,6 +176,7 @@ const KNOWN_ARGS = [
   'verbose',
   'resume',
   'logger',
+  's3',
 ] as const satisfies readonly (keyof CheckpointManagerArgs)[];
 
 export function checkReservedName(name: string, what: string): void {
@@ -253,6 +267,7 @@ export function resolveArgs(args: CheckpointManagerArgs): Resolved {
     verbose,
     resume: r.boolean('resume') ?? true,
     logger,
+    lease: resolveLease(r.get('s3'), r.path('s3')),
   };
 }
 

@@ -32,12 +32,19 @@ import { type NamedTensors, readCheckpointInfo } from '../io/tensors';
 import { writeSnapshot } from '../io/write-snapshot';
 import { PROBE_PATTERN } from '../s3/capabilities';
 import { loadSdk, s3Client } from '../s3/client';
-import { S3IndexObject } from '../s3/index-object';
+import { S3IndexObject, readIndexText } from '../s3/index-object';
 import { S3Lock, S3LockArgs, S3_LOCK_NAME, acquireS3Lock } from '../s3/lease';
 import { S3Prefix, objectIn, parseS3Url } from '../s3/location';
 import { deleteObject, isMissingObject } from '../s3/text-objects';
 import { openObject } from '../s3/objects';
-import { abortStaleUploads, copyObject, deleteOwnedObject, listPrefix, removeProbeLeftovers } from '../s3/prefix';
+import {
+  S3Entry,
+  abortStaleUploads,
+  copyObject,
+  deleteOwnedObject,
+  listPrefix,
+  removeProbeLeftovers,
+} from '../s3/prefix';
 import {
   CheckpointIndex,
   INDEX_FILENAME,
@@ -52,22 +59,30 @@ import {
   serializeIndex,
 } from './checkpoint-index';
 import { MediumCheckpointStore, StoreArgs } from './store';
+import type { CheckpointLogger } from './manager-args';
 import type { StoreLock, StoreMedium } from './store-medium';
 
-export interface S3StoreArgs extends StoreArgs {
+/** What an S3Medium needs: the prefix, where warnings go, and the lease's settings. */
+export interface S3MediumArgs {
   location: S3Prefix;
+  logger: CheckpointLogger;
   /** The lease lock's settings (lease length, renewal period). Default: lease.ts's. */
   lease?: S3LockArgs;
   /** Write each checkpoint as a shard set of shards of at most this many bytes; undefined: one object. */
   maxShardSize?: number | undefined;
 }
 
-/** An S3 prefix as a store's medium (see the module comment). */
+export interface S3StoreArgs extends StoreArgs, S3MediumArgs {}
+
+/**
+ * An S3 prefix as a store's medium (see the module comment). Without the lock (never calling lock()), it also
+ * serves read-only listings (the CLI's ls, plot and verify): list() and readIndex() read the prefix as it is.
+ */
 export class S3Medium implements StoreMedium {
   private held: S3Lock | undefined;
   private indexObject: S3IndexObject | undefined;
 
-  constructor(private readonly args: S3StoreArgs) {}
+  constructor(private readonly args: S3MediumArgs) {}
 
   private get dir(): S3Prefix {
     return this.args.location;
@@ -122,8 +137,11 @@ export class S3Medium implements StoreMedium {
     });
   }
 
+  /** The index: through the holder's index object when locked (the base of its next publish), else as it is now. */
   async readIndex(): Promise<ReadIndexResult> {
-    const read = await this.holder().index.read();
+    const read = this.indexObject
+      ? await this.indexObject.read()
+      : await readIndexText(objectIn(this.dir, INDEX_FILENAME));
     if (read.status === 'missing') return read;
     try {
       return { status: 'ok', index: parseIndex(read.text) };
@@ -150,13 +168,17 @@ export class S3Medium implements StoreMedium {
     this.indexObject = new S3IndexObject(loc, lock); // its next publish creates it anew
   }
 
+  /** The objects under the prefix that may be checkpoints: all but the index, the lock and capability probes. */
+  async list(): Promise<S3Entry[]> {
+    return (await listPrefix(this.dir)).filter(
+      (e) => e.name !== INDEX_FILENAME && e.name !== S3_LOCK_NAME && !PROBE_PATTERN.test(e.name),
+    );
+  }
+
   async scan(args: RebuildArgs): Promise<RebuildResult> {
     const found: ScannedFile[] = [];
     const sizes = new Map<string, number>();
-    for (const e of await listPrefix(this.dir)) {
-      if (e.name === INDEX_FILENAME || e.name === S3_LOCK_NAME || PROBE_PATTERN.test(e.name)) continue;
-      sizes.set(e.name, e.size);
-    }
+    for (const e of await this.list()) sizes.set(e.name, e.size);
     // Objects under their names, shard sets under their checkpoint's name (shards left out), as for a directory.
     for (const name of checkpointFileNames([...sizes.keys()]).sort()) {
       const size = sizes.get(name);

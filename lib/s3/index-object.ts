@@ -28,6 +28,25 @@ export interface S3PublishResult {
   overwroteLateWrite: boolean;
 }
 
+/**
+ * GETs the index object as it is now, with its ETag: one PUT wrote it, so it is one whole version. For the holder
+ * (S3IndexObject.read) and for read-only listings without the lock (the CLI's ls and plot).
+ */
+export async function readIndexText(
+  loc: S3Location,
+): Promise<{ status: 'missing' } | { status: 'ok'; text: string; etag: string }> {
+  const sdk = loadSdk();
+  let r: SDK.GetObjectCommandOutput;
+  try {
+    r = await s3Client().send(new sdk.GetObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
+  } catch (e) {
+    if (httpStatus(e) === 404) return { status: 'missing' };
+    throw fromS3Error(e, 'read the checkpoint index', loc);
+  }
+  const text = (await r.Body?.transformToString('utf8')) ?? '';
+  return { status: 'ok', text, etag: r.ETag ?? '' };
+}
+
 export class S3IndexObject {
   /** The ETag of the version we last read or wrote; null: none existed; undefined: not read yet. */
   private base: string | null | undefined;
@@ -39,20 +58,9 @@ export class S3IndexObject {
 
   /** Reads the index (and remembers its version as the base of the next publish). */
   async read(): Promise<S3IndexRead> {
-    const sdk = loadSdk();
-    let r: SDK.GetObjectCommandOutput;
-    try {
-      r = await s3Client().send(new sdk.GetObjectCommand({ Bucket: this.location.bucket, Key: this.location.key }));
-    } catch (e) {
-      if (httpStatus(e) === 404) {
-        this.base = null;
-        return { status: 'missing' };
-      }
-      throw fromS3Error(e, 'read the checkpoint index', this.location);
-    }
-    const text = (await r.Body?.transformToString('utf8')) ?? '';
-    this.base = r.ETag ?? '';
-    return { status: 'ok', text };
+    const read = await readIndexText(this.location);
+    this.base = read.status === 'missing' ? null : read.etag;
+    return read.status === 'missing' ? read : { status: 'ok', text: read.text };
   }
 
   /** The current version's ETag (null when absent), without its body. */

@@ -25,6 +25,7 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type * as SDK from '@aws-sdk/client-s3';
+import { argKeys, readArgs } from '../args';
 import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 import type { LockOwner } from '../fs/dir-lock';
 import { ownPidSpace, pidAlive, processStartTime, samePidSpace } from '../fs/pid-space';
@@ -42,18 +43,29 @@ export const JUDGE_MARGIN_MS = 2_000;
 /** Without a Date header the taker's own clock is used, and the hosts' clocks may differ by this much. */
 const CLOCK_SKEW_MS = 30_000;
 
-export interface S3LockArgs {
-  /** How long a lease lasts without renewal; another writer may take the lock over once it has expired.
-   * At least 1000. Default: DEFAULT_LEASE_MS (60 s). */
+/** The lease's timing: what a CheckpointManager's `s3` argument sets (CheckpointManagerArgs.s3). */
+export interface S3LeaseArgs {
+  /** How long a lease lasts without renewal: another writer may take the lock over only once it has expired, by the
+   * server's clock plus JUDGE_MARGIN_MS (2 s). Longer rides out longer stalls of the holder (a paused VM, a network
+   * outage) before anyone may take over; shorter lets a job restarted on another machine take over sooner (on the
+   * same host a dead holder's lock is taken over at once). At least 1000. Default: DEFAULT_LEASE_MS (60 s). */
   leaseMs?: number;
-  /** How often the holder renews its lease. Below leaseMs. Default: leaseMs / 3. */
+  /** How often the holder renews its lease. At least 1, below leaseMs. Default: leaseMs / 3. */
   renewMs?: number;
+}
+
+export interface S3LockArgs extends S3LeaseArgs {
   /** Called once when the lock is lost (taken over, or the lease lapsed unrenewed), with the ERR_CHECKPOINT_LOCKED
    * error every later check() rejects with. Default: process.emitWarning(error). */
   onLost?: (error: CheckpointError) => void;
   /** The server's conditional-request support. Default: probed (capabilities.ts), once per bucket. */
   capabilities?: S3Capabilities;
 }
+
+const LOCK_ONLY_KEYS = ['onLost', 'capabilities'] as const satisfies readonly Exclude<
+  keyof S3LockArgs,
+  keyof S3LeaseArgs
+>[];
 
 /** What the lock object holds: the owner as a local lock file records it (dir-lock.ts LockOwner: host, boot id, pid
  * namespace, pid and its start time, nonce, acquiredAt), plus the lease. */
@@ -144,9 +156,24 @@ function describeOwner(r: S3LockRecord | undefined): string {
   return r ? `process ${r.pid} on ${r.host} (since ${r.acquiredAt})` : 'an unknown writer';
 }
 
-function positiveMs(v: unknown, what: string, min: number): void {
-  if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < min))
-    invalidArgument(what, `a number of milliseconds >= ${min}`, v);
+const LEASE_KEYS = argKeys<S3LeaseArgs>({ leaseMs: true, renewMs: true });
+
+/**
+ * Validates lease settings (through lib/args: unknown keys, finite numbers of milliseconds) and applies the
+ * defaults. `what` names the object in messages (`args.s3` for a manager's, `args` for acquireS3Lock's); keys other
+ * than the lease's are left to the caller (`extraKeys`).
+ */
+export function resolveLease(
+  value: unknown,
+  what: string,
+  extraKeys: readonly string[] = [],
+): { leaseMs: number; renewMs: number } {
+  const a = readArgs(value, what, [...LEASE_KEYS, ...extraKeys]);
+  const ms = (min: number) => ({ min, expected: `a number of milliseconds >= ${min}` });
+  const leaseMs = a.number('leaseMs', ms(1000)) ?? DEFAULT_LEASE_MS;
+  const renewMs = a.number('renewMs', ms(1)) ?? leaseMs / 3;
+  if (renewMs >= leaseMs) invalidArgument(a.path('renewMs'), `below leaseMs (${leaseMs})`, renewMs);
+  return { leaseMs, renewMs };
 }
 
 /** A held lock on a prefix (see the module comment). */
@@ -270,14 +297,27 @@ export class S3Lock {
     if (this.remainingMs <= 0) throw this.lose(`its ${this.record.leaseMs} ms lease lapsed without renewal`);
   }
 
-  /** checkLocal(), then reads the lock object: ERR_CHECKPOINT_LOCKED unless it is still the version we wrote. */
+  /**
+   * checkLocal(), then reads the lock object: ERR_CHECKPOINT_LOCKED unless it is still the version we wrote. The read
+   * holds the renewal slot (`renewing`, which the timer skips while taken): a renewal landing between the read and
+   * its own ETag update would otherwise look like a takeover and lose a lock that is ours.
+   */
   async check(): Promise<void> {
     this.checkLocal();
-    await this.renewing;
-    this.checkLocal();
-    const seen = await readLock(this.location, this.record.leaseMs);
-    this.checkLocal();
-    if (!seen || seen.etag !== this.etag) throw this.lose(await this.lostTo());
+    while (this.renewing) await this.renewing;
+    const compare = (async () => {
+      this.checkLocal();
+      const seen = await readLock(this.location, this.record.leaseMs);
+      this.checkLocal();
+      if (!seen || seen.etag !== this.etag) throw this.lose(await this.lostTo());
+    })();
+    const slot: Promise<void> = compare
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.renewing === slot) this.renewing = undefined;
+      });
+    this.renewing = slot;
+    await compare;
   }
 
   /** Stops renewing and deletes the lock object if it is still ours. Idempotent. */
@@ -318,11 +358,7 @@ function lockedBy(dir: S3Prefix, seen: SeenLock): CheckpointError {
  * writer's lease is live (see the module comment).
  */
 export async function acquireS3Lock(dir: S3Prefix, args: S3LockArgs = {}): Promise<S3Lock> {
-  positiveMs(args.leaseMs, 'leaseMs', 1000);
-  const leaseMs = args.leaseMs ?? DEFAULT_LEASE_MS;
-  positiveMs(args.renewMs, 'renewMs', 1);
-  const renewMs = args.renewMs ?? leaseMs / 3;
-  if (renewMs >= leaseMs) invalidArgument('renewMs', `below leaseMs (${leaseMs})`, renewMs);
+  const { leaseMs, renewMs } = resolveLease(args, 'args', LOCK_ONLY_KEYS);
   const onLost = args.onLost ?? ((e: CheckpointError) => process.emitWarning(e));
   const loc = objectIn(dir, S3_LOCK_NAME);
   const sdk = loadSdk();

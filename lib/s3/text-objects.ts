@@ -1,7 +1,8 @@
 /**
- * Small objects whole: what a shard set's index needs on S3 (lib/io/shard-place.ts): one GET of a text object with a
- * size bound, one PUT (a single object is visible complete or not at all), a HEAD for existence and size, a DELETE that
- * counts an absent object as deleted.
+ * Small objects whole: what a shard set's index needs on S3 (lib/io/shard-place.ts), and the files of a tfjs layers
+ * model and the charts of the CLI: one GET of a text object with a size bound (or of any object), one PUT (a single
+ * object is visible complete or not at all), a HEAD for existence and size, a DELETE that counts an absent object as
+ * deleted. Checkpoints go through objects.ts (streamed multipart uploads, ranged verified reads).
  */
 import type * as SDK from '@aws-sdk/client-s3';
 import { CheckpointError, ErrorCode } from '../errors';
@@ -38,20 +39,42 @@ export async function readTextObject(
   }
 }
 
-/** Writes a text object with one PUT; resolves with its ETag. */
-export async function putTextObject(loc: S3Location, text: string, action: string): Promise<string> {
+/** Writes an object (bytes, or text as UTF-8) with one PUT; resolves with its ETag. */
+export async function putObject(
+  loc: S3Location,
+  body: Uint8Array | string,
+  contentType: string,
+  action: string,
+): Promise<string> {
   const sdk = loadSdk();
+  const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
   try {
     const r = await s3Client().send(
       new sdk.PutObjectCommand({
         Bucket: loc.bucket,
         Key: loc.key,
-        Body: text,
-        ContentType: 'application/json',
-        ContentLength: Buffer.byteLength(text),
+        Body: bytes,
+        ContentType: contentType,
+        ContentLength: bytes.byteLength,
       }),
     );
     return r.ETag ?? '';
+  } catch (e) {
+    throw fromS3Error(e, action, loc);
+  }
+}
+
+/** Writes a JSON text object with one PUT; resolves with its ETag. */
+export function putTextObject(loc: S3Location, text: string, action: string): Promise<string> {
+  return putObject(loc, text, 'application/json', action);
+}
+
+/** Reads an object whole, as bytes (ERR_CHECKPOINT_S3 when absent: NoSuchKey, HTTP 404). */
+export async function readObject(loc: S3Location, action: string): Promise<Buffer> {
+  const sdk = loadSdk();
+  try {
+    const r = await s3Client().send(new sdk.GetObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
+    return Buffer.from((await r.Body?.transformToByteArray()) ?? []);
   } catch (e) {
     throw fromS3Error(e, action, loc);
   }

@@ -2,7 +2,6 @@
  * BackupAndRestore: model.fit killed mid-run resumes at the next epoch with the killed run's weights and optimizer
  * state, forgetting initialEpoch is refused, and a completed fit deletes its backup.
  */
-import { ChildProcess, fork } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -16,11 +15,8 @@ import { restoreCheckpoint } from '../../lib/model/save-restore';
 import { INDEX_FILENAME } from '../../lib/manager/checkpoint-index';
 import { ErrorCode } from '../../lib/errors';
 import { tempDir, useBackend } from '../helpers/backends';
-import { PLATFORM } from '../helpers/platform';
 import { compileTiny, tinyData } from '../helpers/models';
-
-const CHILD = path.join(__dirname, '..', 'fixtures', 'train-child.ts');
-const REGISTER = path.join(__dirname, '..', 'fixtures', 'worker-register.js');
+import { expectResumedAfterEpoch3, killedAndResumedFit } from '../helpers/train-child';
 
 async function exists(p: string): Promise<boolean> {
   return fsp.stat(p).then(
@@ -48,45 +44,12 @@ class Probe extends tf.Callback {
   }
 }
 
-function startChild(args: Record<string, unknown>): ChildProcess {
-  return fork(CHILD, [JSON.stringify({ platform: PLATFORM, ...args })], {
-    execArgv: ['-r', REGISTER],
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    env: { ...process.env, TFJS_CHECKPOINT_NATIVE: '0' },
-  });
-}
-
 describe('BackupAndRestore', () => {
   useBackend('js');
 
   test('a model.fit SIGKILLed after epoch 3 resumes at epoch 4 with that epoch’s weights and optimizer state', async () => {
     const dir = await tempDir();
-    const messages1: Record<string, unknown>[] = [];
-    const first = startChild({ mode: 'fit-backup', directory: dir, epochs: 6, hangAfterEpoch: 2 });
-    const firstExit = new Promise((r) => first.on('exit', (_c, signal) => r(signal)));
-    await new Promise<void>((resolve) =>
-      first.on('message', (m: Record<string, unknown>) => {
-        messages1.push(m);
-        if (m.type === 'hanging') resolve();
-      }),
-    );
-    first.kill('SIGKILL');
-    expect(await firstExit).toBe('SIGKILL');
-    expect(messages1.filter((m) => m.type === 'epoch').map((m) => m.epoch)).toEqual([0, 1, 2]);
-
-    const messages2: Record<string, unknown>[] = [];
-    const second = startChild({ mode: 'fit-backup', directory: dir, epochs: 6 });
-    second.on('message', (m: Record<string, unknown>) => messages2.push(m));
-    const code = await new Promise((r) => second.on('exit', (c) => r(c)));
-    expect(code).toBe(0);
-    expect(messages2.find((m) => m.type === 'start')?.initialEpoch).toBe(3);
-    expect(messages2.filter((m) => m.type === 'epoch').map((m) => m.epoch)).toEqual([3, 4, 5]);
-    // Epoch 4 (index 3) starts from exactly the weights the killed run had at the end of epoch 3.
-    const endOf2 = messages1.find((m) => m.type === 'epoch' && m.epoch === 2)?.weights;
-    const beginOf3 = messages2.find((m) => m.type === 'epoch-begin' && m.epoch === 3)?.weights;
-    expect(beginOf3).toEqual(endOf2);
-    // Adam's step counter went on from the killed run's: 6 epochs x 2 batches in all.
-    expect(messages2.find((m) => m.type === 'end')?.optimizerIterations).toBe(12);
+    expectResumedAfterEpoch3(await killedAndResumedFit(dir));
     // A completed fit deletes its backup, and the directory it emptied.
     expect(await exists(dir)).toBe(false);
   });

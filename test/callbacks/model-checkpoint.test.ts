@@ -20,8 +20,8 @@ import { MetadataKey } from '../../lib/format/metadata';
 import { isOptimizerTensorName } from '../../lib/model/optimizer-state';
 import { readCheckpointInfo } from '../../lib/io/tensors';
 import { tempDir } from '../helpers/backends';
+import { SEED_HISTORY } from '../helpers/training';
 
-const SEED_HISTORY = [0.72, 0.7, 0.81, 0.8, 0.79, 0.8, 0.895, 0.85, 0.84, 0.83];
 const SEED_TEMPLATE = 'xception_v1_{epoch:02d}_{val_accuracy:.3f}.safetensors';
 
 function tinyModel(compile = true): tf.LayersModel {

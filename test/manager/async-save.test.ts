@@ -18,6 +18,7 @@ import { BACKENDS, tempDir, useBackend } from '../helpers/backends';
 import { commitGate } from '../helpers/commit-gate';
 import { DATA_IS_BACKING_ARRAY, PLATFORM, TF_BACKEND } from '../helpers/platform';
 import { compileTiny, tinyData, tinyModel } from '../helpers/models';
+import { recorder } from '../helpers/training';
 
 const CHILD = path.join(__dirname, '..', 'fixtures', 'train-child.ts');
 const REGISTER = path.join(__dirname, '..', 'fixtures', 'worker-register.js');
@@ -26,15 +27,6 @@ const { xs, ys } = tinyData(2);
 
 function bytesOf(a: ArrayBufferView): Buffer {
   return Buffer.from(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
-}
-
-function recorder() {
-  const r = {
-    logs: [] as string[],
-    warnings: [] as string[],
-    logger: { log: (m: string) => r.logs.push(m), warn: (m: string) => r.warnings.push(m) },
-  };
-  return r;
 }
 
 /** Lets every pending I/O callback and microtask run a few times. */

@@ -2,7 +2,7 @@
  * CheckpointManager: the seed's keep-the-best loop, retention, saveLast, the improvement rules, the index (rebuild,
  * resume), the directory lock and a SIGKILLed training process resumed.
  */
-import { ChildProcess, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -14,13 +14,9 @@ import { ErrorCode } from '../../lib/errors';
 import { PID_SPACE, isStaleTemp } from '../../lib/fs/tempfiles';
 import { readCheckpointInfo, verifyCheckpoint } from '../../lib/io/tensors';
 import { BACKENDS, tempDir, useBackend } from '../helpers/backends';
-import { PLATFORM } from '../helpers/platform';
 import { tinyData, tinyModel } from '../helpers/models';
-
-const SEED_HISTORY = [0.72, 0.7, 0.81, 0.8, 0.79, 0.8, 0.895, 0.85, 0.84, 0.83];
-const SEED_TEMPLATE = 'mobilenet_v2_{epoch:02d}_{val_accuracy:.3f}.safetensors';
-const CHILD = path.join(__dirname, '..', 'fixtures', 'train-child.ts');
-const REGISTER = path.join(__dirname, '..', 'fixtures', 'worker-register.js');
+import { SEED_HISTORY, SEED_TEMPLATE, recorder, weightBytes } from '../helpers/training';
+import { startTrainChild } from '../helpers/train-child';
 
 const { xs, ys } = tinyData();
 
@@ -28,33 +24,8 @@ async function trainOneEpoch(model: tf.LayersModel): Promise<void> {
   await model.fit(xs, ys, { epochs: 1, batchSize: 2, verbose: 0, shuffle: false });
 }
 
-/** Copies of every weight's bytes, by originalName. */
-function weightBytes(model: tf.LayersModel): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  for (const w of model.weights) {
-    const d = w.read().dataSync() as Float32Array;
-    out.set(w.originalName, Buffer.from(d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength)));
-  }
-  return out;
-}
-
 function scramble(model: tf.LayersModel): void {
   model.setWeights(model.getWeights().map((w) => tf.randomNormal(w.shape)));
-}
-
-interface Recorder {
-  logs: string[];
-  warnings: string[];
-  logger: { log(m: string): void; warn(m: string): void };
-}
-
-function recorder(): Recorder {
-  const r: Recorder = {
-    logs: [],
-    warnings: [],
-    logger: { log: (m) => r.logs.push(m), warn: (m) => r.warnings.push(m) },
-  };
-  return r;
 }
 
 /** Checkpoint files in `dir` (the index, lock and temp files excluded). */
@@ -802,15 +773,6 @@ describe('CheckpointManager rules (js backend)', () => {
   });
 });
 
-/** Forks the training child; resolves its messages through `onMessage`. */
-function startChild(args: Record<string, unknown>): ChildProcess {
-  return fork(CHILD, [JSON.stringify({ platform: PLATFORM, ...args })], {
-    execArgv: ['-r', REGISTER],
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    env: { ...process.env, TFJS_CHECKPOINT_NATIVE: '0' },
-  });
-}
-
 function waitExit(
   child: ChildProcess,
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
@@ -853,7 +815,7 @@ describe('the directory lock', () => {
 
   test('a live process holding the directory locks it out; once SIGKILLed, its lock is not stuck', async () => {
     const dir = await tempDir();
-    const child = startChild({ mode: 'hold-lock', directory: dir });
+    const child = startTrainChild({ mode: 'hold-lock', directory: dir });
     const exited = waitExit(child);
     await nextMessage(child, (m) => m.type === 'locked');
     const other = new CheckpointManager({ directory: dir });
@@ -874,7 +836,7 @@ describe('the directory lock', () => {
   test('a takeover file left by a process SIGKILLed mid-takeover does not block open(): it is judged by its owner, dead, and removed', async () => {
     const dir = await tempDir();
     // The child's real lock record (written by the library in the child), left behind by its SIGKILL.
-    const child = startChild({ mode: 'hold-lock', directory: dir });
+    const child = startTrainChild({ mode: 'hold-lock', directory: dir });
     const exited = waitExit(child);
     await nextMessage(child, (m) => m.type === 'locked');
     const record = await fsp.readFile(path.join(dir, LOCK_FILENAME), 'utf8');
@@ -1060,7 +1022,7 @@ describe('resuming a killed training process', () => {
   test('a child SIGKILLed after epoch 5 restarts from its last epoch, keeps the old best, ends with the true best', async () => {
     const dir = await tempDir();
     const base = { mode: 'train', directory: dir, history: SEED_HISTORY, template: SEED_TEMPLATE };
-    const first = startChild({ ...base, hangAfterEpoch: 4 });
+    const first = startTrainChild({ ...base, hangAfterEpoch: 4 });
     const firstExit = waitExit(first);
     const started = await nextMessage(first, (m) => m.type === 'start');
     expect(started.initialEpoch).toBe(0);
@@ -1068,7 +1030,7 @@ describe('resuming a killed training process', () => {
     first.kill('SIGKILL');
     expect((await firstExit).signal).toBe('SIGKILL');
 
-    const second = startChild(base);
+    const second = startTrainChild(base);
     const secondExit = waitExit(second);
     const messages: Record<string, unknown>[] = [];
     second.on('message', (m: Record<string, unknown>) => messages.push(m));

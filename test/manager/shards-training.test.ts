@@ -14,14 +14,9 @@ import { SHARD_PATTERN, readShardIndex } from '../../lib/io/shards';
 import { verifyCheckpoint } from '../../lib/io/tensors';
 import { tempDir, useBackend } from '../helpers/backends';
 import { tinyData, tinyModel } from '../helpers/models';
+import { weightBytes } from '../helpers/training';
 
 const { xs, ys } = tinyData();
-
-function weightBytes(model: tf.LayersModel): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  for (const w of model.weights) out.set(w.originalName, Buffer.from((w.read().dataSync() as Float32Array).buffer));
-  return out;
-}
 
 function scramble(model: tf.LayersModel): void {
   model.setWeights(model.getWeights().map((w) => tf.randomNormal(w.shape)));

@@ -18,6 +18,7 @@ import {
   readCheckpointInfo,
   restoreCheckpoint,
   saveCheckpoint,
+  safetensorsIO,
   saveTensors,
   verifyCheckpoint,
 } from '../../lib';
@@ -189,6 +190,37 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
         expect(twin.getWeights().map((w) => Array.from(w.dataSync()))).toEqual(a);
         const rebuilt = await loadModel(url);
         expect(rebuilt.getWeights().map((w) => Array.from(w.dataSync()))).toEqual(a);
+        // The optimizer state (Adam's step and slots) came back into both, as saved.
+        const slots = async (m: tf.LayersModel) =>
+          (await m.optimizer.getWeights()).map((w) => Array.from(w.tensor.dataSync()));
+        const saved0 = await slots(model);
+        expect(saved0.length).toBeGreaterThan(1);
+        expect(await slots(twin)).toEqual(saved0);
+        expect(await slots(rebuilt)).toEqual(saved0);
+      });
+
+      test('the safetensors:// tf.io route takes an s3:// location: model.save and tf.loadLayersModel round-trip weights and optimizer state; the object is saveCheckpoint’s', async () => {
+        const url = `s3://${BUCKET}/${backend}/tfio.safetensors`;
+        const model = tinyModel();
+        await model.fit(tf.ones([4, 3]), tf.zeros([4, 2]), { epochs: 2, verbose: 0 });
+        const result = await model.save(`safetensors://${url}`, { includeOptimizer: true });
+        expect(result.modelArtifactsInfo.weightDataBytes).toBeGreaterThan(0);
+        expect(await verifyCheckpoint(url)).toMatchObject({ path: url });
+        const values = (m: tf.LayersModel) => m.getWeights().map((w) => Array.from(w.dataSync()));
+        const loaded = await tf.loadLayersModel(`safetensors://${url}`);
+        expect(values(loaded)).toEqual(values(model));
+        const slots = async (m: tf.LayersModel) =>
+          (await m.optimizer.getWeights()).map((w) => Array.from(w.tensor.dataSync()));
+        expect(await slots(loaded)).toEqual(await slots(model));
+        // The same object for the rest of the library: loadModel rebuilds it; a saveCheckpoint object loads here.
+        expect(values(await loadModel(url))).toEqual(values(model));
+        const other = `s3://${BUCKET}/${backend}/from-save-checkpoint.safetensors`;
+        await saveCheckpoint(model, other);
+        expect(values(await tf.loadLayersModel(`safetensors://${other}`))).toEqual(values(model));
+        expect(safetensorsIO(url).path).toBe(url);
+        await expect(
+          tf.loadLayersModel(`safetensors://s3://${BUCKET}/${backend}/none.safetensors`),
+        ).rejects.toMatchObject({ code: ErrorCode.S3, message: expect.stringContaining('NoSuchKey') });
       });
 
       test('a byte changed through the S3 API is caught by load and verify with ERR_CHECKPOINT_CHECKSUM', async () => {

@@ -1,15 +1,14 @@
 /**
  * `export FILE OUTDIR`: rebuilds the model a checkpoint describes (its topology and weights) and writes it as a tfjs
  * layers model, model.json plus weight shards, which `tf.loadLayersModel('file://OUTDIR/model.json')` (tfjs-node) or
- * any tfjs layers loader reads.
+ * any tfjs layers loader reads. FILE and OUTDIR may be s3:// locations.
  */
-import * as path from 'node:path';
 import { MetadataKey } from '../../format/metadata';
 import { readCheckpointInfo } from '../../io/tensors';
 import { type CliContext, out, outJson } from '../context';
 import { CliError, ExitCode } from '../exit-codes';
 import { formatBytes } from '../format-output';
-import { MODEL_JSON, layersDirWriter } from '../layers-dir';
+import { layersDirWriter, modelJsonIn } from '../layers-dir';
 import { requireTfjs } from '../tfjs';
 
 export interface ExportArgs {
@@ -45,12 +44,11 @@ export async function exportCommand(
   const verify = args.verify !== false;
   const model = await loadModel(info.path, { verify });
   try {
-    const dir = path.resolve(outdir);
-    const result = await model.save(layersDirWriter(dir, { shardBytes: args.shardBytes }), { includeOptimizer });
+    const result = await model.save(layersDirWriter(outdir, { shardBytes: args.shardBytes }), { includeOptimizer });
     const bytes = result.modelArtifactsInfo.weightDataBytes ?? 0;
     const summary = {
       checkpoint: info.path,
-      modelJson: path.join(dir, MODEL_JSON),
+      modelJson: modelJsonIn(outdir),
       weights: model.weights.length,
       weightBytes: bytes,
       includeOptimizer,

@@ -1,14 +1,14 @@
 /**
  * `import DIR FILE`: builds the tfjs layers model stored in DIR (model.json + weight shards) and saves it as a
- * checkpoint with its topology (and its optimizer state, when the model.json carries it).
+ * checkpoint with its topology (and its optimizer state, when the model.json carries it). DIR and FILE may be s3://
+ * locations.
  */
-import * as path from 'node:path';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { type CliContext, out, outJson } from '../context';
 import { formatBytes } from '../format-output';
 import { layersDirReader, resolveModelJson } from '../layers-dir';
 import { requireTfjs } from '../tfjs';
-import { readCheckpointInfo } from '../../io/tensors';
+import { checkPath, readCheckpointInfo } from '../../io/tensors';
 
 export async function importCommand(ctx: CliContext, dir: string, file: string): Promise<void> {
   const modelJson = await resolveModelJson(dir);
@@ -25,7 +25,7 @@ export async function importCommand(ctx: CliContext, dir: string, file: string):
   const model = await tf.loadLayersModel(handler);
   try {
     const { saveCheckpoint } = await import('../../model/save-restore');
-    const target = path.resolve(file);
+    const target = checkPath(file, 'the checkpoint file');
     await saveCheckpoint(model, target, { includeOptimizer: hasOptimizer && model.optimizer != null });
     const info = await readCheckpointInfo(target);
     const bytes = info.tensors.reduce((a, t) => a + t.byteLength, 0);

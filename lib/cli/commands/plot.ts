@@ -1,6 +1,7 @@
 /**
  * `plot DIR [--out FILE.svg|.html]`: charts the monitored metric per epoch of a checkpoint directory, saved
- * checkpoints marked and the best highlighted (metric-chart.ts).
+ * checkpoints marked and the best highlighted (metric-chart.ts). DIR and FILE may be s3:// locations (the chart is
+ * then one PUT).
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -9,9 +10,11 @@ import { listCheckpoints } from '../checkpoint-listing';
 import { type CliContext, out, outJson } from '../context';
 import { CliError, ExitCode } from '../exit-codes';
 import { chartPoints, chartSpec, htmlPage, renderSvg } from '../metric-chart';
+import { putObject } from '../../s3/text-objects';
+import { joinLocation, locationScheme, parseS3Url } from '../../s3/location';
 
 export interface PlotArgs {
-  /** Output file, .svg or .html. Default: DIR/metrics.svg. */
+  /** Output file, .svg or .html, local or s3://. Default: DIR/metrics.svg (an object under DIR's prefix for s3://). */
   out?: string;
 }
 
@@ -26,14 +29,21 @@ export async function plotCommand(ctx: CliContext, dir: string, args: PlotArgs =
         : `No checkpoints with a monitored metric in ${listing.directory}`,
     );
   }
-  const target = path.resolve(args.out ?? path.join(listing.directory, 'metrics.svg'));
+  const outArg = args.out ?? joinLocation(listing.directory, 'metrics.svg');
+  const s3 = locationScheme(outArg, '--out') === 's3';
+  const target = s3 ? parseS3Url(outArg, '--out').url : path.resolve(outArg);
   const svg = await renderSvg(chartSpec(listing, points));
-  const content = /\.html$/i.test(target) ? htmlPage(`${listing.monitor} per epoch: ${listing.directory}`, svg) : svg;
-  try {
-    await fsp.mkdir(path.dirname(target), { recursive: true });
-    await fsp.writeFile(target, content);
-  } catch (e) {
-    throw fromNodeError(e, target, 'write');
+  const html = /\.html$/i.test(target);
+  const content = html ? htmlPage(`${listing.monitor} per epoch: ${listing.directory}`, svg) : svg;
+  if (s3) {
+    await putObject(parseS3Url(target, '--out'), content, html ? 'text/html' : 'image/svg+xml', 'write');
+  } else {
+    try {
+      await fsp.mkdir(path.dirname(target), { recursive: true });
+      await fsp.writeFile(target, content);
+    } catch (e) {
+      throw fromNodeError(e, target, 'write');
+    }
   }
   const best = points.find((p) => p.best);
   const summary = {

@@ -1,13 +1,15 @@
 /**
  * `verify FILE|DIR`: checks every checksum (the header's and each tensor's) of one checkpoint or of every
- * `*.safetensors` file and shard set (`*.safetensors.index.json`, checked whole against its shards) in a directory. Prints one line per file; exits 1 when any file fails, naming the tensor. On a
- * terminal, a progress bar that moves within each file (verifyCheckpoint's onProgress).
+ * `*.safetensors` file and shard set (`*.safetensors.index.json`, checked whole against its shards) in a directory;
+ * FILE and DIR may be s3:// objects and prefixes (checkpoint-source.ts). Prints one line per file; exits 1 when any
+ * file fails, naming the tensor. On a terminal, a progress bar that moves within each file (verifyCheckpoint's
+ * onProgress).
  */
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { CheckpointError, fromNodeError } from '../../errors';
-import { INDEX_SUFFIX, checkpointNames, checkpointSize } from '../../io/shards';
-import { checkPath, isObjectLocation, readCheckpointInfo, verifyCheckpoint } from '../../io/tensors';
+import { CheckpointError } from '../../errors';
+import { checkpointSize } from '../../io/shards';
+import { isObjectLocation, readCheckpointInfo, verifyCheckpoint } from '../../io/tensors';
+import { resolveTarget } from '../checkpoint-source';
 import { type CliContext, out, outJson } from '../context';
 import { CliError, ExitCode, exitCodeFor } from '../exit-codes';
 import { formatBytes } from '../format-output';
@@ -24,25 +26,6 @@ export interface VerifyFileResult {
   code?: string;
   error?: string;
   tensor?: string;
-}
-
-/** The checkpoints of a directory, sorted by name: its files, and each shard set as its index (never its shards). */
-export async function listCheckpointFiles(dir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await fsp.readdir(dir);
-  } catch (e) {
-    throw fromNodeError(e, dir, 'read the directory');
-  }
-  return checkpointNames(names).map((n) => path.join(dir, names.includes(n) ? n : n + INDEX_SUFFIX));
-}
-
-async function statTarget(target: string): Promise<import('node:fs').Stats> {
-  try {
-    return await fsp.stat(target);
-  } catch (e) {
-    throw fromNodeError(e, path.resolve(target), 'open');
-  }
 }
 
 /**
@@ -67,24 +50,23 @@ export function fileProgress(
 }
 
 export async function verifyCommand(ctx: CliContext, target: string): Promise<void> {
-  const object = isObjectLocation(checkPath(target, 'the checkpoint')); // one s3:// object (prefixes: not yet)
-  const st = object ? undefined : await statTarget(target);
-  const files = object
-    ? [target]
-    : st!.isDirectory()
-      ? await listCheckpointFiles(path.resolve(target))
-      : [path.resolve(target)];
+  const resolved = await resolveTarget(target);
+  const source = resolved.kind === 'directory' ? resolved.source : undefined;
+  const names = source ? source.checkpointNames() : [];
+  const files = source ? names.map((n) => source.locate(n)) : [resolved.kind === 'file' ? resolved.path : target];
   if (files.length === 0) {
-    throw new CliError(ExitCode.INVALID, `No checkpoint files (*.safetensors) in ${path.resolve(target)}`);
+    throw new CliError(ExitCode.INVALID, `No checkpoint files (*.safetensors) in ${source!.directory}`);
   }
   const sizes = await Promise.all(
-    files.map(async (f) =>
-      object
-        ? readCheckpointInfo(f).then(
-            (i) => i.fileSize,
-            () => 0,
-          )
-        : ((await checkpointSize(f).catch(() => null)) ?? 0),
+    files.map(async (f, i) =>
+      source
+        ? ((await source.size(names[i])) ?? 0)
+        : isObjectLocation(f)
+          ? readCheckpointInfo(f).then(
+              (info) => info.fileSize,
+              () => 0,
+            )
+          : ((await checkpointSize(f).catch(() => null)) ?? 0),
     ),
   );
   const total = sizes.reduce((a, b) => a + b, 0);
