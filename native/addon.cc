@@ -111,9 +111,9 @@ class ReadWorker : public Napi::AsyncWorker {
       for (size_t i = 0; i < n; i++) {
         // null for a range read into the caller's destination (ReadPlan.into)
         const bool given = !job_.into.empty() && job_.into[i].given;
-        result.Set(static_cast<uint32_t>(i), job_.map  ? ViewBuffer(env, mapped_.mapping, mapped_.views[i])
-                                             : given ? env.Null()
-                                                     : TakeBuffer(env, buffers_[i]));
+        result.Set(static_cast<uint32_t>(i), job_.map ? ViewBuffer(env, mapped_.mapping, mapped_.views[i])
+                                             : given  ? env.Null()
+                                                      : TakeBuffer(env, buffers_[i]));
       }
       deferred_.Resolve(result);
     });
