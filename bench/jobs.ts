@@ -7,7 +7,14 @@ export type NodeSaveContender = 'native-durable' | 'native-fast' | 'js-durable' 
  * tfjs-node's tensorflow backend, of `file://…/model.json` (tfjs-node's own handler) and of `safetensors://…`.
  */
 export type NodeLoadContender =
-  'native-verify' | 'native-mmap' | 'js-verify' | 'raw-read' | 'alloc-touch' | 'tfjs-node-load' | 'tfjs-node-st-load';
+  | 'native-verify'
+  | 'native-mmap'
+  | 'native-into'
+  | 'js-verify'
+  | 'raw-read'
+  | 'alloc-touch'
+  | 'tfjs-node-load'
+  | 'tfjs-node-st-load';
 
 export type Job =
   | { op: 'save'; contender: NodeSaveContender; bytes: number; dir: string }
