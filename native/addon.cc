@@ -1,10 +1,10 @@
 // The Node-API boundary, and nothing else: exports, argument unpacking into plain C++ structs, async workers,
 // and conversion of results and failures into JS values.
 //
-// Exports: write(plan): Promise<void>, read(plan): Promise<ArrayBuffer[]>, crc32c(view, crc?): number,
-// crc32cPortable(view, crc?): number, crc32cCombine(crcA, crcB, lengthB): number, crc32cHardware: boolean, and the
-// CommitQueue class (commit_binding.cc). See lib/backend/backend.ts for the plans; value conversion lives in
-// js_convert.cc.
+// Exports: write(plan): Promise<void>, read(plan): Promise<(ArrayBuffer|null)[]> (null: read into plan.into[i]),
+// crc32c(view, crc?): number, crc32cPortable(view, crc?): number, crc32cCombine(crcA, crcB, lengthB): number,
+// crc32cHardware: boolean, and the CommitQueue class (commit_binding.cc). See lib/backend/backend.ts for the plans;
+// value conversion lives in js_convert.cc.
 //
 // Threading rules:
 // - Argument unpacking, OnOK and OnError run on the JS thread of the environment that called (main thread or a
