@@ -90,6 +90,27 @@ describe.each(BACKENDS)('loadTensors into given arrays (%s backend)', (name) => 
     expect(loaded.tensors.empty.data).toEqual(new Float32Array(0));
   });
 
+  test('small tensors read as one run are copied into their given arrays after their CRCs, and a flipped byte among them is caught', async () => {
+    const tensors: NamedTensors = {};
+    for (let i = 0; i < 20; i++) {
+      tensors[`w${String(i).padStart(2, '0')}`] = { dtype: 'int32', shape: [3], data: new Int32Array([i, -i, 7 * i]) };
+    }
+    const file = await saved(tensors);
+    const into = { w03: new Int32Array(3), w10: new Int32Array(3), w19: new Int32Array(3) };
+    const loaded = await loadTensors(file, { into });
+    for (const [n, t] of Object.entries(tensors)) {
+      if (n in into) expect(loaded.tensors[n].data).toBe(into[n as keyof typeof into]);
+      expect(Array.from(loaded.tensors[n].data as Int32Array)).toEqual(Array.from(t.data));
+    }
+    const info = await readCheckpointInfo(file);
+    const index = info.tensors.findIndex((t) => t.name === 'w10');
+    const fh = await fsp.open(file, 'r+');
+    await fh.write(Buffer.from([0x55]), 0, 1, info.dataStart + 12 * index + 1);
+    await fh.close();
+    const err = await expectCode(loadTensors(file, { into }), ErrorCode.CHECKSUM);
+    expect(err.tensor).toBe('w10');
+  });
+
   test('a wrong kind of array, a wrong byte length, an unknown name or shared bytes are refused with codes before any data is read', async () => {
     const file = await saved(sample());
     const read = jest.spyOn(getBackend(), 'read');
