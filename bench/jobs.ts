@@ -7,7 +7,14 @@ export type NodeSaveContender = 'native-durable' | 'native-fast' | 'js-durable' 
  * tfjs-node's tensorflow backend, of `file://…/model.json` (tfjs-node's own handler) and of `safetensors://…`.
  */
 export type NodeLoadContender =
-  'native-verify' | 'native-mmap' | 'js-verify' | 'raw-read' | 'alloc-touch' | 'tfjs-node-load' | 'tfjs-node-st-load';
+  | 'native-verify'
+  | 'native-mmap'
+  | 'native-into'
+  | 'js-verify'
+  | 'raw-read'
+  | 'alloc-touch'
+  | 'tfjs-node-load'
+  | 'tfjs-node-st-load';
 
 /** Object-storage contenders (bench/s3.ts, run by bench/s3-child.ts against the local Ceph gateway). */
 export type S3SaveContender = 's3-native' | 's3-js' | 's3-upload';

@@ -189,6 +189,27 @@ export function stringMapArg(value: unknown, what: string, spec: FieldSpec = {})
   return out;
 }
 
+/** What `Object.prototype.toString` calls a TypedArray of each kind (works across realms, unlike instanceof). */
+export function typedArrayKind(value: unknown): string | undefined {
+  if (!ArrayBuffer.isView(value) || value instanceof DataView) return undefined;
+  return Object.prototype.toString.call(value).slice(8, -1); // '[object Float32Array]' -> 'Float32Array'
+}
+
+/**
+ * A plain object of TypedArrays (Float32Array, Int32Array, Uint8Array, BigInt64Array, ...; a Buffer is a
+ * Uint8Array; DataView is refused); a bad entry is named `<what>["<key>"]`. Returns a copy of the object (own keys
+ * only), the arrays themselves as given.
+ */
+export function typedArrayMapArg(value: unknown, what: string, spec: FieldSpec = {}): Record<string, ArrayBufferView> {
+  const obj = plainObjectArg(value, what, spec.expected ?? 'an object of TypedArrays');
+  const out: Record<string, ArrayBufferView> = {};
+  for (const [k, v] of Object.entries(obj)) {
+    if (typedArrayKind(v) === undefined) invalidArgument(`${what}[${JSON.stringify(k)}]`, 'a TypedArray', v);
+    setOwn(out, k, v as ArrayBufferView);
+  }
+  return out;
+}
+
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
 export function functionArg<F extends Function>(value: unknown, what: string, expected = 'a function'): F {
   if (typeof value !== 'function') invalidArgument(what, expected, value);
@@ -263,6 +284,10 @@ export class ArgReader<K extends string> {
 
   stringMap(key: K, spec?: FieldSpec): Record<string, string> | undefined {
     return this.field(key, (v, w) => stringMapArg(v, w, spec));
+  }
+
+  typedArrayMap(key: K, spec?: FieldSpec): Record<string, ArrayBufferView> | undefined {
+    return this.field(key, (v, w) => typedArrayMapArg(v, w, spec));
   }
 
   // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type

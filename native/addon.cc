@@ -1,10 +1,10 @@
 // The Node-API boundary, and nothing else: exports, argument unpacking into plain C++ structs, async workers,
 // and conversion of results and failures into JS values.
 //
-// Exports: write(plan): Promise<void>, read(plan): Promise<ArrayBuffer[]>, crc32c(view, crc?): number,
-// crc32cPortable(view, crc?): number, crc32cCombine(crcA, crcB, lengthB): number, crc32cHardware: boolean, and the
-// CommitQueue class (commit_binding.cc). See lib/backend/backend.ts for the plans; value conversion lives in
-// js_convert.cc.
+// Exports: write(plan): Promise<void>, read(plan): Promise<(ArrayBuffer|null)[]> (null: read into plan.into[i]),
+// crc32c(view, crc?): number, crc32cPortable(view, crc?): number, crc32cCombine(crcA, crcB, lengthB): number,
+// crc32cHardware: boolean, and the CommitQueue class (commit_binding.cc). See lib/backend/backend.ts for the plans;
+// value conversion lives in js_convert.cc.
 //
 // Threading rules:
 // - Argument unpacking, OnOK and OnError run on the JS thread of the environment that called (main thread or a
@@ -87,10 +87,12 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
 
 class ReadWorker : public Napi::AsyncWorker {
  public:
-  ReadWorker(Napi::Env env, ReadJob job)
+  // `views`: the JS views of job.into's given destinations, held until the worker is deleted (on the JS thread).
+  ReadWorker(Napi::Env env, ReadJob job, std::vector<Napi::Reference<Napi::Value>> views)
       : Napi::AsyncWorker(env, "tfjs_checkpoint.read"),
         deferred_(Napi::Promise::Deferred::New(env)),
-        job_(std::move(job)) {}
+        job_(std::move(job)),
+        views_(std::move(views)) {}
 
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
@@ -107,8 +109,11 @@ class ReadWorker : public Napi::AsyncWorker {
       const size_t n = job_.map ? mapped_.views.size() : buffers_.size();
       Napi::Array result = Napi::Array::New(env, n);
       for (size_t i = 0; i < n; i++) {
-        result.Set(static_cast<uint32_t>(i),
-                   job_.map ? ViewBuffer(env, mapped_.mapping, mapped_.views[i]) : TakeBuffer(env, buffers_[i]));
+        // null for a range read into the caller's destination (ReadPlan.into)
+        const bool given = !job_.into.empty() && job_.into[i].given;
+        result.Set(static_cast<uint32_t>(i), job_.map ? ViewBuffer(env, mapped_.mapping, mapped_.views[i])
+                                             : given  ? env.Null()
+                                                      : TakeBuffer(env, buffers_[i]));
       }
       deferred_.Resolve(result);
     });
@@ -162,6 +167,7 @@ class ReadWorker : public Napi::AsyncWorker {
 
   Napi::Promise::Deferred deferred_;
   ReadJob job_;
+  std::vector<Napi::Reference<Napi::Value>> views_;
   MappedResult mapped_;
   std::vector<OwnedBuffer> buffers_;
   Failure failure_;
@@ -204,10 +210,27 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
     }
   }
 
+  // plan.into: absent, or one entry per range, null/undefined (a fresh buffer) or the view to read into.
+  std::vector<Napi::Reference<Napi::Value>> views;
+  const Napi::Value into_value = Field(plan, "into");
+  if (!into_value.IsUndefined()) {
+    if (!into_value.IsArray()) ThrowType(env, "plan.into must be an array");
+    Napi::Array into = into_value.As<Napi::Array>();
+    job.into.resize(into.Length());
+    for (uint32_t i = 0; i < into.Length(); i++) {
+      const Napi::Value v = into.Get(i);
+      if (v.IsNull() || v.IsUndefined()) continue;
+      const ByteSpan span = ViewBytes(env, v, "plan.into[" + std::to_string(i) + "]");
+      // Writable: a view's memory is the JS heap's own ArrayBuffer (or SharedArrayBuffer) store.
+      job.into[i] = Destination{true, const_cast<uint8_t*>(span.data), span.length};
+      views.push_back(Napi::Persistent(v));
+    }
+  }
+
   const std::string invalid = ValidateReadJob(job);
   if (!invalid.empty()) throw Napi::RangeError::New(env, "invalid read plan: " + invalid);
 
-  auto* worker = new ReadWorker(env, std::move(job));
+  auto* worker = new ReadWorker(env, std::move(job), std::move(views));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -31,6 +31,16 @@ std::string ValidateReadJob(const ReadJob& job) {
     if (end - begin > std::numeric_limits<size_t>::max()) return "a range is larger than this platform can address";
     previous_end = end;
   }
+  if (!job.into.empty()) {
+    if (job.map) return "into cannot be combined with map";
+    if (job.into.size() != n) return "into does not have one destination per range";
+    for (size_t i = 0; i < n; i++) {
+      const Destination& d = job.into[i];
+      if (!d.given) continue;
+      if (d.length != job.ranges[2 * i + 1] - job.ranges[2 * i]) return "a destination's length differs from its range";
+      if (d.length > 0 && d.data == nullptr) return "a destination has no memory";
+    }
+  }
   return "";
 }
 
@@ -46,7 +56,7 @@ bool ReadRange(File& file, const ReadJob& job, size_t i, OwnedBuffer& buffer, ui
     if (follower != nullptr && follower->failed()) return true;  // a checksum failed earlier: stop reading
     const size_t want = buffer.length - done < kReadChunk ? buffer.length - done : kReadChunk;
     size_t got = 0;
-    if (!file.PreadAll(buffer.data.get() + done, want, job.data_start + begin + done, &got, &err)) {
+    if (!file.PreadAll(buffer.bytes() + done, want, job.data_start + begin + done, &got, &err)) {
       *failure = Failure::Io(err);
       return false;
     }
@@ -55,7 +65,7 @@ bool ReadRange(File& file, const ReadJob& job, size_t i, OwnedBuffer& buffer, ui
           Failure::Make(Failure::Kind::kCorrupt, job.path, "file ended early (it was truncated while being read)");
       return false;
     }
-    if (crc != nullptr) *crc = Crc32c(buffer.data.get() + done, want, *crc);
+    if (crc != nullptr) *crc = Crc32c(buffer.bytes() + done, want, *crc);
     done += want;
     *filled += want;
     if (follower != nullptr) follower->Published(*filled);
@@ -142,7 +152,7 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
   }
 
   auto fail = [&](Failure f) {
-    out->clear();  // frees every buffer
+    out->clear();  // frees every buffer of ours (the caller's destinations keep what was read into them)
     *failure = std::move(f);
     return false;
   };
@@ -160,6 +170,11 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
     const size_t length = static_cast<size_t>(job.ranges[2 * i + 1] - job.ranges[2 * i]);
     OwnedBuffer& buffer = (*out)[i];
     buffer.length = length;
+    if (!job.into.empty() && job.into[i].given) {
+      buffer.borrowed = length > 0 ? job.into[i].data : nullptr;
+      total += length;
+      continue;
+    }
     if (length > 0) buffer.data.reset(static_cast<uint8_t*>(std::malloc(length)));
     if (length > 0 && !buffer.data) {
       // No system call failed (malloc is the allocator's answer, not the kernel's): a library refusal, worded as
@@ -182,7 +197,7 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
     std::vector<const uint8_t*> data(n);
     std::vector<size_t> lengths(n);
     for (size_t i = 0; i < n; i++) {
-      data[i] = (*out)[i].data.get();
+      data[i] = (*out)[i].bytes();
       lengths[i] = (*out)[i].length;
     }
     CrcFollower follower(std::move(data), std::move(lengths), job.crcs, /*prefault=*/true);

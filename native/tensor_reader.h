@@ -5,7 +5,7 @@
 // one more that only requests the read-ahead, and for a large verified read the CrcFollower (which also pre-faults
 // the buffers), and joins both before returning; ReadCheckpoint touches no JS state. The buffers it
 // returns are plain malloc'd memory owned by the caller (addon.cc hands them to JS as external ArrayBuffers whose
-// finalizer frees them).
+// finalizer frees them), except the caller's own destinations (ReadJob::into), which it only writes into.
 #ifndef TFJS_CHECKPOINT_TENSOR_READER_H_
 #define TFJS_CHECKPOINT_TENSOR_READER_H_
 
@@ -31,9 +31,21 @@ struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
 };
 
-// One tensor's bytes. Invariant: data is null exactly when length is 0.
+// One tensor's bytes: malloc'd here (`data`, owned), or the caller's destination (`borrowed`, never freed here).
+// Invariant: bytes() is null exactly when length is 0; at most one of data and borrowed is set.
 struct OwnedBuffer {
   std::unique_ptr<uint8_t, FreeDeleter> data;
+  uint8_t* borrowed = nullptr;
+  size_t length = 0;
+  uint8_t* bytes() const { return borrowed != nullptr ? borrowed : data.get(); }
+};
+
+// A destination the caller gives for one range (LoadTensorsArgs.into): `given` false means a fresh buffer.
+// Borrowed memory: the caller keeps it alive, writable and unresized until the job is done (addon.cc holds a
+// reference to its JS view); the reader writes into it from its worker thread and pre-faults it as its own.
+struct Destination {
+  bool given = false;
+  uint8_t* data = nullptr;
   size_t length = 0;
 };
 
@@ -50,11 +62,13 @@ struct ReadJob {
   bool verify = true;
   // Map the file instead of copying it (mapped_reader.h, MapCheckpoint): chosen by addon.cc, ignored here.
   bool map = false;
+  // Empty, or one destination per range (see Destination); a given one must be exactly the range's length.
+  std::vector<Destination> into;
 };
 
 // Checks the invariants the TypeScript layer guarantees: an even number of range bounds, ascending non-overlapping
 // ranges within [0, file_size - data_start] (all the tensors, or a group of them), one CRC per range when
-// verifying, sizes addressable on this platform.
+// verifying, sizes addressable on this platform, no destinations or one per range of exactly its length.
 // Returns an empty string when valid, else what is wrong.
 std::string ValidateReadJob(const ReadJob& job);
 
@@ -62,7 +76,9 @@ std::string ValidateReadJob(const ReadJob& job);
 // On failure *failure says why (as ReadCheckpoint's).
 bool OpenReadJob(const ReadJob& job, File* file, Failure* failure);
 
-// Reads every range into its own buffer (a failed allocation is a kMemory failure, never an abort).
+// Reads every range into its own buffer, or into its given destination (job.into: then out[i].borrowed; after a
+// failure it may hold part of the file's bytes, being the caller's memory); a failed allocation is a kMemory failure,
+// never an abort.
 // On success *out has one buffer per range; on failure *out is empty and *failure says why:
 // kMemory (a buffer could not be allocated), kIo (open/fstat/read; a directory: the EISDIR its read fails with),
 // kCorrupt (size differs from file_size, the file shrank while being read, or it is not a regular file yet reads),

@@ -266,14 +266,32 @@ export interface CommitQueue {
   close(): Promise<void>;
 }
 
+/** A read plan with the caller's destinations. */
+export interface ReadIntoPlan extends ReadPlan {
+  /**
+   * The caller's destinations (LoadTensorsArgs.into): absent, or one entry per range, null for a fresh buffer or a
+   * byte view of exactly the range's length to read into (its result entry is then null). The backend writes only
+   * those bytes, from its own thread (native) while the promise is pending, and keeps the views alive until it
+   * settles; on a failure a view may hold part of the range's bytes. Never with `map`.
+   */
+  into: (Uint8Array | null)[];
+}
+
+/** Backend.read: without destinations (ReadIntoPlan.into), every entry is an ArrayBuffer. */
+export interface ReadFunction {
+  (plan: ReadIntoPlan): Promise<(ArrayBuffer | null)[]>;
+  (plan: ReadPlan): Promise<ArrayBuffer[]>;
+}
+
 export interface Backend {
   readonly name: 'native' | 'js';
   /** A new commit-plan executor with its own serial queue (native: its own thread). */
   openCommitQueue(): CommitQueue;
   /** Writes plan atomically: temp file, data, header, (fsync), rename, (directory fsync). */
   write(plan: WritePlan): Promise<void>;
-  /** Reads each range into its own ArrayBuffer (exactly the range's length), verifying CRCs when asked. */
-  read(plan: ReadPlan): Promise<ArrayBuffer[]>;
+  /** Reads each range into its own ArrayBuffer (exactly the range's length), verifying CRCs when asked; a range with
+   * a destination (ReadIntoPlan.into) is read into it instead, and its entry is null. */
+  read: ReadFunction;
   /** CRC32C (Castagnoli, reflected, init/xorout 0xffffffff) of `data`, continuing from `crc` (default 0). */
   crc32c(data: ArrayBufferView, crc?: number): number;
   /** The CRC32C of A followed by B from crc32c(A), crc32c(B) and B's length in bytes, without the bytes. */

@@ -7,7 +7,15 @@ import * as fs from 'node:fs';
 import { Stats, constants as fsConstants, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { type Backend, type BackendFailure, type ReadPlan, type WritePlan, ZERO_WRITE_ATTEMPTS } from './backend';
+import {
+  type Backend,
+  type BackendFailure,
+  type ReadFunction,
+  type ReadIntoPlan,
+  type ReadPlan,
+  type WritePlan,
+  ZERO_WRITE_ATTEMPTS,
+} from './backend';
 import { crc32c, crc32cCombine, crcHex } from '../format/crc32c';
 import { fsyncDirectory } from '../fs/fsync-dir';
 import { openJsCommitQueue } from './js-commit';
@@ -170,7 +178,7 @@ async function opened(p: string): Promise<ReadSource> {
   };
 }
 
-async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
+async function readPlan(plan: ReadPlan | ReadIntoPlan): Promise<(ArrayBuffer | null)[]> {
   const source = plan.fd === undefined ? await opened(plan.path) : borrowed(plan.fd);
   try {
     let st: Stats;
@@ -197,12 +205,13 @@ async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
         plan.path,
       );
     }
-    const out: ArrayBuffer[] = [];
+    const out: (ArrayBuffer | null)[] = [];
     for (let i = 0; i < plan.ranges.length / 2; i++) {
       const begin = plan.ranges[2 * i];
       const length = plan.ranges[2 * i + 1] - begin;
-      const buffer = allocate(length, plan.path);
-      const bytes = new Uint8Array(buffer);
+      const given = ('into' in plan ? plan.into[i] : null) ?? null; // the caller's destination, exactly `length` bytes (ReadPlan.into)
+      const buffer = given ? null : allocate(length, plan.path);
+      const bytes = given ?? new Uint8Array(buffer as ArrayBuffer);
       let crc = 0;
       for (let off = 0; off < length;) {
         let n: number;
@@ -229,6 +238,9 @@ async function read(plan: ReadPlan): Promise<ArrayBuffer[]> {
     await source.close().catch(() => undefined);
   }
 }
+
+/** Backend.read (null entries only where plan.into gives a destination). */
+const read = readPlan as ReadFunction;
 
 export const jsBackend: Backend = {
   name: 'js',

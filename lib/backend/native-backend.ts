@@ -10,7 +10,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { types } from 'node:util';
-import type { Backend, CommitPlan, CommitQueue, CommitResult, ReadPlan, WritePlan } from './backend';
+import type {
+  Backend,
+  CommitPlan,
+  CommitQueue,
+  CommitResult,
+  ReadFunction,
+  ReadIntoPlan,
+  ReadPlan,
+  WritePlan,
+} from './backend';
 import { CheckpointError, ErrorCode } from '../errors';
 import { validateCommitPlan } from './commit-plan';
 
@@ -19,7 +28,7 @@ const PACKAGE_NAME = 'tfjs-checkpoint';
 /** The addon's exports (native/addon.cc). */
 export interface NativeAddon {
   write(plan: WritePlan): Promise<void>;
-  read(plan: ReadPlan): Promise<ArrayBuffer[]>;
+  read: ReadFunction;
   /** CRC32C with the best implementation this CPU supports. */
   crc32c(data: ArrayBufferView, crc?: number): number;
   /** CRC32C with the portable table-driven implementation (for benchmarks and tests). */
@@ -155,13 +164,13 @@ function wrap(addon: NativeAddon, binaryPath: string): NativeBackend {
         return Promise.reject(toError(err));
       }
     },
-    read(plan: ReadPlan): Promise<ArrayBuffer[]> {
+    read: ((plan: ReadPlan | ReadIntoPlan) => {
       try {
         return addon.read(plan);
       } catch (err) {
         return Promise.reject(toError(err));
       }
-    },
+    }) as ReadFunction,
     crc32c(data: ArrayBufferView, crc?: number): number {
       return addon.crc32c(data, crc);
     },

@@ -2,14 +2,14 @@
  * Loading a checkpoint's tensors: one file through its one open descriptor (open-file.ts), a shard set through its
  * index (shards.ts; locally or on s3://), an `s3://` object through ranged GETs of one version (s3/objects.ts).
  */
-import { readArgs } from '../args';
+import { argKeys, readArgs, typedArrayKind } from '../args';
 import { CheckpointError, ErrorCode, captureStack } from '../errors';
-import { ST_ARRAYS } from '../format/dtype-convert';
-import { HeaderState, TFJS_OF_ST, TensorArray, TensorEntry, setOwn } from '../format/header';
+import { LoadedArray, ST_ARRAYS } from '../format/dtype-convert';
+import { HeaderState, ParsedHeader, TFJS_OF_ST, TensorArray, TensorEntry, setOwn } from '../format/header';
 import { parseS3Url } from '../s3/location';
 import { openObject, readObjectData, readOneVersion } from '../s3/objects';
 import { checkPath, isObjectLocation } from './check-path';
-import { OpenedFile, readTensors, withCheckpointFile } from './open-file';
+import { OpenedFile, readTensors, readTensorsInto, withCheckpointFile } from './open-file';
 import { loadShardSet, resolveCheckpoint } from './shards';
 import type { ForeignDType, LoadTensorsArgs, LoadedTensor, LoadedTensors, Verification } from './types';
 
@@ -27,9 +27,9 @@ export function checkBoolBytes(entry: TensorEntry, bytes: Uint8Array, offset: nu
   }
 }
 
-/** A loaded tensor over `buffer` (the tensor's bytes, exactly), a bool's bytes checked. */
-export function toTensor(entry: TensorEntry, buffer: ArrayBuffer, file: string): LoadedTensor {
-  const data = new ST_ARRAYS[entry.dtype](buffer);
+/** A loaded tensor over `buffer` (the tensor's bytes, exactly; or the caller's array of them), a bool's bytes checked. */
+export function toTensor(entry: TensorEntry, buffer: ArrayBuffer | LoadedArray, file: string): LoadedTensor {
+  const data = buffer instanceof ArrayBuffer ? new ST_ARRAYS[entry.dtype](buffer) : buffer;
   if (entry.dtype === 'BOOL') checkBoolBytes(entry, data as Uint8Array, 0, file);
   const tfjs = TFJS_OF_ST[entry.dtype];
   if (tfjs) return { dtype: tfjs, shape: entry.shape, data: data as TensorArray };
@@ -42,14 +42,83 @@ function verificationOf(verify: boolean, checksummed: boolean, state: HeaderStat
   return state === 'resaved' ? 'verified-resaved' : 'verified';
 }
 
+/**
+ * The destinations of LoadTensorsArgs.into, checked against the file's header before any data is read: one entry per
+ * tensor in file order, the given array's bytes or null (a fresh buffer). A name the file does not hold, or an array
+ * of another kind than the tensor's dtype loads as (ST_ARRAYS) or of another byte length, is ERR_CHECKPOINT_MISMATCH
+ * naming the tensor; two destinations sharing bytes are ERR_CHECKPOINT_INVALID_ARGUMENT.
+ */
+function destinationsOf(
+  parsed: ParsedHeader,
+  into: Record<string, ArrayBufferView>,
+  file: string,
+): (Uint8Array | null)[] {
+  const wanted = new Map(Object.entries(into));
+  const out = new Array<Uint8Array | null>(parsed.tensorCount).fill(null);
+  const mismatch = (name: string, why: string): CheckpointError =>
+    new CheckpointError(ErrorCode.MISMATCH, `options.into[${JSON.stringify(name)}] ${why}`, {
+      path: file,
+      tensor: name,
+    });
+  for (let k = 0; k < parsed.tensorCount && wanted.size > 0; k++) {
+    const e = parsed.entryAt(k); // built and dropped: no entry kept per tensor
+    const view = wanted.get(e.name);
+    if (view === undefined) continue;
+    wanted.delete(e.name);
+    const kind = ST_ARRAYS[e.dtype].name;
+    if (typedArrayKind(view) !== kind) {
+      throw mismatch(e.name, `is a ${typedArrayKind(view)}, but the tensor is ${e.dtype}, which loads as a ${kind}`);
+    }
+    if (view.byteLength !== e.end - e.begin) {
+      throw mismatch(
+        e.name,
+        `is ${view.byteLength} bytes, but the tensor (${e.dtype}, shape [${e.shape.join(', ')}]) is ${e.end - e.begin}`,
+      );
+    }
+    out[k] = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+  }
+  for (const name of wanted.keys()) {
+    throw mismatch(name, `names a tensor ${file} does not hold (refused before reading)`);
+  }
+  // Two destinations over the same bytes would make the one read first hold the other's, after its CRC was checked.
+  const given = Object.entries(into).sort(([, a], [, b]) => a.byteOffset - b.byteOffset);
+  for (let a = 0; a < given.length; a++) {
+    for (
+      let b = a + 1;
+      b < given.length && given[b][1].byteOffset < given[a][1].byteOffset + given[a][1].byteLength;
+      b++
+    ) {
+      if (given[b][1].buffer === given[a][1].buffer && given[b][1].byteLength > 0 && given[a][1].byteLength > 0) {
+        throw new CheckpointError(
+          ErrorCode.INVALID_ARGUMENT,
+          `options.into[${JSON.stringify(given[a][0])}] and options.into[${JSON.stringify(given[b][0])}] share bytes ` +
+            `of one buffer; give each tensor its own memory`,
+        );
+      }
+    }
+  }
+  return out;
+}
+
 /** Loads one local checkpoint file (not a set): its header and data through one descriptor. */
-async function loadFile(opened: OpenedFile, verify: boolean, mmap: boolean, stack: string): Promise<LoadedTensors> {
-  const buffers = await readTensors(opened, verify, `load ${opened.path}`, stack, 0, undefined, mmap);
+async function loadFile(
+  opened: OpenedFile,
+  verify: boolean,
+  mmap: boolean,
+  into: Record<string, ArrayBufferView> | undefined,
+  stack: string,
+): Promise<LoadedTensors> {
+  const action = `load ${opened.path}`;
+  const given = into ? destinationsOf(opened.parsed, into, opened.path) : undefined;
+  const buffers = given
+    ? await readTensorsInto(opened, verify, action, stack, given)
+    : await readTensors(opened, verify, action, stack, 0, undefined, mmap);
   const tensors: Record<string, LoadedTensor> = {};
   // Each entry built once and dropped (not `entries`, which would keep 200k of them alive with the result).
   for (let i = 0; i < buffers.length; i++) {
     const e = opened.parsed.entryAt(i);
-    setOwn(tensors, e.name, toTensor(e, buffers[i], opened.path));
+    const data = buffers[i] ?? (into?.[e.name] as LoadedArray); // null exactly where a destination was given
+    setOwn(tensors, e.name, toTensor(e, data, opened.path));
   }
   return {
     tensors,
@@ -69,11 +138,34 @@ async function loadFile(opened: OpenedFile, verify: boolean, mmap: boolean, stac
 export async function loadTensors(file: string, options: LoadTensorsArgs = {}): Promise<LoadedTensors> {
   const stack = captureStack();
   const abs = checkPath(file);
-  const args = readArgs(options, 'options', ['verify', 'mmap'] as const);
+  const args = readArgs(options, 'options', argKeys<LoadTensorsArgs>({ verify: true, mmap: true, into: true }));
   const verify = args.boolean('verify') ?? true;
   const mmap = args.boolean('mmap') ?? false;
+  const into = args.typedArrayMap('into');
+  if (into && mmap) {
+    throw new CheckpointError(
+      ErrorCode.INVALID_ARGUMENT,
+      'options.into and options.mmap cannot be combined: a mapped load reads into no memory of yours',
+    );
+  }
+  if (into && isObjectLocation(abs)) {
+    throw new CheckpointError(
+      ErrorCode.UNSUPPORTED_SCHEME,
+      `options.into is not supported for s3:// locations yet (${abs}); load without it`,
+      { path: abs },
+    );
+  }
   const where = await resolveCheckpoint(abs);
-  if (where.kind === 'set') return loadShardSet(where.index, verify, undefined, mmap);
+  if (where.kind === 'set') {
+    if (into) {
+      throw new CheckpointError(
+        ErrorCode.INVALID_ARGUMENT,
+        `options.into is not supported for a shard set yet (${where.index}); load it without into`,
+        { path: where.index },
+      );
+    }
+    return loadShardSet(where.index, verify, undefined, mmap);
+  }
   if (isObjectLocation(abs)) {
     const loc = parseS3Url(abs, 'file');
     const { object, data } = await readOneVersion(async () => {
@@ -85,5 +177,5 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
     const verification = verificationOf(verify, object.parsed.checksummed, object.state);
     return { tensors: loaded, metadata: object.parsed.metadata, verification };
   }
-  return withCheckpointFile(abs, verify, (opened) => loadFile(opened, verify, mmap, stack));
+  return withCheckpointFile(abs, verify, (opened) => loadFile(opened, verify, mmap, into, stack));
 }

@@ -216,6 +216,34 @@ export async function readTensors(
 }
 
 /**
+ * As readTensors for all the tensors of an opened file, tensor i read into `into[i]` when given (the caller's
+ * destination, exactly its byte length: ReadIntoPlan.into; its entry in the result is then null), else into a fresh
+ * ArrayBuffer. A small tensor read in a run is copied into its destination after its CRC is checked.
+ */
+export async function readTensorsInto(
+  opened: OpenedFile,
+  verify: boolean,
+  action: string,
+  stack: string,
+  into: (Uint8Array | null)[],
+): Promise<(ArrayBuffer | null)[]> {
+  const out = new Array<ArrayBuffer | null>(opened.parsed.tensorCount);
+  const sink = (k: number, bytes: Uint8Array, own: boolean): void => {
+    const dest = into[k];
+    if (dest) {
+      if (bytes !== dest) dest.set(bytes);
+      out[k] = null;
+    } else {
+      out[k] = own
+        ? (bytes.buffer as ArrayBuffer)
+        : (bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer);
+    }
+  };
+  await readRanges(opened, verify, action, stack, 0, undefined, false, sink, into);
+  return out;
+}
+
+/**
  * As readTensors (verifying), but hands each tensor's bytes to `visit` (k relative to `first`) as a view, possibly of
  * a buffer shared with others, valid during the call: for a reader that keeps no tensor (verifyCheckpoint).
  */
@@ -240,6 +268,7 @@ async function readRanges(
   end: number | undefined,
   map: boolean,
   sink: (k: number, bytes: Uint8Array, own: boolean) => void,
+  into?: (Uint8Array | null)[],
 ): Promise<void> {
   const { parsed } = opened;
   const last = end ?? parsed.tensorCount;
@@ -263,17 +292,23 @@ async function readRanges(
     [],
     false,
   );
-  let singles: ArrayBuffer[];
+  let singles: (ArrayBuffer | null)[];
   let runBuffers: ArrayBuffer[];
   try {
-    singles = await backend.read(map ? { ...plan, map } : plan);
+    // With `into`, a single tensor's destination is read into directly (its entry then null).
+    singles = await (into
+      ? backend.read({ ...plan, into: single.map((k) => into[k] ?? null) })
+      : backend.read(map ? { ...plan, map } : plan));
     runBuffers = runs.length > 0 ? await backend.read(runPlan) : [];
   } catch (e) {
     // Names only now: a checksum failure's tensorIndex is an index into the plan's ranges (singles).
     const names = single.map((k) => parsed.entryAt(first + k).name);
     throw fromBackendFailure(e, action, names, stack);
   }
-  single.forEach((k, i) => sink(k, new Uint8Array(singles[i]), true));
+  single.forEach((k, i) => {
+    const buffer = singles[i];
+    sink(k, buffer ? new Uint8Array(buffer) : (into?.[k] as Uint8Array), buffer !== null);
+  });
   singles = [];
   runs.forEach((r, i) => {
     const base = beginOf(r.from);

@@ -61,6 +61,22 @@ export interface LoadTensorsArgs {
    * arrays stay private, never reaching the file. Default: false.
    */
   mmap?: boolean;
+  /**
+   * Read tensors into your own arrays instead of fresh ones (as PyTorch's `load_state_dict` copies into existing
+   * parameters): `{ name: array }`, each array of the kind the tensor's dtype loads as (Float32Array for F32,
+   * Int32Array for I32, Uint8Array for BOOL, BigInt64Array for I64, Uint16Array for F16/BF16, ...; a Buffer is a
+   * Uint8Array) and exactly the tensor's byte length (a view of a larger buffer is fine). Reloading into arrays you
+   * already touched skips the page faults of fresh memory, the bound of a warm load. The loaded tensor's `data` is
+   * then your array itself; tensors you give no array for load into fresh buffers as usual. Checked against the
+   * header before any data is read: a name the file does not hold, or an array of the wrong kind or length, is
+   * ERR_CHECKPOINT_MISMATCH naming the tensor; two arrays sharing bytes are ERR_CHECKPOINT_INVALID_ARGUMENT. Every
+   * CRC is verified as usual, but the bytes land in your arrays as they are read: after a failed load (e.g.
+   * ERR_CHECKPOINT_CHECKSUM) they may hold part of the file's bytes, unverified. Do not read, write, resize or
+   * transfer them until the promise settles. Not with `mmap` (ERR_CHECKPOINT_INVALID_ARGUMENT), a shard set
+   * (ERR_CHECKPOINT_INVALID_ARGUMENT) or `s3://` (ERR_CHECKPOINT_UNSUPPORTED_SCHEME), all refused before reading.
+   * Default: none.
+   */
+  into?: Record<string, LoadedArray>;
 }
 
 /** The safetensors dtypes that have no tfjs dtype of their own: loaded under their safetensors name. */

@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { types } from 'node:util';
 import { MessageChannel, Worker } from 'node:worker_threads';
-import type { ReadPlan, WritePlan } from '../../lib/backend/backend';
+import type { ReadIntoPlan, ReadPlan, WritePlan } from '../../lib/backend/backend';
 import { crc32c as crc32cTs, crc32cCombine as crc32cCombineTs } from '../../lib/format/crc32c';
 import { findPackageRoot, loadNativeBackend, type NativeBackend } from '../../lib/backend/native-backend';
 
@@ -637,7 +637,7 @@ describe('failures', () => {
       name: 'TypeError',
     });
     const readGood = makeReadPlan(good);
-    const badReads: Array<[Partial<Record<keyof ReadPlan, unknown>>, string]> = [
+    const badReads: Array<[Partial<Record<keyof ReadIntoPlan, unknown>>, string]> = [
       [{ ranges: [0, 5, 4, 10] }, 'RangeError'], // overlapping
       [{ ranges: [0, 5, 7, 6] }, 'RangeError'], // a range ending before it begins
       [{ ranges: [0, readGood.fileSize - readGood.dataStart + 1], crcs: [0] }, 'RangeError'], // past the data
@@ -648,6 +648,11 @@ describe('failures', () => {
       [{ fileSize: 2 ** 53 }, 'TypeError'],
       [{ crcs: [2 ** 32] }, 'TypeError'],
       [{ ranges: [0, '10'] }, 'TypeError'],
+      [{ into: 'x' }, 'TypeError'], // not an array
+      [{ into: [new DataView(new ArrayBuffer(1)), 5] }, 'TypeError'], // an entry neither null nor a view
+      [{ into: [null, null] }, 'RangeError'], // not one per range
+      [{ into: readGood.crcs.map(() => new Uint8Array(1)) }, 'RangeError'], // a length other than its range's
+      [{ into: readGood.crcs.map(() => null), map: true }, 'RangeError'],
     ];
     for (const [patch, name] of badReads) {
       await expect(native.read({ ...readGood, ...patch } as ReadPlan)).rejects.toMatchObject({ name });
