@@ -1,6 +1,7 @@
 // The Node-API face of CommitQueue (commit_queue.h): `new CommitQueue()` in JS, with commit(plan): Promise,
 // reset(), close(), a `pending` count (plans not yet settled in JS) and an `unfinished` count (plans the queue's
-// thread has not finished: read synchronously, no event-loop turn needed). lib/backend/native-backend.ts wraps it as the CommitQueue of backend.ts.
+// thread has not finished: read synchronously, no event-loop turn needed). lib/backend/native-backend.ts wraps it as
+// the CommitQueue of backend.ts.
 //
 // Threading rules:
 // - The constructor, commit, reset, close, the settling of promises, the env cleanup hook and the destructor run on
@@ -162,8 +163,7 @@ class CommitQueueWrap : public Napi::ObjectWrap<CommitQueueWrap> {
     return DefineClass(
         env, "CommitQueue",
         {InstanceMethod<&CommitQueueWrap::Commit>("commit"), InstanceMethod<&CommitQueueWrap::Reset>("reset"),
-         InstanceMethod<&CommitQueueWrap::Close>("close"),
-         InstanceAccessor<&CommitQueueWrap::PendingCount>("pending"),
+         InstanceMethod<&CommitQueueWrap::Close>("close"), InstanceAccessor<&CommitQueueWrap::PendingCount>("pending"),
          InstanceAccessor<&CommitQueueWrap::UnfinishedCount>("unfinished")});
   }
 
