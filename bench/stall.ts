@@ -104,6 +104,9 @@ export async function runStall(job: StallJob): Promise<StallResult> {
           }),
         reset: () => real.reset(),
         close: () => real.close(),
+        get unfinished() {
+          return real.unfinished;
+        },
       };
     };
   }

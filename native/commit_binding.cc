@@ -1,5 +1,7 @@
 // The Node-API face of CommitQueue (commit_queue.h): `new CommitQueue()` in JS, with commit(plan): Promise,
-// reset(), close() and a `pending` count. lib/backend/native-backend.ts wraps it as the CommitQueue of backend.ts.
+// reset(), close(), a `pending` count (plans not yet settled in JS) and an `unfinished` count (plans the queue's
+// thread has not finished: read synchronously, no event-loop turn needed). lib/backend/native-backend.ts wraps it as
+// the CommitQueue of backend.ts.
 //
 // Threading rules:
 // - The constructor, commit, reset, close, the settling of promises, the env cleanup hook and the destructor run on
@@ -161,8 +163,8 @@ class CommitQueueWrap : public Napi::ObjectWrap<CommitQueueWrap> {
     return DefineClass(
         env, "CommitQueue",
         {InstanceMethod<&CommitQueueWrap::Commit>("commit"), InstanceMethod<&CommitQueueWrap::Reset>("reset"),
-         InstanceMethod<&CommitQueueWrap::Close>("close"),
-         InstanceAccessor<&CommitQueueWrap::PendingCount>("pending")});
+         InstanceMethod<&CommitQueueWrap::Close>("close"), InstanceAccessor<&CommitQueueWrap::PendingCount>("pending"),
+         InstanceAccessor<&CommitQueueWrap::UnfinishedCount>("unfinished")});
   }
 
   explicit CommitQueueWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CommitQueueWrap>(info), env_(info.Env()) {
@@ -243,6 +245,13 @@ class CommitQueueWrap : public Napi::ObjectWrap<CommitQueueWrap> {
 
   Napi::Value PendingCount(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(pending_.size()));
+  }
+
+  // Plans submitted whose execution has not ended on the queue's thread (its mutex-guarded count): lets JS learn
+  // that the disk work is over before the thread-safe function's callback has had its event-loop turn. The outcome
+  // (result or failure) is still delivered only by the promise; a failed plan has already poisoned the queue.
+  Napi::Value UnfinishedCount(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), shut_ ? 0.0 : static_cast<double>(queue_->Pending()));
   }
 
   void Settle(Napi::Env env, const Done& done) {

@@ -40,7 +40,7 @@ class CommitQueue {
   // No more plans are taken: the plan running finishes (its on_done is called), queued ones are dropped without
   // on_done, and the thread is joined. Idempotent; must not be called from on_done.
   void Stop();
-  // Plans submitted and not yet done.
+  // Plans submitted and not yet done (queued, or running until its on_done has returned). Any thread.
   size_t Pending();
 
  private:

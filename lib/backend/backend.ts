@@ -261,6 +261,11 @@ export interface CommitQueue {
   commit(plan: CommitPlan): Promise<CommitResult>;
   /** Acknowledges a failure: plans submitted after this call run again. Harmless when nothing failed. */
   reset(): void;
+  /** Plans submitted whose execution has not ended (queued or running), read synchronously: on the native queue it
+   * drops when the queue's thread finishes a plan, before its promise settles (which waits for an event-loop turn).
+   * Only a count: the outcome, success or failure, comes through the plan's promise, and a failed plan has already
+   * poisoned the queue, so plans submitted before its rejection is handled are aborted as the rules above say. */
+  readonly unfinished: number;
   /** Resolves once every submitted plan has settled, then releases the executor (its thread). Later commits reject
    * with ERR_CHECKPOINT_CLOSED. Idempotent. */
   close(): Promise<void>;

@@ -248,6 +248,12 @@ class JsCommitQueue implements CommitQueue {
   private generation = 0;
   private poison: Poison | undefined;
   private closed = false;
+  /** Plans submitted whose run has not ended (settles with them: the JS queue has no thread of its own). */
+  private running = 0;
+
+  get unfinished(): number {
+    return this.running;
+  }
 
   commit(plan: CommitPlan): Promise<CommitResult> {
     if (this.closed) {
@@ -259,7 +265,8 @@ class JsCommitQueue implements CommitQueue {
       return Promise.reject(err as Error);
     }
     const generation = this.generation;
-    const run = this.tail.then(() => this.run(plan, generation));
+    this.running++;
+    const run = this.tail.then(() => this.run(plan, generation)).finally(() => this.running--);
     this.tail = run.catch(() => undefined);
     return run;
   }

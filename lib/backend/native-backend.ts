@@ -47,6 +47,7 @@ export interface NativeCommitQueue {
   reset(): void;
   close(): void;
   readonly pending: number;
+  readonly unfinished: number;
 }
 
 /** The native backend, with the extras the benchmarks and tests use. */
@@ -140,6 +141,9 @@ function wrapCommitQueue(queue: NativeCommitQueue): CommitQueue {
     },
     reset(): void {
       queue.reset();
+    },
+    get unfinished(): number {
+      return queue.unfinished;
     },
     async close(): Promise<void> {
       if (closed) return;

@@ -7,7 +7,8 @@
  * manager decides to write is one the user was promised (keep: 'all' keeps every improvement; a dropped improvement
  * would be a missing file), and writes happen in training order so the index never goes backwards. With one
  * pending slot, a loop whose epochs are shorter than a write still overlaps training with I/O, and memory stays at
- * two snapshots at most.
+ * two snapshots at most (up to four, when the backend tells `reserve()` synchronously that plans finished before
+ * their promises could settle: see reserve()).
  *
  * The jobs only await work already queued elsewhere (the store's saves: commit plans run by the backend in
  * submission order without the JS thread, or, for shard sets and s3:// prefixes, the store's own chain of JS steps):
@@ -37,9 +38,22 @@ export class AsyncWriter {
     return this.jobs.length;
   }
 
-  /** Resolves when a job can be submitted without exceeding the bound. Call it before taking a snapshot. */
-  async reserve(): Promise<void> {
+  /**
+   * Resolves when a job can be submitted without exceeding the bound. Call it before taking a snapshot.
+   *
+   * `unfinished` (optional) reads synchronously how many of the newest jobs still have work left, although their
+   * promises have not settled: the jobs are commit plans the backend runs in submission order on its own thread,
+   * so when its count drops, the oldest jobs are the ones done, and a loop that never yields to the event loop need
+   * not wait for a turn to learn it. Such finished-but-unsettled jobs still hold their snapshot until their promise
+   * settles (the native queue drops its references on the JS thread), so they count against a second bound, twice
+   * `maxQueued`: memory stays at 2 x `maxQueued` snapshots at most, and past it the caller waits for the turn that
+   * settles the oldest. Outcomes are unaffected: results and failures still come through the jobs' promises (a
+   * failed plan has already made the backend abort every plan queued before its failure is handled).
+   */
+  async reserve(unfinished?: () => number | undefined): Promise<void> {
     while (this.jobs.length >= this.maxQueued) {
+      const busy = unfinished?.();
+      if (busy !== undefined && busy < this.maxQueued && this.jobs.length < 2 * this.maxQueued) return;
       await this.jobs[0].done.catch(() => undefined);
     }
   }

@@ -33,10 +33,11 @@
  *   file's header, the index, the files retention deletes, the lock to re-check) into one commit plan and hands it to
  *   the backend, whose executor runs it on its own thread (native backend; see backend.ts, "commit plans"). So a
  *   save progresses even where the event loop never turns, as in model.fit with callback instances; only learning
- *   that it finished needs a turn. The pure-JS backend runs the same plan with fs, which does need turns. Sharded
+ *   its outcome needs a turn (the next step() reads synchronously that the plan is finished, so its slot is free). The pure-JS backend runs the same plan with fs, which does need turns. Sharded
  *   saves (maxShardSize) and s3:// prefixes keep a JavaScript path, which needs turns too (store.ts, store-medium.ts).
  * - At most one write is in flight and at most one more snapshot waits behind it; a step that would need a third
- *   waits for the write in flight to finish (back-pressure, never a dropped checkpoint: see async-writer.ts).
+ *   waits for the write in flight to finish (back-pressure, never a dropped checkpoint: see async-writer.ts). Plans
+ *   finished but not yet settled (no turn yet) hold their snapshots until they settle: four at most.
  * - `best`, `last`, `checkpoints` and the index change only when a write is durable. A background failure is logged
  *   when it happens and rejects the next `step()`, `flush()` or `close()`; the previous best stays on disk and stays
  *   `best`. A `step()` that rejects with an earlier failure has still been taken (recorded, decided, its save queued),
@@ -283,7 +284,8 @@ export class CheckpointManager extends CheckpointRecord {
     }
     if (!save) return null;
     // Bounded memory: wait for a free slot before taking the snapshot.
-    await this.writer.reserve();
+    // (A plan the backend finished counts as free without waiting for the turn that settles its promise.)
+    await this.writer.reserve(() => this.store.unfinishedCommits());
     const snapshot = await captureCheckpoint(model, {
       ...(a.includeOptimizer !== undefined ? { includeOptimizer: a.includeOptimizer } : {}),
       weightsOnly: a.weightsOnly,

@@ -73,6 +73,10 @@ export interface CheckpointStore {
    * committed before it. Rejects with the failure; what was committed (renamed into place) is in the index, the
    * previous best is untouched. */
   commit(save: SaveDecision, snapshot: Snapshot): Promise<void>;
+  /** How many of the commits queued and not yet settled still have disk work left, read synchronously (no
+   * event-loop turn): for commit plans, the backend queue's `unfinished` count; undefined when the saves are chains
+   * of JS steps (shard sets, s3://), whose work is only over when their promise settles. */
+  unfinishedCommits(): number | undefined;
   /** Writes the index when the file is out of date: steps recorded since its last write, or (`deletions`) deletions
    * done since. */
   sync(deletions: boolean): Promise<void>;
@@ -242,6 +246,10 @@ export class MediumCheckpointStore implements CheckpointStore {
 
   private metadataOf(snapshot: Snapshot, entry: CheckpointEntry): Record<string, string> {
     return { ...snapshot.metadata, ...entryMetadata(entry, this.args.policy.monitor) };
+  }
+
+  unfinishedCommits(): number | undefined {
+    return this.medium.planner && this.queue ? this.queue.unfinished : undefined;
   }
 
   commit(save: SaveDecision, snapshot: Snapshot): Promise<void> {

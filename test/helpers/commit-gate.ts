@@ -67,6 +67,7 @@ export function commitGate() {
     let tail: Promise<unknown> = Promise.resolve();
     let generation = 0;
     let poisoned = -1;
+    let unfinished = 0; // a JS chain: a plan's work ends when its promise settles
     const run = async (plan: CommitPlan, i: number, gen: number): Promise<CommitResult> => {
       if (gen <= poisoned) throw failure(plan, -1, { kind: 'aborted', stepKind: null }, 'not executed (injected)');
       started.push(planFile(plan));
@@ -98,9 +99,14 @@ export function commitGate() {
       commit(plan: CommitPlan): Promise<CommitResult> {
         const i = submitted++;
         const gen = generation;
+        unfinished++;
         const p = tail.then(() => run(plan, i, gen));
-        tail = p.catch(() => undefined);
+        const done = () => void unfinished--;
+        tail = p.then(done, done);
         return p;
+      },
+      get unfinished(): number {
+        return unfinished;
       },
       reset(): void {
         generation++;

@@ -5,7 +5,7 @@
  * flushes, and a process ending (normally, or by SIGTERM) with a write in flight never leaves a torn checkpoint.
  */
 import { ChildProcess, fork } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointManager } from '../../lib/manager/checkpoint-manager';
@@ -142,6 +142,41 @@ describe.each(BACKENDS)('async saves on the %s backend', (backend) => {
     expect(Array.from(model.weights[0].read().dataSync())).toEqual(new Array(12).fill(7));
     await ckpt.close();
   });
+
+  if (backend === 'native') {
+    test('native: in a loop that never yields, a step proceeds once the earlier plans finished, without an event-loop turn', async () => {
+      const dir = await tempDir();
+      const model = tinyModel();
+      const ckpt = new CheckpointManager({ directory: dir, filename: 'e{epoch}.safetensors', monitor: 'val_loss' });
+      const s0 = await ckpt.step(model, 0, { val_loss: 0.5 });
+      const s1 = await ckpt.step(model, 1, { val_loss: 0.4 });
+      // The JS thread blocks (no turn) until the second plan has published its index: both plans are finished,
+      // neither promise has settled, so both of the writer's slots are still taken by unsettled jobs.
+      const cell = new Int32Array(new SharedArrayBuffer(4));
+      const indexPath = path.join(dir, INDEX_FILENAME);
+      const listsBoth = (): boolean => {
+        try {
+          return parseIndex(readFileSync(indexPath, 'utf8')).checkpoints.length === 2;
+        } catch {
+          return false;
+        }
+      };
+      for (const end = Date.now() + 20_000; !listsBoth() && Date.now() < end;) Atomics.wait(cell, 0, 0, 2);
+      expect(listsBoth()).toBe(true);
+      let turned = false;
+      setImmediate(() => (turned = true));
+      const s2 = await ckpt.step(model, 2, { val_loss: 0.3 });
+      expect(turned).toBe(false); // before: the third step waited for the turn that settles the first save
+      expect(s2?.file).toBe('e3.safetensors');
+      await Promise.all([s0?.durable, s1?.durable, s2?.durable]);
+      expect((await readIndexFile(dir)).checkpoints.map((c) => c.file)).toEqual([
+        'e1.safetensors',
+        'e2.safetensors',
+        'e3.safetensors',
+      ]);
+      await ckpt.close();
+    });
+  }
 
   test('a background failure is logged, rejects the next step (which is still taken), and leaves the previous best on disk and as best', async () => {
     const dir = await tempDir();
