@@ -16,9 +16,9 @@ import { REGISTER, tempFiles } from '../helpers/disk';
 import { versionOf } from '../helpers/commit-plans';
 import { COMMIT_FAULTS } from '../fixtures/commit-fault-child';
 import type { CommitFaultReport } from '../fixtures/commit-fault-child';
+import { buildFaultShim } from '../helpers/fault-shim';
 
 const CHILD = path.join(__dirname, '..', 'fixtures', 'commit-fault-child.ts');
-const SHIM_SOURCE = path.join(__dirname, '..', 'native', 'fault_shim.c');
 const { EIO } = os.constants.errno;
 
 jest.setTimeout(60_000);
@@ -27,16 +27,7 @@ let root: string;
 let shim: string;
 beforeAll(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ckpt-commit-faults-'));
-  shim = path.join(root, 'fault_shim.so');
-  // Linux only (LD_PRELOAD, /proc/self/fd); needs a C compiler: apt-get install -y gcc.
-  const cc = process.env.CC ?? 'cc';
-  const flags = ['-std=c11', '-shared', '-fPIC', '-O2', '-Wall', '-Wextra', '-Werror', '-o', shim, SHIM_SOURCE];
-  const built = spawnSync(cc, [...flags, '-ldl', '-lpthread'], { encoding: 'utf8' });
-  if (built.status !== 0) {
-    throw new Error(
-      `building the fault shim with ${cc} failed (${built.error?.message ?? built.status}):\n${built.stderr}`,
-    );
-  }
+  shim = buildFaultShim(root);
 });
 afterAll(() => {
   fs.rmSync(root, { recursive: true, force: true });

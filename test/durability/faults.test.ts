@@ -18,7 +18,7 @@
  *   invented);
  * - in every case the next save, once the fault is cleared, works in the same process (and the same manager).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -38,9 +38,9 @@ import {
   faultTensors,
 } from '../fixtures/fault-child';
 import type { FaultCase, FaultMode, FaultReport, ReportedError } from '../fixtures/fault-child';
+import { buildFaultShim } from '../helpers/fault-shim';
 
 const CHILD = path.join(__dirname, '..', 'fixtures', 'fault-child.ts');
-const SHIM_SOURCE = path.join(__dirname, '..', 'native', 'fault_shim.c');
 
 jest.setTimeout(60_000);
 
@@ -48,16 +48,7 @@ let root: string;
 let shim: string;
 beforeAll(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'tfjs-ckpt-faults-'));
-  shim = path.join(root, 'fault_shim.so');
-  // Linux only (LD_PRELOAD, /proc/self/fd); needs a C compiler: apt-get install -y gcc.
-  const cc = process.env.CC ?? 'cc';
-  const flags = ['-std=c11', '-shared', '-fPIC', '-O2', '-Wall', '-Wextra', '-Werror', '-o', shim, SHIM_SOURCE];
-  const built = spawnSync(cc, [...flags, '-ldl', '-lpthread'], { encoding: 'utf8' });
-  if (built.status !== 0) {
-    throw new Error(
-      `building the fault shim with ${cc} failed (${built.error?.message ?? built.status}):\n${built.stderr}`,
-    );
-  }
+  shim = buildFaultShim(root);
 });
 afterAll(() => {
   fs.rmSync(root, { recursive: true, force: true });
