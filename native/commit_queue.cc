@@ -94,9 +94,13 @@ void CommitQueue::Run() {
     }
     outcome.finished_ns = MonotonicNs();  // the plan's work ends here, not when JS learns of it
     entry.plan = CommitPlanJob();         // free the copies before reporting
+    {
+      // Not counted by Pending() before its outcome is reported: whoever learns of the outcome (the JS callback of
+      // on_done, possibly before on_done itself returns here) must never still count the plan as unfinished.
+      std::lock_guard<std::mutex> lock(mu_);
+      running_ = false;
+    }
     on_done_(entry.id, std::move(outcome));
-    std::lock_guard<std::mutex> lock(mu_);
-    running_ = false;
   }
 }
 

@@ -40,7 +40,8 @@ class CommitQueue {
   // No more plans are taken: the plan running finishes (its on_done is called), queued ones are dropped without
   // on_done, and the thread is joined. Idempotent; must not be called from on_done.
   void Stop();
-  // Plans submitted and not yet done (queued, or running until its on_done has returned). Any thread.
+  // Plans submitted and not yet done (queued, or running until its work has ended; a plan stops counting before its
+  // on_done is called, so an observer of its outcome never sees it counted). Any thread.
   size_t Pending();
 
  private:

@@ -47,6 +47,15 @@ describe.each(BACKENDS)('%s backend', (backend) => {
     expect(queue.unfinished).toBe(0);
   });
 
+  test('a settled plan is never still counted: unfinished is 0 as each of 100 plans in a row settles (the count drops before the outcome is reported)', async () => {
+    const seen: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      await queue.commit({ label: `p${i}`, steps: [text(dir, 'index.json', `{"v":${i}}`)] });
+      seen.push(queue.unfinished);
+    }
+    expect(seen.filter((n) => n !== 0)).toEqual([]);
+  });
+
   if (backend === 'native') {
     test('native: unfinished drops to 0 when the thread finishes a plan, before any event-loop turn settles it', async () => {
       let settled = false;
