@@ -96,8 +96,13 @@ export interface StallResult {
   weightBytes: number;
   /** Time `close()` waited for the last background write (ms). */
   closeMs: number;
-  /** captureCheckpoint(model) alone, after training (ms, 5 runs; empty without checkpointing). */
+  /** captureCheckpoint(model) alone, after training (ms, 5 runs; empty without checkpointing): a fresh copy of
+   * every weight (on tfjs-node: copied out of TensorFlow). */
   snapshotMs: number[];
+  /** Per save: the manager's own snapshot inside step() (captureReusing, timed by wrapping it; ms), which reuses
+   * the host copy of every weight unchanged since the previous save (the frozen embedding here). Empty when the
+   * build has no captureReusing. */
+  stepSnapshotMs: number[];
   /** saveTensors of that snapshot, durable, outside the manager (ms, 3 runs). */
   saveMs: number[];
   /** Size of that checkpoint file. */

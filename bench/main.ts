@@ -574,6 +574,8 @@ interface StallRuns {
   stallCpuMs: number[];
   closeMs: number[];
   snapshotMs: number[];
+  /** The manager's snapshot inside each step() (StallResult.stepSnapshotMs). */
+  stepSnapshotMs: number[];
   saveMs: number[];
   writeMs: number[];
   /** step() call to the end of its commit plan (the executor's timestamp; see StallResult.durableMs). */
@@ -626,6 +628,7 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
     stallCpuMs: [],
     closeMs: [],
     snapshotMs: [],
+    stepSnapshotMs: [],
     saveMs: [],
     writeMs: [],
     durableMs: [],
@@ -666,6 +669,7 @@ async function benchStall(o: Options, work: string): Promise<StallSummary> {
         cpuSource = r.cpuSource;
         out.closeMs.push(r.closeMs);
         out.snapshotMs.push(...r.snapshotMs);
+        out.stepSnapshotMs.push(...(r.stepSnapshotMs ?? []).slice(1));
         out.saveMs.push(...r.saveMs);
         out.writeMs.push(...r.writeMs);
         out.durableMs.push(...r.durableMs.slice(1));
@@ -958,7 +962,14 @@ function targets(
         const m = stall.loops[loop] as Record<StallMode, StallRuns>;
         const a = median(m.async.stallMs);
         const sy = median(m.sync.stallMs);
-        const snap = median([...m.sync.snapshotMs, ...m.async.snapshotMs]);
+        const fresh = median([...m.sync.snapshotMs, ...m.async.snapshotMs]);
+        // What step() itself pays for its snapshot (the manager reuses unchanged weights' copies), when timed.
+        const inStep = m.async.stepSnapshotMs.length > 0 ? median(m.async.stepSnapshotMs) : undefined;
+        const snap = inStep ?? fresh;
+        const snapText =
+          inStep !== undefined
+            ? `the manager's snapshot in step() takes ${fixed(inStep, 1)} ms (a fresh captureCheckpoint ${fixed(fresh, 1)} ms)`
+            : `the snapshot alone (captureCheckpoint) takes ${fixed(fresh, 1)} ms`;
         out.push({
           target: `${loop} loop, async: stall per save <= 10% of the sync save`,
           measured: `${fixed(a, 1)} ms vs ${fixed(sy, 1)} ms (${fixed((100 * a) / sy, 1)}%)`,
@@ -966,8 +977,8 @@ function targets(
           ...(a > 0.1 * sy
             ? {
                 bound:
-                  `the snapshot alone (captureCheckpoint) takes ${fixed(snap, 1)} ms; the other ` +
-                  `${fixed(Math.max(0, a - snap), 1)} ms are spent in step() after it; ` +
+                  `${snapText}; the other ` +
+                  `${fixed(Math.max(0, a - snap), 1)} ms are spent in step() besides it; ` +
                   `${m.async.inFlightAtStep} of ${m.async.saves} steps found the previous write still in flight ` +
                   `(a save became durable ${fixed(median(m.async.writeMs))} ms after step() returned; an epoch takes ` +
                   `${fixed(median(m.async.epochMs))} ms)`,
@@ -976,7 +987,7 @@ function targets(
         });
         out.push({
           target: `${loop} loop, async: stall per save <= the snapshot + 2 ms`,
-          measured: `${fixed(a, 1)} ms vs ${fixed(snap, 1)} + 2 ms`,
+          measured: `${fixed(a, 1)} ms vs ${fixed(snap, 1)} + 2 ms (${inStep !== undefined ? "the manager's snapshot in step()" : 'captureCheckpoint'})`,
           status: status(a <= snap + 2),
         });
         const saveRef = median(onTfjsNodeRuns(loop, stall.loops).flatMap((r) => r.saveMs));
@@ -1215,8 +1226,11 @@ function report(res: Results): string {
           (loops[l] as Record<StallMode, StallRuns>).async,
         ]);
     const refs = (runs: StallRuns[]): string =>
-      `\`captureCheckpoint(model)\` alone ${spread(
+      `\`captureCheckpoint(model)\` alone (a fresh copy of every weight) ${spread(
         runs.flatMap((r) => r.snapshotMs),
+        1,
+      )} ms; the manager's snapshot inside step() (reusing unchanged weights' copies) ${spread(
+        runs.flatMap((r) => r.stepSnapshotMs),
         1,
       )} ms; \`saveTensors\` of that snapshot (durable) outside the manager ${spread(
         runs.flatMap((r) => r.saveMs),

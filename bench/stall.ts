@@ -110,6 +110,22 @@ export async function runStall(job: StallJob): Promise<StallResult> {
       };
     };
   }
+  // The manager's own snapshot inside step(): the manager calls capture.ts's export, so wrapping it times each one.
+  const stepSnapshotMs: number[] = [];
+  if (job.mode !== 'none') {
+    const capture = require(path.join(__dirname, '..', 'lib', 'model', 'capture')) as Record<string, unknown>;
+    const inner = capture.captureReusing;
+    if (typeof inner === 'function') {
+      capture.captureReusing = async (...args: unknown[]): Promise<unknown> => {
+        const s0 = now();
+        try {
+          return await (inner as (...a: unknown[]) => Promise<unknown>)(...args);
+        } finally {
+          stepSnapshotMs.push(now() - s0);
+        }
+      };
+    }
+  }
   if (job.mode !== 'none') {
     const Ctor = loadCheckpointManager();
     if (Ctor instanceof Error) throw Ctor;
@@ -240,6 +256,7 @@ export async function runStall(job: StallJob): Promise<StallResult> {
     weightBytes,
     closeMs,
     snapshotMs,
+    stepSnapshotMs,
     saveMs,
     fileBytes,
     writeMs,

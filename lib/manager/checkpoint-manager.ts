@@ -79,7 +79,9 @@ import { entryFromMetadata } from './checkpoint-index';
 import { CheckpointError, ErrorCode, captureStack, invalidArgument, withCallerStack } from '../errors';
 import { integerArg, plainObjectArg, readArgs } from '../args';
 import type { MonitorMode } from './metric-names';
-import { captureCheckpoint, restoreCheckpoint } from '../model/save-restore';
+import { restoreCheckpoint } from '../model/save-restore';
+import { captureReusing } from '../model/capture';
+import { SnapshotCache } from '../model/snapshot-cache';
 import { CheckpointManagerArgs, ManagerInternals, Resolved, StepOptions, resolveArgs } from './manager-args';
 import { CheckpointPolicy } from './policy';
 import { LocalCheckpointStore } from './store';
@@ -135,6 +137,8 @@ export class CheckpointManager extends CheckpointRecord {
   private opening: Promise<void> | undefined;
   private closed = false;
   private readonly writer: AsyncWriter;
+  /** The host copies of unchanged weights (frozen layers) this manager's snapshots reuse instead of copying again. */
+  private readonly snapshots = new SnapshotCache();
   /** The score future improvements are measured against: the durable best and every queued save's score. */
   private readonly decisionBest: DecisionBest;
   private warnedMissing = false;
@@ -286,10 +290,14 @@ export class CheckpointManager extends CheckpointRecord {
     // Bounded memory: wait for a free slot before taking the snapshot.
     // (A plan the backend finished counts as free without waiting for the turn that settles its promise.)
     await this.writer.reserve(() => this.store.unfinishedCommits());
-    const snapshot = await captureCheckpoint(model, {
-      ...(a.includeOptimizer !== undefined ? { includeOptimizer: a.includeOptimizer } : {}),
-      weightsOnly: a.weightsOnly,
-    });
+    const snapshot = await captureReusing(
+      model,
+      {
+        ...(a.includeOptimizer !== undefined ? { includeOptimizer: a.includeOptimizer } : {}),
+        weightsOnly: a.weightsOnly,
+      },
+      this.snapshots,
+    );
     const token = save.main ? this.decisionBest.queue(d.score) : undefined;
     // Queued now, in this call: the backend runs it whether or not the event loop turns.
     const committing = this.store.commit(save, snapshot);

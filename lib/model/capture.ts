@@ -12,6 +12,7 @@ import { CheckpointError, ErrorCode, invalidArgument } from '../errors';
 import { snapshotOptimizer } from './optimizer-state';
 import { DType, NamedTensors, TensorArray, checkPath } from '../io/tensors';
 import { structureRecord } from './weight-matching';
+import type { SnapshotCache } from './snapshot-cache';
 
 /** What to put in a checkpoint. */
 export interface CaptureCheckpointArgs extends TrainingInfo {
@@ -139,6 +140,27 @@ export async function captureCheckpoint(
   model: tf.LayersModel,
   args: CaptureCheckpointArgs = {},
 ): Promise<CapturedCheckpoint> {
+  return captureWith(model, args, undefined);
+}
+
+/**
+ * captureCheckpoint for a CheckpointManager: the arrays of tensors whose data has not changed since a previous
+ * snapshot through `cache` are that snapshot's arrays, not copied again (see snapshot-cache.ts). The result shares
+ * arrays with other snapshots: only the library's writer may see it.
+ */
+export async function captureReusing(
+  model: tf.LayersModel,
+  args: CaptureCheckpointArgs,
+  cache: SnapshotCache,
+): Promise<CapturedCheckpoint> {
+  return captureWith(model, args, cache);
+}
+
+async function captureWith(
+  model: tf.LayersModel,
+  args: CaptureCheckpointArgs,
+  cache: SnapshotCache | undefined,
+): Promise<CapturedCheckpoint> {
   checkModel(model);
   const a = readArgs(args, 'options', CAPTURE_KEYS);
   const opts = a.values;
@@ -190,15 +212,17 @@ export async function captureCheckpoint(
       Object.assign(metadata, snapshot.metadata);
     }
     // Start every read before awaiting any, so that all of them see the same state.
-    const arrays = await Promise.all(sources.map((t) => t.data()));
+    const dtypes = sources.map((t, i) => storableDtype(names[i], t.dtype));
+    const reused = sources.map((t, i) => cache?.get(t, dtypes[i]));
+    const arrays = await Promise.all(
+      sources.map((t, i) => (reused[i] === undefined ? t.data() : Promise.resolve(undefined))),
+    );
     const tensors: NamedTensors = {};
     names.forEach((name, i) => {
       const t = sources[i];
-      tensors[name] = {
-        dtype: storableDtype(name, t.dtype),
-        shape: [...t.shape],
-        data: toTensorArray(arrays[i], t.dtype),
-      };
+      const data = reused[i] ?? toTensorArray(arrays[i] as tf.DataTypeMap[keyof tf.DataTypeMap], t.dtype);
+      if (cache && reused[i] === undefined) cache.set(t, data);
+      tensors[name] = { dtype: dtypes[i], shape: [...t.shape], data };
     });
     return { tensors, metadata };
   } finally {

@@ -12,6 +12,8 @@ import { CheckpointManager } from '../../lib/manager/checkpoint-manager';
 import { INDEX_FILENAME, parseIndex } from '../../lib/manager/checkpoint-index';
 import { LOCK_FILENAME } from '../../lib/fs/dir-lock';
 import { captureCheckpoint } from '../../lib/model/save-restore';
+import { captureReusing } from '../../lib/model/capture';
+import { SnapshotCache } from '../../lib/model/snapshot-cache';
 import { TEMP_PATTERN } from '../../lib/fs/tempfiles';
 import { loadTensors, readCheckpointInfo, verifyCheckpoint } from '../../lib/io/tensors';
 import { BACKENDS, tempDir, useBackend } from '../helpers/backends';
@@ -72,6 +74,87 @@ describe(`snapshots on the tfjs ${TF_BACKEND} backend`, () => {
     }
     const after = await captureCheckpoint(model, { includeOptimizer: true });
     for (const name of slotNames) expect(bytesOf(after.tensors[name].data)).not.toEqual(before.get(name));
+  });
+});
+
+describe(`a manager's snapshots reuse the host copy of unchanged weights (tfjs ${TF_BACKEND} backend)`, () => {
+  /** A frozen dense layer (never assigned: same dataId at every step) in front of a trained one. */
+  function frozenFront(): tf.Sequential {
+    return compileTiny(
+      tf.sequential({
+        layers: [
+          tf.layers.dense({ units: 4, inputShape: [3], trainable: false, name: 'frozen' }),
+          tf.layers.dense({ units: 2, name: 'trained' }),
+        ],
+      }),
+    );
+  }
+
+  test('captureReusing hands back the previous array of a frozen weight and a fresh copy of every trained weight and optimizer slot, with the current values', async () => {
+    const model = frozenFront();
+    await model.fit(xs, ys, { epochs: 1, verbose: 0 });
+    const cache = new SnapshotCache();
+    const first = await captureReusing(model, { includeOptimizer: true }, cache);
+    await model.fit(xs, ys, { epochs: 1, verbose: 0 });
+    const second = await captureReusing(model, { includeOptimizer: true }, cache);
+    const fresh = await captureCheckpoint(model, { includeOptimizer: true });
+    const frozen = new Set(model.getLayer('frozen').weights.map((w) => w.originalName));
+    expect(frozen.size).toBe(2);
+    for (const w of model.weights) {
+      const a = first.tensors[w.originalName].data;
+      const b = second.tensors[w.originalName].data;
+      if (frozen.has(w.originalName))
+        expect(b).toBe(a); // the frozen kernel and bias: not read (nor copied) again
+      else expect(b).not.toBe(a);
+    }
+    // Whatever was reused or read, the second snapshot is the model's state now, optimizer slots included.
+    expect(Object.keys(second.tensors).sort()).toEqual(Object.keys(fresh.tensors).sort());
+    for (const [name, t] of Object.entries(fresh.tensors))
+      expect(bytesOf(second.tensors[name].data)).toEqual(bytesOf(t.data));
+  });
+
+  test('a weight given new values (setWeights on a frozen layer) is read again, and a lookup under another dtype never hits', async () => {
+    const model = frozenFront();
+    const cache = new SnapshotCache();
+    const kernel = model.getLayer('frozen').getWeights()[0];
+    const first = await captureReusing(model, {}, cache);
+    model.getLayer('frozen').setWeights([tf.onesLike(kernel), tf.zeros([4])]);
+    const second = await captureReusing(model, {}, cache);
+    const frozenKernel = model.getLayer('frozen').weights[0];
+    const name = frozenKernel.originalName;
+    expect(second.tensors[name].data).not.toBe(first.tensors[name].data);
+    expect(Array.from(second.tensors[name].data)).toEqual(new Array(12).fill(1));
+    const trained = model.getLayer('trained').weights[0].originalName; // untouched: reused
+    expect(second.tensors[trained].data).toBe(first.tensors[trained].data);
+    const live = frozenKernel.read();
+    expect(cache.get(live, 'float32')).toBe(second.tensors[name].data);
+    expect(cache.get(live, 'int32')).toBeUndefined();
+  });
+
+  test('every checkpoint of an async run over a frozen layer holds exactly the weights of its own step', async () => {
+    const dir = await tempDir('tfjs-ckpt-reuse-');
+    const model = frozenFront();
+    const ckpt = new CheckpointManager({
+      directory: dir,
+      filename: 'e{epoch}.safetensors',
+      monitor: 'loss',
+      saveBestOnly: false,
+    });
+    const expected: Map<string, Buffer>[] = [];
+    for (let epoch = 0; epoch < 4; epoch++) {
+      const h = await model.fit(xs, ys, { epochs: 1, verbose: 0 });
+      expected.push(new Map(model.weights.map((w) => [w.originalName, bytesOf(w.read().dataSync() as Float32Array)])));
+      await ckpt.step(model, epoch, { loss: h.history.loss[0] as number });
+    }
+    await ckpt.close();
+    for (let epoch = 0; epoch < 4; epoch++) {
+      const loaded = await loadTensors(path.join(dir, `e${epoch + 1}.safetensors`));
+      for (const [name, bytes] of expected[epoch]) expect(bytesOf(loaded.tensors[name].data)).toEqual(bytes);
+    }
+    // The frozen weights are the same in every file, the trained ones moved.
+    const at = (layer: string, epoch: number) => expected[epoch].get(model.getLayer(layer).weights[0].originalName);
+    expect(at('trained', 3)).not.toEqual(at('trained', 0));
+    expect(at('frozen', 3)).toEqual(at('frozen', 0));
   });
 });
 
