@@ -39,11 +39,13 @@ constexpr size_t kPrefaultSlice = size_t{2} << 20;
 // Pre-faulting yields to the checksums when they lag this far behind the published bytes.
 constexpr uint64_t kCrcLagMax = uint64_t{32} << 20;
 
-// Whether every page overlapping [data, data + length) is resident in this process (mincore: a page-table walk, no
-// fault). MADV_POPULATE_WRITE of resident pages changes nothing yet still costs a page-table lookup per 4 KiB page
-// (measured: 20 ms of CPU per 256 MiB of already-touched `into` destinations), so the follower skips such slices.
-// Memory mapped read-only (the zero page after a read) counts as resident: its copy-on-write fault then happens in
-// the reader, as without pre-faulting. False when unknown (mincore failing, or not Linux).
+// Whether every page overlapping [data, data + length) is resident (mincore: for anonymous memory, whether this
+// process has it mapped; for a file mapping, whether the page cache holds it; no fault either way). MADV_POPULATE_WRITE
+// of resident anonymous pages changes nothing yet still costs a page-table lookup per 4 KiB page (measured: 20 ms of
+// CPU per 256 MiB of already-touched `into` destinations), so the follower skips such slices. Where "resident" still
+// leaves a fault to take (the zero page mapped by a read, a file page not yet copied on write), the reader takes it,
+// as without pre-faulting: only speed depends on this answer, never a byte. False when unknown (mincore failing, or
+// not Linux).
 bool AllPagesResident(const uint8_t* data, size_t length);
 
 class CrcFollower {
