@@ -14,6 +14,28 @@
 
 namespace tfjs_checkpoint {
 
+bool AllPagesResident(const uint8_t* data, size_t length) {
+#if defined(__linux__)
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  uintptr_t at = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + length + page - 1) & ~(page - 1);
+  unsigned char vec[512];
+  while (at < end) {
+    const size_t pages = std::min<uintptr_t>((end - at) / page, sizeof vec);
+    if (::mincore(reinterpret_cast<void*>(at), pages * page, vec) != 0) return false;
+    for (size_t k = 0; k < pages; k++) {
+      if ((vec[k] & 1) == 0) return false;
+    }
+    at += pages * page;
+  }
+  return true;
+#else
+  (void)data;
+  (void)length;
+  return false;
+#endif
+}
+
 CrcFollower::CrcFollower(std::vector<const uint8_t*> data, std::vector<size_t> lengths, std::vector<uint32_t> expected,
                          bool prefault)
     : data_(std::move(data)), lengths_(std::move(lengths)), expected_(std::move(expected)) {
@@ -109,7 +131,10 @@ void CrcFollower::PrefaultNext(uint64_t upto) {
   static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   const uintptr_t p = reinterpret_cast<uintptr_t>(data_[prefault_tensor_]) + prefault_offset_;
   const uintptr_t first = p & ~(page - 1), end = (p + take + page - 1) & ~(page - 1);
-  if (::madvise(reinterpret_cast<void*>(first), end - first, MADV_POPULATE_WRITE) != 0) prefault_ = false;
+  if (!AllPagesResident(reinterpret_cast<const uint8_t*>(first), end - first) &&
+      ::madvise(reinterpret_cast<void*>(first), end - first, MADV_POPULATE_WRITE) != 0) {
+    prefault_ = false;
+  }
   prefault_offset_ += take;
   prefaulted_ += take;
 #else

@@ -159,7 +159,7 @@ describe.each(BACKENDS)('loadTensors into given arrays (%s backend)', (name) => 
     }
   });
 
-  test('a flipped byte in a tensor with a given array fails with the usual checksum error naming it', async () => {
+  test('a flipped byte in a tensor with a given array, fresh or used before, fails with the usual checksum error naming it', async () => {
     const file = await saved(sample(BIG));
     const info = await readCheckpointInfo(file);
     const fh = await fsp.open(file, 'r+');
@@ -171,12 +171,16 @@ describe.each(BACKENDS)('loadTensors into given arrays (%s backend)', (name) => 
     b[0] ^= 0x10;
     await fh.write(b, 0, 1, at);
     await fh.close();
-    const err = await expectCode(
-      loadTensors(file, { into: { kernel: new Float32Array(BIG), step: new Int32Array(1) } }),
-      ErrorCode.CHECKSUM,
-    );
-    expect(err.tensor).toBe('kernel');
-    expect(err.expectedCrc).toBe(info.tensors[index].crc32c);
+    // A fresh array (its pages not yet mapped: pre-faulted natively), and one used before (every page written, so
+    // resident: natively its pre-faulting is skipped): both reads are checked, the flip caught in either.
+    for (const kernel of [new Float32Array(BIG), new Float32Array(BIG).fill(5)]) {
+      const err = await expectCode(
+        loadTensors(file, { into: { kernel, step: new Int32Array(1) } }),
+        ErrorCode.CHECKSUM,
+      );
+      expect(err.tensor).toBe('kernel');
+      expect(err.expectedCrc).toBe(info.tensors[index].crc32c);
+    }
   });
 
   test('a bool byte other than 0 or 1 read into a given array fails as corrupt, with verify: false too', async () => {

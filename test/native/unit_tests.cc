@@ -793,6 +793,31 @@ TEST(reader, crc_follower_prefaulting_ahead_of_the_reader_changes_no_byte_it_fil
   for (uint8_t* b : buffers) std::free(b);
 }
 
+TEST(reader, all_pages_resident_is_false_for_untouched_memory_and_true_once_every_page_is_touched) {
+  // What lets the follower skip pre-faulting a caller's `into` array it has used before: an untouched anonymous
+  // mapping is not resident, one page touched is not enough, every page touched is, and a page dropped again
+  // (MADV_DONTNEED) makes the range not resident.
+#if defined(__linux__)
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t length = size_t{3} << 20;  // more pages than one mincore batch
+  void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  CHECK(p != MAP_FAILED);
+  uint8_t* bytes = static_cast<uint8_t*>(p);
+  CHECK(!AllPagesResident(bytes, length));
+  bytes[0] = 1;
+  CHECK(AllPagesResident(bytes, 1));
+  CHECK(!AllPagesResident(bytes, length));
+  for (size_t off = 0; off < length; off += page) bytes[off] = 1;
+  CHECK(AllPagesResident(bytes, length));
+  CHECK(AllPagesResident(bytes + 7, length - 9));  // unaligned ends: the pages overlapping them
+  CHECK(AllPagesResident(bytes, 0));
+  CHECK_EQ(::madvise(bytes + length - page, page, MADV_DONTNEED), 0);
+  CHECK(!AllPagesResident(bytes, length));
+  CHECK(AllPagesResident(bytes, length - page));
+  ::munmap(p, length);
+#endif
+}
+
 TEST(reader, mapped_read_returns_verified_views_that_outlive_a_rename_and_keep_writes_private) {
   TempDir dir;
   WrittenFile w = WriteSample(dir);
