@@ -9,6 +9,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { fromNodeError } from '../errors';
+import { isDirectory } from '../fs/entry-kind';
 import { acquireTempPath, releaseTempPath } from '../fs/tempfiles';
 import { deleteObject, putObject, readObject } from '../s3/text-objects';
 import { locationScheme, objectIn, parseS3Prefix, parseS3Url } from '../s3/location';
@@ -198,13 +199,7 @@ export async function resolveModelJson(target: string): Promise<string> {
     return `${parseS3Prefix(target, 'the model directory').url}/${MODEL_JSON}`;
   }
   const abs = path.resolve(target);
-  let st;
-  try {
-    st = await fsp.stat(abs);
-  } catch (e) {
-    throw fromNodeError(e, abs, 'open');
-  }
-  return st.isDirectory() ? path.join(abs, MODEL_JSON) : abs;
+  return (await isDirectory(abs, 'open')) ? path.join(abs, MODEL_JSON) : abs;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
