@@ -20,6 +20,7 @@ import {
 } from '../../lib';
 import { ensureBuilt } from '../helpers/dist-build';
 import { CLI, type Run, runCli } from '../helpers/run-node';
+import { plainSafetensors } from '../helpers/safetensors-file';
 import { fileProgress } from '../../lib/cli/commands/verify';
 
 const { NodeFileSystem } = require('@tensorflow/tfjs-node/dist/io/file_system.js') as {
@@ -212,16 +213,6 @@ describe('inspect', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, exitCode: 3, error: { code: 'ENOENT' } });
   });
 });
-
-/** A plain safetensors file (no checksums) of `json` (the header object) and `data`. */
-function plainSafetensors(json: unknown, data: Buffer = Buffer.alloc(0)): Buffer {
-  const text = Buffer.from(JSON.stringify(json));
-  const header = Buffer.alloc(Math.ceil(text.length / 8) * 8, 0x20);
-  text.copy(header);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(header.length));
-  return Buffer.concat([len, header, data]);
-}
 
 describe('inspect at scale', () => {
   // Math.max(...values) over 200k values overflowed the stack (exit 4, uncoded) on these valid files.

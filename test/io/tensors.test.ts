@@ -20,6 +20,7 @@ import {
 } from '../../lib';
 import { BACKENDS, leftoverTemps, rng, tempDir, useBackend } from '../helpers/backends';
 import { rejectionOf } from '../helpers/errors';
+import { plainSafetensors } from '../helpers/safetensors-file';
 import { getBackend, setBackend } from '../../lib/backend/select';
 import type { ReadPlan } from '../../lib/backend/backend';
 import * as tf from '@tensorflow/tfjs';
@@ -727,16 +728,6 @@ describe('the two backends', () => {
   });
 });
 
-/** A header-only-metadata safetensors file (no checksums of ours) of `header` and `data`. */
-function foreignFile(header: Record<string, unknown>, data: Buffer): Buffer {
-  const text = Buffer.from(JSON.stringify(header));
-  const padded = Buffer.alloc(Math.ceil(text.length / 8) * 8, 0x20);
-  text.copy(padded);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(padded.length));
-  return Buffer.concat([len, padded, data]);
-}
-
 describe.each(BACKENDS)('every safetensors dtype (%s backend)', (backend) => {
   useBackend(backend);
 
@@ -747,7 +738,7 @@ describe.each(BACKENDS)('every safetensors dtype (%s backend)', (backend) => {
     const ids = Buffer.from(BigInt64Array.from([0n, 1n, 2n, 9007199254740993n]).buffer);
     await fsp.writeFile(
       file,
-      foreignFile(
+      plainSafetensors(
         {
           position_ids: { dtype: 'I64', shape: [1, 4], data_offsets: [0, 32] },
           w: { dtype: 'F32', shape: [2], data_offsets: [32, 40] },
@@ -830,7 +821,7 @@ describe.each(BACKENDS)('every safetensors dtype (%s backend)', (backend) => {
       const file = path.join(dir, `${st}.safetensors`);
       await fsp.writeFile(
         file,
-        foreignFile(
+        plainSafetensors(
           {
             __metadata__: { format: 'pt' },
             [kernel.originalName]: { dtype: st, shape: [3, 2], data_offsets: [0, 12] },
