@@ -3,7 +3,8 @@
  * cost more than ~1 s and ~3x its header size in memory). Each file is written with the library itself
  * (saveTensors / saveCheckpoint), then each reader runs in a fresh process, which reports its wall time, the peak
  * growth of its resident set over a baseline taken after everything the read uses was loaded (VmHWM, reset by
- * /proc/self/clear_refs: exact even while a parser runs without yielding) and the heap its result keeps alive.
+ * /proc/self/clear_refs: exact even while a parser runs without yielding) and the heap its result keeps alive, all
+ * measured by bench/read-cost.ts (shared with the hostile-header child of the format tests).
  *
  *   node -r ./test/fixtures/worker-register.js bench/header-scale.ts [--cases a,b] [--ops a,b] [--backends native,js]
  *
@@ -17,6 +18,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { type ReadCost, inspectCounted, measureRead } from './read-cost';
 
 export const CASES = ['keys-200k', 'tensors-200k', 'string-50MB', 'model-keys-200k', 'model-string-50MB'] as const;
 export const OPS = ['load', 'verify', 'info', 'inspect', 'model'] as const;
@@ -46,11 +48,6 @@ async function make(c: Case, file: string): Promise<void> {
   await lib.saveTensors(file, tensors, { metadata: c === 'tensors-200k' ? {} : metadataOf(c), durable: false });
 }
 
-function peakRss(): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) * 1024 : process.memoryUsage().rss;
-}
-
 /** One measured read in this process; prints its figures as JSON. */
 async function read(op: Op, file: string, backend: string): Promise<void> {
   const lib = await import('../lib/index');
@@ -62,40 +59,18 @@ async function read(op: Op, file: string, backend: string): Promise<void> {
   fs.readSync(fd, prefix, 0, 8, 0);
   fs.closeSync(fd);
   const headerBytes = Number(prefix.readBigUInt64LE(0));
-  global.gc?.();
-  const base = process.memoryUsage();
-  fs.writeFileSync('/proc/self/clear_refs', '5'); // resets VmHWM to the current RSS
-  const start = process.hrtime.bigint();
-  let outcome = 'ok';
-  let kept: unknown;
-  try {
-    if (op === 'load') kept = await lib.loadTensors(file);
-    else if (op === 'verify') kept = await lib.verifyCheckpoint(file);
-    else if (op === 'info') kept = await lib.readCheckpointInfo(file);
-    else if (op === 'model') kept = await lib.loadModel(file);
-    else {
-      let printed = 0;
-      const sink = { write: (s: string) => ((printed += s.length), true) };
-      const ctx = { json: false, verbose: false, stdout: sink, stderr: sink, interactive: false, exitCode: 0 };
-      await inspectCommand(ctx as unknown as Parameters<typeof inspectCommand>[0], file);
-      kept = printed;
-    }
-  } catch (e) {
-    outcome = (e as { code?: string }).code ?? `UNCODED ${String(e)}`;
-  }
-  const ms = Number(process.hrtime.bigint() - start) / 1e6;
-  const grownBytes = peakRss() - base.rss;
-  global.gc?.();
-  const retainedHeap = process.memoryUsage().heapUsed - base.heapUsed;
-  void kept;
-  process.stdout.write(JSON.stringify({ outcome, ms, grownBytes, retainedHeap, headerBytes }));
+  const cost = await measureRead(async () => {
+    if (op === 'load') return lib.loadTensors(file);
+    if (op === 'verify') return lib.verifyCheckpoint(file);
+    if (op === 'info') return lib.readCheckpointInfo(file);
+    if (op === 'model') return lib.loadModel(file);
+    return inspectCounted(inspectCommand, file);
+  });
+  process.stdout.write(JSON.stringify({ ...cost, headerBytes }));
 }
 
-export interface Measured {
-  outcome: string;
-  ms: number;
-  grownBytes: number;
-  retainedHeap: number;
+/** What a `read` child prints: its ReadCost and the size of the file's header. */
+export interface Measured extends ReadCost {
   headerBytes: number;
 }
 

@@ -47,6 +47,14 @@ Napi::Object GetObject(Napi::Env env, const Napi::Object& o, const char* name, c
   return v.As<Napi::Object>();
 }
 
+// The fields of a step that publishes a temp file by renaming it over its target ('link', 'text'): the target
+// (`to` of a link, `path` of a text step) into path, `tmpPath` into tmp_path, `durable`.
+void UnpackRenamed(Napi::Env env, const Napi::Object& o, const char* target, const std::string& what, CommitStep* s) {
+  s->path = GetString(env, o, target, what);
+  s->tmp_path = GetString(env, o, "tmpPath", what);
+  s->durable = GetBool(env, o, "durable", what);
+}
+
 CommitStep UnpackStep(Napi::Env env, const Napi::Object& o, const std::string& what, Napi::Array keep) {
   CommitStep s;
   Napi::Value kind_value = Field(o, "kind");
@@ -58,9 +66,7 @@ CommitStep UnpackStep(Napi::Env env, const Napi::Object& o, const std::string& w
   } else if (kind == "link") {
     s.kind = CommitStep::Kind::kLink;
     s.from = GetString(env, o, "from", what);
-    s.path = GetString(env, o, "to", what);
-    s.tmp_path = GetString(env, o, "tmpPath", what);
-    s.durable = GetBool(env, o, "durable", what);
+    UnpackRenamed(env, o, "to", what, &s);
     Napi::Value fallback = Field(o, "fallback");
     const std::string name = fallback.IsString() ? fallback.As<Napi::String>().Utf8Value() : "";
     if (name == "copy") {
@@ -79,10 +85,8 @@ CommitStep UnpackStep(Napi::Env env, const Napi::Object& o, const std::string& w
     s.bytes = GetBytes(env, o, "content", what);
   } else if (kind == "text") {
     s.kind = CommitStep::Kind::kText;
-    s.path = GetString(env, o, "path", what);
-    s.tmp_path = GetString(env, o, "tmpPath", what);
+    UnpackRenamed(env, o, "path", what, &s);
     s.bytes = GetBytes(env, o, "bytes", what);
-    s.durable = GetBool(env, o, "durable", what);
   } else if (kind == "unlink") {
     s.kind = CommitStep::Kind::kUnlink;
     Napi::Value paths_value = Field(o, "paths");

@@ -5,7 +5,6 @@
  */
 import * as fs from 'node:fs';
 import { Stats, constants as fsConstants, promises as fsp } from 'node:fs';
-import * as path from 'node:path';
 import { promisify } from 'node:util';
 import {
   type Backend,
@@ -17,7 +16,7 @@ import {
   ZERO_WRITE_ATTEMPTS,
 } from './backend';
 import { crc32c, crc32cCombine, crcHex } from '../format/crc32c';
-import { fsyncDirectory } from '../fs/fsync-dir';
+import { writeAtomic } from '../fs/atomic-file';
 import { openJsCommitQueue } from './js-commit';
 
 /** O_NONBLOCK: opening a FIFO returns at once (to be refused) instead of waiting for a writer; no effect on files. */
@@ -82,17 +81,10 @@ export async function writeAll(fh: fsp.FileHandle, view: Uint8Array, position: n
   }
 }
 
-/** Backend.write: see WritePlan. */
+/** Backend.write: see WritePlan. The temp file, fsyncs and rename are lib/fs/atomic-file.ts's, with BackendFailures. */
 export async function write(plan: WritePlan): Promise<void> {
   const { tmpPath } = plan;
-  let fh: fsp.FileHandle | undefined;
-  try {
-    fh = await fsp.open(tmpPath, 'wx', 0o644);
-  } catch (e) {
-    throw ioFailure(e, 'open', tmpPath); // not ours to unlink (EEXIST: someone else's)
-  }
-  // From here on the temp file is ours: remove it on any failure before the rename.
-  try {
+  const fill = async (fh: fsp.FileHandle): Promise<void> => {
     const header = new Uint8Array(allocate(plan.header.byteLength, tmpPath));
     header.set(plan.header);
     let position = header.length;
@@ -110,39 +102,8 @@ export async function write(plan: WritePlan): Promise<void> {
     }
     header.set(Buffer.from(crcHex(crc32c(header)), 'latin1'), plan.headerCrcOffset);
     await writeAll(fh, header, 0, tmpPath);
-    if (plan.durable) {
-      try {
-        await fh.sync();
-      } catch (e) {
-        throw ioFailure(e, 'fsync', tmpPath);
-      }
-    }
-    const closing = fh;
-    fh = undefined;
-    try {
-      await closing.close();
-    } catch (e) {
-      throw ioFailure(e, 'close', tmpPath);
-    }
-    try {
-      await fsp.rename(tmpPath, plan.path);
-    } catch (e) {
-      throw ioFailure(e, 'rename', plan.path);
-    }
-  } catch (e) {
-    await fh?.close().catch(() => undefined);
-    await fsp.unlink(tmpPath).catch(() => undefined);
-    throw e;
-  }
-  if (plan.durable) {
-    const dir = path.dirname(plan.path);
-    try {
-      await fsyncDirectory(dir);
-    } catch (e) {
-      // The rename is done: the new file is in place, but its directory entry may not survive power loss.
-      throw Object.assign(ioFailure(e, 'fsync', dir), { committed: true });
-    }
-  }
+  };
+  await writeAtomic(tmpPath, plan.path, fill, plan.durable, ioFailure);
 }
 
 /** The descriptor-level calls `read` needs, over a caller's descriptor or one it opened. */

@@ -5,7 +5,6 @@
  */
 import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import * as path from 'node:path';
 import type {
   CheckLockStep,
   CommitFailure,
@@ -18,7 +17,7 @@ import type {
   TextStep,
 } from './backend';
 import { CheckpointError, ErrorCode } from '../errors';
-import { fsyncDirectory } from '../fs/fsync-dir';
+import { publish, writeAtomic } from '../fs/atomic-file';
 import { ioFailure, write, writeAll } from './js-backend';
 import { validateCommitPlan } from './commit-plan';
 
@@ -34,60 +33,8 @@ export const LINK_UNSUPPORTED: ReadonlySet<number> = new Set(
 
 type StepError = Error & { errno?: number; committed?: true; kind?: string };
 
-/** fsyncs `dir` after a rename into it: a failure means the file is in place, its durability unknown. */
-async function syncDirAfterRename(dir: string): Promise<void> {
-  try {
-    await fsyncDirectory(dir);
-  } catch (e) {
-    throw Object.assign(ioFailure(e, 'fsync', dir), { committed: true as const });
-  }
-}
-
-/** Renames `tmp` over `target` (unlinking `tmp` on failure), then fsyncs the directory when durable. */
-async function publish(tmp: string, target: string, durable: boolean): Promise<void> {
-  try {
-    await fsp.rename(tmp, target);
-  } catch (e) {
-    await fsp.unlink(tmp).catch(() => undefined);
-    throw ioFailure(e, 'rename', target);
-  }
-  if (durable) await syncDirAfterRename(path.dirname(target));
-}
-
-/** Writes `bytes` to `tmp` (created exclusively), fsyncs it when durable, closes it; unlinks it on failure. */
-async function writeTemp(tmp: string, fill: (fh: fsp.FileHandle) => Promise<void>, durable: boolean): Promise<void> {
-  let fh: fsp.FileHandle | undefined;
-  try {
-    fh = await fsp.open(tmp, 'wx', 0o644);
-  } catch (e) {
-    throw ioFailure(e, 'open', tmp); // not ours to unlink (EEXIST: someone else's)
-  }
-  try {
-    await fill(fh);
-    if (durable) {
-      try {
-        await fh.sync();
-      } catch (e) {
-        throw ioFailure(e, 'fsync', tmp);
-      }
-    }
-    const closing = fh;
-    fh = undefined;
-    try {
-      await closing.close();
-    } catch (e) {
-      throw ioFailure(e, 'close', tmp);
-    }
-  } catch (e) {
-    await fh?.close().catch(() => undefined);
-    await fsp.unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-}
-
 async function textStep(s: TextStep): Promise<void> {
-  await writeTemp(s.tmpPath, (fh) => writeAll(fh, s.bytes, 0, s.tmpPath), s.durable);
-  await publish(s.tmpPath, s.path, s.durable);
+  await writeAtomic(s.tmpPath, s.path, (fh) => writeAll(fh, s.bytes, 0, s.tmpPath), s.durable, ioFailure);
 }
 
 /** Copies `from`'s bytes into `fh` (the 'copy' fallback of a link step). */
@@ -124,14 +71,13 @@ async function linkStep(s: LinkStep): Promise<boolean> {
     const failed = ioFailure(e, 'link', s.from) as StepError;
     if (s.fallback === 'fail' || !LINK_UNSUPPORTED.has(failed.errno ?? 0)) throw failed;
     if (s.fallback === 'copy') {
-      await writeTemp(s.tmpPath, (fh) => copyInto(s.from, fh, s.tmpPath), s.durable);
-      await publish(s.tmpPath, s.to, s.durable);
+      await writeAtomic(s.tmpPath, s.to, (fh) => copyInto(s.from, fh, s.tmpPath), s.durable, ioFailure);
     } else {
       await write(s.fallback);
     }
     return true;
   }
-  await publish(s.tmpPath, s.to, s.durable);
+  await publish(s.tmpPath, s.to, s.durable, ioFailure);
   return false;
 }
 

@@ -8,7 +8,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fromNodeError } from '../errors';
-import { fileAsDirectoryError } from '../fs/entry-kind';
+import { fileAsDirectoryError, isDirectory } from '../fs/entry-kind';
 import { INDEX_SUFFIX, checkpointNames, checkpointSize } from '../io/shards';
 import { type ReadIndexResult, readIndex } from '../manager/checkpoint-index';
 import { S3Medium } from '../manager/s3-store';
@@ -33,13 +33,9 @@ const silent = { log: () => undefined, warn: () => undefined };
 
 async function localSource(dirArg: string): Promise<CheckpointSource> {
   const dir = path.resolve(dirArg);
-  let st;
-  try {
-    st = await fsp.stat(dir);
-  } catch (e) {
-    throw fromNodeError(e, dir, 'open the directory');
-  }
-  const refused = st.isDirectory() ? undefined : await fileAsDirectoryError(dir, `Cannot list ${dir}: not a directory`);
+  const refused = (await isDirectory(dir, 'open the directory'))
+    ? undefined
+    : await fileAsDirectoryError(dir, `Cannot list ${dir}: not a directory`);
   if (refused) throw refused;
   let entries: string[];
   try {
@@ -95,11 +91,7 @@ export async function resolveTarget(target: string): Promise<Target> {
     return source.checkpointNames().length > 0 ? { kind: 'directory', source } : { kind: 'file', path: loc.url };
   }
   const abs = path.resolve(target);
-  let st;
-  try {
-    st = await fsp.stat(abs);
-  } catch (e) {
-    throw fromNodeError(e, abs, 'open');
-  }
-  return st.isDirectory() ? { kind: 'directory', source: await localSource(abs) } : { kind: 'file', path: abs };
+  return (await isDirectory(abs, 'open'))
+    ? { kind: 'directory', source: await localSource(abs) }
+    : { kind: 'file', path: abs };
 }

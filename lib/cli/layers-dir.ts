@@ -9,7 +9,8 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { fromNodeError } from '../errors';
-import { acquireTempPath, releaseTempPath } from '../fs/tempfiles';
+import { isDirectory } from '../fs/entry-kind';
+import { writeFileAtomic } from '../fs/atomic-file';
 import { deleteObject, putObject, readObject } from '../s3/text-objects';
 import { locationScheme, objectIn, parseS3Prefix, parseS3Url } from '../s3/location';
 import { listPrefix } from '../s3/prefix';
@@ -34,20 +35,6 @@ export interface LayersDirWriterArgs {
 function chunks(weightData: ArrayBuffer | ArrayBuffer[] | undefined): Uint8Array[] {
   if (weightData === undefined) return [];
   return (Array.isArray(weightData) ? weightData : [weightData]).map((b) => new Uint8Array(b));
-}
-
-async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = acquireTempPath(dir);
-  try {
-    await fsp.writeFile(tmp, data, { flag: 'wx' });
-    await fsp.rename(tmp, file);
-  } catch (e) {
-    await fsp.unlink(tmp).catch(() => undefined);
-    throw fromNodeError(e, file, 'write');
-  } finally {
-    releaseTempPath(tmp);
-  }
 }
 
 /** A layers-model directory's files, whole: a local directory or an s3:// prefix. */
@@ -78,7 +65,7 @@ function localPlace(dir: string): LayersPlace {
         throw fromNodeError(e, dir, 'create the directory');
       }
     },
-    write: (name, data) => writeFileAtomic(path.join(dir, name), data),
+    write: (name, data) => writeFileAtomic(path.join(dir, name), data, false, 'write'),
     async read(name, what) {
       const file = path.join(dir, name);
       try {
@@ -198,13 +185,7 @@ export async function resolveModelJson(target: string): Promise<string> {
     return `${parseS3Prefix(target, 'the model directory').url}/${MODEL_JSON}`;
   }
   const abs = path.resolve(target);
-  let st;
-  try {
-    st = await fsp.stat(abs);
-  } catch (e) {
-    throw fromNodeError(e, abs, 'open');
-  }
-  return st.isDirectory() ? path.join(abs, MODEL_JSON) : abs;
+  return (await isDirectory(abs, 'open')) ? path.join(abs, MODEL_JSON) : abs;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

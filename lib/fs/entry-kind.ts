@@ -3,7 +3,8 @@
  * a file where a directory is. The library never invents an OS code (lib/errors.ts): when a stat shows that the next
  * step cannot work, it makes the system call that step needs and reports that call's real failure (its code, errno
  * and syscall), with a message saying what was asked. Both functions return undefined when the call succeeds after
- * all (the entry was replaced meanwhile): the caller then carries on with what the path now is.
+ * all (the entry was replaced meanwhile): the caller then carries on with what the path now is. Also the one stat of
+ * "is this path a directory" whose failure is a coded error (isDirectory).
  */
 import { constants, promises as fsp } from 'node:fs';
 import { CheckpointError, fromNodeError } from '../errors';
@@ -49,5 +50,17 @@ export async function fileAsDirectoryError(p: string, message: string): Promise<
     return undefined;
   } catch (e) {
     return refusal(e, p, message);
+  }
+}
+
+/**
+ * Whether `p` is a directory (stat(2), following links). A failing stat (ENOENT, EACCES...) throws its coded error
+ * naming `p` and what was asked: "Could not <action> <p>: ...".
+ */
+export async function isDirectory(p: string, action: string): Promise<boolean> {
+  try {
+    return (await fsp.stat(p)).isDirectory();
+  } catch (e) {
+    throw fromNodeError(e, p, action);
   }
 }

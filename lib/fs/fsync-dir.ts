@@ -3,7 +3,7 @@
  * twin of FsyncDirectory in native/atomic_file.cc, with the same rule: open the directory read-only (O_DIRECTORY),
  * fsync it, and close it checked; an fsync failing with EINVAL (a filesystem that cannot fsync a directory: nothing
  * to flush there) is not a failure. Every TypeScript module that needs a durable directory entry uses this helper
- * (js-backend.ts after its rename, tensors.ts for new directories, the checkpoint index and manager).
+ * (atomic-file.ts after its rename, tensors.ts for new directories, the checkpoint index and manager).
  */
 import { constants, promises as fsp } from 'node:fs';
 import * as path from 'node:path';

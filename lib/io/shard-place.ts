@@ -14,7 +14,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError, fromNodeError } from '../errors';
-import { writeTextAtomic } from '../fs/atomic-text';
+import { writeFileAtomic } from '../fs/atomic-file';
 import { objectIn, parseS3Prefix, parseS3Url } from '../s3/location';
 import { listPrefix } from '../s3/prefix';
 import { deleteObject, objectSize, putTextObject, readTextObject } from '../s3/text-objects';
@@ -67,7 +67,7 @@ export async function readSmallText(
 /** Writes a small text (an index) whole or not at all: atomically (local, fsynced when durable), one PUT (s3). */
 export async function writeSmallText(p: string, text: string, durable: boolean, action: string): Promise<void> {
   if (isObjectLocation(p)) await putTextObject(parseS3Url(p, 'a shard index'), text, action);
-  else await writeTextAtomic(p, text, durable, action);
+  else await writeFileAtomic(p, text, durable, action);
 }
 
 /** Deletes a file or object; absent counts as deleted, other failures reject. */

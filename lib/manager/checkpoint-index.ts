@@ -17,7 +17,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { decodeNumber, encodeNumber, parseTrainingMetadata, trainingMetadata } from '../format/metadata';
 import { fromNodeError } from '../errors';
-import { writeTextAtomic } from '../fs/atomic-text';
+import { writeFileAtomic } from '../fs/atomic-file';
 import { LOCK_FILENAME } from '../fs/dir-lock';
 import { TEMP_PATTERN } from '../fs/tempfiles';
 import { checkpointFileNames, checkpointSize } from '../io/shards';
@@ -298,7 +298,7 @@ export async function readIndex(dir: string): Promise<ReadIndexResult> {
 /** Writes the index atomically: temp file (fsync when durable), rename, directory fsync when durable. A failed
  * directory fsync rejects with `committed: true`: the new index is in place. */
 export async function writeIndex(dir: string, index: CheckpointIndex, durable: boolean): Promise<void> {
-  await writeTextAtomic(path.join(dir, INDEX_FILENAME), serializeIndex(index), durable, 'write the checkpoint index');
+  await writeFileAtomic(path.join(dir, INDEX_FILENAME), serializeIndex(index), durable, 'write the checkpoint index');
 }
 
 export interface RebuildArgs {

@@ -81,14 +81,3 @@ export function objectIn(dir: S3Prefix, name: string): S3Location {
 export function joinLocation(dir: string, file: string): string {
   return dir.startsWith('s3://') ? `${dir.replace(/\/+$/, '')}/${file}` : path.join(dir, file);
 }
-
-/** Refuses an s3:// location where the library does not serve it yet (the manager and its callbacks). */
-export function refuseS3(p: string, what: string, who: string): void {
-  if (locationScheme(p, what) !== 's3') return;
-  throw new CheckpointError(
-    ErrorCode.UNSUPPORTED_SCHEME,
-    `${who} does not support s3:// locations yet (got ${JSON.stringify(p)}): save with saveTensors/saveCheckpoint ` +
-      'to s3://, or use a local directory for the manager',
-    { path: p },
-  );
-}

@@ -2,7 +2,7 @@
  * The tfjs-checkpoint CLI, run as users run it: the compiled dist/lib/cli/main.js in a child process. Every command,
  * its --json output, and the bad inputs (exit codes, one-line errors, stack traces only with --verbose).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,30 +18,17 @@ import {
   verifyCheckpoint,
   type NamedTensors,
 } from '../../lib';
-import { ROOT, ensureBuilt } from '../helpers/dist-build';
+import { ensureBuilt } from '../helpers/dist-build';
+import { CLI, type Run, runCli } from '../helpers/run-node';
+import { plainSafetensors } from '../helpers/safetensors-file';
 import { fileProgress } from '../../lib/cli/commands/verify';
 
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 const { NodeFileSystem } = require('@tensorflow/tfjs-node/dist/io/file_system.js') as {
   NodeFileSystem: new (p: string | string[]) => tf.io.IOHandler;
 };
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 function cli(...args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: dir, env: { ...process.env, NODE_NO_WARNINGS: '1' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCli(args, { cwd: dir, env: { ...process.env, NODE_NO_WARNINGS: '1' } });
 }
 
 /** A one-line error without a stack trace. */
@@ -226,16 +213,6 @@ describe('inspect', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, exitCode: 3, error: { code: 'ENOENT' } });
   });
 });
-
-/** A plain safetensors file (no checksums) of `json` (the header object) and `data`. */
-function plainSafetensors(json: unknown, data: Buffer = Buffer.alloc(0)): Buffer {
-  const text = Buffer.from(JSON.stringify(json));
-  const header = Buffer.alloc(Math.ceil(text.length / 8) * 8, 0x20);
-  text.copy(header);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(header.length));
-  return Buffer.concat([len, header, data]);
-}
 
 describe('inspect at scale', () => {
   // Math.max(...values) over 200k values overflowed the stack (exit 4, uncoded) on these valid files.

@@ -22,6 +22,7 @@ import {
 import type { LoadedTensor, NamedTensors } from '../../lib/index';
 import { crc32c, crcHex } from '../../lib/format/crc32c';
 import { HEADER_CRC_OFFSET } from '../../lib/format/header';
+import { plainSafetensors } from '../helpers/safetensors-file';
 
 const DETECTED = [ErrorCode.CORRUPT, ErrorCode.CHECKSUM] as string[];
 
@@ -740,10 +741,5 @@ function resave(file: Buffer, edit?: (h: ParsedJsonHeader) => void, flip?: strin
     out[k] = { dtype: header[k].dtype, shape: header[k].shape, data_offsets: [offset, offset + len] };
     offset += len;
   }
-  const json = Buffer.from(JSON.stringify(out));
-  const padded = Buffer.alloc(Math.ceil(json.length / 8) * 8, 0x20);
-  json.copy(padded);
-  const prefix = Buffer.alloc(8);
-  prefix.writeBigUInt64LE(BigInt(padded.length));
-  return Buffer.concat([prefix, padded, ...names.map((k) => bytes.get(k)!)]);
+  return plainSafetensors(out, ...names.map((k) => bytes.get(k)!));
 }

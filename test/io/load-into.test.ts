@@ -3,9 +3,10 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { CheckpointError, ErrorCode, NamedTensors, loadTensors, readCheckpointInfo, saveTensors } from '../../lib';
+import { ErrorCode, NamedTensors, loadTensors, readCheckpointInfo, saveTensors } from '../../lib';
 import { getBackend } from '../../lib/backend/select';
 import { BACKENDS, rng, tempDir, useBackend } from '../helpers/backends';
+import { rejectionOf } from '../helpers/errors';
 
 /** Large enough (> 8 MiB in all) that the native reader checksums on its second thread while reading. */
 const BIG = (9 << 20) / 4;
@@ -18,16 +19,6 @@ function sample(big = 16): NamedTensors {
     mask: { dtype: 'bool', shape: [4], data: new Uint8Array([1, 0, 0, 1]) },
     empty: { dtype: 'float32', shape: [0], data: new Float32Array(0) },
   };
-}
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<CheckpointError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(CheckpointError);
-  expect((err as CheckpointError).code).toBe(code);
-  return err as CheckpointError;
 }
 
 const bytes = (a: ArrayBufferView): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
@@ -107,7 +98,7 @@ describe.each(BACKENDS)('loadTensors into given arrays (%s backend)', (name) => 
     const fh = await fsp.open(file, 'r+');
     await fh.write(Buffer.from([0x55]), 0, 1, info.dataStart + 12 * index + 1);
     await fh.close();
-    const err = await expectCode(loadTensors(file, { into }), ErrorCode.CHECKSUM);
+    const err = await rejectionOf(loadTensors(file, { into }), ErrorCode.CHECKSUM);
     expect(err.tensor).toBe('w10');
   });
 
@@ -115,41 +106,41 @@ describe.each(BACKENDS)('loadTensors into given arrays (%s backend)', (name) => 
     const file = await saved(sample());
     const read = jest.spyOn(getBackend(), 'read');
     try {
-      const wrongKind = await expectCode(
+      const wrongKind = await rejectionOf(
         loadTensors(file, { into: { kernel: new Int32Array(16) } }),
         ErrorCode.MISMATCH,
       );
       expect(wrongKind.tensor).toBe('kernel');
       expect(wrongKind.message).toMatch(/Int32Array.*F32.*Float32Array/);
-      const wrongLength = await expectCode(
+      const wrongLength = await rejectionOf(
         loadTensors(file, { into: { kernel: new Float32Array(15) } }),
         ErrorCode.MISMATCH,
       );
       expect(wrongLength.message).toMatch(/60 bytes.*64/);
-      const boolAsFloat = await expectCode(
+      const boolAsFloat = await rejectionOf(
         loadTensors(file, { into: { mask: new Float32Array(1) } }),
         ErrorCode.MISMATCH,
       );
       expect(boolAsFloat.tensor).toBe('mask');
-      const unknown = await expectCode(
+      const unknown = await rejectionOf(
         loadTensors(file, { into: { kernel: new Float32Array(16), nope: new Float32Array(1) } }),
         ErrorCode.MISMATCH,
       );
       expect(unknown.tensor).toBe('nope');
       expect(unknown.message).toContain('"nope"');
       const shared = new ArrayBuffer(64);
-      await expectCode(
+      await rejectionOf(
         loadTensors(file, {
           into: { kernel: new Float32Array(shared, 0, 16), step: new Int32Array(shared, 60, 1) },
         }),
         ErrorCode.INVALID_ARGUMENT,
       );
-      await expectCode(
+      await rejectionOf(
         loadTensors(file, { into: { kernel: new DataView(shared) as never } }),
         ErrorCode.INVALID_ARGUMENT,
       );
-      await expectCode(loadTensors(file, { into: [] as never }), ErrorCode.INVALID_ARGUMENT);
-      await expectCode(
+      await rejectionOf(loadTensors(file, { into: [] as never }), ErrorCode.INVALID_ARGUMENT);
+      await rejectionOf(
         loadTensors(file, { into: { kernel: new Float32Array(16) }, mmap: true }),
         ErrorCode.INVALID_ARGUMENT,
       );
@@ -174,7 +165,7 @@ describe.each(BACKENDS)('loadTensors into given arrays (%s backend)', (name) => 
     // A fresh array (its pages not yet mapped: pre-faulted natively), and one used before (every page written, so
     // resident: natively its pre-faulting is skipped): both reads are checked, the flip caught in either.
     for (const kernel of [new Float32Array(BIG), new Float32Array(BIG).fill(5)]) {
-      const err = await expectCode(
+      const err = await rejectionOf(
         loadTensors(file, { into: { kernel, step: new Int32Array(1) } }),
         ErrorCode.CHECKSUM,
       );
@@ -191,7 +182,7 @@ describe.each(BACKENDS)('loadTensors into given arrays (%s backend)', (name) => 
     const fh = await fsp.open(file, 'r+');
     await fh.write(Buffer.from([2]), 0, 1, info.dataStart + offset);
     await fh.close();
-    const err = await expectCode(
+    const err = await rejectionOf(
       loadTensors(file, { verify: false, into: { mask: new Uint8Array(4) } }),
       ErrorCode.CORRUPT,
     );
@@ -204,7 +195,7 @@ describe.each(BACKENDS)('loadTensors into given arrays (%s backend)', (name) => 
     await saveTensors(file, sample(), { maxShardSize: 64 });
     const read = jest.spyOn(getBackend(), 'read');
     try {
-      await expectCode(loadTensors(file, { into: { step: new Int32Array(1) } }), ErrorCode.INVALID_ARGUMENT);
+      await rejectionOf(loadTensors(file, { into: { step: new Int32Array(1) } }), ErrorCode.INVALID_ARGUMENT);
       expect(read).not.toHaveBeenCalled();
     } finally {
       read.mockRestore();
@@ -213,7 +204,7 @@ describe.each(BACKENDS)('loadTensors into given arrays (%s backend)', (name) => 
 });
 
 test('loadTensors refuses into for an s3:// location with ERR_CHECKPOINT_UNSUPPORTED_SCHEME before any request', async () => {
-  const err = await expectCode(
+  const err = await rejectionOf(
     loadTensors('s3://bucket/a.safetensors', { into: { step: new Int32Array(1) } }),
     ErrorCode.UNSUPPORTED_SCHEME,
   );

@@ -19,6 +19,8 @@ import {
   verifyCheckpoint,
 } from '../../lib';
 import { BACKENDS, leftoverTemps, rng, tempDir, useBackend } from '../helpers/backends';
+import { rejectionOf } from '../helpers/errors';
+import { plainSafetensors } from '../helpers/safetensors-file';
 import { getBackend, setBackend } from '../../lib/backend/select';
 import type { ReadPlan } from '../../lib/backend/backend';
 import * as tf from '@tensorflow/tfjs';
@@ -74,16 +76,6 @@ function headerBase(tensors: NamedTensors): number {
   let base = bytes.length - 8;
   while (bytes[8 + base - 1] === 0x20) base--;
   return base;
-}
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<CheckpointError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(CheckpointError);
-  expect((err as CheckpointError).code).toBe(code);
-  return err as CheckpointError;
 }
 
 describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
@@ -167,7 +159,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
   test('a save onto a directory fails with EISDIR and leaves no temp file', async () => {
     const dir = await tempDir();
     await fsp.mkdir(path.join(dir, 'taken'));
-    const err = await expectCode(saveTensors(path.join(dir, 'taken'), sample()), 'EISDIR');
+    const err = await rejectionOf(saveTensors(path.join(dir, 'taken'), sample()), 'EISDIR');
     expect(err.path).toBe(path.join(dir, 'taken'));
     expect(await leftoverTemps(dir)).toEqual([]);
   });
@@ -201,7 +193,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
   test('a save under a parent that is a file fails with a coded OS error', async () => {
     const dir = await tempDir();
     await fsp.writeFile(path.join(dir, 'file'), 'x');
-    const err = await expectCode(saveTensors(path.join(dir, 'file', 'x.safetensors'), sample()), 'ENOTDIR');
+    const err = await rejectionOf(saveTensors(path.join(dir, 'file', 'x.safetensors'), sample()), 'ENOTDIR');
     expect(err.message).toContain(path.join(dir, 'file'));
   });
 
@@ -227,7 +219,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
       [null, ErrorCode.INVALID_ARGUMENT, 'tensors'],
     ];
     for (const [tensors, code, fragment] of cases) {
-      const err = await expectCode(saveTensors(file, tensors as NamedTensors), code);
+      const err = await rejectionOf(saveTensors(file, tensors as NamedTensors), code);
       expect(err.message).toContain(fragment);
     }
     expect(await fsp.readFile(file)).toEqual(before);
@@ -237,21 +229,24 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
   test('invalid paths and options are refused with ERR_CHECKPOINT_INVALID_ARGUMENT', async () => {
     const dir = await tempDir();
     const file = path.join(dir, 'x.safetensors');
-    await expectCode(saveTensors('' as string, sample()), ErrorCode.INVALID_ARGUMENT);
-    await expectCode(saveTensors(42 as unknown as string, sample()), ErrorCode.INVALID_ARGUMENT);
-    await expectCode(saveTensors(dir + '/', sample()), ErrorCode.INVALID_ARGUMENT);
-    await expectCode(saveTensors('a\0b', sample()), ErrorCode.INVALID_ARGUMENT);
-    await expectCode(saveTensors(file, sample(), { durable: 'yes' as unknown as boolean }), ErrorCode.INVALID_ARGUMENT);
-    await expectCode(
+    await rejectionOf(saveTensors('' as string, sample()), ErrorCode.INVALID_ARGUMENT);
+    await rejectionOf(saveTensors(42 as unknown as string, sample()), ErrorCode.INVALID_ARGUMENT);
+    await rejectionOf(saveTensors(dir + '/', sample()), ErrorCode.INVALID_ARGUMENT);
+    await rejectionOf(saveTensors('a\0b', sample()), ErrorCode.INVALID_ARGUMENT);
+    await rejectionOf(
+      saveTensors(file, sample(), { durable: 'yes' as unknown as boolean }),
+      ErrorCode.INVALID_ARGUMENT,
+    );
+    await rejectionOf(
       saveTensors(file, sample(), { metadata: { a: 1 as unknown as string } }),
       ErrorCode.INVALID_ARGUMENT,
     );
-    const reserved = await expectCode(
+    const reserved = await rejectionOf(
       saveTensors(file, sample(), { metadata: { 'tfjs_checkpoint.x': 'y' } }),
       ErrorCode.INVALID_ARGUMENT,
     );
     expect(reserved.message).toContain('reserved');
-    await expectCode(loadTensors(file, { verify: 1 as unknown as boolean }), ErrorCode.INVALID_ARGUMENT);
+    await rejectionOf(loadTensors(file, { verify: 1 as unknown as boolean }), ErrorCode.INVALID_ARGUMENT);
     await expect(fsp.access(file)).rejects.toThrow();
   });
 
@@ -262,10 +257,10 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     await saveTensors(file, tensors);
     const before = await fsp.readFile(file);
     const over = { big: 'x'.repeat(MAX_HEADER_LENGTH + 1 - headerBase(tensors)) };
-    const err = await expectCode(saveTensors(file, tensors, { metadata: over }), ErrorCode.INVALID_ARGUMENT);
+    const err = await rejectionOf(saveTensors(file, tensors, { metadata: over }), ErrorCode.INVALID_ARGUMENT);
     expect(err.message).toContain(String(MAX_HEADER_LENGTH));
     const fresh = path.join(dir, 'new-dir', 'y.safetensors');
-    await expectCode(saveTensors(fresh, tensors, { metadata: over }), ErrorCode.INVALID_ARGUMENT);
+    await rejectionOf(saveTensors(fresh, tensors, { metadata: over }), ErrorCode.INVALID_ARGUMENT);
     expect(await fsp.readFile(file)).toEqual(before);
     expect(await leftoverTemps(dir)).toEqual([]);
     await expect(fsp.access(path.dirname(fresh))).rejects.toThrow();
@@ -299,7 +294,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     try {
       for (const [file, kind] of kinds) {
         for (const [reader, read] of readers) {
-          const err = await expectCode(read(file), ErrorCode.NOT_A_FILE);
+          const err = await rejectionOf(read(file), ErrorCode.NOT_A_FILE);
           expect({ reader, path: err.path, message: err.message }).toEqual({
             reader,
             path: file,
@@ -351,10 +346,10 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     const k = info.tensors.findIndex((t) => t.name === 'dense_Dense1/kernel');
     bytes[info.dataStart + info.tensors.slice(0, k).reduce((n, t) => n + t.byteLength, 0) + 3] ^= 1;
     await fsp.writeFile(file, bytes);
-    const err = await expectCode(loadTensors(file, { mmap: true }), ErrorCode.CHECKSUM);
+    const err = await rejectionOf(loadTensors(file, { mmap: true }), ErrorCode.CHECKSUM);
     expect(err.tensor).toBe('dense_Dense1/kernel');
     expect(typeof err.expectedCrc === 'number' && typeof err.actualCrc === 'number').toBe(true);
-    await expectCode(loadTensors(file, { mmap: 'yes' as never }), ErrorCode.INVALID_ARGUMENT);
+    await rejectionOf(loadTensors(file, { mmap: 'yes' as never }), ErrorCode.INVALID_ARGUMENT);
   });
 
   test('a load large enough to checksum while reading (over 8 MiB) returns every byte, and names the one altered tensor of three', async () => {
@@ -375,7 +370,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     const bytes = await fsp.readFile(file);
     bytes[info.dataStart + info.tensors[0].byteLength + (4 << 20) + 1] ^= 0x40; // b, just past a 4 MiB piece
     await fsp.writeFile(file, bytes);
-    const err = await expectCode(loadTensors(file), ErrorCode.CHECKSUM);
+    const err = await rejectionOf(loadTensors(file), ErrorCode.CHECKSUM);
     expect({ tensor: err.tensor, expectedCrc: err.expectedCrc }).toEqual({
       tensor: 'b',
       expectedCrc: info.tensors[1].crc32c,
@@ -418,7 +413,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
       const broken = path.join(dir, `broken${k}.safetensors`);
       await fsp.writeFile(broken, bytes);
       for (const mmap of [true, false]) {
-        const err = await expectCode(loadTensors(broken, { mmap }), ErrorCode.CHECKSUM);
+        const err = await rejectionOf(loadTensors(broken, { mmap }), ErrorCode.CHECKSUM);
         expect({ tensor: err.tensor, expectedCrc: err.expectedCrc }).toEqual({
           tensor: info.tensors[k].name,
           expectedCrc: info.tensors[k].crc32c,
@@ -429,12 +424,12 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     const short = path.join(dir, 'short.safetensors');
     await fsp.copyFile(file, short);
     await fsp.truncate(short, info.fileSize - 4096);
-    for (const mmap of [true, false]) await expectCode(loadTensors(short, { mmap }), ErrorCode.CORRUPT);
+    for (const mmap of [true, false]) await rejectionOf(loadTensors(short, { mmap }), ErrorCode.CORRUPT);
   });
 
   test('loading a missing file fails with ENOENT naming the path', async () => {
     const dir = await tempDir();
-    const err = await expectCode(loadTensors(path.join(dir, 'nope.safetensors')), 'ENOENT');
+    const err = await rejectionOf(loadTensors(path.join(dir, 'nope.safetensors')), 'ENOENT');
     expect(err.message).toContain('nope.safetensors');
   });
 
@@ -450,7 +445,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     await fsp.writeFile(file, bytes);
     // One call at a time: created together, the second would reject unhandled while the first is awaited.
     for (const op of [() => loadTensors(file), () => verifyCheckpoint(file)]) {
-      const err = await expectCode(op(), ErrorCode.CHECKSUM);
+      const err = await rejectionOf(op(), ErrorCode.CHECKSUM);
       expect(err.tensor).toBe('dense_Dense1/kernel');
       expect(err.message).toContain('dense_Dense1/kernel');
     }
@@ -476,7 +471,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
       () => verifyCheckpoint(file),
       () => verifyCheckpoint(file, { groupBytes: 16 }),
     ]) {
-      const err = await expectCode(op(), ErrorCode.CHECKSUM);
+      const err = await rejectionOf(op(), ErrorCode.CHECKSUM);
       expect({ tensor: err.tensor, expectedCrc: err.expectedCrc, actualCrc: err.actualCrc }).toEqual({
         tensor: 'dense_Dense1/kernel',
         expectedCrc: recorded,
@@ -570,7 +565,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     bytes[(await offsetOf(file, name)) + tensorBytes - 3] ^= 0x01;
     await fsp.writeFile(file, bytes);
     const progress: number[] = [];
-    const err = await expectCode(
+    const err = await rejectionOf(
       verifyCheckpoint(file, { groupBytes, onProgress: (d) => progress.push(d) }),
       ErrorCode.CHECKSUM,
     );
@@ -593,7 +588,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     bytes.write(headerCrc.toString(16).padStart(8, '0'), HEADER_CRC_OFFSET, 'latin1');
     await fsp.writeFile(file, bytes);
     for (const groupBytes of [1024, undefined]) {
-      const err = await expectCode(verifyCheckpoint(file, groupBytes ? { groupBytes } : {}), ErrorCode.CORRUPT);
+      const err = await rejectionOf(verifyCheckpoint(file, groupBytes ? { groupBytes } : {}), ErrorCode.CORRUPT);
       expect(err.tensor).toBe('mask');
       expect(err.message).toContain('holds the byte 2 at 4500');
     }
@@ -604,7 +599,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     const file = path.join(dir, 'v.safetensors');
     await saveTensors(file, groupedSample());
     for (const options of [{ onProgress: 'yes' }, { groupBytes: 0 }, { groupBytes: 1.5 }, [], null]) {
-      await expectCode(verifyCheckpoint(file, options as never), ErrorCode.INVALID_ARGUMENT);
+      await rejectionOf(verifyCheckpoint(file, options as never), ErrorCode.INVALID_ARGUMENT);
     }
   });
 
@@ -616,9 +611,9 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     const at = bytes.indexOf('"epoch":"3"') + 9;
     bytes[at] = '4'.charCodeAt(0);
     await fsp.writeFile(file, bytes);
-    const err = await expectCode(loadTensors(file), ErrorCode.CHECKSUM);
+    const err = await rejectionOf(loadTensors(file), ErrorCode.CHECKSUM);
     expect(err.message).toContain('header');
-    await expectCode(readCheckpointInfo(file), ErrorCode.CHECKSUM);
+    await rejectionOf(readCheckpointInfo(file), ErrorCode.CHECKSUM);
   });
 
   test('errors carry the caller stack', async () => {
@@ -633,7 +628,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     async function callerFunctionName(): Promise<unknown> {
       return loadTensors(file);
     }
-    const err = await expectCode(callerFunctionName(), ErrorCode.CHECKSUM);
+    const err = await rejectionOf(callerFunctionName(), ErrorCode.CHECKSUM);
     expect(err.stack).toContain('callerFunctionName');
   });
 
@@ -648,7 +643,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(header.length));
     await fsp.writeFile(file, Buffer.concat([len, header, Buffer.from(new Float32Array([1.5, -2]).buffer)]));
-    await expectCode(loadTensors(file), ErrorCode.UNVERIFIED);
+    await rejectionOf(loadTensors(file), ErrorCode.UNVERIFIED);
     const loaded = await loadTensors(file, { verify: false });
     expect(Array.from(loaded.tensors.a.data as Float32Array)).toEqual([1.5, -2]);
     expect(loaded.metadata).toEqual({ format: 'pt' });
@@ -686,7 +681,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
       bytes[bytes.indexOf('"epoch":"1"') + 9] = '2'.charCodeAt(0);
       await fsp.writeFile(file, bytes);
       opens.mockClear();
-      await expectCode(readCheckpointInfo(file), ErrorCode.CHECKSUM);
+      await rejectionOf(readCheckpointInfo(file), ErrorCode.CHECKSUM);
       expect(opens.mock.calls.filter(([p]) => p === file)).toHaveLength(1);
     } finally {
       opens.mockRestore();
@@ -733,16 +728,6 @@ describe('the two backends', () => {
   });
 });
 
-/** A header-only-metadata safetensors file (no checksums of ours) of `header` and `data`. */
-function foreignFile(header: Record<string, unknown>, data: Buffer): Buffer {
-  const text = Buffer.from(JSON.stringify(header));
-  const padded = Buffer.alloc(Math.ceil(text.length / 8) * 8, 0x20);
-  text.copy(padded);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(padded.length));
-  return Buffer.concat([len, padded, data]);
-}
-
 describe.each(BACKENDS)('every safetensors dtype (%s backend)', (backend) => {
   useBackend(backend);
 
@@ -753,7 +738,7 @@ describe.each(BACKENDS)('every safetensors dtype (%s backend)', (backend) => {
     const ids = Buffer.from(BigInt64Array.from([0n, 1n, 2n, 9007199254740993n]).buffer);
     await fsp.writeFile(
       file,
-      foreignFile(
+      plainSafetensors(
         {
           position_ids: { dtype: 'I64', shape: [1, 4], data_offsets: [0, 32] },
           w: { dtype: 'F32', shape: [2], data_offsets: [32, 40] },
@@ -836,7 +821,7 @@ describe.each(BACKENDS)('every safetensors dtype (%s backend)', (backend) => {
       const file = path.join(dir, `${st}.safetensors`);
       await fsp.writeFile(
         file,
-        foreignFile(
+        plainSafetensors(
           {
             __metadata__: { format: 'pt' },
             [kernel.originalName]: { dtype: st, shape: [3, 2], data_offsets: [0, 12] },

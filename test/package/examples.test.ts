@@ -3,28 +3,14 @@
  * process), each into a fresh directory: what they print matches the checkpoints on disk, and the restored best model
  * scores what the best epoch scored.
  */
-import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ROOT, ensureBuilt } from '../helpers/dist-build';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+import { type Run, runNode } from '../helpers/run-node';
 
 function runExample(file: string, args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'examples', file), ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runNode(path.join(ROOT, 'dist', 'examples', file), args, { cwd: ROOT });
 }
 
 let dir: string;

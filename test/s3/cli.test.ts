@@ -3,7 +3,6 @@
  * configured from the AWS environment variables): ls, plot, inspect, verify, export and import each take s3://
  * objects and prefixes where they take a file or a directory, and read the prefix the way the manager wrote it.
  */
-import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as SDK from '@aws-sdk/client-s3';
@@ -14,20 +13,14 @@ import { parseS3Prefix, parseS3Url } from '../../lib/s3/location';
 import { listPrefix } from '../../lib/s3/prefix';
 import { tempDir } from '../helpers/backends';
 import { describeWithGateway, gatewayEnv, useGateway } from '../helpers/ceph';
-import { ROOT, ensureBuilt } from '../helpers/dist-build';
+import { ensureBuilt } from '../helpers/dist-build';
+import { type Run, runCli } from '../helpers/run-node';
 import { tinyModel } from '../helpers/models';
 import { SEED_HISTORY, SEED_TEMPLATE, recorder, weightBytes } from '../helpers/training';
 
 const BUCKET = 'tfjs-checkpoint-cli';
-const CLI = path.join(ROOT, 'dist', 'lib', 'cli', 'main.js');
 let n = 0;
 const freshUrl = (name: string) => `s3://${BUCKET}/${name}-${process.pid}-${n++}`;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 async function objectBytes(url: string): Promise<Buffer> {
   const { bucket, key } = parseS3Url(url, 'object');
@@ -44,17 +37,7 @@ describeWithGateway('the CLI on s3:// (Ceph RADOS Gateway)', () => {
   const gateway = useGateway(BUCKET);
   let cwd: string;
 
-  function cli(...args: string[]): Promise<Run> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [CLI, ...args], { cwd, env: gatewayEnv(gateway()) });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
-  }
+  const cli = (...args: string[]): Promise<Run> => runCli(args, { cwd, env: gatewayEnv(gateway()) });
 
   beforeAll(async () => {
     await ensureBuilt();
