@@ -23,6 +23,7 @@ import {
   verifyCheckpoint,
 } from '../../lib';
 import { s3Client } from '../../lib/s3/client';
+import { loadSpans } from '../../lib/s3/objects';
 import { BACKENDS, rng, tempDir, useBackend } from '../helpers/backends';
 import { Gateway, describeWithGateway, gatewayEnv, startGateway } from '../helpers/ceph';
 import { tinyModel } from '../helpers/models';
@@ -273,7 +274,7 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
         }
       });
 
-      test('a load of many small tensors takes one ranged GET per rangeSize of data, not one per tensor; a tensor split across two ranges is checked whole', async () => {
+      test('a load of many small tensors takes one ranged GET per span (concurrency spans of at least rangeSize), not one per tensor; a tensor split across two spans is checked whole', async () => {
         configureS3({ rangeSize: 1 * MIB, concurrency: 3 });
         const ranges: string[] = [];
         s3Client().middlewareStack.add(
@@ -285,8 +286,8 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
         );
         try {
           const t: NamedTensors = {};
-          // 300 tensors of 12 KiB (3.5 MiB): the old reads made 300 GETs; ranges of 1 MiB make 4.
-          for (let i = 0; i < 300; i++) {
+          // 301 tensors of 12 KiB (3.5 MiB): the first reads made 301 GETs; 3 spans (concurrency) of 1.18 MiB make 3.
+          for (let i = 0; i < 301; i++) {
             const data = new Float32Array(3072);
             for (let j = 0; j < data.length; j++) data[j] = i + j / 4096;
             t[`t${String(i).padStart(3, '0')}`] = { dtype: 'float32', shape: [3072], data };
@@ -296,21 +297,65 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
           await saveTensors(url, t);
           ranges.length = 0;
           expect(differing((await loadTensors(url)).tensors, t)).toEqual([]);
-          const dataLength = 300 * 3072 * 4;
-          expect(ranges.length).toBe(1 + Math.ceil(dataLength / MIB)); // the header's GET, then the data's
-          // The byte at 1 MiB + 4 begins the second range, inside a tensor whose first bytes are in the first one.
+          const dataLength = 301 * 3072 * 4;
+          const span = Math.ceil(dataLength / 3);
           const info = await readCheckpointInfo(url);
-          const split = Math.floor(MIB / (3072 * 4));
-          expect(split * 3072 * 4).toBeLessThan(MIB);
+          expect(loadSpans(dataLength, MIB, 3)).toEqual([
+            [0, span],
+            [span, 2 * span],
+            [2 * span, dataLength],
+          ]);
+          // The header's GET, then one per span.
+          expect(ranges).toEqual([
+            `bytes=0-${64 * 1024 - 1}`,
+            ...[0, 1, 2].map(
+              (k) => `bytes=${info.dataStart + k * span}-${info.dataStart + Math.min((k + 1) * span, dataLength) - 1}`,
+            ),
+          ]);
+          // The byte at span + 4 begins the second span, inside a tensor whose first bytes are in the first one.
+          const split = Math.floor(span / (3072 * 4));
+          expect(split * 3072 * 4).toBeLessThan(span);
           const obj = await s3Client().send(new SDK.GetObjectCommand({ Bucket: BUCKET, Key: key }));
           const bytes = Buffer.from(await obj.Body!.transformToByteArray());
-          bytes[info.dataStart + MIB + 4] ^= 0x10;
+          bytes[info.dataStart + span + 4] ^= 0x10;
           await s3Client().send(new SDK.PutObjectCommand({ Bucket: BUCKET, Key: key, Body: bytes }));
           const failure = { code: ErrorCode.CHECKSUM, tensor: `t${String(split).padStart(3, '0')}`, path: url };
           await expect(loadTensors(url)).rejects.toMatchObject(failure);
         } finally {
           s3Client().middlewareStack.remove('countGets');
           configureS3({ rangeSize: 8 * MIB, concurrency: 4 });
+        }
+      });
+
+      test('with rangeSize of at least the data section a load streams all tensors in one GET after the header, verifying each CRC32C as bytes land: a changed byte of the last tensor is ERR_CHECKPOINT_CHECKSUM naming it', async () => {
+        configureS3({ rangeSize: 64 * MIB });
+        const gets: string[] = [];
+        s3Client().middlewareStack.add(
+          (next, context) => async (a) => {
+            if (context.commandName === 'GetObjectCommand') gets.push(String((a.input as { Range?: string }).Range));
+            return next(a);
+          },
+          { step: 'initialize', name: 'countWholeGets' },
+        );
+        try {
+          const big = new Float32Array((6 * MIB) / 4).map((_, i) => i * 0.5);
+          const t: NamedTensors = { ...sample(5), big: { dtype: 'float32', shape: [big.length], data: big } };
+          const key = `${backend}/one-stream.safetensors`;
+          const url = `s3://${BUCKET}/${key}`;
+          await saveTensors(url, t);
+          gets.length = 0;
+          expect(differing((await loadTensors(url)).tensors, t)).toEqual([]);
+          const info = await readCheckpointInfo(url);
+          expect(gets).toEqual([`bytes=0-${64 * 1024 - 1}`, `bytes=${info.dataStart}-${info.fileSize - 1}`]);
+          const last = info.tensors.filter((x) => x.byteLength > 0).pop()!; // file order: the stream's last bytes
+          const obj = await s3Client().send(new SDK.GetObjectCommand({ Bucket: BUCKET, Key: key }));
+          const bytes = Buffer.from(await obj.Body!.transformToByteArray());
+          bytes[info.fileSize - 3] ^= 0x04; // the last tensor's last bytes: the end of the one stream
+          await s3Client().send(new SDK.PutObjectCommand({ Bucket: BUCKET, Key: key, Body: bytes }));
+          await expect(loadTensors(url)).rejects.toMatchObject({ code: ErrorCode.CHECKSUM, tensor: last.name, path: url });
+        } finally {
+          s3Client().middlewareStack.remove('countWholeGets');
+          configureS3({ rangeSize: 8 * MIB });
         }
       });
 
