@@ -23,8 +23,9 @@ import { UPLOAD_PART_SIZE, UPLOAD_QUEUE_SIZE } from './s3-child';
 
 type RunChild = <T>(job: Job) => Promise<T>;
 
-/** The library's default ranged reads (lib/s3/client.ts s3Settings), which the plain ranged row copies. */
-const RANGES = `${s3Settings().rangeSize / MiB} MiB ranges x${s3Settings().concurrency}`;
+/** The library's default ranged reads (lib/s3/client.ts s3Settings, objects.ts loadSpans), which the plain ranged
+ * row copies. */
+const RANGES = `${s3Settings().concurrency} spans of at least ${s3Settings().rangeSize / MiB} MiB`;
 
 export const S3_SAVES: { id: S3SaveContender; label: string }[] = [
   { id: 's3-native', label: 'tfjs-checkpoint saveTensors to s3:// (native backend)' },
@@ -273,7 +274,7 @@ const JS_BOUND =
   'SHA-256 of every request body, while the gateway takes the other core';
 const RANGED_BOUND =
   'parallel ranged GETs: the same ranges without any check (the plain ranged row) are as slow as ours, so the gap is ' +
-  'the gateway serving 4 ranged streams against one whole-object stream, on cores it shares with the client';
+  'the gateway serving parallel ranged streams against one whole-object stream, on cores it shares with the client';
 
 export function s3Targets(s: S3Summary, sizes: number[]): S3Target[] {
   const out: S3Target[] = [];
