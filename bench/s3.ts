@@ -7,9 +7,10 @@
  * otherwise the bench starts one on a free port in its work directory and stops it (its daemons only) at the end.
  * Without Ceph installed the section says in one line how to install it and its rows are left out.
  *
- * Repetition r runs every contender once, in an order rotated by r, each in a fresh child (s3-child.ts). After
- * every save the object is deleted and the gateway's garbage collection run to completion (`radosgw-admin gc
- * process --include-all`, untimed), so no run pays for another's deletion and memstore never fills up.
+ * Repetition r runs every contender once, in an order rotated by r, each in a fresh child (s3-child.ts), after one
+ * untimed warm-up save on the fresh gateway. After every save the object is deleted and the gateway's garbage
+ * collection run to completion (`radosgw-admin gc process --include-all`, untimed), so no run pays for another's
+ * deletion and memstore never fills up.
  */
 import { execFile, spawnSync } from 'node:child_process';
 import * as net from 'node:net';
@@ -199,6 +200,15 @@ export async function benchS3(
     await client.send(new sdk.CreateBucketCommand({ Bucket: BUCKET })).catch((e: { name?: string }) => {
       if (e?.name !== 'BucketAlreadyOwnedByYou' && e?.name !== 'BucketAlreadyExists') throw e;
     });
+    if (saves.length) {
+      // One untimed save first: the first multipart upload on a freshly started gateway is seconds slower (memstore
+      // and radosgw warming up), and would land on whichever contender repetition 1 runs first.
+      const key = `bench/warm-up-${sizes[0]}.safetensors`;
+      await runChild({ op: 's3-save', contender: 's3-upload', bytes: sizes[0], url: `s3://${BUCKET}/${key}` }).catch(
+        (e: Error) => log(`s3: the warm-up save failed: ${e.message.slice(0, 200)}`),
+      );
+      await remove(key);
+    }
     for (const bytes of sizes) {
       const mine = saves.map((c): S3Row => ({ section: 'save', bytes, ...c, ms: [], peakExtraKiB: [], errors: [] }));
       summary.rows.push(...mine);
