@@ -376,7 +376,11 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
           const bytes = Buffer.from(await obj.Body!.transformToByteArray());
           bytes[info.fileSize - 3] ^= 0x04; // the last tensor's last bytes: the end of the one stream
           await s3Client().send(new SDK.PutObjectCommand({ Bucket: BUCKET, Key: key, Body: bytes }));
-          await expect(loadTensors(url)).rejects.toMatchObject({ code: ErrorCode.CHECKSUM, tensor: last.name, path: url });
+          await expect(loadTensors(url)).rejects.toMatchObject({
+            code: ErrorCode.CHECKSUM,
+            tensor: last.name,
+            path: url,
+          });
         } finally {
           s3Client().middlewareStack.remove('countWholeGets');
           configureS3({ rangeSize: 8 * MIB });
