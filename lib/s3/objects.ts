@@ -172,6 +172,7 @@ export async function saveObject(
   const rest = header.dataLength - firstDataEnd;
   const partCount = 1 + Math.ceil(rest / partSize);
   let uploadId: string | undefined;
+  let completed = false;
   const creating = client.send(
     new sdk.CreateMultipartUploadCommand({ Bucket, Key, ...(checksums ? { ChecksumAlgorithm: 'CRC32C' } : {}) }),
   );
@@ -231,13 +232,15 @@ export async function saveObject(
         MultipartUpload: { Parts: [parts[partCount - 1], ...parts.slice(0, -1)] },
       }),
     );
-    uploadId = undefined; // completed: nothing to abort from here on
+    completed = true; // nothing to abort from here on
     if (done.ETag || !options.etag) return { etag: done.ETag ?? '' };
     // Committed: a failed HEAD costs only the ETag, never the save.
     const head = await client.send(new sdk.HeadObjectCommand({ Bucket, Key })).catch(() => undefined);
     return { etag: head?.ETag ?? '' };
   } catch (e) {
-    if (uploadId) {
+    // An upload created while part 1's CRCs failed is aborted too (its id known only once the request answers).
+    if (!completed) uploadId ??= (await creating.catch(() => undefined))?.UploadId;
+    if (uploadId && !completed) {
       await client
         .send(new sdk.AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId }))
         .catch(() => undefined);
