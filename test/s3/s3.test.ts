@@ -33,6 +33,8 @@ import * as SDK from '@aws-sdk/client-s3';
 const BUCKET = 'tfjs-checkpoint-test';
 const MIB = 1024 * 1024;
 
+const MEMORY_CHILD = path.join(ROOT, 'test', 'fixtures', 's3-load-memory-child.ts');
+
 function sample(seed = 1): NamedTensors {
   const r = rng(seed);
   return {
@@ -386,6 +388,32 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
           configureS3({ rangeSize: 8 * MIB });
         }
       });
+
+      test('a load holds the loaded bytes plus a constant, with no staging buffer: the peak resident growth of a fresh process loading 96 MiB in 4 spans, or in one stream, stays under 96 + 64 MiB', async () => {
+        const data = new Float32Array((96 * MIB) / 4).map((_, i) => i);
+        const url = `s3://${BUCKET}/${backend}/memory.safetensors`;
+        await saveTensors(url, { w: { dtype: 'float32', shape: [data.length], data }, b: sample(6).step });
+        for (const rangeSize of [8 * MIB, 1024 * MIB]) {
+          const r = spawnSync(
+            process.execPath,
+            [
+              '-r',
+              path.join(ROOT, 'test', 'fixtures', 'worker-register.js'),
+              MEMORY_CHILD,
+              backend,
+              url,
+              `${rangeSize}`,
+            ],
+            { env: gatewayEnv(gw), encoding: 'utf8', timeout: 120_000 },
+          );
+          expect(r.stderr).toBe('');
+          const { extraKiB, bytes } = JSON.parse(r.stdout) as { extraKiB: number; bytes: number };
+          expect(bytes).toBe(96 * MIB + 4);
+          // A staging copy of the object would add another 96 MiB; the constant is the HTTP stack's chunks until GC.
+          expect(extraKiB * 1024).toBeLessThan(bytes + 64 * MIB);
+          expect(extraKiB * 1024).toBeGreaterThan(bytes * 0.9); // the tensors themselves are resident
+        }
+      }, 120_000);
 
       test('a save sends a part inside one tensor from its own bytes and copies parts that span tensors into at most concurrency reused buffers', async () => {
         configureS3({ partSize: 5 * MIB, concurrency: 2 });
