@@ -12,7 +12,7 @@ import { NamedTensors, loadTensors, saveTensors } from '../lib/io/tensors';
 import { loadSdk, s3Client, s3Settings } from '../lib/s3/client';
 import { useChecksums } from '../lib/s3/capabilities';
 import { parseS3Url } from '../lib/s3/location';
-import { openObject } from '../lib/s3/objects';
+import { loadSpans, openObject } from '../lib/s3/objects';
 import type { OpResult, S3LoadContender, S3SaveContender } from './jobs';
 import { Layout, allocate } from './layout';
 
@@ -126,17 +126,15 @@ export async function s3Load(
     }
     case 's3-get-ranged': {
       // What loadTensors' reads do, without any check: the header parsed beforehand (untimed), then the data section
-      // in ranges of rangeSize bytes (a range may span several tensors), `concurrency` GETs at once, each scattered
-      // into the buffers of the tensors it covers (one ArrayBuffer per tensor).
+      // in the same spans (lib/s3/objects.ts loadSpans: at most `concurrency`, of at least rangeSize bytes), all at
+      // once, each streamed into the buffers of the tensors it covers (one ArrayBuffer per tensor).
       const { parsed } = await openObject(parseS3Url(url, 'file'), false);
       const { rangeSize, concurrency } = s3Settings();
       const { entries, dataStart, dataLength } = parsed;
       return measure(async () => {
         const buffers = entries.map((e) => new Uint8Array(e.end - e.begin));
-        let next = 0;
-        const worker = async (): Promise<void> => {
-          for (let begin = next++ * rangeSize; begin < dataLength; begin = next++ * rangeSize) {
-            const end = Math.min(begin + rangeSize, dataLength);
+        await Promise.all(
+          loadSpans(dataLength, rangeSize, concurrency).map(async ([begin, end]) => {
             const views = entries.flatMap((e, i) =>
               e.end <= begin || e.begin >= end || e.end === e.begin
                 ? []
@@ -145,9 +143,8 @@ export async function s3Load(
             if ((await getInto(url, views, [dataStart + begin, dataStart + end])) !== end - begin) {
               throw new Error('short read');
             }
-          }
-        };
-        await Promise.all(Array.from({ length: concurrency }, worker));
+          }),
+        );
         keep = buffers;
       }, excludeKiB);
     }

@@ -33,7 +33,7 @@ import { acquireTempPath, releaseTempPath, removeStaleTemps } from '../fs/tempfi
 import { parseS3Url } from '../s3/location';
 import { saveObject } from '../s3/objects';
 import { checkPath, isObjectLocation } from './check-path';
-import { parseConcurrency, parseShardSize, removeSupersededSet, saveShardSet } from './shards';
+import { parseConcurrency, parseShardSize, findSupersededSet, removeSupersededSet, saveShardSet } from './shards';
 import type { NamedTensors, SaveTensorsArgs } from './types';
 
 const ARRAY_TYPES: Record<DType, { ctor: new (b: ArrayBuffer) => TensorArray; name: string }> = {
@@ -134,8 +134,9 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
     await saveShardSet(target, tensors, inputs, { metadata, durable, maxShardSize, concurrency, stack });
     return;
   }
+  const superseded = findSupersededSet(target); // looked up while the file is written
   await writeCheckpointFile(target, tensors, inputs, metadata, durable, stack);
-  await removeSupersededSet(target); // a set saved earlier under this name no longer is the checkpoint
+  await removeSupersededSet(target, superseded); // a set saved earlier under this name no longer is the checkpoint
 }
 
 /**

@@ -87,13 +87,24 @@ export async function shardSetSummary(target: string): Promise<{ index: string; 
 }
 
 /**
- * After a single-file save to `target` (a local path or an s3:// location): removes a set saved under the same name
- * (its index, then its shards), which readers would otherwise still find. Best effort: the save has succeeded, and
- * what cannot be removed is a complete older set, never a half one.
+ * Whether a set index is under `target`'s name (false for an index itself, or when the lookup fails). A save starts
+ * this lookup with its upload, so that on s3:// its request overlaps the transfer instead of following it.
  */
-export async function removeSupersededSet(target: string): Promise<void> {
+export function findSupersededSet(target: string): Promise<boolean> {
   const names = setNames(target);
-  if (target === names.index || !(await isFileAt(names.index).catch(() => false))) return;
+  if (target === names.index) return Promise.resolve(false);
+  return isFileAt(names.index).catch(() => false);
+}
+
+/**
+ * After a single-file save to `target` (a local path or an s3:// location): removes a set saved under the same name
+ * (its index, then its shards), which readers would otherwise still find; `found` is findSupersededSet's answer,
+ * looked up when the save began (a set saved before it). Best effort: the save has succeeded, and what cannot be
+ * removed is a complete older set, never a half one.
+ */
+export async function removeSupersededSet(target: string, found = findSupersededSet(target)): Promise<void> {
+  const names = setNames(target);
+  if (!(await found)) return;
   const index = await readShardIndex(names.index).catch(() => undefined);
   if (!(await removeQuietly(names.index))) return;
   for (const f of index?.files ?? []) await removeQuietly(inPlace(names.dir, f));

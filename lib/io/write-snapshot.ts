@@ -7,7 +7,7 @@
 import { DTYPES } from '../format/header';
 import type { NamedTensors } from './tensors';
 import { writeCheckpointFile } from './tensors';
-import { parseConcurrency, removeSupersededSet, saveShardSet } from './shards';
+import { findSupersededSet, parseConcurrency, removeSupersededSet, saveShardSet } from './shards';
 
 export interface WriteSnapshotArgs {
   /** The file's metadata (string values, no reserved keys). */
@@ -37,6 +37,7 @@ export async function writeSnapshot(target: string, tensors: NamedTensors, args:
     });
     return;
   }
+  const superseded = findSupersededSet(target); // looked up while the file is written
   await writeCheckpointFile(target, tensors, inputs, args.metadata, args.durable, args.stack);
-  await removeSupersededSet(target); // a set saved earlier under this name no longer is the checkpoint
+  await removeSupersededSet(target, superseded); // a set saved earlier under this name no longer is the checkpoint
 }

@@ -25,10 +25,11 @@ export interface ConfigureS3Args {
   /** Parts uploaded, and ranges downloaded, at once. A save holds at most `concurrency x partSize` bytes beyond the
    * tensors. Default: 4. */
   concurrency?: number;
-  /** Bytes per ranged GET when loading: the data section is read in ranges of this size (a range may span many
-   * small tensors), `concurrency` at once, each scattered into the tensors' own buffers. A value of at least the
-   * object's size makes a load one GET (on a local gateway sharing the client's 2 cores, bench/README.md, a plain
-   * whole-object GET beat 4 ranged ones; on AWS S3 parallel ranges are the way to bandwidth). Default: 8 MiB. */
+  /** The least bytes per ranged GET when loading: the data section is read in `min(concurrency, dataLength /
+   * rangeSize)` spans of equal size, all at once, each one GET streamed into the tensors' own buffers (a span may
+   * cover many small tensors). So a 1 GiB load is 4 GETs of 256 MiB at the defaults, and a value of at least the
+   * data section makes it one GET after the header's (every request costs client and server a fixed amount of work;
+   * on AWS S3 parallel connections are the way to bandwidth). Default: 8 MiB. */
   rangeSize?: number;
   /** Send each part's CRC32C (`x-amz-checksum-crc32c`) for the server to check: true, false, or 'auto' (probe the
    * bucket once: a server that accepts a wrong checksum, like Ceph 16, ignores them, so none are sent).

@@ -95,12 +95,14 @@ function gather(views: Iterable<Uint8Array>, size: number, buf: Buffer = Buffer.
 /**
  * Uploads a checkpoint object: `header` from buildHeader (CRC placeholders), `arrays` the tensors' data in file
  * order. Resolves when the object is visible, complete, with its ETag; on failure none is (a multipart upload is
- * aborted). Where CompleteMultipartUpload answers without an ETag (Ceph 16), the ETag is read with a HEAD.
+ * aborted). Where CompleteMultipartUpload answers without an ETag (Ceph 16), the ETag is read with a HEAD when
+ * `options.etag` asks for it (one more request, which saveTensors does not need), else it is ''.
  */
 export async function saveObject(
   loc: S3Location,
   header: BuiltHeader,
   arrays: ArrayBufferView[],
+  options: { etag?: boolean } = {},
 ): Promise<{ etag: string }> {
   const sdk = loadSdk();
   const client = s3Client();
@@ -164,16 +166,20 @@ export async function saveObject(
     }
   }
 
-  // Part 1 is the header and the data up to partSize: its data's CRCs are taken first, it is uploaded last.
+  // Part 1 is the header and the data up to partSize: its data's CRCs are taken first (while the request creating
+  // the upload is in flight), it is uploaded last.
   const firstDataEnd = Math.min(header.dataLength, Math.max(partSize - headLength, 0) || partSize);
-  const firstPiece = advance(dataViews(entries, arrays, 0, firstDataEnd));
   const rest = header.dataLength - firstDataEnd;
   const partCount = 1 + Math.ceil(rest / partSize);
   let uploadId: string | undefined;
+  let completed = false;
+  const creating = client.send(
+    new sdk.CreateMultipartUploadCommand({ Bucket, Key, ...(checksums ? { ChecksumAlgorithm: 'CRC32C' } : {}) }),
+  );
+  creating.catch(() => undefined); // awaited below; a failure of the CRCs first must not leave it unhandled
   try {
-    const created = await client.send(
-      new sdk.CreateMultipartUploadCommand({ Bucket, Key, ...(checksums ? { ChecksumAlgorithm: 'CRC32C' } : {}) }),
-    );
+    const firstPiece = advance(dataViews(entries, arrays, 0, firstDataEnd));
+    const created = await creating;
     uploadId = created.UploadId;
     if (!uploadId) throw new Error('CreateMultipartUpload returned no UploadId');
     const UploadId = uploadId;
@@ -226,13 +232,15 @@ export async function saveObject(
         MultipartUpload: { Parts: [parts[partCount - 1], ...parts.slice(0, -1)] },
       }),
     );
-    uploadId = undefined; // completed: nothing to abort from here on
-    if (done.ETag) return { etag: done.ETag };
+    completed = true; // nothing to abort from here on
+    if (done.ETag || !options.etag) return { etag: done.ETag ?? '' };
     // Committed: a failed HEAD costs only the ETag, never the save.
     const head = await client.send(new sdk.HeadObjectCommand({ Bucket, Key })).catch(() => undefined);
     return { etag: head?.ETag ?? '' };
   } catch (e) {
-    if (uploadId) {
+    // An upload created while part 1's CRCs failed is aborted too (its id known only once the request answers).
+    if (!completed) uploadId ??= (await creating.catch(() => undefined))?.UploadId;
+    if (uploadId && !completed) {
       await client
         .send(new sdk.AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId }))
         .catch(() => undefined);
@@ -269,7 +277,8 @@ interface ObjectVersion {
 
 /**
  * GETs [begin, end) of the object into `into`: one buffer, or consecutive views (a range spanning several tensors'
- * buffers, filled in order, end - begin bytes in all); checks the response is of `version`.
+ * buffers, filled in order, end - begin bytes in all); checks the response is of `version`. `landed(i, bytes)` sees
+ * the bytes of non-empty view i as they are copied into it, in order (so a CRC advances while the body streams).
  */
 async function getRange(
   loc: S3Location,
@@ -277,6 +286,7 @@ async function getRange(
   end: number,
   into: Uint8Array | Uint8Array[],
   version?: ObjectVersion,
+  landed?: (segment: number, bytes: Uint8Array) => void,
 ): Promise<ObjectVersion> {
   const sdk = loadSdk();
   let r: SDK.GetObjectCommandOutput;
@@ -314,6 +324,7 @@ async function getRange(
         const target = segments[seg];
         const n = Math.min(target.length - segPos, c.length);
         target.set(n === c.length ? c : c.subarray(0, n), segPos);
+        landed?.(seg, target.subarray(segPos, segPos + n));
         segPos += n;
         c = c.subarray(n);
         if (segPos === target.length) [seg, segPos] = [seg + 1, 0];
@@ -365,11 +376,25 @@ export async function openObject(loc: S3Location, verify: boolean | 'if-present'
 }
 
 /**
- * Reads every tensor into its own buffer: the data section in ranges of `rangeSize` bytes (a range may span many
- * small tensors, so that a model of many small tensors needs few requests), `concurrency` GETs at once, each
- * scattered into the buffers of the tensors it covers. With `verify`, each range's pieces are hashed as soon as the
- * range arrives, while the other GETs are in flight, and every tensor's CRC32C is combined from its pieces
- * (crc32cCombine) and checked: nothing is read twice.
+ * How a load cuts the data section into ranged GETs: `min(concurrency, ceil(dataLength / rangeSize))` contiguous
+ * spans of equal size (the last one shorter), all in flight at once. Each span is one request streamed into the
+ * tensors' buffers: as few requests as the parallelism asked for needs (every request costs both the client and the
+ * server a fixed amount of work), and never more than `concurrency` connections.
+ */
+export function loadSpans(dataLength: number, rangeSize: number, concurrency: number): [number, number][] {
+  const count = Math.max(1, Math.min(concurrency, Math.ceil(dataLength / rangeSize)));
+  const size = Math.ceil(dataLength / count);
+  const spans: [number, number][] = [];
+  for (let begin = 0; begin < dataLength; begin += size) spans.push([begin, Math.min(begin + size, dataLength)]);
+  return spans;
+}
+
+/**
+ * Reads every tensor into its own buffer: the data section in the spans of loadSpans (a span may cover many small
+ * tensors, and a large tensor may straddle spans), all GETs at once, each streamed into the buffers of the tensors it
+ * covers, in order: no staging buffer, so a load holds the loaded bytes and a constant. With `verify`, the CRC32C of
+ * each tensor piece advances as its bytes land (while the other GETs stream), and every tensor's CRC32C is combined
+ * from its pieces (crc32cCombine) and checked: nothing is read twice, nothing waits for the end of the transfer.
  */
 export async function readObjectData(loc: S3Location, opened: OpenedObject, verify: boolean, stack: string) {
   const { rangeSize, concurrency } = s3Settings();
@@ -377,22 +402,23 @@ export async function readObjectData(loc: S3Location, opened: OpenedObject, veri
   const { crc32c: crc, crc32cCombine: combine } = getBackend();
   const check = verify && opened.parsed.checksummed && tensorCrcs !== undefined;
   const buffers = entries.map((e) => new ArrayBuffer(e.end - e.begin));
-  const rangeCount = Math.ceil(dataLength / rangeSize);
-  /** Per range, the CRC32C of each tensor piece it holds (in the order of dataViews). */
-  const pieceCrcs: { tensor: number; crc: number; length: number }[][] = new Array(rangeCount);
+  const spans = loadSpans(dataLength, rangeSize, concurrency);
+  /** Per span, the CRC32C of each tensor piece it holds (in the order of dataViews), advanced as bytes land. */
+  const pieceCrcs: { tensor: number; crc: number; length: number }[][] = new Array(spans.length);
   const tensorBytes = buffers.map((b) => new Uint8Array(b));
-  await pool(rangeCount, concurrency, async (j) => {
-    const begin = j * rangeSize;
-    const end = Math.min(begin + rangeSize, dataLength);
+  await pool(spans.length, spans.length, async (j) => {
+    const [begin, end] = spans[j];
     const pieces = [...dataViews(entries, tensorBytes, begin, end)];
+    const crcs = pieces.map(({ tensor, view }) => ({ tensor, crc: 0, length: view.length }));
+    pieceCrcs[j] = crcs;
     await getRange(
       loc,
       dataStart + begin,
       dataStart + end,
       pieces.map((p) => p.view),
       opened.version,
+      check ? (i, bytes) => (crcs[i].crc = crc(bytes, crcs[i].crc)) : undefined,
     );
-    if (check) pieceCrcs[j] = pieces.map(({ tensor, view }) => ({ tensor, crc: crc(view), length: view.length }));
   });
   if (check) {
     const crcs = entries.map(() => 0); // the CRC32C of no bytes, which an empty tensor keeps
