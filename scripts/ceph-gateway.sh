@@ -24,6 +24,20 @@ DAEMONS=(client.rgw.a osd.0 mon.a) # stop order
 
 log() { echo "ceph-gateway: $*" >&2; }
 
+# `ceph <args>` against our monitor, up to 5 attempts 1 s apart; prints the successful attempt's stdout.
+mon_retry() {
+  local attempt out
+  for attempt in 1 2 3 4 5; do
+    if out=$(timeout 60 ceph -c "$CONF" "$@" 2>>"$DIR/log/setup.log"); then
+      printf '%s\n' "$out"
+      return 0
+    fi
+    echo "ceph $* failed (attempt $attempt)" >>"$DIR/log/setup.log"
+    sleep 1
+  done
+  return 1
+}
+
 # The PID of a daemon we started, or nothing: its pid file's PID, only if that process still runs with our conf.
 our_pid() {
   local f=$DIR/run/$1.pid pid
@@ -146,8 +160,11 @@ CONF
   ceph-mon -c "$CONF" -i a --mkfs --monmap "$DIR/monmap" >/dev/null
   ceph-mon -c "$CONF" -i a </dev/null >/dev/null 2>&1
   local id
-  id=$(timeout 60 ceph -c "$CONF" osd create "$osd_uuid")
-  timeout 60 ceph -c "$CONF" osd crush add "osd.$id" 1 root=default >/dev/null 2>&1
+  # Both are idempotent (the same uuid gets the same id; adding an item again updates it), so a monitor command that
+  # fails while the new monitor settles is tried again (the bench saw one `osd crush add` fail once); each attempt's
+  # output goes to log/setup.log.
+  id=$(mon_retry osd create "$osd_uuid")
+  mon_retry osd crush add "osd.$id" 1 root=default >/dev/null
   ceph-osd -c "$CONF" -i "$id" --mkfs --osd-uuid "$osd_uuid" >/dev/null 2>&1
   ceph-osd -c "$CONF" -i "$id" </dev/null >/dev/null 2>&1
   radosgw -c "$CONF" -n client.rgw.a </dev/null >/dev/null 2>&1
