@@ -1,7 +1,6 @@
 // The Node-API face of CommitQueue (commit_queue.h): `new CommitQueue()` in JS, with commit(plan): Promise,
-// reset(), close(), a `pending` count (plans not yet settled in JS) and an `unfinished` count (plans the queue's
-// thread has not finished: read synchronously, no event-loop turn needed). lib/backend/native-backend.ts wraps it as
-// the CommitQueue of backend.ts.
+// reset(), close() and an `unfinished` count (plans the queue's thread has not finished: read synchronously, no
+// event-loop turn needed). lib/backend/native-backend.ts wraps it as the CommitQueue of backend.ts.
 //
 // Threading rules:
 // - The constructor, commit, reset, close, the settling of promises, the env cleanup hook and the destructor run on
@@ -167,7 +166,7 @@ class CommitQueueWrap : public Napi::ObjectWrap<CommitQueueWrap> {
     return DefineClass(
         env, "CommitQueue",
         {InstanceMethod<&CommitQueueWrap::Commit>("commit"), InstanceMethod<&CommitQueueWrap::Reset>("reset"),
-         InstanceMethod<&CommitQueueWrap::Close>("close"), InstanceAccessor<&CommitQueueWrap::PendingCount>("pending"),
+         InstanceMethod<&CommitQueueWrap::Close>("close"),
          InstanceAccessor<&CommitQueueWrap::UnfinishedCount>("unfinished")});
   }
 
@@ -245,10 +244,6 @@ class CommitQueueWrap : public Napi::ObjectWrap<CommitQueueWrap> {
     if (!pending_.empty()) throw Napi::Error::New(env, "close() with plans pending: await them first");
     Shutdown();
     return env.Undefined();
-  }
-
-  Napi::Value PendingCount(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), static_cast<double>(pending_.size()));
   }
 
   // Plans submitted whose execution has not ended on the queue's thread (its mutex-guarded count): lets JS learn

@@ -56,13 +56,12 @@ size_t CommitQueue::Pending() {
   return queue_.size() + (running_ ? 1 : 0);
 }
 
-CommitOutcome CommitQueue::Aborted(const Entry& entry, const Poison& poison) const {
+CommitOutcome CommitQueue::Aborted(const Poison& poison) const {
   CommitOutcome outcome;
   outcome.failure = Failure::Make(Failure::Kind::kAborted, "",
                                   "not executed: the plan before it (" + poison.label + ") failed at step " +
                                       std::to_string(poison.step) + " (" + poison.step_kind + "): " + poison.message);
   outcome.aborted_by = poison.label;
-  (void)entry;
   return outcome;
 }
 
@@ -81,7 +80,7 @@ void CommitQueue::Run() {
     }
     CommitOutcome outcome;
     if (poison.set && entry.generation <= poison.generation) {
-      outcome = Aborted(entry, poison);
+      outcome = Aborted(poison);
     } else if (!ExecuteCommitPlan(entry.plan, &outcome)) {
       std::lock_guard<std::mutex> lock(mu_);
       // Everything submitted until the owner's next Reset() was decided without knowing of this failure.

@@ -60,7 +60,7 @@ class CommitQueue {
   };
 
   void Run();
-  CommitOutcome Aborted(const Entry& entry, const Poison& poison) const;
+  CommitOutcome Aborted(const Poison& poison) const;
 
   OnDone on_done_;
   std::mutex mu_;

@@ -46,7 +46,6 @@ export interface NativeCommitQueue {
   commit(plan: CommitPlan): Promise<CommitResult>;
   reset(): void;
   close(): void;
-  readonly pending: number;
   readonly unfinished: number;
 }
 
