@@ -5,7 +5,9 @@
  */
 import type { ParsedHeader, SafetensorsDType, TensorEntry, TensorSummary } from './header';
 import { decodeEscapes, decodeString } from './json-string';
-import { LAZY_RECORD_ENTRIES, lazyRecord } from './lazy-record';
+import { LAZY_RECORD_ENTRIES, lazyRecord, setOwn } from './lazy-record';
+
+export { setOwn };
 
 /** What the reader needs to know about dtypes: their names, and each one's element size in bytes. */
 export interface HeaderDtypes {
@@ -410,12 +412,4 @@ export class TableHeader implements ParsedHeader {
       },
     });
   }
-}
-
-/**
- * Sets `key` as an own enumerable property of a plain record, even when it is `__proto__`: plain assignment would set
- * the prototype instead and silently drop a tensor or metadata entry of that name.
- */
-export function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
-  Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
 }

@@ -23,8 +23,11 @@ export interface RecordSource {
   find(key: string): number;
 }
 
-/** Sets `key` as an own enumerable property, even `__proto__` (see setOwn in header-table.ts). */
-function define(record: Record<string, string>, key: string, value: string): void {
+/**
+ * Sets `key` as an own enumerable property of a plain record, even when it is `__proto__`: plain assignment would set
+ * the prototype instead and silently drop a tensor or metadata entry of that name.
+ */
+export function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
   Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
@@ -51,7 +54,7 @@ export function lazyRecord(source: RecordSource): Record<string, string> {
     if (copied) return;
     copied = true;
     sources.delete(view);
-    for (let j = 0; j < source.count; j++) define(target, source.key(j), source.value(j));
+    for (let j = 0; j < source.count; j++) setOwn(target, source.key(j), source.value(j));
   };
   const index = (p: string | symbol): number => (copied || typeof p !== 'string' ? -1 : source.find(p));
   // util.inspect shows a proxy's target: let the target present the entries (not enumerable, so not an entry).
@@ -59,7 +62,7 @@ export function lazyRecord(source: RecordSource): Record<string, string> {
     value: (_depth: number, options: object) => {
       const plain: Record<string, string> = {};
       if (copied) Object.assign(plain, target);
-      else for (let j = 0; j < source.count; j++) define(plain, source.key(j), source.value(j));
+      else for (let j = 0; j < source.count; j++) setOwn(plain, source.key(j), source.value(j));
       return inspect(plain, options);
     },
     enumerable: false,
