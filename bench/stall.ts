@@ -88,6 +88,7 @@ export async function runStall(job: StallJob): Promise<StallResult> {
   // When each save's commit plan finished (CommitResult.finishedAt), in submission order: the backend's queues are
   // wrapped before the manager opens one.
   const finishedAt: number[] = [];
+  const stepSnapshotMs: number[] = [];
   if (job.mode !== 'none') {
     const { getBackend } = require(path.join(__dirname, '..', 'lib', 'backend', 'select')) as {
       getBackend(): import('../lib/backend/backend').Backend;
@@ -109,10 +110,7 @@ export async function runStall(job: StallJob): Promise<StallResult> {
         },
       };
     };
-  }
-  // The manager's own snapshot inside step(): the manager calls capture.ts's export, so wrapping it times each one.
-  const stepSnapshotMs: number[] = [];
-  if (job.mode !== 'none') {
+    // The manager's own snapshot inside step(): the manager calls capture.ts's export, so wrapping it times each one.
     const capture = require(path.join(__dirname, '..', 'lib', 'model', 'capture')) as Record<string, unknown>;
     const inner = capture.captureReusing;
     if (typeof inner === 'function') {
@@ -125,8 +123,6 @@ export async function runStall(job: StallJob): Promise<StallResult> {
         }
       };
     }
-  }
-  if (job.mode !== 'none') {
     const Ctor = loadCheckpointManager();
     if (Ctor instanceof Error) throw Ctor;
     manager = new Ctor({

@@ -25,7 +25,7 @@ import { validateCommitPlan } from './commit-plan';
 const COPY_CHUNK = 8 << 20;
 
 /** link(2) errors meaning "this filesystem does not do hard links here": the step's fallback applies. */
-export const LINK_UNSUPPORTED: ReadonlySet<number> = new Set(
+const LINK_UNSUPPORTED: ReadonlySet<number> = new Set(
   ['EPERM', 'EOPNOTSUPP', 'ENOTSUP', 'ENOSYS', 'EMLINK', 'EXDEV']
     .map((n) => (osConstants.errno as Record<string, number | undefined>)[n])
     .filter((e): e is number => e !== undefined),
@@ -110,7 +110,7 @@ async function unlinkStep(paths: readonly string[], step: number, warnings: Comm
 }
 
 /** Runs one plan's steps in order (see the rules in backend.ts). */
-export async function executePlan(plan: CommitPlan): Promise<CommitResult> {
+async function executePlan(plan: CommitPlan): Promise<CommitResult> {
   const result: CommitResult = { fallbacks: [], warnings: [], finishedAt: 0 };
   const checkpoints = plan.steps.filter((s) => s.kind === 'checkpoint').length;
   let renamed = 0;

@@ -23,7 +23,7 @@ export type AtomicFailure = (err: unknown, step: AtomicStep, p: string) => Error
  * Creates `tmp` exclusively (0o644), lets `fill` write it, fsyncs it when `durable`, closes it; on any failure after
  * the open, closes and unlinks it. Errors of `fill` pass through unchanged (it shapes its own).
  */
-export async function writeTemp(
+async function writeTemp(
   tmp: string,
   fill: (fh: fsp.FileHandle) => Promise<void>,
   durable: boolean,

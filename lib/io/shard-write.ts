@@ -73,12 +73,13 @@ export async function saveShardSet(
   writing.add(setId);
   // A set in progress keeps its finished shards fresh, so another process' save does not take them for a crash's.
   // (Objects have no mtime to refresh: on s3:// the orphan age is a day instead, see OBJECT_ORPHAN_MAX_AGE_MS.)
-  const heartbeat = setInterval(() => {
-    const now = new Date();
-    for (const f of done) void fsp.utimes(at(f), now, now).catch(() => undefined);
-  }, HEARTBEAT_MS);
-  heartbeat.unref();
-  if (onS3) clearInterval(heartbeat);
+  const heartbeat = onS3
+    ? undefined
+    : setInterval(() => {
+        const now = new Date();
+        for (const f of done) void fsp.utimes(at(f), now, now).catch(() => undefined);
+      }, HEARTBEAT_MS);
+  heartbeat?.unref();
   /** Every shard name of the set: all ours (a fresh set id), whichever were written, or half-written elsewhere. */
   const removeShards = async () => {
     for (const f of files) await removeQuietly(at(f));

@@ -102,7 +102,7 @@ export function findSupersededSet(target: string): Promise<boolean> {
  * looked up when the save began (a set saved before it). Best effort: the save has succeeded, and what cannot be
  * removed is a complete older set, never a half one.
  */
-export async function removeSupersededSet(target: string, found = findSupersededSet(target)): Promise<void> {
+export async function removeSupersededSet(target: string, found: Promise<boolean>): Promise<void> {
   const names = setNames(target);
   if (!(await found)) return;
   const index = await readShardIndex(names.index).catch(() => undefined);

@@ -155,7 +155,6 @@ export class CheckpointManager extends CheckpointRecord {
             ...a,
             policy,
             location: parseS3Prefix(a.directory, 'args.directory'),
-            lease: a.lease,
           })
         : new LocalCheckpointStore({ ...a, policy });
     super(store, a.directory);

@@ -249,7 +249,7 @@ export class MediumCheckpointStore implements CheckpointStore {
   }
 
   unfinishedCommits(): number | undefined {
-    return this.medium.planner && this.queue ? this.queue.unfinished : undefined;
+    return this.queue?.unfinished; // a queue exists only where the medium plans its saves
   }
 
   commit(save: SaveDecision, snapshot: Snapshot): Promise<void> {

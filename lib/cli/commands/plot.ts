@@ -30,13 +30,13 @@ export async function plotCommand(ctx: CliContext, dir: string, args: PlotArgs =
     );
   }
   const outArg = args.out ?? joinLocation(listing.directory, 'metrics.svg');
-  const s3 = locationScheme(outArg, '--out') === 's3';
-  const target = s3 ? parseS3Url(outArg, '--out').url : path.resolve(outArg);
+  const object = locationScheme(outArg, '--out') === 's3' ? parseS3Url(outArg, '--out') : undefined;
+  const target = object ? object.url : path.resolve(outArg);
   const svg = await renderSvg(chartSpec(listing, points));
   const html = /\.html$/i.test(target);
   const content = html ? htmlPage(`${listing.monitor} per epoch: ${listing.directory}`, svg) : svg;
-  if (s3) {
-    await putObject(parseS3Url(target, '--out'), content, html ? 'text/html' : 'image/svg+xml', 'write');
+  if (object) {
+    await putObject(object, content, html ? 'text/html' : 'image/svg+xml', 'write');
   } else {
     try {
       await fsp.mkdir(path.dirname(target), { recursive: true });
