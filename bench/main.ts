@@ -1265,7 +1265,7 @@ function report(res: Results): string {
             String(c.gbps.hardwareCached.length),
           ],
           ['native crc32cPortable (table)', spread(c.gbps.portable, 2), String(c.gbps.portable.length)],
-          ['JS lib/format/crc32c.ts (slicing-by-8)', spread(c.gbps.js, 2), String(c.gbps.js.length)],
+          ['JS lib/format/crc32c.ts (slicing-by-16)', spread(c.gbps.js, 2), String(c.gbps.js.length)],
           [
             'reference: memcmp of the buffer and a copy (read GB/s)',
             spread(c.gbps.memread, 2),
