@@ -202,6 +202,7 @@ bool ExecuteCommitPlan(CommitPlanJob& plan, CommitOutcome* outcome) {
     }
     if (!ok) {
       outcome->step = static_cast<int64_t>(i);
+      outcome->step_kind = StepKindName(s.kind);
       outcome->committed = checkpoints > 0 && renamed == checkpoints;
       return false;
     }
