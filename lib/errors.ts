@@ -126,6 +126,12 @@ export function invalidArgument(what: string, expected: string, actual: unknown)
 /** isPlainObject lives in args.ts with the other argument checks; re-exported here for existing importers. */
 export { isPlainObject } from './args';
 
+/** `err` itself when it is an Error of any realm (the addon's errors may come from another context under jest), else
+ * an Error of its text: what a caught value becomes before it is passed on as a rejection. */
+export function asError(err: unknown): Error {
+  return util.types.isNativeError(err) || err instanceof Error ? (err as Error) : new Error(String(err));
+}
+
 /** A short, safe description of a value for error messages. */
 export function describe(value: unknown): string {
   if (value === null) return 'null';

@@ -16,10 +16,9 @@ import type {
   LinkStep,
   TextStep,
 } from './backend';
-import { CheckpointError, ErrorCode } from '../errors';
 import { publish, writeAtomic } from '../fs/atomic-file';
 import { ioFailure, write, writeAll } from './js-backend';
-import { validateCommitPlan } from './commit-plan';
+import { type CommitExecutor, guardCommitQueue } from './commit-plan';
 
 /** Bytes per read/write of a 'copy' fallback. */
 const COPY_CHUNK = 8 << 20;
@@ -188,12 +187,11 @@ function abortedFailure(plan: CommitPlan, poison: Poison): Error {
   );
 }
 
-/** The serial queue: a promise chain, with the poisoning rule of backend.ts. */
-class JsCommitQueue implements CommitQueue {
+/** The serial executor: a promise chain, with the poisoning rule of backend.ts (checks and closing: guardCommitQueue). */
+class JsCommitExecutor implements CommitExecutor {
   private tail: Promise<unknown> = Promise.resolve();
   private generation = 0;
   private poison: Poison | undefined;
-  private closed = false;
   /** Plans submitted whose run has not ended (settles with them: the JS queue has no thread of its own). */
   private running = 0;
 
@@ -202,14 +200,6 @@ class JsCommitQueue implements CommitQueue {
   }
 
   commit(plan: CommitPlan): Promise<CommitResult> {
-    if (this.closed) {
-      return Promise.reject(new CheckpointError(ErrorCode.CLOSED, 'The commit queue is closed'));
-    }
-    try {
-      validateCommitPlan(plan);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
     const generation = this.generation;
     this.running++;
     const run = this.tail.then(() => this.run(plan, generation)).finally(() => this.running--);
@@ -239,12 +229,10 @@ class JsCommitQueue implements CommitQueue {
     this.generation++;
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    await this.tail;
-  }
+  /** Nothing to release: the chain holds no resource, and the guard calls this once every plan has settled. */
+  close(): void {}
 }
 
 export function openJsCommitQueue(): CommitQueue {
-  return new JsCommitQueue();
+  return guardCommitQueue(new JsCommitExecutor());
 }
