@@ -17,7 +17,7 @@ import type {
   TextStep,
 } from './backend';
 import { publish, writeAtomic } from '../fs/atomic-file';
-import { ioFailure, write, writeAll } from './js-backend';
+import { failure, ioFailure, write, writeAll } from './js-backend';
 import { type CommitExecutor, guardCommitQueue } from './commit-plan';
 
 /** Bytes per read/write of a 'copy' fallback. */
@@ -31,6 +31,9 @@ const LINK_UNSUPPORTED: ReadonlySet<number> = new Set(
 );
 
 type StepError = Error & { errno?: number; committed?: true; kind?: string };
+
+/** What a CommitFailure adds to its step's failure (failure() or ioFailure() of js-backend.ts makes the rest). */
+type PlanFields = Omit<CommitFailure, 'message' | 'kind' | 'errno' | 'syscall' | 'path' | 'tensorIndex'>;
 
 async function textStep(s: TextStep): Promise<void> {
   await writeAtomic(s.tmpPath, s.path, (fh) => writeAll(fh, s.bytes, 0, s.tmpPath), s.durable, ioFailure);
@@ -86,13 +89,9 @@ async function checkLockStep(s: CheckLockStep): Promise<void> {
     bytes = await fsp.readFile(s.path);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioFailure(e, 'read', s.path);
-    throw lockFailure(s.path, 'the lock file is gone');
+    throw failure('lock', `the lock file is gone: ${s.path}`, s.path);
   }
-  if (!bytes.equals(s.content)) throw lockFailure(s.path, 'the lock file holds another owner');
-}
-
-function lockFailure(p: string, why: string): Error {
-  return Object.assign(new Error(`${why}: ${p}`), { kind: 'lock', errno: 0, syscall: '', path: p, tensorIndex: -1 });
+  if (!bytes.equals(s.content)) throw failure('lock', `the lock file holds another owner: ${s.path}`, s.path);
 }
 
 async function unlinkStep(paths: readonly string[], step: number, warnings: CommitWarning[]): Promise<void> {
@@ -138,7 +137,7 @@ async function executePlan(plan: CommitPlan): Promise<CommitResult> {
       const err = (e instanceof Error ? e : new Error(String(e))) as StepError;
       const stepCommitted = err.committed === true;
       if (stepCommitted && s.kind === 'checkpoint') renamed++;
-      const fields: Omit<CommitFailure, 'message' | 'kind' | 'errno' | 'syscall' | 'path' | 'tensorIndex'> = {
+      const fields: PlanFields = {
         plan: plan.label,
         step: i,
         stepKind: s.kind,
@@ -164,12 +163,7 @@ interface Poison {
 }
 
 function abortedFailure(plan: CommitPlan, poison: Poison): Error {
-  const fields: Omit<CommitFailure, 'message'> = {
-    kind: 'aborted',
-    errno: 0,
-    syscall: '',
-    path: '',
-    tensorIndex: -1,
+  const fields: PlanFields = {
     plan: plan.label,
     step: -1,
     stepKind: null,
@@ -178,13 +172,8 @@ function abortedFailure(plan: CommitPlan, poison: Poison): Error {
     abortedBy: poison.label,
     warnings: [],
   };
-  return Object.assign(
-    new Error(
-      `not executed: the plan before it (${poison.label}) failed at step ${poison.step} (${poison.stepKind}): ` +
-        poison.message,
-    ),
-    fields,
-  );
+  const why = `not executed: the plan before it (${poison.label}) failed at step ${poison.step} (${poison.stepKind}): `;
+  return Object.assign(failure('aborted', why + poison.message, ''), fields);
 }
 
 /** The serial executor: a promise chain, with the poisoning rule of backend.ts (checks and closing: guardCommitQueue). */
