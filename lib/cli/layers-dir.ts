@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { fromNodeError } from '../errors';
 import { isDirectory } from '../fs/entry-kind';
+import { placeOf } from '../io/shard-place';
 import { writeFileAtomic } from '../fs/atomic-file';
 import { deleteObject, putObject, readObject } from '../s3/text-objects';
 import { locationScheme, objectIn, parseS3Prefix, parseS3Url } from '../s3/location';
@@ -101,14 +102,14 @@ function s3Place(url: string): LayersPlace {
   };
 }
 
-/** The place of a layers-model directory, local or s3://. */
-function placeOf(dir: string): LayersPlace {
+/** The files of the layers-model directory `dir`, local or s3://. */
+function layersPlace(dir: string): LayersPlace {
   return locationScheme(dir, 'the model directory') === 's3' ? s3Place(dir) : localPlace(path.resolve(dir));
 }
 
 /** Where model.json of the layers-model directory `dir` (local or s3://) is. */
 export function modelJsonIn(dir: string): string {
-  return placeOf(dir).locate(MODEL_JSON);
+  return layersPlace(dir).locate(MODEL_JSON);
 }
 
 /**
@@ -118,7 +119,7 @@ export function modelJsonIn(dir: string): string {
  */
 export function layersDirWriter(dir: string, args: LayersDirWriterArgs = {}): tfTypes.io.IOHandler {
   const shardBytes = args.shardBytes ?? 4 * 1024 * 1024;
-  const place = placeOf(dir);
+  const place = layersPlace(dir);
   return {
     async save(artifacts: ModelArtifacts): Promise<tfTypes.io.SaveResult> {
       if (artifacts.modelTopology instanceof ArrayBuffer) {
@@ -198,11 +199,13 @@ function isObject(v: unknown): v is Record<string, unknown> {
  */
 export function layersDirReader(modelJsonPath: string): tfTypes.io.IOHandler {
   const s3 = locationScheme(modelJsonPath, 'the model.json') === 's3';
-  const cut = modelJsonPath.lastIndexOf(s3 ? '/' : path.sep);
-  const place = s3 ? s3Place(modelJsonPath.slice(0, cut)) : localPlace(path.dirname(modelJsonPath));
+  // The directory (prefix) holding model.json, as the shard modules find a file's (io/shard-place.ts).
+  const dir = placeOf(modelJsonPath);
+  const place = layersPlace(dir);
+  const name = s3 ? modelJsonPath.slice(dir.length + 1) : path.basename(modelJsonPath);
   return {
     async load(): Promise<ModelArtifacts> {
-      const text = (await place.read(modelJsonPath.slice(cut + 1), 'read')).toString('utf8');
+      const text = (await place.read(name, 'read')).toString('utf8');
       let json: unknown;
       try {
         json = JSON.parse(text);
