@@ -11,39 +11,21 @@ import * as path from 'node:path';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { layersDirWriter } from '../../lib/cli/layers-dir';
 import { leftoverTemps, rng, tempDir } from '../helpers/backends';
+import { spyOnFsyncs } from '../helpers/fs-spy';
 
 /** fs events in order: 'sync <path>' (a file or directory handle fsynced), 'rename <from> <to>'. */
 const events: string[] = [];
-const opened = new WeakMap<object, string>();
-const restore: (() => void)[] = [];
-
-beforeAll(async () => {
-  const probe = await fsp.open(__filename, 'r');
-  const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void> };
-  await probe.close();
-  const realOpen = fsp.open.bind(fsp);
+spyOnFsyncs((p) => events.push(`sync ${p}`));
+let restoreRename: (() => void) | undefined;
+beforeAll(() => {
   const realRename = fsp.rename.bind(fsp);
-  const realSync = proto.sync;
-  const open = jest.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
-    const handle = await realOpen(...args);
-    opened.set(handle, String(args[0]));
-    return handle;
-  });
   const rename = jest.spyOn(fsp, 'rename').mockImplementation(async (from, to) => {
     await realRename(from, to);
     events.push(`rename ${String(from)} ${String(to)}`);
   });
-  const sync = jest.spyOn(proto, 'sync').mockImplementation(async function (this: object) {
-    await realSync.call(this);
-    events.push(`sync ${opened.get(this) ?? '?'}`);
-  });
-  restore.push(
-    () => open.mockRestore(),
-    () => rename.mockRestore(),
-    () => sync.mockRestore(),
-  );
+  restoreRename = () => rename.mockRestore();
 });
-afterAll(() => restore.forEach((r) => r()));
+afterAll(() => restoreRename?.());
 beforeEach(() => {
   events.length = 0;
 });
