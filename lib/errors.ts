@@ -126,6 +126,12 @@ export function invalidArgument(what: string, expected: string, actual: unknown)
 /** isPlainObject lives in args.ts with the other argument checks; re-exported here for existing importers. */
 export { isPlainObject } from './args';
 
+/** `err` itself when it is an Error of any realm (the addon's errors may come from another context under jest), else
+ * an Error of its text: what a caught value becomes before it is passed on as a rejection. */
+export function asError(err: unknown): Error {
+  return util.types.isNativeError(err) || err instanceof Error ? (err as Error) : new Error(String(err));
+}
+
 /** A short, safe description of a value for error messages. */
 export function describe(value: unknown): string {
   if (value === null) return 'null';
@@ -176,8 +182,26 @@ export function fromBackendFailure(
   tensorNames: readonly string[],
   callerStack?: string,
 ): CheckpointError {
-  const f = err as Partial<BackendFailure> & Error;
-  let out: CheckpointError;
+  const out = codedFailure(err as FailureFields | undefined, err, action, tensorNames, '');
+  if (callerStack) withCallerStack(out, callerStack);
+  return out;
+}
+
+/** The fields codedFailure reads: a BackendFailure's, of any kind a commit step may report. */
+type FailureFields = Partial<Omit<BackendFailure, 'kind'>> & { kind?: CommitFailure['kind'] };
+
+/**
+ * The one translation of a failure's fields `f` (BackendFailure's; `f.committed` the failing write's own) into a
+ * CheckpointError about `action`, with `err` (the rejection itself) as its cause and `suffix` ending its message:
+ * fromBackendFailure's, and fromCommitFailure's for every kind a step shares with a plain write.
+ */
+function codedFailure(
+  f: FailureFields | undefined,
+  err: unknown,
+  action: string,
+  tensorNames: readonly string[],
+  suffix: string,
+): CheckpointError {
   if (f && f.kind === 'checksum') {
     const index = typeof f.tensorIndex === 'number' ? f.tensorIndex : -1;
     const name = tensorNames[index] ?? `#${index}`;
@@ -186,48 +210,53 @@ export function fromBackendFailure(
         ? { expectedCrc: f.expectedCrc, actualCrc: f.actualCrc }
         : undefined;
     const detail = crcs ? ` (CRC32C recorded ${crcHex(crcs.expectedCrc)}, computed ${crcHex(crcs.actualCrc)})` : '';
-    out = new CheckpointError(
+    return new CheckpointError(
       ErrorCode.CHECKSUM,
-      `Checksum mismatch in tensor ${JSON.stringify(name)} of ${f.path}: its bytes were altered${detail}`,
+      `Checksum mismatch in tensor ${JSON.stringify(name)} of ${f.path}: its bytes were altered${detail}${suffix}`,
       { path: f.path, tensor: name, ...crcs, cause: err },
     );
-  } else if (f && f.kind === 'corrupt') {
-    out = new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${f.path}: ${f.message}`, {
+  }
+  if (f && f.kind === 'corrupt') {
+    return new CheckpointError(ErrorCode.CORRUPT, `Corrupt checkpoint ${f.path}: ${f.message}${suffix}`, {
       path: f.path,
       cause: err,
     });
-  } else if (f && f.kind === 'stalled') {
-    out = new CheckpointError(ErrorCode.WRITE_STALLED, `Could not ${action}: ${f.message}`, {
+  }
+  if (f && f.kind === 'stalled') {
+    return new CheckpointError(ErrorCode.WRITE_STALLED, `Could not ${action}: ${f.message}${suffix}`, {
       path: f.path,
       syscall: f.syscall || 'write',
+      cause: err,
     });
-  } else if (f && f.kind === 'memory') {
-    out = new CheckpointError(ErrorCode.OUT_OF_MEMORY, `Could not ${action}: ${f.message}`, { path: f.path });
-  } else if (f && f.kind === 'io' && typeof f.errno === 'number' && f.errno > 0) {
+  }
+  if (f && f.kind === 'memory') {
+    return new CheckpointError(ErrorCode.OUT_OF_MEMORY, `Could not ${action}: ${f.message}${suffix}`, {
+      path: f.path,
+      cause: err,
+    });
+  }
+  if (f && f.kind === 'io' && typeof f.errno === 'number' && f.errno > 0) {
     const code = errnoCode(f.errno);
     const syscall = f.syscall || 'io';
     const committed = f.committed === true;
     const consequence = committed
       ? '; the new file is in place under the target name but may not survive power loss'
       : '';
-    out = new CheckpointError(code, `Could not ${action}: ${code} (${syscall} ${f.path})${consequence}`, {
+    return new CheckpointError(code, `Could not ${action}: ${code} (${syscall} ${f.path})${consequence}${suffix}`, {
       path: f.path,
       errno: f.errno,
       syscall,
       ...(committed ? { committed: true as const } : {}),
       cause: err,
     });
-  } else {
-    // kind 'internal', or anything else a backend threw: a broken invariant, not a failed system call.
-    const message = err instanceof Error ? err.message : String(err);
-    out = new CheckpointError(
-      ErrorCode.INTERNAL,
-      `Could not ${action}: internal error in tfjs-checkpoint (please report it): ${message}`,
-      { ...(f?.path ? { path: f.path } : {}), cause: err },
-    );
   }
-  if (callerStack) withCallerStack(out, callerStack);
-  return out;
+  // kind 'internal', or anything else a backend threw: a broken invariant, not a failed system call.
+  const message = typeof f?.message === 'string' ? f.message : String(err);
+  return new CheckpointError(
+    ErrorCode.INTERNAL,
+    `Could not ${action}: internal error in tfjs-checkpoint (please report it): ${message}${suffix}`,
+    { ...(f?.path ? { path: f.path } : {}), cause: err },
+  );
 }
 
 /**
@@ -279,19 +308,14 @@ export function fromCommitFailure(
       { path: f.path },
     );
   } else {
-    const base = fromBackendFailure(
-      { ...f, committed: committed ? true : undefined, message: f?.message },
+    // The step's own committed flag is CheckpointError.committed; the plan's (`f.committed`) only adds `consequence`.
+    out = codedFailure(
+      { ...f, committed: committed ? true : undefined },
+      err,
       `commit ${where}`,
       tensorNames,
+      consequence,
     );
-    out = new CheckpointError(base.code, base.message + consequence, {
-      ...(base.path !== undefined ? { path: base.path } : {}),
-      ...(base.tensor !== undefined ? { tensor: base.tensor } : {}),
-      ...(base.errno !== undefined ? { errno: base.errno } : {}),
-      ...(base.syscall !== undefined ? { syscall: base.syscall } : {}),
-      ...(committed ? { committed: true as const } : {}),
-      cause: err,
-    });
   }
   if (callerStack) withCallerStack(out, callerStack);
   return out;

@@ -241,4 +241,19 @@ std::string DirName(const std::string& path) {
   return path.substr(0, slash);
 }
 
+bool PublishTempFile(const std::string& tmp, const std::string& target, bool durable, Failure* failure) {
+  SysError err;
+  if (!RenameFile(tmp, target, &err)) {
+    UnlinkQuietly(tmp);
+    *failure = Failure::Io(err);
+    return false;
+  }
+  if (durable && !FsyncDirectory(DirName(target), &err)) {
+    *failure = Failure::Io(err);
+    failure->committed = true;
+    return false;
+  }
+  return true;
+}
+
 }  // namespace tfjs_checkpoint

@@ -85,6 +85,43 @@ void UnlinkQuietly(const std::string& path);
 // The directory part of a path ("/a/b/c" -> "/a/b", "c" -> ".", "/c" -> "/").
 std::string DirName(const std::string& path);
 
+// ---- atomic replacement: the two halves of every file the addon publishes -------------------------------------
+// A checkpoint (tensor_writer.cc), a commit plan's text file and a link step's copy (commit_plan.cc) are all written
+// the same way: WriteTempFile, then PublishTempFile. Until the rename succeeds the target is never touched and the
+// temp file is removed on failure; after it, only the directory fsync can fail, reported with Failure::committed.
+// Threading: like File, on the one thread that owns the write; no global state.
+
+// Creates `tmp` exclusively, lets `fill(File&, SysError*)` write it (returning false with the error filled on
+// failure), fsyncs it (durable) and closes it (checked). On a failure after the create the temp file is closed and
+// removed; a failed create removes nothing (the file is not ours: EEXIST is someone else's). *failure says why
+// (Failure::Io of the failing call, committed false).
+template <typename Fill>
+bool WriteTempFile(const std::string& tmp, bool durable, Failure* failure, Fill&& fill) {
+  SysError err;
+  File file;
+  if (!file.CreateExclusive(tmp, &err)) {
+    *failure = Failure::Io(err);  // not ours to unlink
+    return false;
+  }
+  // From here on the temp file is ours: remove it on any failure.
+  auto fail = [&](const SysError& e) {
+    SysError ignored;
+    file.Close(&ignored);
+    UnlinkQuietly(tmp);
+    *failure = Failure::Io(e);
+    return false;
+  };
+  if (!fill(file, &err)) return fail(err);
+  if (durable && !file.Sync(&err)) return fail(err);
+  if (!file.Close(&err)) return fail(err);
+  return true;
+}
+
+// Renames `tmp` over `target` (removing tmp if the rename fails), then fsyncs target's directory when durable. A
+// failed directory fsync still fails the write (the rename may not survive a power loss) and sets
+// failure->committed: the target has already been replaced.
+bool PublishTempFile(const std::string& tmp, const std::string& target, bool durable, Failure* failure);
+
 }  // namespace tfjs_checkpoint
 
 #endif  // TFJS_CHECKPOINT_ATOMIC_FILE_H_

@@ -145,12 +145,11 @@ Napi::Array Warnings(Napi::Env env, const std::vector<CommitWarning>& warnings) 
 }
 
 // The CommitFailure of lib/backend/backend.ts.
-Napi::Value OutcomeToError(Napi::Env env, const std::string& label, const CommitOutcome& outcome,
-                           const std::string& step_kind) {
+Napi::Value OutcomeToError(Napi::Env env, const std::string& label, const CommitOutcome& outcome) {
   Napi::Object o = FailureToError(env, outcome.failure).Value();
   o.Set("plan", label);
   o.Set("step", static_cast<double>(outcome.step));
-  o.Set("stepKind", step_kind.empty() ? env.Null() : Napi::String::New(env, step_kind));
+  o.Set("stepKind", outcome.step_kind == nullptr ? env.Null() : Napi::String::New(env, outcome.step_kind));
   o.Set("stepCommitted", outcome.failure.committed);
   o.Set("committed", outcome.committed);
   if (outcome.failure.kind == Failure::Kind::kAborted) o.Set("abortedBy", outcome.aborted_by);
@@ -195,7 +194,6 @@ class CommitQueueWrap : public Napi::ObjectWrap<CommitQueueWrap> {
     Napi::Promise::Deferred deferred;
     Napi::ObjectReference keep;  // the tensor views of the plan
     std::string label;
-    std::vector<std::string> step_kinds;
   };
 
   static void CallJs(Napi::Env env, Napi::Function, CommitQueueWrap* self, Done* done) {
@@ -218,8 +216,7 @@ class CommitQueueWrap : public Napi::ObjectWrap<CommitQueueWrap> {
     Napi::Array keep = Napi::Array::New(env);
     CommitPlanJob job = UnpackPlan(env, plan, keep);
     const uint64_t id = next_id_++;
-    Pending p{Napi::Promise::Deferred::New(env), Napi::Persistent(keep.As<Napi::Object>()), job.label, {}};
-    for (const CommitStep& s : job.steps) p.step_kinds.push_back(StepKindName(s.kind));
+    Pending p{Napi::Promise::Deferred::New(env), Napi::Persistent(keep.As<Napi::Object>()), job.label};
     Napi::Promise promise = p.deferred.Promise();
     pending_.emplace(id, std::move(p));
     if (pending_.size() == 1) {
@@ -270,10 +267,7 @@ class CommitQueueWrap : public Napi::ObjectWrap<CommitQueueWrap> {
         result.Set("finishedAt", static_cast<double>(done.outcome.finished_ns) / 1e6);
         p.deferred.Resolve(result);
       } else {
-        const int64_t step = done.outcome.step;
-        const std::string kind =
-            step >= 0 && static_cast<size_t>(step) < p.step_kinds.size() ? p.step_kinds[step] : std::string();
-        p.deferred.Reject(OutcomeToError(env, p.label, done.outcome, kind));
+        p.deferred.Reject(OutcomeToError(env, p.label, done.outcome));
       }
     });
     Forget(env, done.id);

@@ -6,8 +6,10 @@
 //               before anything it publishes (the index, the deletions) is touched;
 //   text        temp, write, fsync, close, rename, directory fsync (the index);
 //   unlink      best-effort deletions; ENOENT is success, other errors are warnings.
-// Any failure before a step's rename removes that step's temp file (unless the temp file could not be created: then
-// it is not ours). A failure after its rename (the directory fsync) sets Failure::committed: the file is in place.
+// The text step and the copy fallback publish through WriteTempFile + PublishTempFile (atomic_file.h), the same two
+// halves as WriteCheckpoint: every file the addon publishes follows one sequence. Any failure before a step's rename
+// removes that step's temp file (unless the temp file could not be created: then it is not ours). A failure after its
+// rename (the directory fsync) sets Failure::committed: the file is in place.
 #include "commit_plan.h"
 
 #include <cerrno>
@@ -20,47 +22,16 @@ namespace {
 // Bytes per read and write of a copy fallback.
 constexpr size_t kCopyChunk = size_t{8} << 20;
 
-bool StepFail(Failure* failure, const SysError& err, bool committed = false) {
+bool StepFail(Failure* failure, const SysError& err) {
   *failure = Failure::Io(err);
-  failure->committed = committed;
   return false;
 }
 
-// Renames tmp over target (removing tmp on failure), then fsyncs the directory when durable.
-bool Publish(const std::string& tmp, const std::string& target, bool durable, Failure* failure) {
-  SysError err;
-  if (!RenameFile(tmp, target, &err)) {
-    UnlinkQuietly(tmp);
-    return StepFail(failure, err);
-  }
-  if (durable && !FsyncDirectory(DirName(target), &err)) return StepFail(failure, err, true);
-  return true;
-}
-
-// Creates tmp exclusively, lets `fill` write it, fsyncs (durable) and closes it; removes it on any failure after the
-// create.
-template <typename Fill>
-bool WriteTemp(const std::string& tmp, bool durable, Failure* failure, Fill&& fill) {
-  SysError err;
-  File file;
-  if (!file.CreateExclusive(tmp, &err)) return StepFail(failure, err);  // not ours to unlink
-  auto fail = [&](const SysError& e) {
-    SysError ignored;
-    file.Close(&ignored);
-    UnlinkQuietly(tmp);
-    return StepFail(failure, e);
-  };
-  if (!fill(file, &err)) return fail(err);
-  if (durable && !file.Sync(&err)) return fail(err);
-  if (!file.Close(&err)) return fail(err);
-  return true;
-}
-
 bool TextStep(const CommitStep& s, Failure* failure) {
-  const bool written = WriteTemp(s.tmp_path, s.durable, failure, [&](File& f, SysError* err) {
+  const bool written = WriteTempFile(s.tmp_path, s.durable, failure, [&](File& f, SysError* err) {
     return f.PwriteAll(s.bytes.data(), s.bytes.size(), 0, err);
   });
-  return written && Publish(s.tmp_path, s.path, s.durable, failure);
+  return written && PublishTempFile(s.tmp_path, s.path, s.durable, failure);
 }
 
 // Copies the bytes of `from` into `to` (open for writing at offset 0).
@@ -84,13 +55,13 @@ bool CopyInto(const std::string& from, File& to, SysError* err) {
 bool LinkStep(CommitStep& s, bool* used_fallback, Failure* failure) {
   SysError err;
   *used_fallback = false;
-  if (LinkFile(s.from, s.tmp_path, &err)) return Publish(s.tmp_path, s.path, s.durable, failure);
+  if (LinkFile(s.from, s.tmp_path, &err)) return PublishTempFile(s.tmp_path, s.path, s.durable, failure);
   if (s.fallback == CommitStep::Fallback::kFail || !LinkUnsupported(err.errnum)) return StepFail(failure, err);
   *used_fallback = true;
   if (s.fallback == CommitStep::Fallback::kWrite) return WriteCheckpoint(s.write, failure);
   const bool copied =
-      WriteTemp(s.tmp_path, s.durable, failure, [&](File& f, SysError* e) { return CopyInto(s.from, f, e); });
-  return copied && Publish(s.tmp_path, s.path, s.durable, failure);
+      WriteTempFile(s.tmp_path, s.durable, failure, [&](File& f, SysError* e) { return CopyInto(s.from, f, e); });
+  return copied && PublishTempFile(s.tmp_path, s.path, s.durable, failure);
 }
 
 bool CheckLockStep(const CommitStep& s, Failure* failure) {
@@ -231,6 +202,7 @@ bool ExecuteCommitPlan(CommitPlanJob& plan, CommitOutcome* outcome) {
     }
     if (!ok) {
       outcome->step = static_cast<int64_t>(i);
+      outcome->step_kind = StepKindName(s.kind);
       outcome->committed = checkpoints > 0 && renamed == checkpoints;
       return false;
     }

@@ -52,13 +52,17 @@ struct CommitWarning {
 };
 
 // What a plan did. On failure, `failure` says why (its `committed` flag is the failing step's own: it failed after its
-// rename), `step` which step failed, and `committed` whether every checkpoint step is in place.
+// rename), `step` which step failed and `step_kind` its kind, and `committed` whether every checkpoint step is in
+// place. The outcome is the one record of the failing step: the plan itself is freed before the outcome is reported.
 struct CommitOutcome {
   bool ok = false;
   std::vector<size_t> fallbacks;  // link steps that used their fallback
   std::vector<CommitWarning> warnings;
   Failure failure;
   int64_t step = -1;
+  // StepKindName of step `step`, set with it by ExecuteCommitPlan; null while `step` is -1 (success, a plan refused
+  // by ValidateCommitPlan, an aborted plan).
+  const char* step_kind = nullptr;
   bool committed = false;
   std::string aborted_by;  // Kind::kAborted: the failed plan's label (set by the queue)
   // When the plan finished (its last step ended, or it failed or was aborted), in nanoseconds of CLOCK_MONOTONIC:

@@ -88,7 +88,7 @@ void CommitQueue::Run() {
       poison_.generation = generation_;
       poison_.label = entry.plan.label;
       poison_.step = outcome.step;
-      poison_.step_kind = outcome.step >= 0 ? StepKindName(entry.plan.steps[outcome.step].kind) : "validate";
+      poison_.step_kind = outcome.step_kind != nullptr ? outcome.step_kind : "validate";
       poison_.message = DescribeFailure(outcome.failure).message;
     }
     outcome.finished_ns = MonotonicNs();  // the plan's work ends here, not when JS learns of it

@@ -5,8 +5,9 @@
 //   4. patch the tensor CRCs, then the header CRC (computed over the whole prefix with its own digits still
 //      '0'), and pwrite the prefix at offset 0;
 //   5. fsync (durable), close (checked), rename over the target, fsync the directory (durable).
-// Until the rename succeeds, any failure closes and unlinks the temp file; the target is never touched. A failed
-// directory fsync after the rename is reported with Failure::committed set.
+// Steps 1 and 5 are the shared atomic replacement of atomic_file.h (WriteTempFile, PublishTempFile), the same as every
+// commit-plan step that publishes a file: until the rename succeeds, any failure closes and unlinks the temp file;
+// the target is never touched. A failed directory fsync after the rename is reported with Failure::committed set.
 #include "tensor_writer.h"
 
 #include "atomic_file.h"
@@ -59,60 +60,33 @@ bool WriteCheckpoint(WriteJob& job, Failure* failure) {
     return false;
   }
 
-  SysError err;
-  File file;
-  if (!file.CreateExclusive(job.tmp_path, &err)) {
-    *failure = Failure::Io(err);  // not ours to unlink (EEXIST: someone else's)
-    return false;
-  }
+  // Steps 1-4 fill the temp file; WriteTempFile fsyncs and closes it (removing it on failure), PublishTempFile renames
+  // it over the target and fsyncs the directory (step 5).
+  const bool written = WriteTempFile(job.tmp_path, job.durable, failure, [&](File& file, SysError* err) {
+    uint64_t total = job.header.size();
+    for (const ByteSpan& a : job.arrays) total += a.length;
+    if (!file.Preallocate(total, err)) return false;
 
-  // From here on the temp file is ours: remove it on any failure.
-  auto fail = [&](const SysError& e) {
-    SysError ignored;
-    file.Close(&ignored);
-    UnlinkQuietly(job.tmp_path);
-    *failure = Failure::Io(e);
-    return false;
-  };
-
-  uint64_t total = job.header.size();
-  for (const ByteSpan& a : job.arrays) total += a.length;
-  if (!file.Preallocate(total, &err)) return fail(err);
-
-  uint64_t offset = job.header.size();
-  for (size_t i = 0; i < job.arrays.size(); i++) {
-    const ByteSpan& a = job.arrays[i];
-    uint32_t crc = 0;
-    for (size_t done = 0; done < a.length;) {
-      const size_t n = a.length - done < kWriteChunk ? a.length - done : kWriteChunk;
-      crc = Crc32c(a.data + done, n, crc);
-      if (!file.PwriteAll(a.data + done, n, offset, &err)) return fail(err);
-      done += n;
-      offset += n;
+    uint64_t offset = job.header.size();
+    for (size_t i = 0; i < job.arrays.size(); i++) {
+      const ByteSpan& a = job.arrays[i];
+      uint32_t crc = 0;
+      for (size_t done = 0; done < a.length;) {
+        const size_t n = a.length - done < kWriteChunk ? a.length - done : kWriteChunk;
+        crc = Crc32c(a.data + done, n, crc);
+        if (!file.PwriteAll(a.data + done, n, offset, err)) return false;
+        done += n;
+        offset += n;
+      }
+      FormatCrcHex(crc, &job.header[job.tensor_crc_offset + 9 * i]);
     }
-    FormatCrcHex(crc, &job.header[job.tensor_crc_offset + 9 * i]);
-  }
 
-  // The header CRC covers the whole prefix as it will be on disk, except its own digits, which are '0' here.
-  const uint32_t header_crc = Crc32c(job.header.data(), job.header.size());
-  FormatCrcHex(header_crc, &job.header[job.header_crc_offset]);
-  if (!file.PwriteAll(job.header.data(), job.header.size(), 0, &err)) return fail(err);
-
-  if (job.durable && !file.Sync(&err)) return fail(err);
-  if (!file.Close(&err)) return fail(err);
-  if (!RenameFile(job.tmp_path, job.path, &err)) {
-    UnlinkQuietly(job.tmp_path);
-    *failure = Failure::Io(err);
-    return false;
-  }
-  // The file is in place; a failed directory fsync still fails the save (the rename may not survive a power loss),
-  // reported as committed: the target has already been replaced.
-  if (job.durable && !FsyncDirectory(DirName(job.path), &err)) {
-    *failure = Failure::Io(err);
-    failure->committed = true;
-    return false;
-  }
-  return true;
+    // The header CRC covers the whole prefix as it will be on disk, except its own digits, which are '0' here.
+    const uint32_t header_crc = Crc32c(job.header.data(), job.header.size());
+    FormatCrcHex(header_crc, &job.header[job.header_crc_offset]);
+    return file.PwriteAll(job.header.data(), job.header.size(), 0, err);
+  });
+  return written && PublishTempFile(job.tmp_path, job.path, job.durable, failure);
 }
 
 }  // namespace tfjs_checkpoint

@@ -1,11 +1,12 @@
 /**
- * The one check of a commit plan (see backend.ts, "commit plans"), run by both executors before a plan is queued:
- * a plan that breaks the contract is a bug of its builder, refused with ERR_CHECKPOINT_INVALID_ARGUMENT naming the
- * step and field, never half-executed.
+ * What both commit-plan executors share (see backend.ts, "commit plans"): the one check of a plan, and the one
+ * CommitQueue guard over each executor (js-commit.ts, the addon's queue in native-backend.ts) that runs it.
+ * A plan that breaks the contract is a bug of its builder, refused with ERR_CHECKPOINT_INVALID_ARGUMENT naming the
+ * step and field, never half-executed; a commit after close() is refused with ERR_CHECKPOINT_CLOSED.
  */
 import * as path from 'node:path';
-import type { CommitPlan, WritePlan } from './backend';
-import { invalidArgument, isPlainObject } from '../errors';
+import type { CommitPlan, CommitQueue, CommitResult, WritePlan } from './backend';
+import { CheckpointError, ErrorCode, asError, invalidArgument, isPlainObject } from '../errors';
 
 function checkPath(v: unknown, what: string): string {
   if (typeof v !== 'string' || v.length === 0 || v.includes('\0') || !path.isAbsolute(v)) {
@@ -89,4 +90,59 @@ export function validateCommitPlan(plan: CommitPlan): void {
         );
     }
   });
+}
+
+/**
+ * A serial executor under guardCommitQueue: it runs plans in submission order with the poisoning rule, and needs
+ * neither to check them nor to know about closing. The guard calls `commit` only with a validated plan and never
+ * after close(), and `close` once, after every plan it submitted has settled.
+ */
+export interface CommitExecutor {
+  /** May throw synchronously (the addon refusing a plan it cannot unpack): the guard makes that a rejection. */
+  commit(plan: CommitPlan): Promise<CommitResult>;
+  reset(): void;
+  readonly unfinished: number;
+  /** Releases the executor (the native queue's thread). */
+  close(): void;
+}
+
+/**
+ * The CommitQueue of backend.ts over `executor`: every plan validated first (validateCommitPlan), commits after
+ * close() refused with ERR_CHECKPOINT_CLOSED, and close() resolving once every submitted plan has settled (then the
+ * executor is closed); a second close() returns the same promise.
+ */
+export function guardCommitQueue(executor: CommitExecutor): CommitQueue {
+  let closing: Promise<void> | undefined;
+  const pending = new Set<Promise<unknown>>();
+  return {
+    commit(plan: CommitPlan): Promise<CommitResult> {
+      if (closing) return Promise.reject(new CheckpointError(ErrorCode.CLOSED, 'The commit queue is closed'));
+      let run: Promise<CommitResult>;
+      try {
+        validateCommitPlan(plan);
+        run = executor.commit(plan);
+      } catch (err) {
+        return Promise.reject(asError(err));
+      }
+      const settled: Promise<unknown> = run.then(
+        () => pending.delete(settled),
+        () => pending.delete(settled),
+      );
+      pending.add(settled);
+      return run;
+    },
+    reset(): void {
+      executor.reset();
+    },
+    get unfinished(): number {
+      return executor.unfinished;
+    },
+    close(): Promise<void> {
+      closing ??= (async () => {
+        while (pending.size > 0) await Promise.all([...pending]);
+        executor.close();
+      })();
+      return closing;
+    },
+  };
 }

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import {
   type Backend,
   type BackendFailure,
+  type CommitFailure,
   type ReadFunction,
   type ReadIntoPlan,
   type ReadPlan,
@@ -25,9 +26,10 @@ const READ_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0);
 /** Bytes per write/read call and per CRC step: large enough to amortise the syscall, small enough to stay cached. */
 const CHUNK = 8 << 20;
 
-/** A BackendFailure-shaped Error (see backend.ts). */
+/** A BackendFailure-shaped Error (see backend.ts); with kind 'lock' or 'aborted', the failure fields of a
+ * CommitFailure (js-commit.ts adds the plan's own). */
 export function failure(
-  kind: BackendFailure['kind'],
+  kind: CommitFailure['kind'],
   message: string,
   p: string,
   extra: Partial<BackendFailure> = {},

@@ -16,10 +16,9 @@ import type {
   LinkStep,
   TextStep,
 } from './backend';
-import { CheckpointError, ErrorCode } from '../errors';
 import { publish, writeAtomic } from '../fs/atomic-file';
-import { ioFailure, write, writeAll } from './js-backend';
-import { validateCommitPlan } from './commit-plan';
+import { failure, ioFailure, write, writeAll } from './js-backend';
+import { type CommitExecutor, guardCommitQueue } from './commit-plan';
 
 /** Bytes per read/write of a 'copy' fallback. */
 const COPY_CHUNK = 8 << 20;
@@ -32,6 +31,9 @@ const LINK_UNSUPPORTED: ReadonlySet<number> = new Set(
 );
 
 type StepError = Error & { errno?: number; committed?: true; kind?: string };
+
+/** What a CommitFailure adds to its step's failure (failure() or ioFailure() of js-backend.ts makes the rest). */
+type PlanFields = Omit<CommitFailure, 'message' | 'kind' | 'errno' | 'syscall' | 'path' | 'tensorIndex'>;
 
 async function textStep(s: TextStep): Promise<void> {
   await writeAtomic(s.tmpPath, s.path, (fh) => writeAll(fh, s.bytes, 0, s.tmpPath), s.durable, ioFailure);
@@ -87,13 +89,9 @@ async function checkLockStep(s: CheckLockStep): Promise<void> {
     bytes = await fsp.readFile(s.path);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioFailure(e, 'read', s.path);
-    throw lockFailure(s.path, 'the lock file is gone');
+    throw failure('lock', `the lock file is gone: ${s.path}`, s.path);
   }
-  if (!bytes.equals(s.content)) throw lockFailure(s.path, 'the lock file holds another owner');
-}
-
-function lockFailure(p: string, why: string): Error {
-  return Object.assign(new Error(`${why}: ${p}`), { kind: 'lock', errno: 0, syscall: '', path: p, tensorIndex: -1 });
+  if (!bytes.equals(s.content)) throw failure('lock', `the lock file holds another owner: ${s.path}`, s.path);
 }
 
 async function unlinkStep(paths: readonly string[], step: number, warnings: CommitWarning[]): Promise<void> {
@@ -139,7 +137,7 @@ async function executePlan(plan: CommitPlan): Promise<CommitResult> {
       const err = (e instanceof Error ? e : new Error(String(e))) as StepError;
       const stepCommitted = err.committed === true;
       if (stepCommitted && s.kind === 'checkpoint') renamed++;
-      const fields: Omit<CommitFailure, 'message' | 'kind' | 'errno' | 'syscall' | 'path' | 'tensorIndex'> = {
+      const fields: PlanFields = {
         plan: plan.label,
         step: i,
         stepKind: s.kind,
@@ -165,12 +163,7 @@ interface Poison {
 }
 
 function abortedFailure(plan: CommitPlan, poison: Poison): Error {
-  const fields: Omit<CommitFailure, 'message'> = {
-    kind: 'aborted',
-    errno: 0,
-    syscall: '',
-    path: '',
-    tensorIndex: -1,
+  const fields: PlanFields = {
     plan: plan.label,
     step: -1,
     stepKind: null,
@@ -179,21 +172,15 @@ function abortedFailure(plan: CommitPlan, poison: Poison): Error {
     abortedBy: poison.label,
     warnings: [],
   };
-  return Object.assign(
-    new Error(
-      `not executed: the plan before it (${poison.label}) failed at step ${poison.step} (${poison.stepKind}): ` +
-        poison.message,
-    ),
-    fields,
-  );
+  const why = `not executed: the plan before it (${poison.label}) failed at step ${poison.step} (${poison.stepKind}): `;
+  return Object.assign(failure('aborted', why + poison.message, ''), fields);
 }
 
-/** The serial queue: a promise chain, with the poisoning rule of backend.ts. */
-class JsCommitQueue implements CommitQueue {
+/** The serial executor: a promise chain, with the poisoning rule of backend.ts (checks and closing: guardCommitQueue). */
+class JsCommitExecutor implements CommitExecutor {
   private tail: Promise<unknown> = Promise.resolve();
   private generation = 0;
   private poison: Poison | undefined;
-  private closed = false;
   /** Plans submitted whose run has not ended (settles with them: the JS queue has no thread of its own). */
   private running = 0;
 
@@ -202,14 +189,6 @@ class JsCommitQueue implements CommitQueue {
   }
 
   commit(plan: CommitPlan): Promise<CommitResult> {
-    if (this.closed) {
-      return Promise.reject(new CheckpointError(ErrorCode.CLOSED, 'The commit queue is closed'));
-    }
-    try {
-      validateCommitPlan(plan);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
     const generation = this.generation;
     this.running++;
     const run = this.tail.then(() => this.run(plan, generation)).finally(() => this.running--);
@@ -239,12 +218,10 @@ class JsCommitQueue implements CommitQueue {
     this.generation++;
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    await this.tail;
-  }
+  /** Nothing to release: the chain holds no resource, and the guard calls this once every plan has settled. */
+  close(): void {}
 }
 
 export function openJsCommitQueue(): CommitQueue {
-  return new JsCommitQueue();
+  return guardCommitQueue(new JsCommitExecutor());
 }

@@ -9,19 +9,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { types } from 'node:util';
-import type {
-  Backend,
-  CommitPlan,
-  CommitQueue,
-  CommitResult,
-  ReadFunction,
-  ReadIntoPlan,
-  ReadPlan,
-  WritePlan,
-} from './backend';
-import { CheckpointError, ErrorCode } from '../errors';
-import { validateCommitPlan } from './commit-plan';
+import type { Backend, CommitQueue, ReadFunction, ReadIntoPlan, ReadPlan, WritePlan } from './backend';
+import { asError } from '../errors';
+import { type CommitExecutor, guardCommitQueue } from './commit-plan';
 
 const PACKAGE_NAME = 'tfjs-checkpoint';
 
@@ -41,13 +31,9 @@ export interface NativeAddon {
   CommitQueue: new () => NativeCommitQueue;
 }
 
-/** The addon's CommitQueue object: `close()` is synchronous and refuses while plans are pending. */
-export interface NativeCommitQueue {
-  commit(plan: CommitPlan): Promise<CommitResult>;
-  reset(): void;
-  close(): void;
-  readonly unfinished: number;
-}
+/** The addon's CommitQueue object: `close()` is synchronous and refuses while plans are pending (guardCommitQueue
+ * calls it once they have settled). */
+export type NativeCommitQueue = CommitExecutor;
 
 /** The native backend, with the extras the benchmarks and tests use. */
 export interface NativeBackend extends Backend {
@@ -81,11 +67,6 @@ export function findPackageRoot(start: string = __dirname): string | undefined {
 
 const REQUIRED_FUNCTIONS = ['write', 'read', 'crc32c', 'crc32cPortable', 'crc32cCombine', 'CommitQueue'] as const;
 
-/** `err` itself when it is an Error of any realm (errors from the addon may come from another context under jest). */
-function toError(err: unknown): Error {
-  return types.isNativeError(err) || err instanceof Error ? (err as Error) : new Error(String(err));
-}
-
 /**
  * Loads the addon and returns the backend, or the reason it could not be loaded. Never throws: the caller decides
  * whether to fall back to the TypeScript backend and how to report it.
@@ -107,7 +88,7 @@ export function loadNativeBackend(): NativeBackendResult {
     }
     addon = require(binaryPath) as NativeAddon;
   } catch (err) {
-    return { error: toError(err) };
+    return { error: asError(err) };
   }
   for (const name of REQUIRED_FUNCTIONS) {
     if (typeof addon[name] !== 'function') {
@@ -115,42 +96,6 @@ export function loadNativeBackend(): NativeBackendResult {
     }
   }
   return { backend: wrap(addon, binaryPath) };
-}
-
-/** The addon's queue as backend.ts' CommitQueue: plans validated first, close() once every plan has settled. */
-function wrapCommitQueue(queue: NativeCommitQueue): CommitQueue {
-  let closed = false;
-  const pending = new Set<Promise<unknown>>();
-  return {
-    commit(plan: CommitPlan): Promise<CommitResult> {
-      if (closed) return Promise.reject(new CheckpointError(ErrorCode.CLOSED, 'The commit queue is closed'));
-      let run: Promise<CommitResult>;
-      try {
-        validateCommitPlan(plan);
-        run = queue.commit(plan);
-      } catch (err) {
-        return Promise.reject(toError(err));
-      }
-      const settled: Promise<unknown> = run.then(
-        () => pending.delete(settled),
-        () => pending.delete(settled),
-      );
-      pending.add(settled);
-      return run;
-    },
-    reset(): void {
-      queue.reset();
-    },
-    get unfinished(): number {
-      return queue.unfinished;
-    },
-    async close(): Promise<void> {
-      if (closed) return;
-      closed = true;
-      while (pending.size > 0) await Promise.all([...pending]);
-      queue.close();
-    },
-  };
 }
 
 function wrap(addon: NativeAddon, binaryPath: string): NativeBackend {
@@ -164,21 +109,21 @@ function wrap(addon: NativeAddon, binaryPath: string): NativeBackend {
       try {
         return addon.write(plan);
       } catch (err) {
-        return Promise.reject(toError(err));
+        return Promise.reject(asError(err));
       }
     },
     read: ((plan: ReadPlan | ReadIntoPlan) => {
       try {
         return addon.read(plan);
       } catch (err) {
-        return Promise.reject(toError(err));
+        return Promise.reject(asError(err));
       }
     }) as ReadFunction,
     crc32c(data: ArrayBufferView, crc?: number): number {
       return addon.crc32c(data, crc);
     },
     openCommitQueue(): CommitQueue {
-      return wrapCommitQueue(new addon.CommitQueue());
+      return guardCommitQueue(new addon.CommitQueue());
     },
     crc32cPortable(data: ArrayBufferView, crc?: number): number {
       return addon.crc32cPortable(data, crc);

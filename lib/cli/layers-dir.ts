@@ -3,14 +3,18 @@
  * `model.json` (topology, training config, weights manifest) beside binary weight shards. Two IOHandlers:
  * `layersDirWriter` for `model.save` and `layersDirReader` for `tf.loadLayersModel`. Both work with any tfjs
  * platform, including the pure-JS one, and produce/accept exactly what tfjs-node's `file://` handler does. The
- * directory may be an `s3://bucket/prefix` (the files are objects under it, each written with one PUT).
+ * directory may be an `s3://bucket/prefix` (the files are objects under it, each written with one PUT). Local files
+ * are written like every other file of the library: atomically and durably (lib/fs/atomic-file.ts writeFileAtomic:
+ * temp file, fsync, rename, directory fsync), in a directory whose new levels are fsynced into their parents.
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type * as tfTypes from '@tensorflow/tfjs';
 import { fromNodeError } from '../errors';
 import { isDirectory } from '../fs/entry-kind';
+import { placeOf } from '../io/shard-place';
 import { writeFileAtomic } from '../fs/atomic-file';
+import { fsyncCreatedDirectories } from '../fs/fsync-dir';
 import { deleteObject, putObject, readObject } from '../s3/text-objects';
 import { locationScheme, objectIn, parseS3Prefix, parseS3Url } from '../s3/location';
 import { listPrefix } from '../s3/prefix';
@@ -43,9 +47,9 @@ interface LayersPlace {
   readonly where: string;
   /** Where the file `name` is (a relative name, `/`-separated). */
   locate(name: string): string;
-  /** Creates the directory if needed (nothing to do on S3). */
+  /** Creates the directory if needed, durably (nothing to do on S3). */
   create(): Promise<void>;
-  /** Writes `name` whole or not at all (temp file and rename; one PUT). */
+  /** Writes `name` whole or not at all, durably (temp file, fsync, rename, directory fsync; one PUT). */
   write(name: string, data: string | Uint8Array): Promise<void>;
   read(name: string, what: string): Promise<Buffer>;
   /** The names directly in the directory. */
@@ -59,13 +63,21 @@ function localPlace(dir: string): LayersPlace {
     where: dir,
     locate: (name) => path.join(dir, name),
     async create() {
+      let created: string | undefined;
       try {
-        await fsp.mkdir(dir, { recursive: true });
+        created = await fsp.mkdir(dir, { recursive: true });
       } catch (e) {
         throw fromNodeError(e, dir, 'create the directory');
       }
+      if (created === undefined) return;
+      // As a durable save does (io/save.ts): the new directories' entries survive power loss with the files in them.
+      try {
+        await fsyncCreatedDirectories(dir, created);
+      } catch (e) {
+        throw fromNodeError(e, dir, 'fsync the directory');
+      }
     },
-    write: (name, data) => writeFileAtomic(path.join(dir, name), data, false, 'write'),
+    write: (name, data) => writeFileAtomic(path.join(dir, name), data, true, 'write'),
     async read(name, what) {
       const file = path.join(dir, name);
       try {
@@ -101,24 +113,75 @@ function s3Place(url: string): LayersPlace {
   };
 }
 
-/** The place of a layers-model directory, local or s3://. */
-function placeOf(dir: string): LayersPlace {
+/** The files of the layers-model directory `dir`, local or s3://. */
+function layersPlace(dir: string): LayersPlace {
   return locationScheme(dir, 'the model directory') === 's3' ? s3Place(dir) : localPlace(path.resolve(dir));
 }
 
 /** Where model.json of the layers-model directory `dir` (local or s3://) is. */
 export function modelJsonIn(dir: string): string {
-  return placeOf(dir).locate(MODEL_JSON);
+  return layersPlace(dir).locate(MODEL_JSON);
+}
+
+/**
+ * Writes the shards of `parts` (`total` bytes) and then model.json listing them, each whole and durable; `names`
+ * (empty) receives each shard's name once it is written: what to remove if a later write fails.
+ */
+async function writeFiles(
+  place: LayersPlace,
+  artifacts: ModelArtifacts,
+  parts: Uint8Array[],
+  total: number,
+  shardBytes: number,
+  convertedBy: string | undefined,
+  names: string[],
+): Promise<void> {
+  const count = Math.max(1, Math.ceil(total / shardBytes));
+  let part = 0;
+  let offsetInPart = 0;
+  for (let s = 0; s < count; s++) {
+    const size = Math.min(shardBytes, total - s * shardBytes);
+    const shard = new Uint8Array(Math.max(0, size));
+    let filled = 0;
+    while (filled < shard.length) {
+      const p = parts[part];
+      const n = Math.min(p.byteLength - offsetInPart, shard.length - filled);
+      shard.set(p.subarray(offsetInPart, offsetInPart + n), filled);
+      filled += n;
+      offsetInPart += n;
+      if (offsetInPart === p.byteLength) {
+        part++;
+        offsetInPart = 0;
+      }
+    }
+    const name = `group1-shard${s + 1}of${count}.bin`;
+    await place.write(name, shard);
+    names.push(name);
+  }
+  const modelJson: ModelJSON = {
+    modelTopology: artifacts.modelTopology as object,
+    format: artifacts.format ?? 'layers-model',
+    generatedBy: artifacts.generatedBy,
+    convertedBy: convertedBy ?? 'tfjs-checkpoint',
+    weightsManifest: [{ paths: names, weights: artifacts.weightSpecs ?? [] }],
+    ...(artifacts.trainingConfig ? { trainingConfig: artifacts.trainingConfig } : {}),
+    ...(artifacts.userDefinedMetadata ? { userDefinedMetadata: artifacts.userDefinedMetadata } : {}),
+  };
+  const jsonText = JSON.stringify(modelJson);
+  await place.write(MODEL_JSON, jsonText);
 }
 
 /**
  * An IOHandler that writes `dir/model.json` and `dir/group1-shardKofN.bin` (`dir` local or an s3:// prefix). Shards
- * are written first and model.json last, each whole or not at all (a temp file and a rename; one PUT), so a
- * model.json always describes complete shards. Stale shards of an earlier export into the same directory are removed.
+ * are written first and model.json last, each whole or not at all and durably (temp file, fsync, rename, directory
+ * fsync; one PUT), so a model.json always describes complete shards. A failed export removes the shards it wrote and
+ * leaves no temp file; stale shards of an earlier export into the same directory are removed after a successful one.
+ * (An export into a directory holding an earlier one replaces its files one by one: if it fails midway, that earlier
+ * export has lost the shards of the same names.)
  */
 export function layersDirWriter(dir: string, args: LayersDirWriterArgs = {}): tfTypes.io.IOHandler {
   const shardBytes = args.shardBytes ?? 4 * 1024 * 1024;
-  const place = placeOf(dir);
+  const place = layersPlace(dir);
   return {
     async save(artifacts: ModelArtifacts): Promise<tfTypes.io.SaveResult> {
       if (artifacts.modelTopology instanceof ArrayBuffer) {
@@ -127,40 +190,14 @@ export function layersDirWriter(dir: string, args: LayersDirWriterArgs = {}): tf
       await place.create();
       const parts = chunks(artifacts.weightData);
       const total = parts.reduce((a, p) => a + p.byteLength, 0);
-      const count = Math.max(1, Math.ceil(total / shardBytes));
       const names: string[] = [];
-      let part = 0;
-      let offsetInPart = 0;
-      for (let s = 0; s < count; s++) {
-        const size = Math.min(shardBytes, total - s * shardBytes);
-        const shard = new Uint8Array(Math.max(0, size));
-        let filled = 0;
-        while (filled < shard.length) {
-          const p = parts[part];
-          const n = Math.min(p.byteLength - offsetInPart, shard.length - filled);
-          shard.set(p.subarray(offsetInPart, offsetInPart + n), filled);
-          filled += n;
-          offsetInPart += n;
-          if (offsetInPart === p.byteLength) {
-            part++;
-            offsetInPart = 0;
-          }
-        }
-        const name = `group1-shard${s + 1}of${count}.bin`;
-        await place.write(name, shard);
-        names.push(name);
+      try {
+        await writeFiles(place, artifacts, parts, total, shardBytes, args.convertedBy, names);
+      } catch (e) {
+        // No partial export: the shards this save wrote go again (model.json is written last, so it was not).
+        for (const name of names) await place.remove(name);
+        throw e;
       }
-      const modelJson: ModelJSON = {
-        modelTopology: artifacts.modelTopology as object,
-        format: artifacts.format ?? 'layers-model',
-        generatedBy: artifacts.generatedBy,
-        convertedBy: args.convertedBy ?? 'tfjs-checkpoint',
-        weightsManifest: [{ paths: names, weights: artifacts.weightSpecs ?? [] }],
-        ...(artifacts.trainingConfig ? { trainingConfig: artifacts.trainingConfig } : {}),
-        ...(artifacts.userDefinedMetadata ? { userDefinedMetadata: artifacts.userDefinedMetadata } : {}),
-      };
-      const jsonText = JSON.stringify(modelJson);
-      await place.write(MODEL_JSON, jsonText);
       const keep = new Set(names);
       for (const entry of await place.names()) {
         if (SHARD_PATTERN.test(entry) && !keep.has(entry)) await place.remove(entry);
@@ -198,11 +235,13 @@ function isObject(v: unknown): v is Record<string, unknown> {
  */
 export function layersDirReader(modelJsonPath: string): tfTypes.io.IOHandler {
   const s3 = locationScheme(modelJsonPath, 'the model.json') === 's3';
-  const cut = modelJsonPath.lastIndexOf(s3 ? '/' : path.sep);
-  const place = s3 ? s3Place(modelJsonPath.slice(0, cut)) : localPlace(path.dirname(modelJsonPath));
+  // The directory (prefix) holding model.json, as the shard modules find a file's (io/shard-place.ts).
+  const dir = placeOf(modelJsonPath);
+  const place = layersPlace(dir);
+  const name = s3 ? modelJsonPath.slice(dir.length + 1) : path.basename(modelJsonPath);
   return {
     async load(): Promise<ModelArtifacts> {
-      const text = (await place.read(modelJsonPath.slice(cut + 1), 'read')).toString('utf8');
+      const text = (await place.read(name, 'read')).toString('utf8');
       let json: unknown;
       try {
         json = JSON.parse(text);

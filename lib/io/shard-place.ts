@@ -52,7 +52,8 @@ export async function readSmallText(
   tooLarge: () => CheckpointError,
   what: string,
 ): Promise<string> {
-  if (isObjectLocation(p)) return (await readTextObject(parseS3Url(p, what), maxBytes, tooLarge, `read ${what}`)).text;
+  if (isObjectLocation(p))
+    return (await readTextObject(parseS3Url(p, what), `read ${what}`, { maxBytes, tooLarge })).text;
   const { handle, stat } = await openRegularFile(p, `open ${what}`);
   try {
     if (stat.size > maxBytes) throw tooLarge();

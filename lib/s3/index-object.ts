@@ -12,12 +12,12 @@
  * conditionally on the version it wrote, and say so (`overwroteLateWrite`). Otherwise ERR_CHECKPOINT_LOCKED.
  * The index is one PUT (a single object is all or nothing; CompleteMultipartUpload's empty ETag on Ceph never arises).
  */
-import type * as SDK from '@aws-sdk/client-s3';
 import { ifMatchValue, httpStatus, preconditionFailed } from './capabilities';
 import { loadSdk, s3Client } from './client';
 import type { S3Location } from './location';
 import type { S3Lock } from './lease';
 import { fromS3Error } from './objects';
+import { isMissingObject, readTextObject } from './text-objects';
 
 export type S3IndexRead = { status: 'missing' } | { status: 'ok'; text: string };
 
@@ -35,16 +35,12 @@ export interface S3PublishResult {
 export async function readIndexText(
   loc: S3Location,
 ): Promise<{ status: 'missing' } | { status: 'ok'; text: string; etag: string }> {
-  const sdk = loadSdk();
-  let r: SDK.GetObjectCommandOutput;
   try {
-    r = await s3Client().send(new sdk.GetObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
+    return { status: 'ok', ...(await readTextObject(loc, 'read the checkpoint index')) };
   } catch (e) {
-    if (httpStatus(e) === 404) return { status: 'missing' };
-    throw fromS3Error(e, 'read the checkpoint index', loc);
+    if (isMissingObject(e)) return { status: 'missing' };
+    throw e;
   }
-  const text = (await r.Body?.transformToString('utf8')) ?? '';
-  return { status: 'ok', text, etag: r.ETag ?? '' };
 }
 
 export class S3IndexObject {

@@ -190,6 +190,7 @@ export class S3Lock {
   private lostError: CheckpointError | undefined;
   private released = false;
   private timer: NodeJS.Timeout;
+  /** The renewal slot (see holdSlot): set while a renewal, or check()'s read and compare, is under way. */
   private renewing: Promise<void> | undefined;
 
   /** @internal Made by acquireS3Lock. */
@@ -210,7 +211,7 @@ export class S3Lock {
     this.tookOver = tookOver;
     this.capabilities = capabilities;
     this.timer = setInterval(() => {
-      if (!this.renewing) this.renewing = this.renew().finally(() => (this.renewing = undefined));
+      if (!this.renewing) void this.holdSlot(() => this.renew()); // skip a tick while the slot is taken
     }, renewMs);
     this.timer.unref();
   }
@@ -305,19 +306,29 @@ export class S3Lock {
   async check(): Promise<void> {
     this.checkLocal();
     while (this.renewing) await this.renewing;
-    const compare = (async () => {
+    await this.holdSlot(async () => {
       this.checkLocal();
       const seen = await readLock(this.location, this.record.leaseMs);
       this.checkLocal();
       if (!seen || seen.etag !== this.etag) throw this.lose(await this.lostTo());
-    })();
-    const slot: Promise<void> = compare
+    });
+  }
+
+  /**
+   * Runs `work` in the renewal slot, the one mutex over the lock object's read-modify-write (the timer's renewal,
+   * check()'s read and compare; release() waits for it): the caller has found the slot free, and it is taken before
+   * `work` first yields. The slot frees itself when `work` settles, whatever the outcome, which the returned promise
+   * carries.
+   */
+  private holdSlot(work: () => Promise<void>): Promise<void> {
+    const run = work();
+    const slot: Promise<void> = run
       .catch(() => undefined)
       .finally(() => {
         if (this.renewing === slot) this.renewing = undefined;
       });
     this.renewing = slot;
-    await compare;
+    return run;
   }
 
   /** Stops renewing and deletes the lock object if it is still ours. Idempotent. */

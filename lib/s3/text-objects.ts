@@ -1,6 +1,6 @@
 /**
- * Small objects whole: what a shard set's index needs on S3 (lib/io/shard-place.ts), and the files of a tfjs layers
- * model and the charts of the CLI: one GET of a text object with a size bound (or of any object), one PUT (a single
+ * Small objects whole: what a shard set's index needs on S3 (lib/io/shard-place.ts), a manager's index
+ * (index-object.ts), and the files of a tfjs layers model and the charts of the CLI: one GET of a text object with a size bound (or of any object), one PUT (a single
  * object is visible complete or not at all), a HEAD for existence and size, a DELETE that counts an absent object as
  * deleted. Checkpoints go through objects.ts (streamed multipart uploads, ranged verified reads).
  */
@@ -11,13 +11,18 @@ import { loadSdk, s3Client } from './client';
 import type { S3Location } from './location';
 import { fromS3Error } from './objects';
 
-/** Reads a text object whole (ERR_CHECKPOINT_S3 when absent: NoSuchKey, HTTP 404), refusing one above `maxBytes`
- * (`tooLarge` makes that error). Resolves with its text and ETag. */
+/** A bound on what readTextObject reads: an object above `maxBytes` is refused with `tooLarge()`. */
+export interface TextObjectLimit {
+  maxBytes: number;
+  tooLarge: () => CheckpointError;
+}
+
+/** Reads a text object whole with one GET (ERR_CHECKPOINT_S3 when absent: NoSuchKey, HTTP 404, see isMissingObject),
+ * refusing one above `limit` when given. Resolves with its text and ETag: one PUT wrote it, so it is one version. */
 export async function readTextObject(
   loc: S3Location,
-  maxBytes: number,
-  tooLarge: () => CheckpointError,
   action: string,
+  limit?: TextObjectLimit,
 ): Promise<{ text: string; etag: string }> {
   const sdk = loadSdk();
   let r: SDK.GetObjectCommandOutput;
@@ -26,11 +31,11 @@ export async function readTextObject(
   } catch (e) {
     throw fromS3Error(e, action, loc);
   }
-  if ((r.ContentLength ?? 0) > maxBytes) {
+  if (limit && (r.ContentLength ?? 0) > limit.maxBytes) {
     r.Body?.transformToWebStream()
       .cancel()
       .catch(() => undefined);
-    throw tooLarge();
+    throw limit.tooLarge();
   }
   try {
     return { text: (await r.Body?.transformToString('utf8')) ?? '', etag: r.ETag ?? '' };

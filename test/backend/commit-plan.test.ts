@@ -348,6 +348,17 @@ describe.each(BACKENDS)('%s backend', (backend) => {
     await running;
     await expect(queue.commit({ label: 'q', steps: [] })).rejects.toMatchObject({ code: ErrorCode.CLOSED });
   });
+
+  test('a second close() also resolves only once the plans submitted before the first have settled', async () => {
+    let settled = false;
+    const running = queue
+      .commit({ label: 'p', steps: [checkpoint(dir, 'a.safetensors', 1, 4 << 20)] })
+      .finally(() => (settled = true));
+    void queue.close();
+    await queue.close();
+    expect(settled).toBe(true);
+    await running;
+  });
 });
 
 describe('native executor', () => {

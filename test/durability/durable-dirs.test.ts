@@ -17,6 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CheckpointError, CheckpointManager, loadTensors, saveTensors } from '../../lib';
 import { BACKENDS, leftoverTemps, tempDir, useBackend } from '../helpers/backends';
+import { spyOnFsyncs } from '../helpers/fs-spy';
 import { IS_ROOT, diskChildWeights } from '../helpers/disk';
 import { StagedChild, stageDiskChild } from '../helpers/stage-child';
 
@@ -32,38 +33,14 @@ afterAll(() => staged?.remove());
 const synced: string[] = [];
 /** Directory whose fsync fails with EIO (injected), if any. */
 let failSyncOf: string | undefined;
-const directoryOf = new WeakMap<object, string>();
-const restore: (() => void)[] = [];
 
-beforeAll(async () => {
-  const probe = await fsp.open(__filename, 'r');
-  const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void> };
-  await probe.close();
-  const realOpen = fsp.open.bind(fsp);
-  const realSync = proto.sync;
-  const open = jest.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
-    const handle = await realOpen(...args);
-    if (typeof args[1] === 'number' && (args[1] & constants.O_DIRECTORY) !== 0) {
-      directoryOf.set(handle, String(args[0]));
-    }
-    return handle;
-  });
-  const sync = jest.spyOn(proto, 'sync').mockImplementation(async function (this: object) {
-    const dir = directoryOf.get(this);
-    if (dir !== undefined) {
-      synced.push(dir);
-      if (dir === failSyncOf) {
-        throw Object.assign(new Error(`EIO: i/o error, fsync`), { code: 'EIO', errno: -5, syscall: 'fsync' });
-      }
-    }
-    return realSync.call(this);
-  });
-  restore.push(
-    () => open.mockRestore(),
-    () => sync.mockRestore(),
-  );
+spyOnFsyncs((dir, flags) => {
+  if (typeof flags !== 'number' || (flags & constants.O_DIRECTORY) === 0) return;
+  synced.push(dir);
+  if (dir === failSyncOf) {
+    throw Object.assign(new Error(`EIO: i/o error, fsync`), { code: 'EIO', errno: -5, syscall: 'fsync' });
+  }
 });
-afterAll(() => restore.forEach((r) => r()));
 beforeEach(() => {
   synced.length = 0;
   failSyncOf = undefined;

@@ -1009,6 +1009,7 @@ TEST(commit_plan, stops_at_the_first_failure_and_names_it) {
   CommitOutcome outcome;
   CHECK(!ExecuteCommitPlan(plan, &outcome));
   CHECK_EQ(outcome.step, int64_t{1});
+  CHECK_STR(outcome.step_kind, "text");
   CHECK(outcome.committed);  // the checkpoint (step 0) is in place
   CHECK(!outcome.failure.committed);
   CHECK(outcome.failure.kind == Failure::Kind::kIo);
@@ -1033,6 +1034,7 @@ TEST(commit_plan, lock_check_fails_on_other_content_longer_content_or_a_missing_
     CHECK(!ExecuteCommitPlan(plan, &outcome));
     CHECK(outcome.failure.kind == Failure::Kind::kLock);
     CHECK_EQ(outcome.step, int64_t{0});
+    CHECK_STR(outcome.step_kind, "checkLock");
     CHECK(!outcome.committed);  // no checkpoint step at all
     CHECK(!Exists(dir / "index"));
   }
@@ -1090,6 +1092,8 @@ TEST(commit_plan, validation_refuses_temp_files_outside_the_target_directory_and
   CommitOutcome outcome;
   CHECK(!ExecuteCommitPlan(plan, &outcome));
   CHECK(outcome.failure.kind == Failure::Kind::kInvalid);
+  CHECK_EQ(outcome.step, int64_t{-1});
+  CHECK(outcome.step_kind == nullptr);  // no step ran: the binding reports stepKind null
   CHECK(!Exists(dir / "index"));
 
   CommitPlanJob link_plan;

@@ -3,7 +3,7 @@
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CheckpointError, ErrorCode, fromBackendFailure, isPlainObject } from '../../lib/errors';
+import { CheckpointError, ErrorCode, fromBackendFailure, fromCommitFailure, isPlainObject } from '../../lib/errors';
 import { trainingMetadata } from '../../lib/format/metadata';
 import { saveTensors } from '../../lib/io/tensors';
 
@@ -42,5 +42,39 @@ describe('fromBackendFailure', () => {
     const e = fromBackendFailure(f, 'load /x/a', []);
     expect(e).toMatchObject({ code: ErrorCode.OUT_OF_MEMORY, path: '/x/a' });
     expect(e.errno).toBeUndefined();
+  });
+});
+
+describe('fromCommitFailure', () => {
+  const planFields = {
+    plan: 'save 2',
+    step: 1,
+    stepKind: 'text',
+    committed: false,
+    stepCommitted: false,
+    warnings: [],
+  };
+
+  test('an internal step failure keeps its own message, names the step and has the rejection as cause', () => {
+    const e = Object.assign(new Error('broken invariant'), { kind: 'internal', errno: 0, syscall: '', path: '' });
+    const coded = fromCommitFailure(Object.assign(e, planFields));
+    expect(coded).toMatchObject({ code: ErrorCode.INTERNAL, cause: e });
+    expect(coded.message).toContain('save 2, step 1 (text)');
+    expect(coded.message).toContain('broken invariant');
+  });
+
+  test("a step failing after its rename is committed, says the file may not survive power loss, not the plan's note", () => {
+    const e = Object.assign(new Error('EIO: fsync'), { kind: 'io', errno: 5, syscall: 'fsync', path: '/x/index' });
+    const coded = fromCommitFailure(Object.assign(e, planFields, { stepCommitted: true, committed: true }));
+    expect(coded).toMatchObject({
+      code: 'EIO',
+      errno: 5,
+      syscall: 'fsync',
+      path: '/x/index',
+      committed: true,
+      cause: e,
+    });
+    expect(coded.message).toContain('may not survive power loss');
+    expect(coded.message).not.toContain('the checkpoint itself is in place');
   });
 });
