@@ -101,10 +101,10 @@ function refuseSharedBytes(into: Record<string, ArrayBufferView>): void {
   }
   for (const list of byBuffer.values()) {
     if (list.length < 2) continue;
+    // By offset; while no two overlap, the previous view is the one reaching furthest.
     list.sort(([, a], [, b]) => a.byteOffset - b.byteOffset);
-    let reach = 0; // the view reaching furthest so far
     for (let b = 1; b < list.length; b++) {
-      const [first, a] = list[reach];
+      const [first, a] = list[b - 1];
       if (list[b][1].byteOffset < a.byteOffset + a.byteLength) {
         throw new CheckpointError(
           ErrorCode.INVALID_ARGUMENT,
@@ -112,7 +112,6 @@ function refuseSharedBytes(into: Record<string, ArrayBufferView>): void {
             `of one buffer; give each tensor its own memory`,
         );
       }
-      if (list[b][1].byteOffset + list[b][1].byteLength > a.byteOffset + a.byteLength) reach = b;
     }
   }
 }
