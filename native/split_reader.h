@@ -8,7 +8,10 @@
 // Whether the bytes are cached is sampled (SpanLooksCached: one byte per kCacheProbeStride, read without waiting for
 // the device); a cold read keeps the single reader and its CrcFollower (tensor_reader.cc), whose one sequential
 // stream is what the device's read-ahead wants. Only speed depends on the sample: a page evicted meanwhile is read
-// from the device by the thread that needs it, as by any read.
+// from the device by the thread that needs it, as by any read. A probe that finds its page missing may start the
+// kernel's read-ahead there (a RWF_NOWAIT read still queues it, without waiting): on a cold file the first probes
+// are the span's first bytes (cached by the header's own read) and the one 4 MiB on, so at most one window is
+// requested ahead of the sequential reader.
 //
 // Threading: ReadCachedSplit runs on the job's worker thread and starts one more, joined before it returns; the two
 // write disjoint byte ranges of the destinations and pread the one descriptor (positional reads: no shared offset).
