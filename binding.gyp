@@ -18,6 +18,7 @@
               "native/failure.cc",
               "native/js_convert.cc",
               "native/mapped_reader.cc",
+              "native/split_reader.cc",
               "native/tensor_reader.cc",
               "native/tensor_writer.cc"
             ]

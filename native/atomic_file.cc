@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -114,7 +115,7 @@ bool File::PwriteAll(const void* data, size_t length, uint64_t offset, SysError*
   return true;
 }
 
-bool File::PreadAll(void* data, size_t length, uint64_t offset, size_t* got, SysError* err) {
+bool File::PreadAll(void* data, size_t length, uint64_t offset, size_t* got, SysError* err) const {
   char* p = static_cast<char*>(data);
   size_t done = 0;
   while (done < length) {
@@ -131,6 +132,21 @@ bool File::PreadAll(void* data, size_t length, uint64_t offset, size_t* got, Sys
   }
   *got = done;
   return true;
+}
+
+bool File::Cached(uint64_t offset) const {
+#if defined(__linux__) && defined(RWF_NOWAIT)
+  char byte = 0;
+  struct iovec iov = {&byte, 1};
+  ssize_t n;
+  do {
+    n = ::preadv2(fd_, &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT);
+  } while (n < 0 && errno == EINTR);
+  return n == 1;
+#else
+  (void)offset;
+  return false;
+#endif
 }
 
 bool File::Preallocate(uint64_t length, SysError* err) {

@@ -2,7 +2,8 @@
 //
 // Every function reports failure by returning false and filling a SysError {errno, syscall, path}; none throws,
 // none aborts. EINTR is retried everywhere. Threading: a File is used by one thread at a time (the async worker
-// that owns it); the free functions are thread-safe.
+// that owns it), except its const members (PreadAll, Cached: positional, no state of the File changed), which
+// several threads may call at once while the owner keeps it open; the free functions are thread-safe.
 #ifndef TFJS_CHECKPOINT_ATOMIC_FILE_H_
 #define TFJS_CHECKPOINT_ATOMIC_FILE_H_
 
@@ -50,7 +51,10 @@ class File {
   // kZeroWriteAttempts calls in a row; then it fails with err->errnum 0 (see SysError): no errno is invented.
   bool PwriteAll(const void* data, size_t length, uint64_t offset, SysError* err);
   // Reads up to `length` bytes at `offset`, looping until `length` bytes or end of file; *got is the count read.
-  bool PreadAll(void* data, size_t length, uint64_t offset, size_t* got, SysError* err);
+  bool PreadAll(void* data, size_t length, uint64_t offset, size_t* got, SysError* err) const;
+  // Whether the byte at `offset` is in the page cache: a one-byte preadv2(RWF_NOWAIT), which fails (EAGAIN) instead
+  // of waiting for the device. False where that is unsupported (not Linux, old kernels) or fails for any reason.
+  bool Cached(uint64_t offset) const;
   // Reserves `length` bytes so that a full disk fails now (ENOSPC) rather than halfway. Filesystems without
   // support (EOPNOTSUPP, ENOSYS, EINVAL) and non-Linux systems succeed without reserving anything.
   bool Preallocate(uint64_t length, SysError* err);

@@ -8,8 +8,8 @@
 // written in place (pages not yet copied would show the new bytes, unverified). tfjs-checkpoint's writer does neither:
 // it replaces files by rename, which leaves the mapped inode intact.
 //
-// Threading: MapCheckpoint runs on a worker thread and touches no JS state; for a large verified read it checksums half
-// of the bytes on one more thread, joined before it returns. A Mapping is shared by its views; its
+// Threading: MapCheckpoint runs on a worker thread and touches no JS state; for a large verified read it checksums the
+// bytes past their midpoint on one more thread, joined before it returns. A Mapping is shared by its views; its
 // reference count is changed on the JS thread (one reference per view, released by each view's finalizer) and the
 // last release unmaps it.
 #ifndef TFJS_CHECKPOINT_MAPPED_READER_H_

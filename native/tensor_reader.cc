@@ -1,5 +1,6 @@
-// Implementation of the read job. Each range is read in kReadChunk pieces into its own malloc'd buffer. With
-// verification, the pieces are checksummed by a CrcFollower thread while the next ones are read (crc_follower.h);
+// Implementation of the read job. Each range is read in kReadChunk pieces into its own malloc'd buffer. A read of at
+// least kOverlapMin bytes whose bytes are in the page cache is split over two threads (split_reader.h). Otherwise,
+// with verification, the pieces are checksummed by a CrcFollower thread while the next ones are read (crc_follower.h);
 // reads under kOverlapMin bytes in all checksum each piece inline right after it lands (cache-hot), where a thread
 // would cost more than it saves. Memory use is the sum of the ranges, never one buffer for the whole file.
 #include "tensor_reader.h"
@@ -13,6 +14,7 @@
 #include "atomic_file.h"
 #include "crc32c.h"
 #include "crc_follower.h"
+#include "split_reader.h"
 
 namespace tfjs_checkpoint {
 
@@ -185,12 +187,22 @@ bool ReadCheckpoint(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* 
     }
     total += length;
   }
+  const uint64_t span_begin = n > 0 ? job.data_start + job.ranges[0] : 0;
+  const uint64_t span_length = n > 0 ? job.ranges[2 * n - 1] - job.ranges[0] : 0;
+  // Cached bytes (a warm load): copied out on two threads, each checksumming its own half (split_reader.h); no
+  // read-ahead to request, no follower.
+  if (total >= kOverlapMin && SpanLooksCached(file, span_begin, span_length)) {
+    Failure split_failure;
+    if (!ReadCachedSplit(file, job, *out, &split_failure)) return fail(std::move(split_failure));
+    SysError ignored;
+    file.Close(&ignored);  // read-only: a close error cannot lose data
+    return true;
+  }
   if (n > 0) file.AdviseSequential();
   // The whole span read, requested at once (deeper than read-ahead alone on this VM's disk), from its own thread for
   // a large read: the request itself blocks while the kernel allocates the page cache and queues the I/O, which on
   // the reader's thread would delay the first copy until most of the file is in.
-  ReadAhead ahead(file, n > 0 ? job.data_start + job.ranges[0] : 0, n > 0 ? job.ranges[2 * n - 1] - job.ranges[0] : 0,
-                  total >= kOverlapMin);
+  ReadAhead ahead(file, span_begin, span_length, total >= kOverlapMin);
 
   uint64_t filled = 0;
   if (job.verify && total >= kOverlapMin) {

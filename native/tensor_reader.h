@@ -1,9 +1,10 @@
 // The read job: reads each tensor's byte range of a checkpoint into its own buffer, verifying CRC32Cs
 // (see ReadPlan in lib/backend/backend.ts).
 //
-// Threading: a ReadJob is built on the JS thread and executed on one worker thread, which for a large read starts
-// one more that only requests the read-ahead, and for a large verified read the CrcFollower (which also pre-faults
-// the buffers), and joins both before returning; ReadCheckpoint touches no JS state. The buffers it
+// Threading: a ReadJob is built on the JS thread and executed on one worker thread, which for a large read of cached
+// bytes starts one more that reads half of them (split_reader.h); else, for a large read, one that only requests the
+// read-ahead, and for a large verified read the CrcFollower (which also pre-faults the buffers); it joins them
+// before returning; ReadCheckpoint touches no JS state. The buffers it
 // returns are plain malloc'd memory owned by the caller (addon.cc hands them to JS as external ArrayBuffers whose
 // finalizer frees them), except the caller's own destinations (ReadJob::into), which it only writes into.
 #ifndef TFJS_CHECKPOINT_TENSOR_READER_H_

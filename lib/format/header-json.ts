@@ -56,6 +56,22 @@ function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 }
 
+/** Headers up to this many bytes are probed by plainJson (above it, 33 passes of memchr cost more than they save). */
+const PLAIN_PROBE_MAX = 256 * 1024;
+
+/**
+ * Whether `buf` (at most PLAIN_PROBE_MAX bytes) holds no backslash and no byte below 0x20, found by Buffer.indexOf
+ * (memchr) per byte value: then no string in it has an escape or a raw control character, the only things scan()
+ * checks byte by byte, and those checks can be skipped. Headers as this library (and the reference writer) write them
+ * are such. A header run cold (a fresh process's first load) spends most of its parse in that byte loop,
+ * interpreted; false for any other header, which is then checked byte by byte as always.
+ */
+function plainJson(buf: Buffer): boolean {
+  if (buf.length > PLAIN_PROBE_MAX || buf.indexOf(BACKSLASH) >= 0) return false;
+  for (let c = 0; c < 0x20; c++) if (buf.indexOf(c) >= 0) return false;
+  return true;
+}
+
 /**
  * The reader's state: one cursor over the bytes. Written as plain methods and loops (no closure per member): the
  * header of a large model holds hundreds of thousands of entries. Strings are found with Buffer.indexOf (memchr) and
@@ -74,10 +90,14 @@ class Reader {
   lastEscaped = false;
   /** Decoded bytes of the last short string (field name, dtype: at most 64 bytes as written) held escapes. */
   private readonly scratch = Buffer.alloc(64);
+  /** Whether the header holds no backslash and no control byte at all (see plainJson): scan() checks no byte then. */
+  private readonly plain: boolean;
   constructor(
     readonly buf: Buffer,
     readonly table: HeaderTable,
-  ) {}
+  ) {
+    this.plain = plainJson(buf);
+  }
 
   /** Moves the context for messages (only formatted when something fails). */
   in(where: Reader['where'], at = 0): void {
@@ -131,7 +151,7 @@ class Reader {
     }
     if (end - start > limit) this.fail(`${what} is longer than ${limit} bytes`);
     let escaped = false;
-    for (let k = start; k < end; k++) {
+    for (let k = this.plain ? end : start; k < end; k++) {
       const c = buf[k];
       if (c < 0x20) {
         this.i = k;

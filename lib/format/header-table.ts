@@ -301,6 +301,10 @@ export class TableHeader implements ParsedHeader {
     return { name, dtype: this.dtypeOf(k), shape: t.shapeOf(i), begin: t.begin[i], end: t.end[i] };
   }
 
+  nameOf(k: number): string {
+    return this.names[k];
+  }
+
   beginOf(k: number): number {
     return this.table.begin[this.order[k]];
   }

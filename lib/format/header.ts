@@ -200,6 +200,8 @@ export interface ParsedHeader {
   tensorSummary(k: number): TensorSummary;
   /** Tensor k's entry, built anew from the table (`entries` builds every one once and keeps them). */
   entryAt(k: number): TensorEntry;
+  /** Tensor k's name, decoded once for all tensors (kept: entryAt and entries reuse it). */
+  nameOf(k: number): string;
   /** Tensor k's span [beginOf(k), endOf(k)) in the data section and its dtype, without building its entry. */
   beginOf(k: number): number;
   endOf(k: number): number;

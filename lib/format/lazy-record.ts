@@ -25,10 +25,14 @@ export interface RecordSource {
 
 /**
  * Sets `key` as an own enumerable property of a plain record, even when it is `__proto__`: plain assignment would set
- * the prototype instead and silently drop a tensor or metadata entry of that name.
+ * the prototype instead and silently drop a tensor or metadata entry of that name. A key found nowhere on the record
+ * nor its prototypes is assigned (the same own property, without defineProperty's slower call: one per tensor of a
+ * load); any other (`__proto__`, `toString`, which a frozen Object.prototype would refuse to shadow by assignment,
+ * or a key set before) is defined.
  */
 export function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
-  Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
+  if (!(key in record)) record[key] = value;
+  else Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 /** The source of each view not yet written to (see recordKeys). */

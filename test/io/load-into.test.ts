@@ -150,6 +150,35 @@ describe.each(BACKENDS)('loadTensors into given arrays (%s backend)', (name) => 
     }
   });
 
+  test('destinations side by side in one buffer load; two overlapping in one buffer are refused naming both, with views of other buffers between them by offset', async () => {
+    const tensors = sample();
+    const file = await saved(tensors);
+    const backing = new ArrayBuffer(72);
+    const adjacent = {
+      kernel: new Float32Array(backing, 0, 16),
+      step: new Int32Array(backing, 64, 1),
+      mask: new Uint8Array(backing, 68, 4),
+    };
+    const loaded = await loadTensors(file, { into: adjacent });
+    for (const n of ['kernel', 'step', 'mask'] as const) {
+      expect(loaded.tensors[n].data).toBe(adjacent[n]);
+      expect(bytes(adjacent[n]).equals(bytes(tensors[n].data))).toBe(true);
+    }
+    // kernel [0, 64) and mask [60, 64) of one buffer overlap; step, at offset 8 of another, sorts between them.
+    const other = new ArrayBuffer(16);
+    const err = await rejectionOf(
+      loadTensors(file, {
+        into: {
+          kernel: new Float32Array(backing, 0, 16),
+          step: new Int32Array(other, 8, 1),
+          mask: new Uint8Array(backing, 60, 4),
+        },
+      }),
+      ErrorCode.INVALID_ARGUMENT,
+    );
+    expect(err.message).toMatch(/options\.into\["kernel"\] and options\.into\["mask"\] share bytes/);
+  });
+
   test('a flipped byte in a tensor with a given array, fresh or used before, fails with the usual checksum error naming it', async () => {
     const file = await saved(sample(BIG));
     const info = await readCheckpointInfo(file);

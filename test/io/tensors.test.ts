@@ -377,7 +377,7 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     });
   });
 
-  test('loads racing saves that replace a 72 MiB file (CRCs on a second thread, pages pre-faulted) each return one version whole, copied or mapped; a flipped byte in either half is named, a short file refused', async () => {
+  test("loads racing saves that replace a 72 MiB file (CRCs on a second thread, pages pre-faulted) each return one version whole, copied or mapped; a flipped byte in either half, or in the tail of the tensor split at the mapped read's midpoint, is named; a short file refused", async () => {
     const dir = await tempDir();
     const file = path.join(dir, 'race.safetensors');
     // Two tensors across the mapped read's byte midpoint (its second CRC thread) and past the copying read's 8 MiB.
@@ -406,11 +406,12 @@ describe.each(BACKENDS)('saveTensors/loadTensors on the %s backend', (name) => {
     const info = await readCheckpointInfo(file);
     for (const [k, at] of [
       [0, 5 << 20], // a: the first CRC thread's half
+      [0, 38 << 20], // a, past the byte midpoint (36 MiB): the mapped read's second thread checksums this piece of a
       [1, 30 << 20], // b: the second half
     ]) {
       const bytes = await fsp.readFile(file);
       bytes[info.dataStart + (k === 1 ? info.tensors[0].byteLength : 0) + at] ^= 0x10;
-      const broken = path.join(dir, `broken${k}.safetensors`);
+      const broken = path.join(dir, `broken${k}-${at}.safetensors`);
       await fsp.writeFile(broken, bytes);
       for (const mmap of [true, false]) {
         const err = await rejectionOf(loadTensors(broken, { mmap }), ErrorCode.CHECKSUM);

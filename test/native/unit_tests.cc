@@ -33,6 +33,7 @@
 #include "crc32c.h"
 #include "crc_follower.h"
 #include "mapped_reader.h"
+#include "split_reader.h"
 #include "tensor_reader.h"
 #include "tensor_writer.h"
 
@@ -815,6 +816,101 @@ TEST(reader, all_pages_resident_is_false_for_untouched_memory_and_true_once_ever
   CHECK(!AllPagesResident(bytes, length));
   CHECK(AllPagesResident(bytes, length - page));
   ::munmap(p, length);
+#endif
+}
+
+// Flips one bit of the file at `at`.
+void FlipByte(const std::string& path, uint64_t at) {
+  const int fd = ::open(path.c_str(), O_RDWR);
+  uint8_t b = 0;
+  CHECK(::pread(fd, &b, 1, static_cast<off_t>(at)) == 1);
+  b ^= 0x08;
+  CHECK(::pwrite(fd, &b, 1, static_cast<off_t>(at)) == 1);
+  ::close(fd);
+}
+
+// Runs ReadCachedSplit over the job into fresh buffers of the ranges' lengths.
+bool SplitRead(const ReadJob& job, std::vector<OwnedBuffer>* out, Failure* failure) {
+  File file;
+  SysError err;
+  if (!file.OpenRead(job.path, &err)) return false;
+  out->clear();
+  out->resize(job.ranges.size() / 2);
+  for (size_t i = 0; i < out->size(); i++) {
+    OwnedBuffer& b = (*out)[i];
+    b.length = static_cast<size_t>(job.ranges[2 * i + 1] - job.ranges[2 * i]);
+    if (b.length > 0) b.data.reset(static_cast<uint8_t*>(std::malloc(b.length)));
+  }
+  return ReadCachedSplit(file, job, *out, failure);
+}
+
+TEST(reader, split_read_fills_both_halves_and_checks_the_tensor_cut_at_the_midpoint_from_both_pieces) {
+  TempDir dir;
+  // Tensor 2 holds the byte midpoint: its head is read by one thread, its tail by the other.
+  const std::vector<std::vector<uint8_t>> arrays = {
+      RandomBytes(5000, 7), {}, RandomBytes(3 * kReadChunk + 11, 8), {}, RandomBytes(7, 9)};
+  WriteJob wjob = MakeWriteJob(dir, arrays);
+  Failure failure;
+  CHECK(WriteCheckpoint(wjob, &failure));
+  for (bool verify : {true, false}) {
+    ReadJob job = MakeReadJob(wjob.path, wjob.header.size(), arrays);
+    job.verify = verify;
+    std::vector<OwnedBuffer> out;
+    CHECK(SplitRead(job, &out, &failure));
+    CHECK_EQ(out.size(), arrays.size());
+    for (size_t i = 0; i < out.size() && i < arrays.size(); i++) {
+      CHECK(out[i].length == 0 || std::memcmp(out[i].bytes(), arrays[i].data(), out[i].length) == 0);
+    }
+  }
+  // A flipped byte in the cut tensor's head, in its tail, or in the last tensor: named, with the CRC of what was read.
+  const ReadJob job = MakeReadJob(wjob.path, wjob.header.size(), arrays);
+  const size_t cut_tensor = arrays[2].size();
+  for (const auto& [tensor, offset] : std::vector<std::pair<size_t, size_t>>{{2, 100}, {2, cut_tensor - 100}, {4, 3}}) {
+    const uint64_t at = job.data_start + job.ranges[2 * tensor] + offset;
+    FlipByte(wjob.path, at);
+    std::vector<uint8_t> altered = arrays[tensor];
+    altered[offset] ^= 0x08;
+    std::vector<OwnedBuffer> out;
+    CHECK(!SplitRead(job, &out, &failure));
+    CHECK(failure.kind == Failure::Kind::kChecksum);
+    CHECK_EQ(failure.tensor_index, static_cast<int64_t>(tensor));
+    CHECK_EQ(failure.actual_crc, Crc32cPortable(altered.data(), altered.size()));
+    FlipByte(wjob.path, at);  // restored
+  }
+  // Two mismatches, one per half: the first in file order is named.
+  FlipByte(wjob.path, job.data_start + 10);
+  FlipByte(wjob.path, job.data_start + job.ranges[8] + 1);
+  {
+    std::vector<OwnedBuffer> out;
+    CHECK(!SplitRead(job, &out, &failure));
+    CHECK(failure.kind == Failure::Kind::kChecksum);
+    CHECK_EQ(failure.tensor_index, int64_t{0});
+  }
+  // A file cut short inside the tail half: the read failure, not a checksum of the bytes that never came.
+  FlipByte(wjob.path, job.data_start + 10);
+  CHECK(::truncate(wjob.path.c_str(), static_cast<off_t>(job.data_start + job.ranges[5] - 50)) == 0);
+  {
+    std::vector<OwnedBuffer> out;
+    CHECK(!SplitRead(job, &out, &failure));
+    CHECK(failure.kind == Failure::Kind::kCorrupt);
+  }
+}
+
+TEST(reader, span_looks_cached_after_a_write_and_not_once_its_pages_are_dropped) {
+#if defined(__linux__) && defined(RWF_NOWAIT) && defined(POSIX_FADV_DONTNEED)
+  TempDir dir;
+  const std::vector<std::vector<uint8_t>> arrays = {RandomBytes(kCacheProbeStride * 2 + 5, 10)};
+  WriteJob wjob = MakeWriteJob(dir, arrays);
+  Failure failure;
+  CHECK(WriteCheckpoint(wjob, &failure));  // written and fsynced: its pages are cached and clean
+  File file;
+  SysError err;
+  CHECK(file.OpenRead(wjob.path, &err));
+  const uint64_t length = arrays[0].size();
+  CHECK(SpanLooksCached(file, wjob.header.size(), length));
+  CHECK(::posix_fadvise(file.fd(), 0, 0, POSIX_FADV_DONTNEED) == 0);
+  CHECK(!SpanLooksCached(file, wjob.header.size(), length));
+  CHECK(SpanLooksCached(file, 0, 0));  // nothing to read is cached
 #endif
 }
 
