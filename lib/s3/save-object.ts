@@ -110,12 +110,14 @@ export async function saveObject(
   const creating = client.send(
     new sdk.CreateMultipartUploadCommand({ Bucket, Key, ...(checksums ? { ChecksumAlgorithm: 'CRC32C' } : {}) }),
   );
-  creating.catch(() => undefined); // awaited below; a failure before must not leave it unhandled
+  // The parts' copies and CRCs start while the request creating the upload is in flight; each waits for its id
+  // only to be sent.
+  const created = creating.then((r) => {
+    if (!r.UploadId) throw new Error('CreateMultipartUpload returned no UploadId');
+    return (uploadId = r.UploadId);
+  });
+  created.catch(() => undefined); // awaited by every part; a failure before the first must not leave it unhandled
   try {
-    const created = await creating;
-    uploadId = created.UploadId;
-    if (!uploadId) throw new Error('CreateMultipartUpload returned no UploadId');
-    const UploadId = uploadId;
     // Part buffers, reused: a gathered part is copied into one, which goes back here when its part's request has
     // settled, so at most `concurrency` of them (concurrency x partSize bytes) ever exist.
     const spare: Buffer[] = [];
@@ -148,6 +150,7 @@ export async function saveObject(
         const body = own ? own.subarray(0, length) : Buffer.from(views[0].buffer, views[0].byteOffset, length);
         const sum = checksums ? crcBase64(partCrc(pieces[k], await summing, h)) : undefined;
         const PartNumber = k + 1;
+        const UploadId = await created;
         const r = await client.send(
           new sdk.UploadPartCommand({
             Bucket,
@@ -170,6 +173,7 @@ export async function saveObject(
     // its way, and it overlaps the last parts instead of waiting for them.
     const n = layout.length;
     const parts = await pool(n, concurrency, (i) => uploadPart(i === n - 1 ? 0 : i + 1));
+    const UploadId = await created;
     const done = await client.send(
       new sdk.CompleteMultipartUploadCommand({
         Bucket,
@@ -185,7 +189,7 @@ export async function saveObject(
     return { etag: head?.ETag ?? '' };
   } catch (e) {
     // An upload whose creation answered after a failure is aborted too (its id known only once the request answers).
-    if (!completed) uploadId ??= (await creating.catch(() => undefined))?.UploadId;
+    if (!completed) uploadId ??= await created.catch(() => undefined);
     if (uploadId && !completed) {
       await client
         .send(new sdk.AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId }))
