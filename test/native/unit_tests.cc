@@ -1,7 +1,7 @@
-// Native unit tests of the core (crc32c, crc_gather, atomic_file, tensor_writer, tensor_reader, commit_plan, commit_queue),
-// without Node.
-// Built by CMakeLists.txt with TFJS_CKPT_TESTS=ON (under ASan/UBSan by `npm run test:native`) and run by ctest,
-// one entry per group: `tfjs_checkpoint_unit_tests <group>` runs the tests of that group, no argument runs all.
+// Native unit tests of the core (crc32c, crc_gather, atomic_file, tensor_writer, tensor_reader, commit_plan,
+// commit_queue), without Node. Built by CMakeLists.txt with TFJS_CKPT_TESTS=ON (under ASan/UBSan by `npm run
+// test:native`) and run by ctest, one entry per group: `tfjs_checkpoint_unit_tests <group>` runs the tests of that
+// group, no argument runs all.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
