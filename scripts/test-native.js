@@ -4,8 +4,8 @@
  *
  * 1. cmake-js configures build-native-test/ with TFJS_CKPT_TESTS=ON and TFJS_CKPT_SANITIZE=ON, builds the core, the
  *    C++ unit tests (test/native/unit_tests.cc) and the addon, all instrumented, and ctest runs the unit tests.
- * 2. The addon's jest suites (test/backend/native-backend.test.ts, and commit-plan.test.ts for the commit queue's
- *    thread and thread-safe function) run against that instrumented addon
+ * 2. The addon's jest suites (test/backend/native-backend.test.ts, commit-plan.test.ts for the commit queue's
+ *    thread and thread-safe function, crc-views.test.ts for crc32cViews' worker) run against that instrumented addon
  *    (TFJS_CHECKPOINT_NATIVE_PATH), with the compiler's ASan and UBSan runtimes preloaded into node, so the
  *    Node-API boundary (argument unpacking, workers, external buffers) is checked too. This needs Linux and gcc's
  *    runtimes; elsewhere step 2 says it is skipped.
@@ -69,12 +69,21 @@ if (!addon || !asan || !ubsan) {
   );
   process.exit(0);
 }
-run(bin('jest'), ['--runInBand', 'test/backend/native-backend.test.ts', 'test/backend/commit-plan.test.ts'], {
-  ...process.env,
-  TFJS_CHECKPOINT_NATIVE_PATH: addon,
-  LD_PRELOAD: `${asan} ${ubsan}`,
-  // node itself is not instrumented and keeps memory until exit: leak checking would only report node.
-  ASAN_OPTIONS: sanitizerEnv.ASAN_OPTIONS.replace('detect_leaks=1', 'detect_leaks=0'),
-  UBSAN_OPTIONS: sanitizerEnv.UBSAN_OPTIONS,
-});
+run(
+  bin('jest'),
+  [
+    '--runInBand',
+    'test/backend/native-backend.test.ts',
+    'test/backend/commit-plan.test.ts',
+    'test/backend/crc-views.test.ts',
+  ],
+  {
+    ...process.env,
+    TFJS_CHECKPOINT_NATIVE_PATH: addon,
+    LD_PRELOAD: `${asan} ${ubsan}`,
+    // node itself is not instrumented and keeps memory until exit: leak checking would only report node.
+    ASAN_OPTIONS: sanitizerEnv.ASAN_OPTIONS.replace('detect_leaks=1', 'detect_leaks=0'),
+    UBSAN_OPTIONS: sanitizerEnv.UBSAN_OPTIONS,
+  },
+);
 console.log('test:native: C++ unit tests and the addon suite passed under ASan + UBSan');

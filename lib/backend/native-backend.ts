@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import type { Backend, CommitQueue, ReadFunction, ReadIntoPlan, ReadPlan, WritePlan } from './backend';
 import { asError } from '../errors';
 import { type CommitExecutor, guardCommitQueue } from './commit-plan';
+import { checkCrcViews } from './crc-views';
 
 const PACKAGE_NAME = 'tfjs-checkpoint';
 
@@ -25,6 +26,8 @@ export interface NativeAddon {
   crc32cPortable(data: ArrayBufferView, crc?: number): number;
   /** The CRC32C of A followed by B from their CRCs and B's length (native/crc32c.h Crc32cCombine). */
   crc32cCombine(crcA: number, crcB: number, lengthB: number): number;
+  /** Backend.crc32cViews on a libuv pool thread (native/crc_gather.h); throws for a call breaking its contract. */
+  crc32cViews(views: readonly ArrayBufferView[], into?: Uint8Array): Promise<number[]>;
   /** Whether `crc32c` uses CRC32C CPU instructions (SSE4.2 on x86-64, the CRC extension on arm64). */
   crc32cHardware: boolean;
   /** A commit-plan executor with its own thread (native/commit_binding.cc). */
@@ -65,7 +68,15 @@ export function findPackageRoot(start: string = __dirname): string | undefined {
   }
 }
 
-const REQUIRED_FUNCTIONS = ['write', 'read', 'crc32c', 'crc32cPortable', 'crc32cCombine', 'CommitQueue'] as const;
+const REQUIRED_FUNCTIONS = [
+  'write',
+  'read',
+  'crc32c',
+  'crc32cPortable',
+  'crc32cCombine',
+  'crc32cViews',
+  'CommitQueue',
+] as const;
 
 /**
  * Loads the addon and returns the backend, or the reason it could not be loaded. Never throws: the caller decides
@@ -130,6 +141,14 @@ function wrap(addon: NativeAddon, binaryPath: string): NativeBackend {
     },
     crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
       return addon.crc32cCombine(crcA, crcB, lengthB);
+    },
+    crc32cViews(views: readonly ArrayBufferView[], into?: Uint8Array): Promise<number[]> {
+      try {
+        checkCrcViews(views, into);
+        return addon.crc32cViews(views, into);
+      } catch (err) {
+        return Promise.reject(asError(err));
+      }
     },
   };
 }

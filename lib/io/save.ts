@@ -31,7 +31,7 @@ import { getBackend } from '../backend/select';
 import { fsyncCreatedDirectories } from '../fs/fsync-dir';
 import { acquireTempPath, releaseTempPath, removeStaleTemps } from '../fs/tempfiles';
 import { parseS3Url } from '../s3/location';
-import { saveObject } from '../s3/objects';
+import { saveObject } from '../s3/save-object';
 import { checkPath, isObjectLocation } from './check-path';
 import { parseConcurrency, parseShardSize, findSupersededSet, removeSupersededSet, saveShardSet } from './shards';
 import type { NamedTensors, SaveTensorsArgs } from './types';

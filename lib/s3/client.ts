@@ -20,7 +20,10 @@ export interface ConfigureS3Args {
    * when an endpoint is configured (here or in the environment), else false (virtual-hosted, as AWS prefers). */
   forcePathStyle?: boolean;
   /** Bytes per multipart-upload part, and the size above which an object is uploaded in parts (at most this, plus
-   * the header, is sent as one PUT). At least 5 MiB (S3's minimum part). Default: 16 MiB. */
+   * the header, is sent as one PUT). Parts are cut at tensor boundaries (lib/s3/part-layout.ts): a part of one
+   * tensor's bytes is sent from its own array and may hold up to partSize + 5 MiB (a remainder under S3's minimum
+   * joins it); runs of small tensors are copied into part buffers of at most partSize. From 5 MiB (S3's minimum part)
+   * to 5 GiB (its maximum). Default: 16 MiB. */
   partSize?: number;
   /** Parts uploaded, and ranges downloaded, at once. A save holds at most `concurrency x partSize` bytes beyond the
    * tensors. Default: 4. */
@@ -80,7 +83,11 @@ export function configureS3(options: ConfigureS3Args): void {
   a.string('region', { nonEmpty: true });
   a.custom('credentials', checkCredentials);
   a.boolean('forcePathStyle');
-  a.integer('partSize', { min: 5 * MIB, expected: 'an integer >= 5 MiB (5242880)' });
+  a.integer('partSize', {
+    min: 5 * MIB,
+    max: 5 * 1024 * MIB,
+    expected: 'an integer from 5 MiB to 5 GiB (5242880 to 5368709120)',
+  });
   a.integer('concurrency', { min: 1 });
   a.integer('rangeSize', { min: 1 });
   a.oneOf('partChecksums', [true, false, 'auto']);

@@ -1,33 +1,16 @@
 /**
  * Checkpoint objects on S3: the same bytes as a local checkpoint file (the header from format.ts, a CRC32C per
- * tensor), written and read through @aws-sdk/client-s3.
+ * tensor), read through @aws-sdk/client-s3 (written by save-object.ts), and the helpers both sides share.
  *
- * Save: visible complete or not at all. Up to partSize bytes go as one PutObject; larger objects as a multipart
- * upload, which S3 makes visible only when CompleteMultipartUpload succeeds, and which is aborted on any failure.
- * The parts stream from the tensors' own arrays: each part is copied into one part-sized buffer while its tensors'
- * CRC32Cs advance, so at most `concurrency` parts (concurrency x partSize bytes) exist at once, never the whole
- * object. The header (part 1, with the first data bytes) goes last, once every CRC is known: nothing is read twice.
  * Load: parallel ranged GETs into one buffer per tensor, every tensor's CRC32C checked (the server is not trusted),
  * and every response's ETag compared with the first, so that an object replaced mid-read is never mixed.
  */
 import type * as SDK from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
-import { crcHex } from '../format/crc32c';
 import { CheckpointError, ErrorCode, fromBackendFailure } from '../errors';
-import {
-  BuiltHeader,
-  HEADER_CRC_OFFSET,
-  ParsedHeader,
-  TENSOR_CRC_OFFSET,
-  TensorEntry,
-  HeaderState,
-  computeHeaderCrc,
-  readHeader,
-  readHeaderLength,
-} from '../format/header';
+import { ParsedHeader, TensorEntry, HeaderState, readHeader, readHeaderLength } from '../format/header';
 import { getBackend } from '../backend/select';
 import { loadSdk, s3Client, s3Settings } from './client';
-import { useChecksums } from './capabilities';
 import type { S3Location } from './location';
 
 /** Wraps an SDK error (whose message is often empty, e.g. from Ceph: its name and HTTP status say what failed). */
@@ -45,7 +28,7 @@ export function fromS3Error(err: unknown, action: string, loc: S3Location): Chec
 }
 
 /** Runs `tasks` with at most `limit` in flight; rejects with the first failure after the running ones settle. */
-async function pool<T>(count: number, limit: number, task: (i: number) => Promise<T>): Promise<T[]> {
+export async function pool<T>(count: number, limit: number, task: (i: number) => Promise<T>): Promise<T[]> {
   const out: T[] = new Array<T>(count);
   let next = 0;
   let failed: { e: unknown } | undefined;
@@ -65,7 +48,12 @@ async function pool<T>(count: number, limit: number, task: (i: number) => Promis
 }
 
 /** The bytes of the data section in [begin, end), as views of the tensors' arrays (file order). */
-function* dataViews(entries: readonly TensorEntry[], arrays: readonly ArrayBufferView[], begin: number, end: number) {
+export function* dataViews(
+  entries: readonly TensorEntry[],
+  arrays: readonly ArrayBufferView[],
+  begin: number,
+  end: number,
+) {
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i];
     if (e.end <= begin || e.begin >= end || e.end === e.begin) continue;
@@ -73,179 +61,6 @@ function* dataViews(entries: readonly TensorEntry[], arrays: readonly ArrayBuffe
     const from = Math.max(begin, e.begin) - e.begin;
     const to = Math.min(end, e.end) - e.begin;
     yield { tensor: i, view: new Uint8Array(a.buffer, a.byteOffset + from, to - from) };
-  }
-}
-
-function crcBase64(crc: number): string {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(crc >>> 0);
-  return b.toString('base64');
-}
-
-/** Copies views into `buf` (a new buffer of `size` bytes when none is given); returns the filled bytes. */
-function gather(views: Iterable<Uint8Array>, size: number, buf: Buffer = Buffer.allocUnsafe(size)): Buffer {
-  let at = 0;
-  for (const v of views) {
-    buf.set(v, at);
-    at += v.length;
-  }
-  return buf.subarray(0, size);
-}
-
-/**
- * Uploads a checkpoint object: `header` from buildHeader (CRC placeholders), `arrays` the tensors' data in file
- * order. Resolves when the object is visible, complete, with its ETag; on failure none is (a multipart upload is
- * aborted). Where CompleteMultipartUpload answers without an ETag (Ceph 16), the ETag is read with a HEAD when
- * `options.etag` asks for it (one more request, which saveTensors does not need), else it is ''.
- */
-export async function saveObject(
-  loc: S3Location,
-  header: BuiltHeader,
-  arrays: ArrayBufferView[],
-  options: { etag?: boolean } = {},
-): Promise<{ etag: string }> {
-  const sdk = loadSdk();
-  const client = s3Client();
-  const { partSize, concurrency } = s3Settings();
-  const { crc32c: crc, crc32cCombine: combine } = getBackend();
-  const { entries } = header;
-  const crcs = entries.map(() => 0);
-  /** A run of data bytes: the views to send, and their CRC32C as one piece (for the part checksum). */
-  interface Piece {
-    views: Uint8Array[];
-    crc: number;
-    length: number;
-  }
-  // Each view's bytes are read once: its CRC advances its tensor's CRC and the part's, joined with crc32c_combine.
-  const advance = (views: Iterable<{ tensor: number; view: Uint8Array }>): Piece => {
-    const piece: Piece = { views: [], crc: 0, length: 0 };
-    for (const { tensor, view } of views) {
-      const c = crc(view);
-      crcs[tensor] = combine(crcs[tensor], c, view.length);
-      piece.crc = combine(piece.crc, c, view.length);
-      piece.length += view.length;
-      piece.views.push(view);
-    }
-    return piece;
-  };
-  const finishHeader = (): Uint8Array => {
-    const h = Uint8Array.from(header.bytes);
-    crcs.forEach((c, i) => h.set(Buffer.from(crcHex(c), 'latin1'), TENSOR_CRC_OFFSET + 9 * i));
-    h.set(Buffer.from(crcHex(computeHeaderCrc(h, crc)), 'latin1'), HEADER_CRC_OFFSET);
-    return h;
-  };
-  /** The header followed by a piece: its bytes' CRC from the header's (small) and the piece's, without re-reading. */
-  const withHeader = (h: Uint8Array, piece: Piece): Piece => ({
-    views: [h, ...piece.views],
-    crc: combine(crc(h), piece.crc, piece.length),
-    length: h.length + piece.length,
-  });
-  const headLength = header.bytes.length;
-  const total = headLength + header.dataLength;
-  const checksums = await useChecksums(loc).catch(() => false);
-  const Bucket = loc.bucket;
-  const Key = loc.key;
-
-  if (total <= partSize + headLength) {
-    const data = advance(dataViews(entries, arrays, 0, header.dataLength)); // before the header: it needs the CRCs
-    const whole = withHeader(finishHeader(), data);
-    const body = gather(whole.views, total);
-    try {
-      const r = await client.send(
-        new sdk.PutObjectCommand({
-          Bucket,
-          Key,
-          Body: body,
-          ContentLength: total,
-          ...(checksums ? { ChecksumCRC32C: crcBase64(whole.crc) } : {}),
-        }),
-      );
-      return { etag: r.ETag ?? '' };
-    } catch (e) {
-      throw fromS3Error(e, 'save', loc);
-    }
-  }
-
-  // Part 1 is the header and the data up to partSize: its data's CRCs are taken first (while the request creating
-  // the upload is in flight), it is uploaded last.
-  const firstDataEnd = Math.min(header.dataLength, Math.max(partSize - headLength, 0) || partSize);
-  const rest = header.dataLength - firstDataEnd;
-  const partCount = 1 + Math.ceil(rest / partSize);
-  let uploadId: string | undefined;
-  let completed = false;
-  const creating = client.send(
-    new sdk.CreateMultipartUploadCommand({ Bucket, Key, ...(checksums ? { ChecksumAlgorithm: 'CRC32C' } : {}) }),
-  );
-  creating.catch(() => undefined); // awaited below; a failure of the CRCs first must not leave it unhandled
-  try {
-    const firstPiece = advance(dataViews(entries, arrays, 0, firstDataEnd));
-    const created = await creating;
-    uploadId = created.UploadId;
-    if (!uploadId) throw new Error('CreateMultipartUpload returned no UploadId');
-    const UploadId = uploadId;
-    // Part buffers, reused: a part is copied into one only when it spans tensors, and a buffer goes back here when
-    // its part's request has settled, so at most `concurrency` of them (concurrency x partSize bytes) ever exist.
-    const spare: Buffer[] = [];
-    const takeBuffer = (n: number): Buffer =>
-      spare.length && spare[spare.length - 1].length >= n
-        ? (spare.pop() as Buffer)
-        : Buffer.allocUnsafe(Math.max(partSize, n));
-    const uploadPart = async (PartNumber: number, piece: Piece): Promise<SDK.CompletedPart> => {
-      // A part within one tensor is sent from the tensor's own bytes; one that spans tensors is copied together.
-      const only = piece.views.length === 1 ? piece.views[0] : undefined;
-      const own = only ? undefined : takeBuffer(piece.length);
-      const body = own
-        ? gather(piece.views, piece.length, own)
-        : Buffer.from(only!.buffer, only!.byteOffset, only!.byteLength);
-      const sum = checksums ? crcBase64(piece.crc) : undefined;
-      try {
-        const r = await client.send(
-          new sdk.UploadPartCommand({
-            Bucket,
-            Key,
-            UploadId,
-            PartNumber,
-            Body: body,
-            ContentLength: body.length,
-            ...(sum ? { ChecksumCRC32C: sum } : {}),
-          }),
-        );
-        return { PartNumber, ETag: r.ETag, ...(sum ? { ChecksumCRC32C: sum } : {}) };
-      } finally {
-        if (own) spare.push(own);
-      }
-    };
-    // Parts 2..n in order, so that the CRCs advance in file order (each part's when it starts: the pool starts them
-    // in order); then part 1 in the same pool, which starts only after part n has started, so every CRC is known and
-    // part 1 overlaps the last parts instead of waiting for them.
-    const parts = await pool(partCount, concurrency, (i) => {
-      if (i === partCount - 1) return uploadPart(1, withHeader(finishHeader(), firstPiece));
-      const begin = firstDataEnd + i * partSize;
-      const end = Math.min(begin + partSize, header.dataLength);
-      return uploadPart(i + 2, advance(dataViews(entries, arrays, begin, end)));
-    });
-    const done = await client.send(
-      new sdk.CompleteMultipartUploadCommand({
-        Bucket,
-        Key,
-        UploadId,
-        MultipartUpload: { Parts: [parts[partCount - 1], ...parts.slice(0, -1)] },
-      }),
-    );
-    completed = true; // nothing to abort from here on
-    if (done.ETag || !options.etag) return { etag: done.ETag ?? '' };
-    // Committed: a failed HEAD costs only the ETag, never the save.
-    const head = await client.send(new sdk.HeadObjectCommand({ Bucket, Key })).catch(() => undefined);
-    return { etag: head?.ETag ?? '' };
-  } catch (e) {
-    // An upload created while part 1's CRCs failed is aborted too (its id known only once the request answers).
-    if (!completed) uploadId ??= (await creating.catch(() => undefined))?.UploadId;
-    if (uploadId && !completed) {
-      await client
-        .send(new sdk.AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId }))
-        .catch(() => undefined);
-    }
-    throw fromS3Error(e, 'save', loc);
   }
 }
 

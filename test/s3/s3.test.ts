@@ -264,9 +264,10 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
         await expect(verifyCheckpoint(url)).rejects.toMatchObject(failure);
       });
 
-      test('a multi-part object round-trips, with every part at most partSize and at most concurrency in flight', async () => {
+      test('a multi-part object round-trips: a tensor goes in views of its own array, gathered parts hold at most partSize, at most concurrency parts in flight', async () => {
         configureS3({ partSize: 5 * MIB, concurrency: 2, rangeSize: 3 * MIB });
-        const inFlight = { now: 0, max: 0, parts: 0, biggest: 0 };
+        const inFlight = { now: 0, max: 0, parts: 0, biggestCopy: 0, viewBytes: 0 };
+        const big = new Float32Array((24 * MIB) / 4);
         const client = s3Client();
         client.middlewareStack.add(
           (next, context) => async (a) => {
@@ -275,7 +276,8 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
             inFlight.now++;
             inFlight.parts++;
             inFlight.max = Math.max(inFlight.max, inFlight.now);
-            inFlight.biggest = Math.max(inFlight.biggest, body.length);
+            if (body.buffer === big.buffer) inFlight.viewBytes += body.length;
+            else inFlight.biggestCopy = Math.max(inFlight.biggestCopy, body.length);
             try {
               return await next(a);
             } finally {
@@ -285,14 +287,16 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
           { step: 'initialize', name: 'countParts' },
         );
         try {
-          const big = new Float32Array((24 * MIB) / 4);
           for (let i = 0; i < big.length; i++) big[i] = i * 0.25;
           const t: NamedTensors = { ...sample(4), big: { dtype: 'float32', shape: [big.length], data: big } };
           const url = `s3://${BUCKET}/${backend}/large.safetensors`;
           await saveTensors(url, t);
+          // big comes first: part 1 is the header and a top-up to 5 MiB from it, then views of 5, 5 and 9 MiB (the
+          // remainder under 5 MiB joins the last), then the small tensors gathered.
           expect(inFlight.parts).toBe(5);
           expect(inFlight.max).toBeLessThanOrEqual(2);
-          expect(inFlight.biggest).toBeLessThanOrEqual(5 * MIB);
+          expect(inFlight.biggestCopy).toBeLessThanOrEqual(5 * MIB);
+          expect(inFlight.viewBytes).toBeGreaterThanOrEqual(big.byteLength - 5 * MIB);
           expect(bytesOf((await loadTensors(url)).tensors)).toEqual(bytesOf(t));
           expect((await verifyCheckpoint(url, { groupBytes: 4 * MIB })).bytes).toBe(big.byteLength + 56);
         } finally {
@@ -420,7 +424,7 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
         }
       }, 120_000);
 
-      test('a save sends a part inside one tensor from its own bytes and copies parts that span tensors into at most concurrency reused buffers', async () => {
+      test('a save sends a tensor of 10 MiB or more from its own bytes (all but a top-up of at most 5 MiB) and gathers runs of small tensors into at most concurrency reused buffers of partSize', async () => {
         configureS3({ partSize: 5 * MIB, concurrency: 2 });
         const bodies: Buffer[] = [];
         s3Client().middlewareStack.add(
@@ -444,11 +448,14 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
           const url = `s3://${BUCKET}/${backend}/spans.safetensors`;
           await saveTensors(url, t);
           const own = bodies.filter((b) => b.buffer === big.buffer);
-          const copies = new Set(bodies.filter((b) => b.buffer !== big.buffer).map((b) => b.buffer));
-          // Parts: 1-2 inside the small tensors, 3 across the last small one and z, 4-5 and the remainder inside z.
-          expect(own.length).toBeGreaterThanOrEqual(2);
-          expect(bodies.length - own.length).toBeGreaterThanOrEqual(3);
-          expect(copies.size).toBeLessThanOrEqual(2);
+          const copied = bodies.filter((b) => b.buffer !== big.buffer);
+          // Parts: 1-2 gathered from the small tensors (part 1 with the header), 3 the last small bytes and a top-up
+          // from z to 5 MiB, 4 the rest of z as one view of its array (7 MiB: larger than partSize, no memory).
+          expect(own.length).toBe(1);
+          expect(own.reduce((n, b) => n + b.length, 0)).toBeGreaterThanOrEqual(big.byteLength - 5 * MIB);
+          expect(copied.length).toBe(3);
+          expect(copied.every((b) => b.length <= 5 * MIB)).toBe(true);
+          expect(new Set(copied.map((b) => b.buffer)).size).toBeLessThanOrEqual(2);
           expect(differing((await loadTensors(url)).tensors, t)).toEqual([]);
         } finally {
           s3Client().middlewareStack.remove('keepBodies');
@@ -477,7 +484,8 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
           expect(sent.indexOf(`HeadObjectCommand ${key}.index.json`)).toBeGreaterThanOrEqual(0);
           expect(sent.indexOf(`HeadObjectCommand ${key}.index.json`)).toBeLessThan(complete);
           expect(sent.filter((r) => r === `HeadObjectCommand ${key}`)).toEqual([]);
-          expect(sent.filter((r) => r.startsWith('UploadPartCommand')).length).toBe(3);
+          // Part 1 (the header and a top-up to 5 MiB) and the remaining 7 MiB as one view of the array.
+          expect(sent.filter((r) => r.startsWith('UploadPartCommand')).length).toBe(2);
           expect(bytesOf((await loadTensors(`s3://${BUCKET}/${key}`)).tensors).big).toBe(
             Buffer.from(big.buffer).toString('hex'),
           );
@@ -486,6 +494,79 @@ describeWithGateway('s3:// against a Ceph RADOS Gateway', () => {
           configureS3({ partSize: 16 * MIB });
         }
       });
+
+      test('parts cut at tensor boundaries round-trip bit-exactly: tensors just under/over 5 MiB, many small ones then a big one, one huge tensor, a header larger than partSize', async () => {
+        configureS3({ partSize: 5 * MIB, concurrency: 3 });
+        const bodies: Buffer[] = [];
+        s3Client().middlewareStack.add(
+          (next, context) => async (a) => {
+            if (context.commandName === 'UploadPartCommand') bodies.push((a.input as { Body: Buffer }).Body);
+            return next(a);
+          },
+          { step: 'initialize', name: 'keepLayoutBodies' },
+        );
+        const f32 = (bytes: number, seed: number) => {
+          const r = rng(seed);
+          const data = new Float32Array(bytes / 4);
+          for (let i = 0; i < data.length; i += 1024) data[i] = r(); // sparse: cheap to fill, any mix-up shows
+          data[data.length - 1] = seed;
+          return { dtype: 'float32' as const, shape: [data.length], data };
+        };
+        const cases: { name: string; tensors: NamedTensors; metadata?: Record<string, string> }[] = [
+          {
+            name: 'around-5mib',
+            // Names fix the file order (float32 by name): under, a small one, over, 10 MiB + 4 after a small one.
+            tensors: {
+              a: f32(5 * MIB - 4, 1),
+              b: f32(4096, 2),
+              c: f32(5 * MIB + 4, 3),
+              d: f32(8, 4),
+              e: f32(10 * MIB + 4, 5),
+            },
+          },
+          {
+            name: 'small-then-big',
+            tensors: {
+              ...Object.fromEntries(
+                Array.from({ length: 200 }, (_, i) => [`a${String(i).padStart(3, '0')}`, f32(16 * 1024, 10 + i)]),
+              ),
+              z: f32(12 * MIB, 9),
+            },
+          },
+          { name: 'one-huge', tensors: { only: f32(40 * MIB, 7) } },
+          // A header of about 6 MiB (metadata), larger than partSize: part 1 is the header alone.
+          {
+            name: 'big-header',
+            tensors: { w: f32(11 * MIB, 8), b: f32(64, 6) },
+            metadata: { note: 'n'.repeat(6 * MIB) },
+          },
+        ];
+        try {
+          for (const c of cases) {
+            bodies.length = 0;
+            const url = `s3://${BUCKET}/${backend}/layout-${c.name}.safetensors`;
+            await saveTensors(url, c.tensors, c.metadata ? { metadata: c.metadata } : {});
+            const loaded = await loadTensors(url);
+            expect([c.name, differing(loaded.tensors, c.tensors)]).toEqual([c.name, []]);
+            if (c.metadata) expect(loaded.metadata.note.length).toBe(6 * MIB);
+            expect((await verifyCheckpoint(url)).tensors).toBe(Object.keys(c.tensors).length);
+            // A tensor of 10 MiB or more is sent from its own array, all but at most 5 MiB of it; gathered parts hold
+            // at most partSize, except a header part larger than that on its own.
+            for (const [name, t] of Object.entries(c.tensors)) {
+              if (t.data.byteLength < 10 * MIB) continue;
+              const own = bodies.filter((b) => b.buffer === t.data.buffer).reduce((n, b) => n + b.length, 0);
+              expect([c.name, name, own >= t.data.byteLength - 5 * MIB]).toEqual([c.name, name, true]);
+            }
+            const arrays = new Set(Object.values(c.tensors).map((t) => t.data.buffer));
+            const gathered = bodies.filter((b) => !arrays.has(b.buffer as ArrayBuffer)).map((b) => b.length);
+            const limit = c.metadata ? 6 * MIB + 4096 : 5 * MIB;
+            expect([c.name, gathered.filter((n) => n > limit)]).toEqual([c.name, []]);
+          }
+        } finally {
+          s3Client().middlewareStack.remove('keepLayoutBodies');
+          configureS3({ partSize: 16 * MIB, concurrency: 4 });
+        }
+      }, 180_000);
 
       test('a multipart upload failing at a part leaves no object under the name and no incomplete upload', async () => {
         configureS3({ partSize: 5 * MIB });
