@@ -180,7 +180,7 @@ export function fromBackendFailure(
   err: unknown,
   action: string,
   tensorNames: readonly string[],
-  callerStack?: string,
+  callerStack?: CallerStack,
 ): CheckpointError {
   const out = codedFailure(err as FailureFields | undefined, err, action, tensorNames, '');
   if (callerStack) withCallerStack(out, callerStack);
@@ -264,19 +264,29 @@ function codedFailure(
  * public API call before its work went asynchronous or to the background), so that the trace points at the user's
  * call rather than at library frames. Returns `err`; a non-Error is returned as it is.
  */
-export function withCallerStack<T>(err: T, callerStack: string): T {
-  if (!(err instanceof Error) || !callerStack) return err;
+export function withCallerStack<T>(err: T, callerStack: CallerStack): T {
+  const frames = callerStack.stack;
+  if (!(err instanceof Error) || !frames) return err;
   const head =
     err instanceof CheckpointError ? `${err.name} [${err.code}]: ${err.message}` : `${err.name}: ${err.message}`;
-  err.stack = `${head}\n${callerStack.split('\n').slice(1).join('\n')}`;
+  err.stack = `${head}\n${frames.split('\n').slice(1).join('\n')}`;
   return err;
 }
 
+/**
+ * A stack captured by captureStack: its text (`stack`) is formatted only when read, i.e. only when an error is
+ * raised (V8 formats a captured trace lazily, and the formatting is most of its cost), so every public call can
+ * afford to take one, a CheckpointManager step() included.
+ */
+export interface CallerStack {
+  readonly stack?: string;
+}
+
 /** The current stack, for attaching to errors raised after an await. */
-export function captureStack(): string {
+export function captureStack(): CallerStack {
   const holder: { stack?: string } = {};
   Error.captureStackTrace(holder, captureStack);
-  return holder.stack ?? '';
+  return holder;
 }
 
 /**
@@ -290,7 +300,7 @@ export function captureStack(): string {
 export function fromCommitFailure(
   err: unknown,
   tensorNames: readonly string[] = [],
-  callerStack?: string,
+  callerStack?: CallerStack,
 ): CheckpointError {
   const f = err as Partial<CommitFailure> & Error;
   const where =

@@ -4,6 +4,11 @@
 
 #include <time.h>
 
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
+
 #include <utility>
 
 namespace tfjs_checkpoint {
@@ -15,6 +20,16 @@ uint64_t MonotonicNs() {
   struct timespec ts;
   if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Called on the queue's thread as it starts: SCHED_BATCH (see commit_queue.h, "Scheduling"). Best effort: lowering
+// one's own policy needs no privilege, and a thread left at SCHED_OTHER only schedules as before.
+void DisableWakeupPreemption() {
+#if defined(__linux__)
+  sched_param param{};
+  param.sched_priority = 0;
+  (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);
+#endif
 }
 
 }  // namespace
@@ -66,6 +81,7 @@ CommitOutcome CommitQueue::Aborted(const Poison& poison) const {
 }
 
 void CommitQueue::Run() {
+  DisableWakeupPreemption();
   for (;;) {
     Entry entry;
     Poison poison;

@@ -5,6 +5,10 @@
 // Threading: Submit, Reset and Stop may be called from any thread (the binding calls them on the JS thread); the
 // plans run one at a time on the queue's thread, which calls `on_done` there for every plan it takes (executed or
 // aborted), in submission order. `on_done` must not block for long and must not call back into the queue's Stop.
+// Scheduling (Linux): the queue's thread runs under SCHED_BATCH (nice unchanged), so that waking it (Submit, from
+// the JS thread inside a CheckpointManager step()) never preempts the thread that woke it: with the JS thread and
+// the writer sharing a core, the scheduler would otherwise often switch to the writer right there and leave the
+// training loop waiting for its time slice. It keeps its fair share of the CPU; only its wake-up preemption goes.
 // Invariants: plans are taken in submission order; a plan's generation is the Reset() count when it was submitted;
 // the poisoned generation only grows. Node-free.
 #ifndef TFJS_CHECKPOINT_COMMIT_QUEUE_H_

@@ -28,9 +28,24 @@ export { PID_SPACE };
 
 const inFlight = new Set<string>();
 
+/** Random bytes for the names' 12 hex digits, drawn 64 names at a time: one randomBytes call costs about as much
+ * as drawing the bytes for many (a CheckpointManager's step() names up to four temp files on the JS thread). */
+const POOL_NAMES = 64;
+let pool = Buffer.alloc(0);
+let poolNext = 0;
+
+function randomHex12(): string {
+  if (poolNext >= pool.length) {
+    pool = randomBytes(6 * POOL_NAMES);
+    poolNext = 0;
+  }
+  poolNext += 6;
+  return pool.toString('hex', poolNext - 6, poolNext);
+}
+
 /** A fresh temp path in `dir`, registered as in flight until `release`. */
 export function acquireTempPath(dir: string): string {
-  const p = path.join(dir, `.tfjs-ckpt-${process.pid}-${threadId}-${PID_SPACE}-${randomBytes(6).toString('hex')}.tmp`);
+  const p = path.join(dir, `.tfjs-ckpt-${process.pid}-${threadId}-${PID_SPACE}-${randomHex12()}.tmp`);
   inFlight.add(p);
   return p;
 }

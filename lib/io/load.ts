@@ -3,7 +3,7 @@
  * index (shards.ts; locally or on s3://), an `s3://` object through ranged GETs of one version (s3/objects.ts).
  */
 import { argKeys, readArgs, typedArrayKind } from '../args';
-import { CheckpointError, ErrorCode, captureStack } from '../errors';
+import { type CallerStack, CheckpointError, ErrorCode, captureStack } from '../errors';
 import { LoadedArray, ST_ARRAYS } from '../format/dtype-convert';
 import { HeaderState, ParsedHeader, TFJS_OF_ST, TensorArray, TensorEntry, setOwn } from '../format/header';
 import { parseS3Url } from '../s3/location';
@@ -122,7 +122,7 @@ async function loadFile(
   verify: boolean,
   mmap: boolean,
   into: Record<string, ArrayBufferView> | undefined,
-  stack: string,
+  stack: CallerStack,
 ): Promise<LoadedTensors> {
   const action = `load ${opened.path}`;
   const given = into ? destinationsOf(opened.parsed, into, opened.path) : undefined;

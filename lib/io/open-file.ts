@@ -11,7 +11,7 @@
 import { Stats, constants as fsConstants, promises as fsp } from 'node:fs';
 import type { ReadPlan } from '../backend/backend';
 import { getBackend } from '../backend/select';
-import { CheckpointError, ErrorCode, fromBackendFailure, fromNodeError } from '../errors';
+import { type CallerStack, CheckpointError, ErrorCode, fromBackendFailure, fromNodeError } from '../errors';
 import { HeaderState, ParsedHeader, readHeader, readHeaderLength } from '../format/header';
 
 /**
@@ -201,7 +201,7 @@ export async function readTensors(
   opened: OpenedFile,
   verify: boolean,
   action: string,
-  stack: string,
+  stack: CallerStack,
   first = 0,
   end?: number,
   map = false,
@@ -224,7 +224,7 @@ export async function readTensorsInto(
   opened: OpenedFile,
   verify: boolean,
   action: string,
-  stack: string,
+  stack: CallerStack,
   into: (Uint8Array | null)[],
 ): Promise<(ArrayBuffer | null)[]> {
   const out = new Array<ArrayBuffer | null>(opened.parsed.tensorCount);
@@ -250,7 +250,7 @@ export async function readTensorsInto(
 export async function visitTensorBytes(
   opened: OpenedFile,
   action: string,
-  stack: string,
+  stack: CallerStack,
   first: number,
   end: number,
   visit: (k: number, bytes: Uint8Array) => void,
@@ -263,7 +263,7 @@ async function readRanges(
   opened: OpenedFile,
   verify: boolean,
   action: string,
-  stack: string,
+  stack: CallerStack,
   first: number,
   end: number | undefined,
   map: boolean,

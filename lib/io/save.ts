@@ -5,6 +5,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import {
+  type CallerStack,
   CheckpointError,
   ErrorCode,
   captureStack,
@@ -149,7 +150,7 @@ export async function writeCheckpointFile(
   inputs: readonly HeaderInput[],
   metadata: Record<string, string>,
   durable: boolean,
-  stack: string,
+  stack: CallerStack,
 ): Promise<void> {
   const header = checkedHeader(inputs, metadata);
   if (isObjectLocation(target)) {

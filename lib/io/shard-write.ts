@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { CheckpointError, invalidArgument } from '../errors';
+import { type CallerStack, CheckpointError, invalidArgument } from '../errors';
 import { HeaderInput, setOwn } from '../format/header';
 import { FOREIGN_TEMP_MAX_AGE_MS } from '../fs/tempfiles';
 import { s3Settings } from '../s3/client';
@@ -34,7 +34,7 @@ export interface ShardSetArgs {
   durable: boolean;
   maxShardSize: number;
   concurrency: number;
-  stack: string;
+  stack: CallerStack;
 }
 
 /** What saveShardSet wrote. */

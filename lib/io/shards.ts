@@ -120,8 +120,9 @@ export function checkpointPathsSync(target: string): string[] {
   const out = target !== names.index ? [names.target, names.index] : [names.index];
   let text: string;
   try {
-    const st = fs.statSync(names.index);
-    if (!st.isFile() || st.size > MAX_INDEX_BYTES) return out;
+    // No exception when absent (the usual case: building one costs more than the stat itself).
+    const st = fs.statSync(names.index, { throwIfNoEntry: false });
+    if (!st?.isFile() || st.size > MAX_INDEX_BYTES) return out;
     text = fs.readFileSync(names.index, 'utf8');
   } catch {
     return out; // no set under this name

@@ -3,7 +3,7 @@
  * progress. One file is verified through its one open descriptor (open-file.ts), whatever saves replace it meanwhile.
  */
 import { readArgs } from '../args';
-import { captureStack, fromBackendFailure } from '../errors';
+import { type CallerStack, captureStack, fromBackendFailure } from '../errors';
 import { ParsedHeader, TensorEntry } from '../format/header';
 import { getBackend } from '../backend/select';
 import { parseS3Url } from '../s3/location';
@@ -53,7 +53,7 @@ function verifySteps(parsed: ParsedHeader, limit: number): VerifyStep[] {
  */
 async function verifyData(
   opened: OpenedFile,
-  stack: string,
+  stack: CallerStack,
   limit: number,
   onProgress: ((bytesDone: number, bytesTotal: number) => void) | undefined,
 ): Promise<void> {

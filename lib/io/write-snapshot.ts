@@ -8,6 +8,7 @@ import { DTYPES } from '../format/header';
 import type { NamedTensors } from './tensors';
 import { writeCheckpointFile } from './tensors';
 import { findSupersededSet, parseConcurrency, removeSupersededSet, saveShardSet } from './shards';
+import type { CallerStack } from '../errors';
 
 export interface WriteSnapshotArgs {
   /** The file's metadata (string values, no reserved keys). */
@@ -17,7 +18,7 @@ export interface WriteSnapshotArgs {
   /** Write a shard set of shards of at most this many bytes (already parsed); undefined: one file. */
   maxShardSize?: number;
   /** The caller's stack (captureStack), shown by the errors of the write. */
-  stack: string;
+  stack: CallerStack;
 }
 
 /** Writes `tensors` (already valid: dtypes, shapes and data lengths agree) to `target` as saveTensors would. */

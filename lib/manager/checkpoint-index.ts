@@ -245,6 +245,27 @@ export function parseIndex(text: string): CheckpointIndex {
   };
 }
 
+/**
+ * Each history entry's line in the index file, kept from its first serialization: every save writes the whole
+ * history (up to HISTORY_LIMIT entries), and re-encoding 10,000 entries would cost the JS thread milliseconds at
+ * each step() that saves. Sound because a recorded entry is never mutated: the store copies entries in (record) and
+ * the manager copies them out (CheckpointRecord.history); an entry replaced by a later record is a new object.
+ */
+const historyLines = new WeakMap<HistoryEntry, string>();
+
+function historyLine(h: HistoryEntry): string {
+  let line = historyLines.get(h);
+  if (line === undefined) {
+    line = JSON.stringify({
+      epoch: h.epoch,
+      ...(h.batch !== undefined ? { batch: h.batch } : {}),
+      metrics: encodeMetrics(h.metrics),
+    });
+    historyLines.set(h, line);
+  }
+  return line;
+}
+
 /** The index as JSON text: indented, except history entries, one compact line each (it may hold 10,000). */
 export function serializeIndex(index: CheckpointIndex): string {
   const text = JSON.stringify(
@@ -263,13 +284,7 @@ export function serializeIndex(index: CheckpointIndex): string {
     2,
   );
   if (index.history === undefined) return text + '\n';
-  const lines = index.history.map((h) =>
-    JSON.stringify({
-      epoch: h.epoch,
-      ...(h.batch !== undefined ? { batch: h.batch } : {}),
-      metrics: encodeMetrics(h.metrics),
-    }),
-  );
+  const lines = index.history.map(historyLine);
   const history = lines.length ? `[\n    ${lines.join(',\n    ')}\n  ]` : '[]';
   // The object's text ends with '\n}': the history goes in as its last member.
   return `${text.slice(0, -2)},\n  "history": ${history}\n}\n`;

@@ -76,7 +76,14 @@ import { joinLocation } from '../s3/location';
 import type * as tf from '@tensorflow/tfjs';
 import { AsyncWriter } from './async-writer';
 import { entryFromMetadata } from './checkpoint-index';
-import { CheckpointError, ErrorCode, captureStack, invalidArgument, withCallerStack } from '../errors';
+import {
+  type CallerStack,
+  CheckpointError,
+  ErrorCode,
+  captureStack,
+  invalidArgument,
+  withCallerStack,
+} from '../errors';
 import { integerArg, plainObjectArg, readArgs } from '../args';
 import type { MonitorMode } from './metric-names';
 import { restoreCheckpoint } from '../model/save-restore';
@@ -275,7 +282,7 @@ export class CheckpointManager extends CheckpointRecord {
     epoch: number,
     metrics: Record<string, number>,
     batch: number | undefined,
-    stack: string,
+    stack: CallerStack,
   ): Promise<StepResult | null> {
     const a = this.args;
     this.store.record({ epoch, ...(batch !== undefined ? { batch } : {}), metrics });

@@ -139,11 +139,16 @@ function parseTemplate(template: string): ParsedTemplate {
  * ERR_CHECKPOINT_TEMPLATE saying what and where. Whether the keys exist can only be known when rendering.
  */
 export function validateTemplate(template: string): TemplateField[] {
-  return checkTemplate(template).fields;
+  return checkTemplate(template).fields.map((f) => ({ ...f })); // copies: the parse is kept (checkTemplate)
 }
+
+/** The last template checkTemplate accepted, with its parse: a CheckpointManager renders the same one at every
+ * save (its step() need not parse it again). Parses are never mutated. */
+let lastChecked: { template: string; parsed: ParsedTemplate } | undefined;
 
 /** Parses `template` and checks its literal text (see validateTemplate). */
 function checkTemplate(template: string): ParsedTemplate {
+  if (lastChecked?.template === template) return lastChecked.parsed;
   const parsed = parseTemplate(template);
   for (const piece of parsed.pieces) {
     if ('literal' in piece && /[/\\]/.test(piece.literal)) {
@@ -158,6 +163,7 @@ function checkTemplate(template: string): ParsedTemplate {
   if (parsed.fields.length === 0 && (template === '' || template === '.' || template === '..')) {
     throw templateError(template, 'it does not name a file');
   }
+  lastChecked = { template, parsed };
   return parsed;
 }
 

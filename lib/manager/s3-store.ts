@@ -17,7 +17,7 @@
  *   sets.
  * `durable` has no meaning here (an object is committed when its PUT or CompleteMultipartUpload returns).
  */
-import { CheckpointError, ErrorCode } from '../errors';
+import { type CallerStack, CheckpointError, ErrorCode } from '../errors';
 import {
   INDEX_SUFFIX,
   type ShardIndex,
@@ -230,7 +230,12 @@ export class S3Medium implements StoreMedium {
     );
   }
 
-  async write(file: string, tensors: NamedTensors, metadata: Record<string, string>, stack: string): Promise<void> {
+  async write(
+    file: string,
+    tensors: NamedTensors,
+    metadata: Record<string, string>,
+    stack: CallerStack,
+  ): Promise<void> {
     this.holder().lock.checkLocal();
     const { maxShardSize } = this.args;
     await writeSnapshot(this.locate(file), tensors, {

@@ -9,6 +9,7 @@ import { Resolved, renderSaveName } from './manager-args';
 import type { CheckpointPolicy, StepDecision } from './policy';
 import type { SaveDecision } from './store';
 import * as msg from './keras-messages';
+import type { CallerStack } from '../errors';
 
 export interface StepPlan {
   decision: StepDecision;
@@ -25,7 +26,7 @@ export function planStep(
   policy: CheckpointPolicy,
   baseline: number | null,
   step: { epoch: number; batch: number | undefined; metrics: Record<string, number> },
-  stack: string,
+  stack: CallerStack,
 ): StepPlan {
   const { epoch, batch, metrics } = step;
   const d = policy.decide(metrics, baseline);

@@ -14,7 +14,7 @@ import type { CheckpointIndex, ReadIndexResult, RebuildArgs, RebuildResult } fro
 import { INDEX_FILENAME, readIndex, rebuildIndex, writeIndex } from './checkpoint-index';
 import type { CommitQueue } from '../backend/backend';
 import { getBackend } from '../backend/select';
-import { fromNodeError } from '../errors';
+import { type CallerStack, fromNodeError } from '../errors';
 import { DirLock, acquireDirLock } from '../fs/dir-lock';
 import { fsyncDirectory } from '../fs/fsync-dir';
 import { removeStaleTemps } from '../fs/tempfiles';
@@ -65,7 +65,7 @@ export interface StoreMedium {
   /** ERR_CHECKPOINT_FOREIGN_FILE if `file` exists and the manager did not write it (see store-files.ts). */
   checkOverwrite(index: CheckpointIndex, file: string): Promise<void>;
   /** Writes one checkpoint atomically from a snapshot's tensors. */
-  write(file: string, tensors: NamedTensors, metadata: Record<string, string>, stack: string): Promise<void>;
+  write(file: string, tensors: NamedTensors, metadata: Record<string, string>, stack: CallerStack): Promise<void>;
   /**
    * Makes `to` hold the current content of `from`, atomically (`previous`: the version a save replaces; `last`: the
    * file just written). False when the medium cannot for `last` (the store writes it from the snapshot instead).
@@ -153,7 +153,7 @@ export class LocalMedium implements StoreMedium {
     checkOverwrite(this.args.directory, index, file);
   }
 
-  write(file: string, tensors: NamedTensors, metadata: Record<string, string>, stack: string): Promise<void> {
+  write(file: string, tensors: NamedTensors, metadata: Record<string, string>, stack: CallerStack): Promise<void> {
     return writeSnapshot(this.locate(file), tensors, {
       metadata,
       durable: this.args.durable,

@@ -30,7 +30,7 @@ import {
   withWritten,
 } from './checkpoint-index';
 import type { CommitFailure, CommitQueue } from '../backend/backend';
-import { fromCommitFailure, withCallerStack } from '../errors';
+import { type CallerStack, fromCommitFailure, withCallerStack } from '../errors';
 import { releaseTempPath } from '../fs/tempfiles';
 import type { NamedTensors } from '../io/tensors';
 import { CheckpointPolicy, compareProgress } from './policy';
@@ -46,7 +46,7 @@ export interface SaveDecision {
   /** The `last` checkpoint (saveLast), if any. */
   last?: CheckpointEntry;
   /** The caller's stack at step() (captureStack), shown by the errors of the write. */
-  stack: string;
+  stack: CallerStack;
 }
 
 /** A model's state copied off the device at step() time: the tensors and the file metadata. */
@@ -319,7 +319,7 @@ export class MediumCheckpointStore implements CheckpointStore {
     built: BuiltSave,
     next: CheckpointIndex,
     version: number,
-    stack: string,
+    stack: CallerStack,
   ): Promise<never> {
     const error = fromCommitFailure(e, built.tensorNames, stack);
     if ((e as Partial<CommitFailure>).kind === 'aborted' || !this.queue) throw error;

@@ -7,7 +7,7 @@
  */
 import type * as SDK from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
-import { CheckpointError, ErrorCode, fromBackendFailure } from '../errors';
+import { type CallerStack, CheckpointError, ErrorCode, fromBackendFailure } from '../errors';
 import { ParsedHeader, TensorEntry, HeaderState, readHeader, readHeaderLength } from '../format/header';
 import { getBackend } from '../backend/select';
 import { loadSdk, s3Client, s3Settings } from './client';
@@ -211,7 +211,7 @@ export function loadSpans(dataLength: number, rangeSize: number, concurrency: nu
  * each tensor piece advances as its bytes land (while the other GETs stream), and every tensor's CRC32C is combined
  * from its pieces (crc32cCombine) and checked: nothing is read twice, nothing waits for the end of the transfer.
  */
-export async function readObjectData(loc: S3Location, opened: OpenedObject, verify: boolean, stack: string) {
+export async function readObjectData(loc: S3Location, opened: OpenedObject, verify: boolean, stack: CallerStack) {
   const { rangeSize, concurrency } = s3Settings();
   const { entries, dataStart, dataLength, tensorCrcs } = opened.parsed;
   const { crc32c: crc, crc32cCombine: combine } = getBackend();
@@ -269,7 +269,7 @@ export async function verifyObjectData(
   loc: S3Location,
   opened: OpenedObject,
   groupBytes: number,
-  stack: string,
+  stack: CallerStack,
   check: (entry: TensorEntry, bytes: Uint8Array, offset: number) => void,
   onProgress?: (done: number, total: number) => void,
 ): Promise<void> {

@@ -660,3 +660,35 @@ describe('failures', () => {
     expect(fs.readdirSync(dir)).toEqual([]);
   });
 });
+
+/** The scheduling policy of each thread of this process (field 41 of /proc/self/task/<tid>/stat; 3 is SCHED_BATCH). */
+function threadPolicies(): number[] {
+  return fs.readdirSync('/proc/self/task').flatMap((tid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38])];
+    } catch {
+      return []; // the thread ended meanwhile
+    }
+  });
+}
+
+describe('commit queue scheduling', () => {
+  test('on Linux the commit queue thread runs under SCHED_BATCH (waking it from step() does not preempt the JS thread), and its thread is gone after close()', async () => {
+    if (process.platform !== 'linux') {
+      // /proc and SCHED_BATCH are Linux's: elsewhere the thread keeps the default policy (commit_queue.h).
+      expect(fs.existsSync('/proc/self/task')).toBe(false);
+      return;
+    }
+    const SCHED_BATCH = 3;
+    const batch = (): number => threadPolicies().filter((p) => p === SCHED_BATCH).length;
+    const before = batch();
+    const queue = native.openCommitQueue();
+    // The thread sets its own policy as it starts: allow it a moment.
+    const deadline = Date.now() + 5000;
+    while (batch() === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(batch()).toBe(before + 1);
+    await queue.close();
+    expect(batch()).toBe(before);
+  });
+});
