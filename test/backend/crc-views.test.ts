@@ -6,19 +6,7 @@ import { ErrorCode } from '../../lib';
 import { getBackend } from '../../lib/backend/select';
 import { crc32c } from '../../lib/format/crc32c';
 import { BACKENDS, useBackend } from '../helpers/backends';
-
-/** Deterministic pseudo-random bytes (xorshift32). */
-function randomBytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed | 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+import { randomBytes } from '../helpers/random-bytes';
 
 const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(Buffer.from(b));
 

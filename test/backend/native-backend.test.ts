@@ -13,6 +13,7 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import type { ReadIntoPlan, ReadPlan, WritePlan } from '../../lib/backend/backend';
 import { crc32c as crc32cTs, crc32cCombine as crc32cCombineTs } from '../../lib/format/crc32c';
 import { findPackageRoot, loadNativeBackend, type NativeBackend } from '../../lib/backend/native-backend';
+import { randomBytes } from '../helpers/random-bytes';
 
 const loaded = loadNativeBackend();
 if ('error' in loaded) throw loaded.error; // the addon must build and load here: fail loudly, never skip
@@ -25,19 +26,6 @@ beforeEach(() => {
 afterEach(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-/** Deterministic pseudo-random bytes (xorshift32). */
-function randomBytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed | 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
 const hex = (crc: number): string => (crc >>> 0).toString(16).padStart(8, '0');

@@ -6,23 +6,11 @@
  */
 import { crc32c, crc32cBytewise, WORD_PATH_MIN_BYTES } from '../../lib/format/crc32c';
 import { loadNativeBackend, type NativeBackend } from '../../lib/backend/native-backend';
+import { randomBytes } from '../helpers/random-bytes';
 
 const loaded = loadNativeBackend();
 if ('error' in loaded) throw loaded.error; // the addon must build and load here: fail loudly, never skip
 const native: NativeBackend = loaded.backend;
-
-/** Deterministic pseudo-random bytes (xorshift32). */
-function randomBytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed | 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /** Deterministic pseudo-random integers in [0, n) (an LCG, independent of the data's generator). */
 function randomInts(seed: number): (n: number) => number {
