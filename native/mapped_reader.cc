@@ -11,6 +11,7 @@
 
 #include "atomic_file.h"
 #include "crc32c.h"
+#include "midpoint.h"
 
 namespace tfjs_checkpoint {
 
@@ -22,59 +23,40 @@ void Mapping::Release(Mapping* m) {
 
 namespace {
 
-// Where the second CRC thread starts: view `view`, byte `offset` of it (offset < its length), or view == views.size()
-// when everything is checksummed on one thread.
-struct Split {
-  size_t view;
-  size_t offset;
-};
-
-// The byte midpoint of the views' concatenation, wherever it falls: inside a tensor too (a checkpoint's bytes are
-// often mostly one embedding or output table, so a split at tensor bounds would leave the second thread nearly idle).
-Split MidpointOf(const std::vector<MappedView>& views, uint64_t total) {
-  uint64_t before = 0;
-  const uint64_t half = total / 2;
-  for (size_t i = 0; i < views.size(); i++) {
-    if (before + views[i].length > half) return Split{i, static_cast<size_t>(half - before)};
-    before += views[i].length;
-  }
-  return Split{views.size(), 0};
-}
-
-// The CRCs of the views from `split` on into crcs[split.view, views.size()): for split.view, of its bytes from
+// The CRCs of the views from `split` on into crcs[split.index, views.size()): for split.index, of its bytes from
 // split.offset on only (its head is the other thread's).
-void CrcTail(const std::vector<MappedView>& views, Split split, std::vector<uint32_t>* crcs) {
-  if (split.view >= views.size()) return;
-  const MappedView& first = views[split.view];
-  (*crcs)[split.view] = Crc32c(first.data + split.offset, first.length - split.offset);
-  for (size_t i = split.view + 1; i < views.size(); i++) (*crcs)[i] = Crc32c(views[i].data, views[i].length);
+void CrcTail(const std::vector<MappedView>& views, Midpoint split, std::vector<uint32_t>* crcs) {
+  if (split.index >= views.size()) return;
+  const MappedView& first = views[split.index];
+  (*crcs)[split.index] = Crc32c(first.data + split.offset, first.length - split.offset);
+  for (size_t i = split.index + 1; i < views.size(); i++) (*crcs)[i] = Crc32c(views[i].data, views[i].length);
 }
 
 // Checks every view's CRC against `expected`; on a mismatch, the first one's index and computed CRC. With at least
-// kParallelCrcMin bytes, the bytes after the midpoint (MidpointOf) are checksummed on a second thread meanwhile (the
-// mapping is only read; the thread is joined before returning), and the tensor holding the midpoint gets the CRC of
-// its two pieces combined (Crc32cCombine). Without a thread (resource limits), all here.
+// kParallelCrcMin bytes, the bytes after the midpoint (midpoint.h MidpointOf) are checksummed on a second thread
+// meanwhile (the mapping is only read; the thread is joined before returning), and the tensor holding the midpoint gets
+// the CRC of its two pieces combined (Crc32cCombine). Without a thread (resource limits), all here.
 bool CheckViews(const std::vector<MappedView>& views, const std::vector<uint32_t>& expected, size_t* index,
                 uint32_t* actual) {
   uint64_t total = 0;
   for (const MappedView& v : views) total += v.length;
   std::vector<uint32_t> crcs(views.size(), 0);
-  Split split{views.size(), 0};
+  Midpoint split{views.size(), 0};
   if (total >= kParallelCrcMin) split = MidpointOf(views, total);
   std::thread helper;
-  if (split.view < views.size()) {
+  if (split.index < views.size()) {
     try {
       helper = std::thread(CrcTail, std::cref(views), split, &crcs);
     } catch (const std::system_error&) {
-      split = Split{views.size(), 0};
+      split = Midpoint{views.size(), 0};
     }
   }
-  for (size_t i = 0; i < split.view; i++) crcs[i] = Crc32c(views[i].data, views[i].length);
+  for (size_t i = 0; i < split.index; i++) crcs[i] = Crc32c(views[i].data, views[i].length);
   // The head of the split tensor (its first split.offset bytes), here; its tail is the helper's.
-  const uint32_t head = split.view < views.size() ? Crc32c(views[split.view].data, split.offset) : 0;
+  const uint32_t head = split.index < views.size() ? Crc32c(views[split.index].data, split.offset) : 0;
   if (helper.joinable()) helper.join();
-  if (split.view < views.size() && split.offset > 0) {
-    crcs[split.view] = Crc32cCombine(head, crcs[split.view], views[split.view].length - split.offset);
+  if (split.index < views.size() && split.offset > 0) {
+    crcs[split.index] = Crc32cCombine(head, crcs[split.index], views[split.index].length - split.offset);
   }
   for (size_t i = 0; i < views.size(); i++) {
     if (crcs[i] != expected[i]) {

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "crc32c.h"
+#include "midpoint.h"
 
 namespace tfjs_checkpoint {
 
@@ -83,18 +84,8 @@ bool ReadCachedSplit(const File& file, const ReadJob& job, const std::vector<Own
   uint64_t total = 0;
   for (const OwnedBuffer& b : buffers) total += b.length;
   // The midpoint: range m, byte cut of it (cut < its length), or m == n for an empty read.
-  size_t m = n, cut = 0;
-  {
-    uint64_t before = 0;
-    for (size_t i = 0; i < n; i++) {
-      if (before + buffers[i].length > total / 2) {
-        m = i;
-        cut = static_cast<size_t>(total / 2 - before);
-        break;
-      }
-      before += buffers[i].length;
-    }
-  }
+  const Midpoint mid = MidpointOf(buffers, total);
+  const size_t m = mid.index, cut = mid.offset;
   Half head, tail;
   head.crcs.assign(n, 0);
   tail.crcs.assign(n, 0);
