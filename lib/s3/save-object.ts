@@ -7,7 +7,7 @@
  * Every request body is streamed from views of the tensors' own arrays (the header first, in part 1): nothing is
  * copied, so a save holds no part buffers, and parts are cut every partSize bytes of the object wherever tensors
  * begin (part-layout.ts). Every tensor's CRC32C is taken as its parts go (off the JS thread on the native backend),
- * and the header (part 1, with the first data bytes) goes last, once every CRC is known: nothing is read twice.
+ * and the header (part 1, with the first data bytes) goes last, once every CRC is known: no byte is checksummed twice.
  *
  * A streamed body is signed as a Buffer one is: this module hashes it (SHA-256, in slices on the JS thread: the SDK
  * would hash a Buffer body there in one go) and sets `x-amz-content-sha256`, which SigV4 signs and the server checks
