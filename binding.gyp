@@ -15,7 +15,7 @@
               "native/commit_queue.cc",
               "native/crc32c.cc",
               "native/crc_follower.cc",
-              "native/crc_gather.cc",
+              "native/crc_views.cc",
               "native/failure.cc",
               "native/js_convert.cc",
               "native/mapped_reader.cc",

@@ -3,15 +3,15 @@
 //
 // Exports: write(plan): Promise<void>, read(plan): Promise<(ArrayBuffer|null)[]> (null: read into plan.into[i]),
 // crc32c(view, crc?): number, crc32cPortable(view, crc?): number, crc32cCombine(crcA, crcB, lengthB): number,
-// crc32cHardware: boolean, crc32cViews(views, into?): Promise<number[]> (CRC32Cs, and a gather into `into`, on a pool
-// thread: crc_gather.h), and the CommitQueue class (commit_binding.cc). See lib/backend/backend.ts for the plans;
+// crc32cHardware: boolean, crc32cViews(views): Promise<number[]> (each view's CRC32C, on a pool thread: crc_views.h),
+// and the CommitQueue class (commit_binding.cc). See lib/backend/backend.ts for the plans;
 // value conversion lives in js_convert.cc.
 //
 // Threading rules:
 // - Argument unpacking, OnOK and OnError run on the JS thread of the environment that called (main thread or a
 //   worker_threads worker: the addon keeps no per-process JS state, so it is context-aware).
 // - Execute runs on a libuv pool thread and touches only the plain C++ job: no Napi::Env, no JS values.
-// - The TypedArrays being written (and crc32cViews' views and destination) are kept alive by an ObjectReference held
+// - The TypedArrays being written (and crc32cViews' views) are kept alive by an ObjectReference held
 //   by the worker until it is destroyed (on the JS thread, after the promise settles). The header is copied on the JS
 //   thread.
 // - Plans are validated in TypeScript; here a wrong type or a broken invariant throws a TypeError/RangeError
@@ -26,7 +26,7 @@
 
 #include "commit_binding.h"
 #include "crc32c.h"
-#include "crc_gather.h"
+#include "crc_views.h"
 #include "failure.h"
 #include "js_convert.h"
 #include "mapped_reader.h"
@@ -266,17 +266,17 @@ Napi::Value CrcCombineFunction(const Napi::CallbackInfo& info) {
 
 class CrcViewsWorker : public Napi::AsyncWorker {
  public:
-  // `keep` holds the views and the destination; released when the worker is destroyed (after the promise settles).
-  CrcViewsWorker(Napi::Env env, GatherJob job, Napi::Object keep)
+  // `keep` holds the views; released when the worker is destroyed (after the promise settles).
+  CrcViewsWorker(Napi::Env env, std::vector<ByteSpan> views, Napi::Object keep)
       : Napi::AsyncWorker(env, "tfjs_checkpoint.crc32cViews"),
         deferred_(Napi::Promise::Deferred::New(env)),
-        job_(std::move(job)),
+        views_(std::move(views)),
         keep_(Napi::Persistent(keep)) {}
 
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
  protected:
-  void Execute() override { CrcAndGather(job_, &crcs_); }  // cannot fail: the job was validated
+  void Execute() override { crcs_ = CrcOfViews(views_); }  // cannot fail
   void OnOK() override {
     SettleSafely(deferred_, [&] {
       Napi::Env env = Env();
@@ -289,37 +289,25 @@ class CrcViewsWorker : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
-  GatherJob job_;
+  std::vector<ByteSpan> views_;
   std::vector<uint32_t> crcs_;
   Napi::ObjectReference keep_;
 };
 
-// crc32cViews(views, into?): views an array of ArrayBufferViews; into absent/undefined or a view of at least their
-// total length overlapping none of them. A broken contract throws synchronously (TypeError/RangeError).
+// crc32cViews(views): views an array of ArrayBufferViews. A broken contract throws synchronously (TypeError).
 Napi::Value CrcViews(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsArray()) ThrowType(env, "views must be an array of ArrayBufferViews");
   Napi::Array views = info[0].As<Napi::Array>();
-  GatherJob job;
+  std::vector<ByteSpan> spans;
   Napi::Array keep = Napi::Array::New(env);
-  job.views.reserve(views.Length());
+  spans.reserve(views.Length());
   for (uint32_t i = 0; i < views.Length(); i++) {
     const Napi::Value v = views.Get(i);
-    job.views.push_back(ViewBytes(env, v, "views[" + std::to_string(i) + "]"));
+    spans.push_back(ViewBytes(env, v, "views[" + std::to_string(i) + "]"));
     keep.Set(i, v);
   }
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    const ByteSpan into = ViewBytes(env, info[1], "into");
-    // Writable: a view's memory is the JS heap's own ArrayBuffer (or SharedArrayBuffer) store.
-    job.gather = true;
-    job.into = const_cast<uint8_t*>(into.data);
-    job.into_length = into.length;
-    keep.Set(views.Length(), info[1]);
-  }
-  const std::string invalid = ValidateGatherJob(job);
-  if (!invalid.empty()) throw Napi::RangeError::New(env, "invalid crc32cViews call: " + invalid);
-
-  auto* worker = new CrcViewsWorker(env, std::move(job), keep);
+  auto* worker = new CrcViewsWorker(env, std::move(spans), keep);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -302,13 +302,11 @@ export interface Backend {
   /** The CRC32C of A followed by B from crc32c(A), crc32c(B) and B's length in bytes, without the bytes. */
   crc32cCombine(crcA: number, crcB: number, lengthB: number): number;
   /**
-   * The CRC32C of each of `views` (each from 0); with `into`, also a gather: view i's bytes are copied into `into`
-   * right after those of the views before it, in the same pass (each byte read once). `into` holds at least the
-   * views' total bytes and its filled part overlaps none of them (crc-views.ts checkCrcViews: a broken contract
-   * rejects with ERR_CHECKPOINT_INVALID_ARGUMENT before any byte is read).
-   * Threading: native, on a libuv pool thread, so the JS thread is free meanwhile (an S3 upload signs the other parts
-   * then); the views and `into` are referenced until the promise settles and must not change, nor be read as
-   * gathered, before it does. JS: computed on the calling thread before the (already settled) promise is returned.
+   * The CRC32C of each of `views` (each from 0). Views that are not ArrayBufferViews reject with
+   * ERR_CHECKPOINT_INVALID_ARGUMENT before any byte is read (crc-views.ts checkCrcViews).
+   * Threading: native, on a libuv pool thread, so the JS thread is free meanwhile (an S3 upload hashes and sends the
+   * other parts then); JS, on the calling thread in slices with turns of the event loop between them (slices.ts).
+   * Either way the views are read until the promise settles and must not change before it does.
    */
-  crc32cViews(views: readonly ArrayBufferView[], into?: Uint8Array): Promise<number[]>;
+  crc32cViews(views: readonly ArrayBufferView[]): Promise<number[]>;
 }

@@ -26,8 +26,8 @@ export interface NativeAddon {
   crc32cPortable(data: ArrayBufferView, crc?: number): number;
   /** The CRC32C of A followed by B from their CRCs and B's length (native/crc32c.h Crc32cCombine). */
   crc32cCombine(crcA: number, crcB: number, lengthB: number): number;
-  /** Backend.crc32cViews on a libuv pool thread (native/crc_gather.h); throws for a call breaking its contract. */
-  crc32cViews(views: readonly ArrayBufferView[], into?: Uint8Array): Promise<number[]>;
+  /** Backend.crc32cViews on a libuv pool thread (native/crc_views.h); throws for a call breaking its contract. */
+  crc32cViews(views: readonly ArrayBufferView[]): Promise<number[]>;
   /** Whether `crc32c` uses CRC32C CPU instructions (SSE4.2 on x86-64, the CRC extension on arm64). */
   crc32cHardware: boolean;
   /** A commit-plan executor with its own thread (native/commit_binding.cc). */
@@ -142,10 +142,10 @@ function wrap(addon: NativeAddon, binaryPath: string): NativeBackend {
     crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
       return addon.crc32cCombine(crcA, crcB, lengthB);
     },
-    crc32cViews(views: readonly ArrayBufferView[], into?: Uint8Array): Promise<number[]> {
+    crc32cViews(views: readonly ArrayBufferView[]): Promise<number[]> {
       try {
-        checkCrcViews(views, into);
-        return addon.crc32cViews(views, into);
+        checkCrcViews(views);
+        return addon.crc32cViews(views);
       } catch (err) {
         return Promise.reject(asError(err));
       }

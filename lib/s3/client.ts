@@ -20,13 +20,13 @@ export interface ConfigureS3Args {
    * when an endpoint is configured (here or in the environment), else false (virtual-hosted, as AWS prefers). */
   forcePathStyle?: boolean;
   /** Bytes per multipart-upload part, and the size above which an object is uploaded in parts (at most this, plus
-   * the header, is sent as one PUT). Parts are cut at tensor boundaries (lib/s3/part-layout.ts): a part of one
-   * tensor's bytes is sent from its own array and may hold up to partSize + 5 MiB (a remainder under S3's minimum
-   * joins it); runs of small tensors are copied into part buffers of at most partSize. From 5 MiB (S3's minimum part)
-   * to 5 GiB (its maximum). Default: 16 MiB. */
+   * the header, is sent as one PUT). Parts are cut every partSize bytes of the object (lib/s3/part-layout.ts; part 1
+   * holds the whole header), each streamed from views of the tensors' own arrays: nothing is copied, whatever the
+   * size. Grown only for an object that would need more than S3's 10000 parts. From 5 MiB (S3's minimum part) to
+   * 5 GiB (its maximum). Default: 16 MiB. */
   partSize?: number;
-  /** Parts uploaded, and ranges downloaded, at once. A save holds at most `concurrency x partSize` bytes beyond the
-   * tensors. Default: 4. */
+  /** Parts uploaded, and ranges downloaded, at once. A save streams its parts from the tensors' arrays, so it holds
+   * no part buffers, whatever the concurrency. Default: 4. */
   concurrency?: number;
   /** The least bytes per ranged GET when loading: the data section is read in `min(concurrency, dataLength /
    * rangeSize)` spans of equal size, all at once, each one GET streamed into the tensors' own buffers (a span may

@@ -1,4 +1,4 @@
-// Native unit tests of the core (crc32c, crc_gather, atomic_file, tensor_writer, tensor_reader, commit_plan,
+// Native unit tests of the core (crc32c, crc_views, atomic_file, tensor_writer, tensor_reader, commit_plan,
 // commit_queue), without Node. Built by CMakeLists.txt with TFJS_CKPT_TESTS=ON (under ASan/UBSan by `npm run
 // test:native`) and run by ctest, one entry per group: `tfjs_checkpoint_unit_tests <group>` runs the tests of that
 // group, no argument runs all.
@@ -32,7 +32,7 @@
 #include "commit_queue.h"
 #include "crc32c.h"
 #include "crc_follower.h"
-#include "crc_gather.h"
+#include "crc_views.h"
 #include "mapped_reader.h"
 #include "split_reader.h"
 #include "tensor_reader.h"
@@ -295,75 +295,24 @@ TEST(crc32c, combine_handles_lengths_beyond_32_bits) {
   CHECK_EQ(Crc32cCombine(pow2[60], Crc32cCombine(pow2[60], pow2[61], 2 * l60), 3 * l60), pow2[62]);
 }
 
-// ---- crc_gather ---------------------------------------------------------------------------------------------
+// ---- crc_views ----------------------------------------------------------------------------------------------
 
-TEST(crc_gather, each_view_gets_its_own_crc_and_the_gather_is_the_views_in_order) {
-  const std::vector<uint8_t> data = RandomBytes(3 * kGatherChunk + 1000, 5);
-  // Views of several lengths (empty, under one chunk, across chunk steps), out of order in memory and overlapping
-  // each other (reads only), so any mix-up of offsets shows.
+TEST(crc_views, each_view_gets_the_crc_of_its_own_bytes_and_no_views_none) {
+  const std::vector<uint8_t> data = RandomBytes((3 << 20) + 1000, 5);
+  // Views of several lengths (empty, a few bytes, over a MiB), out of order in memory and overlapping each other, so
+  // any mix-up of offsets shows.
   const std::vector<std::pair<size_t, size_t>> spans = {
-      {100, 0}, {7, 1}, {kGatherChunk - 3, kGatherChunk + 9}, {0, 2 * kGatherChunk + 5}, {50, 3}};
-  GatherJob job;
-  std::vector<uint8_t> expected;
-  for (const auto& [offset, length] : spans) {
-    job.views.push_back(ByteSpan{data.data() + offset, length});
-    expected.insert(expected.end(), data.begin() + offset, data.begin() + offset + length);
-  }
-  std::vector<uint8_t> into(expected.size() + 16, 0xab);
-  job.gather = true;
-  job.into = into.data();
-  job.into_length = into.size();
-  CHECK(ValidateGatherJob(job).empty());
-  std::vector<uint32_t> crcs;
-  CrcAndGather(job, &crcs);
+      {100, 0}, {7, 1}, {(1 << 20) - 3, (1 << 20) + 9}, {0, (2 << 20) + 5}, {50, 3}};
+  std::vector<ByteSpan> views;
+  for (const auto& [offset, length] : spans) views.push_back(ByteSpan{data.data() + offset, length});
+  const std::vector<uint32_t> crcs = CrcOfViews(views);
   CHECK_EQ(crcs.size(), spans.size());
   for (size_t i = 0; i < spans.size(); i++) {
     CHECK_EQ(crcs[i], Crc32cPortable(data.data() + spans[i].first, spans[i].second));
   }
-  CHECK(std::equal(expected.begin(), expected.end(), into.begin()));
-  CHECK(std::all_of(into.begin() + expected.size(), into.end(), [](uint8_t b) { return b == 0xab; }));  // untouched
-
-  // Checksums only: the same CRCs, nothing written anywhere.
-  GatherJob only;
-  only.views = job.views;
-  CHECK(ValidateGatherJob(only).empty());
-  std::vector<uint32_t> again;
-  CrcAndGather(only, &again);
-  CHECK(again == crcs);
-}
-
-TEST(crc_gather, validation_refuses_a_short_or_overlapping_destination_and_accepts_empty_ones) {
-  std::vector<uint8_t> data(1000, 1);
-  GatherJob job;
-  job.views = {ByteSpan{data.data(), 100}, ByteSpan{data.data() + 200, 50}};
-  job.gather = true;
-  std::vector<uint8_t> small(149);
-  job.into = small.data();
-  job.into_length = small.size();
-  CHECK(ValidateGatherJob(job).find("destination holds 149 bytes, the views 150") != std::string::npos);
-  job.into = data.data() + 120;  // [120, 270) overlaps the second view [200, 250)
-  job.into_length = 500;
-  CHECK(ValidateGatherJob(job) == "the destination overlaps a view");
-  job.into = data.data() + 250;  // right after the second view: touches, does not overlap
-  job.into_length = 150;
-  CHECK(ValidateGatherJob(job).empty());
-  job.into = data.data() + 50;  // [50, 200) overlaps the first view [0, 100)
-  CHECK(ValidateGatherJob(job) == "the destination overlaps a view");
-  // No views: an empty destination (a null pointer) is a valid gather of nothing.
-  GatherJob empty;
-  empty.gather = true;
-  CHECK(ValidateGatherJob(empty).empty());
-  std::vector<uint32_t> crcs{1, 2};
-  CrcAndGather(empty, &crcs);
-  CHECK(crcs.empty());
-  // A destination without gather, or a view without bytes, breaks the contract.
-  GatherJob stray;
-  stray.into = data.data();
-  stray.into_length = 1;
-  CHECK(!ValidateGatherJob(stray).empty());
-  GatherJob broken;
-  broken.views = {ByteSpan{nullptr, 4}};
-  CHECK(ValidateGatherJob(broken) == "a view has no data pointer");
+  CHECK_EQ(crcs[0], 0u);  // the CRC32C of no bytes
+  CHECK(CrcOfViews({}).empty());
+  CHECK(CrcOfViews({ByteSpan{nullptr, 0}}) == std::vector<uint32_t>{0});
 }
 
 // ---- atomic_file --------------------------------------------------------------------------------------------
