@@ -3,7 +3,7 @@
  * and the JS backend's implementation (on the calling thread, in slices). The native one runs native/crc_views.cc on
  * a libuv pool thread, after the same check.
  */
-import { invalidArgument } from '../errors';
+import { asError, invalidArgument } from '../errors';
 import { crc32c } from '../format/crc32c';
 import { forEachSlice } from './slices';
 
@@ -14,6 +14,19 @@ export function checkCrcViews(views: readonly ArrayBufferView[]): void {
   views.forEach((v, i) => {
     if (!ArrayBuffer.isView(v)) invalidArgument(`views[${i}]`, 'an ArrayBufferView', v);
   });
+}
+
+/** A backend's crc32cViews: the views checked (checkCrcViews), then `run` on them; either's throw is a rejection. */
+export function crc32cViewsChecked(
+  views: readonly ArrayBufferView[],
+  run: (views: readonly ArrayBufferView[]) => Promise<number[]>,
+): Promise<number[]> {
+  try {
+    checkCrcViews(views);
+    return run(views);
+  } catch (err) {
+    return Promise.reject(asError(err));
+  }
 }
 
 /**

@@ -19,7 +19,7 @@ import {
 import { crc32c, crc32cCombine, crcHex } from '../format/crc32c';
 import { writeAtomic } from '../fs/atomic-file';
 import { openJsCommitQueue } from './js-commit';
-import { checkCrcViews, crc32cViewsSliced } from './crc-views';
+import { crc32cViewsChecked, crc32cViewsSliced } from './crc-views';
 
 /** O_NONBLOCK: opening a FIFO returns at once (to be refused) instead of waiting for a writer; no effect on files. */
 const READ_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0);
@@ -212,14 +212,7 @@ export const jsBackend: Backend = {
   read,
   crc32c,
   crc32cCombine,
-  crc32cViews(views: readonly ArrayBufferView[]): Promise<number[]> {
-    try {
-      checkCrcViews(views);
-      return crc32cViewsSliced(views);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
-  },
+  crc32cViews: (views: readonly ArrayBufferView[]): Promise<number[]> => crc32cViewsChecked(views, crc32cViewsSliced),
   // A call, not the function itself: js-commit.ts imports this module's helpers (a cycle resolved at call time).
   openCommitQueue: () => openJsCommitQueue(),
 };

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import type { Backend, CommitQueue, ReadFunction, ReadIntoPlan, ReadPlan, WritePlan } from './backend';
 import { asError } from '../errors';
 import { type CommitExecutor, guardCommitQueue } from './commit-plan';
-import { checkCrcViews } from './crc-views';
+import { crc32cViewsChecked } from './crc-views';
 
 const PACKAGE_NAME = 'tfjs-checkpoint';
 
@@ -142,13 +142,7 @@ function wrap(addon: NativeAddon, binaryPath: string): NativeBackend {
     crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
       return addon.crc32cCombine(crcA, crcB, lengthB);
     },
-    crc32cViews(views: readonly ArrayBufferView[]): Promise<number[]> {
-      try {
-        checkCrcViews(views);
-        return addon.crc32cViews(views);
-      } catch (err) {
-        return Promise.reject(asError(err));
-      }
-    },
+    crc32cViews: (views: readonly ArrayBufferView[]): Promise<number[]> =>
+      crc32cViewsChecked(views, (v) => addon.crc32cViews(v)),
   };
 }
