@@ -6,8 +6,7 @@ import { argKeys, readArgs, typedArrayKind } from '../args';
 import { type CallerStack, CheckpointError, ErrorCode, captureStack } from '../errors';
 import { LoadedArray, ST_ARRAYS } from '../format/dtype-convert';
 import { HeaderState, ParsedHeader, TFJS_OF_ST, TensorArray, TensorEntry, setOwn } from '../format/header';
-import { parseS3Url } from '../s3/location';
-import { openObject, readObjectData, readOneVersion } from '../s3/objects';
+import { readObjectData, readOpened } from '../s3/objects';
 import { checkPath, isObjectLocation } from './check-path';
 import { OpenedFile, readTensors, readTensorsInto, withCheckpointFile } from './open-file';
 import { loadShardSet, resolveCheckpoint } from './shards';
@@ -171,7 +170,7 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
       { path: abs },
     );
   }
-  const where = await resolveCheckpoint(abs);
+  const where = await resolveCheckpoint(abs, verify);
   if (where.kind === 'set') {
     if (into) {
       throw new CheckpointError(
@@ -182,12 +181,12 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
     }
     return loadShardSet(where.index, verify, undefined, mmap);
   }
-  if (isObjectLocation(abs)) {
-    const loc = parseS3Url(abs, 'file');
-    const { object, data } = await readOneVersion(async () => {
-      const o = await openObject(loc, verify);
-      return { object: o, data: await readObjectData(loc, o, verify, stack) };
-    });
+  if (where.kind === 'object') {
+    const loc = where.location;
+    const { object, data } = await readOpened(loc, where.opened, verify, async (o) => ({
+      object: o,
+      data: await readObjectData(loc, o, verify, stack),
+    }));
     const loaded: Record<string, LoadedTensor> = {};
     object.parsed.entries.forEach((e, i) => setOwn(loaded, e.name, toTensor(e, data[i], abs)));
     const verification = verificationOf(verify, object.parsed.checksummed, object.state);

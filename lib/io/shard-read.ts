@@ -22,15 +22,29 @@ import { notAFile } from './open-file';
 import { INDEX_SUFFIX, SHARD_PATTERN, pool } from './shard-plan';
 import { inPlace, isFileAt, placeOf } from './shard-place';
 import { isObjectLocation } from './check-path';
+import { parseS3Url, type S3Location } from '../s3/location';
+import { type OpenedObject, openObject, readOneVersion } from '../s3/objects';
+import { isMissingObject } from '../s3/text-objects';
 import { type ShardIndex, type ShardRecord, corruptIndex, readShardIndex, shardHeaderCrc } from './shard-index';
+
+/** Where a reader's path leads (resolveCheckpoint): a local file, a shard set's index, or an s3:// object, opened. */
+export type ResolvedCheckpoint =
+  { kind: 'file' } | { kind: 'set'; index: string } | { kind: 'object'; location: S3Location; opened: OpenedObject };
 
 /**
  * Where a reader's path leads: a single checkpoint file, or a shard set's index. A directory leads to the one
  * `*.safetensors.index.json` it holds (refused when it holds none or several); `x.index.json` is an index; `x` that
  * does not exist but `x.index.json` does is that set (what a sharded save to `x` wrote). Anything else: the file.
+ * On s3:// an object is opened here (its header read and checked as openObject does, in the reader's `verify` mode),
+ * since the GET that opens it is what tells an object from a set (objectOrSet): its read goes on from `opened`.
  */
-export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } | { kind: 'set'; index: string }> {
-  if (isObjectLocation(abs)) return resolveObject(abs);
+export async function resolveCheckpoint(abs: string, verify: boolean | 'if-present'): Promise<ResolvedCheckpoint> {
+  if (isObjectLocation(abs)) {
+    if (abs.endsWith(INDEX_SUFFIX)) return { kind: 'set', index: abs };
+    const location = parseS3Url(abs, 'file');
+    const r = await objectOrSet(abs, () => readOneVersion(() => openObject(location, verify)));
+    return 'set' in r ? { kind: 'set', index: r.set } : { kind: 'object', location, opened: r.object };
+  }
   const st = await fsp.stat(abs).catch(() => undefined);
   if (st?.isDirectory()) {
     let names: string[];
@@ -57,15 +71,22 @@ export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } |
 }
 
 /**
- * resolveCheckpoint for s3:// (no directories: a location names an object): `x.index.json` is an index; `x` that is
- * no object while `x.index.json` is, is that set; a shard of ours (by its name) is a file without a lookup.
+ * The one rule for an s3:// name that is one object or a shard set (`x`, whose set's index is `x.index.json`; there
+ * are no directories): `act` on the object first, so that the usual case, an object, costs no lookup; only when it
+ * is absent (act rejected with NoSuchKey, HTTP 404) is the set's index looked up (not for a shard of ours, by its
+ * name: a shard is never a set). Resolves with act's result, or the set's index; rejects with act's error when
+ * neither is there (a missing object reports itself, as a local ENOENT does). For the readers (resolveCheckpoint)
+ * and a store's server-side copies (s3-store.ts).
  */
-async function resolveObject(url: string): Promise<{ kind: 'file' } | { kind: 'set'; index: string }> {
-  if (url.endsWith(INDEX_SUFFIX)) return { kind: 'set', index: url };
-  if (SHARD_PATTERN.test(url.slice(url.lastIndexOf('/') + 1))) return { kind: 'file' };
-  if (await isFileAt(url)) return { kind: 'file' };
-  const index = url + INDEX_SUFFIX;
-  return (await isFileAt(index)) ? { kind: 'set', index } : { kind: 'file' };
+export async function objectOrSet<T>(url: string, act: () => Promise<T>): Promise<{ object: T } | { set: string }> {
+  try {
+    return { object: await act() };
+  } catch (e) {
+    if (!isMissingObject(e) || SHARD_PATTERN.test(url.slice(url.lastIndexOf('/') + 1))) throw e;
+    const index = url + INDEX_SUFFIX;
+    if (await isFileAt(index)) return { set: index };
+    throw e;
+  }
 }
 
 /** Checks a shard against its index record: size and header CRC32C. */
