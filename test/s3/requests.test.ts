@@ -16,6 +16,7 @@ import {
   saveTensors,
   verifyCheckpoint,
 } from '../../lib';
+import { resolveTarget } from '../../lib/cli/checkpoint-source';
 import { s3Client } from '../../lib/s3/client';
 import { objectIn, parseS3Prefix } from '../../lib/s3/location';
 import { copyObject } from '../../lib/s3/prefix';
@@ -130,6 +131,22 @@ describeWithGateway('requests per s3:// operation (Ceph RADOS Gateway)', () => {
       expect(result.message.startsWith(`Could not read ${url}: NoSuchKey, HTTP 404`)).toBe(true);
       expect(sent).toEqual([`GetObject ${key}`, `HeadObject ${key}.index.json`]);
     }
+  });
+
+  test("the CLI's resolveTarget tells an s3:// object by the GET of its header (no HEAD) and carries its size; a name that is no object but a prefix of some is a directory", async () => {
+    const dir = freshUrl('cli');
+    const key = `${dir.slice(`s3://${BUCKET}/`.length)}/a.safetensors`;
+    await saveTensors(`${dir}/a.safetensors`, sample(5));
+    const file = await requestsOf(() => resolveTarget(`${dir}/a.safetensors`));
+    expect(file.sent).toEqual([`GetObject ${key}`]);
+    expect(file.result).toEqual({
+      kind: 'file',
+      path: `${dir}/a.safetensors`,
+      size: (await readCheckpointInfo(`${dir}/a.safetensors`)).fileSize,
+    });
+    const prefix = await resolveTarget(dir);
+    expect(prefix.kind === 'directory' && prefix.source.checkpointNames()).toEqual(['a.safetensors']);
+    expect(await resolveTarget(`${dir}/none.safetensors`)).toEqual({ kind: 'file', path: `${dir}/none.safetensors` });
   });
 
   test('copyObject of an object under the single-copy limit is one CopyObject, no HeadObject; maxSingleCopy below its size still copies in UploadPartCopy parts', async () => {
