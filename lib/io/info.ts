@@ -1,7 +1,7 @@
 /** What a checkpoint's header says (readCheckpointInfo), without reading its data. */
 import { checkPath } from './check-path';
 import { withCheckpointFile } from './open-file';
-import { readShardSetInfo, resolveCheckpoint } from './shards';
+import { type ResolvedCheckpoint, readShardSetInfo, resolveCheckpoint } from './shards';
 import type { CheckpointInfo } from './types';
 import type { ParsedHeader, TensorSummary } from '../format/header';
 import { LAZY_ARRAY_ITEMS, lazyArray } from '../format/lazy-record';
@@ -20,7 +20,11 @@ function summaries(parsed: ParsedHeader): TensorSummary[] {
  * Reads a checkpoint's header (verifying its CRC when it has one) without reading the tensors. */
 export async function readCheckpointInfo(file: string): Promise<CheckpointInfo> {
   const abs = checkPath(file);
-  const where = await resolveCheckpoint(abs, 'if-present');
+  return infoResolved(abs, await resolveCheckpoint(abs, 'if-present'));
+}
+
+/** readCheckpointInfo from where `abs` led (resolveCheckpoint, 'if-present'); a set's shards are read from here too. */
+export async function infoResolved(abs: string, where: ResolvedCheckpoint): Promise<CheckpointInfo> {
   if (where.kind === 'set') return readShardSetInfo(where.index);
   const { parsed, fileSize, state } =
     where.kind === 'object'

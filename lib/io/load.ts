@@ -9,7 +9,7 @@ import { HeaderState, ParsedHeader, TFJS_OF_ST, TensorArray, TensorEntry, setOwn
 import { readObjectData, readOpened } from '../s3/objects';
 import { checkPath, isObjectLocation } from './check-path';
 import { OpenedFile, readTensors, readTensorsInto, withCheckpointFile } from './open-file';
-import { loadShardSet, resolveCheckpoint } from './shards';
+import { type ResolvedCheckpoint, loadShardSet, resolveCheckpoint } from './shards';
 import type { ForeignDType, LoadTensorsArgs, LoadedTensor, LoadedTensors, Verification } from './types';
 
 /** Refuses a bool tensor's byte other than 0 or 1; `bytes` starts at byte `offset` of the tensor. */
@@ -170,7 +170,22 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
       { path: abs },
     );
   }
-  const where = await resolveCheckpoint(abs, verify);
+  return loadResolved(abs, await resolveCheckpoint(abs, verify), verify, mmap, into, stack);
+}
+
+/**
+ * loadTensors past its argument checks, from where `abs` led (resolveCheckpoint, in `verify`'s mode): a set through
+ * its index, an s3:// object from its opened header, a local file through its one descriptor. A set's shards are
+ * loaded from here too (shard-read.ts opens each shard once, to check it against the index and to load it).
+ */
+export async function loadResolved(
+  abs: string,
+  where: ResolvedCheckpoint,
+  verify: boolean,
+  mmap: boolean,
+  into: Record<string, ArrayBufferView> | undefined,
+  stack: CallerStack,
+): Promise<LoadedTensors> {
   if (where.kind === 'set') {
     if (into) {
       throw new CheckpointError(

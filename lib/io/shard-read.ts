@@ -7,15 +7,13 @@
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
+import { CheckpointError, ErrorCode, captureStack, fromNodeError } from '../errors';
 import { FORMAT_VERSION, setOwn } from '../format/header';
 import {
   type CheckpointInfo,
   type LoadedTensors,
   type VerifyCheckpointArgs,
   type VerifyResult,
-  loadTensors,
-  readCheckpointInfo,
   verifyCheckpoint,
 } from './tensors';
 import { notAFile } from './open-file';
@@ -25,7 +23,16 @@ import { isObjectLocation } from './check-path';
 import { parseS3Url, type S3Location } from '../s3/location';
 import { type OpenedObject, openObject, readOneVersion } from '../s3/objects';
 import { isMissingObject } from '../s3/text-objects';
-import { type ShardIndex, type ShardRecord, corruptIndex, readShardIndex, shardHeaderCrc } from './shard-index';
+import {
+  type ShardIndex,
+  type ShardRecord,
+  corruptIndex,
+  openedHeaderCrc,
+  readShardIndex,
+  shardHeaderCrc,
+} from './shard-index';
+import { loadResolved } from './load';
+import { infoResolved } from './info';
 
 /** Where a reader's path leads (resolveCheckpoint): a local file, a shard set's index, or an s3:// object, opened. */
 export type ResolvedCheckpoint =
@@ -89,10 +96,14 @@ export async function objectOrSet<T>(url: string, act: () => Promise<T>): Promis
   }
 }
 
-/** Checks a shard against its index record: size and header CRC32C. */
-async function checkShardRecord(index: ShardIndex, record: ShardRecord): Promise<void> {
+/** Checks a shard against its index record: size and header CRC32C (read now, unless `read` gives them). */
+async function checkShardRecord(
+  index: ShardIndex,
+  record: ShardRecord,
+  read?: { crc: number; size: number },
+): Promise<void> {
   const file = inPlace(placeOf(index.path), record.file);
-  const { crc: headerCrc, size } = await shardHeaderCrc(file);
+  const { crc: headerCrc, size } = read ?? (await shardHeaderCrc(file));
   if (size !== record.size || headerCrc !== record.headerCrc32c) {
     throw new CheckpointError(
       ErrorCode.CHECKSUM,
@@ -103,6 +114,25 @@ async function checkShardRecord(index: ShardIndex, record: ShardRecord): Promise
       { path: file },
     );
   }
+}
+
+/**
+ * Opens shard `i` of a set for a reader (resolveCheckpoint in `verify`'s mode), checked against its index record
+ * first when `check` and the index is ours: on s3:// from the header bytes the reader goes on from (one GET serves
+ * both), locally by a read of its own.
+ */
+async function openShard(
+  index: ShardIndex,
+  i: number,
+  verify: boolean | 'if-present',
+  check: boolean,
+): Promise<{ file: string; where: ResolvedCheckpoint }> {
+  const file = inPlace(placeOf(index.path), index.files[i]);
+  const record = check ? index.ours?.shards[i] : undefined;
+  if (record && !isObjectLocation(file)) await checkShardRecord(index, record);
+  const where = await resolveCheckpoint(file, verify);
+  if (record && where.kind === 'object') await checkShardRecord(index, record, openedHeaderCrc(where.opened));
+  return { file, where };
 }
 
 /** Refuses a shard whose tensors differ from what the index maps to it. */
@@ -187,10 +217,10 @@ export async function loadShardSet(
 
 async function loadSet(index: ShardIndex, verify: boolean, concurrency?: number, mmap = false): Promise<LoadedTensors> {
   if (verify && !index.ours) throw unverifiedSet(index);
-  const dir = placeOf(index.path);
+  const stack = captureStack();
   const loaded = await pool(index.files, concurrency ?? os.availableParallelism(), async (shard, i) => {
-    if (verify && index.ours) await checkShardRecord(index, index.ours.shards[i]);
-    const one = await loadTensors(inPlace(dir, shard), { verify, mmap });
+    const { file, where } = await openShard(index, i, verify, verify);
+    const one = await loadResolved(file, where, verify, mmap, undefined, stack);
     checkShardTensors(index, shard, Object.keys(one.tensors));
     checkShardMetadata(index, shard, one.metadata);
     return one;
@@ -246,8 +276,8 @@ async function setInfo(index: ShardIndex): Promise<CheckpointInfo> {
 /** Shard `i` of a set: its record in the index (when ours) checked, its header read and checked against the index. */
 async function readShardInfo(index: ShardIndex, i: number): Promise<CheckpointInfo> {
   const shard = index.files[i];
-  if (index.ours) await checkShardRecord(index, index.ours.shards[i]);
-  const info = await readCheckpointInfo(inPlace(placeOf(index.path), shard));
+  const { file, where } = await openShard(index, i, 'if-present', true);
+  const info = await infoResolved(file, where);
   checkShardTensors(
     index,
     shard,
