@@ -1,6 +1,8 @@
 /**
- * Reading a shard set (see shards.ts): where a reader's path leads (a file or a set), and loading, inspecting and
- * verifying a set, each shard checked against its index, retried when a save replaces the set underneath. A local
+ * Reading a shard set (see shards.ts): where a reader's path leads (a file, a set, or on s3:// an object opened by
+ * the very GET that tells it from a set: objectOrSet, no HEAD first), and loading, inspecting and verifying a set,
+ * each shard checked against its index (from the header bytes its reader goes on from), retried when a save
+ * replaces the set underneath. A local
  * directory or an s3:// prefix alike (shard-place.ts); a missing shard is the medium's own error (ENOENT from the
  * open; ERR_CHECKPOINT_S3 NoSuchKey, HTTP 404, from the GET), a replaced one ERR_CHECKPOINT_CHECKSUM.
  */
