@@ -13,6 +13,7 @@ import {
   NamedTensors,
   loadTensors,
   readCheckpointInfo,
+  saveCheckpoint,
   saveTensors,
   verifyCheckpoint,
 } from '../../lib';
@@ -107,6 +108,14 @@ describeWithGateway('requests per s3:// operation (Ceph RADOS Gateway)', () => {
     const info = await requestsOf(() => readCheckpointInfo(url));
     expect(info.result.tensors.map((x) => x.name).sort()).toEqual(['step', 'w']);
     expect(info.sent).toEqual([`GetObject ${key}`]);
+  });
+
+  test('saveCheckpoint to one s3:// object reports its bytes without reading it back: its PUT and the superseded-set lookup sent with it, nothing more', async () => {
+    const url = `${freshUrl('save-checkpoint')}/m.safetensors`;
+    const key = url.slice(`s3://${BUCKET}/`.length);
+    const { result, sent } = await requestsOf(() => saveCheckpoint(tinyModel(), url));
+    expect(sent).toEqual([`HeadObject ${key}.index.json`, `PutObject ${key}`]);
+    expect(result.bytes).toBe((await readCheckpointInfo(url)).fileSize);
   });
 
   test('a shard set saved under a name loads, verifies and reads by that name: the GET of the name answers 404, then the index is looked up; each shard header is read once for its index check and its load', async () => {
