@@ -12,7 +12,8 @@ import { fileAsDirectoryError, isDirectory } from '../fs/entry-kind';
 import { INDEX_SUFFIX, checkpointNames, checkpointSize } from '../io/shards';
 import { type ReadIndexResult, readIndex } from '../manager/checkpoint-index';
 import { S3Medium } from '../manager/s3-store';
-import { objectSize } from '../s3/text-objects';
+import { isMissingObject } from '../s3/text-objects';
+import { readCheckpointInfo } from '../io/tensors';
 import { locationScheme, parseS3Prefix, parseS3Url } from '../s3/location';
 
 export interface CheckpointSource {
@@ -74,19 +75,28 @@ export function openSource(dir: string): Promise<CheckpointSource> {
   return locationScheme(dir, 'the directory') === 's3' ? s3Source(dir) : localSource(dir);
 }
 
-export type Target = { kind: 'file'; path: string } | { kind: 'directory'; source: CheckpointSource };
+export type Target =
+  | { kind: 'file'; path: string; /** Its bytes, when resolving read them (an s3:// checkpoint). */ size?: number }
+  | { kind: 'directory'; source: CheckpointSource };
 
 /**
  * What `target` names: a checkpoint file or a directory (local: by stat); an s3:// object, or a prefix: a URL with
- * a trailing '/' or no key, or one under which no object of that name exists but other objects do. A missing file
- * or object is a 'file', so that reading it reports the missing file (ENOENT, NoSuchKey).
+ * a trailing '/' or no key, or one under which no checkpoint of that name exists but other objects do. An s3://
+ * checkpoint is told by reading its header (readCheckpointInfo: its GET, no HEAD first), whose size comes with it;
+ * only a missing one leads to a listing. A missing file or object is a 'file', so that reading it reports the
+ * missing file (ENOENT, NoSuchKey); so is an unreadable one, whose reading reports why.
  */
 export async function resolveTarget(target: string): Promise<Target> {
   if (locationScheme(target, 'the checkpoint') === 's3') {
     const rest = target.slice('s3://'.length);
     if (!rest.includes('/') || target.endsWith('/')) return { kind: 'directory', source: await s3Source(target) };
     const loc = parseS3Url(target, 'the checkpoint');
-    if ((await objectSize(loc)) !== undefined) return { kind: 'file', path: loc.url };
+    const read = await readCheckpointInfo(loc.url).then(
+      (info) => ({ info }),
+      (e: unknown) => ({ e }),
+    );
+    if ('info' in read) return { kind: 'file', path: loc.url, size: read.info.fileSize };
+    if (!isMissingObject(read.e)) return { kind: 'file', path: loc.url };
     const source = await s3Source(target);
     return source.checkpointNames().length > 0 ? { kind: 'directory', source } : { kind: 'file', path: loc.url };
   }

@@ -1,9 +1,7 @@
 /** What a checkpoint's header says (readCheckpointInfo), without reading its data. */
-import { parseS3Url } from '../s3/location';
-import { openObject } from '../s3/objects';
-import { checkPath, isObjectLocation } from './check-path';
+import { checkPath } from './check-path';
 import { withCheckpointFile } from './open-file';
-import { readShardSetInfo, resolveCheckpoint } from './shards';
+import { type ResolvedCheckpoint, readShardSetInfo, resolveCheckpoint } from './shards';
 import type { CheckpointInfo } from './types';
 import type { ParsedHeader, TensorSummary } from '../format/header';
 import { LAZY_ARRAY_ITEMS, lazyArray } from '../format/lazy-record';
@@ -22,12 +20,16 @@ function summaries(parsed: ParsedHeader): TensorSummary[] {
  * Reads a checkpoint's header (verifying its CRC when it has one) without reading the tensors. */
 export async function readCheckpointInfo(file: string): Promise<CheckpointInfo> {
   const abs = checkPath(file);
-  const where = await resolveCheckpoint(abs);
+  return infoResolved(abs, await resolveCheckpoint(abs, 'if-present'));
+}
+
+/** readCheckpointInfo from where `abs` led (resolveCheckpoint, 'if-present'); a set's shards are read from here too. */
+export async function infoResolved(abs: string, where: ResolvedCheckpoint): Promise<CheckpointInfo> {
   if (where.kind === 'set') return readShardSetInfo(where.index);
-  const object = isObjectLocation(abs) ? await openObject(parseS3Url(abs, 'file'), 'if-present') : undefined;
-  const { parsed, fileSize, state } = object
-    ? { parsed: object.parsed, fileSize: object.version.size, state: object.state }
-    : await withCheckpointFile(abs, 'if-present', async (o) => o);
+  const { parsed, fileSize, state } =
+    where.kind === 'object'
+      ? { parsed: where.opened.parsed, fileSize: where.opened.version.size, state: where.opened.state }
+      : await withCheckpointFile(abs, 'if-present', async (o) => o);
   return {
     path: abs,
     fileSize,

@@ -6,11 +6,10 @@ import { argKeys, readArgs, typedArrayKind } from '../args';
 import { type CallerStack, CheckpointError, ErrorCode, captureStack } from '../errors';
 import { LoadedArray, ST_ARRAYS } from '../format/dtype-convert';
 import { HeaderState, ParsedHeader, TFJS_OF_ST, TensorArray, TensorEntry, setOwn } from '../format/header';
-import { parseS3Url } from '../s3/location';
-import { openObject, readObjectData, readOneVersion } from '../s3/objects';
+import { readObjectData, readOpened } from '../s3/objects';
 import { checkPath, isObjectLocation } from './check-path';
 import { OpenedFile, readTensors, readTensorsInto, withCheckpointFile } from './open-file';
-import { loadShardSet, resolveCheckpoint } from './shards';
+import { type ResolvedCheckpoint, loadShardSet, resolveCheckpoint } from './shards';
 import type { ForeignDType, LoadTensorsArgs, LoadedTensor, LoadedTensors, Verification } from './types';
 
 /** Refuses a bool tensor's byte other than 0 or 1; `bytes` starts at byte `offset` of the tensor. */
@@ -171,7 +170,22 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
       { path: abs },
     );
   }
-  const where = await resolveCheckpoint(abs);
+  return loadResolved(abs, await resolveCheckpoint(abs, verify), verify, mmap, into, stack);
+}
+
+/**
+ * loadTensors past its argument checks, from where `abs` led (resolveCheckpoint, in `verify`'s mode): a set through
+ * its index, an s3:// object from its opened header, a local file through its one descriptor. A set's shards are
+ * loaded from here too (shard-read.ts opens each shard once, to check it against the index and to load it).
+ */
+export async function loadResolved(
+  abs: string,
+  where: ResolvedCheckpoint,
+  verify: boolean,
+  mmap: boolean,
+  into: Record<string, ArrayBufferView> | undefined,
+  stack: CallerStack,
+): Promise<LoadedTensors> {
   if (where.kind === 'set') {
     if (into) {
       throw new CheckpointError(
@@ -182,12 +196,12 @@ export async function loadTensors(file: string, options: LoadTensorsArgs = {}): 
     }
     return loadShardSet(where.index, verify, undefined, mmap);
   }
-  if (isObjectLocation(abs)) {
-    const loc = parseS3Url(abs, 'file');
-    const { object, data } = await readOneVersion(async () => {
-      const o = await openObject(loc, verify);
-      return { object: o, data: await readObjectData(loc, o, verify, stack) };
-    });
+  if (where.kind === 'object') {
+    const loc = where.location;
+    const { object, data } = await readOpened(loc, where.opened, verify, async (o) => ({
+      object: o,
+      data: await readObjectData(loc, o, verify, stack),
+    }));
     const loaded: Record<string, LoadedTensor> = {};
     object.parsed.entries.forEach((e, i) => setOwn(loaded, e.name, toTensor(e, data[i], abs)));
     const verification = verificationOf(verify, object.parsed.checksummed, object.state);

@@ -119,7 +119,19 @@ function checkTensor(name: string, t: unknown): number {
  * default).
  */
 export async function saveTensors(file: string, tensors: NamedTensors, options: SaveTensorsArgs = {}): Promise<void> {
-  const stack = captureStack();
+  await saveTensorsSized(file, tensors, options, captureStack());
+}
+
+/**
+ * saveTensors, resolving with the bytes of the file it wrote (undefined for a shard set): what saveCheckpoint reports,
+ * known without a stat or a request (on s3:// a GET of the header it has just uploaded).
+ */
+export async function saveTensorsSized(
+  file: string,
+  tensors: NamedTensors,
+  options: SaveTensorsArgs,
+  stack: CallerStack,
+): Promise<number | undefined> {
   const target = checkPath(file);
   plainObjectArg(tensors, 'tensors', 'an object mapping names to { dtype, shape, data }');
   const a = readArgs(options, 'options', SAVE_KEYS);
@@ -133,16 +145,18 @@ export async function saveTensors(file: string, tensors: NamedTensors, options: 
   });
   if (maxShardSize !== undefined) {
     await saveShardSet(target, tensors, inputs, { metadata, durable, maxShardSize, concurrency, stack });
-    return;
+    return undefined;
   }
   const superseded = findSupersededSet(target); // looked up while the file is written
-  await writeCheckpointFile(target, tensors, inputs, metadata, durable, stack);
+  const bytes = await writeCheckpointFile(target, tensors, inputs, metadata, durable, stack);
   await removeSupersededSet(target, superseded); // a set saved earlier under this name no longer is the checkpoint
+  return bytes;
 }
 
 /**
  * Writes one checkpoint file of validated tensors (`inputs` in the caller's order, with their byte lengths) and
  * metadata: saveTensors' work after validation, and each shard of a set (shards.ts). Throws like saveTensors.
+ * Resolves with the file's size (its header and data: the bytes written).
  */
 export async function writeCheckpointFile(
   target: string,
@@ -151,12 +165,13 @@ export async function writeCheckpointFile(
   metadata: Record<string, string>,
   durable: boolean,
   stack: CallerStack,
-): Promise<void> {
+): Promise<number> {
   const header = checkedHeader(inputs, metadata);
+  const bytes = header.bytes.length + header.dataLength;
   if (isObjectLocation(target)) {
     const arrays = header.order.map((i) => tensors[inputs[i].name].data);
     await saveObject(parseS3Url(target, 'file'), header, arrays);
-    return;
+    return bytes;
   }
 
   const dir = path.dirname(target);
@@ -198,6 +213,7 @@ export async function writeCheckpointFile(
   } finally {
     releaseTempPath(tmpPath);
   }
+  return bytes;
 }
 
 /** The header of validated tensors, refused (INVALID_ARGUMENT) when no reader could load the file. */

@@ -8,7 +8,7 @@ import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
 import { FORMAT_VERSION, readHeaderLength, setOwn } from '../format/header';
 import { getBackend } from '../backend/select';
 import { parseS3Url } from '../s3/location';
-import { openObject } from '../s3/objects';
+import { type OpenedObject, openObject } from '../s3/objects';
 import { isObjectLocation } from './check-path';
 import { openRegularFile } from './open-file';
 import { readSmallText } from './shard-place';
@@ -78,10 +78,14 @@ function isPlainFileName(f: unknown): f is string {
 /** The CRC32C of a shard's first 8 + N bytes (length prefix and JSON header), what an index of ours records, and the
  * shard's size: from one open descriptor, or (s3://) from ranged GETs of one version of the object. */
 export async function shardHeaderCrc(file: string): Promise<{ crc: number; size: number }> {
-  const { head, size } = isObjectLocation(file)
-    ? await openObject(parseS3Url(file, 'a shard'), 'if-present').then((o) => ({ head: o.head, size: o.version.size }))
-    : await readHeaderBytes(file);
+  if (isObjectLocation(file)) return openedHeaderCrc(await openObject(parseS3Url(file, 'a shard'), 'if-present'));
+  const { head, size } = await readHeaderBytes(file);
   return { crc: getBackend().crc32c(head), size };
+}
+
+/** shardHeaderCrc of an s3:// shard already opened (its header bytes as read, the size of that version). */
+export function openedHeaderCrc(opened: OpenedObject): { crc: number; size: number } {
+  return { crc: getBackend().crc32c(opened.head), size: opened.version.size };
 }
 
 /** What an index of ours records (see the module comment of shards.ts). */

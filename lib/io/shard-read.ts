@@ -1,36 +1,59 @@
 /**
- * Reading a shard set (see shards.ts): where a reader's path leads (a file or a set), and loading, inspecting and
- * verifying a set, each shard checked against its index, retried when a save replaces the set underneath. A local
+ * Reading a shard set (see shards.ts): where a reader's path leads (a file, a set, or on s3:// an object opened by
+ * the very GET that tells it from a set: objectOrSet, no HEAD first), and loading, inspecting and verifying a set,
+ * each shard checked against its index (from the header bytes its reader goes on from), retried when a save
+ * replaces the set underneath. A local
  * directory or an s3:// prefix alike (shard-place.ts); a missing shard is the medium's own error (ENOENT from the
  * open; ERR_CHECKPOINT_S3 NoSuchKey, HTTP 404, from the GET), a replaced one ERR_CHECKPOINT_CHECKSUM.
  */
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CheckpointError, ErrorCode, fromNodeError } from '../errors';
+import { CheckpointError, ErrorCode, captureStack, fromNodeError } from '../errors';
 import { FORMAT_VERSION, setOwn } from '../format/header';
 import {
   type CheckpointInfo,
   type LoadedTensors,
   type VerifyCheckpointArgs,
   type VerifyResult,
-  loadTensors,
-  readCheckpointInfo,
   verifyCheckpoint,
 } from './tensors';
 import { notAFile } from './open-file';
 import { INDEX_SUFFIX, SHARD_PATTERN, pool } from './shard-plan';
 import { inPlace, isFileAt, placeOf } from './shard-place';
 import { isObjectLocation } from './check-path';
-import { type ShardIndex, type ShardRecord, corruptIndex, readShardIndex, shardHeaderCrc } from './shard-index';
+import { parseS3Url, type S3Location } from '../s3/location';
+import { type OpenedObject, openObject, readOneVersion } from '../s3/objects';
+import { isMissingObject } from '../s3/text-objects';
+import {
+  type ShardIndex,
+  type ShardRecord,
+  corruptIndex,
+  openedHeaderCrc,
+  readShardIndex,
+  shardHeaderCrc,
+} from './shard-index';
+import { loadResolved } from './load';
+import { infoResolved } from './info';
+
+/** Where a reader's path leads (resolveCheckpoint): a local file, a shard set's index, or an s3:// object, opened. */
+export type ResolvedCheckpoint =
+  { kind: 'file' } | { kind: 'set'; index: string } | { kind: 'object'; location: S3Location; opened: OpenedObject };
 
 /**
  * Where a reader's path leads: a single checkpoint file, or a shard set's index. A directory leads to the one
  * `*.safetensors.index.json` it holds (refused when it holds none or several); `x.index.json` is an index; `x` that
  * does not exist but `x.index.json` does is that set (what a sharded save to `x` wrote). Anything else: the file.
+ * On s3:// an object is opened here (its header read and checked as openObject does, in the reader's `verify` mode),
+ * since the GET that opens it is what tells an object from a set (objectOrSet): its read goes on from `opened`.
  */
-export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } | { kind: 'set'; index: string }> {
-  if (isObjectLocation(abs)) return resolveObject(abs);
+export async function resolveCheckpoint(abs: string, verify: boolean | 'if-present'): Promise<ResolvedCheckpoint> {
+  if (isObjectLocation(abs)) {
+    if (abs.endsWith(INDEX_SUFFIX)) return { kind: 'set', index: abs };
+    const location = parseS3Url(abs, 'file');
+    const r = await objectOrSet(abs, () => readOneVersion(() => openObject(location, verify)));
+    return 'set' in r ? { kind: 'set', index: r.set } : { kind: 'object', location, opened: r.object };
+  }
   const st = await fsp.stat(abs).catch(() => undefined);
   if (st?.isDirectory()) {
     let names: string[];
@@ -57,21 +80,32 @@ export async function resolveCheckpoint(abs: string): Promise<{ kind: 'file' } |
 }
 
 /**
- * resolveCheckpoint for s3:// (no directories: a location names an object): `x.index.json` is an index; `x` that is
- * no object while `x.index.json` is, is that set; a shard of ours (by its name) is a file without a lookup.
+ * The one rule for an s3:// name that is one object or a shard set (`x`, whose set's index is `x.index.json`; there
+ * are no directories): `act` on the object first, so that the usual case, an object, costs no lookup; only when it
+ * is absent (act rejected with NoSuchKey, HTTP 404) is the set's index looked up (not for a shard of ours, by its
+ * name: a shard is never a set). Resolves with act's result, or the set's index; rejects with act's error when
+ * neither is there (a missing object reports itself, as a local ENOENT does). For the readers (resolveCheckpoint)
+ * and a store's server-side copies (s3-store.ts).
  */
-async function resolveObject(url: string): Promise<{ kind: 'file' } | { kind: 'set'; index: string }> {
-  if (url.endsWith(INDEX_SUFFIX)) return { kind: 'set', index: url };
-  if (SHARD_PATTERN.test(url.slice(url.lastIndexOf('/') + 1))) return { kind: 'file' };
-  if (await isFileAt(url)) return { kind: 'file' };
-  const index = url + INDEX_SUFFIX;
-  return (await isFileAt(index)) ? { kind: 'set', index } : { kind: 'file' };
+export async function objectOrSet<T>(url: string, act: () => Promise<T>): Promise<{ object: T } | { set: string }> {
+  try {
+    return { object: await act() };
+  } catch (e) {
+    if (!isMissingObject(e) || SHARD_PATTERN.test(url.slice(url.lastIndexOf('/') + 1))) throw e;
+    const index = url + INDEX_SUFFIX;
+    if (await isFileAt(index)) return { set: index };
+    throw e;
+  }
 }
 
-/** Checks a shard against its index record: size and header CRC32C. */
-async function checkShardRecord(index: ShardIndex, record: ShardRecord): Promise<void> {
+/** Checks a shard against its index record: size and header CRC32C (read now, unless `read` gives them). */
+async function checkShardRecord(
+  index: ShardIndex,
+  record: ShardRecord,
+  read?: { crc: number; size: number },
+): Promise<void> {
   const file = inPlace(placeOf(index.path), record.file);
-  const { crc: headerCrc, size } = await shardHeaderCrc(file);
+  const { crc: headerCrc, size } = read ?? (await shardHeaderCrc(file));
   if (size !== record.size || headerCrc !== record.headerCrc32c) {
     throw new CheckpointError(
       ErrorCode.CHECKSUM,
@@ -82,6 +116,25 @@ async function checkShardRecord(index: ShardIndex, record: ShardRecord): Promise
       { path: file },
     );
   }
+}
+
+/**
+ * Opens shard `i` of a set for a reader (resolveCheckpoint in `verify`'s mode), checked against its index record
+ * first when `check` and the index is ours: on s3:// from the header bytes the reader goes on from (one GET serves
+ * both), locally by a read of its own.
+ */
+async function openShard(
+  index: ShardIndex,
+  i: number,
+  verify: boolean | 'if-present',
+  check: boolean,
+): Promise<{ file: string; where: ResolvedCheckpoint }> {
+  const file = inPlace(placeOf(index.path), index.files[i]);
+  const record = check ? index.ours?.shards[i] : undefined;
+  if (record && !isObjectLocation(file)) await checkShardRecord(index, record);
+  const where = await resolveCheckpoint(file, verify);
+  if (record && where.kind === 'object') await checkShardRecord(index, record, openedHeaderCrc(where.opened));
+  return { file, where };
 }
 
 /** Refuses a shard whose tensors differ from what the index maps to it. */
@@ -166,10 +219,10 @@ export async function loadShardSet(
 
 async function loadSet(index: ShardIndex, verify: boolean, concurrency?: number, mmap = false): Promise<LoadedTensors> {
   if (verify && !index.ours) throw unverifiedSet(index);
-  const dir = placeOf(index.path);
+  const stack = captureStack();
   const loaded = await pool(index.files, concurrency ?? os.availableParallelism(), async (shard, i) => {
-    if (verify && index.ours) await checkShardRecord(index, index.ours.shards[i]);
-    const one = await loadTensors(inPlace(dir, shard), { verify, mmap });
+    const { file, where } = await openShard(index, i, verify, verify);
+    const one = await loadResolved(file, where, verify, mmap, undefined, stack);
     checkShardTensors(index, shard, Object.keys(one.tensors));
     checkShardMetadata(index, shard, one.metadata);
     return one;
@@ -225,8 +278,8 @@ async function setInfo(index: ShardIndex): Promise<CheckpointInfo> {
 /** Shard `i` of a set: its record in the index (when ours) checked, its header read and checked against the index. */
 async function readShardInfo(index: ShardIndex, i: number): Promise<CheckpointInfo> {
   const shard = index.files[i];
-  if (index.ours) await checkShardRecord(index, index.ours.shards[i]);
-  const info = await readCheckpointInfo(inPlace(placeOf(index.path), shard));
+  const { file, where } = await openShard(index, i, 'if-present', true);
+  const info = await infoResolved(file, where);
   checkShardTensors(
     index,
     shard,

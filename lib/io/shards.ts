@@ -59,7 +59,15 @@ export {
   removeOrphanShards,
   saveShardSet,
 } from './shard-write';
-export { type ShardInfo, loadShardSet, readShardSetInfo, resolveCheckpoint, verifyShardSet } from './shard-read';
+export {
+  type ResolvedCheckpoint,
+  type ShardInfo,
+  loadShardSet,
+  objectOrSet,
+  readShardSetInfo,
+  resolveCheckpoint,
+  verifyShardSet,
+} from './shard-read';
 
 /** Whether the checkpoint `target` exists, as a file or as a set (its index); a local path or an s3:// location. */
 export async function checkpointExists(target: string): Promise<boolean> {

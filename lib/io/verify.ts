@@ -6,9 +6,8 @@ import { readArgs } from '../args';
 import { type CallerStack, captureStack, fromBackendFailure } from '../errors';
 import { ParsedHeader, TensorEntry } from '../format/header';
 import { getBackend } from '../backend/select';
-import { parseS3Url } from '../s3/location';
-import { openObject, readOneVersion, verifyObjectData } from '../s3/objects';
-import { checkPath, isObjectLocation } from './check-path';
+import { readOpened, verifyObjectData } from '../s3/objects';
+import { checkPath } from './check-path';
 import { checkBoolBytes } from './load';
 import { OpenedFile, rangesPlan, visitTensorBytes, withCheckpointFile } from './open-file';
 import { resolveCheckpoint, verifyShardSet } from './shards';
@@ -115,15 +114,14 @@ export async function verifyCheckpoint(file: string, options: VerifyCheckpointAr
     'a function (bytesDone, bytesTotal) => void',
   );
   const limit = args.integer('groupBytes', { min: 1 }) ?? VERIFY_GROUP_BYTES;
-  const where = await resolveCheckpoint(abs);
+  const where = await resolveCheckpoint(abs, true);
   if (where.kind === 'set') return verifyShardSet(where.index, { groupBytes: limit, onProgress });
-  if (isObjectLocation(abs)) {
-    const loc = parseS3Url(abs, 'file');
+  if (where.kind === 'object') {
+    const loc = where.location;
     const check = (e: TensorEntry, bytes: Uint8Array, at: number) => {
       if (e.dtype === 'BOOL') checkBoolBytes(e, bytes, at, abs);
     };
-    const object = await readOneVersion(async () => {
-      const o = await openObject(loc, true);
+    const object = await readOpened(loc, where.opened, true, async (o) => {
       await verifyObjectData(loc, o, limit, stack, check, onProgress);
       return o;
     });

@@ -19,6 +19,11 @@ export interface WriteSnapshotArgs {
   maxShardSize?: number;
   /** The caller's stack (captureStack), shown by the errors of the write. */
   stack: CallerStack;
+  /**
+   * Whether a shard set is saved under `target`'s name (see findSupersededSet), when the caller has just looked it up
+   * (a store's overwrite check, under its lock): spares the write the same lookup. Default: looked up here.
+   */
+  superseded?: Promise<boolean>;
 }
 
 /** Writes `tensors` (already valid: dtypes, shapes and data lengths agree) to `target` as saveTensors would. */
@@ -38,7 +43,7 @@ export async function writeSnapshot(target: string, tensors: NamedTensors, args:
     });
     return;
   }
-  const superseded = findSupersededSet(target); // looked up while the file is written
+  const superseded = args.superseded ?? findSupersededSet(target); // looked up while the file is written
   await writeCheckpointFile(target, tensors, inputs, args.metadata, args.durable, args.stack);
   await removeSupersededSet(target, superseded); // a set saved earlier under this name no longer is the checkpoint
 }

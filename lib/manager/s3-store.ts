@@ -23,6 +23,7 @@ import {
   type ShardIndex,
   checkpointExists,
   checkpointFileNames,
+  objectOrSet,
   readShardIndex,
   removeOrphanShards,
   setNames,
@@ -81,6 +82,8 @@ export interface S3StoreArgs extends StoreArgs, S3MediumArgs {}
 export class S3Medium implements StoreMedium {
   private held: S3Lock | undefined;
   private indexObject: S3IndexObject | undefined;
+  /** checkOverwrite's lookup of whether a shard set is saved under `file`, for the write() of `file` that follows. */
+  private setLookup: { file: string; found: Promise<boolean> } | undefined;
 
   constructor(private readonly args: S3MediumArgs) {}
 
@@ -218,8 +221,13 @@ export class S3Medium implements StoreMedium {
   }
 
   async checkOverwrite(index: CheckpointIndex, file: string): Promise<void> {
+    this.setLookup = undefined;
     if (index.checkpoints.some((e) => e.file === file) || index.deleting.includes(file)) return;
-    if (!(await this.exists(file))) return;
+    // The object and a set of that name looked up at once (one round trip); the set's answer also serves the write
+    // of `file` that follows (a single-object save removes a set it supersedes: findSupersededSet asks the same).
+    const found = isFileAt(setNames(this.locate(file)).index);
+    this.setLookup = { file, found: found.catch(() => false) };
+    if (!(await isFileAt(this.locate(file))) && !(await found)) return;
     const url = this.locate(file);
     const info = await readCheckpointInfo(url).catch(() => undefined); // the object, or the set of that name
     if (info && entryFromMetadata(file, info.metadata)) return; // ours (e.g. written just before a crash)
@@ -238,28 +246,30 @@ export class S3Medium implements StoreMedium {
   ): Promise<void> {
     this.holder().lock.checkLocal();
     const { maxShardSize } = this.args;
+    const lookup = this.setLookup?.file === file ? this.setLookup.found : undefined;
+    this.setLookup = undefined;
     await writeSnapshot(this.locate(file), tensors, {
       metadata,
       durable: false,
       ...(maxShardSize !== undefined ? { maxShardSize } : {}),
+      ...(lookup ? { superseded: lookup } : {}),
       stack,
     });
   }
 
   async copy(from: string, to: string, purpose: 'previous' | 'last'): Promise<boolean> {
     this.holder().lock.checkLocal();
-    if (!(await isFileAt(this.locate(from))) && (await isFileAt(setNames(this.locate(from)).index))) {
-      // A shard set: `last` is written from the snapshot; a copy of a whole set is not offered.
-      if (purpose === 'last') return false;
-      throw new CheckpointError(
-        ErrorCode.INVALID_ARGUMENT,
-        `Cannot keep the previous version of ${this.locate(from)}: it is a shard set, and previousFilename is ` +
-          'supported for single-object checkpoints only (leave maxShardSize unset)',
-        { path: this.locate(from) },
-      );
-    }
-    await copyObject(objectIn(this.dir, from), objectIn(this.dir, to));
-    return true;
+    // The copy itself tells an object from a set (one request where it is an object, the usual case).
+    const r = await objectOrSet(this.locate(from), () => copyObject(objectIn(this.dir, from), objectIn(this.dir, to)));
+    if ('object' in r) return true;
+    // A shard set: `last` is written from the snapshot; a copy of a whole set is not offered.
+    if (purpose === 'last') return false;
+    throw new CheckpointError(
+      ErrorCode.INVALID_ARGUMENT,
+      `Cannot keep the previous version of ${this.locate(from)}: it is a shard set, and previousFilename is ` +
+        'supported for single-object checkpoints only (leave maxShardSize unset)',
+      { path: this.locate(from) },
+    );
   }
 
   async remove(file: string): Promise<void> {

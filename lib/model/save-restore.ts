@@ -14,10 +14,10 @@
  * Each lives in its own module (capture.ts, restore.ts, load-model.ts; stored-model.ts reads the recorded topology);
  * this one holds saveCheckpoint and re-exports the others, so that importers need one path.
  */
-import { promises as fsp } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { argKeys } from '../args';
-import { isObjectLocation, readCheckpointInfo, saveTensors } from '../io/tensors';
+import { captureStack } from '../errors';
+import { saveTensorsSized } from '../io/save';
 import { shardSetSummary } from '../io/shards';
 import { captureCheckpoint, CaptureCheckpointArgs, CAPTURE_KEYS, modelPathArgs } from './capture';
 
@@ -63,6 +63,7 @@ export async function saveCheckpoint(
   path: string,
   args: SaveCheckpointArgs = {},
 ): Promise<SaveCheckpointResult> {
+  const stack = captureStack();
   const { file: target, a } = modelPathArgs(model, path, args, SAVE_KEYS);
   const durable = a.boolean('durable') ?? true;
   const { durable: _durable, maxShardSize, shardConcurrency, ...captureArgs } = a.values;
@@ -72,14 +73,10 @@ export async function saveCheckpoint(
     maxShardSize === undefined
       ? {}
       : { maxShardSize: maxShardSize as number | string, shardConcurrency: shardConcurrency as number | undefined };
-  await saveTensors(target, captured.tensors, { metadata: captured.metadata, durable, ...sharding });
+  const options = { metadata: captured.metadata, durable, ...sharding };
+  const bytes = await saveTensorsSized(target, captured.tensors, options, stack); // undefined: a set
   const tensors = Object.keys(captured.tensors).length;
-  if (maxShardSize === undefined) {
-    const bytes = isObjectLocation(target)
-      ? (await readCheckpointInfo(target)).fileSize
-      : (await fsp.stat(target)).size;
-    return { path: target, bytes, tensors };
-  }
+  if (bytes !== undefined) return { path: target, bytes, tensors };
   const set = await shardSetSummary(target);
   return { path: set.index, bytes: set.bytes, tensors, shards: set.shards };
 }

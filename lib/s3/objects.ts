@@ -84,6 +84,24 @@ export async function readOneVersion<T>(read: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * readOneVersion of an object already opened (resolveCheckpoint opens it): `read` goes on from `first`, and each
+ * start over opens the object afresh (`verify` as openObject takes it).
+ */
+export function readOpened<T>(
+  loc: S3Location,
+  first: OpenedObject,
+  verify: boolean | 'if-present',
+  read: (opened: OpenedObject) => Promise<T>,
+): Promise<T> {
+  let next: OpenedObject | undefined = first;
+  return readOneVersion(async () => {
+    const opened = next ?? (await openObject(loc, verify));
+    next = undefined;
+    return read(opened);
+  });
+}
+
 /** An object's identity for one read: its size and ETag (every later ranged GET must see the same). */
 interface ObjectVersion {
   size: number;

@@ -99,31 +99,59 @@ export async function deleteOwnedObject(loc: S3Location, args: DeleteOwnedArgs):
 }
 
 export interface CopyObjectArgs {
-  /** Objects up to this size are copied with one CopyObject. At most 5 GiB (S3's limit). Default: 5 GiB. */
+  /**
+   * A single-copy limit the caller knows: a source above it is copied in UploadPartCopy parts, which needs its size
+   * (one HEAD first). Default: none; one CopyObject is tried, and only when the server refuses it as too large (see
+   * copyRefusedAsTooLarge) is the source's size looked up for the parts. S3's own limit is 5 GiB.
+   */
   maxSingleCopy?: number;
-  /** Bytes per UploadPartCopy above it (at least 5 MiB). Default: 512 MiB. */
+  /** Bytes per UploadPartCopy (at least 5 MiB). Default: 512 MiB. */
   partSize?: number;
 }
 
 /**
+ * Whether a CopyObject failed because its source is over the server's single-copy limit, the one refusal a multipart
+ * copy gets past: AWS S3 answers `InvalidRequest` (HTTP 400, "The specified copy source is larger than the maximum
+ * allowable size for a copy source: 5368709120"); `EntityTooLarge` (HTTP 400) is the code other S3 servers give a
+ * size refusal, Ceph RGW included (its ERR_TOO_LARGE). Ceph 16 measured here copies a source of any size in one
+ * CopyObject (a 3 MiB copy passed with `rgw max put size` at 1 MiB, which refused a 3 MiB PUT as EntityTooLarge).
+ * An InvalidRequest of another cause is not taken for it: its message is S3's own.
+ */
+export function copyRefusedAsTooLarge(e: unknown): boolean {
+  if (httpStatus(e) !== 400) return false;
+  const { name, message } = e as { name?: string; message?: string };
+  if (name === 'EntityTooLarge') return true;
+  return name === 'InvalidRequest' && /copy source is larger than the maximum allowable size/i.test(message ?? '');
+}
+
+/**
  * Copies `from` to `to` on the server (no bytes through this process), visible at `to` complete or not at all: one
- * CopyObject up to 5 GiB, above a multipart upload of UploadPartCopy ranges (aborted on failure). Resolves with the
- * copy's ETag. For a store's `last` and `previous` objects, which S3 cannot hard-link.
+ * CopyObject, or where the server refuses it as too large (copyRefusedAsTooLarge; or above `maxSingleCopy`), a
+ * multipart upload of UploadPartCopy ranges (aborted on failure). Resolves with the copy's ETag. For a store's `last`
+ * and `previous` objects, which S3 cannot hard-link. The usual case is one request: no HEAD of the source.
  */
 export async function copyObject(from: S3Location, to: S3Location, args: CopyObjectArgs = {}): Promise<string> {
-  const { maxSingleCopy = 5 * 1024 ** 3, partSize = 512 * 1024 ** 2 } = args;
+  const { maxSingleCopy, partSize = 512 * 1024 ** 2 } = args;
   const sdk = loadSdk();
   const client = s3Client();
   const CopySource = `${from.bucket}/${encodeURIComponent(from.key).replace(/%2F/g, '/')}`;
-  let size: number;
-  try {
-    size = (await client.send(new sdk.HeadObjectCommand({ Bucket: from.bucket, Key: from.key }))).ContentLength ?? 0;
-    if (size <= maxSingleCopy) {
+  const failed = (e: unknown) => fromS3Error(e, `copy ${from.url} to`, to);
+  const sourceSize = async () => {
+    try {
+      return (await client.send(new sdk.HeadObjectCommand({ Bucket: from.bucket, Key: from.key }))).ContentLength ?? 0;
+    } catch (e) {
+      throw failed(e);
+    }
+  };
+  let size = maxSingleCopy === undefined ? undefined : await sourceSize();
+  if (size === undefined || size <= (maxSingleCopy ?? Infinity)) {
+    try {
       const r = await client.send(new sdk.CopyObjectCommand({ Bucket: to.bucket, Key: to.key, CopySource }));
       return r.CopyObjectResult?.ETag ?? '';
+    } catch (e) {
+      if (!copyRefusedAsTooLarge(e)) throw failed(e);
     }
-  } catch (e) {
-    throw fromS3Error(e, `copy ${from.url} to`, to);
+    size = await sourceSize();
   }
   let UploadId: string | undefined;
   try {
@@ -151,7 +179,7 @@ export async function copyObject(from: S3Location, to: S3Location, args: CopyObj
       await client
         .send(new sdk.AbortMultipartUploadCommand({ Bucket: to.bucket, Key: to.key, UploadId }))
         .catch(() => undefined);
-    throw fromS3Error(e, `copy ${from.url} to`, to);
+    throw failed(e);
   }
 }
 

@@ -8,7 +8,7 @@
 import * as path from 'node:path';
 import { CheckpointError } from '../../errors';
 import { checkpointSize } from '../../io/shards';
-import { isObjectLocation, readCheckpointInfo, verifyCheckpoint } from '../../io/tensors';
+import { isObjectLocation, verifyCheckpoint } from '../../io/tensors';
 import { resolveTarget } from '../checkpoint-source';
 import { type CliContext, out, outJson } from '../context';
 import { CliError, ExitCode, exitCodeFor } from '../exit-codes';
@@ -57,18 +57,14 @@ export async function verifyCommand(ctx: CliContext, target: string): Promise<vo
   if (files.length === 0) {
     throw new CliError(ExitCode.INVALID, `No checkpoint files (*.safetensors) in ${source!.directory}`);
   }
-  const sizes = await Promise.all(
-    files.map(async (f, i) =>
-      source
-        ? ((await source.size(names[i])) ?? 0)
-        : isObjectLocation(f)
-          ? readCheckpointInfo(f).then(
-              (info) => info.fileSize,
-              () => 0,
-            )
-          : ((await checkpointSize(f).catch(() => null)) ?? 0),
-    ),
-  );
+  // An s3:// checkpoint's size came with resolving it (0 when it could not be read: its verify says why).
+  const sizes = source
+    ? await Promise.all(names.map(async (n) => (await source.size(n)) ?? 0))
+    : [
+        resolved.kind === 'file' && isObjectLocation(resolved.path)
+          ? (resolved.size ?? 0)
+          : ((await checkpointSize(files[0]).catch(() => null)) ?? 0),
+      ];
   const total = sizes.reduce((a, b) => a + b, 0);
   const progress = byteProgress(ctx, total);
   const results: VerifyFileResult[] = [];
