@@ -148,3 +148,9 @@ export function useGateway(bucket: string): () => Gateway {
     return gw;
   };
 }
+
+/** A maker of s3:// URLs in `bucket` that no earlier call (nor another process's run) gave: name, process id, count. */
+export function freshUrls(bucket: string): (name: string) => string {
+  let n = 0;
+  return (name) => `s3://${bucket}/${name}-${process.pid}-${n++}`;
+}

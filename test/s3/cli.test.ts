@@ -12,15 +12,14 @@ import { s3Client } from '../../lib/s3/client';
 import { parseS3Prefix, parseS3Url } from '../../lib/s3/location';
 import { listPrefix } from '../../lib/s3/prefix';
 import { tempDir } from '../helpers/backends';
-import { describeWithGateway, gatewayEnv, useGateway } from '../helpers/ceph';
+import { describeWithGateway, gatewayEnv, useGateway, freshUrls } from '../helpers/ceph';
 import { ensureBuilt } from '../helpers/dist-build';
 import { type Run, runCli } from '../helpers/run-node';
 import { tinyModel } from '../helpers/models';
 import { SEED_HISTORY, SEED_TEMPLATE, recorder, weightBytes } from '../helpers/training';
 
 const BUCKET = 'tfjs-checkpoint-cli';
-let n = 0;
-const freshUrl = (name: string) => `s3://${BUCKET}/${name}-${process.pid}-${n++}`;
+const freshUrl = freshUrls(BUCKET);
 
 async function objectBytes(url: string): Promise<Buffer> {
   const { bucket, key } = parseS3Url(url, 'object');

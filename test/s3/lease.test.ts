@@ -16,15 +16,15 @@ import { objectIn, parseS3Prefix } from '../../lib/s3/location';
 import { abortStaleUploads, copyObject, deleteOwnedObject, listPrefix } from '../../lib/s3/prefix';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { describeWithGateway, gatewayEnv, useGateway } from '../helpers/ceph';
+import { describeWithGateway, gatewayEnv, useGateway, freshUrls } from '../helpers/ceph';
 
 const BUCKET = 'tfjs-checkpoint-lease';
 const LOCKED = { code: ErrorCode.LOCKED };
 /** Short leases keep the takeover tests fast: expiry is judged at leaseMs + 2 s by the server's clock. */
 const SHORT: S3LockArgs = { leaseMs: 1000, renewMs: 300 };
 
-let n = 0;
-const freshPrefix = (name: string) => parseS3Prefix(`s3://${BUCKET}/${name}-${process.pid}-${n++}`, 'prefix');
+const freshUrl = freshUrls(BUCKET);
+const freshPrefix = (name: string) => parseS3Prefix(freshUrl(name), 'prefix');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Makes the next renewals of `lock` fail as if the network dropped them (the holder is cut off, not told). */

@@ -14,15 +14,14 @@ import { DEFAULT_LEASE_MS, S3_LOCK_NAME } from '../../lib/s3/lease';
 import { parseS3Prefix } from '../../lib/s3/location';
 import { listPrefix } from '../../lib/s3/prefix';
 import { BACKENDS, useBackend } from '../helpers/backends';
-import { describeWithGateway, gatewayEnv, useGateway } from '../helpers/ceph';
+import { describeWithGateway, gatewayEnv, useGateway, freshUrls } from '../helpers/ceph';
 import { tinyData, tinyModel } from '../helpers/models';
 import { SEED_HISTORY, SEED_TEMPLATE, recorder, weightBytes } from '../helpers/training';
 import { expectResumedAfterEpoch3, killedAndResumedFit, startTrainChild } from '../helpers/train-child';
 
 const BUCKET = 'tfjs-checkpoint-manager';
 const { xs, ys } = tinyData();
-let n = 0;
-const freshUrl = (name: string) => `s3://${BUCKET}/${name}-${process.pid}-${n++}`;
+const freshUrl = freshUrls(BUCKET);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function readLockObject(url: string): Promise<{ pid: number; leaseMs: number }> {

@@ -22,14 +22,15 @@ import { s3Client } from '../../lib/s3/client';
 import { objectIn, parseS3Prefix } from '../../lib/s3/location';
 import { copyObject } from '../../lib/s3/prefix';
 import { rng } from '../helpers/backends';
-import { describeWithGateway, useGateway } from '../helpers/ceph';
+import { describeWithGateway, useGateway, freshUrls } from '../helpers/ceph';
 import { tinyData, tinyModel } from '../helpers/models';
 import { recorder } from '../helpers/training';
 
 const BUCKET = 'tfjs-checkpoint-requests';
 const MIB = 1024 * 1024;
-let n = 0;
-const freshUrl = (name: string) => `s3://${BUCKET}/${name}-${process.pid}-${n++}`;
+const freshUrl = freshUrls(BUCKET);
+/** Middleware names, each used once. */
+let middlewares = 0;
 
 function sample(seed = 1, length = 12): NamedTensors {
   const r = rng(seed);
@@ -53,7 +54,7 @@ const hex = (t: Record<string, { data: ArrayBufferView }>) =>
  */
 async function requestsOf<T>(run: () => Promise<T>): Promise<{ result: T; sent: string[] }> {
   const sent: string[] = [];
-  const name = `countRequests${n++}`;
+  const name = `countRequests${middlewares++}`;
   s3Client().middlewareStack.add(
     (next, context) => async (a) => {
       sent.push(`${(context.commandName ?? '').replace(/Command$/, '')} ${(a.input as { Key?: string }).Key ?? ''}`);
@@ -80,7 +81,7 @@ async function rejection(p: Promise<unknown>): Promise<{ code?: string; message:
 
 /** Makes the client's CopyObject fail as the server would refuse a source over its single-copy limit. */
 function refuseCopies(name: string, message: string): () => void {
-  const mw = `refuseCopy${n++}`;
+  const mw = `refuseCopy${middlewares++}`;
   s3Client().middlewareStack.add(
     (next, context) => async (a) => {
       if (context.commandName !== 'CopyObjectCommand') return next(a);

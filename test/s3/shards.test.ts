@@ -30,13 +30,12 @@ import { S3_LOCK_NAME } from '../../lib/s3/lease';
 import { parseS3Prefix } from '../../lib/s3/location';
 import { listPrefix } from '../../lib/s3/prefix';
 import { BACKENDS, rng, tempDir, useBackend } from '../helpers/backends';
-import { describeWithGateway, useGateway } from '../helpers/ceph';
+import { describeWithGateway, useGateway, freshUrls } from '../helpers/ceph';
 import { tinyData, tinyModel } from '../helpers/models';
 
 const BUCKET = 'tfjs-checkpoint-shards';
 const MIB = 1024 * 1024;
-let n = 0;
-const freshUrl = (name: string) => `s3://${BUCKET}/${name}-${process.pid}-${n++}`;
+const freshUrl = freshUrls(BUCKET);
 
 /** Five tensors that split into 3 shards at SHARD (a | b | c d e). */
 const SHARD = 40;
