@@ -156,10 +156,10 @@ export async function saveShardSet(
 }
 
 /**
- * How many shards are written at once. Locally: `requested` (shardConcurrency). On s3:// memory stays bounded as for
- * one object (concurrency x partSize, s3/objects.ts): shards of at most partSize go as one PUT each (one part-sized
- * buffer), up to the S3 concurrency of them at once; when any is larger, its upload alone has `concurrency` parts in
- * flight, so the shards go one after another.
+ * How many shards are written at once. Locally: `requested` (shardConcurrency). On s3:// the requests in flight stay
+ * those of one object's upload (at most the S3 `concurrency`, s3/save-object.ts): shards of at most partSize go as
+ * one PUT each, up to `concurrency` of them at once; when any is larger, its upload alone has `concurrency` parts in
+ * flight, so the shards go one after another. (Bodies are streamed from the tensors' arrays: no buffers either way.)
  */
 function shardConcurrency(target: string, shardBytes: readonly number[], requested: number): number {
   if (!isObjectLocation(target)) return requested;
