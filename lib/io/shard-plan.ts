@@ -99,31 +99,6 @@ export function planShards(byteLengths: readonly number[], max: number): number[
   return shards;
 }
 
-/** Runs `fn` over `items`, at most `limit` at a time. After a failure launches nothing more, waits for the running
- * ones, and rejects with the first failure. */
-export async function pool<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T, i: number) => Promise<R>,
-): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const worker = async () => {
-    while (!failure && next < items.length) {
-      const i = next++;
-      try {
-        results[i] = await fn(items[i], i);
-      } catch (e) {
-        failure ??= { error: e };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure) throw failure.error;
-  return results;
-}
-
 /**
  * A directory's entries with shard sets under their checkpoint name (`x` for `x.index.json`) and our shard files
  * left out: what a scan for checkpoints of any name (the manager's) reads. Without dups.

@@ -19,7 +19,8 @@ import {
   verifyCheckpoint,
 } from './tensors';
 import { notAFile } from './open-file';
-import { INDEX_SUFFIX, SHARD_PATTERN, pool } from './shard-plan';
+import { INDEX_SUFFIX, SHARD_PATTERN } from './shard-plan';
+import { pool } from '../pool';
 import { inPlace, isFileAt, placeOf } from './shard-place';
 import { isObjectLocation } from './check-path';
 import { parseS3Url, type S3Location } from '../s3/location';

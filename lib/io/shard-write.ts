@@ -12,7 +12,8 @@ import { s3Settings } from '../s3/client';
 import { isObjectLocation } from './check-path';
 import { type NamedTensors, writeCheckpointFile } from './tensors';
 import { inPlace, listPlace, readSmallText, removeQuietly, writeSmallText } from './shard-place';
-import { INDEX_SUFFIX, SHARD_PATTERN, planShards, pool, setNames, shardName } from './shard-plan';
+import { INDEX_SUFFIX, SHARD_PATTERN, planShards, setNames, shardName } from './shard-plan';
+import { pool } from '../pool';
 import {
   type ShardIndex,
   type ShardRecord,

@@ -10,6 +10,7 @@ import type { Readable } from 'node:stream';
 import { type CallerStack, CheckpointError, ErrorCode, fromBackendFailure } from '../errors';
 import { ParsedHeader, TensorEntry, HeaderState, readHeader, readHeaderLength } from '../format/header';
 import { getBackend } from '../backend/select';
+import { pool } from '../pool';
 import { loadSdk, s3Client, s3Settings } from './client';
 import type { S3Location } from './location';
 
@@ -25,26 +26,6 @@ export function fromS3Error(err: unknown, action: string, loc: S3Location): Chec
     path: loc.url,
     cause: err,
   });
-}
-
-/** Runs `tasks` with at most `limit` in flight; rejects with the first failure after the running ones settle. */
-export async function pool<T>(count: number, limit: number, task: (i: number) => Promise<T>): Promise<T[]> {
-  const out: T[] = new Array<T>(count);
-  let next = 0;
-  let failed: { e: unknown } | undefined;
-  const worker = async () => {
-    while (next < count && !failed) {
-      const i = next++;
-      try {
-        out[i] = await task(i);
-      } catch (e) {
-        failed ??= { e };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
-  if (failed) throw failed.e;
-  return out;
 }
 
 /** The bytes of the data section in [begin, end), as views of the tensors' arrays (file order). */
@@ -239,8 +220,7 @@ export async function readObjectData(loc: S3Location, opened: OpenedObject, veri
   /** Per span, the CRC32C of each tensor piece it holds (in the order of dataViews), advanced as bytes land. */
   const pieceCrcs: { tensor: number; crc: number; length: number }[][] = new Array(spans.length);
   const tensorBytes = buffers.map((b) => new Uint8Array(b));
-  await pool(spans.length, spans.length, async (j) => {
-    const [begin, end] = spans[j];
+  await pool(spans, spans.length, async ([begin, end], j) => {
     const pieces = [...dataViews(entries, tensorBytes, begin, end)];
     const crcs = pieces.map(({ tensor, view }) => ({ tensor, crc: 0, length: view.length }));
     pieceCrcs[j] = crcs;

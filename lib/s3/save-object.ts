@@ -24,7 +24,8 @@ import { forEachSlice } from '../backend/slices';
 import { loadSdk, s3Client, s3Settings } from './client';
 import { useChecksums } from './capabilities';
 import type { S3Location } from './location';
-import { dataViews, fromS3Error, pool } from './objects';
+import { dataViews, fromS3Error } from './objects';
+import { pool } from '../pool';
 import { planParts } from './part-layout';
 
 function crcBase64(crc: number): string {
@@ -196,7 +197,7 @@ export async function saveObject(
     // Parts 2..n in order, then part 1 in the same pool: it starts only after part n has started, so every CRC is on
     // its way, and it overlaps the last parts instead of waiting for them.
     const n = layout.length;
-    const parts = await pool(n, concurrency, (i) => uploadPart(i === n - 1 ? 0 : i + 1));
+    const parts = await pool(layout, concurrency, (_, i) => uploadPart(i === n - 1 ? 0 : i + 1));
     const UploadId = await created;
     const done = await client.send(
       new sdk.CompleteMultipartUploadCommand({
