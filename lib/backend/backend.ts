@@ -303,7 +303,7 @@ export interface Backend {
   crc32cCombine(crcA: number, crcB: number, lengthB: number): number;
   /**
    * The CRC32C of each of `views` (each from 0). Views that are not ArrayBufferViews reject with
-   * ERR_CHECKPOINT_INVALID_ARGUMENT before any byte is read (crc-views.ts checkCrcViews).
+   * ERR_CHECKPOINT_INVALID_ARGUMENT before any byte is read (crc-views.ts crc32cViewsChecked).
    * Threading: native, on a libuv pool thread, so the JS thread is free meanwhile (an S3 upload hashes and sends the
    * other parts then); JS, on the calling thread in slices with turns of the event loop between them (slices.ts).
    * Either way the views are read until the promise settles and must not change before it does.

@@ -7,22 +7,19 @@ import { asError, invalidArgument } from '../errors';
 import { crc32c } from '../format/crc32c';
 import { forEachSlice } from './slices';
 
-/** Refuses (ERR_CHECKPOINT_INVALID_ARGUMENT: a bug of the caller, never half-done) views that are not
- * ArrayBufferViews. */
-export function checkCrcViews(views: readonly ArrayBufferView[]): void {
-  if (!Array.isArray(views)) invalidArgument('views', 'an array of ArrayBufferViews', views);
-  views.forEach((v, i) => {
-    if (!ArrayBuffer.isView(v)) invalidArgument(`views[${i}]`, 'an ArrayBufferView', v);
-  });
-}
-
-/** A backend's crc32cViews: the views checked (checkCrcViews), then `run` on them; either's throw is a rejection. */
+/**
+ * A backend's crc32cViews: views that are not ArrayBufferViews refused (ERR_CHECKPOINT_INVALID_ARGUMENT: a bug of the
+ * caller, never half-done), then `run` on them; either's throw is a rejection.
+ */
 export function crc32cViewsChecked(
   views: readonly ArrayBufferView[],
   run: (views: readonly ArrayBufferView[]) => Promise<number[]>,
 ): Promise<number[]> {
   try {
-    checkCrcViews(views);
+    if (!Array.isArray(views)) invalidArgument('views', 'an array of ArrayBufferViews', views);
+    views.forEach((v, i) => {
+      if (!ArrayBuffer.isView(v)) invalidArgument(`views[${i}]`, 'an ArrayBufferView', v);
+    });
     return run(views);
   } catch (err) {
     return Promise.reject(asError(err));

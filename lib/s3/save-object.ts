@@ -172,8 +172,6 @@ export async function saveObject(
           // Every other part started before this one (pool order), so every piece's CRC is on its way.
           const all = await Promise.all(pieceCrcs);
           h = finishHeader(all.map((crcs, j) => ({ pieces: pieces[j], crcs })));
-        } else if (checksums) {
-          await summing;
         }
         const sum = checksums ? crcBase64(partCrc(pieces[k], await summing, h)) : undefined;
         const PartNumber = k + 1;
